@@ -1,0 +1,79 @@
+/**
+ * The contract every counting backend (ebpf, nft, iptables) implements. `run` drives it:
+ *
+ *   const b = await loadBackend(name);      // lazy: choosing nft never loads libbpf
+ *   await b.start(targets, options);
+ *   every tick: if ids changed -> await b.retarget(targets); sample = await b.read();
+ *   finally: await b.stop();
+ *
+ * Counters are cumulative since `start` and per service; `run` owns persistence and
+ * monotonic totals across restarts, so a backend never writes files of its own.
+ */
+
+import type { Cidr } from "../lib/cidr.ts";
+import type { Cgroup2Mount } from "../lib/cgroup.ts";
+
+export interface ServiceTarget {
+  /** Config key, e.g. "server". Stable for the life of `run`. */
+  name: string;
+  /** Cgroup path relative to the cgroup2 mount, e.g. "/user.slice/.../stb-next-server@split.service". */
+  path: string;
+  /** Inode number of the cgroup directory now, or null while it does not exist. */
+  id: bigint | null;
+}
+
+export interface BackendOptions {
+  mount: Cgroup2Mount;
+  /** Remote prefixes that never count (already validated, IPv4 and IPv6 mixed). */
+  exclude: Cidr[];
+  /** Conntrack mark bits the firewall backends may use (value within mask). */
+  ctMark: number;
+  ctMask: number;
+  /** One-line progress and warnings; goes to stderr / the journal. */
+  log: (message: string) => void;
+}
+
+export interface ServiceCounters {
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+}
+
+export type CounterSample = Record<string, ServiceCounters>;
+
+/** Raised for anything a user can fix; `message` names the problem and the fix. */
+export class BackendError extends Error {
+  override name = "BackendError";
+}
+
+export interface Backend {
+  readonly name: string;
+
+  /**
+   * Installs what counting needs in the kernel (programs, rules) for these targets; a
+   * target whose id is null is counted as soon as a retarget brings its id. Cleans up
+   * leftovers of a crashed earlier run first. On failure it throws a BackendError and
+   * leaves nothing installed.
+   */
+  start(targets: ServiceTarget[], options: BackendOptions): Promise<void>;
+
+  /**
+   * Cumulative counters per service name since `start`, one entry per target. Never
+   * decreases, also across retarget (a backend whose kernel counters restart keeps offsets).
+   */
+  read(): Promise<CounterSample>;
+
+  /**
+   * The set of cgroup ids changed (a service was restarted, stopped or started late).
+   * Must take effect before the next `read` and must not lose the totals counted so far.
+   */
+  retarget(targets: ServiceTarget[]): Promise<void>;
+
+  /** Removes everything `start` installed. Safe to call twice, and after a failed start. */
+  stop(): Promise<void>;
+}
+
+export function zeroCounters(): ServiceCounters {
+  return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+}

@@ -1,0 +1,314 @@
+/**
+ * /etc/stb-netacct/config.json: which cgroups are StB, which remotes never count, where
+ * the counters go. Every error names the field, quotes the bad value and says the fix,
+ * because the person reading it is a user with a text editor, not a developer.
+ */
+
+import { type Cidr, CidrError, DEFAULT_EXCLUDE, findOverlaps, parseCidr } from "./cidr.ts";
+import { CgroupError, validateCgroupPath } from "./cgroup.ts";
+
+export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
+export const DEFAULT_OUTPUT = "/run/stb-netacct/counters.json";
+export const DEFAULT_INTERVAL_S = 0.5;
+export const MIN_INTERVAL_S = 0.1;
+export const MAX_INTERVAL_S = 10;
+export const MAX_CONFIG_BYTES = 1 << 20;
+export const MAX_SERVICES = 64;
+
+export const DEFAULT_SERVICES: Readonly<Record<string, string>> = {
+  "host-agent":
+    "/user.slice/user-1000.slice/user@1000.service/app.slice/app-stb\\x2dnext\\x2dhost\\x2dagent.slice/stb-next-host-agent@split.service",
+  "server":
+    "/user.slice/user-1000.slice/user@1000.service/app.slice/app-stb\\x2dnext\\x2dserver.slice/stb-next-server@split.service",
+  "shell":
+    "/user.slice/user-1000.slice/user@1000.service/app.slice/app-stb\\x2dnext\\x2dshell.slice/stb-next-shell@split.service",
+};
+
+export interface Config {
+  /** Service name -> cgroup path relative to the cgroup2 mount, in config order. */
+  services: Record<string, string>;
+  exclude: Cidr[];
+  output: string;
+  /** User name or numeric uid that owns counters.json; null keeps root. */
+  owner: string | null;
+  interval_s: number;
+  /** Conntrack mark value and mask for the nft/iptables backends. */
+  ct_mark: number;
+  ct_mask: number;
+  /** Where the config came from, for messages ("built-in defaults" when no file). */
+  source: string;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const KNOWN_KEYS = [
+  "services",
+  "exclude",
+  "exclude_extra",
+  "output",
+  "owner",
+  "interval_s",
+  "ct_mark",
+  "ct_mask",
+] as const;
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(
+        d[i - 1][j] + 1,
+        d[i][j - 1] + 1,
+        d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+  }
+  return d[a.length][b.length];
+}
+
+export function didYouMean(word: string, choices: readonly string[]): string | null {
+  let best: string | null = null, bestD = Infinity;
+  for (const c of choices) {
+    const dist = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (dist < bestD) [best, bestD] = [c, dist];
+  }
+  return best !== null && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : null;
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 80 ? s.slice(0, 77) + "..." : s;
+}
+
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const OWNER = /^([a-z_][a-z0-9_-]{0,31}\$?|[0-9]{1,10})$/;
+
+function parseCidrList(field: string, v: unknown): Cidr[] {
+  if (!Array.isArray(v)) {
+    throw new ConfigError(
+      `"${field}" is ${show(v)}: it must be a list of prefixes like ["192.0.2.0/24", "2001:db8::/32"]`,
+    );
+  }
+  return v.map((item, i) => {
+    if (typeof item !== "string") {
+      throw new ConfigError(`"${field}[${i}]" is ${show(item)}: write prefixes as strings`);
+    }
+    try {
+      return parseCidr(item);
+    } catch (e) {
+      if (e instanceof CidrError) throw new ConfigError(`"${field}[${i}]": ${e.message}`);
+      throw e;
+    }
+  });
+}
+
+function parseMark(field: string, v: unknown, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = typeof v === "string" && /^0x[0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v, 16) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 0xffffffff) {
+    throw new ConfigError(
+      `"${field}" is ${show(v)}: use a non-zero 32-bit value such as "0x00510000"`,
+    );
+  }
+  return n;
+}
+
+/** Validates an already-parsed config object. `source` names it in messages. */
+export function validateConfig(raw: unknown, source: string): Config {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${source} must hold a JSON object like {"services": {...}}`);
+  }
+  const o = raw as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(KNOWN_KEYS as readonly string[]).includes(key)) {
+      const guess = didYouMean(key, KNOWN_KEYS);
+      throw new ConfigError(
+        `Unknown key "${key}" in ${source}` +
+          (guess ? `: did you mean "${guess}"?` : `: known keys are ${KNOWN_KEYS.join(", ")}`),
+      );
+    }
+  }
+
+  let services: Record<string, string> = { ...DEFAULT_SERVICES };
+  if (o.services !== undefined) {
+    if (typeof o.services !== "object" || o.services === null || Array.isArray(o.services)) {
+      throw new ConfigError(
+        `"services" is ${show(o.services)}: it must map names to cgroup paths, ` +
+          `like {"server": "/user.slice/.../stb-next-server@split.service"}`,
+      );
+    }
+    services = {};
+    const seenPaths = new Map<string, string>();
+    for (const [name, path] of Object.entries(o.services as Record<string, unknown>)) {
+      if (!SERVICE_NAME.test(name)) {
+        throw new ConfigError(
+          `Service name ${show(name)} is not allowed: use 1-64 letters, digits, "-", "_" or "."`,
+        );
+      }
+      if (typeof path !== "string") {
+        throw new ConfigError(`"services.${name}" is ${show(path)}: it must be a cgroup path string`);
+      }
+      let normal: string;
+      try {
+        normal = validateCgroupPath(path);
+      } catch (e) {
+        if (e instanceof CgroupError) throw new ConfigError(`"services.${name}": ${e.message}`);
+        throw e;
+      }
+      const other = seenPaths.get(normal);
+      if (other !== undefined) {
+        throw new ConfigError(
+          `"services.${name}" and "services.${other}" name the same cgroup ${show(normal)}: ` +
+            `keep one of them`,
+        );
+      }
+      seenPaths.set(normal, name);
+      services[name] = normal;
+    }
+    const count = Object.keys(services).length;
+    if (count === 0) {
+      throw new ConfigError(
+        `"services" is empty: name at least one cgroup, or remove the key for the StB defaults`,
+      );
+    }
+    if (count > MAX_SERVICES) {
+      throw new ConfigError(`"services" has ${count} entries: at most ${MAX_SERVICES} are supported`);
+    }
+  }
+
+  const base = o.exclude !== undefined
+    ? parseCidrList("exclude", o.exclude)
+    : DEFAULT_EXCLUDE.map((c) => parseCidr(c));
+  const extra = o.exclude_extra !== undefined ? parseCidrList("exclude_extra", o.exclude_extra) : [];
+  const mine = [...(o.exclude !== undefined ? base : []), ...extra];
+  for (const [a, b] of findOverlaps(mine)) {
+    // The default list itself nests 255.255.255.255/32 in 240.0.0.0/4 on purpose (it
+    // names the broadcast address); a config that copies the defaults stays valid.
+    if (a.text !== b.text && DEFAULT_EXCLUDE.includes(a.text) && DEFAULT_EXCLUDE.includes(b.text)) {
+      continue;
+    }
+    throw new ConfigError(
+      a.text === b.text
+        ? `Prefix "${a.text}" is listed twice in the exclusions: remove one`
+        : `Prefixes "${a.text}" and "${b.text}" overlap in the exclusions: keep the wider one`,
+    );
+  }
+  for (const e of extra) {
+    const cover = base.find((b) => b !== e && findOverlaps([b, e]).length > 0);
+    if (cover) {
+      throw new ConfigError(
+        `"exclude_extra" prefix "${e.text}" overlaps "${cover.text}", which is already excluded: remove it`,
+      );
+    }
+  }
+
+  let output = DEFAULT_OUTPUT;
+  if (o.output !== undefined) {
+    if (typeof o.output !== "string" || !o.output.startsWith("/") || o.output.endsWith("/")) {
+      throw new ConfigError(
+        `"output" is ${show(o.output)}: it must be an absolute file path like "${DEFAULT_OUTPUT}"`,
+      );
+    }
+    if (o.output.split("/").some((p) => p === "..")) {
+      throw new ConfigError(`"output" is ${show(o.output)}: ".." is not allowed in it`);
+    }
+    output = o.output;
+  }
+
+  let owner: string | null = null;
+  if (o.owner !== undefined && o.owner !== null) {
+    if (typeof o.owner === "number" && Number.isInteger(o.owner) && o.owner >= 0) {
+      owner = String(o.owner);
+    } else if (typeof o.owner === "string" && OWNER.test(o.owner)) {
+      owner = o.owner;
+    } else {
+      throw new ConfigError(
+        `"owner" is ${show(o.owner)}: use a user name such as "cad" or a numeric uid`,
+      );
+    }
+  }
+
+  let interval_s = DEFAULT_INTERVAL_S;
+  if (o.interval_s !== undefined) {
+    interval_s = checkInterval(o.interval_s, `"interval_s" in ${source}`);
+  }
+
+  const ct_mask = parseMark("ct_mask", o.ct_mask, 0x00ff0000);
+  const ct_mark = parseMark("ct_mark", o.ct_mark, 0x00510000);
+  if ((ct_mark & ~ct_mask) >>> 0 !== 0) {
+    throw new ConfigError(
+      `"ct_mark" 0x${ct_mark.toString(16)} has bits outside "ct_mask" 0x${ct_mask.toString(16)}: ` +
+        `pick a mark inside the mask`,
+    );
+  }
+
+  return { services, exclude: [...base, ...extra], output, owner, interval_s, ct_mark, ct_mask, source };
+}
+
+/** Interval check shared by the config key and `--interval`. */
+export function checkInterval(v: unknown, what: string): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < MIN_INTERVAL_S || v > MAX_INTERVAL_S) {
+    throw new ConfigError(
+      `${what} is ${show(v)}: use a number of seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * Reads and validates a config file. A missing file at the default path means built-in
+ * defaults; a missing file the user named explicitly is an error.
+ */
+export function loadConfig(path: string, explicit: boolean): Config {
+  let text: string;
+  try {
+    const st = Deno.statSync(path);
+    if (!st.isFile) throw new ConfigError(`Config ${show(path)} is not a regular file`);
+    if (st.size > MAX_CONFIG_BYTES) {
+      throw new ConfigError(
+        `Config ${show(path)} is ${st.size} bytes: a config is never over ${MAX_CONFIG_BYTES} bytes, check the path`,
+      );
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    if (e instanceof Deno.errors.NotFound && !explicit) {
+      return validateConfig({}, "built-in defaults");
+    }
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ConfigError(
+        `Config ${show(path)} does not exist: create it (see README "Config file") or drop --config`,
+        { cause: e },
+      );
+    }
+    throw new ConfigError(`Cannot read config ${show(path)}: ${(e as Error).message}`, { cause: e });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(
+      `Config ${show(path)} is not valid JSON (${(e as Error).message}): fix the syntax`,
+      { cause: e },
+    );
+  }
+  return validateConfig(raw, show(path));
+}
+
+/** The defaults as a file `install` writes and users edit. */
+export function defaultConfigJson(owner: string | null): string {
+  return JSON.stringify(
+    {
+      services: DEFAULT_SERVICES,
+      exclude: DEFAULT_EXCLUDE,
+      output: DEFAULT_OUTPUT,
+      owner,
+      interval_s: DEFAULT_INTERVAL_S,
+    },
+    null,
+    2,
+  ) + "\n";
+}

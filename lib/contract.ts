@@ -1,0 +1,122 @@
+/**
+ * counters.json, schema version 1: what `run` publishes and `graph`/`status` read.
+ * The JSON Schema twin is schema/counters.schema.json; keep them in step.
+ *
+ * Readers must treat the file as untrusted: it may be missing, half-written by a broken
+ * writer, replaced by something else, or from a daemon that restarted (totals reset).
+ */
+
+export const SCHEMA_VERSION = 1;
+
+export interface ServiceCountersV1 {
+  rx_bytes_total: number;
+  tx_bytes_total: number;
+  rx_packets_total: number;
+  tx_packets_total: number;
+  /** Cgroup path relative to the cgroup2 mount. */
+  cgroup: string;
+  /** Whether the cgroup exists at this sample. */
+  present: boolean;
+}
+
+export interface CountersV1 {
+  schema: 1;
+  backend: string;
+  backend_fallback_reason?: string;
+  rx_bytes_total: number;
+  tx_bytes_total: number;
+  rx_packets_total: number;
+  tx_packets_total: number;
+  /** Seconds of CLOCK_MONOTONIC at the sample (comparable across processes on one boot). */
+  ts_monotonic: number;
+  /** Seconds since the Unix epoch at the sample. */
+  ts_unix: number;
+  interval_s: number;
+  services: Record<string, ServiceCountersV1>;
+}
+
+/** One line of JSON plus a newline; numbers are integers except the timestamps. */
+export function serializeCounters(c: CountersV1): string {
+  return JSON.stringify(c) + "\n";
+}
+
+export class ContractError extends Error {
+  override name = "ContractError";
+}
+
+/** Largest file a reader accepts: a real one is well under 64 KiB. */
+export const MAX_COUNTERS_BYTES = 1 << 20;
+
+function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+function isTime(v: unknown): v is number {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0;
+}
+
+/**
+ * Validates parsed JSON as a v1 sample. Unknown extra fields are allowed (later versions
+ * add fields); missing or wrong-typed required ones throw a ContractError naming the field.
+ * Only the three fields of the original contract are required; the rest default.
+ */
+export function parseCounters(text: string): CountersV1 {
+  if (text.length === 0) throw new ContractError("the file is empty");
+  if (text.length > MAX_COUNTERS_BYTES) {
+    throw new ContractError(`the file is ${text.length} bytes, over the ${MAX_COUNTERS_BYTES} limit`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new ContractError(`it is not valid JSON (${(cause as Error).message})`, { cause });
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ContractError("it is not a JSON object");
+  }
+  const o = raw as Record<string, unknown>;
+  if (o.schema !== undefined && o.schema !== SCHEMA_VERSION) {
+    throw new ContractError(`schema ${JSON.stringify(o.schema)} is not supported (expected 1)`);
+  }
+  for (const k of ["rx_bytes_total", "tx_bytes_total"]) {
+    if (!isCount(o[k])) {
+      throw new ContractError(`"${k}" is ${JSON.stringify(o[k])}, not a non-negative integer`);
+    }
+  }
+  if (!isTime(o.ts_monotonic)) {
+    throw new ContractError(
+      `"ts_monotonic" is ${JSON.stringify(o.ts_monotonic)}, not a non-negative number`,
+    );
+  }
+  const services: Record<string, ServiceCountersV1> = {};
+  if (typeof o.services === "object" && o.services !== null && !Array.isArray(o.services)) {
+    for (const [name, sv] of Object.entries(o.services as Record<string, unknown>)) {
+      if (typeof sv !== "object" || sv === null) continue;
+      const s = sv as Record<string, unknown>;
+      if (!isCount(s.rx_bytes_total) || !isCount(s.tx_bytes_total)) continue;
+      services[name] = {
+        rx_bytes_total: s.rx_bytes_total,
+        tx_bytes_total: s.tx_bytes_total,
+        rx_packets_total: isCount(s.rx_packets_total) ? s.rx_packets_total : 0,
+        tx_packets_total: isCount(s.tx_packets_total) ? s.tx_packets_total : 0,
+        cgroup: typeof s.cgroup === "string" ? s.cgroup : "",
+        present: s.present === true,
+      };
+    }
+  }
+  return {
+    schema: 1,
+    backend: typeof o.backend === "string" ? o.backend : "unknown",
+    ...(typeof o.backend_fallback_reason === "string"
+      ? { backend_fallback_reason: o.backend_fallback_reason }
+      : {}),
+    rx_bytes_total: o.rx_bytes_total as number,
+    tx_bytes_total: o.tx_bytes_total as number,
+    rx_packets_total: isCount(o.rx_packets_total) ? o.rx_packets_total : 0,
+    tx_packets_total: isCount(o.tx_packets_total) ? o.tx_packets_total : 0,
+    ts_monotonic: o.ts_monotonic as number,
+    ts_unix: isTime(o.ts_unix) ? o.ts_unix : 0,
+    interval_s: isTime(o.interval_s) && o.interval_s > 0 ? o.interval_s : 0.5,
+    services,
+  };
+}
