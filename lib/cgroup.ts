@@ -13,7 +13,11 @@ export class CgroupError extends Error {
 export interface Cgroup2Mount {
   /** Absolute mount point, e.g. "/sys/fs/cgroup" or "/sys/fs/cgroup/unified". */
   mountPoint: string;
-  /** "unified" when cgroup2 is the only hierarchy, "hybrid" when v1 controllers sit beside it. */
+  /**
+   * "unified" when cgroup2 is mounted at /sys/fs/cgroup itself, "hybrid" when it sits
+   * below it beside v1 controllers. nftables resolves `socket cgroupv2` paths relative to
+   * /sys/fs/cgroup, so this is what its rules must account for.
+   */
   layout: "unified" | "hybrid";
 }
 
@@ -29,19 +33,17 @@ function unescapeMountinfo(field: string): string {
  */
 export function parseCgroup2Mount(mountinfo: string): Cgroup2Mount | null {
   let best: string | null = null;
-  let hasV1 = false;
   for (const line of mountinfo.split("\n")) {
     const sep = line.indexOf(" - ");
     if (sep < 0) continue;
     const left = line.slice(0, sep).split(" ");
     const fsType = line.slice(sep + 3).split(" ")[0];
-    if (fsType === "cgroup") hasV1 = true;
     if (fsType !== "cgroup2" || left[3] !== "/") continue;
     const mountPoint = unescapeMountinfo(left[4]);
     if (best === null || mountPoint.length < best.length) best = mountPoint;
   }
   if (best === null) return null;
-  return { mountPoint: best, layout: hasV1 ? "hybrid" : "unified" };
+  return { mountPoint: best, layout: best === "/sys/fs/cgroup" ? "unified" : "hybrid" };
 }
 
 export function findCgroup2Mount(): Cgroup2Mount {

@@ -145,8 +145,10 @@ export function findOverlaps(cidrs: Cidr[]): [Cidr, Cidr][] {
 /** Whether an address (4 or 16 bytes) falls in any prefix; IPv4-mapped IPv6 is judged as IPv4. */
 export function isExcluded(address: Uint8Array, exclude: Cidr[]): boolean {
   let addr = address;
-  if (addr.length === 16 && addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff &&
-    addr[11] === 0xff) {
+  if (
+    addr.length === 16 && addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff &&
+    addr[11] === 0xff
+  ) {
     addr = addr.subarray(12);
   }
   const family: Family = addr.length === 4 ? 4 : 6;

@@ -16,7 +16,7 @@ export function monotonicSeconds(): number {
     const buf = new Uint8Array(16);
     const view = new DataView(buf.buffer);
     read = () => {
-      if (libc.symbols.clock_gettime(1 /* CLOCK_MONOTONIC */, buf) !== 0) {
+      if (libc.symbols.clock_gettime(1, /* CLOCK_MONOTONIC */ buf) !== 0) {
         throw new Error("clock_gettime(CLOCK_MONOTONIC) failed");
       }
       return Number(view.getBigInt64(0, true)) + Number(view.getBigInt64(8, true)) / 1e9;

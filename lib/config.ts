@@ -89,7 +89,9 @@ const OWNER = /^([a-z_][a-z0-9_-]{0,31}\$?|[0-9]{1,10})$/;
 function parseCidrList(field: string, v: unknown): Cidr[] {
   if (!Array.isArray(v)) {
     throw new ConfigError(
-      `"${field}" is ${show(v)}: it must be a list of prefixes like ["192.0.2.0/24", "2001:db8::/32"]`,
+      `"${field}" is ${
+        show(v)
+      }: it must be a list of prefixes like ["192.0.2.0/24", "2001:db8::/32"]`,
     );
   }
   return v.map((item, i) => {
@@ -149,7 +151,9 @@ export function validateConfig(raw: unknown, source: string): Config {
         );
       }
       if (typeof path !== "string") {
-        throw new ConfigError(`"services.${name}" is ${show(path)}: it must be a cgroup path string`);
+        throw new ConfigError(
+          `"services.${name}" is ${show(path)}: it must be a cgroup path string`,
+        );
       }
       let normal: string;
       try {
@@ -175,14 +179,18 @@ export function validateConfig(raw: unknown, source: string): Config {
       );
     }
     if (count > MAX_SERVICES) {
-      throw new ConfigError(`"services" has ${count} entries: at most ${MAX_SERVICES} are supported`);
+      throw new ConfigError(
+        `"services" has ${count} entries: at most ${MAX_SERVICES} are supported`,
+      );
     }
   }
 
   const base = o.exclude !== undefined
     ? parseCidrList("exclude", o.exclude)
     : DEFAULT_EXCLUDE.map((c) => parseCidr(c));
-  const extra = o.exclude_extra !== undefined ? parseCidrList("exclude_extra", o.exclude_extra) : [];
+  const extra = o.exclude_extra !== undefined
+    ? parseCidrList("exclude_extra", o.exclude_extra)
+    : [];
   const mine = [...(o.exclude !== undefined ? base : []), ...extra];
   for (const [a, b] of findOverlaps(mine)) {
     // The default list itself nests 255.255.255.255/32 in 240.0.0.0/4 on purpose (it
@@ -245,7 +253,16 @@ export function validateConfig(raw: unknown, source: string): Config {
     );
   }
 
-  return { services, exclude: [...base, ...extra], output, owner, interval_s, ct_mark, ct_mask, source };
+  return {
+    services,
+    exclude: [...base, ...extra],
+    output,
+    owner,
+    interval_s,
+    ct_mark,
+    ct_mask,
+    source,
+  };
 }
 
 /** Interval check shared by the config key and `--interval`. */
@@ -269,7 +286,9 @@ export function loadConfig(path: string, explicit: boolean): Config {
     if (!st.isFile) throw new ConfigError(`Config ${show(path)} is not a regular file`);
     if (st.size > MAX_CONFIG_BYTES) {
       throw new ConfigError(
-        `Config ${show(path)} is ${st.size} bytes: a config is never over ${MAX_CONFIG_BYTES} bytes, check the path`,
+        `Config ${
+          show(path)
+        } is ${st.size} bytes: a config is never over ${MAX_CONFIG_BYTES} bytes, check the path`,
       );
     }
     text = Deno.readTextFileSync(path);
@@ -280,11 +299,15 @@ export function loadConfig(path: string, explicit: boolean): Config {
     }
     if (e instanceof Deno.errors.NotFound) {
       throw new ConfigError(
-        `Config ${show(path)} does not exist: create it (see README "Config file") or drop --config`,
+        `Config ${
+          show(path)
+        } does not exist: create it (see README "Config file") or drop --config`,
         { cause: e },
       );
     }
-    throw new ConfigError(`Cannot read config ${show(path)}: ${(e as Error).message}`, { cause: e });
+    throw new ConfigError(`Cannot read config ${show(path)}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   let raw: unknown;
   try {

@@ -63,7 +63,9 @@ function isTime(v: unknown): v is number {
 export function parseCounters(text: string): CountersV1 {
   if (text.length === 0) throw new ContractError("the file is empty");
   if (text.length > MAX_COUNTERS_BYTES) {
-    throw new ContractError(`the file is ${text.length} bytes, over the ${MAX_COUNTERS_BYTES} limit`);
+    throw new ContractError(
+      `the file is ${text.length} bytes, over the ${MAX_COUNTERS_BYTES} limit`,
+    );
   }
   let raw: unknown;
   try {

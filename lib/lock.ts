@@ -1,0 +1,72 @@
+/**
+ * One sampler per output: two `run`s publishing the same file would each count the same
+ * packets, and their totals would interleave. flock(2) is released by the kernel when the
+ * process dies however it dies, so a SIGKILLed run never leaves a stale lock. Deno exposes
+ * no non-blocking lock, hence libc.
+ */
+
+const O_RDWR = 0o2, O_CREAT = 0o100, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2, LOCK_NB = 4;
+
+type Libc = Deno.DynamicLibrary<{
+  // int open(const char *path /* buffer */, int flags /* i32 */, mode_t mode /* u32 */)
+  open: { parameters: ["buffer", "i32", "u32"]; result: "i32" };
+  // int flock(int fd /* i32 */, int operation /* i32 */)
+  flock: { parameters: ["i32", "i32"]; result: "i32" };
+  // int close(int fd /* i32 */)
+  close: { parameters: ["i32"]; result: "i32" };
+}>;
+
+let libc: Libc | null = null;
+
+function openLibc(): Libc {
+  libc ??= Deno.dlopen("libc.so.6", {
+    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+    flock: { parameters: ["i32", "i32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+  });
+  return libc;
+}
+
+export class LockHeldError extends Error {
+  override name = "LockHeldError";
+}
+
+export interface Lock {
+  release(): void;
+}
+
+/** Takes an exclusive lock on `path` (created 0600), or throws LockHeldError naming the holder. */
+export function acquireLock(path: string): Lock {
+  const c = openLibc();
+  const fd = c.symbols.open(
+    new TextEncoder().encode(path + "\0"),
+    O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+    0o600,
+  );
+  if (fd < 0) throw new Error(`Cannot open lock file "${path}" (is it a symlink?)`);
+  if (c.symbols.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    c.symbols.close(fd);
+    let holder = "";
+    try {
+      const pid = Deno.readTextFileSync(path).trim();
+      if (/^[0-9]+$/.test(pid)) holder = ` (pid ${pid})`;
+    } catch { /* unreadable: name no pid */ }
+    throw new LockHeldError(
+      `Another stb-netacct run${holder} is already writing this output (lock "${path}"): ` +
+        `stop it first (\`systemctl stop stb-netacct\`) or give --output another path`,
+    );
+  }
+  Deno.writeTextFileSync(path, `${Deno.pid}\n`);
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      try {
+        Deno.removeSync(path);
+      } catch { /* already gone */ }
+      c.symbols.close(fd);
+    },
+  };
+}

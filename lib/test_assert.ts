@@ -1,0 +1,110 @@
+/**
+ * The few assertions the tests need. @std/assert lives on JSR, which is unreachable here,
+ * so these stay small and strict (deep equality by structure, typed arrays included).
+ */
+
+export class AssertionError extends Error {
+  override name = "AssertionError";
+}
+
+function show(v: unknown): string {
+  if (v instanceof Uint8Array) return `Uint8Array[${Array.from(v).join(",")}]`;
+  if (typeof v === "bigint") return `${v}n`;
+  try {
+    return JSON.stringify(v, (_, x) => (typeof x === "bigint" ? `${x}n` : x));
+  } catch {
+    return String(v);
+  }
+}
+
+export function equal(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a !== typeof b || a === null || b === null || typeof a !== "object") return false;
+  if (ArrayBuffer.isView(a) || ArrayBuffer.isView(b)) {
+    if (!ArrayBuffer.isView(a) || !ArrayBuffer.isView(b) || a.constructor !== b.constructor) {
+      return false;
+    }
+    const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return x.length === y.length && x.every((v, i) => v === y[i]);
+  }
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a as object), kb = Object.keys(b as object);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) =>
+    equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])
+  );
+}
+
+export function assert(cond: unknown, msg = "assertion failed"): asserts cond {
+  if (!cond) throw new AssertionError(msg);
+}
+
+export function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
+  if (!equal(actual, expected)) {
+    throw new AssertionError(
+      `${msg ? msg + ": " : ""}values differ\n  actual:   ${show(actual)}\n  expected: ${
+        show(expected)
+      }`,
+    );
+  }
+}
+
+export function assertMatch(actual: string, re: RegExp, msg?: string): void {
+  if (!re.test(actual)) {
+    throw new AssertionError(`${msg ? msg + ": " : ""}${show(actual)} does not match ${re}`);
+  }
+}
+
+export function assertStringIncludes(actual: string, part: string, msg?: string): void {
+  if (!actual.includes(part)) {
+    throw new AssertionError(
+      `${msg ? msg + ": " : ""}${show(actual)} does not include ${show(part)}`,
+    );
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+type ErrorClass = new (...args: any[]) => Error;
+
+export function assertThrows(fn: () => unknown, cls?: ErrorClass, includes?: string): Error {
+  try {
+    fn();
+  } catch (e) {
+    if (cls && !(e instanceof cls)) {
+      throw new AssertionError(
+        `expected ${cls.name}, got ${(e as Error)?.name}: ${(e as Error)?.message}`,
+      );
+    }
+    if (includes && !(e as Error).message.includes(includes)) {
+      throw new AssertionError(
+        `error message ${show((e as Error).message)} does not include ${show(includes)}`,
+      );
+    }
+    return e as Error;
+  }
+  throw new AssertionError("expected the function to throw");
+}
+
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  cls?: ErrorClass,
+  includes?: string,
+): Promise<Error> {
+  try {
+    await fn();
+  } catch (e) {
+    if (cls && !(e instanceof cls)) {
+      throw new AssertionError(
+        `expected ${cls.name}, got ${(e as Error)?.name}: ${(e as Error)?.message}`,
+      );
+    }
+    if (includes && !(e as Error).message.includes(includes)) {
+      throw new AssertionError(
+        `error message ${show((e as Error).message)} does not include ${show(includes)}`,
+      );
+    }
+    return e as Error;
+  }
+  throw new AssertionError("expected the promise to reject");
+}

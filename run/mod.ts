@@ -1,0 +1,304 @@
+/**
+ * `stb-netacct run`: the root sampler. Starts one backend, and every interval refreshes
+ * the service cgroup ids, reads the kernel counters and publishes counters.json.
+ *
+ * Order of teardown is the reverse of setup, in `finally`: a final publish, backend stop,
+ * lock release. Signals only set a flag the loop checks.
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import {
+  type Backend,
+  BACKEND_INFO,
+  BACKEND_NAMES,
+  BackendError,
+  type BackendName,
+  loadBackend,
+  type ServiceTarget,
+} from "../backends/mod.ts";
+import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
+import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
+import { monotonicSeconds } from "../lib/clock.ts";
+import {
+  checkInterval,
+  type Config,
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  loadConfig,
+} from "../lib/config.ts";
+import { UsageError } from "../lib/errors.ts";
+import { acquireLock, type Lock } from "../lib/lock.ts";
+import { lookupUser, type UserIds } from "../lib/users.ts";
+import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
+import { Totals } from "./totals.ts";
+
+export const AUTO = "auto";
+const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
+type BackendChoice = typeof BACKEND_CHOICES[number];
+
+export interface RunOptions {
+  backend: BackendChoice;
+  config: Config;
+  output: string;
+  intervalS: number;
+  log: (message: string) => void;
+}
+
+function parseIntervalFlag(value: string): number {
+  const n = Number(value);
+  try {
+    return checkInterval(n, `--interval ${JSON.stringify(value)}`);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+export function runCommand() {
+  return new Command("run")
+    .summary("count StB's external traffic and publish counters.json (root)")
+    .description(
+      "Count the external network traffic of the configured service cgroups (and every\n" +
+        "cgroup below them) in the kernel, and publish the totals every interval to a JSON\n" +
+        "file that `graph` and `status` read without privileges. Runs until SIGINT/SIGTERM,\n" +
+        "then writes a final sample and removes everything it installed.",
+    )
+    .addOption(
+      new Option("-b, --backend <name>", "how to count: " + BACKEND_CHOICES.join(", "))
+        .choices(BACKEND_CHOICES)
+        .default(AUTO as BackendChoice),
+    )
+    .option(
+      "-c, --config <path>",
+      "config file (built-in StB defaults when the default path is absent)",
+      DEFAULT_CONFIG_PATH,
+    )
+    .option(
+      "-i, --interval <seconds>",
+      "seconds between samples, 0.1 to 10 (default: config, else 0.5)",
+      parseIntervalFlag,
+    )
+    .option(
+      "-o, --output <path>",
+      'counters file (default: config "output", else /run/stb-netacct/counters.json)',
+    )
+    .addHelpText(
+      "after",
+      "\nBackends:\n" +
+        BACKEND_NAMES.map((n) => `  ${n.padEnd(9)} ${BACKEND_INFO[n].summary}`).join("\n") +
+        `\n  ${AUTO.padEnd(9)} ebpf when this host can load it, else nft, else iptables\n` +
+        "\nExamples:\n" +
+        "  sudo stb-netacct run                          # auto backend, default config\n" +
+        "  sudo stb-netacct run --backend nft --interval 1\n" +
+        "  sudo stb-netacct run -c ./test.json -o /tmp/stb/counters.json\n",
+    )
+    .action(async (opts, cmd) => {
+      const explicitConfig = cmd.getOptionValueSource("config") === "cli";
+      let config: Config;
+      try {
+        config = loadConfig(opts.config, explicitConfig);
+      } catch (e) {
+        if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
+        throw e;
+      }
+      await runSampler({
+        backend: opts.backend,
+        config,
+        output: opts.output ?? config.output,
+        intervalS: opts.interval ?? config.interval_s,
+        log: (m) => console.error(`stb-netacct: ${m}`),
+      });
+    });
+}
+
+function checkPrivileges(choice: BackendChoice): void {
+  const caps = effectiveCaps();
+  // auto needs at least what the cheapest fallback needs; ebpf's extra needs are
+  // reported as the fallback reason.
+  const needed = choice === AUTO
+    ? BACKEND_INFO.nft.capabilities
+    : BACKEND_INFO[choice].capabilities;
+  const missing = missingCaps(caps, needed);
+  if (missing.length > 0) {
+    throw new BackendError(
+      `The ${choice} backend needs ${missing.map(capabilityName).join(", ")}, which this process ` +
+        `lacks: run it as root (sudo stb-netacct run) or through the installed systemd service`,
+    );
+  }
+}
+
+function resolveOwner(config: Config): UserIds | null {
+  if (config.owner === null) return null;
+  const ids = lookupUser(config.owner);
+  if (!ids) {
+    throw new UsageError(
+      `"owner" is "${config.owner}" in ${config.source}, but no such user exists: ` +
+        `name an existing user or a numeric uid`,
+    );
+  }
+  return ids;
+}
+
+function currentTargets(mount: Cgroup2Mount, config: Config): ServiceTarget[] {
+  return Object.entries(config.services).map(([name, path]) => ({
+    name,
+    path,
+    id: cgroupId(mount, path),
+  }));
+}
+
+function describeChanges(before: ServiceTarget[], after: ServiceTarget[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < after.length; i++) {
+    const a = before[i].id, b = after[i].id;
+    if (a === b) continue;
+    const what = a === null ? "appeared" : b === null ? "is gone" : "was recreated";
+    out.push(`service ${after[i].name}: cgroup ${what}${b === null ? "" : ` (id ${b})`}`);
+  }
+  return out;
+}
+
+/** Starts the first backend of `order` that works; the reasons others failed are kept. */
+async function startBackend(
+  choice: BackendChoice,
+  targets: ServiceTarget[],
+  opts: RunOptions,
+  mount: Cgroup2Mount,
+): Promise<{ backend: Backend; fallbackReason: string | null }> {
+  const order: BackendName[] = choice === AUTO ? [...BACKEND_NAMES] : [choice];
+  const reasons: string[] = [];
+  for (const name of order) {
+    const missing = missingCaps(effectiveCaps(), BACKEND_INFO[name].capabilities);
+    if (missing.length > 0) {
+      reasons.push(`${name}: needs ${missing.map(capabilityName).join(", ")}`);
+      continue;
+    }
+    let backend: Backend | null = null;
+    try {
+      backend = await loadBackend(name);
+      await backend.start(targets, {
+        mount,
+        exclude: opts.config.exclude,
+        ctMark: opts.config.ct_mark,
+        ctMask: opts.config.ct_mask,
+        log: opts.log,
+      });
+      const fallbackReason = reasons.length > 0 ? reasons.join("; ") : null;
+      return { backend, fallbackReason };
+    } catch (e) {
+      await backend?.stop().catch(() => {});
+      if (choice !== AUTO) throw e;
+      reasons.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new BackendError(`No backend could start: ${reasons.join("; ")}`);
+}
+
+export async function runSampler(opts: RunOptions): Promise<void> {
+  const { config, log } = opts;
+  checkPrivileges(opts.backend);
+  const mount = findCgroup2Mount();
+  const owner = resolveOwner(config);
+  const outDir = dirOf(opts.output);
+  prepareOutputDir(outDir);
+
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  const onSignal = () => {
+    stopping = true;
+    wake?.();
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+
+  const names = Object.keys(config.services);
+  const totals = new Totals(names);
+  let lock: Lock | null = null;
+  let backend: Backend | null = null;
+  try {
+    lock = acquireLock(`${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`);
+    let targets = currentTargets(mount, config);
+    const started = await startBackend(opts.backend, targets, opts, mount);
+    backend = started.backend;
+    const present = targets.filter((t) => t.id !== null).length;
+    log(
+      `counting with ${backend.name}` +
+        (started.fallbackReason ? ` (fell back: ${started.fallbackReason})` : "") +
+        `; ${names.length} services (${present} present now), cgroup2 at ${mount.mountPoint}; ` +
+        `writing ${opts.output} every ${opts.intervalS} s`,
+    );
+    for (const t of targets) {
+      if (t.id === null) {
+        log(
+          `service ${t.name}: cgroup ${t.path} does not exist yet; it is counted once it appears`,
+        );
+      }
+    }
+
+    const sampleAndPublish = async () => {
+      totals.add(await backend!.read());
+      const services: Record<string, ServiceState> = {};
+      for (const t of targets) {
+        services[t.name] = {
+          path: t.path,
+          present: t.id !== null,
+          counters: totals.service(t.name),
+        };
+      }
+      publish(
+        opts.output,
+        buildCounters(
+          backend!.name,
+          started.fallbackReason,
+          services,
+          totals.sum(),
+          monotonicSeconds(),
+          Date.now() / 1000,
+          opts.intervalS,
+        ),
+        owner,
+      );
+    };
+
+    const intervalMs = opts.intervalS * 1000;
+    let next = performance.now();
+    while (!stopping) {
+      const fresh = currentTargets(mount, config);
+      const changes = describeChanges(targets, fresh);
+      if (changes.length > 0) {
+        for (const c of changes) log(c);
+        await backend.retarget(fresh);
+      }
+      targets = fresh;
+      try {
+        await sampleAndPublish();
+      } catch (e) {
+        if (e instanceof BackendError) throw e;
+        // A vanished output directory (someone cleaned /run) is recreated, not fatal.
+        log(`cannot publish ${opts.output}: ${(e as Error).message}; retrying next interval`);
+        try {
+          prepareOutputDir(outDir);
+        } catch { /* reported on the next failure */ }
+      }
+      next += intervalMs;
+      const now = performance.now();
+      if (next < now) next = now; // overslept (suspend, load): do not burst to catch up
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, next - now);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wake = null;
+    }
+    await sampleAndPublish();
+    log("stopped; final totals written");
+  } finally {
+    try {
+      await backend?.stop();
+    } finally {
+      lock?.release();
+      for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Where and how `run` publishes. A root daemon writing into a directory someone else
+ * controls could be tricked into clobbering any file, so the directory must be root's
+ * and closed to others; the file itself is created exclusively and renamed into place.
+ */
+
+import { writeFileAtomic } from "../lib/atomic_write.ts";
+import type { CountersV1 } from "../lib/contract.ts";
+import { serializeCounters } from "../lib/contract.ts";
+import type { ServiceCounters } from "../backends/backend.ts";
+import type { UserIds } from "../lib/users.ts";
+
+export class OutputError extends Error {
+  override name = "OutputError";
+}
+
+/** Creates the output directory (0755) if needed and refuses one others could write. */
+export function prepareOutputDir(dir: string): void {
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) {
+      throw new OutputError(`Cannot create output directory "${dir}": ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+  const st = Deno.lstatSync(dir);
+  if (st.isSymlink || !st.isDirectory) {
+    throw new OutputError(
+      `Output directory "${dir}" is a symlink or not a directory: point --output at a real directory`,
+    );
+  }
+  if (st.uid !== Deno.uid()) {
+    throw new OutputError(
+      `Output directory "${dir}" is owned by uid ${st.uid}, not by the user running stb-netacct ` +
+        `(uid ${Deno.uid()}): a root daemon must not write into someone else's directory; ` +
+        `use /run/stb-netacct or chown it`,
+    );
+  }
+  if (st.mode !== null && (st.mode & 0o022) !== 0) {
+    throw new OutputError(
+      `Output directory "${dir}" is writable by group or others (mode ${
+        (st.mode & 0o7777).toString(8)
+      }): run \`chmod go-w ${dir}\``,
+    );
+  }
+}
+
+export function dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i > 0 ? path.slice(0, i) : "/";
+}
+
+export interface ServiceState {
+  path: string;
+  present: boolean;
+  counters: ServiceCounters;
+}
+
+export function buildCounters(
+  backend: string,
+  fallbackReason: string | null,
+  services: Record<string, ServiceState>,
+  total: ServiceCounters,
+  tsMonotonic: number,
+  tsUnix: number,
+  intervalS: number,
+): CountersV1 {
+  return {
+    schema: 1,
+    backend,
+    ...(fallbackReason ? { backend_fallback_reason: fallbackReason } : {}),
+    rx_bytes_total: total.rxBytes,
+    tx_bytes_total: total.txBytes,
+    rx_packets_total: total.rxPackets,
+    tx_packets_total: total.txPackets,
+    ts_monotonic: Math.round(tsMonotonic * 1e6) / 1e6,
+    ts_unix: Math.round(tsUnix * 1e3) / 1e3,
+    interval_s: intervalS,
+    services: Object.fromEntries(
+      Object.entries(services).map(([name, s]) => [name, {
+        rx_bytes_total: s.counters.rxBytes,
+        tx_bytes_total: s.counters.txBytes,
+        rx_packets_total: s.counters.rxPackets,
+        tx_packets_total: s.counters.txPackets,
+        cgroup: s.path,
+        present: s.present,
+      }]),
+    ),
+  };
+}
+
+export function publish(path: string, counters: CountersV1, owner: UserIds | null): void {
+  writeFileAtomic(path, serializeCounters(counters), {
+    mode: 0o644,
+    uid: owner?.uid ?? null,
+    gid: owner?.gid ?? null,
+  });
+}
