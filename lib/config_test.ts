@@ -1,0 +1,97 @@
+import { assertEquals, assertThrows } from "./test_assert.ts";
+import {
+  ConfigError,
+  DEFAULT_SERVICES,
+  defaultConfigJson,
+  didYouMean,
+  loadConfig,
+  validateConfig,
+} from "./config.ts";
+
+const SRC = "test.json";
+
+Deno.test("an empty config means the StB defaults", () => {
+  const c = validateConfig({}, SRC);
+  assertEquals(c.services, { ...DEFAULT_SERVICES });
+  assertEquals(c.exclude.length, 15);
+  assertEquals(c.output, "/run/stb-netacct/counters.json");
+  assertEquals(c.interval_s, 0.5);
+  assertEquals(c.owner, null);
+});
+
+Deno.test("the file install writes is itself valid", () => {
+  const c = validateConfig(JSON.parse(defaultConfigJson("cad")), SRC);
+  assertEquals(c.owner, "cad");
+  assertEquals(c.exclude.length, 15);
+});
+
+Deno.test("exclude replaces the defaults, exclude_extra adds to them", () => {
+  assertEquals(validateConfig({ exclude: ["10.0.0.0/8"] }, SRC).exclude.map((c) => c.text), [
+    "10.0.0.0/8",
+  ]);
+  const extra = validateConfig({ exclude_extra: ["198.51.100.0/24"] }, SRC).exclude;
+  assertEquals(extra.length, 16);
+  assertEquals(extra[15].text, "198.51.100.0/24");
+});
+
+Deno.test("every bad config names the field, the value and the fix", () => {
+  const cases: [unknown, string][] = [
+    [[], "must hold a JSON object"],
+    [{ servics: {} }, 'Unknown key "servics" in test.json: did you mean "services"?'],
+    [{ zzzzzzzz: 1 }, "known keys are"],
+    [{ services: [] }, '"services" is []'],
+    [{ services: {} }, '"services" is empty'],
+    [{ services: { a: 5 } }, '"services.a" is 5'],
+    [
+      { services: { a: "relative/path" } },
+      '"services.a": "relative/path" is not an absolute cgroup path',
+    ],
+    [{ services: { a: "/x/../y" } }, '"services.a": "/x/../y" has an empty, "." or ".." part'],
+    [{ services: { a: "/" } }, "is the cgroup2 root"],
+    [{ services: { a: "/x", b: "/x/" } }, 'name the same cgroup "/x"'],
+    [{ services: { "bad name": "/x" } }, 'Service name "bad name" is not allowed'],
+    [{ exclude: "10.0.0.0/8" }, '"exclude" is "10.0.0.0/8": it must be a list'],
+    [{ exclude: ["10.0.0.0/33"] }, '"exclude[0]": "10.0.0.0/33" has a bad prefix length'],
+    [{ exclude: [7] }, '"exclude[0]" is 7'],
+    [{ exclude: ["10.0.0.0/8", "10.0.0.0/8"] }, 'Prefix "10.0.0.0/8" is listed twice'],
+    [{ exclude: ["10.0.0.0/8", "10.2.0.0/16"] }, 'Prefixes "10.0.0.0/8" and "10.2.0.0/16" overlap'],
+    [
+      { exclude_extra: ["10.2.0.0/16"] },
+      '"exclude_extra" prefix "10.2.0.0/16" overlaps "10.0.0.0/8"',
+    ],
+    [{ output: "relative.json" }, '"output" is "relative.json"'],
+    [{ output: "/run/../etc/passwd" }, '".." is not allowed'],
+    [{ owner: "Bad User" }, '"owner" is "Bad User"'],
+    [{ interval_s: 0.01 }, "from 0.1 to 10"],
+    [{ interval_s: "0.5" }, '"interval_s" in test.json is "0.5"'],
+    [{ ct_mark: 0 }, '"ct_mark" is 0'],
+    [{ ct_mark: "0x100", ct_mask: "0xff" }, "has bits outside"],
+  ];
+  for (const [raw, want] of cases) assertThrows(() => validateConfig(raw, SRC), ConfigError, want);
+});
+
+Deno.test("didYouMean finds near misses only", () => {
+  assertEquals(didYouMean("interval", ["interval_s", "output"]), "interval_s");
+  assertEquals(didYouMean("exclude-extra", ["exclude", "exclude_extra"]), "exclude_extra");
+  assertEquals(didYouMean("banana", ["interval_s", "output"]), null);
+});
+
+Deno.test("loadConfig: absent default path gives defaults, absent explicit path is an error", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    assertEquals(loadConfig(`${dir}/none.json`, false).source, "built-in defaults");
+    assertThrows(() => loadConfig(`${dir}/none.json`, true), ConfigError, "does not exist");
+    Deno.writeTextFileSync(`${dir}/bad.json`, '{"services": ');
+    assertThrows(() => loadConfig(`${dir}/bad.json`, true), ConfigError, "is not valid JSON");
+    Deno.writeTextFileSync(`${dir}/big.json`, " ".repeat((1 << 20) + 1));
+    assertThrows(() => loadConfig(`${dir}/big.json`, true), ConfigError, "bytes");
+    Deno.mkdirSync(`${dir}/d.json`);
+    assertThrows(() => loadConfig(`${dir}/d.json`, true), ConfigError, "not a regular file");
+    Deno.writeTextFileSync(`${dir}/ok.json`, '{"services": {"s": "/a/b"}, "owner": 1000}');
+    const c = loadConfig(`${dir}/ok.json`, true);
+    assertEquals(c.services, { s: "/a/b" });
+    assertEquals(c.owner, "1000");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,45 @@
+import { assertEquals, assertThrows } from "../lib/test_assert.ts";
+import { buildCounters, OutputError, prepareOutputDir } from "./output.ts";
+import { parseCounters, serializeCounters } from "../lib/contract.ts";
+
+Deno.test("prepareOutputDir creates 0755 and refuses directories others control", () => {
+  const base = Deno.makeTempDirSync();
+  try {
+    prepareOutputDir(`${base}/run/stb`);
+    assertEquals(Deno.statSync(`${base}/run/stb`).mode! & 0o777, 0o755);
+    Deno.mkdirSync(`${base}/open`);
+    Deno.chmodSync(`${base}/open`, 0o777);
+    assertThrows(() => prepareOutputDir(`${base}/open`), OutputError, "chmod go-w");
+    Deno.mkdirSync(`${base}/theirs`, { mode: 0o755 });
+    Deno.chownSync(`${base}/theirs`, 65534, 65534);
+    assertThrows(() => prepareOutputDir(`${base}/theirs`), OutputError, "owned by uid 65534");
+    Deno.symlinkSync(`${base}/run/stb`, `${base}/link`);
+    assertThrows(() => prepareOutputDir(`${base}/link`), OutputError, "symlink");
+  } finally {
+    Deno.removeSync(base, { recursive: true });
+  }
+});
+
+Deno.test("buildCounters produces a contract-valid sample", () => {
+  const z = { rxBytes: 5, txBytes: 6, rxPackets: 1, txPackets: 2 };
+  const c = buildCounters(
+    "nft",
+    "ebpf: no BTF",
+    { s: { path: "/a", present: false, counters: z } },
+    z,
+    10.1234567,
+    1795000000.1234,
+    0.5,
+  );
+  const back = parseCounters(serializeCounters(c));
+  assertEquals(back.backend_fallback_reason, "ebpf: no BTF");
+  assertEquals(back.services.s, {
+    rx_bytes_total: 5,
+    tx_bytes_total: 6,
+    rx_packets_total: 1,
+    tx_packets_total: 2,
+    cgroup: "/a",
+    present: false,
+  });
+  assertEquals(back.ts_monotonic, 10.123457);
+});
