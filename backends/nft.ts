@@ -1,0 +1,306 @@
+/**
+ * nftables backend: one table of its own, `inet stb_netacct`, never touching any other.
+ *
+ *   output (hook output):  lo -> return; flows not yet marked whose remote address is not
+ *                          excluded -> chain `attribute`, which sets the service's ct mark
+ *                          when `socket cgroupv2` matches; then one counter lookup
+ *                          `ct mark & mask` -> "tx_<svc>".
+ *   input  (hook input):   lo -> return; `ct mark & mask` -> "rx_<svc>".
+ *
+ * A reply carries no socket, so RX is attributed through the conntrack mark set on the
+ * flow's outgoing packets; only the bits of `ct_mask` are written (tailscale, firewalld
+ * and friends keep theirs). See firewall.ts for the per-service mark scheme.
+ *
+ * nft resolves a cgroupv2 path to an inode when the rule is loaded: a missing cgroup makes
+ * the load fail and a recreated one silently stops matching. So `attribute` holds rules
+ * only for the cgroups that exist now, and retarget rebuilds just that chain (`flush
+ * chain` + `add rule` in one transaction): the named counters are separate objects a chain
+ * flush does not touch, so totals survive.
+ */
+
+import {
+  type Backend,
+  BackendError,
+  type BackendOptions,
+  type CounterSample,
+  type ServiceTarget,
+} from "./backend.ts";
+import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
+import { runTool, ToolError } from "./exec.ts";
+import { exclusionsByFamily, hex32, MonotonicCounters, serviceMarks } from "./firewall.ts";
+
+export const NFT_FAMILY = "inet";
+export const NFT_TABLE = "stb_netacct";
+const TABLE = `${NFT_FAMILY} ${NFT_TABLE}`;
+
+/** Where nft looks up cgroupv2 paths; it prepends this itself. */
+const NFT_CGROUP_BASE = "/sys/fs/cgroup";
+
+export interface NftCounter {
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * Named counters of our table from `nft -j list counters table inet stb_netacct`.
+ * Counters of other tables (should a wider listing be passed) are ignored.
+ */
+export function parseNftCounters(json: string): Map<string, NftCounter> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(json);
+  } catch (cause) {
+    throw new BackendError(`nft printed malformed JSON: ${String(cause)}`, { cause });
+  }
+  const items = (doc as { nftables?: unknown })?.nftables;
+  if (!Array.isArray(items)) {
+    throw new BackendError(`nft JSON has no "nftables" array: ${json.slice(0, 80)}`);
+  }
+  const out = new Map<string, NftCounter>();
+  for (const item of items) {
+    const c = (item as { counter?: Record<string, unknown> })?.counter;
+    if (!c || c.table !== NFT_TABLE || c.family !== NFT_FAMILY) continue;
+    if (
+      typeof c.name !== "string" || typeof c.packets !== "number" || typeof c.bytes !== "number"
+    ) {
+      throw new BackendError(
+        `nft JSON has a counter without name, packets or bytes: ${JSON.stringify(c)}`,
+      );
+    }
+    out.set(c.name, { packets: c.packets, bytes: c.bytes });
+  }
+  return out;
+}
+
+/**
+ * How nft must spell a path under the cgroup2 mount: nft resolves it relative to
+ * /sys/fs/cgroup, so hybrid hosts need "unified/", and a mount elsewhere is reached
+ * through "../../..".
+ */
+export function nftCgroupPrefix(mountPoint: string): string {
+  const mp = mountPoint.replace(/\/+$/, "") || "/";
+  if (mp === NFT_CGROUP_BASE) return "";
+  if (mp.startsWith(NFT_CGROUP_BASE + "/")) return mp.slice(NFT_CGROUP_BASE.length + 1) + "/";
+  return "../../.." + (mp === "/" ? "" : mp) + "/";
+}
+
+export interface NftService {
+  name: string;
+  /** Cgroup path relative to the cgroup2 mount ("/a/b"). */
+  path: string;
+  mark: number;
+  /** Whether the cgroup exists now, i.e. whether it may appear in a rule. */
+  present: boolean;
+}
+
+export interface NftPlan {
+  services: NftService[];
+  ctMask: number;
+  /** nftCgroupPrefix of the mount. */
+  cgroupPrefix: string;
+  excludeV4: string[];
+  excludeV6: string[];
+}
+
+export const txCounter = (service: string) => `tx_${service}`;
+export const rxCounter = (service: string) => `rx_${service}`;
+
+/** The `attribute` chain's rules: one per present service. */
+export function nftAttributeRules(plan: NftPlan): string[] {
+  const keep = hex32(~plan.ctMask);
+  return plan.services.filter((s) => s.present).map((s) =>
+    `socket cgroupv2 level ${cgroupLevel(s.path)} "${plan.cgroupPrefix}${s.path.slice(1)}" ` +
+    `ct mark set ct mark & ${keep} | ${hex32(s.mark)} return`
+  );
+}
+
+function counterMap(plan: NftPlan, counter: (name: string) => string): string {
+  const entries = plan.services.map((s) => `${hex32(s.mark)} : "${counter(s.name)}"`);
+  return `counter name ct mark & ${hex32(plan.ctMask)} map { ${entries.join(", ")} }`;
+}
+
+/**
+ * The whole table as one `nft -f` transaction. It first adds then deletes the table so a
+ * stale one from a crashed run goes away in the same atomic step (and the delete cannot
+ * fail on a missing table).
+ */
+export function nftRuleset(plan: NftPlan): string {
+  const mask = hex32(plan.ctMask);
+  const set = (name: string, type: string, elems: string[]) =>
+    `  set ${name} {\n    type ${type}; flags interval; auto-merge;\n` +
+    (elems.length ? `    elements = { ${elems.join(", ")} }\n` : "") + "  }\n";
+  const counters = plan.services.map((s) =>
+    `  counter ${txCounter(s.name)} {}\n  counter ${rxCounter(s.name)} {}\n`
+  ).join("");
+  const attribute = nftAttributeRules(plan).map((r) => `    ${r}\n`).join("");
+  return `table ${TABLE} {}
+delete table ${TABLE}
+table ${TABLE} {
+${counters}${set("excl4", "ipv4_addr", plan.excludeV4)}${set("excl6", "ipv6_addr", plan.excludeV6)}
+  chain attribute {
+${attribute}  }
+
+  chain output {
+    type filter hook output priority filter; policy accept;
+    oif "lo" return
+    ct mark & ${mask} == 0 ip daddr != @excl4 jump attribute
+    ct mark & ${mask} == 0 ip6 daddr != @excl6 jump attribute
+    ${counterMap(plan, txCounter)}
+  }
+
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iif "lo" return
+    ${counterMap(plan, rxCounter)}
+  }
+}
+`;
+}
+
+/** Replaces the `attribute` chain's rules only, keeping the counters. */
+export function nftRetargetBatch(plan: NftPlan): string {
+  return [
+    `flush chain ${TABLE} attribute`,
+    ...nftAttributeRules(plan).map((r) => `add rule ${TABLE} attribute ${r}`),
+    "",
+  ].join("\n");
+}
+
+const REMOVE_TABLE = `table ${TABLE} {}\ndelete table ${TABLE}\n`;
+
+/** Names nft accepts unquoted as an object name; config names are a subset already. */
+const NFT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export class NftBackend implements Backend {
+  readonly name = "nft";
+  #options: BackendOptions | null = null;
+  #plan: NftPlan | null = null;
+  /** Ids the attribute chain was last built from, by service name. */
+  #ids = new Map<string, bigint | null>();
+  #totals: MonotonicCounters | null = null;
+
+  async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
+    for (const t of targets) {
+      if (!NFT_NAME.test(t.name)) {
+        throw new BackendError(
+          `Service name "${t.name}" cannot name an nft counter: use letters, digits, "_", "." and "-"`,
+        );
+      }
+      if (/["\n\r]/.test(t.path)) {
+        throw new BackendError(
+          `Cgroup path "${t.path}" of service "${t.name}" contains a quote or newline, ` +
+            `which nft cannot take: use the nft-free ebpf backend`,
+        );
+      }
+    }
+    const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
+    const { v4, v6 } = exclusionsByFamily(options.exclude);
+    this.#options = options;
+    this.#plan = {
+      services: targets.map((t, i) => ({
+        name: t.name,
+        path: t.path,
+        mark: marks[i],
+        present: t.id !== null,
+      })),
+      ctMask: options.ctMask >>> 0,
+      cgroupPrefix: nftCgroupPrefix(options.mount.mountPoint),
+      excludeV4: v4,
+      excludeV6: v6,
+    };
+    this.#totals = new MonotonicCounters(targets.map((t) => t.name));
+    try {
+      await this.#load((plan) => nftRuleset(plan));
+    } catch (e) {
+      await this.stop().catch(() => {});
+      throw e;
+    }
+    this.#ids = new Map(targets.map((t) => [t.name, t.id]));
+    const absent = targets.filter((t) => t.id === null).map((t) => t.name);
+    options.log(
+      `nft: table ${TABLE} installed for ${targets.length} service(s)` +
+        (absent.length ? `; waiting for the cgroup of ${absent.join(", ")}` : ""),
+    );
+  }
+
+  async read(): Promise<CounterSample> {
+    const plan = this.#plan, totals = this.#totals;
+    if (!plan || !totals) throw new BackendError("nft backend read before start");
+    let counters: Map<string, NftCounter>;
+    try {
+      counters = parseNftCounters(
+        await runTool("nft", ["-j", "list", "counters", "table", NFT_FAMILY, NFT_TABLE]),
+      );
+    } catch (e) {
+      if (!(e instanceof ToolError) || !/No such file or directory/.test(e.stderr)) throw e;
+      counters = new Map();
+    }
+    if (plan.services.some((s) => !counters.has(txCounter(s.name)))) {
+      // Someone flushed the ruleset (`nft flush ruleset`, a firewall reload): put ours back;
+      // the totals carry on from what was read before.
+      this.#options?.log(`nft: table ${TABLE} vanished or lost counters; installing it again`);
+      await this.#load((p) => nftRuleset(p));
+      counters = new Map();
+    }
+    const raw: CounterSample = {};
+    for (const s of plan.services) {
+      const tx = counters.get(txCounter(s.name)) ?? { packets: 0, bytes: 0 };
+      const rx = counters.get(rxCounter(s.name)) ?? { packets: 0, bytes: 0 };
+      raw[s.name] = {
+        txBytes: tx.bytes,
+        txPackets: tx.packets,
+        rxBytes: rx.bytes,
+        rxPackets: rx.packets,
+      };
+    }
+    return totals.update(raw);
+  }
+
+  async retarget(targets: ServiceTarget[]): Promise<void> {
+    const plan = this.#plan;
+    if (!plan) throw new BackendError("nft backend retarget before start");
+    const byName = new Map(targets.map((t) => [t.name, t]));
+    const changed = plan.services.some((s) =>
+      byName.has(s.name) && byName.get(s.name)!.id !== this.#ids.get(s.name)
+    );
+    if (!changed) return;
+    for (const s of plan.services) {
+      const t = byName.get(s.name);
+      if (t) s.present = t.id !== null;
+    }
+    await this.#load(nftRetargetBatch);
+    this.#ids = new Map(plan.services.map((s) => [s.name, byName.get(s.name)?.id ?? null]));
+    const present = plan.services.filter((s) => s.present).map((s) => s.name);
+    this.#options?.log(`nft: cgroup rules now cover ${present.join(", ") || "no service"}`);
+  }
+
+  async stop(): Promise<void> {
+    // Adding then deleting in one batch succeeds whether or not the table exists.
+    await runTool("nft", ["-f", "-"], { stdin: REMOVE_TABLE });
+    this.#plan = null;
+    this.#totals = null;
+  }
+
+  /**
+   * Loads `build(plan)`; when nft reports a cgroup path missing (the cgroup went away
+   * between the id check and the load), re-checks which cgroups exist and tries again.
+   */
+  async #load(build: (plan: NftPlan) => string): Promise<void> {
+    const plan = this.#plan!, mount = this.#options!.mount;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await runTool("nft", ["-f", "-"], { stdin: build(plan) });
+        return;
+      } catch (e) {
+        const raced = e instanceof ToolError && /cgroupv2 path fails/.test(e.stderr);
+        if (!raced || attempt >= 3) {
+          throw new BackendError(
+            `Cannot load the nft rules of table ${TABLE}: ${e instanceof Error ? e.message : e}`,
+            { cause: e },
+          );
+        }
+        for (const s of plan.services) s.present = cgroupId(mount, s.path) !== null;
+      }
+    }
+  }
+}

@@ -1,0 +1,132 @@
+import {
+  nftCgroupPrefix,
+  type NftPlan,
+  nftRetargetBatch,
+  nftRuleset,
+  parseNftCounters,
+} from "./nft.ts";
+import { runScenario } from "./testing/scenario.ts";
+import { BackendError } from "./backend.ts";
+
+const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
+
+function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
+  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
+  if (a !== e) throw new Error(`${msg}\nexpected ${e}\nactual   ${a}`);
+}
+
+Deno.test("parseNftCounters reads captured nft -j list counters output", () => {
+  const json = Deno.readTextFileSync(`${TESTDATA}nft_list_counters.json`);
+  const counters = parseNftCounters(json);
+  assertEquals([...counters.keys()].sort(), ["rx_late", "rx_web", "tx_late", "tx_web"]);
+  const tx = counters.get("tx_web")!;
+  // Captured after the test's first phase: 9 MiB up, 13 MiB down from "web".
+  if (!(tx.bytes > 9 * 1024 * 1024 && tx.packets > 0)) throw new Error(JSON.stringify(tx));
+  if (!(counters.get("rx_web")!.bytes > 13 * 1024 * 1024)) throw new Error("rx_web too small");
+  assertEquals(counters.get("tx_late"), { packets: 0, bytes: 0 });
+});
+
+Deno.test("parseNftCounters ignores other tables and rejects garbage", () => {
+  const json = JSON.stringify({
+    nftables: [
+      { metainfo: { version: "1.0.6" } },
+      { counter: { family: "ip", name: "tx_web", table: "other", packets: 1, bytes: 2 } },
+      { counter: { family: "inet", name: "tx_web", table: "stb_netacct", packets: 3, bytes: 4 } },
+    ],
+  });
+  assertEquals([...parseNftCounters(json)], [["tx_web", { packets: 3, bytes: 4 }]]);
+  for (
+    const bad of [
+      "",
+      "{}",
+      '{"nftables": [{"counter": {"family": "inet", "table": "stb_netacct"}}]}',
+    ]
+  ) {
+    let threw = false;
+    try {
+      parseNftCounters(bad);
+    } catch (e) {
+      threw = e instanceof BackendError;
+    }
+    if (!threw) throw new Error(`no BackendError for ${JSON.stringify(bad)}`);
+  }
+});
+
+Deno.test("nftCgroupPrefix spells the cgroup2 mount relative to /sys/fs/cgroup", () => {
+  assertEquals(nftCgroupPrefix("/sys/fs/cgroup"), "");
+  assertEquals(nftCgroupPrefix("/sys/fs/cgroup/"), "");
+  assertEquals(nftCgroupPrefix("/sys/fs/cgroup/unified"), "unified/");
+  assertEquals(nftCgroupPrefix("/mnt/cg2"), "../../../mnt/cg2/");
+});
+
+const plan: NftPlan = {
+  services: [
+    {
+      name: "server",
+      path: "/user.slice/app-stb\\x2dnext.slice/s.service",
+      mark: 0x510000,
+      present: true,
+    },
+    { name: "shell", path: "/user.slice/sh.service", mark: 0x520000, present: false },
+  ],
+  ctMask: 0x00ff0000,
+  cgroupPrefix: "unified/",
+  excludeV4: ["10.0.0.0/8"],
+  excludeV6: [],
+};
+
+Deno.test("nftRuleset: absent cgroups get no rule, every service gets counters", () => {
+  const text = nftRuleset(plan);
+  if (!text.startsWith("table inet stb_netacct {}\ndelete table inet stb_netacct\n")) {
+    throw new Error("a stale table is not replaced in the same transaction");
+  }
+  for (
+    const needle of [
+      'socket cgroupv2 level 3 "unified/user.slice/app-stb\\x2dnext.slice/s.service" ' +
+      "ct mark set ct mark & 0xff00ffff | 0x00510000 return",
+      "counter tx_shell {}",
+      '0x00520000 : "rx_shell"',
+      "elements = { 10.0.0.0/8 }",
+    ]
+  ) {
+    if (!text.includes(needle)) throw new Error(`ruleset lacks ${needle}:\n${text}`);
+  }
+  if (text.includes("sh.service")) throw new Error("absent cgroup got a rule");
+  const batch = nftRetargetBatch(plan);
+  if (
+    !batch.startsWith(
+      "flush chain inet stb_netacct attribute\nadd rule inet stb_netacct attribute socket",
+    )
+  ) {
+    throw new Error(batch);
+  }
+  if (batch.includes("counter")) throw new Error("retarget must not touch counters");
+});
+
+Deno.test({
+  name: "nft backend counts a cgroup's external traffic on the real kernel (netns)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const result = await runScenario("nft", {
+      capture: Deno.env.get("STB_CAPTURE_TESTDATA")
+        ? async (lab) => {
+          const out = await lab.inNs(lab.clientNs, "nft", [
+            "-j",
+            "list",
+            "counters",
+            "table",
+            "inet",
+            "stb_netacct",
+          ]);
+          await Deno.writeTextFile(`${TESTDATA}nft_list_counters.json`, out);
+        }
+        : undefined,
+      assertClean: async (lab) => {
+        const tables = await lab.inNs(lab.clientNs, "nft", ["list", "tables"]);
+        if (tables.includes("stb_netacct")) throw new Error(`table left after stop:\n${tables}`);
+      },
+    });
+    console.log(`nft: ${result.msPerRead.toFixed(2)} ms per read (nft -j list counters)`);
+  },
+});

@@ -1,0 +1,77 @@
+/**
+ * Drives one backend from inside a network namespace for the backend tests (nft tables and
+ * iptables chains are per netns, so the backend must run there). Spawned as
+ * `nsenter --net=/run/netns/NS deno run -A driver.ts nft|iptables`; nsenter keeps the mount
+ * namespace, so the cgroup2 mount stays visible.
+ *
+ * One JSON request per stdin line, one JSON reply per stdout line:
+ *   {"op":"start","services":{"name":"/cgroup/path"},"exclude":["10.0.0.0/8"],"ctMark":N,"ctMask":N}
+ *   {"op":"retarget"}   re-reads every service's cgroup id and calls retarget
+ *   {"op":"read"}       -> {"ok":true,"result":{"name":{"rxBytes":..}}}
+ *   {"op":"bench","n":N} -> {"ok":true,"result":{"msPerRead":..}}
+ *   {"op":"stop"}
+ * Errors come back as {"ok":false,"error":"..."}; log lines go to stderr.
+ */
+
+import type { Backend, ServiceTarget } from "../backend.ts";
+import { cgroupId, findCgroup2Mount } from "../../lib/cgroup.ts";
+import { parseCidr } from "../../lib/cidr.ts";
+
+const which = Deno.args[0];
+const backend: Backend = which === "nft"
+  ? new (await import("../nft.ts")).NftBackend()
+  : new (await import("../iptables.ts")).IptablesBackend();
+const mount = findCgroup2Mount();
+let services: Record<string, string> = {};
+
+const targets = (): ServiceTarget[] =>
+  Object.entries(services).map(([name, path]) => ({ name, path, id: cgroupId(mount, path) }));
+
+async function handle(req: Record<string, unknown>): Promise<unknown> {
+  switch (req.op) {
+    case "start":
+      services = req.services as Record<string, string>;
+      await backend.start(targets(), {
+        mount,
+        exclude: (req.exclude as string[]).map(parseCidr),
+        ctMark: req.ctMark as number,
+        ctMask: req.ctMask as number,
+        log: (m) => console.error(`[${which}] ${m}`),
+      });
+      return null;
+    case "retarget":
+      await backend.retarget(targets());
+      return null;
+    case "read":
+      return await backend.read();
+    case "bench": {
+      const n = req.n as number;
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await backend.read();
+      return { msPerRead: (performance.now() - t0) / n };
+    }
+    case "stop":
+      await backend.stop();
+      return null;
+    default:
+      throw new Error(`unknown op ${JSON.stringify(req.op)}`);
+  }
+}
+
+const decoder = new TextDecoder();
+let buffered = "";
+for await (const chunk of Deno.stdin.readable) {
+  buffered += decoder.decode(chunk, { stream: true });
+  let nl;
+  while ((nl = buffered.indexOf("\n")) >= 0) {
+    const line = buffered.slice(0, nl);
+    buffered = buffered.slice(nl + 1);
+    let reply;
+    try {
+      reply = { ok: true, result: await handle(JSON.parse(line)) };
+    } catch (e) {
+      reply = { ok: false, error: e instanceof Error ? e.message : String(e) };
+    }
+    console.log(JSON.stringify(reply));
+  }
+}
