@@ -23,6 +23,10 @@ export interface CountersV1 {
   schema: 1;
   backend: string;
   backend_fallback_reason?: string;
+  /** /proc/sys/kernel/random/boot_id of the sampling boot: a change means a reboot. */
+  boot_id: string;
+  /** Unix time this `run` started: a change with totals kept means a restart. */
+  started_at: number;
   rx_bytes_total: number;
   tx_bytes_total: number;
   rx_packets_total: number;
@@ -112,6 +116,8 @@ export function parseCounters(text: string): CountersV1 {
     ...(typeof o.backend_fallback_reason === "string"
       ? { backend_fallback_reason: o.backend_fallback_reason }
       : {}),
+    boot_id: typeof o.boot_id === "string" ? o.boot_id : "",
+    started_at: isTime(o.started_at) ? o.started_at : 0,
     rx_bytes_total: o.rx_bytes_total as number,
     tx_bytes_total: o.tx_bytes_total as number,
     rx_packets_total: isCount(o.rx_packets_total) ? o.rx_packets_total : 0,

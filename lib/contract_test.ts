@@ -4,6 +4,8 @@ import { ContractError, type CountersV1, parseCounters, serializeCounters } from
 const sample: CountersV1 = {
   schema: 1,
   backend: "ebpf",
+  boot_id: "6f1c0a52-0000-4000-8000-000000000000",
+  started_at: 1795000000,
   rx_bytes_total: 123,
   tx_bytes_total: 456,
   rx_packets_total: 7,

@@ -24,6 +24,7 @@ import {
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
+  DEFAULT_OUTPUT,
   loadConfig,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
@@ -31,6 +32,14 @@ import { acquireLock, type Lock } from "../lib/lock.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
+import {
+  bootId,
+  DEFAULT_STATE_PATH,
+  loadState,
+  resetRequestPath,
+  saveState,
+  StateError,
+} from "./state.ts";
 
 export const AUTO = "auto";
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
@@ -40,6 +49,8 @@ export interface RunOptions {
   backend: BackendChoice;
   config: Config;
   output: string;
+  /** Saved totals; a new run continues from them. */
+  statePath: string;
   intervalS: number;
   log: (message: string) => void;
 }
@@ -81,6 +92,11 @@ export function runCommand() {
       "-o, --output <path>",
       'counters file (default: config "output", else /run/stb-netacct/counters.json)',
     )
+    .option(
+      "-s, --state <path>",
+      `saved totals, continued across restarts (default: ${DEFAULT_STATE_PATH} for the default ` +
+        "output, else OUTPUT.state)",
+    )
     .addHelpText(
       "after",
       "\nBackends:\n" +
@@ -100,14 +116,21 @@ export function runCommand() {
         if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
         throw e;
       }
+      const output = opts.output ?? config.output;
       await runSampler({
         backend: opts.backend,
         config,
-        output: opts.output ?? config.output,
+        output,
+        statePath: opts.state ?? defaultStatePath(output),
         intervalS: opts.interval ?? config.interval_s,
         log: (m) => console.error(`stb-netacct: ${m}`),
       });
     });
+}
+
+/** Separate outputs get separate totals, so side-by-side runs (tests, comparisons) never mix. */
+export function defaultStatePath(output: string): string {
+  return output === DEFAULT_OUTPUT ? DEFAULT_STATE_PATH : `${output}.state`;
 }
 
 function checkPrivileges(choice: BackendChoice): void {
@@ -193,6 +216,14 @@ async function startBackend(
   throw new BackendError(`No backend could start: ${reasons.join("; ")}`);
 }
 
+function existsFile(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 export async function runSampler(opts: RunOptions): Promise<void> {
   const { config, log } = opts;
   checkPrivileges(opts.backend);
@@ -200,6 +231,8 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const owner = resolveOwner(config);
   const outDir = dirOf(opts.output);
   prepareOutputDir(outDir);
+  const stateDir = dirOf(opts.statePath);
+  prepareOutputDir(stateDir);
 
   let stopping = false;
   let wake: (() => void) | null = null;
@@ -211,11 +244,28 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   for (const s of signals) Deno.addSignalListener(s, onSignal);
 
   const names = Object.keys(config.services);
-  const totals = new Totals(names);
-  let lock: Lock | null = null;
+  const locks: Lock[] = [];
   let backend: Backend | null = null;
   try {
-    lock = acquireLock(`${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`);
+    locks.push(acquireLock(`${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`));
+    locks.push(acquireLock(`${opts.statePath}.lock`));
+    let saved;
+    try {
+      saved = loadState(opts.statePath);
+    } catch (e) {
+      if (e instanceof StateError) throw new BackendError(e.message, { cause: e });
+      throw e;
+    }
+    const totals = new Totals(names, saved?.services ?? {});
+    if (saved) {
+      const t = totals.sum();
+      log(
+        `continuing from saved totals (rx ${t.rxBytes} B, tx ${t.txBytes} B` +
+          (saved.boot_id !== bootId() ? ", saved before the last reboot)" : ")"),
+      );
+    }
+    const startedAt = Math.round(Date.now()) / 1000;
+    const resetRequest = resetRequestPath(opts.statePath);
     let targets = currentTargets(mount, config);
     const started = await startBackend(opts.backend, targets, opts, mount);
     backend = started.backend;
@@ -236,6 +286,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
 
     const sampleAndPublish = async () => {
       totals.add(await backend!.read());
+      if (existsFile(resetRequest)) {
+        totals.reset();
+        Deno.removeSync(resetRequest);
+        log("totals reset on request");
+      }
       const services: Record<string, ServiceState> = {};
       for (const t of targets) {
         services[t.name] = {
@@ -254,9 +309,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
           monotonicSeconds(),
           Date.now() / 1000,
           opts.intervalS,
+          { boot_id: bootId(), started_at: startedAt },
         ),
         owner,
       );
+      saveState(opts.statePath, totals.all());
     };
 
     const intervalMs = opts.intervalS * 1000;
@@ -297,7 +354,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     try {
       await backend?.stop();
     } finally {
-      lock?.release();
+      for (const l of locks.reverse()) l.release();
       for (const s of signals) Deno.removeSignalListener(s, onSignal);
     }
   }

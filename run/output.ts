@@ -66,10 +66,13 @@ export function buildCounters(
   tsMonotonic: number,
   tsUnix: number,
   intervalS: number,
+  run: { boot_id: string; started_at: number },
 ): CountersV1 {
   return {
     schema: 1,
     backend,
+    boot_id: run.boot_id,
+    started_at: run.started_at,
     ...(fallbackReason ? { backend_fallback_reason: fallbackReason } : {}),
     rx_bytes_total: total.rxBytes,
     tx_bytes_total: total.txBytes,

@@ -30,9 +30,11 @@ Deno.test("buildCounters produces a contract-valid sample", () => {
     10.1234567,
     1795000000.1234,
     0.5,
+    { boot_id: "b", started_at: 1 },
   );
   const back = parseCounters(serializeCounters(c));
   assertEquals(back.backend_fallback_reason, "ebpf: no BTF");
+  assertEquals([back.boot_id, back.started_at], ["b", 1]);
   assertEquals(back.services.s, {
     rx_bytes_total: 5,
     tx_bytes_total: 6,

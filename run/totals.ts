@@ -39,6 +39,11 @@ export class Totals {
     }
   }
 
+  /** Zero every total on purpose (`stb-netacct reset`); later readings add from here. */
+  reset(): void {
+    for (const t of this.#totals.values()) for (const f of FIELDS) t[f] = 0;
+  }
+
   /** Forget the last readings: the next one counts from zero (a new backend instance). */
   rebase(): void {
     this.#last.clear();

@@ -1,0 +1,50 @@
+#!/bin/sh
+# The whole suite: static checks, then every deno test (unit tests beside the code, real-kernel
+# backend tests, end-to-end tests in tests/ that spawn the built ./stb-netacct). Needs root.
+# Ends with one line "N passed, N failed" and exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")/.."
+DENO=${DENO:-node_modules/.bin/deno}
+passed=0 failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+check() { # name, command...
+  name=$1
+  shift
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    echo "check $name ... ok"
+  else
+    failed=$((failed + 1))
+    echo "check $name ... FAILED"
+    sed 's/^/    /' "$log" | tail -n 40
+  fi
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: the suite loads BPF programs and firewall rules into the real kernel: run it as root (sudo make test)" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+check fmt "$DENO" fmt --check
+check lint "$DENO" lint
+check types "$DENO" check main.ts '**/*.ts'
+check bpf-object sh bpf/check_object.sh
+
+export STB_NETACCT_BIN="${STB_NETACCT_BIN:-$(pwd)/stb-netacct}"
+"$DENO" test --allow-all --no-prompt "$@" 2>&1 | tee "$log"
+# Deno's summary: "ok | 12 passed (3 steps) | 0 failed (1s)" or "FAILED | 9 passed | 2 failed".
+summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -n 1)
+if [ -z "$summary" ]; then
+  echo "test: deno test printed no summary (crashed or found no tests)"
+  failed=$((failed + 1))
+else
+  p=$(echo "$summary" | sed -E 's/.*\| ([0-9]+) passed.*/\1/')
+  f=$(echo "$summary" | sed -E 's/.*\| ([0-9]+) failed.*/\1/')
+  passed=$((passed + p))
+  failed=$((failed + f))
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
