@@ -1,0 +1,194 @@
+/**
+ * Driving the real CLI: `deno run -A main.ts ...` from this checkout, or the built binary
+ * named by STB_NETACCT_BIN (e.g. ./stb-netacct after `make build`).
+ */
+
+import { DENO, run, type RunResult, sleep } from "./exec.ts";
+import type { Layout } from "./layouts.ts";
+
+const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
+
+export function cliArgv(args: string[]): string[] {
+  const bin = Deno.env.get("STB_NETACCT_BIN");
+  return bin ? [bin, ...args] : [DENO, "run", "-A", MAIN_TS, ...args];
+}
+
+/** A counters.json sample as the test reads it: raw JSON, checked by the tests themselves. */
+export interface Sample {
+  schema: number;
+  backend: string;
+  rx_bytes_total: number;
+  tx_bytes_total: number;
+  rx_packets_total: number;
+  tx_packets_total: number;
+  ts_monotonic: number;
+  ts_unix: number;
+  interval_s: number;
+  services: Record<string, {
+    rx_bytes_total: number;
+    tx_bytes_total: number;
+    rx_packets_total: number;
+    tx_packets_total: number;
+    cgroup: string;
+    present: boolean;
+  }>;
+}
+
+export interface StopResult {
+  code: number;
+  signal: Deno.Signal | null;
+  stderr: string;
+  /** The file after the process ended (its final write). */
+  final: Sample | null;
+}
+
+export interface RunCliOptions {
+  backend: string;
+  config: string;
+  output: string;
+  interval?: number;
+}
+
+/** One `run` process. Its stderr is collected so failures can quote it. */
+export class RunningCli {
+  #child: Deno.ChildProcess;
+  #stderr = "";
+  #stderrDone: Promise<void>;
+  #exited = false;
+  readonly output: string;
+  readonly interval: number;
+  readonly status: Promise<Deno.CommandStatus>;
+
+  constructor(prefix: string[], readonly options: RunCliOptions) {
+    this.output = options.output;
+    this.interval = options.interval ?? 0.5;
+    const argv = [
+      ...prefix,
+      ...cliArgv([
+        "run",
+        "--backend",
+        options.backend,
+        "--config",
+        options.config,
+        "--output",
+        options.output,
+        "--interval",
+        String(this.interval),
+      ]),
+    ];
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    this.#stderrDone = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        this.#stderr += chunk;
+      }
+    })();
+    this.status = this.#child.status.then((s) => {
+      this.#exited = true;
+      return s;
+    });
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Reads the output file now; null when it is missing or not JSON (yet). */
+  async read(): Promise<Sample | null> {
+    try {
+      return JSON.parse(await Deno.readTextFile(this.output)) as Sample;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Waits for a sample written after `sinceUnix` (seconds since the epoch; default: now),
+   * so it includes everything the kernel counted before this call. Fails loudly with the
+   * CLI's stderr when `run` died or never wrote.
+   */
+  async sampleAfter(sinceUnix = Date.now() / 1000, timeoutS = 15): Promise<Sample> {
+    const deadline = Date.now() + timeoutS * 1000;
+    while (Date.now() < deadline) {
+      if (this.#exited) {
+        const s = await this.status;
+        await this.#stderrDone;
+        throw new Error(
+          `\`run --backend ${this.options.backend}\` exited (code ${s.code}, signal ${s.signal}) ` +
+            `before writing a fresh sample; stderr:\n${this.#stderr.trim()}`,
+        );
+      }
+      const s = await this.read();
+      if (s && s.ts_unix > sinceUnix) return s;
+      await sleep(50);
+    }
+    throw new Error(
+      `\`run --backend ${this.options.backend}\` wrote no sample newer than ${sinceUnix} to ` +
+        `${this.output} within ${timeoutS}s; stderr:\n${this.#stderr.trim()}`,
+    );
+  }
+
+  /** Waits until a sample satisfies `predicate` (e.g. a recreated cgroup shows present). */
+  async waitFor(predicate: (s: Sample) => boolean, what: string, timeoutS = 10): Promise<Sample> {
+    const deadline = Date.now() + timeoutS * 1000;
+    while (Date.now() < deadline) {
+      const s = await this.sampleAfter();
+      if (predicate(s)) return s;
+    }
+    throw new Error(
+      `timed out after ${timeoutS}s waiting for ${what}; stderr:\n${this.#stderr.trim()}`,
+    );
+  }
+
+  /** SIGTERM (or another signal), wait for the exit, read the final write. */
+  async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10): Promise<StopResult> {
+    if (!this.#exited) {
+      try {
+        this.#child.kill(signal);
+      } catch { /* already exited */ }
+    }
+    const timer = setTimeout(() => {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, timeoutS * 1000);
+    const s = await this.status;
+    clearTimeout(timer);
+    await this.#stderrDone;
+    return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
+  }
+}
+
+/** Starts `run` inside the layout and netns, and waits for its first sample. */
+export async function startRun(
+  layout: Layout,
+  netnsPath: string,
+  options: RunCliOptions,
+): Promise<RunningCli> {
+  const started = Date.now() / 1000;
+  const cli = new RunningCli(layout.wrap(netnsPath), options);
+  try {
+    await cli.sampleAfter(started, 30);
+  } catch (e) {
+    await cli.stop("SIGKILL");
+    throw e;
+  }
+  return cli;
+}
+
+/** `graph --input PATH --once`, as an unprivileged reader would run it. */
+export function graphOnce(input: string, extra: string[] = []): Promise<RunResult> {
+  return run(cliArgv(["graph", "--input", input, "--once", ...extra]), {
+    allowFail: true,
+    env: { NO_COLOR: "1", COLUMNS: "100", LINES: "30" },
+  });
+}

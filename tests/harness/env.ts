@@ -1,0 +1,100 @@
+/**
+ * One test's world in one object: namespaces, a cgroup layout, the service cgroup tree and
+ * the peer servers, torn down in reverse order by `close` (also after a failure half-way
+ * through `open`).
+ */
+
+import { CgroupTree } from "./cgroups.ts";
+import { randomTag } from "./exec.ts";
+import { type Layout, type LayoutName, openLayout } from "./layouts.ts";
+import { type Peer, runTraffic, startPeer, TCP_PORT, UDP_PORT } from "./processes.ts";
+import { PEER_IF, type RemoteName, REMOTES, Topology } from "./topology.ts";
+import type { FlowResult } from "./traffic.ts";
+
+export interface FlowSizes {
+  tcpUp: number;
+  tcpDown: number;
+  udpCount: number;
+  udpSize: number;
+}
+
+/** A few MB each way: big enough that 2% is a meaningful bound, small enough to be quick. */
+export const DEFAULT_SIZES: FlowSizes = {
+  tcpUp: 3_000_000,
+  tcpDown: 5_000_000,
+  udpCount: 600,
+  udpSize: 1200,
+};
+
+/** traffic.ts flow specs: one TCP and one UDP flow to a remote. */
+export function flowsTo(remote: RemoteName, sizes: FlowSizes = DEFAULT_SIZES): string[] {
+  const host = REMOTES[remote];
+  return [
+    `tcp,${host},${TCP_PORT},${sizes.tcpUp},${sizes.tcpDown}`,
+    `udp,${host},${UDP_PORT},${sizes.udpCount},${sizes.udpSize}`,
+  ];
+}
+
+export class TestEnv {
+  readonly tag = randomTag();
+  readonly topology = new Topology(this.tag);
+  layout!: Layout;
+  cgroups!: CgroupTree;
+  #peers: Peer[] = [];
+  #cleanups: (() => Promise<void>)[] = [];
+
+  static async open(layoutName: LayoutName): Promise<TestEnv> {
+    const env = new TestEnv();
+    try {
+      await env.topology.up();
+      env.#cleanups.push(() => env.topology.down());
+      env.layout = await openLayout(layoutName);
+      env.#cleanups.push(() => env.layout.close());
+      env.cgroups = new CgroupTree(env.layout.mountHere, env.tag);
+      env.#cleanups.push(() => env.cgroups.teardown());
+      env.#peers.push(await startPeer(env.topology.peerNetnsPath, PEER_IF));
+      // Loopback server inside the client netns, outside every service cgroup.
+      env.#peers.push(await startPeer(env.topology.clientNetnsPath));
+      env.#cleanups.push(async () => {
+        for (const p of env.#peers) await p.stop();
+      });
+    } catch (e) {
+      await env.close();
+      throw e;
+    }
+    return env;
+  }
+
+  get clientNetns(): string {
+    return this.topology.clientNetnsPath;
+  }
+
+  /** Service cgroup directory as processes inside the layout see it. */
+  cgroupInView(service: string): string {
+    return this.cgroups.dir(service, this.layout.mountInView);
+  }
+
+  /** Runs flows from a service's process chain, or from an outsider when `service` is null. */
+  traffic(service: string | null, flows: string[]): Promise<FlowResult[]> {
+    return runTraffic(
+      this.layout,
+      this.clientNetns,
+      service === null ? null : this.cgroupInView(service),
+      flows,
+    );
+  }
+
+  /** Reverse order of creation; every step runs even if an earlier one fails. */
+  async close(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const f of this.#cleanups.reverse()) {
+      try {
+        await f();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.#cleanups = [];
+    if (errors.length) throw new AggregateError(errors, "test environment teardown failed");
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Running helper commands (ip, nft, iptables, bpftool, nsenter) from tests. Failures throw
+ * with the command line and its stderr, because a test that dies on "exit 1" alone costs
+ * the reader a rerun.
+ */
+
+export const DENO = Deno.execPath();
+
+export class CommandError extends Error {
+  override name = "CommandError";
+  constructor(message: string, readonly code: number, readonly stderr: string) {
+    super(message);
+  }
+}
+
+export interface RunOptions {
+  /** Text written to the command's stdin. */
+  stdin?: string;
+  /** Don't throw on a non-zero exit; the caller reads `code`. */
+  allowFail?: boolean;
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function run(argv: string[], options: RunOptions = {}): Promise<RunResult> {
+  const cmd = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: options.env,
+  });
+  const child = cmd.spawn();
+  if (options.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(options.stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const result = {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  if (result.code !== 0 && !options.allowFail) {
+    throw new CommandError(
+      `\`${argv.join(" ")}\` exited ${result.code}: ${
+        result.stderr.trim() || result.stdout.trim()
+      }`,
+      result.code,
+      result.stderr,
+    );
+  }
+  return result;
+}
+
+/** Runs and returns stdout; throws on failure. */
+export async function output(argv: string[], options: RunOptions = {}): Promise<string> {
+  return (await run(argv, options)).stdout;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Short random suffix for names that must not collide between concurrent test runs. */
+export function randomTag(length = 6): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = crypto.getRandomValues(new Uint8Array(length));
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/** True when a process with this pid exists (zombies included). */
+export function processExists(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * What the suite must not leave behind, and how to count what a backend installed: network
+ * namespaces, test cgroups, BPF programs attached at the cgroup2 root, the nft table
+ * `stb_netacct`, iptables chains and jumps of ours. Each function lists what it finds so a
+ * failure names the leftover.
+ */
+
+import { cgroupLeftovers } from "./cgroups.ts";
+import { output, run } from "./exec.ts";
+import { NETNS_PREFIX } from "./topology.ts";
+
+export const NFT_TABLE = "stb_netacct";
+/** How our iptables chains and comments are recognised: the backend names them after the tool. */
+const OUR_IPTABLES = /stb[_-]?netacct|STB[_-]?NETACCT|STBNA/i;
+
+/** `nsenter --net=PATH` prefix, or nothing for the test's own netns. */
+function inNetns(netnsPath?: string): string[] {
+  return netnsPath ? ["nsenter", `--net=${netnsPath}`, "--"] : [];
+}
+
+export async function netnsLeftovers(): Promise<string[]> {
+  const text = await output(["ip", "netns", "list"]);
+  return text.split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(NETNS_PREFIX));
+}
+
+/** Names of nft tables called stb_netacct, as "family name". */
+export async function nftTables(netnsPath?: string): Promise<string[]> {
+  const text = await output([...inNetns(netnsPath), "nft", "-j", "list", "tables"]);
+  const items = (JSON.parse(text) as { nftables: { table?: { family: string; name: string } }[] })
+    .nftables;
+  return items.filter((i) => i.table?.name === NFT_TABLE).map((i) =>
+    `${i.table!.family} ${i.table!.name}`
+  );
+}
+
+/** Rules in our nft table (rule handles), to see that a restart did not duplicate any. */
+export async function nftRuleCount(netnsPath?: string): Promise<number> {
+  const text = await output([...inNetns(netnsPath), "nft", "-j", "list", "ruleset"]);
+  const items = (JSON.parse(text) as { nftables: { rule?: { table: string } }[] }).nftables;
+  return items.filter((i) => i.rule?.table === NFT_TABLE).length;
+}
+
+/**
+ * Lines of `iptables-save` / `ip6tables-save` (all tables) that are ours: chain
+ * declarations, rules in our chains, and jumps or comments naming us.
+ */
+export async function iptablesLines(netnsPath?: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const tool of ["iptables-save", "ip6tables-save"]) {
+    const r = await run([...inNetns(netnsPath), tool], { allowFail: true });
+    if (r.code !== 0) continue; // family unsupported: nothing of ours either
+    for (const line of r.stdout.split("\n")) {
+      if (line.startsWith("#")) continue;
+      if (OUR_IPTABLES.test(line)) found.push(`${tool}: ${line}`);
+    }
+  }
+  return found;
+}
+
+export interface BpfAttachment {
+  id: number;
+  attach_type: string;
+  name: string;
+}
+
+/** Programs attached directly at the cgroup2 root (where the ebpf backend attaches). */
+export async function bpfRootAttachments(mountPoint: string): Promise<BpfAttachment[]> {
+  const text = (await output(["bpftool", "-j", "cgroup", "show", mountPoint])).trim();
+  return text ? (JSON.parse(text) as BpfAttachment[]) : [];
+}
+
+/** Attachments at the root now that were not there in `baseline`. */
+export async function newBpfAttachments(
+  mountPoint: string,
+  baseline: BpfAttachment[],
+): Promise<BpfAttachment[]> {
+  const known = new Set(baseline.map((b) => `${b.id}/${b.attach_type}`));
+  return (await bpfRootAttachments(mountPoint)).filter((a) =>
+    !known.has(`${a.id}/${a.attach_type}`)
+  );
+}
+
+/**
+ * Everything left over, as readable lines; empty means clean. `netnsPaths` are namespaces
+ * still alive that `run` ran in (checked for rules after it stopped).
+ */
+export async function leftovers(
+  mountPoint: string,
+  bpfBaseline: BpfAttachment[],
+  netnsPaths: string[] = [],
+): Promise<string[]> {
+  const problems: string[] = [];
+  for (const ns of await netnsLeftovers()) problems.push(`netns ${ns}`);
+  for (const dir of cgroupLeftovers(mountPoint)) problems.push(`cgroup ${dir}`);
+  for (const a of await newBpfAttachments(mountPoint, bpfBaseline)) {
+    problems.push(`BPF program ${a.id} "${a.name}" (${a.attach_type}) attached at ${mountPoint}`);
+  }
+  for (const ns of [undefined, ...netnsPaths]) {
+    const where = ns ?? "the test's netns";
+    for (const t of await nftTables(ns)) problems.push(`nft table ${t} in ${where}`);
+    for (const l of await iptablesLines(ns)) problems.push(`${l} in ${where}`);
+  }
+  return problems;
+}

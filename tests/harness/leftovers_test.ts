@@ -1,0 +1,61 @@
+import { assert, assertEquals } from "./assert.ts";
+import { CGROUP_PREFIX } from "./cgroups.ts";
+import { randomTag, run } from "./exec.ts";
+import {
+  bpfRootAttachments,
+  iptablesLines,
+  leftovers,
+  nftRuleCount,
+  nftTables,
+} from "./leftovers.ts";
+import { findCgroup2Mount } from "../../lib/cgroup.ts";
+import { NETNS_PREFIX } from "./topology.ts";
+
+Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and clears when removed", async () => {
+  const mount = findCgroup2Mount().mountPoint;
+  const baseline = await bpfRootAttachments(mount);
+  const tag = randomTag();
+  const ns = `${NETNS_PREFIX}${tag}-x`;
+  const nsPath = `/run/netns/${ns}`;
+  const cg = `${mount}/${CGROUP_PREFIX}${tag}`;
+  try {
+    await run(["ip", "netns", "add", ns]);
+    Deno.mkdirSync(cg);
+    await run(["nsenter", `--net=${nsPath}`, "nft", "-f", "-"], {
+      stdin:
+        "table inet stb_netacct { chain output { type filter hook output priority 0; counter; }; }",
+    });
+    await run(["nsenter", `--net=${nsPath}`, "iptables", "-t", "mangle", "-N", "STB_NETACCT_OUT"]);
+    await run([
+      "nsenter",
+      `--net=${nsPath}`,
+      "iptables",
+      "-t",
+      "mangle",
+      "-A",
+      "OUTPUT",
+      "-j",
+      "STB_NETACCT_OUT",
+    ]);
+
+    assertEquals(await nftTables(nsPath), ["inet stb_netacct"]);
+    assertEquals(await nftRuleCount(nsPath), 1);
+    assertEquals((await iptablesLines(nsPath)).length, 2, "chain and jump");
+    const found = await leftovers(mount, baseline, [nsPath]);
+    for (
+      const what of [ns, cg, "nft table inet stb_netacct", ":STB_NETACCT_OUT", "-j STB_NETACCT_OUT"]
+    ) {
+      assert(
+        found.some((l) => l.includes(what)),
+        `leftover check missed ${what}: ${found.join("; ")}`,
+      );
+    }
+  } finally {
+    await run(["ip", "netns", "del", ns], { allowFail: true });
+    try {
+      Deno.removeSync(cg);
+    } catch { /* not made */ }
+  }
+  const after = (await leftovers(mount, baseline)).filter((l) => l.includes(tag));
+  assertEquals(after, [], "after removal");
+});
