@@ -1,0 +1,429 @@
+/**
+ * The ebpf backend against the real kernel (run as root: `deno test -A backends/ebpf_test.ts`).
+ *
+ *   client netns  ==veth==  server netns
+ *     192.0.2.1/24  2001:db8::1/64      192.0.2.2   2001:db8::2   external (TEST-NET)
+ *     192.168.77.1/24  fd00:77::1/64    192.168.77.2  fd00:77::2  internal
+ *
+ * Cgroups under <cgroup2>/stb-netacct-test-<random>/: `svc` is the target, `svc/child`
+ * holds the traffic-making processes (below the target, like StB's subprocesses),
+ * `other` holds a process of the same UID that must not count. Everything made is undone
+ * in `finally`, also when an assertion fails halfway.
+ */
+
+import { EbpfBackend } from "./ebpf.ts";
+import type { BackendOptions, ServiceTarget } from "./backend.ts";
+import { BackendError } from "./backend.ts";
+import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
+import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
+import { assert, assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
+import {
+  craftPacket,
+  joinCgroup,
+  nonLoopbackIfindex,
+  ownCgroupPath,
+  testRun,
+} from "./bpf_test_run.ts";
+
+const DENO = Deno.execPath();
+const PORT = 5000;
+const isRoot = Deno.uid() === 0;
+
+/** Sink-then-reply server: reads a connection to EOF, answers REPLY bytes, closes. */
+const SERVER = `
+const reply = new Uint8Array(Number(Deno.env.get("REPLY")));
+const l = Deno.listen({ hostname: "::", port: ${PORT} });
+console.log("ready");
+for await (const c of l) {
+  (async () => {
+    const buf = new Uint8Array(1 << 16);
+    while ((await c.read(buf)) !== null);
+    for (let off = 0; off < reply.length;) off += await c.write(reply.subarray(off));
+    c.close();
+  })().catch(() => {});
+}`;
+
+/** Sends SEND bytes to HOST, half-closes, reads the reply to EOF, prints what it got. */
+const CLIENT = `
+const c = await Deno.connect({ hostname: Deno.env.get("HOST"), port: ${PORT} });
+const chunk = new Uint8Array(1 << 16);
+for (let left = Number(Deno.env.get("SEND")); left > 0;) {
+  left -= await c.write(chunk.subarray(0, Math.min(left, chunk.length)));
+}
+await c.closeWrite();
+let got = 0;
+for (let n; (n = await c.read(chunk)) !== null;) got += n;
+c.close();
+console.log(JSON.stringify({ got }));`;
+
+async function sh(cmd: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+class Lab {
+  readonly tag = crypto.randomUUID().slice(0, 8);
+  readonly mount: Cgroup2Mount = findCgroup2Mount();
+  readonly base = `/stb-netacct-test-${this.tag}`;
+  readonly client = `nac-${this.tag}`;
+  readonly server = `nas-${this.tag}`;
+  #cgroups: string[] = [];
+  #netns: string[] = [];
+  #servers: Deno.ChildProcess[] = [];
+
+  async setup(): Promise<void> {
+    for (const p of ["", "/svc", "/svc/child", "/other"]) this.mkcg(this.base + p);
+    for (const ns of [this.client, this.server]) {
+      await sh("ip", "netns", "add", ns);
+      this.#netns.push(ns);
+      await sh("ip", "-n", ns, "link", "set", "lo", "up");
+    }
+    const [vc, vs] = [`vc${this.tag}`, `vs${this.tag}`];
+    await sh(
+      "ip",
+      ..."link add".split(" "),
+      vc,
+      "netns",
+      this.client,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      vs,
+      "netns",
+      this.server,
+    );
+    for (const [ns, dev, host] of [[this.client, vc, 1], [this.server, vs, 2]] as const) {
+      await sh("ip", "-n", ns, "addr", "add", `192.0.2.${host}/24`, "dev", dev);
+      await sh("ip", "-n", ns, "addr", "add", `192.168.77.${host}/24`, "dev", dev);
+      await sh("ip", "-n", ns, "addr", "add", `2001:db8::${host}/64`, "dev", dev, "nodad");
+      await sh("ip", "-n", ns, "addr", "add", `fd00:77::${host}/64`, "dev", dev, "nodad");
+      await sh("ip", "-n", ns, "link", "set", dev, "up");
+    }
+    await this.startServer(this.server, 4 << 20);
+    // A server beside the client: traffic to the client's own 192.0.2.1 goes over lo.
+    await this.startServer(this.client, 1 << 20);
+  }
+
+  mkcg(path: string): void {
+    Deno.mkdirSync(cgroupDir(this.mount, path));
+    if (!this.#cgroups.includes(path)) this.#cgroups.push(path);
+  }
+
+  /** rmdir, retried: a just-reaped process can keep a cgroup busy for a moment. */
+  async rmcg(path: string): Promise<void> {
+    for (let i = 0;; i++) {
+      try {
+        Deno.removeSync(cgroupDir(this.mount, path));
+        return;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        if (i >= 50) throw e;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  async startServer(netns: string, reply: number): Promise<void> {
+    const child = new Deno.Command("nsenter", {
+      args: [`--net=/run/netns/${netns}`, DENO, "eval", SERVER],
+      env: { REPLY: String(reply), DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#servers.push(child);
+    const reader = child.stdout.getReader();
+    const { value } = await reader.read();
+    await reader.cancel();
+    assertStringIncludes(new TextDecoder().decode(value), "ready", `server in ${netns}`);
+  }
+
+  /**
+   * A client process that first joins cgroup `path`, then enters the client netns and
+   * talks to `host`: sends `send` bytes, receives the server's reply.
+   */
+  async transfer(path: string, host: string, send: number): Promise<number> {
+    const out = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" "$3" eval "$4"',
+        "sh",
+        cgroupDir(this.mount, path),
+        `/run/netns/${this.client}`,
+        DENO,
+        CLIENT,
+      ],
+      env: { HOST: host, SEND: String(send), DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    if (!out.success) {
+      throw new Error(`Client to ${host} failed: ${new TextDecoder().decode(out.stderr)}`);
+    }
+    return JSON.parse(text).got;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const child of this.#servers.splice(0).reverse()) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await child.status;
+    }
+    for (const ns of this.#netns.splice(0).reverse()) {
+      await sh("ip", "netns", "del", ns).catch((e) => console.error(e.message));
+    }
+    // Deepest first; includes cgroups a test step recreated.
+    const all = this.#cgroups.splice(0).sort((a, b) => b.length - a.length);
+    for (const path of all) await this.rmcg(path).catch((e) => console.error(e.message));
+  }
+}
+
+function options(mount: Cgroup2Mount, logs: string[] = []): BackendOptions {
+  return {
+    mount,
+    exclude: DEFAULT_EXCLUDE.map(parseCidr),
+    ctMark: 0,
+    ctMask: 0,
+    log: (m) => logs.push(m),
+  };
+}
+
+/** BPF objects (progs, maps, links) this process holds fds to, from /proc/self/fdinfo. */
+function heldBpfObjects(): string[] {
+  const held: string[] = [];
+  for (const e of Deno.readDirSync("/proc/self/fdinfo")) {
+    let info: string;
+    try {
+      info = Deno.readTextFileSync(`/proc/self/fdinfo/${e.name}`);
+    } catch {
+      continue; // the fd of the directory listing itself, closed meanwhile
+    }
+    const m = info.match(/^(prog_id|map_id|link_id):\s*(\d+)/m);
+    if (m) held.push(`${m[1]}=${m[2]}`);
+  }
+  return held;
+}
+
+function progId(fd: number): number {
+  const m = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).match(/^prog_id:\s*(\d+)/m);
+  assert(m, `fd ${fd} is not a BPF program`);
+  return Number(m[1]);
+}
+
+interface LinkInfo {
+  id: number;
+  prog_id: number;
+  cgroup_id?: number;
+  attach_type?: string;
+}
+
+async function bpftoolLinks(): Promise<LinkInfo[]> {
+  return JSON.parse(await sh("bpftool", "-j", "link", "show")) as LinkInfo[];
+}
+
+function within(actual: number, sent: number, what: string): void {
+  assert(
+    actual >= sent && actual <= sent * 1.02,
+    `${what}: counted ${actual} bytes for ${sent} sent (want within +2%)`,
+  );
+}
+
+Deno.test({
+  name: "ebpf backend counts a cgroup subtree's external traffic on the real kernel",
+  ignore: !isRoot,
+  sanitizeResources: false, // FFI callback and libbpf state live for the whole process
+  async fn() {
+    const lab = new Lab();
+    const backend = new EbpfBackend();
+    const logs: string[] = [];
+    const svc = `${lab.base}/svc`;
+    const late = `${lab.base}/late`;
+    try {
+      await lab.setup();
+      const targets = (): ServiceTarget[] => [
+        { name: "svc", path: svc, id: cgroupId(lab.mount, svc) },
+        { name: "late", path: late, id: cgroupId(lab.mount, late) },
+      ];
+      assertEquals(targets()[1].id, null, "the late service does not exist yet");
+      await backend.start(targets(), options(lab.mount, logs));
+
+      const ourProgs = [progId(backend.programFd("ingress")), progId(backend.programFd("egress"))];
+      const links = (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id));
+      assertEquals(links.length, 2, "one link per program");
+      const rootId = Number(cgroupId(lab.mount, "/") ?? -1);
+      for (const l of links) assertEquals(l.cgroup_id, rootId, "linked at the cgroup2 root");
+
+      const zero = await backend.read();
+      assertEquals(zero.svc, { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 });
+
+      // External IPv4 and IPv6 from a process below the target.
+      const child = `${svc}/child`;
+      const send4 = 3 << 20, send6 = 2 << 20;
+      const got4 = await lab.transfer(child, "192.0.2.2", send4);
+      const got6 = await lab.transfer(child, "2001:db8::2", send6);
+      assertEquals([got4, got6], [4 << 20, 4 << 20], "the server's replies arrived whole");
+      const ext = (await backend.read()).svc;
+      within(ext.txBytes, send4 + send6, "tx, external IPv4+IPv6");
+      within(ext.rxBytes, got4 + got6, "rx, external IPv4+IPv6");
+      assert(ext.txPackets > 0 && ext.rxPackets > 0, "packets counted too");
+
+      // Internal addresses, the host's own address (over lo), a process outside: nothing.
+      await lab.transfer(child, "192.168.77.2", 1 << 20);
+      await lab.transfer(child, "fd00:77::2", 1 << 20);
+      await lab.transfer(child, "::ffff:192.168.77.2", 1 << 20);
+      await lab.transfer(child, "192.0.2.1", 1 << 20);
+      await lab.transfer(`${lab.base}/other`, "192.0.2.2", 1 << 20);
+      await lab.transfer(`${lab.base}/other`, "2001:db8::2", 1 << 20);
+      assertEquals((await backend.read()).svc, ext, "internal, loopback and outside traffic");
+
+      // Service restart: the cgroup is removed and recreated with a new id.
+      const oldId = cgroupId(lab.mount, svc);
+      await lab.rmcg(child);
+      await lab.rmcg(svc);
+      lab.mkcg(svc);
+      lab.mkcg(child);
+      assert(cgroupId(lab.mount, svc) !== oldId, "a recreated cgroup gets a new id");
+      await lab.transfer(child, "192.0.2.2", 1 << 20);
+      assertEquals((await backend.read()).svc, ext, "a stale id counts nothing");
+      lab.mkcg(late);
+      await backend.retarget(targets());
+      await lab.transfer(child, "192.0.2.2", 1 << 20);
+      await lab.transfer(late, "2001:db8::2", 1 << 20);
+      const after = await backend.read();
+      within(after.svc.txBytes - ext.txBytes, 1 << 20, "tx after retarget");
+      within(after.svc.rxBytes - ext.rxBytes, 4 << 20, "rx after retarget");
+      within(after.late.txBytes, 1 << 20, "tx of a service that appeared late");
+      within(after.late.rxBytes, 4 << 20, "rx of a service that appeared late");
+
+      // Stop twice: links gone from the kernel, no BPF fd left in this process.
+      await backend.stop();
+      await backend.stop();
+      const left = (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id));
+      assertEquals(left, [], "no link of ours left attached");
+      assertEquals(heldBpfObjects(), [], "no BPF object held after stop");
+    } finally {
+      await backend.stop();
+      await lab.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "ebpf programs judge addresses as configured (BPF_PROG_TEST_RUN from a target cgroup)",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const mount = findCgroup2Mount();
+    const tag = crypto.randomUUID().slice(0, 8);
+    const target = `/stb-netacct-test-${tag}`;
+    const home = ownCgroupPath();
+    const backend = new EbpfBackend();
+    Deno.mkdirSync(cgroupDir(mount, target));
+    try {
+      await backend.start(
+        [{ name: "me", path: target, id: cgroupId(mount, target) }],
+        options(mount),
+      );
+      const ifindex = nonLoopbackIfindex();
+      const local4 = parseIpv4("192.0.2.1")!, local6 = parseIpv6("2001:db8::1")!;
+      const cases: [string, Uint8Array, boolean][] = [
+        ["192.0.2.9", parseIpv4("192.0.2.9")!, true],
+        ["10.1.2.3", parseIpv4("10.1.2.3")!, false],
+        ["100.64.0.1", parseIpv4("100.64.0.1")!, false],
+        ["100.128.0.1", parseIpv4("100.128.0.1")!, true],
+        ["2001:db8::9", parseIpv6("2001:db8::9")!, true],
+        ["fe80::1", parseIpv6("fe80::1")!, false],
+        ["fd12::1", parseIpv6("fd12::1")!, false],
+        ["ff02::1", parseIpv6("ff02::1")!, false],
+        ["::ffff:192.168.1.1", parseIpv6("::ffff:192.168.1.1")!, false],
+        ["::ffff:192.0.2.9", parseIpv6("::ffff:192.0.2.9")!, true],
+      ];
+      joinCgroup(cgroupDir(mount, target));
+      for (const dir of ["ingress", "egress"] as const) {
+        const fd = backend.programFd(dir);
+        for (const [text, remote, counts] of cases) {
+          const local = remote.length === 4 ? local4 : local6;
+          const frame = craftPacket(
+            dir === "egress" ? { src: local, dst: remote } : { src: remote, dst: local },
+          );
+          const before = (await backend.read()).me;
+          const r = testRun(fd, frame, ifindex, 3);
+          assertEquals(r.retval, 1, `${dir} ${text}: never drops`);
+          const now = (await backend.read()).me;
+          const [bytes, packets] = dir === "egress"
+            ? [now.txBytes - before.txBytes, now.txPackets - before.txPackets]
+            : [now.rxBytes - before.rxBytes, now.rxPackets - before.rxPackets];
+          const want = counts ? [3 * (frame.length - 14), 3] : [0, 0];
+          assertEquals([bytes, packets], want, `${dir} remote ${text}`);
+        }
+        // Loopback never counts, whatever the address.
+        const before = await backend.read();
+        testRun(fd, craftPacket({ src: local4, dst: parseIpv4("192.0.2.9")! }), 1, 3);
+        assertEquals(await backend.read(), before, `${dir} on lo`);
+      }
+    } finally {
+      joinCgroup(cgroupDir(mount, home));
+      await backend.stop();
+      Deno.removeSync(cgroupDir(mount, target));
+    }
+  },
+});
+
+Deno.test({
+  name: "ebpf backend without privilege fails with the fix and holds nothing",
+  ignore: !isRoot,
+  async fn() {
+    // Root stripped of every capability: the bpf() syscall says EPERM.
+    const code = `
+      import { EbpfBackend } from ${JSON.stringify(new URL("./ebpf.ts", import.meta.url).href)};
+      import { findCgroup2Mount } from ${
+      JSON.stringify(new URL("../lib/cgroup.ts", import.meta.url).href)
+    };
+      try {
+        await new EbpfBackend().start([], { mount: findCgroup2Mount(), exclude: [], ctMark: 0,
+          ctMask: 0, log: () => {} });
+        console.log("started");
+      } catch (e) { console.log(e.message); }`;
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        DENO,
+        "eval",
+        code,
+      ],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertStringIncludes(text, "EPERM", new TextDecoder().decode(out.stderr));
+    assertStringIncludes(text, "run as root or with CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON");
+  },
+});
+
+Deno.test({
+  name: "ebpf backend start that fails halfway leaves nothing loaded",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const backend = new EbpfBackend();
+    const mount = { mountPoint: "/nonexistent-stb-netacct-cgroup2", layout: "unified" as const };
+    let error: unknown;
+    try {
+      await backend.start([], options(mount));
+    } catch (e) {
+      error = e;
+    }
+    assert(error instanceof BackendError, `start failed with a BackendError: ${error}`);
+    assertStringIncludes(error.message, "/nonexistent-stb-netacct-cgroup2");
+    assertEquals(heldBpfObjects(), [], "programs and maps closed after the failed start");
+    await backend.stop(); // and stop after a failed start is fine
+  },
+});

@@ -1,0 +1,400 @@
+/**
+ * The FFI boundary to libbpf.so.1 (Debian 12: package libbpf1, 1.1.x). Everything the ebpf
+ * backend and the benchmark do in the kernel goes through the symbols below; nothing here
+ * runs bpftool or any other tool.
+ *
+ * libbpf 1.x reports errors as a negative errno from int-returning calls and as NULL plus
+ * errno from pointer-returning calls. `check`/`checkPointer` turn both into a LibbpfError
+ * carrying the errno name and libbpf's own log lines (the verifier log included), captured
+ * through libbpf_set_print: libbpf hands the callback a printf format and a va_list, which
+ * only libc's vsnprintf can expand, hence the three libc symbols at the end.
+ */
+
+import { BackendError } from "./backend.ts";
+
+const LIBBPF_SYMBOLS = {
+  /** struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
+   *    const struct bpf_object_open_opts *opts) */
+  bpf_object__open_mem: {
+    parameters: [
+      "buffer", // const void *obj_buf
+      "usize", // size_t obj_buf_sz
+      "buffer", // const struct bpf_object_open_opts *opts
+    ],
+    result: "pointer", // struct bpf_object * (NULL + errno on error)
+  },
+  /** int bpf_object__load(struct bpf_object *obj) */
+  bpf_object__load: {
+    parameters: ["pointer"], // struct bpf_object *obj
+    result: "i32",
+  },
+  /** void bpf_object__close(struct bpf_object *obj) */
+  bpf_object__close: {
+    parameters: ["pointer"], // struct bpf_object *obj
+    result: "void",
+  },
+  /** struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj,
+   *    const char *name) */
+  bpf_object__find_program_by_name: {
+    parameters: [
+      "pointer", // const struct bpf_object *obj
+      "buffer", // const char *name (NUL-terminated)
+    ],
+    result: "pointer", // struct bpf_program * (NULL + errno ENOENT)
+  },
+  /** struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj,
+   *    const char *name) */
+  bpf_object__find_map_by_name: {
+    parameters: [
+      "pointer", // const struct bpf_object *obj
+      "buffer", // const char *name (NUL-terminated)
+    ],
+    result: "pointer", // struct bpf_map * (NULL + errno ENOENT)
+  },
+  /** int bpf_program__fd(const struct bpf_program *prog) */
+  bpf_program__fd: {
+    parameters: ["pointer"], // const struct bpf_program *prog
+    result: "i32",
+  },
+  /** struct bpf_link *bpf_program__attach_cgroup(const struct bpf_program *prog, int cgroup_fd)
+   *  (BPF_LINK_CREATE: multi-attach, detached when the last fd to the link closes) */
+  bpf_program__attach_cgroup: {
+    parameters: [
+      "pointer", // const struct bpf_program *prog
+      "i32", // int cgroup_fd
+    ],
+    result: "pointer", // struct bpf_link * (NULL + errno on error)
+  },
+  /** int bpf_link__destroy(struct bpf_link *link) */
+  bpf_link__destroy: {
+    parameters: ["pointer"], // struct bpf_link *link
+    result: "i32",
+  },
+  /** int bpf_map__fd(const struct bpf_map *map) */
+  bpf_map__fd: {
+    parameters: ["pointer"], // const struct bpf_map *map
+    result: "i32",
+  },
+  /** int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags) */
+  bpf_map_update_elem: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *key
+      "buffer", // const void *value
+      "u64", // __u64 flags (BPF_ANY = 0)
+    ],
+    result: "i32",
+  },
+  /** int bpf_map_lookup_elem(int fd, const void *key, void *value) */
+  bpf_map_lookup_elem: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *key
+      "buffer", // void *value (per-CPU maps: nr_possible_cpus values, 8-byte aligned each)
+    ],
+    result: "i32",
+  },
+  /** int bpf_map_delete_elem(int fd, const void *key) */
+  bpf_map_delete_elem: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *key
+    ],
+    result: "i32",
+  },
+  /** int bpf_map_get_next_key(int fd, const void *key, void *next_key) */
+  bpf_map_get_next_key: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // const void *key (NULL: first key)
+      "buffer", // void *next_key
+    ],
+    result: "i32", // -ENOENT after the last key
+  },
+  /** int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts) */
+  bpf_prog_test_run_opts: {
+    parameters: [
+      "i32", // int prog_fd
+      "buffer", // struct bpf_test_run_opts *opts (layout: TEST_RUN_OPTS below)
+    ],
+    result: "i32",
+  },
+  /** int libbpf_num_possible_cpus(void) */
+  libbpf_num_possible_cpus: { parameters: [], result: "i32" },
+  /** long libbpf_get_error(const void *ptr): -errno for a NULL ptr (libbpf 1.x) */
+  libbpf_get_error: {
+    parameters: ["pointer"], // const void *ptr
+    result: "i64", // long
+  },
+  /** int libbpf_strerror(int err, char *buf, size_t size): also knows libbpf's own codes */
+  libbpf_strerror: {
+    parameters: [
+      "i32", // int err (positive)
+      "buffer", // char *buf
+      "usize", // size_t size
+    ],
+    result: "i32",
+  },
+  /** libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn) where
+   *  int (*libbpf_print_fn_t)(enum libbpf_print_level level, const char *fmt, va_list ap) */
+  libbpf_set_print: {
+    parameters: ["function"], // libbpf_print_fn_t fn
+    result: "pointer", // the previous libbpf_print_fn_t
+  },
+} as const;
+
+const LIBC_SYMBOLS = {
+  /** int vsnprintf(char *str, size_t size, const char *format, va_list ap): va_list is
+   *  passed as a pointer on x86-64 and arm64 alike, so libbpf's `ap` is forwarded as is. */
+  vsnprintf: {
+    parameters: [
+      "buffer", // char *str
+      "usize", // size_t size
+      "pointer", // const char *format
+      "pointer", // va_list ap
+    ],
+    result: "i32",
+  },
+  /** int open(const char *pathname, int flags): a cgroup directory fd for attach */
+  open: {
+    parameters: [
+      "buffer", // const char *pathname (NUL-terminated)
+      "i32", // int flags
+    ],
+    result: "i32",
+  },
+  /** int close(int fd) */
+  close: {
+    parameters: ["i32"], // int fd
+    result: "i32",
+  },
+} as const;
+
+export const O_RDONLY = 0;
+export const O_DIRECTORY = 0o200000;
+export const O_CLOEXEC = 0o2000000;
+
+/** enum libbpf_print_level */
+const LIBBPF_WARN = 0;
+const LIBBPF_DEBUG = 2;
+
+/** struct bpf_test_run_opts (libbpf 1.1 bpf.h), sizeof 80; offsets pinned by a test. */
+export const TEST_RUN_OPTS = {
+  size: 80,
+  sz: 0, // size_t
+  data_in: 8, // const void *
+  data_out: 16, // void *
+  data_size_in: 24, // __u32
+  data_size_out: 28, // __u32
+  ctx_in: 32, // const void *
+  ctx_out: 40, // void *
+  ctx_size_in: 48, // __u32
+  ctx_size_out: 52, // __u32
+  retval: 56, // __u32
+  repeat: 60, // int
+  duration: 64, // __u32, average ns per repetition
+  flags: 68, // __u32
+  cpu: 72, // __u32
+  batch_size: 76, // __u32
+} as const;
+
+/** struct bpf_object_open_opts up to relaxed_maps; libbpf accepts a shorter struct by `sz`. */
+export const OPEN_OPTS = { size: 24, sz: 0, object_name: 8, relaxed_maps: 16 } as const;
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  7: "E2BIG",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  28: "ENOSPC",
+  34: "ERANGE",
+  38: "ENOSYS",
+  95: "EOPNOTSUPP",
+  524: "ENOTSUPP",
+};
+
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
+
+export const PRIVILEGE_FIX = "run as root or with CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON";
+
+/** A failed libbpf call: what was attempted, the errno, and what libbpf logged meanwhile. */
+export class LibbpfError extends BackendError {
+  override name = "LibbpfError";
+  constructor(
+    message: string,
+    readonly errno: number,
+    readonly log: string[],
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+type Libbpf = Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"];
+type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+let libbpf: Libbpf | null = null;
+let libc: Libc | null = null;
+/** libbpf's messages since the last checked success, one per line, newest last. */
+let captured: string[] = [];
+const MAX_CAPTURED_LINES = 400;
+const formatBuf = new Uint8Array(4096);
+const decoder = new TextDecoder();
+
+function openLibrary<S extends Deno.ForeignLibraryInterface>(
+  name: string,
+  symbols: S,
+  fix: string,
+): Deno.DynamicLibrary<S> {
+  try {
+    return Deno.dlopen(name, symbols);
+  } catch (cause) {
+    if (cause instanceof Deno.errors.NotCapable || cause instanceof Deno.errors.PermissionDenied) {
+      throw new BackendError(
+        `Loading "${name}" needs FFI permission: run with --allow-ffi (the built binary has it)`,
+        { cause },
+      );
+    }
+    throw new BackendError(`Cannot load "${name}": ${fix}`, { cause });
+  }
+}
+
+/** libbpf's print callback: expand the va_list with vsnprintf and keep the lines. */
+function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerValue): number {
+  if (level >= LIBBPF_DEBUG || !libc) return 0;
+  const n = libc.vsnprintf(formatBuf, BigInt(formatBuf.length), fmt, ap);
+  if (n <= 0) return 0;
+  const text = decoder.decode(formatBuf.subarray(0, Math.min(n, formatBuf.length - 1)));
+  for (const line of text.split("\n")) {
+    if (line.trim() !== "") captured.push(`${level === LIBBPF_WARN ? "" : "(info) "}${line}`);
+  }
+  if (captured.length > MAX_CAPTURED_LINES) {
+    captured.splice(0, captured.length - MAX_CAPTURED_LINES);
+  }
+  return n;
+}
+
+const PRINT_FN = { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const;
+/** Held for the life of the process: libbpf keeps calling it. */
+let printCallback: Deno.UnsafeCallback<typeof PRINT_FN> | null = null;
+
+/** The libbpf symbols, loaded once; the print hook is installed on first use. */
+export function lib(): Libbpf {
+  if (libbpf) return libbpf;
+  const c = openLibrary("libc.so.6", LIBC_SYMBOLS, "is this a glibc system?").symbols;
+  const b = openLibrary(
+    "libbpf.so.1",
+    LIBBPF_SYMBOLS,
+    "install libbpf 1.x with `apt-get install libbpf1`",
+  ).symbols;
+  libc = c;
+  printCallback = new Deno.UnsafeCallback(PRINT_FN, onLibbpfPrint);
+  b.libbpf_set_print(printCallback.pointer);
+  libbpf = b;
+  return b;
+}
+
+export function libcSymbols(): Libc {
+  lib();
+  return libc!;
+}
+
+/** What libbpf logged since the last call that `check`/`checkPointer` saw succeed. */
+export function capturedLog(): string[] {
+  return [...captured];
+}
+
+/** A call succeeded: its log lines are not the reason for any later failure. */
+function forgetLog(): void {
+  if (captured.length > 0) captured = [];
+}
+
+function strerror(errno: number): string {
+  const buf = new Uint8Array(256);
+  lib().libbpf_strerror(errno, buf, BigInt(buf.length));
+  const end = buf.indexOf(0);
+  return decoder.decode(buf.subarray(0, end < 0 ? buf.length : end));
+}
+
+/**
+ * The one place a libbpf failure becomes an Error: `what` failed with `errno`; the message
+ * names the errno, the fix when there is an obvious one, and quotes libbpf's (and through
+ * it the kernel's) own words.
+ */
+export function libbpfError(what: string, errno: number): LibbpfError {
+  const log = capturedLog();
+  const name = errnoName(errno);
+  const verifier = log.some((l) => l.includes("BEGIN PROG LOAD LOG"));
+  let fix: string;
+  if ((errno === 1 || errno === 13) && !verifier) fix = PRIVILEGE_FIX;
+  else if (verifier) fix = "the kernel's verifier refused the program (its log is quoted)";
+  else fix = "the kernel refused";
+  const quoted = quoteLog(log);
+  const cause = new Error(`${name}: ${strerror(errno)}${quoted ? `; libbpf: ${quoted}` : ""}`);
+  return new LibbpfError(`${what} failed with ${name} (${strerror(errno)}): ${fix}`, errno, log, {
+    cause,
+  });
+}
+
+/** libbpf's warnings, the verifier log trimmed to its end (where the reason is). */
+function quoteLog(log: string[]): string {
+  const warn = log.filter((l) => !l.startsWith("(info) "));
+  const lines = warn.length > 12 ? [...warn.slice(0, 2), "...", ...warn.slice(-10)] : warn;
+  return lines.map((l) => l.replace(/^libbpf: /, "")).join(" | ");
+}
+
+/** Throws a LibbpfError for a negative return code, else returns it. */
+export function check(what: string, rc: number): number {
+  if (rc < 0) throw libbpfError(what, -rc);
+  forgetLog();
+  return rc;
+}
+
+/** Throws a LibbpfError for a NULL pointer result (errno read through libbpf_get_error). */
+export function checkPointer(what: string, p: Deno.PointerValue): Deno.PointerObject {
+  if (p === null) {
+    const err = -Number(lib().libbpf_get_error(null));
+    throw libbpfError(what, err > 0 ? err : 22);
+  }
+  forgetLog();
+  return p;
+}
+
+/** A NUL-terminated C string. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** Opens a directory read-only for bpf_program__attach_cgroup; close it with `closeFd`. */
+export function openDirectory(path: string): number {
+  const fd = libcSymbols().open(cString(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    const errno = -Number(lib().libbpf_get_error(null));
+    throw new BackendError(
+      `Cannot open cgroup directory "${path}": ${errnoName(errno)} (${strerror(errno)})`,
+    );
+  }
+  return fd;
+}
+
+export function closeFd(fd: number): void {
+  libcSymbols().close(fd);
+}
