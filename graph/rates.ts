@@ -83,6 +83,16 @@ export class RateTracker {
   }
 
   /**
+   * A new baseline whatever the numbers say: the sample comes from another boot (its
+   * ts_monotonic counts from another zero), so no interval may span the two.
+   */
+  restart(s: Sample): void {
+    this.#intervals = [];
+    this.#last = s;
+    this.#resets++;
+  }
+
+  /**
    * Current, peak and average over the `window` seconds ending at the newest sample, or
    * null while the window holds no interval. A gap (samples missed) is one long interval:
    * its bytes are spread evenly over it, which is their true average.

@@ -133,3 +133,14 @@ Deno.test("host interfaces: deltas summed, vanished or restarted interfaces neve
   eq(acc.push(m({ eth0: [5, 5], wlan0: [10000, 10009] })), { rx: 611, tx: 230 });
   eq(acc.push(m({ eth0: [10, 5], wlan0: [10000, 10009] })), { rx: 616, tx: 230 });
 });
+
+Deno.test("restart forces a new baseline even when the numbers look continuous", () => {
+  const r = new RateTracker(60);
+  r.push({ t: 10, rx: 0, tx: 0 });
+  r.push({ t: 11, rx: 100, tx: 100 });
+  r.restart({ t: 50, rx: 200, tx: 200 });
+  eq(r.stats(60), null);
+  eq(r.resets, 1);
+  r.push({ t: 51, rx: 300, tx: 250 });
+  near(r.stats(60)!.rx.current, 100);
+});

@@ -1,0 +1,185 @@
+/**
+ * What the graph knows between frames: the last good sample, the rate history, and why
+ * the newest read was (or was not) usable. Fed by the reader, read by render; no I/O and
+ * no clock of its own, so every status can be tested with made-up times.
+ *
+ * Freshness is judged without a monotonic clock syscall (graph must not need --allow-ffi):
+ * by the sample's own ts_unix against the wall clock, and by whether ts_monotonic has
+ * advanced within the last few intervals of the reader's own timer.
+ */
+
+import type { CountersV1 } from "../lib/contract.ts";
+import { InterfaceAccumulator, RateTracker, type WindowStats } from "./rates.ts";
+import type { ReadResult } from "./reader.ts";
+import { nonLoopback, parseProcNetDev } from "./proc_net_dev.ts";
+
+export type StatusKind = "ok" | "waiting" | "stale" | "malformed" | "unreadable" | "reset";
+
+export interface Status {
+  kind: StatusKind;
+  text: string;
+}
+
+export interface HostView {
+  current: { rx: number; tx: number } | null;
+  /** StB's share of the host's traffic over the window, 0..1, or null when unknown. */
+  share: { rx: number | null; tx: number | null } | null;
+}
+
+/** Everything one frame shows. `series` resamples the history for a given chart width. */
+export interface FrameData {
+  path: string;
+  window: number;
+  interval: number;
+  nowUnix: number;
+  backend: string | null;
+  fallbackReason: string | null;
+  totals: { rx: number; tx: number } | null;
+  stats: WindowStats | null;
+  series(columns: number): { rx: (number | null)[]; tx: (number | null)[] };
+  host: HostView | null;
+  status: Status;
+}
+
+/** A sample is stale after this many of the sampler's intervals without a new one. */
+export const STALE_INTERVALS = 3;
+/** How long "counter reset" stays on the status line, at least. */
+const RESET_NOTICE_S = 5;
+
+export class GraphModel {
+  readonly tracker: RateTracker;
+  #hostTracker: RateTracker | null = null;
+  #hostAcc: InterfaceAccumulator | null = null;
+  #last: CountersV1 | null = null;
+  #read: ReadResult | null = null;
+  #advancedAt: number | null = null;
+  #resetAt: number | null = null;
+
+  constructor(
+    readonly path: string,
+    readonly interval: number,
+    readonly window: number,
+    host = false,
+  ) {
+    // A little more than the window, so the oldest column is still fully covered.
+    this.tracker = new RateTracker(window + Math.max(2 * interval, 1));
+    if (host) {
+      this.#hostTracker = new RateTracker(window + Math.max(2 * interval, 1));
+      this.#hostAcc = new InterfaceAccumulator();
+    }
+  }
+
+  get last(): CountersV1 | null {
+    return this.#last;
+  }
+
+  /** True once a rate can be shown (two samples of one run). */
+  get hasRate(): boolean {
+    return this.tracker.stats(this.window)?.rx.current != null;
+  }
+
+  /** Takes one read of the counters file; `nowMono` is the reader's own seconds timer. */
+  update(read: ReadResult, nowMono: number): void {
+    this.#read = read;
+    if (read.kind !== "ok") return;
+    const c = read.counters;
+    if (this.#last !== null && !read.changed) return;
+    const sample = { t: c.ts_monotonic, rx: c.rx_bytes_total, tx: c.tx_bytes_total };
+    const prevBoot = this.#last?.boot_id ?? "";
+    let pushed;
+    if (prevBoot !== "" && c.boot_id !== "" && c.boot_id !== prevBoot) {
+      // A reboot: ts_monotonic restarted from zero, even if it has already passed the old one.
+      this.tracker.restart(sample);
+      pushed = "reset";
+    } else {
+      pushed = this.tracker.push(sample);
+    }
+    if (pushed === "reset") this.#resetAt = nowMono;
+    if (pushed !== "unchanged") this.#advancedAt = nowMono;
+    this.#last = c;
+  }
+
+  /** Takes one read of /proc/net/dev (or null when it could not be read). */
+  updateHost(procNetDev: string | null, nowMono: number): void {
+    if (this.#hostAcc === null || this.#hostTracker === null || procNetDev === null) return;
+    const totals = this.#hostAcc.push(nonLoopback(parseProcNetDev(procNetDev)));
+    this.#hostTracker.push({ t: nowMono, rx: totals.rx, tx: totals.tx });
+  }
+
+  status(nowUnix: number, nowMono: number): Status {
+    const read = this.#read;
+    const kept = this.#last !== null ? "; showing the last good values" : "";
+    if (read === null) return { kind: "waiting", text: "waiting for the first read" };
+    if (read.kind === "missing") {
+      return { kind: "waiting", text: `waiting for file: ${read.reason}` };
+    }
+    if (read.kind === "malformed") {
+      return { kind: "malformed", text: `malformed: ${read.reason}${kept}` };
+    }
+    if (read.kind === "unreadable") {
+      return { kind: "unreadable", text: `unreadable: ${read.reason}${kept}` };
+    }
+    const c = read.counters;
+    const limit = STALE_INTERVALS * c.interval_s;
+    const age = c.ts_unix > 0 ? nowUnix - c.ts_unix : null;
+    const quiet = this.#advancedAt === null ? 0 : nowMono - this.#advancedAt;
+    if ((age !== null && age > limit) || quiet > limit) {
+      const shown = age !== null && age > limit ? age : quiet;
+      return {
+        kind: "stale",
+        text: `stale: the last sample is ${fmtSeconds(shown)} old and the sampler writes every ` +
+          `${fmtSeconds(c.interval_s)}; is "stb-netacct run" still running?`,
+      };
+    }
+    if (this.#resetAt !== null && nowMono - this.#resetAt < Math.max(RESET_NOTICE_S, limit)) {
+      return {
+        kind: "reset",
+        text: "counter reset: totals went back (the sampler restarted?); rates start " +
+          "again from the new baseline",
+      };
+    }
+    const ageText = age !== null ? ` · sample ${fmtSeconds(Math.max(0, age))} old` : "";
+    return { kind: "ok", text: `ok${ageText}` };
+  }
+
+  frame(nowUnix: number, nowMono: number): FrameData {
+    const last = this.#last;
+    const tracker = this.tracker;
+    const window = this.window;
+    const stats = tracker.stats(window);
+    let host: HostView | null = null;
+    if (this.#hostTracker !== null) {
+      const hs = this.#hostTracker.stats(window);
+      const cur = hs !== null && hs.rx.current !== null && hs.tx.current !== null
+        ? { rx: hs.rx.current, tx: hs.tx.current }
+        : null;
+      const share = hs !== null && stats !== null
+        ? {
+          rx: hs.rx.average > 0 ? stats.rx.average / hs.rx.average : null,
+          tx: hs.tx.average > 0 ? stats.tx.average / hs.tx.average : null,
+        }
+        : null;
+      host = { current: cur, share };
+    }
+    return {
+      path: this.path,
+      window,
+      interval: this.interval,
+      nowUnix,
+      backend: last?.backend ?? null,
+      fallbackReason: last?.backend_fallback_reason ?? null,
+      totals: last !== null ? { rx: last.rx_bytes_total, tx: last.tx_bytes_total } : null,
+      stats,
+      series: (columns) =>
+        last === null
+          ? { rx: new Array(columns).fill(null), tx: new Array(columns).fill(null) }
+          : tracker.series(last.ts_monotonic, window, columns),
+      host,
+      status: this.status(nowUnix, nowMono),
+    };
+  }
+}
+
+function fmtSeconds(s: number): string {
+  return s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
+}
