@@ -69,14 +69,59 @@ export async function bpfRootAttachments(mountPoint: string): Promise<BpfAttachm
   return text ? (JSON.parse(text) as BpfAttachment[]) : [];
 }
 
-/** Attachments at the root now that were not there in `baseline`. */
+/**
+ * Which processes hold a BPF link to each program, from /proc/PID/fdinfo ("prog_id:" of a
+ * link fd). A program attached through a link is detached when its last holder exits, so a
+ * held attachment belongs to whoever holds it; one held by nobody was attached without a
+ * link or pinned, and outlives the process that made it.
+ */
+export function bpfLinkHolders(): Map<number, number[]> {
+  const holders = new Map<number, number[]>();
+  for (const p of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(p.name)) continue;
+    let fds: Deno.DirEntry[];
+    try {
+      fds = [...Deno.readDirSync(`/proc/${p.name}/fdinfo`)];
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const fd of fds) {
+      let info: string;
+      try {
+        info = Deno.readTextFileSync(`/proc/${p.name}/fdinfo/${fd.name}`);
+      } catch {
+        continue;
+      }
+      if (!/^link_id:/m.test(info)) continue;
+      const prog = /^prog_id:\s*(\d+)/m.exec(info);
+      if (!prog) continue;
+      const list = holders.get(Number(prog[1])) ?? [];
+      if (!list.includes(Number(p.name))) list.push(Number(p.name));
+      holders.set(Number(prog[1]), list);
+    }
+  }
+  return holders;
+}
+
+/** Root attachments made through links that process `pid` holds (what one `run` attached). */
+export async function bpfAttachedBy(mountPoint: string, pid: number): Promise<BpfAttachment[]> {
+  const holders = bpfLinkHolders();
+  return (await bpfRootAttachments(mountPoint)).filter((a) => holders.get(a.id)?.includes(pid));
+}
+
+/**
+ * Root attachments that are nobody's now and were not there in `baseline`: programs that
+ * stay attached after the process that attached them is gone. Attachments held by a live
+ * process are that process's business (other tests and benchmarks run beside this suite).
+ */
 export async function newBpfAttachments(
   mountPoint: string,
   baseline: BpfAttachment[],
 ): Promise<BpfAttachment[]> {
   const known = new Set(baseline.map((b) => `${b.id}/${b.attach_type}`));
+  const holders = bpfLinkHolders();
   return (await bpfRootAttachments(mountPoint)).filter((a) =>
-    !known.has(`${a.id}/${a.attach_type}`)
+    !known.has(`${a.id}/${a.attach_type}`) && !holders.has(a.id)
   );
 }
 

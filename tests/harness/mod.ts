@@ -10,3 +10,4 @@ export * from "./processes.ts";
 export * from "./topology.ts";
 export type { FlowResult, TcpResult, UdpResult } from "./traffic.ts";
 export * from "./assert.ts";
+export * from "./measure.ts";

@@ -4,7 +4,7 @@
  * really sent and received (the tests' ground truth next to the veth counters).
  *
  *   deno run --allow-net --unstable-net traffic.ts FLOW...
- *   FLOW = tcp,HOST,PORT,UPLOAD,DOWNLOAD[,RATE]   upload/download bytes; server paces at RATE B/s
+ *   FLOW = tcp,HOST,PORT,UPLOAD,DOWNLOAD[,RATE]   upload/download bytes, both paced at RATE B/s
  *        | udp,HOST,PORT,COUNT,SIZE               COUNT datagrams of SIZE bytes, each echoed
  *
  * HOST may carry a scope, e.g. fe80::2%ext0. Flows run one after another. Exit 1 when a
@@ -37,7 +37,7 @@ async function tcpFlow(host: string, port: number, up: number, down: number, rat
   const conn = await Deno.connect({ hostname: host, port });
   try {
     await conn.write(encodeHeader(up, down, rate));
-    const [sent, received] = await Promise.all([pour(conn, up), drain(conn, down)]);
+    const [sent, received] = await Promise.all([pour(conn, up, rate), drain(conn, down)]);
     const result: TcpResult = { proto: "tcp", host, sent: sent + TCP_HEADER_BYTES, received };
     if (received !== down) throw new Error(`TCP to ${host}: got ${received} of ${down} bytes`);
     return result;

@@ -1,0 +1,360 @@
+/**
+ * End-to-end: the real CLI, real traffic between namespaces this test creates, real cgroups,
+ * for every backend on both cgroup layouts. Run as root:
+ *
+ *   deno test -A tests/e2e_test.ts            (STB_NETACCT_BIN=./stb-netacct to test the build)
+ *
+ * Every backend × layout is its own named test so a failure says which. A backend that is
+ * not implemented fails here (loudly, with the CLI's stderr) instead of being skipped.
+ */
+
+import { BACKEND_NAMES } from "../backends/mod.ts";
+import { findCgroup2Mount } from "../lib/cgroup.ts";
+import {
+  addBytes,
+  assert,
+  assertBytesWithin,
+  assertEquals,
+  bpfAttachedBy,
+  type BpfAttachment,
+  bpfRootAttachments,
+  type Bytes,
+  countedDelta,
+  EXTERNAL_REMOTES,
+  flowsTo,
+  graphOnce,
+  INTERNAL_REMOTES,
+  iptablesLines,
+  LAYOUT_NAMES,
+  type LayoutName,
+  leftovers,
+  measureFlows,
+  newBpfAttachments,
+  nftRuleCount,
+  nftTables,
+  type RunningCli,
+  type Sample,
+  SERVICE_NAMES,
+  startRun,
+  TCP_PORT,
+  TestEnv,
+} from "./harness/mod.ts";
+import { REMOTES } from "./harness/topology.ts";
+
+const MOUNT = findCgroup2Mount().mountPoint;
+/** BPF programs at the cgroup2 root before the suite: anything new at the end is ours. */
+const BPF_BASELINE: BpfAttachment[] = await bpfRootAttachments(MOUNT);
+const TOLERANCE = 0.02;
+const CROSS_TOLERANCE = 0.01;
+const SMALL = { tcpUp: 1_000_000, tcpDown: 1_000_000, udpCount: 200, udpSize: 1000 };
+const EXTERNAL_FLOWS = EXTERNAL_REMOTES.flatMap((r) => flowsTo(r));
+const INTERNAL_FLOWS = INTERNAL_REMOTES.flatMap((r) => flowsTo(r, SMALL));
+/** Non-overlapping ct mark bits, so nft and iptables can count the same flows side by side. */
+const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
+  nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
+  iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
+};
+
+const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
+
+/** A scratch directory for config, counters.json and state; removed by `close`. */
+async function scratch(env: TestEnv) {
+  const dir = await Deno.makeTempDir({ prefix: "stb-e2e-" });
+  const writeConfig = async (name: string, backend: string) => {
+    const path = `${dir}/${name}.json`;
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        services: env.cgroups.configServices(),
+        owner: "nobody",
+        interval_s: 0.5,
+        ...(CT_MARKS[backend] ?? {}),
+      }),
+    );
+    return path;
+  };
+  return { dir, writeConfig, close: () => Deno.remove(dir, { recursive: true }) };
+}
+
+/** The contract as the issue states it, checked on every sample the suite reads. */
+function checkSample(s: Sample, backend: string, env: TestEnv): void {
+  assertEquals(s.schema, 1, "schema");
+  assertEquals(s.backend, backend, "backend");
+  assertEquals(s.interval_s, 0.5, "interval_s");
+  for (
+    const k of ["rx_bytes_total", "tx_bytes_total", "rx_packets_total", "tx_packets_total"] as const
+  ) {
+    assert(Number.isSafeInteger(s[k]) && s[k] >= 0, `${k} is ${s[k]}`);
+    const sum = Object.values(s.services).reduce((t, v) => t + v[k], 0);
+    assertEquals(s[k], sum, `${k} is the sum over services`);
+  }
+  assert(s.ts_monotonic > 0 && s.ts_unix > 1.7e9, `timestamps ${s.ts_monotonic} ${s.ts_unix}`);
+  assertEquals(Object.keys(s.services).sort(), [...SERVICE_NAMES].sort(), "services");
+  for (const name of SERVICE_NAMES) {
+    assertEquals(s.services[name].cgroup, env.cgroups.servicePath(name), `${name} cgroup`);
+    assertEquals(s.services[name].present, env.cgroups.exists(name), `${name} present`);
+  }
+}
+
+/** Waits until `run` has certainly looked at the cgroups as they are now (two loops later). */
+async function settle(cli: RunningCli): Promise<Sample> {
+  await cli.sampleAfter();
+  return await cli.sampleAfter();
+}
+
+/** What `run` left in the client netns and at the cgroup root after it stopped. */
+async function installed(env: TestEnv): Promise<string[]> {
+  return [
+    ...(await nftTables(env.clientNetns)).map((t) => `nft table ${t}`),
+    ...await iptablesLines(env.clientNetns),
+    ...(await newBpfAttachments(MOUNT, BPF_BASELINE)).map((a) =>
+      `BPF ${a.id} ${a.name} ${a.attach_type}`
+    ),
+  ];
+}
+
+async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: TestEnv, dir: string) {
+  const stop = await cli.stop("SIGTERM");
+  assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
+  assert(stop.final !== null, "counters.json missing after exit");
+  assert(stop.final.ts_unix > last.ts_unix, "no final write on SIGTERM");
+  assert(
+    stop.final.rx_bytes_total >= last.rx_bytes_total &&
+      stop.final.tx_bytes_total >= last.tx_bytes_total,
+    "final totals went down",
+  );
+  assertEquals(await installed(env), [], "left installed after SIGTERM");
+  const temps = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => /\.tmp|~$/.test(n));
+  assertEquals(temps, [], "temporary files left in the output directory");
+}
+
+/** Runs flows from each service in turn; returns the wire reference per service. */
+async function externalPhase(env: TestEnv, services: string[]): Promise<Record<string, Bytes>> {
+  const refs: Record<string, Bytes> = {};
+  for (const s of services) refs[s] = (await measureFlows(env, s, EXTERNAL_FLOWS)).wire;
+  return refs;
+}
+
+function assertPhase(before: Sample, after: Sample, refs: Record<string, Bytes>, what: string) {
+  let total: Bytes = { rx: 0, tx: 0 };
+  for (const name of SERVICE_NAMES) {
+    const ref = refs[name] ?? { rx: 0, tx: 0 };
+    const got = countedDelta(before, after, name);
+    if (ref.rx === 0) assertEquals(got, { rx: 0, tx: 0 }, `${what}: ${name} had no traffic`);
+    else assertBytesWithin(got, ref, TOLERANCE, `${what}: ${name}`);
+    total = addBytes(total, ref);
+  }
+  const counted = countedDelta(before, after, null);
+  if (total.rx === 0) assertEquals(counted, { rx: 0, tx: 0 }, `${what}: total`);
+  else assertBytesWithin(counted, total, TOLERANCE, `${what}: total`);
+}
+
+/** Rates `graph --once` prints, in bytes/s, for the lines naming download and upload. */
+function graphRates(text: string): { down: number; up: number } {
+  const unit: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+  const rateOn = (label: RegExp) => {
+    const line = text.split("\n").find((l) => label.test(l)) ?? "";
+    const m = /([\d.]+)\s*(B|KiB|MiB|GiB)\/s/.exec(line);
+    return m ? Number(m[1]) * unit[m[2]] : -1;
+  };
+  return { down: rateOn(/download|\brx\b/i), up: rateOn(/upload|\btx\b/i) };
+}
+
+async function scenario(backend: string, layout: LayoutName): Promise<void> {
+  const env = await TestEnv.open(layout);
+  const files = await scratch(env);
+  let cli: RunningCli | null = null;
+  try {
+    // Boot order: shell's service starts after the root daemon.
+    env.cgroups.create("host-agent");
+    env.cgroups.create("server");
+    cli = await startRun(env.layout, env.clientNetns, {
+      backend,
+      config: await files.writeConfig("config", backend),
+      output: `${files.dir}/counters.json`,
+    });
+    const s0 = await cli.sampleAfter();
+    checkSample(s0, backend, env);
+
+    // Internal remotes from the services and external traffic from an outsider: nothing.
+    for (const s of ["host-agent", "server"]) await env.traffic(s, INTERNAL_FLOWS);
+    await measureFlows(env, null, EXTERNAL_FLOWS);
+    const s1 = await cli.sampleAfter();
+    assertPhase(s0, s1, {}, "internal and outsider traffic");
+
+    const refsA = await externalPhase(env, ["host-agent", "server"]);
+    const sA = await cli.sampleAfter();
+    checkSample(sA, backend, env);
+    assertPhase(s1, sA, refsA, "external traffic");
+
+    // Service restart (new cgroup id) and a service that appears late.
+    await env.cgroups.recreate("server");
+    env.cgroups.create("shell");
+    const sR = await settle(cli);
+    checkSample(sR, backend, env);
+    const refsB = await externalPhase(env, ["host-agent", "server", "shell"]);
+    const sB = await cli.sampleAfter();
+    assertPhase(sR, sB, refsB, "after server restart and late shell");
+
+    // The graph, fed by the file while a paced flow (~2 MiB/s each way) runs.
+    const paced = env.traffic("server", [
+      `tcp,${REMOTES.internet4},${TCP_PORT},6000000,6000000,2000000`,
+    ]);
+    await new Promise((r) => setTimeout(r, 1200));
+    const graph = await graphOnce(cli.output);
+    await paced;
+    assertEquals(graph.code, 0, `graph --once exit code; stderr: ${graph.stderr}`);
+    const rates = graphRates(graph.stdout);
+    for (const [dir, rate] of Object.entries(rates)) {
+      assert(
+        rate > 1024 ** 2 && rate < 8 * 1024 ** 2,
+        `graph --once shows ${dir} ${rate} B/s for a ~2 MiB/s flow:\n${graph.stdout}`,
+      );
+    }
+
+    const last = await cli.sampleAfter();
+    const stopping = cli;
+    cli = null;
+    await assertStoppedCleanly(stopping, last, env, files.dir);
+  } finally {
+    await cli?.stop("SIGKILL");
+    await env.close();
+    await files.close();
+  }
+}
+
+for (const layout of LAYOUT_NAMES) {
+  for (const backend of BACKEND_NAMES) {
+    Deno.test({
+      name:
+        `e2e ${backend} / ${layout}: per-service external totals, internal ignored, restart, late, graph`,
+      ...TEST_OPTIONS,
+      fn: () => scenario(backend, layout),
+    });
+  }
+}
+
+/** What a backend installs, counted so a restart can be checked for duplicates. */
+async function installCount(backend: string, env: TestEnv, cli: RunningCli): Promise<number> {
+  if (backend === "ebpf") return (await bpfAttachedBy(MOUNT, cli.pid)).length;
+  if (backend === "nft") {
+    assert((await nftTables(env.clientNetns)).length <= 1, "more than one stb_netacct table");
+    return await nftRuleCount(env.clientNetns);
+  }
+  return (await iptablesLines(env.clientNetns)).length;
+}
+
+for (const backend of BACKEND_NAMES) {
+  Deno.test({
+    name: `e2e ${backend} / hybrid: SIGKILL and restart neither duplicates rules nor double counts`,
+    ...TEST_OPTIONS,
+    async fn() {
+      const env = await TestEnv.open("hybrid");
+      const files = await scratch(env);
+      let cli: RunningCli | null = null;
+      try {
+        for (const s of SERVICE_NAMES) env.cgroups.create(s);
+        const options = {
+          backend,
+          config: await files.writeConfig("config", backend),
+          output: `${files.dir}/counters.json`,
+        };
+        cli = await startRun(env.layout, env.clientNetns, options);
+        const before = await installCount(backend, env, cli);
+        assert(before > 0, `${backend} installed nothing the test can see`);
+        const s0 = await cli.sampleAfter();
+        const refA = await externalPhase(env, ["server"]);
+        const sA = await settle(cli); // saved to state by now
+        assertPhase(s0, sA, refA, "before SIGKILL");
+
+        const killed = await cli.stop("SIGKILL");
+        cli = null;
+        assertEquals(killed.signal, "SIGKILL", "run died by SIGKILL");
+        if (backend === "ebpf") {
+          // Links die with their holder: a crashed daemon leaves nothing attached.
+          assertEquals(await newBpfAttachments(MOUNT, BPF_BASELINE), [], "attached after SIGKILL");
+        }
+        cli = await startRun(env.layout, env.clientNetns, options);
+        assertEquals(await installCount(backend, env, cli), before, "rules/programs after restart");
+        const s1 = await cli.sampleAfter();
+        // Saved totals may continue (== sA) or start over (0); never stale kernel counters on top.
+        for (const k of ["rx_bytes_total", "tx_bytes_total"] as const) {
+          assert(
+            s1[k] === sA[k] || s1[k] === 0,
+            `after restart ${k} is ${s1[k]}, before SIGKILL ${sA[k]}`,
+          );
+        }
+        const refB = await externalPhase(env, ["server"]);
+        const sB = await cli.sampleAfter();
+        assertPhase(s1, sB, refB, "after restart");
+        const stopping = cli;
+        cli = null;
+        await assertStoppedCleanly(stopping, sB, env, files.dir);
+      } finally {
+        await cli?.stop("SIGKILL");
+        await env.close();
+        await files.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "e2e cross-check: ebpf, nft and iptables on the same traffic agree within 1% per service",
+  ...TEST_OPTIONS,
+  async fn() {
+    const env = await TestEnv.open("hybrid");
+    const files = await scratch(env);
+    const clis: RunningCli[] = [];
+    try {
+      for (const s of SERVICE_NAMES) env.cgroups.create(s);
+      for (const backend of BACKEND_NAMES) {
+        clis.push(
+          await startRun(env.layout, env.clientNetns, {
+            backend,
+            config: await files.writeConfig(backend, backend),
+            output: `${files.dir}/${backend}.json`,
+          }),
+        );
+      }
+      const starts = await Promise.all(clis.map((c) => c.sampleAfter()));
+      for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
+      const refs = await externalPhase(env, SERVICE_NAMES);
+      const ends = await Promise.all(clis.map((c) => c.sampleAfter()));
+      const counted = clis.map((_, i) => ({
+        backend: BACKEND_NAMES[i],
+        per: Object.fromEntries(SERVICE_NAMES.map((s) => [s, countedDelta(starts[i], ends[i], s)])),
+      }));
+      const table = counted.map((c) => `${c.backend}: ${JSON.stringify(c.per)}`).join("\n");
+      console.log(`wire reference: ${JSON.stringify(refs)}\n${table}`);
+      for (let i = 0; i < clis.length; i++) assertPhase(starts[i], ends[i], refs, BACKEND_NAMES[i]);
+      for (const s of SERVICE_NAMES) {
+        for (const dir of ["rx", "tx"] as const) {
+          const values = counted.map((c) => c.per[s][dir]);
+          const spread = (Math.max(...values) - Math.min(...values)) / Math.max(...values);
+          assert(
+            spread <= CROSS_TOLERANCE,
+            `${s} ${dir}: backends disagree by ${(spread * 100).toFixed(2)}%\n${table}`,
+          );
+        }
+      }
+      for (const cli of clis.splice(0)) {
+        const stop = await cli.stop("SIGTERM");
+        assertEquals(stop.code, 0, `${cli.options.backend} exit code; stderr:\n${stop.stderr}`);
+      }
+      assertEquals(await installed(env), [], "left installed after all three stopped");
+    } finally {
+      for (const cli of clis) await cli.stop("SIGKILL");
+      await env.close();
+      await files.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "e2e leftovers: no netns, cgroup, BPF program, nft table or iptables chain of ours remains",
+  ...TEST_OPTIONS,
+  async fn() {
+    assertEquals(await leftovers(MOUNT, BPF_BASELINE), [], "leftovers after the suite");
+  },
+});
