@@ -24,8 +24,8 @@ export const MAP_COUNTERS = "counters";
 export const PROG_INGRESS = "netacct_ingress";
 export const PROG_EGRESS = "netacct_egress";
 
-/** sizeof(struct netacct_config): __u32 nr_levels + __u32 levels[MAX_LEVELS]. */
-export const CONFIG_SIZE = 4 + 4 * MAX_LEVELS;
+/** sizeof(struct netacct_config): __u64 id_bits, __u32 nr_levels, __u32 levels[4], __u32 pad. */
+export const CONFIG_SIZE = 8 + 4 + 4 * MAX_LEVELS + 4;
 /** sizeof(struct netacct_counter): __u64 bytes, __u64 packets. */
 export const COUNTER_SIZE = 16;
 /** sizeof(struct netacct_lpm_v4) and (struct netacct_lpm_v6). */
@@ -55,15 +55,23 @@ export function decodeU64(bytes: Uint8Array): bigint {
   return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, LE);
 }
 
-/** struct netacct_config for these distinct levels (at most MAX_LEVELS). */
-export function encodeConfig(levels: number[]): Uint8Array<ArrayBuffer> {
+/** The config's id filter: bit (id % 64) set for each target cgroup id. */
+export function idBits(ids: Iterable<bigint>): bigint {
+  let bits = 0n;
+  for (const id of ids) bits |= 1n << (id & 63n);
+  return bits;
+}
+
+/** struct netacct_config: target-id filter and the distinct levels (at most MAX_LEVELS). */
+export function encodeConfig(levels: number[], bits: bigint): Uint8Array<ArrayBuffer> {
   if (levels.length > MAX_LEVELS) {
     throw new RangeError(`${levels.length} distinct cgroup levels, at most ${MAX_LEVELS} fit`);
   }
   const out = new Uint8Array(CONFIG_SIZE);
   const view = new DataView(out.buffer);
-  view.setUint32(0, levels.length, LE);
-  levels.forEach((level, i) => view.setUint32(4 + 4 * i, level, LE));
+  view.setBigUint64(0, bits, LE);
+  view.setUint32(8, levels.length, LE);
+  levels.forEach((level, i) => view.setUint32(12 + 4 * i, level, LE));
   return out;
 }
 

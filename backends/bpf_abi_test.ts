@@ -9,6 +9,7 @@ import {
   encodeLpmKey,
   encodeU32,
   encodeU64,
+  idBits,
   LPM_V4_SIZE,
   LPM_V6_SIZE,
   MAX_EXCLUDE,
@@ -35,8 +36,14 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
   assertEquals(MAX_EXCLUDE, define("NETACCT_MAX_EXCLUDE"));
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
-  // Struct sizes follow from the header's fields: u32 + u32[MAX_LEVELS]; u64 x2; u32 + u8[n].
-  assertEquals(CONFIG_SIZE, 4 + 4 * MAX_LEVELS);
+  // Struct sizes follow from the header's fields: u64 + u32 + u32[MAX_LEVELS] + u32;
+  // u64 x2; u32 + u8[n].
+  assertEquals(CONFIG_SIZE, 32);
+  assertEquals(
+    header.match(/struct netacct_config \{([^}]*)\}/)?.[1].replace(/\/\*.*?\*\//g, "").split(";")
+      .map((f) => f.trim()).filter((f) => f !== ""),
+    ["__u64 id_bits", "__u32 nr_levels", "__u32 levels[NETACCT_MAX_LEVELS]", "__u32 pad"],
+  );
   assertEquals(COUNTER_SIZE, 16);
   assertEquals([LPM_V4_SIZE, LPM_V6_SIZE], [8, 20]);
   assertEquals(counterSlot(3, DIR_TX), 7);
@@ -46,11 +53,25 @@ Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () =>
   assertEquals(encodeU32(0x01020304), new Uint8Array([4, 3, 2, 1]));
   assertEquals(encodeU64(0x0102030405060708n), new Uint8Array([8, 7, 6, 5, 4, 3, 2, 1]));
   assertEquals(decodeU64(encodeU64(18446744073709551615n)), 18446744073709551615n);
-  assertEquals(
-    encodeConfig([7, 3]),
-    new Uint8Array([2, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-  );
-  assertThrows(() => encodeConfig([1, 2, 3, 4, 5]), RangeError, "at most 4");
+  const cfg = encodeConfig([7, 3], idBits([65n, 130n, 64n]));
+  assertEquals(Array.from(cfg.subarray(0, 8)), [7, 0, 0, 0, 0, 0, 0, 0], "bits 0, 1, 2");
+  assertEquals(Array.from(cfg.subarray(8)), [
+    2,
+    0,
+    0,
+    0,
+    7,
+    0,
+    0,
+    0,
+    3,
+    0,
+    0,
+    0,
+    ...Array(12).fill(0),
+  ]);
+  assertEquals(idBits([63n, 127n]), 1n << 63n);
+  assertThrows(() => encodeConfig([1, 2, 3, 4, 5], 0n), RangeError, "at most 4");
 });
 
 Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address", () => {

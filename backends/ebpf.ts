@@ -27,6 +27,7 @@ import {
   encodeLpmKey,
   encodeU32,
   encodeU64,
+  idBits,
   MAP_CONFIG,
   MAP_COUNTERS,
   MAP_EXCLUDE_V4,
@@ -229,15 +230,15 @@ export class EbpfBackend implements Backend {
     this.#levels = levels;
   }
 
-  /** Makes the config and targets maps say exactly what `targets` says. */
+  /**
+   * Makes the config and targets maps say exactly what `targets` says. The id filter in
+   * config must cover every id in `targets` at every moment, or a target's packets would
+   * skip the lookup: widen it to old + new ids first, narrow it to the new ids last.
+   */
   #applyTargets(targets: ServiceTarget[]): void {
     const maps = this.#maps;
     if (!maps) return;
     const b = lib();
-    check(
-      "Writing the cgroup levels",
-      b.bpf_map_update_elem(maps.config, encodeU32(0), encodeConfig(this.#levels), 0n),
-    );
     const wanted = new Map<bigint, number>();
     const owner = new Map<bigint, string>();
     for (const t of targets) {
@@ -251,7 +252,17 @@ export class EbpfBackend implements Backend {
       owner.set(t.id, t.name);
       wanted.set(t.id, this.#index.get(t.name)!);
     }
-    // Add and update first, delete after: a service never has a moment without its id.
+    const writeConfig = (ids: Iterable<bigint>) =>
+      check(
+        "Writing the cgroup levels and id filter",
+        b.bpf_map_update_elem(
+          maps.config,
+          encodeU32(0),
+          encodeConfig(this.#levels, idBits(ids)),
+          0n,
+        ),
+      );
+    writeConfig([...this.#installed.keys(), ...wanted.keys()]);
     for (const [id, index] of wanted) {
       if (this.#installed.get(id) === index) continue;
       check(
@@ -266,6 +277,7 @@ export class EbpfBackend implements Backend {
       if (rc !== -2) check(`Removing target cgroup ${id}`, rc); // -ENOENT: already gone
       this.#installed.delete(id);
     }
+    writeConfig(wanted.keys());
   }
 
   #attach(mountPoint: string): void {

@@ -9,7 +9,8 @@
  * BPF links, not legacy attachments, so a crashed daemon leaves nothing behind.
  *
  * Per packet: loopback interface -> ignore; the socket's ancestor cgroup at each target
- * level is looked up in `targets` (no match -> done, the cheap common case); the remote
+ * level is looked up in `targets`, behind a 64-bit filter of target ids so most other
+ * packets skip the hash (no match -> done, the cheap common case); the remote
  * address (source on ingress, destination on egress; IPv4-mapped IPv6 as IPv4) is looked
  * up in the excluded-prefix tries; else skb->len and one packet are added to a per-CPU
  * slot. Always returns 1: this program observes, it never drops.
@@ -71,8 +72,8 @@ static __always_inline int find_service(struct __sk_buff *skb)
 		if (i >= cfg->nr_levels)
 			break;
 		__u64 id = bpf_skb_ancestor_cgroup_id(skb, cfg->levels[i]);
-		if (!id)
-			continue;
+		if (!(cfg->id_bits & (1ULL << (id & 63))))
+			continue; /* surely not a target: no hash lookup */
 		__u32 *svc = bpf_map_lookup_elem(&targets, &id);
 		if (svc)
 			return *svc;

@@ -23,10 +23,18 @@ enum netacct_dir {
 	NETACCT_DIR_TX = 1, /* cgroup_skb/egress: remote address is the destination */
 };
 
-/* Value of the one-entry `config` array: cgroup levels holding a target, in use first. */
+/*
+ * Value of the one-entry `config` array.
+ * id_bits: bit (id % 64) is set for every cgroup id in `targets`, so most non-target
+ * packets skip the hash lookup (the costliest step of the uncounted path); a set bit
+ * only means "look in `targets`", which stays the authority.
+ * levels: cgroup depths holding a target, deepest first, nr_levels of them in use.
+ */
 struct netacct_config {
+	__u64 id_bits;
 	__u32 nr_levels;
 	__u32 levels[NETACCT_MAX_LEVELS];
+	__u32 pad; /* explicit, so both sides agree on sizeof == 32 */
 };
 
 /* Value of the per-CPU `counters` array. */
