@@ -1,5 +1,5 @@
 import { BACKEND_CHOICES, quoteExecArg, renderUnit, sandboxFor, UNIT_NAME } from "./unit.ts";
-import { parsePermissionsFile, permissionsFromCmdline, renderLauncher } from "./launcher.ts";
+import { parsePermissionsFile, permissionsFromLauncher, renderLauncher } from "./launcher.ts";
 import { assert, assertEquals, assertThrows } from "../lib/test_assert.ts";
 
 /** Highest `systemd-analyze security` exposure the issue accepts ("OK"). */
@@ -107,18 +107,10 @@ Deno.test("quoteExecArg: specifiers, variables and blanks survive systemd's pars
 Deno.test("permissions: file and command line parse to the same flags", () => {
   const perms = parsePermissionsFile("# c\n--allow-read\n\n--allow-run=nft,ip\n");
   assertEquals(perms, ["--allow-read", "--allow-run=nft,ip"]);
-  const argv = [
-    "/x/deno",
-    "run",
-    "--quiet",
-    "--no-prompt",
-    ...perms,
-    "/x/stb-netacct.js",
-    "install",
-    "--allow-read",
-  ];
-  assertEquals(permissionsFromCmdline(argv, "/x/stb-netacct.js"), perms);
-  assertThrows(() => permissionsFromCmdline(["deno", "eval", "x"], "/x/s.js"), Error, "launcher");
+  for (const libDir of [{ relative: "dist" }, { absolute: "/usr/local/lib/x" }]) {
+    assertEquals(permissionsFromLauncher(renderLauncher(libDir, perms)), perms);
+  }
+  assertThrows(() => permissionsFromLauncher("#!/bin/sh\nexec deno run x.js\n"), Error, "rebuild");
   assertThrows(() => parsePermissionsFile("--allow-all; rm -rf /"), Error, "permission flag");
 });
 

@@ -1,0 +1,406 @@
+/**
+ * `install`, `uninstall` and `status`: the service around `run`. install puts the program
+ * where a root service can run it, writes the config (never over a user's), the hardened
+ * unit (unit.ts), enables and (re)starts it, and waits for counters.json to be fresh.
+ * Everything is compared first, so a second install changes nothing and says so.
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { BACKEND_NAMES, loadBackend } from "../backends/mod.ts";
+import { ConfigError, DEFAULT_CONFIG_PATH, defaultConfigJson, loadConfig } from "../lib/config.ts";
+import { UsageError } from "../lib/errors.ts";
+import { lookupUser } from "../lib/users.ts";
+import { VERSION } from "../lib/version.ts";
+import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
+import {
+  AUTO,
+  BACKEND_CHOICES,
+  type BackendChoice,
+  PRIVATE_STATE_DIR,
+  renderUnit,
+  RUNTIME_DIR,
+  STATE_DIR,
+  UNIT_NAME,
+  UNIT_PATH,
+} from "./unit.ts";
+import {
+  exists,
+  installFile,
+  journalTail,
+  modeOf,
+  readBytesOrNull,
+  sameBytes,
+  showUnit,
+  systemctl,
+  systemdBooted,
+  SystemError,
+} from "./system.ts";
+import { readCounters, statusCommand } from "./status.ts";
+
+export { statusCommand };
+
+const CONFIG_DIR = DEFAULT_CONFIG_PATH.slice(0, DEFAULT_CONFIG_PATH.lastIndexOf("/"));
+/** How long install waits for the first fresh counters.json after (re)starting. */
+const FRESH_TIMEOUT_S = 30;
+
+type Say = (line: string) => void;
+
+interface PlannedFile extends ProgramFile {
+  data: Uint8Array;
+  state: "new" | "changed" | "unchanged";
+  /** Shown in full by --dry-run (text files only). */
+  show: boolean;
+}
+
+function plan(file: ProgramFile, show: boolean): PlannedFile {
+  const data = file.text !== undefined
+    ? new TextEncoder().encode(file.text)
+    : Deno.readFileSync(file.from!);
+  const old = readBytesOrNull(file.path);
+  const state = old === null
+    ? "new"
+    : sameBytes(old, data) && modeOf(file.path) === file.mode
+    ? "unchanged"
+    : "changed";
+  return { ...file, data, state, show };
+}
+
+function requireRoot(what: string): void {
+  if (Deno.uid() !== 0) {
+    throw new UsageError(
+      `${what} changes system files and services: run it as root (sudo stb-netacct ${what})`,
+    );
+  }
+}
+
+function notSystemdMessage(backend: BackendChoice): string {
+  return `systemd is not the service manager here (no /run/systemd/system), so ` +
+    `there is no unit to install. Run the sampler yourself instead, in the foreground or ` +
+    `from your init system:\n  sudo ${BIN_PATH} run --backend ${backend}\n` +
+    `(after \`make build\`, \`sudo ./stb-netacct run --backend ${backend}\` works from the ` +
+    `build tree too)`;
+}
+
+function resolveOwner(owner: string | undefined): string | null {
+  const name = owner ?? Deno.env.get("SUDO_USER") ?? null;
+  if (name === null || name === "root") return null;
+  if (!lookupUser(name)) {
+    throw new UsageError(
+      `Owner ${JSON.stringify(name)} is not a user on this host: name an existing user ` +
+        `with --owner (counters.json is readable by everyone either way)`,
+    );
+  }
+  return name;
+}
+
+/** The config the service will read: the existing file, else the one install writes. */
+function checkConfig(text: string | null): void {
+  let outputDirOk: boolean;
+  let output: string;
+  try {
+    if (text === null) {
+      const c = loadConfig(DEFAULT_CONFIG_PATH, true);
+      output = c.output;
+    } else {
+      output = JSON.parse(text).output;
+    }
+    outputDirOk = output.startsWith(`${RUNTIME_DIR}/`) &&
+      output.slice(RUNTIME_DIR.length + 1).indexOf("/") < 0;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      throw new UsageError(
+        `${e.message} (the installed service would fail on it; fix the file or reset it ` +
+          `with --force)`,
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+  if (!outputDirOk) {
+    throw new UsageError(
+      `"output" is ${JSON.stringify(output)} in ${DEFAULT_CONFIG_PATH}, but the hardened ` +
+        `service may only write ${RUNTIME_DIR}/: set "output" to ` +
+        `"${RUNTIME_DIR}/counters.json" (or reset the config with --force)`,
+    );
+  }
+}
+
+interface InstallOptions {
+  backend: BackendChoice;
+  owner?: string;
+  dryRun: boolean;
+  force: boolean;
+  timeout: number;
+}
+
+export async function install(opts: InstallOptions, say: Say = console.log): Promise<void> {
+  const booted = systemdBooted();
+  if (!opts.dryRun) {
+    requireRoot("install");
+    if (!booted) throw new SystemError(notSystemdMessage(opts.backend));
+  }
+  const program = currentProgram();
+  const configExists = exists(DEFAULT_CONFIG_PATH);
+  const writeConfig = !configExists || opts.force;
+  const configText = writeConfig ? defaultConfigJson(resolveOwner(opts.owner)) : null;
+  if (!writeConfig && opts.owner !== undefined) {
+    say(
+      `Keeping ${DEFAULT_CONFIG_PATH} as it is (--owner is only used for a new config): ` +
+        `edit its "owner", or add --force to reset the file to the defaults`,
+    );
+  }
+  checkConfig(configText);
+
+  const files: PlannedFile[] = program.files.map((f) => plan(f, f.text !== undefined));
+  if (configText !== null) {
+    files.push(plan({ path: DEFAULT_CONFIG_PATH, mode: 0o644, text: configText }, true));
+  }
+  const unitText = renderUnit(opts.backend, BIN_PATH, {
+    version: VERSION,
+    configPath: DEFAULT_CONFIG_PATH,
+  });
+  const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
+  files.push(unitFile);
+  const changed = files.filter((f) => f.state !== "unchanged");
+
+  let state = new Map<string, string>();
+  if (booted) state = await showUnit(UNIT_NAME).catch(() => new Map());
+  const active = state.get("ActiveState") === "active";
+  const enabled = state.get("UnitFileState") === "enabled";
+  const commands: string[][] = [];
+  if (unitFile.state !== "unchanged" || (state.get("NeedDaemonReload") ?? "no") === "yes") {
+    commands.push(["daemon-reload"]);
+  }
+  if (!enabled) commands.push(["enable", UNIT_NAME]);
+  if (changed.length > 0 && active) commands.push(["restart", UNIT_NAME]);
+  else if (!active) commands.push(["reset-failed", UNIT_NAME], ["start", UNIT_NAME]);
+
+  if (opts.dryRun) {
+    say(`Dry run (${program.kind} build, backend ${opts.backend}); nothing is changed.`);
+    for (const f of files) {
+      const how = f.from ? `copy of ${f.from}` : `${f.data.length} bytes`;
+      say(
+        `${f.state === "unchanged" ? "keep " : "write"} ${f.path} (${f.state}, mode ` +
+          `${f.mode.toString(8)}, ${how})`,
+      );
+      if (f.show && f.state !== "unchanged") {
+        say(new TextDecoder().decode(f.data).replace(/^/gm, "    | ").trimEnd());
+      }
+    }
+    if (configExists && !opts.force) {
+      say(`keep  ${DEFAULT_CONFIG_PATH} (exists; --force resets it)`);
+    }
+    for (const c of commands) say(`run   systemctl ${c.join(" ")}`);
+    say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
+    if (!booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
+    return;
+  }
+
+  if (changed.length === 0 && commands.length === 0) {
+    const fresh = await waitFresh(0, 3, say);
+    say(
+      `stb-netacct ${VERSION} is already installed and running (backend ` +
+        `${fresh.backend}); nothing changed.`,
+    );
+    return;
+  }
+  const upgrading = files.some((f) => f.state === "changed");
+  for (const f of changed) {
+    installFile(f.path, f.data, f.mode);
+    say(`${f.state === "new" ? "Wrote" : "Updated"} ${f.path}`);
+  }
+  if (!configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
+  const since = Date.now() / 1000;
+  for (const c of commands) await systemctl(...c);
+  say(
+    active && changed.length > 0
+      ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
+      : `Enabled and started ${UNIT_NAME}`,
+  );
+  const fresh = await waitFresh(since, opts.timeout, say);
+  say(
+    `stb-netacct ${VERSION} is running with the ${fresh.backend} backend: ${fresh.path} was ` +
+      `written ${fresh.age.toFixed(1)} s ago. Watch it with \`stb-netacct graph\`, check ` +
+      `it with \`stb-netacct status\`.`,
+  );
+}
+
+/**
+ * Polls counters.json until a sample newer than `since` (unix seconds) appears. Fails early
+ * when the unit gave up, and always with the journal lines that say why.
+ */
+async function waitFresh(
+  since: number,
+  timeoutS: number,
+  say: Say,
+): Promise<{ backend: string; age: number; path: string }> {
+  const config = loadConfig(DEFAULT_CONFIG_PATH, false);
+  const path = config.output;
+  const start = Date.now();
+  let nextNote = 2000;
+  let why = "no counters.json yet";
+  while (Date.now() - start < timeoutS * 1000) {
+    const r = await readCounters(path);
+    if (r.kind === "ok") {
+      const age = Date.now() / 1000 - r.counters.ts_unix;
+      if (r.counters.ts_unix >= since && age <= 3 * r.counters.interval_s + 1) {
+        return { backend: r.counters.backend, age: Math.max(0, age), path };
+      }
+      why = `the newest sample is ${age.toFixed(1)} s old`;
+    } else {
+      why = r.reason;
+    }
+    const state = await showUnit(UNIT_NAME).catch(() => new Map<string, string>());
+    if (state.get("ActiveState") === "failed") {
+      why = `${UNIT_NAME} failed (${state.get("Result") ?? "unknown"})`;
+      break;
+    }
+    const elapsed = Date.now() - start;
+    if (elapsed >= nextNote) {
+      say(`Waiting for ${path} (${(elapsed / 1000).toFixed(0)} s; ${why})...`);
+      nextNote += 3000;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const journal = await journalTail(UNIT_NAME);
+  throw new SystemError(
+    `${UNIT_NAME} is not publishing counters (${why}). Its last journal lines ` +
+      `(journalctl -u stb-netacct -n 20):\n` +
+      (journal.length ? journal.map((l) => `  ${l}`).join("\n") : "  (none)") +
+      `\nFix what they name, then run install again; \`stb-netacct status\` shows the state.`,
+  );
+}
+
+export function installCommand() {
+  return new Command("install")
+    .summary("install and start the counting service (root, systemd)")
+    .description(
+      `Install stb-netacct as the systemd service ${UNIT_NAME}: copy the program to\n` +
+        `${BIN_PATH} (fallback builds also to ${LIB_ROOT}/), write\n` +
+        `${DEFAULT_CONFIG_PATH} with the defaults unless it exists, write the hardened\n` +
+        `unit ${UNIT_PATH}, enable and start it, and wait until\n` +
+        `${RUNTIME_DIR}/counters.json is fresh. Running it again changes nothing when\n` +
+        `everything is current, and upgrades and restarts the service when not.`,
+    )
+    .addOption(
+      new Option("-b, --backend <name>", `how the service counts: ${BACKEND_CHOICES.join(", ")}`)
+        .choices(BACKEND_CHOICES)
+        .default(AUTO as BackendChoice),
+    )
+    .option(
+      "--owner <user>",
+      "owner of counters.json in a new config (default: $SUDO_USER, else root)",
+    )
+    .option("-n, --dry-run", "print every file and command, change nothing", false)
+    .option("-f, --force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
+    .addOption(
+      new Option("--timeout <seconds>", "how long to wait for fresh counters")
+        .default(FRESH_TIMEOUT_S)
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 1 || n > 600) {
+            throw new UsageError(`--timeout ${JSON.stringify(v)}: use 1 to 600 seconds`);
+          }
+          return n;
+        }),
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n" +
+        "  sudo ./stb-netacct install                      # after make build\n" +
+        "  sudo ./stb-netacct install --backend nft --owner cad\n" +
+        "  ./stb-netacct install --dry-run                 # what would happen\n" +
+        "\nWithout systemd as PID 1 it refuses and prints the `run` command to use instead.\n",
+    )
+    .action(async (opts) => {
+      await install({
+        backend: opts.backend,
+        owner: opts.owner,
+        dryRun: opts.dryRun,
+        force: opts.force,
+        timeout: opts.timeout,
+      });
+    });
+}
+
+/** Paths install creates, in the order uninstall removes them. */
+function installedPaths(purge: boolean): string[] {
+  return [
+    UNIT_PATH,
+    BIN_PATH,
+    LIB_ROOT,
+    RUNTIME_DIR,
+    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR] : []),
+  ];
+}
+
+export async function uninstall(
+  opts: { purge: boolean; dryRun: boolean },
+  say: Say = console.log,
+): Promise<void> {
+  if (!opts.dryRun) requireRoot("uninstall");
+  const booted = systemdBooted();
+  const paths = installedPaths(opts.purge).filter(exists);
+  let loaded = false;
+  if (booted) {
+    const state = await showUnit(UNIT_NAME).catch(() => new Map<string, string>());
+    loaded = (state.get("LoadState") ?? "not-found") !== "not-found";
+  }
+  if (opts.dryRun) {
+    if (loaded) say(`run    systemctl disable --now ${UNIT_NAME}`);
+    say(`clean  what any backend left (${BACKEND_NAMES.join(", ")})`);
+    for (const p of paths) say(`remove ${p}`);
+    if (loaded) say(`run    systemctl daemon-reload; systemctl reset-failed ${UNIT_NAME}`);
+    if (!opts.purge && exists(CONFIG_DIR)) say(`keep   ${CONFIG_DIR} (--purge removes it)`);
+    return;
+  }
+  if (loaded) {
+    await systemctl("disable", "--now", UNIT_NAME);
+    say(`Stopped and disabled ${UNIT_NAME}`);
+  } else if (!booted && exists(UNIT_PATH)) {
+    say(`systemd is not running here: removing the files only`);
+  }
+  // A crashed or killed sampler may have left rules behind; each backend's stop removes
+  // its own objects whether or not they exist.
+  for (const name of BACKEND_NAMES) {
+    try {
+      await (await loadBackend(name)).stop();
+    } catch (e) {
+      say(`Warning: could not check for ${name} leftovers: ${(e as Error).message}`);
+    }
+  }
+  for (const p of paths) {
+    Deno.removeSync(p, { recursive: true });
+    say(`Removed ${p}`);
+  }
+  if (loaded) {
+    await systemctl("daemon-reload");
+    await systemctl("reset-failed", UNIT_NAME).catch(() => "");
+  }
+  if (!opts.purge && exists(CONFIG_DIR)) {
+    say(`Kept ${CONFIG_DIR} (your config; \`uninstall --purge\` removes it)`);
+  }
+  if (paths.length === 0 && !loaded) say("stb-netacct was not installed; nothing to remove.");
+  else say("stb-netacct is uninstalled.");
+}
+
+export function uninstallCommand() {
+  return new Command("uninstall")
+    .summary("stop and remove the service and the installed program (root)")
+    .description(
+      `Stop and disable ${UNIT_NAME}, remove the unit, ${BIN_PATH},\n` +
+        `${LIB_ROOT}/, ${RUNTIME_DIR}/ and any rules a backend left behind.\n` +
+        `The config ${DEFAULT_CONFIG_PATH} is kept unless --purge is given.`,
+    )
+    .option("--purge", `also remove ${CONFIG_DIR}/ and the state directory`, false)
+    .option("-n, --dry-run", "print what would be removed, change nothing", false)
+    .addHelpText(
+      "after",
+      "\nExamples:\n" +
+        "  sudo stb-netacct uninstall            # keep the config for a later install\n" +
+        "  sudo stb-netacct uninstall --purge    # leave nothing behind\n",
+    )
+    .action(async (opts) => {
+      await uninstall({ purge: opts.purge, dryRun: opts.dryRun });
+    });
+}
