@@ -5,7 +5,7 @@ import {
   nftRuleset,
   parseNftCounters,
 } from "./nft.ts";
-import { runScenario } from "./testing/scenario.ts";
+import { runScenario, runScenarioPureV2 } from "./testing/scenario.ts";
 import { BackendError } from "./backend.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
@@ -128,5 +128,15 @@ Deno.test({
       },
     });
     console.log(`nft: ${result.msPerRead.toFixed(2)} ms per read (nft -j list counters)`);
+  },
+});
+
+Deno.test({
+  name: "nft backend on the pure cgroup v2 layout (cgroup2 at /sys/fs/cgroup, as on Debian 12)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const { msPerRead } = await runScenarioPureV2("nft");
+    console.log(`nft (pure v2): ${msPerRead.toFixed(2)} ms per read`);
   },
 });

@@ -194,6 +194,21 @@ export class Lab {
     if (!out.includes("done")) throw new Error(`client did not finish: ${out}`);
   }
 
+  /**
+   * TCP segments retransmitted so far by the client and by the peer (RetransSegs of each
+   * netns). Counters see a retransmitted segment again, as it is on the wire again: drops
+   * on a busy veth backlog make the count exceed the payload by that much.
+   */
+  async retransmits(): Promise<{ client: number; peer: number }> {
+    const get = async (ns: string) => {
+      const lines = (await this.inNs(ns, "cat", ["/proc/net/snmp"])).split("\n")
+        .filter((l) => l.startsWith("Tcp:"));
+      const [names, values] = lines.map((l) => l.split(/\s+/));
+      return Number(values[names.indexOf("RetransSegs")]);
+    };
+    return { client: await get(this.clientNs), peer: await get(this.peerNs) };
+  }
+
   startDriver(backend: string): Driver {
     const child = new Deno.Command("nsenter", {
       args: [`--net=/run/netns/${this.clientNs}`, DENO, "run", "-A", `${HERE}driver.ts`, backend],
