@@ -21,6 +21,8 @@ export interface Status {
 }
 
 export interface HostView {
+  /** Why there are no host figures, when there are none. */
+  error: string | null;
   current: { rx: number; tx: number } | null;
   /** StB's share of the host's traffic over the window, 0..1, or null when unknown. */
   share: { rx: number | null; tx: number | null } | null;
@@ -50,6 +52,7 @@ export class GraphModel {
   readonly tracker: RateTracker;
   #hostTracker: RateTracker | null = null;
   #hostAcc: InterfaceAccumulator | null = null;
+  #hostError: string | null = null;
   #last: CountersV1 | null = null;
   #read: ReadResult | null = null;
   #advancedAt: number | null = null;
@@ -99,9 +102,14 @@ export class GraphModel {
     this.#last = c;
   }
 
-  /** Takes one read of /proc/net/dev (or null when it could not be read). */
-  updateHost(procNetDev: string | null, nowMono: number): void {
-    if (this.#hostAcc === null || this.#hostTracker === null || procNetDev === null) return;
+  /** Takes one read of /proc/net/dev, or the error that prevented it. */
+  updateHost(procNetDev: string | Error, nowMono: number): void {
+    if (this.#hostAcc === null || this.#hostTracker === null) return;
+    if (procNetDev instanceof Error) {
+      this.#hostError = procNetDev.message;
+      return;
+    }
+    this.#hostError = null;
     const totals = this.#hostAcc.push(nonLoopback(parseProcNetDev(procNetDev)));
     this.#hostTracker.push({ t: nowMono, rx: totals.rx, tx: totals.tx });
   }
@@ -159,7 +167,7 @@ export class GraphModel {
           tx: hs.tx.average > 0 ? stats.tx.average / hs.tx.average : null,
         }
         : null;
-      host = { current: cur, share };
+      host = { error: this.#hostError, current: cur, share };
     }
     return {
       path: this.path,

@@ -163,8 +163,8 @@ export class CountersFileReader {
     if (e instanceof Deno.errors.NotFound) {
       return {
         kind: "missing",
-        reason: `"${path}" does not exist yet; start the sampler with ` +
-          `"sudo stb-netacct run" or point --input at its output file`,
+        reason: `it does not exist yet; start the sampler with "sudo stb-netacct run" ` +
+          `or point --input at its output file`,
       };
     }
     if (e instanceof Deno.errors.PermissionDenied) {

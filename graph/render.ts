@@ -84,7 +84,10 @@ function rateRow(
 }
 
 function pct(v: number | null): string {
-  return v === null ? "—" : `${Math.round(v * 100)}%`;
+  // Over 100% cannot be real (the host carries StB's bytes): the two are from different
+  // windows of time or different machines; say so rather than print 1149353%.
+  if (v === null) return "—";
+  return v > 1.005 ? ">100%" : `${Math.round(v * 100)}%`;
 }
 
 function headerLines(f: FrameData, o: RenderOptions): string[] {
@@ -101,11 +104,13 @@ function headerLines(f: FrameData, o: RenderOptions): string[] {
   ];
   if (f.host !== null) {
     const h = f.host;
-    const now = h.current === null
+    const now = h.error !== null
+      ? `unavailable: ${h.error}`
+      : h.current === null
       ? "collecting"
       : `↓ ${formatRate(h.current.rx)} ↑ ${formatRate(h.current.tx)}`;
     const share = h.share === null ? "" : ` · StB share ↓ ${pct(h.share.rx)} ↑ ${pct(h.share.tx)}`;
-    lines.push(fit(`host (all interfaces but lo): ${now}${share}`, o.columns));
+    lines.push(fit(`host (not lo) ${now}${share}`, o.columns));
   }
   return lines;
 }
@@ -130,9 +135,9 @@ function wrap(text: string, width: number, maxLines: number): string[] {
   return lines.map((l) => fit(l, width));
 }
 
-/** The status gets two lines when it needs them: its reason is the useful part. */
+/** The status gets up to three lines when it needs them: its reason is the useful part. */
 function statusLines(s: Status, o: RenderOptions): string[] {
-  return wrap(`status: ${s.text}`, o.columns, 2).map((l) =>
+  return wrap(`status: ${s.text}`, o.columns, 3).map((l) =>
     paint(l, STATUS_COLOR[s.kind], o.color)
   );
 }
@@ -150,7 +155,8 @@ function chartLines(f: FrameData, o: RenderOptions, rows: number): string[] {
   // down) are drawn at zero, since asciichart cannot skip points.
   let first = 0;
   while (first < columns && rx[first] === null) first++;
-  if (first >= columns) {
+  // One point is no line: wait for a second column of data.
+  if (first >= columns - 1) {
     const lines = new Array<string>(rows).fill("");
     lines[Math.floor(rows / 2)] = fit(
       " ".repeat(AXIS_WIDTH) + "(no rates yet: the chart starts after two samples)",
@@ -210,6 +216,7 @@ export function renderPlainLine(f: FrameData): string {
     ` total rx ${tot(f.totals?.rx)} tx ${tot(f.totals?.tx)}`;
   if (f.host !== null) {
     line += ` host rx ${cur(f.host.current?.rx)} tx ${cur(f.host.current?.tx)}`;
+    if (f.host.error !== null) line += ` (${f.host.error})`;
   }
   return `${line} status ${f.status.text}`;
 }

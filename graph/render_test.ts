@@ -145,7 +145,7 @@ Deno.test("frame: waiting for a missing file", async () => {
   const m = new GraphModel(PATH, 0.5, 60);
   m.update({
     kind: "missing",
-    reason: `"${PATH}" does not exist yet; start the sampler with "sudo stb-netacct run" or ` +
+    reason: `it does not exist yet; start the sampler with "sudo stb-netacct run" or ` +
       `point --input at its output file`,
   }, 0);
   const lines = renderFrame(m.frame(UNIX0, 0), { columns: 100, rows: 16, color: false });
@@ -233,7 +233,7 @@ Deno.test("frame: --host adds the whole host's traffic and StB's share", async (
 Deno.test("plain lines: one per state, no escape codes", async () => {
   const m = new GraphModel(PATH, 0.5, 60);
   const out: string[] = [];
-  m.update({ kind: "missing", reason: `"${PATH}" does not exist yet` }, 0);
+  m.update({ kind: "missing", reason: "it does not exist yet" }, 0);
   out.push(renderPlainLine(m.frame(UNIX0, 0)));
   let now = feed(m, traffic(0, 0));
   out.push(renderPlainLine(m.frame(UNIX0 + now, now)));
