@@ -59,6 +59,14 @@ export interface Backend {
   start(targets: ServiceTarget[], options: BackendOptions): Promise<void>;
 
   /**
+   * Checks, changing nothing on the host, that `start` with these arguments would work
+   * here: e.g. loads the programs without attaching them, or has the firewall tool check
+   * the ruleset without applying it. Throws a BackendError saying why not and the fix.
+   * Used by `doctor`; never touches what a running `run` installed.
+   */
+  probe(targets: ServiceTarget[], options: BackendOptions): Promise<void>;
+
+  /**
    * Cumulative counters per service name since `start`, one entry per target. Never
    * decreases, also across retarget (a backend whose kernel counters restart keeps offsets).
    */
