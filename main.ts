@@ -6,6 +6,9 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { runCommand } from "./run/mod.ts";
 import { graphCommand } from "./graph/mod.ts";
+import { resetCommand } from "./run/reset.ts";
+import { doctorCommand } from "./doctor/mod.ts";
+import { installCommand, uninstallCommand } from "./install/mod.ts";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/errors.ts";
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
@@ -22,6 +25,10 @@ const program = new Command("stb-netacct")
   .exitOverride()
   .addCommand(runCommand())
   .addCommand(graphCommand())
+  .addCommand(doctorCommand())
+  .addCommand(installCommand())
+  .addCommand(uninstallCommand())
+  .addCommand(resetCommand())
   .addHelpText(
     "after",
     "\nExamples:\n" +

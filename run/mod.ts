@@ -6,7 +6,7 @@
  * lock release. Signals only set a flag the loop checks.
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import {
   type Backend,
   BACKEND_INFO,
@@ -20,12 +20,13 @@ import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
-  checkInterval,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
   DEFAULT_OUTPUT,
   loadConfig,
+  MAX_INTERVAL_S,
+  MIN_INTERVAL_S,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { acquireLock, type Lock } from "../lib/lock.ts";
@@ -57,11 +58,12 @@ export interface RunOptions {
 
 function parseIntervalFlag(value: string): number {
   const n = Number(value);
-  try {
-    return checkInterval(n, `--interval ${JSON.stringify(value)}`);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
+  if (value.trim() === "" || !Number.isFinite(n) || n < MIN_INTERVAL_S || n > MAX_INTERVAL_S) {
+    throw new InvalidArgumentError(
+      `use a number of seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}, e.g. 0.5`,
+    );
   }
+  return n;
 }
 
 export function runCommand() {

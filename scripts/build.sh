@@ -13,8 +13,11 @@ mkdir -p dist
 rm -f "$OUT" "$OUT.tmp"
 
 # The bundle is built either way: the fallback runs it, and it proves the code bundles.
-"$ESBUILD" main.ts --bundle --platform=neutral --format=esm --target=esnext \
-  --main-fields=module,main --log-level=warning --outfile=dist/stb-netacct.js
+# commander is CommonJS and requires node:* built-ins; Deno provides them, and the banner gives
+# the ESM bundle the `require` that esbuild's CommonJS wrappers call.
+"$ESBUILD" main.ts --bundle --platform=node --format=esm --target=esnext --log-level=warning \
+  --banner:js="import { createRequire as __stbRequire } from 'node:module'; const require = __stbRequire(import.meta.url);" \
+  --outfile=dist/stb-netacct.js
 
 if timeout 120 "$DENO" compile --quiet --no-check $PERMS --output "$OUT.tmp" main.ts >dist/compile.log 2>&1 \
   && "./$OUT.tmp" --version >/dev/null 2>&1; then
@@ -23,7 +26,9 @@ if timeout 120 "$DENO" compile --quiet --no-check $PERMS --output "$OUT.tmp" mai
   exit 0
 fi
 rm -f "$OUT.tmp"
-echo "build: deno compile unavailable ($(tail -n 1 dist/compile.log | cut -c1-120)); making the fallback launcher"
+reason=$(sed 's/\x1b\[[0-9;]*m//g; s|https\{0,1\}://[^ )]*|<runtime url>|g' dist/compile.log \
+  | grep -E '^ +[0-9]+: ' | grep -v '<unknown>' | tail -n 1 | sed 's/^ *[0-9]*: //' | cut -c1-160)
+echo "build: deno compile unavailable (${reason:-see dist/compile.log}); making the fallback launcher"
 
 # The launcher carries the deno binary and the bundle next to it in dist/, so it keeps
 # working when node_modules is gone and can be installed as a unit.

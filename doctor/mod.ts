@@ -1,0 +1,306 @@
+/**
+ * `stb-netacct doctor`: what this host offers each backend, and what to do about what it
+ * lacks. Runs unprivileged (then it says what it could not check); as root it also asks
+ * each backend to `probe`, which loads nothing permanent and touches no live rules.
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import {
+  BACKEND_INFO,
+  BACKEND_NAMES,
+  BackendError,
+  type BackendName,
+  loadBackend,
+  type ServiceTarget,
+} from "../backends/mod.ts";
+import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
+import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
+import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
+import { describeError } from "../lib/errors.ts";
+
+const AUTO = "auto";
+const CHOICES = [AUTO, ...BACKEND_NAMES] as const;
+
+export type Verdict = "usable" | "unusable" | "unchecked";
+
+export interface BackendReport {
+  name: BackendName;
+  verdict: Verdict;
+  /** Why not usable, or what could not be checked. */
+  reason?: string;
+  fix?: string;
+}
+
+export interface DoctorReport {
+  kernel: string;
+  cgroup2: Cgroup2Mount | { error: string };
+  btf: boolean;
+  bpffs: string | null;
+  libbpf: { found: boolean; version?: string; error?: string };
+  tools: Record<string, string | null>;
+  privileges: { uid: number; capabilities: string[]; missing_for: Record<string, string[]> };
+  config: { source: string; error?: string };
+  services: { name: string; cgroup: string; exists: boolean; id: string | null }[];
+  backends: BackendReport[];
+  configured_backend: string;
+  ok: boolean;
+}
+
+async function toolVersion(bin: string): Promise<string | null> {
+  try {
+    const out = await new Deno.Command(bin, {
+      args: ["--version"],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+    return out.success ? text : null;
+  } catch {
+    return null;
+  }
+}
+
+function libbpfVersion(): DoctorReport["libbpf"] {
+  try {
+    const lib = Deno.dlopen("libbpf.so.1", {
+      // __u32 libbpf_major_version(void)
+      libbpf_major_version: { parameters: [], result: "u32" },
+      // __u32 libbpf_minor_version(void)
+      libbpf_minor_version: { parameters: [], result: "u32" },
+    });
+    const v = `${lib.symbols.libbpf_major_version()}.${lib.symbols.libbpf_minor_version()}`;
+    lib.close();
+    return { found: true, version: v };
+  } catch (e) {
+    return { found: false, error: (e as Error).message };
+  }
+}
+
+function bpffsMount(): string | null {
+  try {
+    for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+      const sep = line.indexOf(" - ");
+      if (sep > 0 && line.slice(sep + 3).startsWith("bpf ")) return line.split(" ")[4];
+    }
+  } catch { /* no /proc */ }
+  return null;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const PREREQ_FIX: Record<BackendName, string> = {
+  ebpf: "install libbpf1 (apt-get install libbpf1) on a kernel with CONFIG_CGROUP_BPF",
+  nft: "install nftables (apt-get install nftables)",
+  iptables: "install iptables (apt-get install iptables)",
+};
+
+export async function diagnose(
+  config: Config | null,
+  configError: string | null,
+  source: string,
+  configured: string,
+): Promise<DoctorReport> {
+  let mount: Cgroup2Mount | null = null;
+  let cgroup2: DoctorReport["cgroup2"];
+  try {
+    mount = findCgroup2Mount();
+    cgroup2 = mount;
+  } catch (e) {
+    cgroup2 = { error: (e as Error).message };
+  }
+  const caps = effectiveCaps();
+  const tools: Record<string, string | null> = {};
+  for (const t of ["nft", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"]) {
+    tools[t] = await toolVersion(t);
+  }
+  const libbpf = libbpfVersion();
+  const services = config && mount
+    ? Object.entries(config.services).map(([name, path]) => {
+      const id = cgroupId(mount!, path);
+      return { name, cgroup: path, exists: id !== null, id: id === null ? null : String(id) };
+    })
+    : [];
+  const targets: ServiceTarget[] = services.map((s) => ({
+    name: s.name,
+    path: s.cgroup,
+    id: s.id === null ? null : BigInt(s.id),
+  }));
+
+  const missingFor: Record<string, string[]> = {};
+  const backends: BackendReport[] = [];
+  for (const name of BACKEND_NAMES) {
+    const missing = missingCaps(caps, BACKEND_INFO[name].capabilities).map(capabilityName);
+    missingFor[name] = missing;
+    const prereq = name === "ebpf"
+      ? (libbpf.found ? null : `libbpf.so.1 cannot be loaded (${libbpf.error})`)
+      : name === "nft"
+      ? (tools.nft ? null : "the nft binary is missing")
+      : (tools.iptables && tools.ip6tables && tools["iptables-restore"]
+        ? null
+        : "iptables, ip6tables or iptables-restore is missing");
+    if (!mount) {
+      backends.push({
+        name,
+        verdict: "unusable",
+        reason: "no cgroup2 mount",
+        fix: "mount cgroup2 (see the cgroup2 line)",
+      });
+    } else if (prereq) {
+      backends.push({ name, verdict: "unusable", reason: prereq, fix: PREREQ_FIX[name] });
+    } else if (missing.length > 0) {
+      backends.push({
+        name,
+        verdict: "unchecked",
+        reason: `probing needs ${missing.join(", ")}`,
+        fix: "run `sudo stb-netacct doctor` for a full check",
+      });
+    } else if (!config) {
+      backends.push({
+        name,
+        verdict: "unchecked",
+        reason: "the config is invalid",
+        fix: "fix the config first",
+      });
+    } else {
+      try {
+        const backend = await loadBackend(name);
+        await backend.probe(targets, {
+          mount,
+          exclude: config.exclude,
+          ctMark: config.ct_mark,
+          ctMask: config.ct_mask,
+          log: () => {},
+        });
+        backends.push({ name, verdict: "usable" });
+      } catch (e) {
+        backends.push({
+          name,
+          verdict: "unusable",
+          reason: describeError(e),
+          fix: e instanceof BackendError ? undefined : PREREQ_FIX[name],
+        });
+      }
+    }
+  }
+  const wanted = configured === AUTO ? backends : backends.filter((b) => b.name === configured);
+  return {
+    kernel: Deno.osRelease(),
+    cgroup2,
+    btf: exists("/sys/kernel/btf/vmlinux"),
+    bpffs: bpffsMount(),
+    libbpf,
+    tools,
+    privileges: {
+      uid: Deno.uid() ?? -1,
+      capabilities: [12, 21, 38, 39].filter((c) => missingCaps(caps, [c]).length === 0).map(
+        capabilityName,
+      ),
+      missing_for: missingFor,
+    },
+    config: { source, ...(configError ? { error: configError } : {}) },
+    services,
+    backends,
+    configured_backend: configured,
+    ok: configError === null && wanted.some((b) => b.verdict === "usable"),
+  };
+}
+
+const MARK: Record<Verdict, string> = { usable: "ok  ", unusable: "FAIL", unchecked: "??  " };
+
+export function formatReport(r: DoctorReport): string {
+  const lines: string[] = [];
+  const row = (k: string, v: string) => lines.push(`${k.padEnd(14)} ${v}`);
+  row("kernel", r.kernel);
+  row(
+    "cgroup2",
+    "error" in r.cgroup2
+      ? `MISSING: ${r.cgroup2.error}`
+      : `${r.cgroup2.mountPoint} (${r.cgroup2.layout})`,
+  );
+  row("BTF", r.btf ? "/sys/kernel/btf/vmlinux" : "absent (not needed by stb-netacct)");
+  row("bpffs", r.bpffs ?? "not mounted (not needed: programs are held by links)");
+  row("libbpf", r.libbpf.found ? `libbpf.so.1 ${r.libbpf.version}` : `missing: ${r.libbpf.error}`);
+  for (const [t, v] of Object.entries(r.tools)) row(t, v ?? "not found");
+  row(
+    "privileges",
+    `uid ${r.privileges.uid}; ${r.privileges.capabilities.join(", ") || "no capabilities"}`,
+  );
+  row("config", r.config.error ? `INVALID ${r.config.source}: ${r.config.error}` : r.config.source);
+  for (const s of r.services) {
+    row(
+      `service`,
+      `${s.name}: ${
+        s.exists ? `present, id ${s.id}` : "absent now (counted once it appears)"
+      }  ${s.cgroup}`,
+    );
+  }
+  lines.push("");
+  for (const b of r.backends) {
+    const detail = b.verdict === "usable"
+      ? "usable"
+      : `${b.verdict === "unchecked" ? "not checked" : "not usable"} because ${b.reason}` +
+        (b.fix ? `; fix: ${b.fix}` : "");
+    lines.push(`[${MARK[b.verdict]}] ${b.name.padEnd(9)} ${detail}`);
+  }
+  lines.push("");
+  lines.push(
+    r.ok
+      ? `Verdict: the ${r.configured_backend} backend is usable.`
+      : `Verdict: the ${r.configured_backend} backend is ${
+        r.backends.some((b) => b.verdict === "unchecked") ? "not confirmed usable" : "not usable"
+      }; see the lines above.`,
+  );
+  return lines.join("\n");
+}
+
+export function doctorCommand() {
+  return new Command("doctor")
+    .summary("check what this host offers each backend, and how to fix what it lacks")
+    .description(
+      "Report the kernel, cgroup2 mount, BTF, bpffs, libbpf, nft and iptables versions,\n" +
+        "privileges, which configured service cgroups exist now, and per backend whether it\n" +
+        "is usable (as root each backend is probed without changing anything).\n" +
+        "Exit 0 when the chosen backend is usable, 1 when it is not, 3 when it could not be\n" +
+        "checked without root.",
+    )
+    .addOption(
+      new Option("-b, --backend <name>", "backend to judge").choices(CHOICES).default(
+        AUTO as string,
+      ),
+    )
+    .option("-c, --config <path>", "config file", DEFAULT_CONFIG_PATH)
+    .option("--json", "print the report as JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  stb-netacct doctor\n  sudo stb-netacct doctor --backend nft --json\n",
+    )
+    .action(async (opts, cmd) => {
+      let config: Config | null = null;
+      let configError: string | null = null;
+      try {
+        config = loadConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        configError = e.message;
+      }
+      const report = await diagnose(
+        config,
+        configError,
+        config?.source ?? opts.config,
+        opts.backend,
+      );
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
+      const wanted = opts.backend === AUTO
+        ? report.backends
+        : report.backends.filter((b) => b.name === opts.backend);
+      Deno.exit(report.ok ? 0 : wanted.some((b) => b.verdict === "unchecked") ? 3 : 1);
+    });
+}

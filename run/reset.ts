@@ -1,0 +1,82 @@
+/**
+ * `stb-netacct reset`: zero the totals on purpose. A running sampler owns the totals in
+ * memory, so it is asked (a request file it consumes on its next tick); with no sampler
+ * running, the saved state is removed directly.
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { DEFAULT_OUTPUT } from "../lib/config.ts";
+import { acquireLock, LockHeldError } from "../lib/lock.ts";
+import { resetRequestPath } from "./state.ts";
+import { defaultStatePath } from "./mod.ts";
+import { UsageError } from "../lib/errors.ts";
+
+export function resetCommand() {
+  return new Command("reset")
+    .summary("zero the saved and published totals (root)")
+    .description(
+      "Zero rx/tx totals on purpose. If `run` is running it zeroes them on its next sample\n" +
+        "(readers see a counter reset); otherwise the saved state is removed.",
+    )
+    .option("-o, --output <path>", "the counters file of the run to reset", DEFAULT_OUTPUT)
+    .option("-s, --state <path>", "its state file (default: as `run` derives it from --output)")
+    .option("--timeout <seconds>", "how long to wait for a running sampler", "5")
+    .addHelpText("after", "\nExample:\n  sudo stb-netacct reset\n")
+    .action(async (opts) => {
+      const statePath = opts.state ?? defaultStatePath(opts.output);
+      const timeoutS = Number(opts.timeout);
+      if (!Number.isFinite(timeoutS) || timeoutS <= 0) {
+        throw new UsageError(`--timeout "${opts.timeout}" is not a positive number of seconds`);
+      }
+      await resetTotals(statePath, timeoutS, (m) => console.log(m));
+    });
+}
+
+export async function resetTotals(
+  statePath: string,
+  timeoutS: number,
+  say: (m: string) => void,
+): Promise<void> {
+  if (Deno.uid() !== 0) {
+    throw new Error("Resetting the totals needs root: run `sudo stb-netacct reset`");
+  }
+  const stateDir = statePath.slice(0, statePath.lastIndexOf("/")) || "/";
+  try {
+    Deno.statSync(stateDir);
+  } catch {
+    say(`Nothing to reset: ${stateDir} does not exist (no run has saved totals here).`);
+    return;
+  }
+  let lock;
+  try {
+    lock = acquireLock(`${statePath}.lock`);
+  } catch (e) {
+    if (!(e instanceof LockHeldError)) throw e;
+    const request = resetRequestPath(statePath);
+    Deno.writeTextFileSync(request, `${Date.now()}\n`, { mode: 0o600 });
+    const deadline = Date.now() + timeoutS * 1000;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      try {
+        Deno.lstatSync(request);
+      } catch {
+        say("Totals reset: the running sampler zeroed them.");
+        return;
+      }
+    }
+    Deno.removeSync(request);
+    throw new Error(
+      `The running sampler did not pick up the reset within ${timeoutS} s: ` +
+        "check `stb-netacct status` and the journal (`journalctl -u stb-netacct`)",
+    );
+  }
+  try {
+    Deno.removeSync(statePath);
+    say(`Totals reset: removed ${statePath}; the next run starts from zero.`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    say("Nothing to reset: no saved totals.");
+  } finally {
+    lock.release();
+  }
+}
