@@ -10,7 +10,16 @@ const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 
 export function cliArgv(args: string[]): string[] {
   const bin = Deno.env.get("STB_NETACCT_BIN");
-  return bin ? [bin, ...args] : [DENO, "run", "-A", MAIN_TS, ...args];
+  if (!bin) return [DENO, "run", "-A", MAIN_TS, ...args];
+  try {
+    if (!(Deno.statSync(bin).mode! & 0o111)) throw new Error("not executable");
+  } catch (e) {
+    throw new Error(
+      `STB_NETACCT_BIN="${bin}" cannot be run (${(e as Error).message}): ` +
+        "build it with `make build`, or unset STB_NETACCT_BIN to test main.ts from source",
+    );
+  }
+  return [bin, ...args];
 }
 
 /** A counters.json sample as the test reads it: raw JSON, checked by the tests themselves. */

@@ -125,6 +125,28 @@ export async function newBpfAttachments(
   );
 }
 
+/** Pins of ours in any mounted bpffs (a pinned link or map outlives every process). */
+export function bpfPins(): string[] {
+  const mounts = Deno.readTextFileSync("/proc/self/mountinfo").split("\n")
+    .filter((l) => / - bpf /.test(l)).map((l) => l.split(" ")[4]);
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = `${dir}/${e.name}`;
+      if (/stb|netacct/i.test(e.name)) found.push(path);
+      else if (e.isDirectory) walk(path);
+    }
+  };
+  for (const m of new Set(mounts)) walk(m);
+  return found;
+}
+
 /**
  * Everything left over, as readable lines; empty means clean. `netnsPaths` are namespaces
  * still alive that `run` ran in (checked for rules after it stopped).
@@ -140,6 +162,7 @@ export async function leftovers(
   for (const a of await newBpfAttachments(mountPoint, bpfBaseline)) {
     problems.push(`BPF program ${a.id} "${a.name}" (${a.attach_type}) attached at ${mountPoint}`);
   }
+  for (const pin of bpfPins()) problems.push(`BPF pin ${pin}`);
   for (const ns of [undefined, ...netnsPaths]) {
     const where = ns ?? "the test's netns";
     for (const t of await nftTables(ns)) problems.push(`nft table ${t} in ${where}`);
