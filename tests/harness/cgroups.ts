@@ -10,7 +10,7 @@
  */
 
 import { DEFAULT_SERVICES } from "../../lib/config.ts";
-import { sleep } from "./exec.ts";
+import { oursOrStale, sleep } from "./exec.ts";
 
 export const CGROUP_PREFIX = "stb-e2e-";
 export const SERVICE_NAMES = Object.keys(DEFAULT_SERVICES);
@@ -136,7 +136,8 @@ async function killAndRemove(dir: string): Promise<void> {
 
 /** Every test tree left under a cgroup2 mount (for the leftover check). */
 export function cgroupLeftovers(mountPoint: string): string[] {
-  return subdirs(mountPoint).filter((d) =>
-    d.slice(mountPoint.length + 1).startsWith(CGROUP_PREFIX)
-  );
+  return subdirs(mountPoint).filter((d) => {
+    const name = d.slice(mountPoint.length + 1);
+    return name.startsWith(CGROUP_PREFIX) && oursOrStale(name, CGROUP_PREFIX);
+  });
 }

@@ -75,6 +75,26 @@ export function randomTag(length = 6): string {
   return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
 }
 
+/**
+ * Tag for one test's namespaces and cgroups: "<pid of this test run>x<random>". Several
+ * suites run at once on a shared machine (engineers, CI); the pid lets the leftover check
+ * tell this run's leftovers (and those of runs that died) from another live run's.
+ */
+export function testTag(): string {
+  return `${Deno.pid}x${randomTag(4)}`;
+}
+
+/**
+ * Whether a name made with `prefix + testTag()` is this run's business: made by this
+ * process, or by one that is gone (a crashed run's leftover). Another live run's is not.
+ */
+export function oursOrStale(name: string, prefix: string): boolean {
+  const m = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(\\d+)x`).exec(name);
+  if (!m) return true; // old naming: nobody alive claims it
+  const pid = Number(m[1]);
+  return pid === Deno.pid || !processExists(pid);
+}
+
 /** True when a process with this pid exists (zombies included). */
 export function processExists(pid: number): boolean {
   try {

@@ -6,7 +6,7 @@
  */
 
 import { cgroupLeftovers } from "./cgroups.ts";
-import { output, run } from "./exec.ts";
+import { oursOrStale, output, run } from "./exec.ts";
 import { NETNS_PREFIX } from "./topology.ts";
 
 export const NFT_TABLE = "stb_netacct";
@@ -20,7 +20,8 @@ function inNetns(netnsPath?: string): string[] {
 
 export async function netnsLeftovers(): Promise<string[]> {
   const text = await output(["ip", "netns", "list"]);
-  return text.split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(NETNS_PREFIX));
+  return text.split("\n").map((l) => l.split(" ")[0])
+    .filter((n) => n.startsWith(NETNS_PREFIX) && oursOrStale(n, NETNS_PREFIX));
 }
 
 /** Names of nft tables called stb_netacct, as "family name". */

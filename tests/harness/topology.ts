@@ -28,16 +28,19 @@ export const PEER_IF = "ext1";
 export const REMOTES = {
   internet4: "198.51.100.2",
   internet6: "2001:db8:1::2",
+  // An IPv6 socket talking IPv4 through a v4-mapped address: judged by the IPv4 it carries.
+  mapped4: "::ffff:198.51.100.2",
   lan: "192.168.50.2",
   cgnat: "100.64.0.2",
   ula: "fd00::2",
   linkLocal: `fe80::2%${CLIENT_IF}`,
   loopback4: "127.0.0.1",
   loopback6: "::1",
+  mappedLan: "::ffff:192.168.50.2",
 } as const;
 
 export type RemoteName = keyof typeof REMOTES;
-export const EXTERNAL_REMOTES: RemoteName[] = ["internet4", "internet6"];
+export const EXTERNAL_REMOTES: RemoteName[] = ["internet4", "internet6", "mapped4"];
 export const INTERNAL_REMOTES: RemoteName[] = [
   "lan",
   "cgnat",
@@ -45,6 +48,7 @@ export const INTERNAL_REMOTES: RemoteName[] = [
   "linkLocal",
   "loopback4",
   "loopback6",
+  "mappedLan",
 ];
 
 const CLIENT_ADDRS = [
@@ -142,9 +146,12 @@ export class Topology {
 
   /** Deletes both namespaces (and with them the veth, rules and tables inside). Idempotent. */
   async down(): Promise<void> {
+    const problems: string[] = [];
     for (const ns of [this.client, this.peer]) {
-      await run(["ip", "netns", "del", ns], { allowFail: true });
+      const r = await run(["ip", "netns", "del", ns], { allowFail: true });
+      if (r.code !== 0 && !/No such file/.test(r.stderr)) problems.push(r.stderr.trim());
     }
+    if (problems.length) throw new Error(`Cannot delete test namespaces: ${problems.join("; ")}`);
   }
 
   /** Counters of the client's veth end. */
