@@ -388,3 +388,74 @@ Deno.test("defaults and --help", async () => {
     if (!help.includes(s)) throw new Error(`help lacks ${s}:\n${help}`);
   }
 });
+
+const repo = new URL("../", import.meta.url);
+
+Deno.test("graph's module graph never reaches backends/ or the FFI clock", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("graph/mod.ts", repo).pathname],
+    cwd: repo.pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  const info = JSON.parse(new TextDecoder().decode(out.stdout));
+  const local = (info.modules as { specifier: string }[])
+    .map((m) => m.specifier)
+    .filter((s) => s.startsWith(repo.href))
+    .map((s) => s.slice(repo.href.length));
+  if (!local.includes("graph/render.ts")) throw new Error(`odd module list: ${local}`);
+  const bad = local.filter((s) => s.startsWith("backends/") || s === "lib/clock.ts");
+  if (bad.length > 0) throw new Error(`graph imports ${bad.join(", ")}`);
+});
+
+Deno.test("graph --once in a subprocess with only --allow-read --allow-env", async () => {
+  await withTempDir(async (dir) => {
+    const p = `${dir}/counters.json`;
+    const entry = `${dir}/entry.ts`;
+    await Deno.writeTextFile(
+      entry,
+      `import { graphCommand } from ${JSON.stringify(new URL("graph/mod.ts", repo).href)};\n` +
+        "await graphCommand().parseAsync(Deno.args, { from: 'user' });\n",
+    );
+    // A sampler stand-in: a sample every 0.3 s of its clock, 2 MiB/s down and 50 KiB/s up.
+    let t = 500, rx = 7 * MiB, tx = 0;
+    await publish(p, counters(t, rx, tx));
+    const writer = setInterval(() => {
+      t += 0.3;
+      rx += Math.round(0.3 * 2 * MiB);
+      tx += Math.round(0.3 * 50 * 1024);
+      publish(p, counters(t, rx, tx)).catch(() => {});
+    }, 300);
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--config",
+          new URL("deno.json", repo).pathname,
+          "--allow-read",
+          "--allow-env",
+          entry,
+          "--once",
+          "--input",
+          p,
+        ],
+        env: { NO_COLOR: "" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } finally {
+      clearInterval(writer);
+    }
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    if (out.code !== 0) throw new Error(`exit ${out.code}\n${stdout}\n${stderr}`);
+    const rxLine = stdout.split("\n").find((l) => l.startsWith("↓ RX")) ?? "";
+    const txLine = stdout.split("\n").find((l) => l.startsWith("↑ TX")) ?? "";
+    if (!/^↓ RX +2\.00 MiB\/s/.test(rxLine) || !/^↑ TX +50\.0 KiB\/s/.test(txLine)) {
+      throw new Error(`rates not shown:\n${stdout}\n${stderr}`);
+    }
+    if (stdout.includes(ESC)) throw new Error("escape codes in a pipe");
+  });
+});
