@@ -16,6 +16,9 @@
  * only for the cgroups that exist now, and retarget rebuilds just that chain (`flush
  * chain` + `add rule` in one transaction): the named counters are separate objects a chain
  * flush does not touch, so totals survive.
+ *
+ * Everything goes through one NftRunner (nft_libnftables.ts): libnftables via FFI when it
+ * loads, else the nft binary, with the same command text either way.
  */
 
 import {
@@ -26,8 +29,9 @@ import {
   type ServiceTarget,
 } from "./backend.ts";
 import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
-import { runTool, ToolError } from "./exec.ts";
+import { ToolError } from "./exec.ts";
 import { exclusionsByFamily, hex32, MonotonicCounters, serviceMarks } from "./firewall.ts";
+import { type NftRunner, openNftRunner } from "./nft_libnftables.ts";
 
 export const NFT_FAMILY = "inet";
 export const NFT_TABLE = "stb_netacct";
@@ -171,43 +175,74 @@ const REMOVE_TABLE = `table ${TABLE} {}\ndelete table ${TABLE}\n`;
 /** Names nft accepts unquoted as an object name; config names are a subset already. */
 const NFT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
+/**
+ * Checks targets and options the way `start` needs them and builds the plan; throws a
+ * BackendError naming the config value to change.
+ */
+export function nftPlan(targets: ServiceTarget[], options: BackendOptions): NftPlan {
+  for (const t of targets) {
+    if (!NFT_NAME.test(t.name)) {
+      throw new BackendError(
+        `Service name "${t.name}" cannot name an nft counter: use letters, digits, "_", "." and "-"`,
+      );
+    }
+    if (/["\n\r]/.test(t.path)) {
+      throw new BackendError(
+        `Cgroup path "${t.path}" of service "${t.name}" contains a quote or newline, ` +
+          `which nft cannot take: use the nft-free ebpf backend`,
+      );
+    }
+  }
+  const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
+  const { v4, v6 } = exclusionsByFamily(options.exclude);
+  return {
+    services: targets.map((t, i) => ({
+      name: t.name,
+      path: t.path,
+      mark: marks[i],
+      present: t.id !== null,
+    })),
+    ctMask: options.ctMask >>> 0,
+    cgroupPrefix: nftCgroupPrefix(options.mount.mountPoint),
+    excludeV4: v4,
+    excludeV6: v6,
+  };
+}
+
+export interface NftBackendOptions {
+  /** "binary" forces the nft binary even where libnftables loads (benchmarks). */
+  via?: "library" | "binary";
+}
+
 export class NftBackend implements Backend {
   readonly name = "nft";
+  #via: "library" | "binary";
+  #runner: NftRunner | null = null;
   #options: BackendOptions | null = null;
   #plan: NftPlan | null = null;
   /** Ids the attribute chain was last built from, by service name. */
   #ids = new Map<string, bigint | null>();
   #totals: MonotonicCounters | null = null;
 
+  constructor(backendOptions: NftBackendOptions = {}) {
+    this.#via = backendOptions.via ?? "library";
+  }
+
+  /** How this backend reaches nftables ("libnftables" or "nft binary"); null before start. */
+  get via(): string | null {
+    return this.#runner?.via ?? null;
+  }
+
+  #openRunner(log: (message: string) => void): NftRunner {
+    this.#runner ??= openNftRunner(log, this.#via);
+    return this.#runner;
+  }
+
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
-    for (const t of targets) {
-      if (!NFT_NAME.test(t.name)) {
-        throw new BackendError(
-          `Service name "${t.name}" cannot name an nft counter: use letters, digits, "_", "." and "-"`,
-        );
-      }
-      if (/["\n\r]/.test(t.path)) {
-        throw new BackendError(
-          `Cgroup path "${t.path}" of service "${t.name}" contains a quote or newline, ` +
-            `which nft cannot take: use the nft-free ebpf backend`,
-        );
-      }
-    }
-    const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
-    const { v4, v6 } = exclusionsByFamily(options.exclude);
+    const plan = nftPlan(targets, options);
     this.#options = options;
-    this.#plan = {
-      services: targets.map((t, i) => ({
-        name: t.name,
-        path: t.path,
-        mark: marks[i],
-        present: t.id !== null,
-      })),
-      ctMask: options.ctMask >>> 0,
-      cgroupPrefix: nftCgroupPrefix(options.mount.mountPoint),
-      excludeV4: v4,
-      excludeV6: v6,
-    };
+    this.#plan = plan;
+    this.#openRunner(options.log);
     this.#totals = new MonotonicCounters(targets.map((t) => t.name));
     try {
       await this.#load((plan) => nftRuleset(plan));
@@ -218,9 +253,39 @@ export class NftBackend implements Backend {
     this.#ids = new Map(targets.map((t) => [t.name, t.id]));
     const absent = targets.filter((t) => t.id === null).map((t) => t.name);
     options.log(
-      `nft: table ${TABLE} installed for ${targets.length} service(s)` +
+      `nft: table ${TABLE} installed for ${targets.length} service(s) via ${this.via}` +
         (absent.length ? `; waiting for the cgroup of ${absent.join(", ")}` : ""),
     );
+  }
+
+  /**
+   * Has the kernel check the exact ruleset `start` would load (`nft --check`: the batch is
+   * sent and then aborted, so nothing changes, also not a table a running `run` owns).
+   */
+  async probe(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
+    const plan = nftPlan(targets, options);
+    const runner = openNftRunner(options.log, this.#via);
+    try {
+      await runner.run(nftRuleset(plan), { dryRun: true });
+    } catch (e) {
+      const said = e instanceof ToolError ? e.stderr : "";
+      let fix = "see nft's message above";
+      if (/cgroupv2 path fails/.test(said)) {
+        fix = "a service cgroup vanished while checking; run doctor again";
+      } else if (/Operation not permitted/.test(said)) {
+        fix = "run as root (CAP_NET_ADMIN)";
+      } else if (/Could not process rule|not supported|No such file/.test(said)) {
+        fix = "this kernel lacks an nf_tables feature the rules need " +
+          "(nf_tables inet, socket, ct, counter objects); use --backend ebpf or iptables";
+      }
+      throw new BackendError(
+        `nft refused the ruleset of table ${TABLE} on a dry run: ` +
+          `${e instanceof Error ? e.message : e}: ${fix}`,
+        { cause: e },
+      );
+    } finally {
+      runner.close();
+    }
   }
 
   async read(): Promise<CounterSample> {
@@ -229,7 +294,7 @@ export class NftBackend implements Backend {
     let counters: Map<string, NftCounter>;
     try {
       counters = parseNftCounters(
-        await runTool("nft", ["-j", "list", "counters", "table", NFT_FAMILY, NFT_TABLE]),
+        await this.#runner!.run(`list counters table ${TABLE}`, { json: true }),
       );
     } catch (e) {
       if (!(e instanceof ToolError) || !/No such file or directory/.test(e.stderr)) throw e;
@@ -275,10 +340,16 @@ export class NftBackend implements Backend {
   }
 
   async stop(): Promise<void> {
-    // Adding then deleting in one batch succeeds whether or not the table exists.
-    await runTool("nft", ["-f", "-"], { stdin: REMOVE_TABLE });
-    this.#plan = null;
-    this.#totals = null;
+    const runner = this.#runner ?? openNftRunner(() => {}, this.#via);
+    try {
+      // Adding then deleting in one batch succeeds whether or not the table exists.
+      await runner.run(REMOVE_TABLE);
+    } finally {
+      runner.close();
+      this.#runner = null;
+      this.#plan = null;
+      this.#totals = null;
+    }
   }
 
   /**
@@ -289,7 +360,7 @@ export class NftBackend implements Backend {
     const plan = this.#plan!, mount = this.#options!.mount;
     for (let attempt = 1;; attempt++) {
       try {
-        await runTool("nft", ["-f", "-"], { stdin: build(plan) });
+        await this.#runner!.run(build(plan));
         return;
       } catch (e) {
         const raced = e instanceof ToolError && /cgroupv2 path fails/.test(e.stderr);
