@@ -65,8 +65,19 @@ function fit(text: string, width: number): string {
   return chars.length <= width ? text : chars.slice(0, width - 1).join("") + "…";
 }
 
-function cell(text: string, width = 11): string {
+function cell(text: string, width = CELL): string {
   return text.padStart(width);
+}
+
+type Column = "now" | "peak" | "average" | "total";
+const CELL = 11;
+const ROW_LABEL = 6;
+
+/** The table's columns that fit, dropped least useful first (average, then peak). */
+function tableColumns(width: number): Column[] {
+  const fit = Math.max(1, Math.floor((width - ROW_LABEL) / CELL));
+  const keep = (["now", "total", "peak", "average"] as Column[]).slice(0, fit);
+  return (["now", "peak", "average", "total"] as Column[]).filter((c) => keep.includes(c));
 }
 
 function rateRow(
@@ -74,13 +85,16 @@ function rateRow(
   color: string,
   d: { current: number | null; peak: number; average: number } | null,
   total: number | null,
+  columns: Column[],
   on: boolean,
 ): string {
-  const now = d === null ? "collecting" : d.current === null ? "—" : formatRate(d.current);
-  const peak = d === null ? "—" : formatRate(d.peak);
-  const avg = d === null ? "—" : formatRate(d.average);
-  const tot = total === null ? "—" : formatBytes(total);
-  return paint(label, color, on) + cell(now) + cell(peak) + cell(avg) + cell(tot);
+  const text: Record<Column, string> = {
+    now: d === null ? "collecting" : d.current === null ? "—" : formatRate(d.current),
+    peak: d === null ? "—" : formatRate(d.peak),
+    average: d === null ? "—" : formatRate(d.average),
+    total: total === null ? "—" : formatBytes(total),
+  };
+  return paint(label, color, on) + columns.map((c) => cell(text[c])).join("");
 }
 
 function pct(v: number | null): string {
@@ -96,11 +110,12 @@ function headerLines(f: FrameData, o: RenderOptions): string[] {
     ? ""
     : ` · backend ${f.backend}${f.fallbackReason ? ` (fallback: ${f.fallbackReason})` : ""}`;
   const title = fit(`StB external traffic${backend} · ${f.path}`, o.columns);
+  const cols = tableColumns(o.columns);
   const lines = [
     title,
-    "      " + cell("now") + cell("peak") + cell("average") + cell("total"),
-    rateRow("↓ RX  ", RX_COLOR, f.stats?.rx ?? null, f.totals?.rx ?? null, on),
-    rateRow("↑ TX  ", TX_COLOR, f.stats?.tx ?? null, f.totals?.tx ?? null, on),
+    " ".repeat(ROW_LABEL) + cols.map((c) => cell(c)).join(""),
+    rateRow("↓ RX  ", RX_COLOR, f.stats?.rx ?? null, f.totals?.rx ?? null, cols, on),
+    rateRow("↑ TX  ", TX_COLOR, f.stats?.tx ?? null, f.totals?.tx ?? null, cols, on),
   ];
   if (f.host !== null) {
     const h = f.host;
