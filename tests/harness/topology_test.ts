@@ -3,6 +3,7 @@ import { DEFAULT_SIZES, flowsTo, TestEnv } from "./env.ts";
 import { netnsLeftovers } from "./leftovers.ts";
 import { payloadTotals } from "./processes.ts";
 import { EXTERNAL_REMOTES, INTERNAL_REMOTES, l3Delta, REMOTES } from "./topology.ts";
+import { WIRE_SLACK } from "./measure.ts";
 
 Deno.test("topology: every remote answers TCP and UDP; the veth sees exactly the non-loopback traffic", async () => {
   const env = await TestEnv.open("hybrid");
@@ -25,8 +26,9 @@ Deno.test("topology: every remote answers TCP and UDP; the veth sees exactly the
         assert(l3.rx + l3.tx < 1024, `${remote} crossed the veth: ${JSON.stringify(l3)}`);
         continue;
       }
-      // IP-level bytes exceed the payload by headers only: 20-40 B per GSO aggregate or
-      // datagram, plus ACKs. Measured here: +0.6..1.5% TCP-heavy, +2.3% (v4) / +4% (v6) UDP.
+      // IP-level bytes exceed the payload by headers: 20-40 B per GSO aggregate or datagram,
+      // plus ACKs (measured: +0.6..1.5% TCP-heavy, +2.3% v4 / +4% v6 UDP), and by TCP
+      // retransmissions when the machine is busy (seen: +7%). Never less than the payload.
       for (
         const [dir, payload, wire] of [["tx", pay.sent, l3.tx], [
           "rx",
@@ -35,7 +37,7 @@ Deno.test("topology: every remote answers TCP and UDP; the veth sees exactly the
         ]] as const
       ) {
         assert(
-          wire >= payload && wire <= payload * 1.05,
+          wire >= payload && wire <= payload * WIRE_SLACK,
           `${remote} ${dir}: ${wire} IP bytes on the veth for ${payload} payload bytes`,
         );
       }
