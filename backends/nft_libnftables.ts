@@ -90,11 +90,16 @@ export interface NftRunner {
   close(): void;
 }
 
-/** The `nft` binary: `nft [-j] [--check] -f -` with the script on stdin. */
+/**
+ * The `nft` binary: `nft [-j] [--check] -f -` with the script on stdin, or a one-line
+ * command as an argument: nft 1.0.6 prints nothing for a `list` read with `-j -f`.
+ */
 export class NftBinaryRunner implements NftRunner {
   readonly via = "nft binary";
   run(script: string, options: NftRunOptions = {}): Promise<string> {
     const args = [...(options.json ? ["-j"] : []), ...(options.dryRun ? ["--check"] : [])];
+    const oneLine = script.trim();
+    if (!oneLine.includes("\n")) return runTool("nft", [...args, oneLine]);
     return runTool("nft", [...args, "-f", "-"], { stdin: script });
   }
   close(): void {}

@@ -6,6 +6,7 @@ import {
   parseNftCounters,
 } from "./nft.ts";
 import { runScenario, runScenarioPureV2 } from "./testing/scenario.ts";
+import { runProbeScenario } from "./testing/probe.ts";
 import { BackendError } from "./backend.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
@@ -127,7 +128,7 @@ Deno.test({
         if (tables.includes("stb_netacct")) throw new Error(`table left after stop:\n${tables}`);
       },
     });
-    console.log(`nft: ${result.msPerRead.toFixed(2)} ms per read (nft -j list counters)`);
+    console.log(`nft: ${result.msPerRead.toFixed(2)} ms per read (libnftables)`);
   },
 });
 
@@ -139,4 +140,33 @@ Deno.test({
     const { msPerRead } = await runScenarioPureV2("nft");
     console.log(`nft (pure v2): ${msPerRead.toFixed(2)} ms per read`);
   },
+});
+
+Deno.test({
+  name: "nft probe checks the exact ruleset on the kernel and changes nothing (netns)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => runProbeScenario("nft"),
+});
+
+Deno.test({
+  name: "nft backend through the nft binary (fallback when libnftables does not load)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const result = await runScenario("nft-binary", {
+      assertClean: async (lab) => {
+        const tables = await lab.inNs(lab.clientNs, "nft", ["list", "tables"]);
+        if (tables.includes("stb_netacct")) throw new Error(`table left after stop:\n${tables}`);
+      },
+    });
+    console.log(`nft binary: ${result.msPerRead.toFixed(2)} ms per read`);
+  },
+});
+
+Deno.test({
+  name: "nft probe through the nft binary (nft --check) changes nothing (netns)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => runProbeScenario("nft-binary"),
 });
