@@ -16,6 +16,7 @@
  *       least N reads and T ms of them; per-read wall times and this process's CPU time
  *       (its own plus its exited children's, i.e. spawned tools) over all of them
  *   {"op":"via"} -> how the backend reaches the kernel (libnftables, nft binary, ...)
+ * (ebpf too, for bench/read_cost.ts: its programs attach at the cgroup2 root, not per netns.)
  *   {"op":"stop"}
  * Errors come back as {"ok":false,"error":"..."}; log lines go to stderr.
  */
@@ -31,6 +32,7 @@ const BACKENDS: Record<string, () => Promise<Backend>> = {
   iptables: async () => new (await import("../iptables.ts")).IptablesBackend(),
   "iptables-save": async () =>
     new (await import("../iptables.ts")).IptablesBackend({ read: "save" }),
+  ebpf: async () => new (await import("../ebpf.ts")).EbpfBackend(),
 };
 if (!BACKENDS[which]) throw new Error(`unknown backend ${JSON.stringify(which)}`);
 const backend = await BACKENDS[which]();
@@ -69,7 +71,7 @@ async function handle(req: Record<string, unknown>): Promise<unknown> {
       return null;
     case "via": {
       const b = backend as { via?: string | null; readVia?: string | null };
-      return b.via ?? b.readVia ?? null;
+      return b.via ?? b.readVia ?? (which === "ebpf" ? "libbpf" : null);
     }
     case "cost": {
       const n = req.n as number, minMs = req.minMs as number;

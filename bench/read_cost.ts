@@ -1,0 +1,213 @@
+/**
+ * Cost of one counter read per backend: wall ms per `Backend.read()` (median and p95) and
+ * the CPU it burns, as CPU seconds per minute when `run` samples every 0.5 s. Root only:
+ *
+ *   deno run -A bench/read_cost.ts [OUT.json] [--reads N] [--min-ms T] [--services N] [--busy]
+ *
+ * Each backend runs for real in a network namespace this script creates (a lab from
+ * backends/testing/lab.ts: netns pair, cgroup tree; removed in `finally`), driven by
+ * backends/testing/driver.ts, with N services (3 by default, as in the user's config):
+ *   nft            — libnftables via FFI (the default)
+ *   nft-binary     — the nft binary (the fallback when libnftables does not load)
+ *   iptables       — reads through libnftables (four `list chain` calls)
+ *   iptables-save  — iptables-save + ip6tables-save (the fallback)
+ *   ebpf           — per-CPU map lookups via libbpf (attaches at the cgroup2 root while
+ *                    it runs; skipped with a note when this host cannot load it)
+ * After 20 warm-up reads each does at least --reads reads (200) and keeps reading for at
+ * least --min-ms (2000) so the CPU time, read from /proc/self/stat in 10 ms ticks (the
+ * driver's own plus the tools it spawned and reaped), is well above the tick size. The CPU
+ * per minute is that CPU per read times 120 reads. --busy keeps both cores busy with two
+ * spinning processes meanwhile, as on a loaded desktop. Prints a table; with OUT.json,
+ * writes {"read_cost": {...}} there.
+ */
+
+import { Lab } from "../backends/testing/lab.ts";
+import { DEFAULT_EXCLUDE } from "../lib/cidr.ts";
+
+const TARGET_MS = 10;
+const READS_PER_MINUTE = 120; // one read every 0.5 s
+const VARIANTS = ["nft", "nft-binary", "iptables", "iptables-save", "ebpf"];
+
+interface Row {
+  backend: string;
+  via: string | null;
+  reads: number;
+  ms_median: number | null;
+  ms_p95: number | null;
+  cpu_s_per_min: number | null;
+  target_ms: number;
+  meets_target: boolean | null;
+  note?: string;
+}
+
+function usage(message: string): never {
+  console.error(
+    `${message}\nusage: deno run -A bench/read_cost.ts [OUT.json] [--reads N] [--min-ms T] ` +
+      `[--services N] [--busy]`,
+  );
+  Deno.exit(2);
+}
+
+function parseArgs(args: string[]) {
+  let out: string | null = null, reads = 200, minMs = 2000, services = 3, busy = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const num = () => {
+      const v = Number(args[++i]);
+      if (!Number.isInteger(v) || v < 1) usage(`"${a}" needs a positive integer, got "${args[i]}"`);
+      return v;
+    };
+    if (a === "--reads") reads = num();
+    else if (a === "--min-ms") minMs = num();
+    else if (a === "--services") services = num();
+    else if (a === "--busy") busy = true;
+    else if (a.startsWith("-")) usage(`Unknown option "${a}"`);
+    else if (out === null) out = a;
+    else usage(`Unexpected argument "${a}"`);
+  }
+  return { out, reads, minMs, services, busy };
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+async function measure(
+  lab: Lab,
+  backend: string,
+  services: Record<string, string>,
+  reads: number,
+  minMs: number,
+): Promise<Row> {
+  const driver = lab.startDriver(backend);
+  let started = false;
+  try {
+    await driver.request({
+      op: "start",
+      services,
+      exclude: [...DEFAULT_EXCLUDE],
+      ctMark: 0x00510000,
+      ctMask: 0x00ff0000,
+    });
+    started = true;
+    const via = await driver.request<string | null>({ op: "via" });
+    await driver.request({ op: "cost", n: 20, minMs: 0 });
+    const { ms, cpuSeconds } = await driver.request<{ ms: number[]; cpuSeconds: number }>({
+      op: "cost",
+      n: reads,
+      minMs,
+    });
+    const sorted = [...ms].sort((a, b) => a - b);
+    const median = quantile(sorted, 0.5);
+    return {
+      backend,
+      via,
+      reads: ms.length,
+      ms_median: round(median, 3),
+      ms_p95: round(quantile(sorted, 0.95), 3),
+      cpu_s_per_min: round((cpuSeconds / ms.length) * READS_PER_MINUTE, 4),
+      target_ms: TARGET_MS,
+      meets_target: quantile(sorted, 0.95) <= TARGET_MS,
+    };
+  } catch (e) {
+    if (started) throw e;
+    const note = (e instanceof Error ? e.message : String(e)).replace(/^driver start: /, "");
+    return {
+      backend,
+      via: null,
+      reads: 0,
+      ms_median: null,
+      ms_p95: null,
+      cpu_s_per_min: null,
+      target_ms: TARGET_MS,
+      meets_target: null,
+      note: `not measured: ${note}`,
+    };
+  } finally {
+    if (started) await driver.request({ op: "stop" }).catch(() => {});
+  }
+}
+
+const round = (x: number, digits: number) => Number(x.toFixed(digits));
+
+/** Two spinning processes (one per core on this 2-core VM), killed by their own pids. */
+function startLoad(): Deno.ChildProcess[] {
+  return Array.from({ length: navigator.hardwareConcurrency }, () =>
+    new Deno.Command("sh", {
+      args: ["-c", "while :; do :; done"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn());
+}
+
+async function main(): Promise<void> {
+  const { out, reads, minMs, services: count, busy } = parseArgs(Deno.args);
+  if (Deno.uid() !== 0) {
+    console.error("read_cost needs root (it creates network namespaces and firewall rules)");
+    Deno.exit(1);
+  }
+  const lab = new Lab();
+  const load: Deno.ChildProcess[] = [];
+  const rows: Row[] = [];
+  try {
+    await lab.setup();
+    const slice = `${lab.cgroupRoot}/app-stb\\x2dnext.slice`;
+    await lab.mkdirCgroup(slice);
+    const services: Record<string, string> = {};
+    for (let i = 0; i < count; i++) {
+      services[`svc${i}`] = `${slice}/svc${i}.service`;
+      await lab.mkdirCgroup(services[`svc${i}`]);
+    }
+    if (busy) load.push(...startLoad());
+    for (const backend of VARIANTS) {
+      rows.push(await measure(lab, backend, services, reads, minMs));
+    }
+  } finally {
+    for (const p of load) {
+      try {
+        p.kill("SIGKILL");
+      } catch { /* exited */ }
+      await p.status;
+    }
+    await lab.cleanup();
+  }
+
+  const cell = (v: number | null, d: number) => v === null ? "-" : v.toFixed(d);
+  console.log(
+    `One counter read per backend (${count} services, ${busy ? "both cores busy" : "idle"}; ` +
+      `target: a read <= ${TARGET_MS} ms)`,
+  );
+  console.log(
+    "backend        via              reads   ms median   ms p95   CPU s/min at 0.5 s   target",
+  );
+  for (const r of rows) {
+    console.log(
+      [
+        r.backend.padEnd(14),
+        (r.via ?? "-").padEnd(16),
+        String(r.reads).padStart(5),
+        cell(r.ms_median, 3).padStart(11),
+        cell(r.ms_p95, 3).padStart(8),
+        cell(r.cpu_s_per_min, 3).padStart(20),
+        (r.meets_target === null ? "-" : r.meets_target ? "ok" : "MISSED").padStart(8),
+      ].join(" ") + (r.note ? `  ${r.note}` : ""),
+    );
+  }
+  if (out) {
+    const result = {
+      read_cost: {
+        interval_s: 0.5,
+        services: count,
+        load: busy ? "busy" : "idle",
+        kernel: Deno.osRelease(),
+        cpus: navigator.hardwareConcurrency,
+        rows,
+      },
+    };
+    await Deno.writeTextFile(out, JSON.stringify(result, null, 2) + "\n");
+    console.log(`written to ${out}`);
+  }
+}
+
+await main();
