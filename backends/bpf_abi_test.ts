@@ -1,15 +1,18 @@
 import {
+  ASK_TRIE,
+  CONFIG_OFFSETS,
   CONFIG_SIZE,
   COUNTER_SIZE,
   counterSlot,
-  decodeU64,
   DIR_RX,
   DIR_TX,
   encodeConfig,
   encodeLpmKey,
   encodeU32,
-  encodeU64,
-  idBits,
+  EXTERNAL,
+  firstByteVerdicts,
+  ID_BUCKETS,
+  INTERNAL,
   LPM_V4_SIZE,
   LPM_V6_SIZE,
   MAX_EXCLUDE,
@@ -18,7 +21,8 @@ import {
   MAX_TARGETS,
   sumPerCpu,
 } from "./bpf_abi.ts";
-import { parseCidr } from "../lib/cidr.ts";
+import { MAX_SERVICES as CONFIG_MAX_SERVICES } from "../lib/config.ts";
+import { DEFAULT_EXCLUDE, parseCidr } from "../lib/cidr.ts";
 import { assertEquals, assertThrows } from "../lib/test_assert.ts";
 
 const header = Deno.readTextFileSync(new URL("../bpf/netacct.h", import.meta.url));
@@ -33,45 +37,123 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
   assertEquals(MAX_SERVICES, define("NETACCT_MAX_SERVICES"));
   assertEquals(MAX_LEVELS, define("NETACCT_MAX_LEVELS"));
   assertEquals(MAX_TARGETS, define("NETACCT_MAX_TARGETS"));
+  assertEquals(ID_BUCKETS, define("NETACCT_ID_BUCKETS"));
   assertEquals(MAX_EXCLUDE, define("NETACCT_MAX_EXCLUDE"));
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
-  // Struct sizes follow from the header's fields: u64 + u32 + u32[MAX_LEVELS] + u32;
-  // u64 x2; u32 + u8[n].
-  assertEquals(CONFIG_SIZE, 32);
   assertEquals(
     header.match(/struct netacct_config \{([^}]*)\}/)?.[1].replace(/\/\*.*?\*\//g, "").split(";")
       .map((f) => f.trim()).filter((f) => f !== ""),
-    ["__u64 id_bits", "__u32 nr_levels", "__u32 levels[NETACCT_MAX_LEVELS]", "__u32 pad"],
+    [
+      "__u64 ids[NETACCT_MAX_TARGETS]",
+      "__u32 nr_levels",
+      "__u32 levels[NETACCT_MAX_LEVELS]",
+      "__u8 first[NETACCT_ID_BUCKETS + 1]",
+      "__u8 service[NETACCT_MAX_TARGETS]",
+      "__u8 pad[3]",
+      "__u8 verdict_v4[256]",
+      "__u8 verdict_v6[256]",
+    ],
   );
+  assertEquals(Number(header.match(/NETACCT_EXTERNAL = (\d+)/)?.[1]), EXTERNAL);
+  assertEquals(Number(header.match(/NETACCT_INTERNAL = (\d+)/)?.[1]), INTERNAL);
+  assertEquals(Number(header.match(/NETACCT_ASK_TRIE = (\d+)/)?.[1]), ASK_TRIE);
   assertEquals(COUNTER_SIZE, 16);
   assertEquals([LPM_V4_SIZE, LPM_V6_SIZE], [8, 20]);
   assertEquals(counterSlot(3, DIR_TX), 7);
+  // Every service the config accepts has counter slots and a place in the target list.
+  assertEquals(MAX_SERVICES >= CONFIG_MAX_SERVICES && MAX_TARGETS >= CONFIG_MAX_SERVICES, true);
+});
+
+/** Member offsets of a struct, from the compiled object's BTF (what the kernel sees). */
+async function btfOffsets(
+  struct: string,
+): Promise<{ size: number; members: Record<string, number> }> {
+  const out = await new Deno.Command("bpftool", {
+    args: ["btf", "dump", "file", new URL("../bpf/netacct.bpf.o", import.meta.url).pathname],
+    stdout: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const at = text.indexOf(`STRUCT '${struct}' size=`);
+  if (at < 0) throw new Error(`struct ${struct} not in the object's BTF`);
+  const lines = text.slice(at).split("\n");
+  const size = Number(lines[0].match(/size=(\d+)/)![1]);
+  const members: Record<string, number> = {};
+  for (const line of lines.slice(1)) {
+    const m = line.match(/^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)/);
+    if (!m) break;
+    members[m[1]] = Number(m[2]) / 8;
+  }
+  return { size, members };
+}
+
+Deno.test({
+  name: "bpf_abi config layout matches the compiled object's BTF (bpftool, a make deps package)",
+  async fn() {
+    const { size, members } = await btfOffsets("netacct_config");
+    assertEquals(size, CONFIG_SIZE);
+    assertEquals(members, { ...CONFIG_OFFSETS });
+  },
 });
 
 Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () => {
   assertEquals(encodeU32(0x01020304), new Uint8Array([4, 3, 2, 1]));
-  assertEquals(encodeU64(0x0102030405060708n), new Uint8Array([8, 7, 6, 5, 4, 3, 2, 1]));
-  assertEquals(decodeU64(encodeU64(18446744073709551615n)), 18446744073709551615n);
-  const cfg = encodeConfig([7, 3], idBits([65n, 130n, 64n]));
-  assertEquals(Array.from(cfg.subarray(0, 8)), [7, 0, 0, 0, 0, 0, 0, 0], "bits 0, 1, 2");
-  assertEquals(Array.from(cfg.subarray(8)), [
+  const big = 0x0102030405060708n;
+  // 130 and 66 share bucket 2, 64 is bucket 0, big is bucket 8.
+  const cfg = encodeConfig([7, 3], [
+    { id: 130n, service: 1 },
+    { id: big, service: 2 },
+    { id: 64n, service: 0 },
+    { id: 66n, service: 5 },
+  ]);
+  const view = new DataView(cfg.buffer);
+  const ids = [0, 1, 2, 3].map((i) => view.getBigUint64(8 * i, true));
+  assertEquals(ids, [64n, 130n, 66n, big], "grouped by bucket, stable within one");
+  assertEquals(Array.from(cfg.subarray(0, 8)), [64, 0, 0, 0, 0, 0, 0, 0], "little endian");
+  assertEquals(view.getUint32(CONFIG_OFFSETS.nr_levels, true), 2);
+  assertEquals(
+    [0, 1, 2, 3].map((i) => view.getUint32(CONFIG_OFFSETS.levels + 4 * i, true)),
+    [7, 3, 0, 0],
+  );
+  const first = Array.from(cfg.subarray(CONFIG_OFFSETS.first, CONFIG_OFFSETS.first + 65));
+  // bucket 0: [0,1); 1: empty; 2: [1,3); 3..8: empty; 8: [3,4); the rest empty.
+  assertEquals(first.slice(0, 10), [0, 1, 1, 3, 3, 3, 3, 3, 3, 4]);
+  assertEquals(first.slice(10), Array(55).fill(4));
+  assertEquals(Array.from(cfg.subarray(CONFIG_OFFSETS.service, CONFIG_OFFSETS.service + 5)), [
+    0,
+    1,
+    5,
     2,
     0,
-    0,
-    0,
-    7,
-    0,
-    0,
-    0,
-    3,
-    0,
-    0,
-    0,
-    ...Array(12).fill(0),
   ]);
-  assertEquals(idBits([63n, 127n]), 1n << 63n);
-  assertThrows(() => encodeConfig([1, 2, 3, 4, 5], 0n), RangeError, "at most 4");
+  assertEquals(encodeConfig([], []), new Uint8Array(CONFIG_SIZE), "empty: all zero");
+  const verdicts = firstByteVerdicts(DEFAULT_EXCLUDE.map(parseCidr));
+  const withVerdicts = encodeConfig([], [], verdicts);
+  assertEquals(withVerdicts.subarray(CONFIG_OFFSETS.verdict_v4, 920), verdicts.v4);
+  assertEquals(withVerdicts.subarray(CONFIG_OFFSETS.verdict_v6), verdicts.v6);
+  assertThrows(() => encodeConfig([1, 2, 3, 4, 5], []), RangeError, "at most 4");
+  const many = Array.from({ length: 65 }, (_, i) => ({ id: BigInt(i + 1), service: 0 }));
+  assertThrows(() => encodeConfig([1], many), RangeError, "at most 64");
+  const full = encodeConfig([1], many.slice(0, 64));
+  assertEquals(full[CONFIG_OFFSETS.first + 64], 64, "64 targets fit");
+});
+
+Deno.test("bpf_abi first-byte verdicts of the default exclusions", () => {
+  const { v4, v6 } = firstByteVerdicts(DEFAULT_EXCLUDE.map(parseCidr));
+  const at = (t: Uint8Array, bytes: number[]) => bytes.map((b) => t[b]);
+  // 0/8, 10/8, 127/8, 224/4 and 240/4 hold whole first bytes (255.255.255.255 inside
+  // 240/4 changes nothing); 100.64/10, 169.254/16, 172.16/12, 192.168/16 split theirs.
+  assertEquals(at(v4, [0, 10, 127, 224, 239, 240, 255]), Array(7).fill(INTERNAL));
+  assertEquals(at(v4, [100, 169, 172, 192]), Array(4).fill(ASK_TRIE));
+  assertEquals(at(v4, [1, 8, 11, 126, 128, 198, 203, 223]), Array(8).fill(EXTERNAL));
+  // fc00::/7 holds fc and fd, ff00::/8 holds ff; ::1, :: and fe80::/10 split 00 and fe.
+  assertEquals(at(v6, [0xfc, 0xfd, 0xff]), Array(3).fill(INTERNAL));
+  assertEquals(at(v6, [0x00, 0xfe]), Array(2).fill(ASK_TRIE));
+  assertEquals(at(v6, [0x20, 0x26, 0x3f, 0xfb]), Array(4).fill(EXTERNAL));
+  // A /0 makes everything internal; a short prefix wins over a longer one in its range.
+  assertEquals(firstByteVerdicts([parseCidr("0.0.0.0/0")]).v4, new Uint8Array(256).fill(1));
+  const mixed = firstByteVerdicts(["10.1.0.0/16", "10.0.0.0/8", "11.2.0.0/16"].map(parseCidr));
+  assertEquals(at(mixed.v4, [10, 11, 12]), [INTERNAL, ASK_TRIE, EXTERNAL]);
 });
 
 Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address", () => {

@@ -1,7 +1,9 @@
 /**
- * The ebpf backend: bpf/netacct.bpf.o loaded through libbpf (FFI) and linked once at the
- * cgroup2 root, ingress and egress. Which cgroups count is data, not attachment: the
- * `targets` map (cgroup id -> service index) that `retarget` rewrites when a service
+ * The ebpf backend: bpf/netacct.bpf.o, embedded in the code as bpf/netacct_object.ts (so
+ * the compiled binary, the bundle and an installed copy need no file beside them), loaded
+ * through libbpf (FFI) and linked once at the cgroup2 root, ingress and egress. Which
+ * cgroups count is data, not attachment: the target ids in the `config` map, which
+ * `retarget` rewrites (into the inactive slot, then flips `active`) when a service
  * restarts or appears, so counting never stops and totals, kept per service index in
  * per-CPU slots, survive every change.
  *
@@ -26,27 +28,34 @@ import {
   encodeConfig,
   encodeLpmKey,
   encodeU32,
-  encodeU64,
-  idBits,
+  firstByteVerdicts,
+  MAP_ACTIVE,
   MAP_CONFIG,
   MAP_COUNTERS,
   MAP_EXCLUDE_V4,
   MAP_EXCLUDE_V6,
-  MAP_TARGETS,
   MAX_EXCLUDE,
   MAX_LEVELS,
   MAX_SERVICES,
   PROG_EGRESS,
   PROG_INGRESS,
   sumPerCpu,
+  type TargetEntry,
+  type Verdicts,
 } from "./bpf_abi.ts";
+import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
-/** The committed object, found beside the sources and embedded by `deno compile --include`. */
-export const OBJECT_URL = new URL("../bpf/netacct.bpf.o", import.meta.url);
+/** The ELF bytes of bpf/netacct.bpf.o, decoded from the embedded module. */
+export function objectBytes(): Uint8Array<ArrayBuffer> {
+  const text = atob(OBJECT_BASE64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
 
 interface Maps {
+  active: number;
   config: number;
-  targets: number;
   excludeV4: number;
   excludeV6: number;
   counters: number;
@@ -72,13 +81,45 @@ export class EbpfBackend implements Backend {
   /** Service paths, to know which cgroup levels the program must probe. */
   #paths = new Map<string, string>();
   #levels: number[] = [];
-  /** What the targets map holds now: cgroup id -> service index. */
-  #installed = new Map<bigint, number>();
+  /** The config slot packets read now (the value of the `active` map). */
+  #active = 0;
+  /** First-byte verdicts of the exclusions, written with every target list. */
+  #verdicts: Verdicts | null = null;
   #slots: SlotBuffers[][] = [];
   #log: (message: string) => void = () => {};
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     if (this.#object) throw new BackendError("The ebpf backend is already started: stop it first");
+    try {
+      this.#load(targets, options);
+      this.#attach(options.mount.mountPoint);
+      options.log(
+        `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
+          `${this.#levels.join(",")}, programs linked at "${options.mount.mountPoint}"`,
+      );
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  /**
+   * Everything `start` does but attaching: the verifier checks the programs, the object's
+   * own maps take the exclusions and targets, the cgroup2 root is opened. Then all of it
+   * is closed: an unpinned, unattached object leaves nothing in the kernel.
+   */
+  async probe(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
+    if (this.#object) throw new BackendError("The ebpf backend is started: probe a new one");
+    try {
+      this.#load(targets, { ...options, log: () => {} });
+      closeFd(openDirectory(options.mount.mountPoint));
+    } finally {
+      await this.stop();
+    }
+  }
+
+  /** Opens and loads the object and fills its maps; `stop` undoes it. */
+  #load(targets: ServiceTarget[], options: BackendOptions): void {
     this.#log = options.log;
     const excludeV4 = options.exclude.filter((c) => c.family === 4);
     const excludeV6 = options.exclude.filter((c) => c.family === 6);
@@ -90,60 +131,43 @@ export class EbpfBackend implements Backend {
         );
       }
     }
-    let bytes: Uint8Array<ArrayBuffer>;
-    try {
-      bytes = await Deno.readFile(OBJECT_URL);
-    } catch (cause) {
-      throw new BackendError(
-        `Cannot read the BPF object "${OBJECT_URL.pathname}": rebuild it with \`make bpf\` ` +
-          `(or \`make build\` for the binary)`,
-        { cause },
+    const b = lib();
+    this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
+    this.#register(targets);
+    const bytes = objectBytes();
+    this.#objectBytes = bytes;
+    const name = cString("netacct");
+    const opts = new Uint8Array(OPEN_OPTS.size);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
+    view.setBigUint64(
+      OPEN_OPTS.object_name,
+      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
+      true,
+    );
+    this.#object = checkPointer(
+      "Opening the BPF object",
+      b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
+    );
+    check("Loading the BPF programs into the kernel", b.bpf_object__load(this.#object));
+    this.#maps = {
+      active: this.#mapFd(MAP_ACTIVE),
+      config: this.#mapFd(MAP_CONFIG),
+      excludeV4: this.#mapFd(MAP_EXCLUDE_V4),
+      excludeV6: this.#mapFd(MAP_EXCLUDE_V6),
+      counters: this.#mapFd(MAP_COUNTERS),
+    };
+    this.#active = 0; // a new array map is zeroed: slot 0, no levels, no targets
+    this.#verdicts = firstByteVerdicts(options.exclude);
+    const one = new Uint8Array([1]);
+    for (const cidr of options.exclude) {
+      const fd = cidr.family === 4 ? this.#maps.excludeV4 : this.#maps.excludeV6;
+      check(
+        `Adding excluded prefix "${cidr.text}"`,
+        b.bpf_map_update_elem(fd, encodeLpmKey(cidr), one, 0n),
       );
     }
-    try {
-      const b = lib();
-      this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
-      this.#register(targets);
-      this.#objectBytes = bytes;
-      const name = cString("netacct");
-      const opts = new Uint8Array(OPEN_OPTS.size);
-      const view = new DataView(opts.buffer);
-      view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
-      view.setBigUint64(
-        OPEN_OPTS.object_name,
-        BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
-        true,
-      );
-      this.#object = checkPointer(
-        "Opening the BPF object",
-        b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
-      );
-      check("Loading the BPF programs into the kernel", b.bpf_object__load(this.#object));
-      this.#maps = {
-        config: this.#mapFd(MAP_CONFIG),
-        targets: this.#mapFd(MAP_TARGETS),
-        excludeV4: this.#mapFd(MAP_EXCLUDE_V4),
-        excludeV6: this.#mapFd(MAP_EXCLUDE_V6),
-        counters: this.#mapFd(MAP_COUNTERS),
-      };
-      const one = new Uint8Array([1]);
-      for (const cidr of options.exclude) {
-        const fd = cidr.family === 4 ? this.#maps.excludeV4 : this.#maps.excludeV6;
-        check(
-          `Adding excluded prefix "${cidr.text}"`,
-          b.bpf_map_update_elem(fd, encodeLpmKey(cidr), one, 0n),
-        );
-      }
-      this.#applyTargets(targets);
-      this.#attach(options.mount.mountPoint);
-      options.log(
-        `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
-          `${this.#levels.join(",")}, programs linked at "${options.mount.mountPoint}"`,
-      );
-    } catch (e) {
-      await this.stop();
-      throw e;
-    }
+    this.#applyTargets(targets);
   }
 
   async read(): Promise<CounterSample> {
@@ -190,7 +214,6 @@ export class EbpfBackend implements Backend {
     }
     if (this.#objectBytes) this.#objectBytes = null;
     this.#maps = null;
-    this.#installed.clear();
     this.#index.clear();
     this.#paths.clear();
     this.#levels = [];
@@ -231,15 +254,17 @@ export class EbpfBackend implements Backend {
   }
 
   /**
-   * Makes the config and targets maps say exactly what `targets` says. The id filter in
-   * config must cover every id in `targets` at every moment, or a target's packets would
-   * skip the lookup: widen it to old + new ids first, narrow it to the new ids last.
+   * Makes the program count exactly what `targets` says: the whole target list (with the
+   * exclusions' first-byte verdicts, which never change) goes into the config slot no
+   * packet reads, then `active` flips to it, so a packet sees the old list or the new one,
+   * never a mix (see the header of bpf/netacct.bpf.c). The verdicts are written before the
+   * first flip, when the trie already holds every prefix they defer to.
    */
   #applyTargets(targets: ServiceTarget[]): void {
     const maps = this.#maps;
     if (!maps) return;
     const b = lib();
-    const wanted = new Map<bigint, number>();
+    const wanted = new Map<bigint, TargetEntry>();
     const owner = new Map<bigint, string>();
     for (const t of targets) {
       if (t.id === null) continue;
@@ -250,34 +275,23 @@ export class EbpfBackend implements Backend {
         );
       }
       owner.set(t.id, t.name);
-      wanted.set(t.id, this.#index.get(t.name)!);
+      wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
     }
-    const writeConfig = (ids: Iterable<bigint>) =>
-      check(
-        "Writing the cgroup levels and id filter",
-        b.bpf_map_update_elem(
-          maps.config,
-          encodeU32(0),
-          encodeConfig(this.#levels, idBits(ids)),
-          0n,
-        ),
-      );
-    writeConfig([...this.#installed.keys(), ...wanted.keys()]);
-    for (const [id, index] of wanted) {
-      if (this.#installed.get(id) === index) continue;
-      check(
-        `Adding target cgroup ${id}`,
-        b.bpf_map_update_elem(maps.targets, encodeU64(id), encodeU32(index), 0n),
-      );
-      this.#installed.set(id, index);
-    }
-    for (const id of [...this.#installed.keys()]) {
-      if (wanted.has(id)) continue;
-      const rc = b.bpf_map_delete_elem(maps.targets, encodeU64(id));
-      if (rc !== -2) check(`Removing target cgroup ${id}`, rc); // -ENOENT: already gone
-      this.#installed.delete(id);
-    }
-    writeConfig(wanted.keys());
+    const next = this.#active ^ 1;
+    check(
+      "Writing the target cgroup ids",
+      b.bpf_map_update_elem(
+        maps.config,
+        encodeU32(next),
+        encodeConfig(this.#levels, [...wanted.values()], this.#verdicts!),
+        0n,
+      ),
+    );
+    check(
+      "Switching to the new target cgroup ids",
+      b.bpf_map_update_elem(maps.active, encodeU32(0), encodeU32(next), 0n),
+    );
+    this.#active = next;
   }
 
   #attach(mountPoint: string): void {

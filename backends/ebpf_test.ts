@@ -11,7 +11,7 @@
  * in `finally`, also when an assertion fails halfway.
  */
 
-import { EbpfBackend } from "./ebpf.ts";
+import { EbpfBackend, objectBytes } from "./ebpf.ts";
 import type { BackendOptions, ServiceTarget } from "./backend.ts";
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
@@ -425,5 +425,118 @@ Deno.test({
     assertStringIncludes(error.message, "/nonexistent-stb-netacct-cgroup2");
     assertEquals(heldBpfObjects(), [], "programs and maps closed after the failed start");
     await backend.stop(); // and stop after a failed start is fine
+  },
+});
+
+Deno.test({
+  name: "ebpf program finds a target among 64 services whose ids share its bucket",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const mount = findCgroup2Mount();
+    const tag = crypto.randomUUID().slice(0, 8);
+    const base = `/stb-netacct-test-${tag}`;
+    const home = ownCgroupPath();
+    const backend = new EbpfBackend();
+    const made: string[] = [];
+    try {
+      for (const p of [base, `${base}/me`, `${base}/other`]) {
+        Deno.mkdirSync(cgroupDir(mount, p));
+        made.push(p);
+      }
+      const me = cgroupId(mount, `${base}/me`)!;
+      // 63 made-up ids listed first, three of them in the real id's bucket (id % 64), so
+      // the program must scan past them; all at the same depth as the real target.
+      const fake = (i: number) => i < 3 ? me + 64n * BigInt(i + 1) : me + 1000n + BigInt(i);
+      const targets: ServiceTarget[] = Array.from({ length: 63 }, (_, i) => ({
+        name: `fake-${i}`,
+        path: `${base}/fake-${i}`,
+        id: fake(i),
+      }));
+      targets.push({ name: "me", path: `${base}/me`, id: me });
+      await backend.start(targets, options(mount));
+      const fd = backend.programFd("egress");
+      const frame = craftPacket({ src: parseIpv4("192.0.2.1")!, dst: parseIpv4("192.0.2.9")! });
+      const ifindex = nonLoopbackIfindex();
+      for (const [where, want] of [["me", 5], ["other", 0]] as const) {
+        joinCgroup(cgroupDir(mount, `${base}/${where}`));
+        const before = await backend.read();
+        testRun(fd, frame, ifindex, 5);
+        joinCgroup(cgroupDir(mount, home));
+        const after = await backend.read();
+        assertEquals(after.me.txPackets - before.me.txPackets, want, `from ${where}`);
+        const fakes = Object.entries(after).filter(([n, c]) => n !== "me" && c.txPackets > 0);
+        assertEquals(fakes, [], `no made-up service counted from ${where}`);
+      }
+      // Retarget: "me" gone, then back; each list replaces the whole previous one.
+      await backend.retarget(targets.map((t) => t.name === "me" ? { ...t, id: null } : t));
+      joinCgroup(cgroupDir(mount, `${base}/me`));
+      const gone = (await backend.read()).me.txPackets;
+      testRun(fd, frame, ifindex, 5);
+      joinCgroup(cgroupDir(mount, home));
+      assertEquals((await backend.read()).me.txPackets, gone, "untargeted: nothing counted");
+      await backend.retarget(targets);
+      joinCgroup(cgroupDir(mount, `${base}/me`));
+      testRun(fd, frame, ifindex, 5);
+      joinCgroup(cgroupDir(mount, home));
+      assertEquals((await backend.read()).me.txPackets, gone + 5, "targeted again");
+    } finally {
+      joinCgroup(cgroupDir(mount, home));
+      await backend.stop();
+      for (const p of made.reverse()) Deno.removeSync(cgroupDir(mount, p));
+    }
+  },
+});
+
+Deno.test("ebpf backend embeds exactly the committed bpf/netacct.bpf.o", async () => {
+  const file = await Deno.readFile(new URL("../bpf/netacct.bpf.o", import.meta.url));
+  assertEquals(objectBytes(), file, "run `make bpf` (bpf/build.sh regenerates the module)");
+});
+
+Deno.test({
+  name: "ebpf probe loads the programs and leaves nothing in the kernel or this process",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const mount = findCgroup2Mount();
+    const backend = new EbpfBackend();
+    await backend.probe([
+      { name: "a", path: "/stb-netacct-probe/a", id: null },
+      { name: "b", path: "/stb-netacct-probe/b", id: 123456789n },
+    ], options(mount));
+    // Unpinned: with no fd left, the kernel has freed the programs and maps, and no link
+    // (which would be an fd too) can be attached.
+    assertEquals(heldBpfObjects(), [], "no BPF fd held after probe");
+    // Probing again works (nothing was left half made), and so does a real start after it.
+    await backend.probe([], options(mount));
+    await backend.start([], options(mount));
+    await backend.stop();
+  },
+});
+
+Deno.test({
+  name: "ebpf probe without privilege fails with the fix (setpriv, all capabilities dropped)",
+  ignore: !isRoot,
+  async fn() {
+    const code = `
+      import { EbpfBackend } from ${JSON.stringify(new URL("./ebpf.ts", import.meta.url).href)};
+      import { findCgroup2Mount } from ${
+      JSON.stringify(new URL("../lib/cgroup.ts", import.meta.url).href)
+    };
+      try {
+        await new EbpfBackend().probe([], { mount: findCgroup2Mount(), exclude: [], ctMark: 0,
+          ctMask: 0, log: () => {} });
+        console.log("probed");
+      } catch (e) { console.log(e.name + ": " + e.message); }`;
+    const out = await new Deno.Command("setpriv", {
+      args: ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", DENO, "eval", code],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertStringIncludes(text, "LibbpfError", new TextDecoder().decode(out.stderr));
+    assertStringIncludes(text, "EPERM");
+    assertStringIncludes(text, "run as root or with CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON");
   },
 });

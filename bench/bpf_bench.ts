@@ -1,20 +1,26 @@
 /**
  * ns per packet of netacct's cgroup_skb programs, by BPF_PROG_TEST_RUN with a large repeat
- * count, next to a trivial return-1 cgroup_skb program (bench/trivial.bpf.o) measured the
- * same way as the floor. Root only:
+ * count, next to two floors from bench/trivial.bpf.o measured the same way: `floor` (a
+ * return-1 cgroup_skb program) and `floor_ancestor` (one bpf_skb_ancestor_cgroup_id call,
+ * the least any cgroup-matching program attached at the root pays). Root only:
  *
- *   deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N]
+ *   deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N] [--services N]
  *
- * The programs are loaded by the real EbpfBackend (default exclusions, three services at
- * one cgroup depth, as the user's config has). Test runs tag the packet with the calling
- * process's cgroup (see backends/bpf_test_run.ts), so this process moves itself between
- * cgroups of the same depth:
- *   counted   — in the target cgroup, external remote address: the whole path, one count;
- *   excluded  — in the target cgroup, internal remote address: the whole path minus the add;
- *   uncounted — in a sibling cgroup: ancestor id found but not a target (a non-StB packet);
- *               the config's 64-bit id filter spares it the hash lookup (63 in 64 cgroups);
- *   uncounted_filter_hit — in a sibling whose id shares the target's filter bit (1 in 64
- *               non-StB cgroups per target): pays the hash lookup that misses.
+ * The programs are loaded by the real EbpfBackend (default exclusions, --services services
+ * at one cgroup depth: one real target cgroup, the rest made-up ids, 3 by default as in the
+ * user's config). Test runs tag the packet with the calling process's cgroup (see
+ * backends/bpf_test_run.ts), so this process moves itself between cgroups of the same depth:
+ *   counted   — in the target cgroup, external remote address whose first byte no excluded
+ *               prefix splits (most public addresses): judged by the verdict table, counted;
+ *   counted_trie — the same with an external address whose first byte an excluded prefix
+ *               splits (100.128.0.7 beside 100.64/10, fe00::7 beside fe80::/10): pays
+ *               the LPM trie lookup too, the slowest counted packet;
+ *   excluded  — in the target cgroup, internal remote address needing the trie (192.168.x,
+ *               fd00:: is judged by the table alone, hence IPv6 is cheaper): not counted;
+ *   uncounted — in a sibling cgroup whose id bucket (id % 64) holds no target: a non-StB
+ *               packet, the common case;
+ *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in 64
+ *               non-StB cgroups per target): pays one id comparison that misses.
  * Every case checks the counters moved exactly as the path implies, so a figure can not
  * come from a path other than the one its row names. Cases are interleaved round by round
  * and the median is reported.
@@ -38,11 +44,18 @@ const TARGET_COUNTED_NS = 50;
 const TARGET_UNCOUNTED_NS = 30;
 const TARGET_FLOOR_NS = 19;
 
-type Path = "floor" | "counted" | "excluded" | "uncounted" | "uncounted_filter_hit";
+type Path =
+  | "floor"
+  | "floor_ancestor"
+  | "counted"
+  | "counted_trie"
+  | "excluded"
+  | "uncounted"
+  | "uncounted_bucket_hit";
 type Family = "ipv4" | "ipv6";
 
 interface Case {
-  program: "trivial" | "ingress" | "egress";
+  program: "trivial" | "trivial_ancestor" | "ingress" | "egress";
   family: Family;
   path: Path;
   kernelNs: number[];
@@ -50,13 +63,17 @@ interface Case {
 }
 
 function parseArgs(args: string[]) {
-  let out: string | null = null, repeat = 5_000_000, rounds = 5;
+  let out: string | null = null, repeat = 5_000_000, rounds = 5, services = 3;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--repeat") repeat = Number(args[++i]);
     else if (a === "--rounds") rounds = Number(args[++i]);
+    else if (a === "--services") services = Number(args[++i]);
     else if (a === "--help" || a === "-h") {
-      console.log("usage: deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N]");
+      console.log(
+        "usage: deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N] " +
+          "[--services N]\n  defaults: --repeat 5000000 --rounds 5 --services 3 (1 to 64)",
+      );
       Deno.exit(0);
     } else if (!a.startsWith("-") && out === null) out = a;
     else {
@@ -72,7 +89,11 @@ function parseArgs(args: string[]) {
     console.error(`bpf_bench: --rounds "${rounds}" must be a whole number above 0`);
     Deno.exit(2);
   }
-  return { out, repeat, rounds };
+  if (!(Number.isInteger(services) && services >= 1 && services <= 64)) {
+    console.error(`bpf_bench: --services "${services}" must be a whole number from 1 to 64`);
+    Deno.exit(2);
+  }
+  return { out, repeat, rounds, services };
 }
 
 const median = (xs: number[]) => {
@@ -80,8 +101,14 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** The trivial floor program, loaded on its own (never attached). */
-async function loadTrivial(): Promise<{ fd: number; close: () => void }> {
+interface Floors {
+  trivial: number;
+  trivial_ancestor: number;
+  close: () => void;
+}
+
+/** The floor programs, loaded on their own (never attached). */
+async function loadFloors(): Promise<Floors> {
   const b = lib();
   const bytes = await Deno.readFile(new URL("./trivial.bpf.o", import.meta.url));
   const obj = checkPointer(
@@ -90,12 +117,16 @@ async function loadTrivial(): Promise<{ fd: number; close: () => void }> {
   );
   try {
     check("Loading bench/trivial.bpf.o", b.bpf_object__load(obj));
-    const prog = checkPointer(
-      'Finding program "trivial"',
-      b.bpf_object__find_program_by_name(obj, cString("trivial")),
-    );
+    const fd = (name: string) => {
+      const prog = checkPointer(
+        `Finding program "${name}"`,
+        b.bpf_object__find_program_by_name(obj, cString(name)),
+      );
+      return check(`Getting the fd of "${name}"`, b.bpf_program__fd(prog));
+    };
     return {
-      fd: check("Getting the trivial program's fd", b.bpf_program__fd(prog)),
+      trivial: fd("trivial"),
+      trivial_ancestor: fd("trivial_ancestor"),
       close: () => b.bpf_object__close(obj),
     };
   } catch (e) {
@@ -104,7 +135,7 @@ async function loadTrivial(): Promise<{ fd: number; close: () => void }> {
   }
 }
 
-/** A sibling cgroup whose id has the target's filter bit (id % 64); kept in `made`. */
+/** A sibling cgroup whose id is in the target's bucket (id % 64); kept in `made`. */
 function findCollider(mount: Cgroup2Mount, base: string, target: bigint, made: string[]): string {
   for (let i = 0; i < 512; i++) {
     const path = `${base}/collide-${i}`;
@@ -119,7 +150,7 @@ function findCollider(mount: Cgroup2Mount, base: string, target: bigint, made: s
 }
 
 async function main(): Promise<void> {
-  const { out, repeat, rounds } = parseArgs(Deno.args);
+  const { out, repeat, rounds, services } = parseArgs(Deno.args);
   if (Deno.uid() !== 0) {
     console.error("bpf_bench: run as root (BPF_PROG_TEST_RUN and cgroup moves need it)");
     Deno.exit(1);
@@ -129,7 +160,7 @@ async function main(): Promise<void> {
   const made: string[] = [];
   const home = ownCgroupPath();
   const backend = new EbpfBackend();
-  let trivial: { fd: number; close: () => void } | null = null;
+  let floors: Floors | null = null;
   try {
     for (const p of [base, `${base}/svc`, `${base}/other`]) {
       Deno.mkdirSync(cgroupDir(mount, p));
@@ -137,11 +168,16 @@ async function main(): Promise<void> {
     }
     const svc = `${base}/svc`, other = `${base}/other`;
     const collider = findCollider(mount, base, cgroupId(mount, svc)!, made);
+    const svcId = cgroupId(mount, svc)!;
     await backend.start([
-      { name: "svc", path: svc, id: cgroupId(mount, svc) },
-      // Two more services at the same depth, as in the real config (absent right now).
-      { name: "absent-a", path: `${base}/absent-a`, id: null },
-      { name: "absent-b", path: `${base}/absent-b`, id: null },
+      { name: "svc", path: svc, id: svcId },
+      // More services at the same depth, as in the real config: made-up ids, none in the
+      // target's bucket (so `uncounted_bucket_hit` compares exactly one id).
+      ...Array.from({ length: services - 1 }, (_, i) => ({
+        name: `other-${i}`,
+        path: `${base}/other-${i}`,
+        id: svcId + 1_000_001n + BigInt(i), // 1_000_000 % 64 == 0: buckets after svc's
+      })),
     ], {
       mount,
       exclude: DEFAULT_EXCLUDE.map(parseCidr),
@@ -149,17 +185,31 @@ async function main(): Promise<void> {
       ctMask: 0,
       log: () => {},
     });
-    trivial = await loadTrivial();
+    floors = await loadFloors();
     const ifindex = nonLoopbackIfindex();
     const local = { ipv4: parseIpv4("192.0.2.1")!, ipv6: parseIpv6("2001:db8::1")! };
     const external = { ipv4: parseIpv4("198.51.100.7")!, ipv6: parseIpv6("2001:db8:1::7")! };
+    const externalTrie = { ipv4: parseIpv4("100.128.0.7")!, ipv6: parseIpv6("fe00::7")! };
     const internal = { ipv4: parseIpv4("192.168.1.7")!, ipv6: parseIpv6("fd00::7")! };
 
     const cases: Case[] = [];
     for (const family of ["ipv4", "ipv6"] as const) {
       cases.push({ program: "trivial", family, path: "floor", kernelNs: [], wallNs: [] });
+      cases.push({
+        program: "trivial_ancestor",
+        family,
+        path: "floor_ancestor",
+        kernelNs: [],
+        wallNs: [],
+      });
       for (
-        const path of ["uncounted", "uncounted_filter_hit", "excluded", "counted"] as const
+        const path of [
+          "uncounted",
+          "uncounted_bucket_hit",
+          "excluded",
+          "counted",
+          "counted_trie",
+        ] as const
       ) {
         for (const program of ["ingress", "egress"] as const) {
           cases.push({ program, family, path, kernelNs: [], wallNs: [] });
@@ -167,7 +217,8 @@ async function main(): Promise<void> {
       }
     }
     const fds = {
-      trivial: trivial.fd,
+      trivial: floors.trivial,
+      trivial_ancestor: floors.trivial_ancestor,
       ingress: backend.programFd("ingress"),
       egress: backend.programFd("egress"),
     };
@@ -176,7 +227,11 @@ async function main(): Promise<void> {
 
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {
-        const remote = c.path === "excluded" ? internal[c.family] : external[c.family];
+        const remote = c.path === "excluded"
+          ? internal[c.family]
+          : c.path === "counted_trie"
+          ? externalTrie[c.family]
+          : external[c.family];
         const frame = craftPacket(
           c.program === "ingress"
             ? { src: remote, dst: local[c.family] }
@@ -185,7 +240,7 @@ async function main(): Promise<void> {
         // The floor runs from the target cgroup too: the trivial program ignores it.
         const where = c.path === "uncounted"
           ? other
-          : c.path === "uncounted_filter_hit"
+          : c.path === "uncounted_bucket_hit"
           ? collider
           : svc;
         joinCgroup(cgroupDir(mount, where));
@@ -193,7 +248,7 @@ async function main(): Promise<void> {
         const r = testRun(fds[c.program], frame, ifindex, repeat);
         joinCgroup(cgroupDir(mount, home));
         const counted = total(await backend.read()) - before;
-        const want = c.path === "counted" ? repeat : 0;
+        const want = c.path.startsWith("counted") ? repeat : 0;
         if (r.retval !== 1 || counted !== want) {
           throw new Error(
             `${c.program} ${c.family} ${c.path}: retval ${r.retval}, counted ${counted} ` +
@@ -205,8 +260,9 @@ async function main(): Promise<void> {
       }
     }
 
-    const floor = (f: Family) =>
-      median(cases.find((c) => c.path === "floor" && c.family === f)!.kernelNs);
+    const floorOf = (p: Path, f: Family) =>
+      median(cases.find((c) => c.path === p && c.family === f)!.kernelNs);
+    const floor = (f: Family) => floorOf("floor", f);
     const rows = cases.map((c) => ({
       program: c.program,
       family: c.family,
@@ -214,7 +270,9 @@ async function main(): Promise<void> {
       ns_per_packet: median(c.kernelNs),
       ns_per_packet_wall: Number(median(c.wallNs).toFixed(2)),
       over_floor_ns: median(c.kernelNs) - floor(c.family),
-      target_ns: c.path === "counted"
+      // Beyond what the one unavoidable helper call costs on this machine.
+      over_floor_ancestor_ns: median(c.kernelNs) - floorOf("floor_ancestor", c.family),
+      target_ns: c.path.startsWith("counted")
         ? TARGET_COUNTED_NS
         : c.path === "uncounted"
         ? TARGET_UNCOUNTED_NS
@@ -223,10 +281,10 @@ async function main(): Promise<void> {
       ...r,
       target_over_floor_ns: r.target_ns === null ? null : r.target_ns - TARGET_FLOOR_NS,
     }));
-    const worstOver = (p: Path) =>
-      Math.max(...rows.filter((r) => r.path === p).map((r) => r.over_floor_ns));
-    const worst = (p: Path) =>
-      Math.max(...rows.filter((r) => r.path === p).map((r) => r.ns_per_packet));
+    // "counted" covers both counted paths: the worst counted packet is the trie one.
+    const of = (p: Path) => rows.filter((r) => r.path === p || r.path === `${p}_trie`);
+    const worstOver = (p: Path) => Math.max(...of(p).map((r) => r.over_floor_ns));
+    const worst = (p: Path) => Math.max(...of(p).map((r) => r.ns_per_packet));
     const result = {
       bpf_prog_test_run: {
         method: "BPF_PROG_TEST_RUN (bpf_prog_test_run_opts), median of rounds; " +
@@ -237,11 +295,20 @@ async function main(): Promise<void> {
         repeat,
         rounds,
         packet_bytes: { ipv4: 1460, ipv6: 1480 },
+        services,
         floor_ns: { ipv4: floor("ipv4"), ipv6: floor("ipv6") },
+        // What one bpf_skb_ancestor_cgroup_id call costs here, included in every netacct row.
+        ancestor_helper_ns: {
+          ipv4: floorOf("floor_ancestor", "ipv4") - floor("ipv4"),
+          ipv6: floorOf("floor_ancestor", "ipv6") - floor("ipv6"),
+        },
         worst_counted_ns: worst("counted"),
         worst_uncounted_ns: worst("uncounted"),
         worst_counted_over_floor_ns: worstOver("counted"),
         worst_uncounted_over_floor_ns: worstOver("uncounted"),
+        worst_uncounted_over_floor_ancestor_ns: Math.max(
+          ...of("uncounted").map((r) => r.over_floor_ancestor_ns),
+        ),
         targets: {
           counted_ns: TARGET_COUNTED_NS,
           uncounted_ns: TARGET_UNCOUNTED_NS,
@@ -260,12 +327,12 @@ async function main(): Promise<void> {
       `BPF_PROG_TEST_RUN, ${repeat} repetitions x ${rounds} rounds (median), kernel ${Deno.osRelease()}`,
     );
     console.log(
-      "program  family  path                 ns/packet  wall ns/packet  over floor  target",
+      "program          family  path                 ns/packet  wall ns/packet  over floor  target",
     );
     for (const r of rows) {
       console.log(
         [
-          r.program.padEnd(8),
+          r.program.padEnd(16),
           r.family.padEnd(6),
           r.path.padEnd(20),
           String(r.ns_per_packet).padStart(9),
@@ -291,7 +358,7 @@ async function main(): Promise<void> {
     } catch (e) {
       console.error(`bpf_bench: could not move back to "${home}": ${e}`);
     }
-    trivial?.close();
+    floors?.close();
     await backend.stop();
     for (const p of made.reverse()) {
       try {

@@ -5,15 +5,24 @@
  * Attach points: cgroup_skb/ingress and cgroup_skb/egress, linked ONCE at the cgroup2
  * root. At the root every socket's packets pass by, so a service cgroup that is deleted
  * and recreated (service restart: new id) or that appears after the daemon started is
- * counted as soon as userspace puts its new id in `targets`; nothing is re-attached.
+ * counted as soon as userspace writes its new id into the config; nothing is re-attached.
  * BPF links, not legacy attachments, so a crashed daemon leaves nothing behind.
  *
  * Per packet: loopback interface -> ignore; the socket's ancestor cgroup at each target
- * level is looked up in `targets`, behind a 64-bit filter of target ids so most other
- * packets skip the hash (no match -> done, the cheap common case); the remote
- * address (source on ingress, destination on egress; IPv4-mapped IPv6 as IPv4) is looked
- * up in the excluded-prefix tries; else skb->len and one packet are added to a per-CPU
- * slot. Always returns 1: this program observes, it never drops.
+ * level (bpf_skb_ancestor_cgroup_id) is compared with the exact target ids of its bucket
+ * in the active config slot: two inlined array lookups and usually an empty bucket, no
+ * hash map (a hash lookup cost twice the rest of the uncounted path). No match -> done,
+ * the cheap common case. Else the remote address (source on ingress, destination on
+ * egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its first byte
+ * alone from the config's verdict table when no excluded prefix splits that byte (most
+ * public addresses), else by a lookup in the excluded-prefix LPM trie (a call that cost
+ * more than the rest of the counted path). External: skb->len and one packet are added
+ * to a per-CPU slot. Always returns 1: this program observes, it never drops.
+ *
+ * Retarget: userspace fills the inactive config slot, then flips `active` (one aligned
+ * 4-byte store). A packet reads `active` once and the slot it names; the slot it reads
+ * is rewritten only at the retarget after next, one run interval (>= 0.1 s) later, far
+ * longer than any program run, so no packet sees a torn target list.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -26,15 +35,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct netacct_config);
-} config SEC(".maps");
+	__type(value, __u32); /* index of the config slot packets read: 0 or 1 */
+} active SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NETACCT_MAX_TARGETS);
-	__type(key, __u64);   /* cgroup id (inode of the cgroup directory) */
-	__type(value, __u32); /* service index */
-} targets SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct netacct_config);
+} config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -59,38 +68,69 @@ struct {
 	__type(value, struct netacct_counter);
 } counters SEC(".maps");
 
-/* Service index of the first target cgroup the packet's socket sits in or below, or -1. */
-static __always_inline int find_service(struct __sk_buff *skb)
+static __always_inline struct netacct_config *active_config(void)
 {
 	__u32 zero = 0;
-	struct netacct_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	__u32 *slot = bpf_map_lookup_elem(&active, &zero);
 
-	if (!cfg)
-		return -1;
+	if (!slot)
+		return 0;
+	__u32 k = *slot & 1;
+	return bpf_map_lookup_elem(&config, &k);
+}
+
+/* Service index of the first target cgroup the packet's socket sits in or below, or -1. */
+static __always_inline int find_service(struct __sk_buff *skb, struct netacct_config *cfg)
+{
 #pragma unroll
 	for (int i = 0; i < NETACCT_MAX_LEVELS; i++) {
 		if (i >= cfg->nr_levels)
 			break;
 		__u64 id = bpf_skb_ancestor_cgroup_id(skb, cfg->levels[i]);
-		if (!(cfg->id_bits & (1ULL << (id & 63))))
-			continue; /* surely not a target: no hash lookup */
-		__u32 *svc = bpf_map_lookup_elem(&targets, &id);
-		if (svc)
-			return *svc;
+		__u32 b = id & (NETACCT_ID_BUCKETS - 1);
+		__u32 end = cfg->first[b + 1];
+
+		for (__u32 j = cfg->first[b]; j < end && j < NETACCT_MAX_TARGETS; j++) {
+			/* Keeps clang from turning j into a pointer the verifier can't bound. */
+			asm volatile("" : "+r"(j));
+			if (cfg->ids[j & (NETACCT_MAX_TARGETS - 1)] == id)
+				return cfg->service[j & (NETACCT_MAX_TARGETS - 1)];
+		}
 	}
 	return -1;
 }
 
-static __always_inline int excluded_v4(const __u8 *addr)
+static __always_inline int excluded_v4(struct netacct_config *cfg, const __u8 *addr)
 {
+	__u8 verdict = cfg->verdict_v4[addr[0]];
+
+	if (verdict != NETACCT_ASK_TRIE)
+		return verdict;
 	struct netacct_lpm_v4 key = { .prefixlen = 32 };
 
 	__builtin_memcpy(key.addr, addr, 4);
 	return bpf_map_lookup_elem(&exclude_v4, &key) != 0;
 }
 
+static __always_inline int excluded_v6(struct netacct_config *cfg, const __u8 *addr)
+{
+	const __u32 *w = (const __u32 *)addr;
+
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
+		return excluded_v4(cfg, addr + 12);
+	__u8 verdict = cfg->verdict_v6[addr[0]];
+
+	if (verdict != NETACCT_ASK_TRIE)
+		return verdict;
+	struct netacct_lpm_v6 key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&exclude_v6, &key) != 0;
+}
+
 /* True when the remote address is internal, or not IP at all (nothing to judge). */
-static __always_inline int remote_excluded(struct __sk_buff *skb, int dir)
+static __always_inline int remote_excluded(struct __sk_buff *skb, struct netacct_config *cfg,
+					   int dir)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -107,17 +147,9 @@ static __always_inline int remote_excluded(struct __sk_buff *skb, int dir)
 	}
 	switch (ip[0] >> 4) {
 	case 4: /* saddr at offset 12, daddr at 16 */
-		return excluded_v4(ip + (dir == NETACCT_DIR_TX ? 16 : 12));
-	case 6: { /* saddr at offset 8, daddr at 24 */
-		const __u8 *a = ip + (dir == NETACCT_DIR_TX ? 24 : 8);
-		const __u32 *w = (const __u32 *)a;
-
-		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
-			return excluded_v4(a + 12);
-		struct netacct_lpm_v6 key = { .prefixlen = 128 };
-		__builtin_memcpy(key.addr, a, 16);
-		return bpf_map_lookup_elem(&exclude_v6, &key) != 0;
-	}
+		return excluded_v4(cfg, ip + (dir == NETACCT_DIR_TX ? 16 : 12));
+	case 6: /* saddr at offset 8, daddr at 24 */
+		return excluded_v6(cfg, ip + (dir == NETACCT_DIR_TX ? 24 : 8));
 	default:
 		return 1;
 	}
@@ -127,10 +159,13 @@ static __always_inline int account(struct __sk_buff *skb, int dir)
 {
 	if (skb->ifindex == LOOPBACK_IFINDEX)
 		return 1;
-	int svc = find_service(skb);
+	struct netacct_config *cfg = active_config();
+	if (!cfg)
+		return 1;
+	int svc = find_service(skb, cfg);
 	if (svc < 0 || svc >= NETACCT_MAX_SERVICES)
 		return 1;
-	if (remote_excluded(skb, dir))
+	if (remote_excluded(skb, cfg, dir))
 		return 1;
 	__u32 slot = (__u32)svc * 2 + dir;
 	struct netacct_counter *c = bpf_map_lookup_elem(&counters, &slot);
