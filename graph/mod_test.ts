@@ -211,16 +211,18 @@ Deno.test("live mode on a terminal: alternate screen, redraw in place, restored 
         if (io.out.at(-1)!.startsWith(`${ESC}[H`) && ++frames === 3) io.stop();
       },
     });
+    let inFlight = Promise.resolve();
     const writer = setInterval(() => {
       t += 0.1;
       rx += 1000;
-      publish(p, counters(t, rx, 0)).catch(() => {});
+      inFlight = publish(p, counters(t, rx, 0)).catch(() => {});
     }, 100);
     let code: number;
     try {
       code = await runGraph(opts(p, { interval: 0.1, window: 10 }), io);
     } finally {
       clearInterval(writer);
+      await inFlight; // or it may recreate a file while the temp dir is being removed
     }
     if (code !== 0) throw new Error(`exit ${code}`);
     const out = io.out;
@@ -421,11 +423,12 @@ Deno.test("graph --once in a subprocess with only --allow-read --allow-env", asy
     // A sampler stand-in: a sample every 0.3 s of its clock, 2 MiB/s down and 50 KiB/s up.
     let t = 500, rx = 7 * MiB, tx = 0;
     await publish(p, counters(t, rx, tx));
+    let inFlight = Promise.resolve();
     const writer = setInterval(() => {
       t += 0.3;
       rx += Math.round(0.3 * 2 * MiB);
       tx += Math.round(0.3 * 50 * 1024);
-      publish(p, counters(t, rx, tx)).catch(() => {});
+      inFlight = publish(p, counters(t, rx, tx)).catch(() => {});
     }, 300);
     let out: Deno.CommandOutput;
     try {
@@ -447,6 +450,7 @@ Deno.test("graph --once in a subprocess with only --allow-read --allow-env", asy
       }).output();
     } finally {
       clearInterval(writer);
+      await inFlight; // or it may recreate a file while the temp dir is being removed
     }
     const stdout = new TextDecoder().decode(out.stdout);
     const stderr = new TextDecoder().decode(out.stderr);
