@@ -39,8 +39,9 @@ const program = new Command("stb-netacct")
 
 for (const sub of program.commands) {
   sub.exitOverride().showHelpAfterError(
-    `(run 'stb-netacct ${sub.name()} --help' for usage)`,
+    `Usage: stb-netacct ${sub.name()} ${sub.usage()}\n(run 'stb-netacct ${sub.name()} --help' for every option)`,
   );
+}
 }
 
 try {

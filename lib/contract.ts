@@ -85,10 +85,12 @@ export function parseCounters(text: string): CountersV1 {
     throw new ContractError(`schema ${JSON.stringify(o.schema)} is not supported (expected 1)`);
   }
   for (const k of ["rx_bytes_total", "tx_bytes_total"]) {
+    if (o[k] === undefined) throw new ContractError(`"${k}" is missing`);
     if (!isCount(o[k])) {
       throw new ContractError(`"${k}" is ${JSON.stringify(o[k])}, not a non-negative integer`);
     }
   }
+  if (o.ts_monotonic === undefined) throw new ContractError(`"ts_monotonic" is missing`);
   if (!isTime(o.ts_monotonic)) {
     throw new ContractError(
       `"ts_monotonic" is ${JSON.stringify(o.ts_monotonic)}, not a non-negative number`,
