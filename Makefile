@@ -24,7 +24,10 @@ bpf/netacct.bpf.o: bpf/netacct.bpf.c bpf/netacct.h
 bench/trivial.bpf.o: bench/trivial.bpf.c
 	sh bpf/build.sh bench/trivial.bpf.c $@
 
-bpf: $(BPF_OBJECTS)
+bpf/netacct_object.ts: bpf/netacct.bpf.o
+	sh bpf/embed.sh $< $@
+
+bpf: $(BPF_OBJECTS) bpf/netacct_object.ts
 
 check-bpf:
 	sh bpf/check_object.sh

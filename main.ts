@@ -42,7 +42,6 @@ for (const sub of program.commands) {
     `Usage: stb-netacct ${sub.name()} ${sub.usage()}\n(run 'stb-netacct ${sub.name()} --help' for every option)`,
   );
 }
-}
 
 try {
   await program.parseAsync(Deno.args, { from: "user" });
