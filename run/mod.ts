@@ -33,6 +33,7 @@ import { acquireLock, type Lock } from "../lib/lock.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
+import { createSinks, type Sink } from "./sinks.ts";
 import {
   bootId,
   DEFAULT_STATE_PATH,
@@ -248,6 +249,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const names = Object.keys(config.services);
   const locks: Lock[] = [];
   let backend: Backend | null = null;
+  let sinks: Sink[] = [];
   try {
     locks.push(acquireLock(`${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`));
     locks.push(acquireLock(`${opts.statePath}.lock`));
@@ -286,7 +288,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       }
     }
 
+    sinks = await createSinks({ config, log });
+    const sinkFailures = new Map<string, string>();
+
     const sampleAndPublish = async () => {
+      const sampleStart = performance.now();
       totals.add(await backend!.read());
       if (existsFile(resetRequest)) {
         totals.reset();
@@ -301,21 +307,32 @@ export async function runSampler(opts: RunOptions): Promise<void> {
           counters: totals.service(t.name),
         };
       }
-      publish(
-        opts.output,
-        buildCounters(
-          backend!.name,
-          started.fallbackReason,
-          services,
-          totals.sum(),
-          monotonicSeconds(),
-          Date.now() / 1000,
-          opts.intervalS,
-          { boot_id: bootId(), started_at: startedAt },
-        ),
-        owner,
+      const counters = buildCounters(
+        backend!.name,
+        started.fallbackReason,
+        services,
+        totals.sum(),
+        monotonicSeconds(),
+        Date.now() / 1000,
+        opts.intervalS,
+        { boot_id: bootId(), started_at: startedAt },
       );
+      const sampleDurationS = (performance.now() - sampleStart) / 1000;
+      publish(opts.output, counters, owner);
       saveState(opts.statePath, totals.all());
+      for (const sink of sinks) {
+        try {
+          await sink.publish({ counters, sampleDurationS });
+          if (sinkFailures.delete(sink.name)) log(`${sink.name}: publishing again`);
+        } catch (e) {
+          // Logged once per distinct failure, not every interval.
+          const why = (e as Error).message;
+          if (sinkFailures.get(sink.name) !== why) {
+            log(`${sink.name}: ${why}; retrying every interval`);
+          }
+          sinkFailures.set(sink.name, why);
+        }
+      }
     };
 
     const intervalMs = opts.intervalS * 1000;
@@ -353,6 +370,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     await sampleAndPublish();
     log("stopped; final totals written");
   } finally {
+    for (const sink of sinks.reverse()) {
+      await Promise.resolve(sink.close()).catch((e) =>
+        log(`${sink.name}: ${(e as Error).message}`)
+      );
+    }
     try {
       await backend?.stop();
     } finally {

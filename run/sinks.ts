@@ -1,0 +1,32 @@
+/**
+ * Where a sample goes besides counters.json: each sink gets every published sample and is
+ * closed when `run` stops. A failing sink is logged and retried next interval; it never
+ * stops counting, because counters.json is the contract and the rest are conveniences.
+ */
+
+import type { CountersV1 } from "../lib/contract.ts";
+import type { Config } from "../lib/config.ts";
+
+export interface SampleContext {
+  counters: CountersV1;
+  /** Seconds spent reading the backend and building the sample this interval. */
+  sampleDurationS: number;
+}
+
+export interface Sink {
+  readonly name: string;
+  /** Publishes one sample; should take well under an interval. */
+  publish(sample: SampleContext): Promise<void> | void;
+  /** Releases what the sink holds (sockets, files it owns). Safe twice. */
+  close(): Promise<void> | void;
+}
+
+export interface SinkOptions {
+  config: Config;
+  log: (message: string) => void;
+}
+
+/** The sinks this configuration asks for, in publish order. */
+export function createSinks(_options: SinkOptions): Promise<Sink[]> {
+  return Promise.resolve([]);
+}
