@@ -165,9 +165,9 @@ export async function diagnose(
     } else if (!config) {
       backends.push({
         name,
-        verdict: "unchecked",
+        verdict: "unusable",
         reason: "the config is invalid",
-        fix: "fix the config first",
+        fix: "fix the config (see the config line)",
       });
     } else {
       try {
@@ -217,7 +217,7 @@ const MARK: Record<Verdict, string> = { usable: "ok  ", unusable: "FAIL", unchec
 
 export function formatReport(r: DoctorReport): string {
   const lines: string[] = [];
-  const row = (k: string, v: string) => lines.push(`${k.padEnd(14)} ${v}`);
+  const row = (k: string, v: string) => lines.push(`${k.padEnd(18)} ${v}`);
   row("kernel", r.kernel);
   row(
     "cgroup2",
