@@ -16,6 +16,8 @@ import {
   AUTO,
   BACKEND_CHOICES,
   type BackendChoice,
+  CACHE_DIR,
+  PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
   renderUnit,
   RUNTIME_DIR,
@@ -239,6 +241,9 @@ async function waitFresh(
   const start = Date.now();
   let nextNote = 2000;
   let why = "no counters.json yet";
+  const restarts0 = Number(
+    (await showUnit(UNIT_NAME).catch(() => new Map())).get("NRestarts") ?? 0,
+  );
   while (Date.now() - start < timeoutS * 1000) {
     const r = await readCounters(path);
     if (r.kind === "ok") {
@@ -253,6 +258,11 @@ async function waitFresh(
     const state = await showUnit(UNIT_NAME).catch(() => new Map<string, string>());
     if (state.get("ActiveState") === "failed") {
       why = `${UNIT_NAME} failed (${state.get("Result") ?? "unknown"})`;
+      break;
+    }
+    const restarts = Number(state.get("NRestarts") ?? 0) - restarts0;
+    if (restarts >= 2) {
+      why = `${UNIT_NAME} exited and was restarted ${restarts} times`;
       break;
     }
     const elapsed = Date.now() - start;
@@ -330,6 +340,8 @@ function installedPaths(purge: boolean): string[] {
     BIN_PATH,
     LIB_ROOT,
     RUNTIME_DIR,
+    CACHE_DIR,
+    PRIVATE_CACHE_DIR,
     ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR] : []),
   ];
 }

@@ -79,7 +79,8 @@ Deno.test("renderUnit: ExecStart, directories and no socket family for ebpf", ()
   const lines = u.split("\n");
   const has = (l: string) => assert(lines.includes(l), `missing line ${l}\n${u}`);
   has(
-    "ExecStart=/usr/local/bin/stb-netacct run --backend ebpf --config /etc/stb-netacct/config.json",
+    "ExecStart=/usr/local/bin/stb-netacct run --backend ebpf --config /etc/stb-netacct/config.json " +
+      "--state /var/lib/private/stb-netacct/state.json",
   );
   has("Type=simple");
   has("Restart=on-failure");
