@@ -2,7 +2,7 @@
  * The three StB service cgroups, replicated under a per-test prefix so tests never touch a
  * real user's cgroups and can run beside each other:
  *
- *   <cgroup2 mount>/stb-e2e-<tag>/user.slice/user-1000.slice/user@1000.service/app.slice/
+ *   <cgroup2 mount>/stb-e2e-<pid>x<tag>/user.slice/user-1000.slice/user@1000.service/app.slice/
  *     app-stb\x2dnext\x2dserver.slice/stb-next-server@split.service      (and host-agent, shell)
  *
  * The `\x2d` is literal, as systemd writes it. Paths handed to the CLI's config are relative
@@ -10,18 +10,18 @@
  */
 
 import { DEFAULT_SERVICES } from "../../lib/config.ts";
-import { oursOrStale, sleep } from "./exec.ts";
+import { oursOrStale, RUN_SCOPE, sleep } from "./exec.ts";
 
 export const CGROUP_PREFIX = "stb-e2e-";
 export const SERVICE_NAMES = Object.keys(DEFAULT_SERVICES);
 
 export class CgroupTree {
-  /** Top directory of this test's tree, relative to the mount: "/stb-e2e-<tag>". */
+  /** Top directory of this test's tree, relative to the mount: "/stb-e2e-<pid>x<tag>". */
   readonly top: string;
 
   /** `mountPoint` is where cgroup2 is mounted as the test process sees it. */
   constructor(readonly mountPoint: string, tag: string) {
-    this.top = `/${CGROUP_PREFIX}${tag}`;
+    this.top = `/${CGROUP_PREFIX}${RUN_SCOPE}${tag}`;
   }
 
   /** A service's path relative to the cgroup2 mount (what the config says). */

@@ -5,7 +5,7 @@
  */
 
 import { CgroupTree } from "./cgroups.ts";
-import { testTag } from "./exec.ts";
+import { randomTag } from "./exec.ts";
 import { type Layout, type LayoutName, openLayout } from "./layouts.ts";
 import { type Peer, runTraffic, startPeer, TCP_PORT, UDP_PORT } from "./processes.ts";
 import { PEER_IF, type RemoteName, REMOTES, Topology } from "./topology.ts";
@@ -36,7 +36,7 @@ export function flowsTo(remote: RemoteName, sizes: FlowSizes = DEFAULT_SIZES): s
 }
 
 export class TestEnv {
-  readonly tag = testTag();
+  readonly tag = randomTag();
   readonly topology = new Topology(this.tag);
   layout!: Layout;
   cgroups!: CgroupTree;

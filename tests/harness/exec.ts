@@ -76,21 +76,22 @@ export function randomTag(length = 6): string {
 }
 
 /**
- * Tag for one test's namespaces and cgroups: "<pid of this test run>x<random>". Several
- * suites run at once on a shared machine (engineers, CI); the pid lets the leftover check
- * tell this run's leftovers (and those of runs that died) from another live run's.
+ * Put between a name prefix and a test's random tag in every netns and cgroup name: the pid
+ * of this test run. Several suites run at once on a shared machine (engineers, CI, other
+ * test files using this harness); the pid lets the leftover check tell this run's
+ * leftovers (and those of runs that died) from another live run's.
  */
-export function testTag(): string {
-  return `${Deno.pid}x${randomTag(4)}`;
-}
+export const RUN_SCOPE = `${Deno.pid}x`;
 
 /**
- * Whether a name made with `prefix + testTag()` is this run's business: made by this
- * process, or by one that is gone (a crashed run's leftover). Another live run's is not.
+ * Whether a name made as prefix + RUN_SCOPE + tag is this run's business: made by this
+ * process, or by one that is gone (a crashed run's leftover). Another live run's is not,
+ * nor is a name without a run scope (not made by this harness).
  */
 export function oursOrStale(name: string, prefix: string): boolean {
-  const m = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(\\d+)x`).exec(name);
-  if (!m) return true; // old naming: nobody alive claims it
+  if (!name.startsWith(prefix)) return false;
+  const m = /^(\d+)x/.exec(name.slice(prefix.length));
+  if (!m) return false;
   const pid = Number(m[1]);
   return pid === Deno.pid || !processExists(pid);
 }

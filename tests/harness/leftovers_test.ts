@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "./assert.ts";
 import { CGROUP_PREFIX } from "./cgroups.ts";
-import { oursOrStale, run, testTag } from "./exec.ts";
+import { oursOrStale, randomTag, run, RUN_SCOPE } from "./exec.ts";
 import {
   bpfRootAttachments,
   iptablesLines,
@@ -14,7 +14,7 @@ import { NETNS_PREFIX } from "./topology.ts";
 Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and clears when removed", async () => {
   const mount = findCgroup2Mount().mountPoint;
   const baseline = await bpfRootAttachments(mount);
-  const tag = testTag();
+  const tag = RUN_SCOPE + randomTag();
   const ns = `${NETNS_PREFIX}${tag}-x`;
   const nsPath = `/run/netns/${ns}`;
   const cg = `${mount}/${CGROUP_PREFIX}${tag}`;
@@ -61,8 +61,9 @@ Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and 
 });
 
 Deno.test("leftovers: names of this run and of dead runs are ours, a live run's are not", () => {
-  assert(oursOrStale(`${NETNS_PREFIX}${testTag()}-c`, NETNS_PREFIX), "own tag");
+  assert(oursOrStale(`${NETNS_PREFIX}${RUN_SCOPE}abcd-c`, NETNS_PREFIX), "own tag");
   assert(!oursOrStale(`${NETNS_PREFIX}1xabcd-c`, NETNS_PREFIX), "pid 1 is alive: another run's");
   assert(oursOrStale(`${NETNS_PREFIX}2147483646xabcd-c`, NETNS_PREFIX), "dead pid: stale");
-  assert(oursOrStale(`${CGROUP_PREFIX}${testTag()}`, CGROUP_PREFIX), "cgroup prefix");
+  assert(oursOrStale(`${CGROUP_PREFIX}${RUN_SCOPE}abcd`, CGROUP_PREFIX), "cgroup prefix");
+  assert(!oursOrStale(`${NETNS_PREFIX}abcd-c`, NETNS_PREFIX), "no run scope: not made here");
 });

@@ -16,7 +16,7 @@
  * for stb-netacct, yet never routed anywhere outside these namespaces.
  */
 
-import { output, run } from "./exec.ts";
+import { output, run, RUN_SCOPE } from "./exec.ts";
 
 /** Netns names start with this so the leftover check can find anything of ours. */
 export const NETNS_PREFIX = "stbe2e-";
@@ -80,8 +80,8 @@ export class Topology {
   readonly peer: string;
 
   constructor(readonly tag: string) {
-    this.client = `${NETNS_PREFIX}${tag}-c`;
-    this.peer = `${NETNS_PREFIX}${tag}-p`;
+    this.client = `${NETNS_PREFIX}${RUN_SCOPE}${tag}-c`;
+    this.peer = `${NETNS_PREFIX}${RUN_SCOPE}${tag}-p`;
   }
 
   /** Path nsenter --net takes for the client namespace. */
