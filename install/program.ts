@@ -1,11 +1,8 @@
 /**
  * What `install` copies so a root service can run the program without the build tree:
- * the `deno compile` binary as is, or (fallback build) deno + bundle + BPF object in
- * /usr/local/lib/stb-netacct with a launcher in /usr/local/bin.
- *
- * The fallback keeps the build tree's shape (`dist/` beside `bpf/`) because the bundle
- * finds the BPF object relative to itself (`../bpf/netacct.bpf.o`), exactly as it does in
- * the build tree.
+ * the `deno compile` binary as is, or (fallback build) deno + bundle in
+ * /usr/local/lib/stb-netacct with a launcher in /usr/local/bin. The BPF object is embedded
+ * in the code (bpf/netacct_object.ts), so nothing else is needed.
  */
 
 import {
@@ -19,8 +16,6 @@ import {
 
 export const BIN_PATH = "/usr/local/bin/stb-netacct";
 export const LIB_ROOT = "/usr/local/lib/stb-netacct";
-const LIB_DIST = `${LIB_ROOT}/dist`;
-const BPF_OBJECT = "bpf/netacct.bpf.o";
 
 export interface ProgramFile {
   path: string;
@@ -64,15 +59,13 @@ export function currentProgram(): Program {
   }
   const bundle = mustExist(`${libDir}/${BUNDLE_NAME}`, "bundle");
   const deno = mustExist(`${libDir}/${DENO_NAME}`, "deno binary");
-  const object = mustExist(`${libDir}/../${BPF_OBJECT}`, "BPF object");
   const perms = permissionsFromLauncher(Deno.readTextFileSync(mustExist(launcher, "launcher")));
   return {
     kind: "fallback",
     files: [
-      { path: `${LIB_DIST}/${DENO_NAME}`, mode: 0o755, from: deno },
-      { path: `${LIB_DIST}/${BUNDLE_NAME}`, mode: 0o644, from: bundle },
-      { path: `${LIB_ROOT}/${BPF_OBJECT}`, mode: 0o644, from: object },
-      { path: BIN_PATH, mode: 0o755, text: renderLauncher({ absolute: LIB_DIST }, perms) },
+      { path: `${LIB_ROOT}/${DENO_NAME}`, mode: 0o755, from: deno },
+      { path: `${LIB_ROOT}/${BUNDLE_NAME}`, mode: 0o644, from: bundle },
+      { path: BIN_PATH, mode: 0o755, text: renderLauncher({ absolute: LIB_ROOT }, perms) },
     ],
   };
 }
