@@ -4,7 +4,15 @@
  * because the person reading it is a user with a text editor, not a developer.
  */
 
-import { type Cidr, CidrError, DEFAULT_EXCLUDE, findOverlaps, parseCidr } from "./cidr.ts";
+import {
+  type Cidr,
+  CidrError,
+  DEFAULT_EXCLUDE,
+  findOverlaps,
+  parseCidr,
+  parseIpv4,
+  parseIpv6,
+} from "./cidr.ts";
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
@@ -35,6 +43,7 @@ export interface Config {
   /** Conntrack mark value and mask for the nft/iptables backends. */
   ct_mark: number;
   ct_mask: number;
+  prometheus: PrometheusConfig;
   /** Where the config came from, for messages ("built-in defaults" when no file). */
   source: string;
 }
@@ -52,6 +61,7 @@ const KNOWN_KEYS = [
   "interval_s",
   "ct_mark",
   "ct_mask",
+  "prometheus",
 ] as const;
 
 function editDistance(a: string, b: string): number {
@@ -261,8 +271,107 @@ export function validateConfig(raw: unknown, source: string): Config {
     interval_s,
     ct_mark,
     ct_mask,
+    prometheus: parsePrometheus(o.prometheus),
     source,
   };
+}
+
+/** Where `run` also publishes the counters in Prometheus text format; null turns one off. */
+export interface PrometheusConfig {
+  /** File for node-exporter's textfile collector, written only while its directory exists. */
+  textfile: string | null;
+  /** Address `/metrics` is served on. */
+  listen: { hostname: string; port: number } | null;
+}
+
+/** Where Debian's prometheus-node-exporter textfile collector looks. */
+export const DEFAULT_PROMETHEUS_TEXTFILE = "/var/lib/prometheus/node-exporter/stb_netacct.prom";
+const PROMETHEUS_KEYS = ["textfile", "listen"] as const;
+
+function parsePrometheus(v: unknown): PrometheusConfig {
+  const out: PrometheusConfig = { textfile: DEFAULT_PROMETHEUS_TEXTFILE, listen: null };
+  if (v === undefined) return out;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(
+      `"prometheus" is ${show(v)}: it must be an object like ` +
+        `{"textfile": "${DEFAULT_PROMETHEUS_TEXTFILE}", "listen": "127.0.0.1:9877"}`,
+    );
+  }
+  const o = v as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(PROMETHEUS_KEYS as readonly string[]).includes(key)) {
+      const guess = didYouMean(key, PROMETHEUS_KEYS);
+      throw new ConfigError(
+        `Unknown key "prometheus.${key}"` +
+          (guess ? `: did you mean "${guess}"?` : `: known keys are ${PROMETHEUS_KEYS.join(", ")}`),
+      );
+    }
+  }
+  if (o.textfile === null) {
+    out.textfile = null;
+  } else if (o.textfile !== undefined) {
+    const t = o.textfile;
+    if (typeof t !== "string" || !t.startsWith("/") || !t.endsWith(".prom")) {
+      throw new ConfigError(
+        `"prometheus.textfile" is ${show(t)}: use an absolute path ending in ".prom" ` +
+          `(node-exporter reads only those), like "${DEFAULT_PROMETHEUS_TEXTFILE}", or null for none`,
+      );
+    }
+    if (t.split("/").some((p) => p === ".." || p === ".")) {
+      throw new ConfigError(
+        `"prometheus.textfile" is ${show(t)}: "." and ".." are not allowed in it`,
+      );
+    }
+    out.textfile = t;
+  }
+  if (o.listen !== undefined && o.listen !== null) {
+    if (typeof o.listen !== "string") {
+      throw new ConfigError(
+        `"prometheus.listen" is ${
+          show(o.listen)
+        }: use "ADDRESS:PORT" like "127.0.0.1:9877", or null`,
+      );
+    }
+    out.listen = parseListenAddress(o.listen, '"prometheus.listen"');
+  }
+  return out;
+}
+
+/**
+ * "127.0.0.1:9877", "[::1]:9877" or "localhost:9877": one explicit address, never a
+ * wildcard (the counters would be served to every network the host is on) and never a
+ * name to look up (a root daemon should not depend on DNS to decide where it listens).
+ */
+export function parseListenAddress(
+  text: string,
+  what: string | null = "--metrics-listen",
+): { hostname: string; port: number } {
+  const fail = (reason: string) =>
+    new ConfigError(
+      what === null
+        ? reason[0].toUpperCase() + reason.slice(1)
+        : `${what} is ${show(text)}: ${reason}`,
+    );
+  const example = 'like "127.0.0.1:9877" or "[::1]:9877"';
+  const m = /^(?:\[([^\]]*)\]|([^:\[\]]*)):([0-9]{1,5})$/.exec(text);
+  if (!m) throw fail(`write ADDRESS:PORT, ${example}`);
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw fail(`the port must be 1 to 65535, ${example}`);
+  const host = m[2] === "localhost" ? "127.0.0.1" : m[1] ?? m[2];
+  const bytes = m[1] === undefined ? parseIpv4(host) : parseIpv6(host);
+  if (!bytes) {
+    throw fail(
+      `${show(host)} is not an IP address: name one address of this host (IPv6 in ` +
+        `brackets), ${example}`,
+    );
+  }
+  if (bytes.every((b) => b === 0)) {
+    throw fail(
+      `that listens on every network of this host and would show StB's traffic to anyone ` +
+        `who can reach it: name one address, ${example}`,
+    );
+  }
+  return { hostname: host, port };
 }
 
 /** Interval check shared by the config key and `--interval`. */

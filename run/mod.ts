@@ -27,6 +27,7 @@ import {
   loadConfig,
   MAX_INTERVAL_S,
   MIN_INTERVAL_S,
+  parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { acquireLock, type Lock } from "../lib/lock.ts";
@@ -67,6 +68,15 @@ function parseIntervalFlag(value: string): number {
   return n;
 }
 
+function parseMetricsListenFlag(value: string): { hostname: string; port: number } {
+  try {
+    return parseListenAddress(value, null);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new InvalidArgumentError(e.message);
+    throw e;
+  }
+}
+
 export function runCommand() {
   return new Command("run")
     .summary("count StB's external traffic and publish counters.json (root)")
@@ -100,6 +110,12 @@ export function runCommand() {
       `saved totals, continued across restarts (default: ${DEFAULT_STATE_PATH} for the default ` +
         "output, else OUTPUT.state)",
     )
+    .option(
+      "--metrics-listen <address>",
+      "also serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9877 (default: " +
+        'config "prometheus.listen", else off)',
+      parseMetricsListenFlag,
+    )
     .addHelpText(
       "after",
       "\nBackends:\n" +
@@ -108,7 +124,8 @@ export function runCommand() {
         "\nExamples:\n" +
         "  sudo stb-netacct run                          # auto backend, default config\n" +
         "  sudo stb-netacct run --backend nft --interval 1\n" +
-        "  sudo stb-netacct run -c ./test.json -o /tmp/stb/counters.json\n",
+        "  sudo stb-netacct run -c ./test.json -o /tmp/stb/counters.json\n" +
+        "  sudo stb-netacct run --metrics-listen 127.0.0.1:9877   # also serve /metrics\n",
     )
     .action(async (opts, cmd) => {
       const explicitConfig = cmd.getOptionValueSource("config") === "cli";
@@ -118,6 +135,9 @@ export function runCommand() {
       } catch (e) {
         if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
         throw e;
+      }
+      if (opts.metricsListen) {
+        config = { ...config, prometheus: { ...config.prometheus, listen: opts.metricsListen } };
       }
       const output = opts.output ?? config.output;
       await runSampler({

@@ -1,0 +1,273 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of one sample, and the two sinks that publish
+ * it: a textfile for node-exporter's textfile collector and an HTTP `/metrics` endpoint.
+ *
+ * Names follow the Prometheus conventions node_exporter uses: base units (bytes,
+ * seconds), `_total` on counters, one metric per quantity with the split in labels
+ * (`service`, `direction`) so `sum by` works. No sample timestamps: the textfile collector
+ * refuses them, and the scrape time is what dashboards want.
+ */
+
+import { writeFileAtomic } from "../lib/atomic_write.ts";
+import type { CountersV1 } from "../lib/contract.ts";
+import type { Sink } from "./sinks.ts";
+
+export interface MetricsExtra {
+  /** stb-netacct's version, for build_info. */
+  version: string;
+  /** Seconds spent reading the backend and building this sample. */
+  sampleDurationS: number;
+}
+
+/** Label values may hold any UTF-8; these three must be escaped (exposition format spec). */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** HELP text escapes only backslash and newline. */
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+/** Go's ParseFloat reads what JS prints, except the spellings of the non-finite values. */
+export function formatValue(n: number): string {
+  if (Number.isNaN(n)) return "NaN";
+  if (n === Infinity) return "+Inf";
+  if (n === -Infinity) return "-Inf";
+  return String(n);
+}
+
+type Labels = Record<string, string>;
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+class Exposition {
+  #lines: string[] = [];
+
+  family(
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    series: [Labels, number][],
+  ): void {
+    this.#lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of series) {
+      this.#lines.push(`${name}${labelText(labels)} ${formatValue(value)}`);
+    }
+  }
+
+  text(): string {
+    return this.#lines.join("\n") + "\n";
+  }
+}
+
+/**
+ * Ring-buffer overflows of the connect-event feature, when the sample carries them
+ * (`events_dropped_total` at the top level of counters.json); 0 before events exist.
+ */
+function eventsDropped(counters: CountersV1): number {
+  const v = (counters as unknown as Record<string, unknown>).events_dropped_total;
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
+}
+
+/** The whole exposition of one sample. Pure: same sample, same text. */
+export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
+  const out = new Exposition();
+  const services = Object.entries(counters.services);
+  out.family(
+    "stb_netacct_bytes_total",
+    "counter",
+    "External IP bytes of a StB service (loopback, private, link-local, CGNAT and multicast " +
+      "remotes excluded), by direction: rx received, tx sent.",
+    services.flatMap(([service, s]): [Labels, number][] => [
+      [{ service, direction: "rx" }, s.rx_bytes_total],
+      [{ service, direction: "tx" }, s.tx_bytes_total],
+    ]),
+  );
+  out.family(
+    "stb_netacct_packets_total",
+    "counter",
+    "External IP packets of a StB service (GSO/GRO aggregates count once), by direction.",
+    services.flatMap(([service, s]): [Labels, number][] => [
+      [{ service, direction: "rx" }, s.rx_packets_total],
+      [{ service, direction: "tx" }, s.tx_packets_total],
+    ]),
+  );
+  out.family(
+    "stb_netacct_service_present",
+    "gauge",
+    "1 when the service's cgroup exists at this sample (the service runs), else 0.",
+    services.map(([service, s]): [Labels, number] => [{ service }, s.present ? 1 : 0]),
+  );
+  out.family(
+    "stb_netacct_events_dropped_total",
+    "counter",
+    "Connect events lost because the kernel ring buffer was full.",
+    [[{}, eventsDropped(counters)]],
+  );
+  out.family(
+    "stb_netacct_sample_duration_seconds",
+    "gauge",
+    "Seconds the last sample took to read the kernel counters and build counters.json.",
+    [[{}, extra.sampleDurationS]],
+  );
+  out.family(
+    "stb_netacct_sample_interval_seconds",
+    "gauge",
+    "Seconds between samples.",
+    [[{}, counters.interval_s]],
+  );
+  out.family(
+    "stb_netacct_last_sample_timestamp_seconds",
+    "gauge",
+    "Unix time of the last sample; stale when the sampler stopped.",
+    [[{}, counters.ts_unix]],
+  );
+  out.family(
+    "stb_netacct_start_time_seconds",
+    "gauge",
+    "Unix time the sampler started (totals continue across restarts from saved state).",
+    [[{}, counters.started_at]],
+  );
+  out.family(
+    "stb_netacct_build_info",
+    "gauge",
+    "Always 1; labels name the stb-netacct version and the counting backend in use.",
+    [[{ version: extra.version, backend: counters.backend }, 1]],
+  );
+  return out.text();
+}
+
+function dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i > 0 ? path.slice(0, i) : "/";
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes the exposition to `path` (atomically, 0644) whenever its directory exists: a host
+ * without node-exporter has no such directory and gets nothing. The file is removed on
+ * close, because node-exporter would go on serving a stale file as if it were current.
+ */
+export function textfileSink(
+  path: string,
+  version: string,
+  log: (message: string) => void,
+): Sink {
+  const dir = dirOf(path);
+  let written = false;
+  let closed = false;
+  return {
+    name: `prometheus textfile ${path}`,
+    publish({ counters, sampleDurationS }) {
+      if (closed) return;
+      if (!isDirectory(dir)) {
+        if (written) {
+          log(`prometheus textfile: ${dir} is gone; writing again once it exists`);
+          written = false;
+        }
+        return;
+      }
+      writeFileAtomic(path, renderMetrics(counters, { version, sampleDurationS }), {
+        mode: 0o644,
+        uid: null,
+        gid: null,
+      });
+      if (!written) log(`prometheus textfile: writing ${path}`);
+      written = true;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      if (!written) return;
+      try {
+        Deno.removeSync(path);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    },
+  };
+}
+
+export interface ListenAddress {
+  hostname: string;
+  port: number;
+}
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/**
+ * Serves the latest sample's exposition at `/metrics` (404 elsewhere, 405 for anything but
+ * GET/HEAD, 503 before the first sample). Fails at once when the address cannot be bound,
+ * so `run` stops with the reason instead of running without the endpoint it was asked for.
+ */
+export function listenSink(
+  address: ListenAddress,
+  version: string,
+  log: (message: string) => void,
+): Sink & { readonly port: number } {
+  let body: string | null = null;
+  const controller = new AbortController();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  const shown = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  try {
+    server = Deno.serve({
+      hostname: address.hostname,
+      port: address.port,
+      signal: controller.signal,
+      onListen: () => {},
+      onError: () => new Response("internal error\n", { status: 500 }),
+    }, (req) => {
+      const url = new URL(req.url);
+      if (url.pathname !== "/metrics") {
+        return new Response("Not found: metrics are at /metrics\n", { status: 404 });
+      }
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET" } });
+      }
+      if (body === null) {
+        return new Response("No sample yet: try again in a moment\n", { status: 503 });
+      }
+      return new Response(req.method === "HEAD" ? null : body, {
+        headers: { "content-type": METRICS_CONTENT_TYPE },
+      });
+    });
+  } catch (e) {
+    const why = e instanceof Deno.errors.AddrInUse
+      ? "the address is in use"
+      : e instanceof Deno.errors.AddrNotAvailable
+      ? "no interface of this host has that address"
+      : (e as Error).message;
+    throw new Error(
+      `Cannot serve metrics on ${shown}:${address.port}: ${why}; ` +
+        "pick another address with --metrics-listen or the config key prometheus.listen",
+      { cause: e },
+    );
+  }
+  const port = server.addr.port;
+  log(`prometheus: serving http://${shown}:${port}/metrics`);
+  let closed = false;
+  return {
+    name: `prometheus listener ${shown}:${port}`,
+    port,
+    publish({ counters, sampleDurationS }) {
+      body = renderMetrics(counters, { version, sampleDurationS });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      controller.abort();
+      await server.finished;
+    },
+  };
+}

@@ -1,0 +1,280 @@
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+  assertThrows,
+} from "../lib/test_assert.ts";
+import type { CountersV1 } from "../lib/contract.ts";
+import { validateConfig } from "../lib/config.ts";
+import {
+  escapeLabelValue,
+  formatValue,
+  listenSink,
+  METRICS_CONTENT_TYPE,
+  renderMetrics,
+  textfileSink,
+} from "./metrics.ts";
+import { createSinks } from "./sinks.ts";
+
+function sample(overrides: Partial<CountersV1> = {}): CountersV1 {
+  return {
+    schema: 1,
+    backend: "nft",
+    boot_id: "b",
+    started_at: 1_700_000_000.5,
+    rx_bytes_total: 3_000_000_123,
+    tx_bytes_total: 456,
+    rx_packets_total: 2_000,
+    tx_packets_total: 7,
+    ts_monotonic: 123.456,
+    ts_unix: 1_700_000_100.25,
+    interval_s: 0.5,
+    services: {
+      server: {
+        rx_bytes_total: 3_000_000_000,
+        tx_bytes_total: 400,
+        rx_packets_total: 1_999,
+        tx_packets_total: 5,
+        cgroup: "/a/server",
+        present: true,
+      },
+      "host-agent": {
+        rx_bytes_total: 123,
+        tx_bytes_total: 56,
+        rx_packets_total: 1,
+        tx_packets_total: 2,
+        cgroup: "/a/agent",
+        present: false,
+      },
+    },
+    ...overrides,
+  };
+}
+
+/** `promtool check metrics` on the text; promtool comes with Debian's `prometheus` package. */
+async function promtool(text: string): Promise<{ code: number; output: string }> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("promtool", {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (e) {
+    throw new Error(
+      "promtool is missing: install the Debian package prometheus (`apt-get install prometheus`)",
+      { cause: e },
+    );
+  }
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, output: dec.decode(out.stdout) + dec.decode(out.stderr) };
+}
+
+function valueOf(text: string, series: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  assert(line, `no series ${series} in:\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
+Deno.test("renderMetrics: every series with its value, counters per service and direction", () => {
+  const text = renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.000812 });
+  assertEquals(valueOf(text, 'stb_netacct_bytes_total{service="server",direction="rx"}'), 3e9);
+  assertEquals(valueOf(text, 'stb_netacct_bytes_total{service="server",direction="tx"}'), 400);
+  assertEquals(valueOf(text, 'stb_netacct_bytes_total{service="host-agent",direction="tx"}'), 56);
+  assertEquals(
+    valueOf(text, 'stb_netacct_packets_total{service="server",direction="rx"}'),
+    1_999,
+  );
+  assertEquals(valueOf(text, 'stb_netacct_service_present{service="server"}'), 1);
+  assertEquals(valueOf(text, 'stb_netacct_service_present{service="host-agent"}'), 0);
+  assertEquals(valueOf(text, "stb_netacct_sample_duration_seconds"), 0.000812);
+  assertEquals(valueOf(text, "stb_netacct_last_sample_timestamp_seconds"), 1_700_000_100.25);
+  assertEquals(valueOf(text, "stb_netacct_start_time_seconds"), 1_700_000_000.5);
+  assertEquals(valueOf(text, "stb_netacct_events_dropped_total"), 0);
+  assertEquals(valueOf(text, 'stb_netacct_build_info{version="0.1.0",backend="nft"}'), 1);
+  assertStringIncludes(text, "# TYPE stb_netacct_bytes_total counter\n");
+  assertStringIncludes(text, "# TYPE stb_netacct_service_present gauge\n");
+  assert(text.endsWith("\n") && !text.endsWith("\n\n"), "ends with exactly one newline");
+  // Pure: the same sample renders the same text.
+  assertEquals(text, renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.000812 }));
+});
+
+Deno.test("renderMetrics: events_dropped_total comes from the sample once events exist", () => {
+  const withEvents = { ...sample(), events_dropped_total: 17 } as CountersV1;
+  const text = renderMetrics(withEvents, { version: "1", sampleDurationS: 0 });
+  assertEquals(valueOf(text, "stb_netacct_events_dropped_total"), 17);
+  const bad = { ...sample(), events_dropped_total: "x" } as unknown as CountersV1;
+  assertEquals(
+    valueOf(
+      renderMetrics(bad, { version: "1", sampleDurationS: 0 }),
+      "stb_netacct_events_dropped_total",
+    ),
+    0,
+  );
+});
+
+Deno.test("label values escape backslash, quote and newline; values print as Go parses them", () => {
+  assertEquals(escapeLabelValue('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
+  assertEquals(formatValue(NaN), "NaN");
+  assertEquals(formatValue(Infinity), "+Inf");
+  assertEquals(formatValue(1e-7), "1e-7");
+  const text = renderMetrics(sample({ backend: 'we"ird\\\nname' }), {
+    version: '0.1.0-rc.1+g"x"',
+    sampleDurationS: 0,
+  });
+  assertStringIncludes(
+    text,
+    'stb_netacct_build_info{version="0.1.0-rc.1+g\\"x\\"",backend="we\\"ird\\\\\\nname"} 1\n',
+  );
+});
+
+Deno.test("promtool check metrics accepts the exposition, awkward labels and no services", async () => {
+  const cases = [
+    renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.0012 }),
+    renderMetrics(sample({ backend: 'a"b\\c\nd', services: {} }), {
+      version: "x\ny",
+      sampleDurationS: 1e-7,
+    }),
+  ];
+  for (const text of cases) {
+    const r = await promtool(text);
+    assertEquals(r.code, 0, `promtool exit code; it said:\n${r.output}\nfor:\n${text}`);
+    assertEquals(r.output.trim(), "", "promtool lint findings");
+  }
+  // The check can fail: a broken exposition is refused.
+  const broken = await promtool('stb_netacct_bytes_total{service="x} 1\n');
+  assert(broken.code !== 0, "promtool accepted a broken label");
+});
+
+Deno.test("textfile sink: 0644 file rewritten each sample, removed on close, idle without dir", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-metrics-unit-" });
+  const logs: string[] = [];
+  try {
+    const path = `${dir}/node-exporter/stb_netacct.prom`;
+    const sink = textfileSink(path, "0.1.0", (m) => logs.push(m));
+    // No node-exporter directory: nothing is written and nothing fails.
+    await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
+    assertThrows(() => Deno.statSync(path), Deno.errors.NotFound);
+    Deno.mkdirSync(`${dir}/node-exporter`);
+    await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
+    assertEquals(Deno.statSync(path).mode! & 0o777, 0o644);
+    const text = Deno.readTextFileSync(path);
+    assertEquals(text, renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.001 }));
+    await sink.publish({ counters: sample({ ts_unix: 1_800_000_000 }), sampleDurationS: 0.002 });
+    assertEquals(
+      valueOf(Deno.readTextFileSync(path), "stb_netacct_last_sample_timestamp_seconds"),
+      1_800_000_000,
+    );
+    assertEquals(
+      [...Deno.readDirSync(`${dir}/node-exporter`)].map((e) => e.name),
+      ["stb_netacct.prom"],
+      "only the .prom file, no temp files",
+    );
+    await sink.close();
+    assertThrows(() => Deno.statSync(path), Deno.errors.NotFound);
+    await sink.close(); // safe twice
+    assertMatch(logs.join("\n"), /writing .*stb_netacct\.prom/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("textfile sink: close leaves a file it never wrote alone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-metrics-unit-" });
+  try {
+    const path = `${dir}/stb_netacct.prom`;
+    Deno.writeTextFileSync(path, "someone else's\n");
+    const sink = textfileSink(path, "0.1.0", () => {});
+    await sink.close();
+    assertEquals(Deno.readTextFileSync(path), "someone else's\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("listen sink: /metrics after the first sample, 404 elsewhere, closed on close", async () => {
+  const logs: string[] = [];
+  const sink = listenSink({ hostname: "127.0.0.1", port: 0 }, "0.1.0", (m) => logs.push(m));
+  const base = `http://127.0.0.1:${sink.port}`;
+  try {
+    let r = await fetch(`${base}/metrics`);
+    assertEquals(r.status, 503, "before the first sample");
+    await r.body?.cancel();
+    await sink.publish({ counters: sample(), sampleDurationS: 0.003 });
+    r = await fetch(`${base}/metrics`);
+    assertEquals(r.status, 200);
+    assertEquals(r.headers.get("content-type"), METRICS_CONTENT_TYPE);
+    const text = await r.text();
+    assertEquals(text, renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.003 }));
+    const pt = await promtool(text);
+    assertEquals(pt.code, 0, pt.output);
+    r = await fetch(`${base}/`);
+    assertEquals(r.status, 404);
+    await r.body?.cancel();
+    r = await fetch(`${base}/metrics`, { method: "POST", body: "x" });
+    assertEquals(r.status, 405);
+    await r.body?.cancel();
+    assertMatch(logs.join("\n"), /serving http:\/\/127\.0\.0\.1:\d+\/metrics/);
+  } finally {
+    await sink.close();
+  }
+  let refused = false;
+  try {
+    await fetch(`${base}/metrics`);
+  } catch {
+    refused = true;
+  }
+  assert(refused, "still serving after close");
+});
+
+Deno.test("listen sink: a taken port is an error naming the address and the fix", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (holder.addr as Deno.NetAddr).port;
+    const e = assertThrows(() => listenSink({ hostname: "127.0.0.1", port }, "0", () => {}));
+    assertStringIncludes(e.message, `127.0.0.1:${port}: the address is in use`);
+    assertStringIncludes(e.message, "--metrics-listen");
+  } finally {
+    holder.close();
+  }
+});
+
+Deno.test("createSinks follows the prometheus config key, and fails whole", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-metrics-unit-" });
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const taken = (holder.addr as Deno.NetAddr).port;
+  try {
+    const sinksFor = (prometheus: unknown) =>
+      createSinks({ config: validateConfig({ prometheus }, "t"), log: () => {} });
+    assertEquals((await sinksFor({ textfile: null })).length, 0);
+    const dflt = await sinksFor(undefined);
+    assertEquals(dflt.map((s) => s.name), [
+      "prometheus textfile /var/lib/prometheus/node-exporter/stb_netacct.prom",
+    ]);
+    const both = await sinksFor({ textfile: `${dir}/x.prom`, listen: `127.0.0.1:${taken}` })
+      .then(() => null, (e: Error) => e);
+    assert(both !== null, "a taken port must fail createSinks");
+    assertStringIncludes(both.message, `127.0.0.1:${taken}: the address is in use`);
+    holder.close();
+    const ok = await sinksFor({ textfile: `${dir}/x.prom`, listen: `127.0.0.1:${taken}` });
+    try {
+      assertEquals(ok.map((s) => s.name), [
+        `prometheus textfile ${dir}/x.prom`,
+        `prometheus listener 127.0.0.1:${taken}`,
+      ]);
+    } finally {
+      for (const s of ok) await s.close();
+    }
+  } finally {
+    try {
+      holder.close();
+    } catch { /* closed above */ }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
