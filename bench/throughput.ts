@@ -1,8 +1,18 @@
 /**
- * TCP throughput through a veth pair with and without accounting. Root only:
+ * TCP throughput through a veth pair with and without accounting, and with the monitors a user
+ * would use instead (nethogs, iftop) watching the same traffic. Root only:
  *
- *   deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,nft,iptables] [--runs N]
- *     [--seconds S]
+ *   deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,nft,iptables]
+ *     [--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]
+ *
+ * Each rate is a block of interleaved runs: "max" (iperf3 unlimited: the highest rate the
+ * machine sustains) and any iperf3 -b rate such as "1G". Per run it also records, over the
+ * iperf3 run only: the CPU of the monitor process (`run`, nethogs, iftop; utime+stime from
+ * /proc/<pid>/stat, % of one core), the whole machine's busy CPU from /proc/stat (all cores,
+ * in % of one core: 200 = both cores busy), and for the backends the packets they counted.
+ * The machine's CPU above the "none" baseline at the same fixed rate is the CPU the
+ * configuration costs in total, kernel included (noisy: other sessions share the VM).
+ * nethogs (`-t`) and iftop (`-t`) run in the client netns on the client veth, text mode.
  *
  * The bench makes two network namespaces joined by a veth (198.51.100.1 <-> .2, TEST-NET-2:
  * external for the default exclusions, so every packet takes the counted path) and a
@@ -19,8 +29,9 @@
  */
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
+import { ensurePackages } from "./tools.ts";
 
-const TARGET_LOSS = 0.03;
+const TARGET_LOSS = 0.01;
 const SETTLE_MS = 1500;
 const CLIENT_IP = "198.51.100.1";
 const SERVER_IP = "198.51.100.2";
@@ -33,6 +44,8 @@ export interface BenchLab {
   cgroup: string;
   /** Absolute directory of `cgroup`. */
   cgroupDir: string;
+  /** The client end of the veth (in clientNetns): only the bench's traffic crosses it. */
+  clientDev: string;
   /** Scratch directory (config, counters, logs); removed with the lab. */
   tmp: string;
 }
@@ -42,8 +55,10 @@ export interface Configuration {
   name: string;
   /** Installs it; throws to abort the bench (teardown is still called). */
   setup(lab: BenchLab): Promise<void>;
-  /** Counted tx bytes since setup, or null when the configuration counts nothing. */
-  countedTxBytes(): Promise<number | null>;
+  /** Counted tx bytes and packets (both ways) since setup, or null when it counts nothing. */
+  counted(): Promise<{ txBytes: number; packets: number } | null>;
+  /** The process whose CPU is the configuration's own (null: none). */
+  pid(): number | null;
   /** Removes everything setup made; called after every run, also after a failed setup. */
   teardown(): Promise<void>;
 }
@@ -162,21 +177,29 @@ export async function startRun(
 /** The configuration of a backend: the CLI's `run` in the client netns. */
 export function backendConfiguration(backend: string): Configuration {
   let run: RunProcess | null = null;
-  let before = 0;
-  const tx = async () => JSON.parse(await Deno.readTextFile(run!.output)).tx_bytes_total as number;
+  let before = { txBytes: 0, packets: 0 };
+  const read = async () => {
+    const j = JSON.parse(await Deno.readTextFile(run!.output));
+    return {
+      txBytes: j.tx_bytes_total as number,
+      packets: (j.rx_packets_total ?? 0) + (j.tx_packets_total ?? 0) as number,
+    };
+  };
   return {
     name: backend,
     async setup(lab) {
       run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns);
       // Let start-up work (module loading, JIT) finish: only steady state is measured.
       await new Promise((r) => setTimeout(r, SETTLE_MS));
-      before = await tx();
+      before = await read();
     },
-    async countedTxBytes() {
+    async counted() {
       // Past one interval, so the last write includes the end of the transfer.
       await new Promise((r) => setTimeout(r, 700));
-      return (await tx()) - before;
+      const now = await read();
+      return { txBytes: now.txBytes - before.txBytes, packets: now.packets - before.packets };
     },
+    pid: () => run?.child.pid ?? null,
     async teardown() {
       const r = run;
       run = null;
@@ -189,9 +212,83 @@ export function backendConfiguration(backend: string): Configuration {
 export const NONE: Configuration = {
   name: "none",
   setup: () => Promise.resolve(),
-  countedTxBytes: () => Promise.resolve(null),
+  counted: () => Promise.resolve(null),
+  pid: () => null,
   teardown: () => Promise.resolve(),
 };
+
+/** argv of each monitor, watching `dev` in text mode until killed. */
+const MONITORS: Record<string, (dev: string) => string[]> = {
+  // -t: text (trace) mode, one refresh a second; -d 1 is nethogs' default, made explicit.
+  nethogs: (dev) => ["nethogs", "-t", "-d", "1", dev],
+  // -t: text interface, a report every 2 s; -n -N: no DNS or port-name lookups.
+  iftop: (dev) => ["iftop", "-t", "-n", "-N", "-P", "-i", dev],
+};
+
+/** nethogs or iftop in the client netns on the client veth, its output drained. */
+export function monitorConfiguration(name: string): Configuration {
+  let child: Deno.ChildProcess | null = null;
+  let drain: Promise<void> = Promise.resolve();
+  return {
+    name,
+    async setup(lab) {
+      const argv = [
+        "nsenter",
+        `--net=/run/netns/${lab.clientNetns}`,
+        ...MONITORS[name](lab.clientDev),
+      ];
+      child = new Deno.Command(argv[0], {
+        args: argv.slice(1),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      drain = child.stdout.pipeTo(new WritableStream()).catch(() => {});
+      let exited = false;
+      child.status.then(() => exited = true);
+      // Opening the capture and its first refresh are not the steady state.
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      if (exited) throw new Error(`${name} exited right after it started: is it installed?`);
+    },
+    counted: () => Promise.resolve(null),
+    pid: () => child?.pid ?? null,
+    async teardown() {
+      const c = child;
+      child = null;
+      if (!c) return;
+      try {
+        c.kill("SIGTERM");
+      } catch { /* gone */ }
+      const timer = setTimeout(() => {
+        try {
+          c.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      await c.status;
+      clearTimeout(timer);
+      await drain;
+    },
+  };
+}
+
+/** utime+stime (+ reaped children) of `pid` in seconds, from /proc/<pid>/stat. */
+export function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // proc(5) fields 14-17 are f[11..14] (f[0] is field 3).
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / USER_HZ;
+}
+
+/** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
+export function systemBusySeconds(): number {
+  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/)
+    .slice(1).map(Number);
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / USER_HZ;
+}
+
+/** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */
+const USER_HZ = 100;
 
 export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise<void> }> {
   const tag = crypto.randomUUID().slice(0, 6);
@@ -218,13 +315,14 @@ export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise
       cgroup,
       cgroupDir: cgroupDir(mount, cgroup),
       tmp,
+      clientDev: `vbc${tag}`,
     };
     for (const ns of [lab.clientNetns, lab.serverNetns]) {
       await sh("ip", "netns", "add", ns);
       undo.push(() => sh("ip", "netns", "del", ns).then(() => {}));
       await sh("ip", "-n", ns, "link", "set", "lo", "up");
     }
-    const [vc, vs] = [`vbc${tag}`, `vbs${tag}`];
+    const [vc, vs] = [lab.clientDev, `vbs${tag}`];
     await sh(
       "ip",
       "link",
@@ -296,17 +394,18 @@ export interface IperfResult {
   receiverCpuPct: number;
 }
 
-/** One iperf3 TCP upload from the target cgroup in the client netns. */
-export async function iperf(lab: BenchLab, seconds: number): Promise<IperfResult> {
+/** One iperf3 TCP upload from the target cgroup in the client netns; rate "max" or -b. */
+export async function iperf(lab: BenchLab, seconds: number, rate = "max"): Promise<IperfResult> {
   const out = await new Deno.Command("sh", {
     args: [
       "-c",
-      'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" iperf3 -c "$3" -t "$4" -J',
+      'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" iperf3 -c "$3" -t "$4" -b "$5" -J',
       "sh",
       lab.cgroupDir,
       `/run/netns/${lab.clientNetns}`,
       SERVER_IP,
       String(seconds),
+      rate === "max" ? "0" : rate,
     ],
     stdout: "piped",
     stderr: "piped",
@@ -335,6 +434,8 @@ export const median = (xs: number[]): number => {
 export interface ThroughputOptions {
   runs: number;
   seconds: number;
+  /** "max" (unlimited) or an iperf3 -b rate such as "1G". */
+  rate?: string;
   log?: (line: string) => void;
 }
 
@@ -347,10 +448,22 @@ export interface ConfigurationResult {
   /** median / median of "none" (the first configuration). */
   ratio: number;
   loss_pct: number;
-  /** Counted tx bytes / bytes iperf3 sent, per run (null for "none"). */
+  /** Counted tx bytes / bytes iperf3 sent, per run (null for "none" and the monitors). */
   counted_ratio: (number | null)[];
   sender_cpu_pct_median: number;
+  /** CPU of the configuration's own process during the iperf3 run, % of one core. */
+  monitor_cpu_pct: (number | null)[];
+  monitor_cpu_pct_median: number | null;
+  /** Busy CPU of the whole machine during the iperf3 run, % of one core (all cores). */
+  system_cpu_pct: number[];
+  system_cpu_pct_median: number;
+  /** system_cpu_pct_median minus that of "none": what the configuration costs in all. */
+  extra_system_cpu_pct: number;
+  /** Packets (both ways) the backend counted per second of iperf3 (null: counts nothing). */
+  counted_packets_per_s_median: number | null;
 }
+
+const round = (x: number, d: number) => Number(x.toFixed(d));
 
 /**
  * Runs every configuration `runs` times, alternating, each for one iperf3 run of
@@ -362,60 +475,92 @@ export async function measureThroughput(
   opts: ThroughputOptions,
 ): Promise<ConfigurationResult[]> {
   const log = opts.log ?? (() => {});
+  const rate = opts.rate ?? "max";
   const raw = configs.map(() => ({
     gbps: [] as number[],
     counted: [] as (number | null)[],
     cpu: [] as number[],
+    monitor: [] as (number | null)[],
+    system: [] as number[],
+    pps: [] as number[],
   }));
   for (let run = 0; run < opts.runs; run++) {
     for (const [i, c] of configs.entries()) {
       try {
         await c.setup(lab);
-        const r = await iperf(lab, opts.seconds);
-        const counted = await c.countedTxBytes();
-        if (counted !== null && counted < r.sentBytes * 0.98) {
+        const pid = c.pid();
+        const cpu0 = pid === null ? 0 : processCpuSeconds(pid);
+        const sys0 = systemBusySeconds();
+        const t0 = performance.now();
+        const r = await iperf(lab, opts.seconds, rate);
+        const wall = (performance.now() - t0) / 1000;
+        const sys1 = systemBusySeconds();
+        const cpu1 = pid === null ? 0 : processCpuSeconds(pid);
+        const counted = await c.counted();
+        if (counted !== null && counted.txBytes < r.sentBytes * 0.98) {
           throw new Error(
-            `${c.name} counted ${counted} tx bytes for ${r.sentBytes} sent by iperf3: ` +
+            `${c.name} counted ${counted.txBytes} tx bytes for ${r.sentBytes} sent by iperf3: ` +
               `it is not counting the benchmark's traffic`,
           );
         }
         raw[i].gbps.push(r.gbps);
-        raw[i].counted.push(counted === null ? null : Number((counted / r.sentBytes).toFixed(4)));
+        raw[i].counted.push(
+          counted === null ? null : Number((counted.txBytes / r.sentBytes).toFixed(4)),
+        );
         raw[i].cpu.push(r.senderCpuPct);
-        log(`run ${run + 1}/${opts.runs} ${c.name.padEnd(9)} ${r.gbps.toFixed(2)} Gbit/s`);
+        raw[i].monitor.push(pid === null ? null : round((cpu1 - cpu0) / wall * 100, 2));
+        raw[i].system.push(round((sys1 - sys0) / wall * 100, 1));
+        if (counted !== null) raw[i].pps.push(counted.packets / opts.seconds);
+        log(
+          `${rate} run ${run + 1}/${opts.runs} ${c.name.padEnd(9)} ${r.gbps.toFixed(2)} Gbit/s` +
+            (pid === null ? "" : `, ${c.name} CPU ${raw[i].monitor.at(-1)}%`) +
+            `, machine ${raw[i].system.at(-1)}%`,
+        );
       } finally {
         await c.teardown();
       }
     }
   }
   const base = median(raw[0].gbps);
+  const baseSystem = median(raw[0].system);
   return configs.map((c, i) => {
     const m = median(raw[i].gbps);
+    const mon = raw[i].monitor.filter((x): x is number => x !== null);
     return {
       name: c.name,
-      gbps: raw[i].gbps.map((g) => Number(g.toFixed(3))),
-      median_gbps: Number(m.toFixed(3)),
-      min_gbps: Number(Math.min(...raw[i].gbps).toFixed(3)),
-      max_gbps: Number(Math.max(...raw[i].gbps).toFixed(3)),
-      ratio: Number((m / base).toFixed(4)),
-      loss_pct: Number(((1 - m / base) * 100).toFixed(2)),
+      gbps: raw[i].gbps.map((g) => round(g, 3)),
+      median_gbps: round(m, 3),
+      min_gbps: round(Math.min(...raw[i].gbps), 3),
+      max_gbps: round(Math.max(...raw[i].gbps), 3),
+      ratio: round(m / base, 4),
+      loss_pct: round((1 - m / base) * 100, 2),
       counted_ratio: raw[i].counted,
-      sender_cpu_pct_median: Number(median(raw[i].cpu).toFixed(1)),
+      sender_cpu_pct_median: round(median(raw[i].cpu), 1),
+      monitor_cpu_pct: raw[i].monitor,
+      monitor_cpu_pct_median: mon.length ? round(median(mon), 3) : null,
+      system_cpu_pct: raw[i].system,
+      system_cpu_pct_median: round(median(raw[i].system), 1),
+      extra_system_cpu_pct: round(median(raw[i].system) - baseSystem, 1),
+      counted_packets_per_s_median: raw[i].pps.length ? Math.round(median(raw[i].pps)) : null,
     };
   });
 }
 
 function parseArgs(args: string[]) {
   let out: string | null = null, runs = 5, seconds = 5;
-  let backends = ["ebpf"];
+  let backends = ["ebpf"], monitors: string[] = [], rates = ["max"];
   const usage =
     "usage: deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,nft,iptables] " +
-    "[--runs N] [--seconds S]\n  defaults: --backends ebpf --runs 5 --seconds 5";
+    "[--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]\n" +
+    "  defaults: --backends ebpf --monitors '' --rates max --runs 5 --seconds 5";
+  const list = (v: string | undefined) => (v ?? "").split(",").filter((b) => b);
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--runs") runs = Number(args[++i]);
     else if (a === "--seconds") seconds = Number(args[++i]);
-    else if (a === "--backends") backends = (args[++i] ?? "").split(",").filter((b) => b);
+    else if (a === "--backends") backends = list(args[++i]);
+    else if (a === "--monitors") monitors = list(args[++i]);
+    else if (a === "--rates") rates = list(args[++i]);
     else if (a === "--help" || a === "-h") {
       console.log(usage);
       Deno.exit(0);
@@ -426,8 +571,22 @@ function parseArgs(args: string[]) {
     }
   }
   const bad = backends.filter((b) => !["ebpf", "nft", "iptables"].includes(b));
-  if (backends.length === 0 || bad.length > 0) {
+  if (bad.length > 0) {
     console.error(`throughput: --backends "${bad.join(",")}" is not a list of ebpf, nft, iptables`);
+    Deno.exit(2);
+  }
+  const badMonitor = monitors.filter((m) => !(m in MONITORS));
+  if (badMonitor.length > 0) {
+    console.error(
+      `throughput: --monitors "${badMonitor.join(",")}" is not a list of nethogs, iftop`,
+    );
+    Deno.exit(2);
+  }
+  const badRate = rates.filter((r) => r !== "max" && !/^\d+(\.\d+)?[KMG]$/.test(r));
+  if (rates.length === 0 || badRate.length > 0) {
+    console.error(
+      `throughput: --rates "${badRate.join(",")}" must be "max" or iperf3 rates like 1G, 500M`,
+    );
     Deno.exit(2);
   }
   if (!(Number.isInteger(runs) && runs > 0)) {
@@ -438,66 +597,99 @@ function parseArgs(args: string[]) {
     console.error(`throughput: --seconds "${seconds}" must be a whole number of seconds >= 1`);
     Deno.exit(2);
   }
-  return { out, runs, seconds, backends };
+  return { out, runs, seconds, backends, monitors, rates };
+}
+
+export function printThroughput(rate: string, results: ConfigurationResult[]): void {
+  console.log(
+    "configuration  median Gbit/s  min..max        ratio   loss  counted/sent  own CPU %  " +
+      "machine CPU %  (+ vs none)  target",
+  );
+  for (const r of results) {
+    const counted = r.counted_ratio.every((c) => c === null)
+      ? "-"
+      : median(r.counted_ratio.map((c) => c ?? 0)).toFixed(4);
+    // The loss target is about accounting; the monitors are compared, not judged.
+    const judged = r.name !== "none" && r.name in MONITORS === false && rate === "max";
+    console.log(
+      [
+        r.name.padEnd(14),
+        r.median_gbps.toFixed(2).padStart(13),
+        `  ${r.min_gbps.toFixed(2)}..${r.max_gbps.toFixed(2)}`.padEnd(16),
+        r.ratio.toFixed(3).padStart(7),
+        `${r.loss_pct.toFixed(1)}%`.padStart(6),
+        counted.padStart(13),
+        (r.monitor_cpu_pct_median === null ? "-" : r.monitor_cpu_pct_median.toFixed(2))
+          .padStart(10),
+        r.system_cpu_pct_median.toFixed(1).padStart(14),
+        (r.name === "none"
+          ? ""
+          : `${r.extra_system_cpu_pct >= 0 ? "+" : ""}${r.extra_system_cpu_pct}`)
+          .padStart(12),
+        judged
+          ? `  loss <= ${TARGET_LOSS * 100}% ${r.loss_pct <= TARGET_LOSS * 100 ? "PASS" : "MISS"}`
+          : "",
+      ].join(" "),
+    );
+  }
 }
 
 async function main(): Promise<void> {
-  const { out, runs, seconds, backends } = parseArgs(Deno.args);
+  const { out, runs, seconds, backends, monitors, rates } = parseArgs(Deno.args);
   if (Deno.uid() !== 0) {
     console.error("throughput: run as root (netns, cgroups and the backends need it)");
     Deno.exit(1);
   }
+  const installed = await ensurePackages(["iperf3", ...monitors]);
   const { lab, cleanup } = await makeLab();
-  const configs = [NONE, ...backends.map(backendConfiguration)];
+  const configs = [
+    NONE,
+    ...backends.map(backendConfiguration),
+    ...monitors.map(monitorConfiguration),
+  ];
   try {
-    const results = await measureThroughput(lab, configs, {
-      runs,
-      seconds,
-      log: (l) => console.error(l),
-    });
-    console.log(
-      `TCP throughput, iperf3 ${seconds} s x ${runs} runs per configuration, interleaved, ` +
-        `veth between two netns, client in a target cgroup`,
-    );
-    console.log(
-      "configuration  median Gbit/s  min..max        ratio   loss   counted/sent  target",
-    );
-    for (const r of results) {
-      const counted = r.counted_ratio.every((c) => c === null)
-        ? "-"
-        : median(r.counted_ratio.map((c) => c ?? 0)).toFixed(4);
+    const byRate: Record<string, unknown> = {};
+    for (const rate of rates) {
+      const results = await measureThroughput(lab, configs, {
+        runs,
+        seconds,
+        rate,
+        log: (l) => console.error(l),
+      });
       console.log(
-        [
-          r.name.padEnd(14),
-          r.median_gbps.toFixed(2).padStart(13),
-          `  ${r.min_gbps.toFixed(2)}..${r.max_gbps.toFixed(2)}`.padEnd(16),
-          r.ratio.toFixed(3).padStart(7),
-          `${r.loss_pct.toFixed(1)}%`.padStart(7),
-          counted.padStart(13),
-          r.name === "none"
-            ? ""
-            : `  loss <= ${TARGET_LOSS * 100}% ${
-              r.loss_pct <= TARGET_LOSS * 100 ? "ok" : "missed"
-            }`,
-        ].join(" "),
+        `TCP throughput at ${
+          rate === "max" ? "the highest rate (iperf3 unlimited)" : `iperf3 -b ${rate}`
+        }, ` +
+          `${seconds} s x ${runs} runs per configuration, interleaved, veth between two netns, ` +
+          `client in a target cgroup; CPU % of one core (machine: all ${navigator.hardwareConcurrency} cores)`,
       );
+      printThroughput(rate, results);
+      byRate[rate] = {
+        configurations: results,
+        targets_met: rate !== "max" ? {} : Object.fromEntries(
+          results.filter((r) => r.name !== "none" && !(r.name in MONITORS)).map((r) => [
+            r.name,
+            r.loss_pct <= TARGET_LOSS * 100,
+          ]),
+        ),
+      };
     }
     const result = {
       throughput: {
         method: "iperf3 -J TCP upload through a veth pair between two netns; configurations " +
-          "alternate run by run; median, min, max; ratio = median / median of none",
+          "alternate run by run; median, min, max; ratio = median / median of none; CPU over " +
+          "the iperf3 run from /proc (own process: utime+stime; machine: /proc/stat busy)",
         kernel: Deno.osRelease(),
         cpus: navigator.hardwareConcurrency,
         runs,
         seconds,
         target_loss_pct: TARGET_LOSS * 100,
-        configurations: results,
-        targets_met: Object.fromEntries(
-          results.filter((r) => r.name !== "none").map((r) => [
-            r.name,
-            r.loss_pct <= TARGET_LOSS * 100,
-          ]),
-        ),
+        monitors: {
+          nethogs: MONITORS.nethogs("DEV").join(" "),
+          iftop: MONITORS.iftop("DEV").join(" "),
+        },
+        packages_installed_by_bench: installed,
+        rates: byRate,
       },
     };
     if (out) {
