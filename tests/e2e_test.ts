@@ -137,6 +137,26 @@ async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: TestEnv,
   assertEquals(st.uid, NOBODY_UID, 'counters.json owner (config "owner": "nobody")');
 }
 
+/**
+ * Runs a test body; when it fails, prints what each `run` said and what it had attached, so
+ * the failure can be read without rerunning.
+ */
+async function explained(clis: () => (RunningCli | null)[], body: () => Promise<void>) {
+  try {
+    await body();
+  } catch (e) {
+    for (const cli of clis()) {
+      if (!cli) continue;
+      const bpf = await bpfAttachedBy(MOUNT, cli.pid).catch(() => []);
+      console.error(
+        `--- run --backend ${cli.options.backend} (pid ${cli.pid}), BPF links held: ` +
+          `${JSON.stringify(bpf)}; stderr:\n${cli.stderr.trimEnd()}\n---`,
+      );
+    }
+    throw e;
+  }
+}
+
 /** Runs flows from each service in turn; returns the wire reference per service. */
 async function externalPhase(env: TestEnv, services: string[]): Promise<Record<string, Bytes>> {
   const refs: Record<string, Bytes> = {};
@@ -199,60 +219,62 @@ function graphRates(text: string): { down: number; up: number } {
 async function scenario(backend: string, layout: LayoutName): Promise<void> {
   const env = await TestEnv.open(layout);
   const files = await scratch(env);
-  let cli: RunningCli | null = null;
+  let cli = null as RunningCli | null;
   try {
-    // Boot order: shell's service starts after the root daemon.
-    env.cgroups.create("host-agent");
-    env.cgroups.create("server");
-    cli = await startRun(env.layout, env.clientNetns, {
-      backend,
-      config: await files.writeConfig("config", backend),
-      output: `${files.dir}/counters.json`,
+    await explained(() => [cli], async () => {
+      // Boot order: shell's service starts after the root daemon.
+      env.cgroups.create("host-agent");
+      env.cgroups.create("server");
+      cli = await startRun(env.layout, env.clientNetns, {
+        backend,
+        config: await files.writeConfig("config", backend),
+        output: `${files.dir}/counters.json`,
+      });
+      const s0 = await cli.sampleAfter();
+      checkSample(s0, backend, env);
+
+      // Internal remotes from the services and external traffic from an outsider: nothing.
+      for (const s of ["host-agent", "server"]) await env.traffic(s, INTERNAL_FLOWS);
+      await measureFlows(env, null, EXTERNAL_FLOWS);
+      const s1 = await cli.sampleAfter();
+      await assertNothingCounted(cli, env, s0, s1);
+
+      const refsA = await externalPhase(env, ["host-agent", "server"]);
+      const sA = await cli.sampleAfter();
+      checkSample(sA, backend, env);
+      assertPhase(s1, sA, refsA, "external traffic");
+
+      // Service restart (new cgroup id) and a service that appears late.
+      await env.cgroups.recreate("server");
+      env.cgroups.create("shell");
+      const sR = await settle(cli);
+      checkSample(sR, backend, env);
+      for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
+      const refsB = await externalPhase(env, ["host-agent", "server", "shell"]);
+      const sB = await cli.sampleAfter();
+      assertPhase(sR, sB, refsB, "after server restart and late shell");
+
+      // The graph, fed by the file while a paced flow runs both ways (5 s: room for a slow start).
+      const paced = env.traffic("server", [
+        `tcp,${REMOTES.internet4},${TCP_PORT},${5 * PACED_RATE},${5 * PACED_RATE},${PACED_RATE}`,
+      ]);
+      await new Promise((r) => setTimeout(r, 1200));
+      const graph = await graphOnce(cli.output);
+      await paced;
+      assertEquals(graph.code, 0, `graph --once exit code; stderr: ${graph.stderr}`);
+      const rates = graphRates(graph.stdout);
+      for (const [dir, rate] of Object.entries(rates)) {
+        assert(
+          rate > PACED_RATE * 0.5 && rate < PACED_RATE * 2.5,
+          `graph --once shows ${dir} ${rate} B/s for a flow paced at ${PACED_RATE} B/s:\n${graph.stdout}`,
+        );
+      }
+
+      const last = await cli.sampleAfter();
+      const stopping = cli;
+      cli = null;
+      await assertStoppedCleanly(stopping, last, env, files.dir);
     });
-    const s0 = await cli.sampleAfter();
-    checkSample(s0, backend, env);
-
-    // Internal remotes from the services and external traffic from an outsider: nothing.
-    for (const s of ["host-agent", "server"]) await env.traffic(s, INTERNAL_FLOWS);
-    await measureFlows(env, null, EXTERNAL_FLOWS);
-    const s1 = await cli.sampleAfter();
-    await assertNothingCounted(cli, env, s0, s1);
-
-    const refsA = await externalPhase(env, ["host-agent", "server"]);
-    const sA = await cli.sampleAfter();
-    checkSample(sA, backend, env);
-    assertPhase(s1, sA, refsA, "external traffic");
-
-    // Service restart (new cgroup id) and a service that appears late.
-    await env.cgroups.recreate("server");
-    env.cgroups.create("shell");
-    const sR = await settle(cli);
-    checkSample(sR, backend, env);
-    for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
-    const refsB = await externalPhase(env, ["host-agent", "server", "shell"]);
-    const sB = await cli.sampleAfter();
-    assertPhase(sR, sB, refsB, "after server restart and late shell");
-
-    // The graph, fed by the file while a paced flow runs both ways (5 s: room for a slow start).
-    const paced = env.traffic("server", [
-      `tcp,${REMOTES.internet4},${TCP_PORT},${5 * PACED_RATE},${5 * PACED_RATE},${PACED_RATE}`,
-    ]);
-    await new Promise((r) => setTimeout(r, 1200));
-    const graph = await graphOnce(cli.output);
-    await paced;
-    assertEquals(graph.code, 0, `graph --once exit code; stderr: ${graph.stderr}`);
-    const rates = graphRates(graph.stdout);
-    for (const [dir, rate] of Object.entries(rates)) {
-      assert(
-        rate > PACED_RATE * 0.5 && rate < PACED_RATE * 2.5,
-        `graph --once shows ${dir} ${rate} B/s for a flow paced at ${PACED_RATE} B/s:\n${graph.stdout}`,
-      );
-    }
-
-    const last = await cli.sampleAfter();
-    const stopping = cli;
-    cli = null;
-    await assertStoppedCleanly(stopping, last, env, files.dir);
   } finally {
     await cli?.stop("SIGKILL");
     await env.close();
@@ -288,45 +310,55 @@ for (const backend of BACKEND_NAMES) {
     async fn() {
       const env = await TestEnv.open("hybrid");
       const files = await scratch(env);
-      let cli: RunningCli | null = null;
+      let cli = null as RunningCli | null;
       try {
-        for (const s of SERVICE_NAMES) env.cgroups.create(s);
-        const options = {
-          backend,
-          config: await files.writeConfig("config", backend),
-          output: `${files.dir}/counters.json`,
-        };
-        cli = await startRun(env.layout, env.clientNetns, options);
-        const before = await installCount(backend, env, cli);
-        assert(before > 0, `${backend} installed nothing the test can see`);
-        const s0 = await cli.sampleAfter();
-        const refA = await externalPhase(env, ["server"]);
-        const sA = await settle(cli); // saved to state by now
-        assertPhase(s0, sA, refA, "before SIGKILL");
+        await explained(() => [cli], async () => {
+          for (const s of SERVICE_NAMES) env.cgroups.create(s);
+          const options = {
+            backend,
+            config: await files.writeConfig("config", backend),
+            output: `${files.dir}/counters.json`,
+          };
+          cli = await startRun(env.layout, env.clientNetns, options);
+          const before = await installCount(backend, env, cli);
+          assert(before > 0, `${backend} installed nothing the test can see`);
+          const s0 = await cli.sampleAfter();
+          const refA = await externalPhase(env, ["server"]);
+          const sA = await settle(cli); // saved to state by now
+          assertPhase(s0, sA, refA, "before SIGKILL");
 
-        const killed = await cli.stop("SIGKILL");
-        cli = null;
-        assertEquals(killed.signal, "SIGKILL", "run died by SIGKILL");
-        if (backend === "ebpf") {
-          // Links die with their holder: a crashed daemon leaves nothing attached.
-          assertEquals(await newBpfAttachments(MOUNT, BPF_BASELINE), [], "attached after SIGKILL");
-        }
-        cli = await startRun(env.layout, env.clientNetns, options);
-        assertEquals(await installCount(backend, env, cli), before, "rules/programs after restart");
-        const s1 = await cli.sampleAfter();
-        // Saved totals may continue (== sA) or start over (0); never stale kernel counters on top.
-        for (const k of ["rx_bytes_total", "tx_bytes_total"] as const) {
-          assert(
-            s1[k] === sA[k] || s1[k] === 0,
-            `after restart ${k} is ${s1[k]}, before SIGKILL ${sA[k]}`,
+          const killed = await cli.stop("SIGKILL");
+          cli = null;
+          assertEquals(killed.signal, "SIGKILL", "run died by SIGKILL");
+          if (backend === "ebpf") {
+            // Links die with their holder: a crashed daemon leaves nothing attached.
+            assertEquals(
+              await newBpfAttachments(MOUNT, BPF_BASELINE),
+              [],
+              "attached after SIGKILL",
+            );
+          }
+          cli = await startRun(env.layout, env.clientNetns, options);
+          assertEquals(
+            await installCount(backend, env, cli),
+            before,
+            "rules/programs after restart",
           );
-        }
-        const refB = await externalPhase(env, ["server"]);
-        const sB = await cli.sampleAfter();
-        assertPhase(s1, sB, refB, "after restart");
-        const stopping = cli;
-        cli = null;
-        await assertStoppedCleanly(stopping, sB, env, files.dir);
+          const s1 = await cli.sampleAfter();
+          // Saved totals may continue (== sA) or start over (0); never stale kernel counters on top.
+          for (const k of ["rx_bytes_total", "tx_bytes_total"] as const) {
+            assert(
+              s1[k] === sA[k] || s1[k] === 0,
+              `after restart ${k} is ${s1[k]}, before SIGKILL ${sA[k]}`,
+            );
+          }
+          const refB = await externalPhase(env, ["server"]);
+          const sB = await cli.sampleAfter();
+          assertPhase(s1, sB, refB, "after restart");
+          const stopping = cli;
+          cli = null;
+          await assertStoppedCleanly(stopping, sB, env, files.dir);
+        });
       } finally {
         await cli?.stop("SIGKILL");
         await env.close();
@@ -344,42 +376,48 @@ Deno.test({
     const files = await scratch(env);
     const clis: RunningCli[] = [];
     try {
-      for (const s of SERVICE_NAMES) env.cgroups.create(s);
-      for (const backend of BACKEND_NAMES) {
-        clis.push(
-          await startRun(env.layout, env.clientNetns, {
-            backend,
-            config: await files.writeConfig(backend, backend),
-            output: `${files.dir}/${backend}.json`,
-          }),
-        );
-      }
-      const starts = await Promise.all(clis.map((c) => c.sampleAfter()));
-      for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
-      const refs = await externalPhase(env, SERVICE_NAMES);
-      const ends = await Promise.all(clis.map((c) => c.sampleAfter()));
-      const counted = clis.map((_, i) => ({
-        backend: BACKEND_NAMES[i],
-        per: Object.fromEntries(SERVICE_NAMES.map((s) => [s, countedDelta(starts[i], ends[i], s)])),
-      }));
-      const table = counted.map((c) => `${c.backend}: ${JSON.stringify(c.per)}`).join("\n");
-      console.log(`wire reference: ${JSON.stringify(refs)}\n${table}`);
-      for (let i = 0; i < clis.length; i++) assertPhase(starts[i], ends[i], refs, BACKEND_NAMES[i]);
-      for (const s of SERVICE_NAMES) {
-        for (const dir of ["rx", "tx"] as const) {
-          const values = counted.map((c) => c.per[s][dir]);
-          const spread = (Math.max(...values) - Math.min(...values)) / Math.max(...values);
-          assert(
-            spread <= CROSS_TOLERANCE,
-            `${s} ${dir}: backends disagree by ${(spread * 100).toFixed(2)}%\n${table}`,
+      await explained(() => clis, async () => {
+        for (const s of SERVICE_NAMES) env.cgroups.create(s);
+        for (const backend of BACKEND_NAMES) {
+          clis.push(
+            await startRun(env.layout, env.clientNetns, {
+              backend,
+              config: await files.writeConfig(backend, backend),
+              output: `${files.dir}/${backend}.json`,
+            }),
           );
         }
-      }
-      for (const cli of clis.splice(0)) {
-        const stop = await cli.stop("SIGTERM");
-        assertEquals(stop.code, 0, `${cli.options.backend} exit code; stderr:\n${stop.stderr}`);
-      }
-      assertEquals(await installed(env), [], "left installed after all three stopped");
+        const starts = await Promise.all(clis.map((c) => c.sampleAfter()));
+        for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
+        const refs = await externalPhase(env, SERVICE_NAMES);
+        const ends = await Promise.all(clis.map((c) => c.sampleAfter()));
+        const counted = clis.map((_, i) => ({
+          backend: BACKEND_NAMES[i],
+          per: Object.fromEntries(
+            SERVICE_NAMES.map((s) => [s, countedDelta(starts[i], ends[i], s)]),
+          ),
+        }));
+        const table = counted.map((c) => `${c.backend}: ${JSON.stringify(c.per)}`).join("\n");
+        console.log(`wire reference: ${JSON.stringify(refs)}\n${table}`);
+        for (let i = 0; i < clis.length; i++) {
+          assertPhase(starts[i], ends[i], refs, BACKEND_NAMES[i]);
+        }
+        for (const s of SERVICE_NAMES) {
+          for (const dir of ["rx", "tx"] as const) {
+            const values = counted.map((c) => c.per[s][dir]);
+            const spread = (Math.max(...values) - Math.min(...values)) / Math.max(...values);
+            assert(
+              spread <= CROSS_TOLERANCE,
+              `${s} ${dir}: backends disagree by ${(spread * 100).toFixed(2)}%\n${table}`,
+            );
+          }
+        }
+        for (const cli of clis.splice(0)) {
+          const stop = await cli.stop("SIGTERM");
+          assertEquals(stop.code, 0, `${cli.options.backend} exit code; stderr:\n${stop.stderr}`);
+        }
+        assertEquals(await installed(env), [], "left installed after all three stopped");
+      });
     } finally {
       for (const cli of clis) await cli.stop("SIGKILL");
       await env.close();
