@@ -97,6 +97,7 @@ export async function startRun(
   dir: string,
   netns: string | null,
   intervalS = 0.5,
+  extraConfig: Record<string, unknown> = {},
 ): Promise<RunProcess> {
   const config = `${dir}/config.json`;
   const output = `${dir}/counters.json`;
@@ -105,7 +106,7 @@ export async function startRun(
   await Deno.remove(`${output}.state`).catch(() => {});
   await Deno.writeTextFile(
     config,
-    JSON.stringify({ services: { bench: service }, output, interval_s: intervalS }),
+    JSON.stringify({ services: { bench: service }, output, interval_s: intervalS, ...extraConfig }),
   );
   const argv = [
     ...(netns ? ["nsenter", `--net=/run/netns/${netns}`] : []),
