@@ -12,6 +12,7 @@ import { installCommand, uninstallCommand } from "./install/mod.ts";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/errors.ts";
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
+import { verifyCommand, verifyProbeCommand } from "./verify/mod.ts";
 
 const program = new Command("stb-netacct")
   .description(
@@ -29,6 +30,8 @@ const program = new Command("stb-netacct")
   .addCommand(installCommand())
   .addCommand(uninstallCommand())
   .addCommand(resetCommand())
+  .addCommand(verifyCommand())
+  .addCommand(verifyProbeCommand(), { hidden: true })
   .addHelpText(
     "after",
     "\nExamples:\n" +

@@ -1,0 +1,225 @@
+/**
+ * End-to-end: `verify` against a real `run` in the test topology. The "external URL" is an
+ * HTTP server on the internet peer (198.51.100.2, a documentation address that exists only
+ * inside the test's namespaces). Run as root:
+ *
+ *   deno test -A tests/verify_test.ts       (STB_NETACCT_BIN=./stb-netacct to test the build)
+ *
+ * verify must pass on a correct setup, contact nothing without --external-url, leave no
+ * cgroup or probe behind, and fail naming the check when its config points at a cgroup the
+ * sampler does not count.
+ */
+
+import {
+  assert,
+  assertEquals,
+  cliArgv,
+  countedDelta,
+  DENO,
+  type LayoutName,
+  REMOTES,
+  run,
+  type RunningCli,
+  type RunResult,
+  startRun,
+  TestEnv,
+} from "./harness/mod.ts";
+
+const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
+const HTTP_PORT = 8089;
+const BLOB_BYTES = 4_000_000;
+const BLOB_URL = `http://${REMOTES.internet4}:${HTTP_PORT}/blob`;
+
+/** A plain HTTP server in the peer netns serving BLOB_BYTES at /blob. */
+async function startHttpPeer(netnsPath: string): Promise<() => Promise<void>> {
+  const code = `
+    const body = new Uint8Array(${BLOB_BYTES}).fill(0x61);
+    Deno.serve({ hostname: "::", port: ${HTTP_PORT}, onListen() { console.log("ready"); } },
+      (req) => new URL(req.url).pathname === "/blob"
+        ? new Response(body)
+        : new Response("not here", { status: 404 }));`;
+  const child = new Deno.Command("nsenter", {
+    args: [`--net=${netnsPath}`, "--", DENO, "eval", "--no-config", code],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+  };
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await reader.read();
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  if (!first.value?.includes("ready")) {
+    await stop();
+    throw new Error("HTTP server on the peer did not start");
+  }
+  return stop;
+}
+
+/** Processes still running a verify probe (there must be none after verify exits). */
+function probeProcesses(): string[] {
+  const found: string[] = [];
+  for (const p of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(p.name)) continue;
+    try {
+      const cmd = Deno.readTextFileSync(`/proc/${p.name}/cmdline`).split("\0").join(" ");
+      if (cmd.includes("verify-probe")) found.push(`${p.name}: ${cmd}`);
+    } catch { /* exited */ }
+  }
+  return found;
+}
+
+/** Child cgroups verify made below the services (there must be none after it exits). */
+function probeCgroups(env: TestEnv): string[] {
+  const found: string[] = [];
+  for (const name of ["host-agent", "server", "shell"]) {
+    if (!env.cgroups.exists(name)) continue;
+    for (const e of Deno.readDirSync(env.cgroups.dir(name))) {
+      if (e.isDirectory && e.name.startsWith("stb-netacct-verify-")) found.push(e.name);
+    }
+  }
+  return found;
+}
+
+function verdicts(out: string): Record<string, string> {
+  const v: Record<string, string> = {};
+  for (const line of out.split("\n")) {
+    const m = /^(PASS|FAIL|SKIP)\s+(\S+)/.exec(line);
+    if (m) v[m[2]] = m[1];
+  }
+  return v;
+}
+
+async function verify(env: TestEnv, args: string[]): Promise<RunResult> {
+  const r = await run([...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])], {
+    allowFail: true,
+  });
+  console.log(`verify ${args.join(" ")}\n${r.stdout}${r.stderr}`);
+  assertEquals(probeProcesses(), [], "probe processes left running");
+  assertEquals(probeCgroups(env), [], "probe cgroups left behind");
+  return r;
+}
+
+async function scenario(backend: string, layout: LayoutName): Promise<void> {
+  const env = await TestEnv.open(layout);
+  const dir = await Deno.makeTempDir({ prefix: "stb-verify-e2e-" });
+  let stopHttp: (() => Promise<void>) | null = null;
+  let cli: RunningCli | null = null;
+  try {
+    env.cgroups.create("host-agent");
+    env.cgroups.create("server");
+    stopHttp = await startHttpPeer(env.topology.peerNetnsPath);
+    const config = `${dir}/config.json`;
+    const output = `${dir}/counters.json`;
+    const base = { interval_s: 0.5, prometheus: { textfile: null } };
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({ services: env.cgroups.configServices(), ...base }),
+    );
+    cli = await startRun(env.layout, env.clientNetns, { backend, config, output });
+    const common = ["--config", config, "--input", output, "--timeout", "30"];
+
+    // Without --external-url nothing leaves the client namespace.
+    const link0 = await env.topology.linkCounters();
+    const local = await verify(env, common);
+    const link1 = await env.topology.linkCounters();
+    assertEquals(local.code, 0, "verify without --external-url exit code");
+    assertEquals(verdicts(local.stdout), {
+      "sampler": "PASS",
+      "loopback-ignored": "PASS",
+      "private-ignored": "PASS",
+      "outsider-ignored": "SKIP",
+      "service-counted": "SKIP",
+    });
+    assert(
+      link1.txBytes - link0.txBytes < 1024,
+      `verify without --external-url sent ${link1.txBytes - link0.txBytes} bytes out of the host`,
+    );
+
+    // The full plan passes, and the counters moved by the one in-cgroup download only.
+    const s0 = await cli.sampleAfter();
+    const full = await verify(env, [...common, "--external-url", BLOB_URL]);
+    const s1 = await cli.sampleAfter();
+    assertEquals(full.code, 0, "verify --external-url exit code on a correct setup");
+    assertEquals(verdicts(full.stdout), {
+      "sampler": "PASS",
+      "loopback-ignored": "PASS",
+      "private-ignored": "PASS",
+      "outsider-ignored": "PASS",
+      "service-counted": "PASS",
+    });
+    const moved = countedDelta(s0, s1, "host-agent");
+    assert(
+      moved.rx > BLOB_BYTES && moved.rx < BLOB_BYTES * 1.1,
+      `host-agent rx moved ${moved.rx} B around verify: expected one ${BLOB_BYTES} B download`,
+    );
+
+    // A config naming a cgroup the sampler does not count: the counted check fails by name.
+    const wrongPath = `${env.cgroups.top}/wrong.slice/stb-next-host-agent@split.service`;
+    Deno.mkdirSync(env.cgroups.mountPoint + wrongPath, { recursive: true });
+    const wrongConfig = `${dir}/wrong.json`;
+    await Deno.writeTextFile(
+      wrongConfig,
+      JSON.stringify({ services: { "host-agent": wrongPath }, ...base }),
+    );
+    const wrong = await verify(env, [
+      "--config",
+      wrongConfig,
+      "--input",
+      output,
+      "--timeout",
+      "30",
+      "--external-url",
+      BLOB_URL,
+    ]);
+    assertEquals(wrong.code, 1, "verify exit code with the wrong cgroup");
+    assertEquals(verdicts(wrong.stdout)["service-counted"], "FAIL", "service-counted verdict");
+    assert(
+      /^FAIL\s+service-counted\s+nothing was counted/m.test(wrong.stdout),
+      "the failure says nothing was counted",
+    );
+    assert(/counts "host-agent" at/.test(wrong.stdout), "the mismatch with counters.json");
+
+    const stop = await cli.stop("SIGTERM");
+    cli = null;
+    assertEquals(stop.code, 0, `run exit code; stderr:\n${stop.stderr}`);
+  } finally {
+    await cli?.stop("SIGKILL");
+    await stopHttp?.();
+    await env.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+for (const [backend, layout] of [["nft", "hybrid"], ["ebpf", "v2"]] as const) {
+  Deno.test({
+    name: `verify ${backend} / ${layout}: passes on a correct setup, fails on the wrong cgroup`,
+    ...TEST_OPTIONS,
+    fn: () => scenario(backend, layout),
+  });
+}
+
+Deno.test("verify: usage errors exit 2, sampler absent fails check 'sampler'", async () => {
+  const bad = await run(cliArgv(["verify", "--external-url", "ftp://x/y"]), { allowFail: true });
+  assertEquals(bad.code, 2, `bad URL exit code; stderr: ${bad.stderr}`);
+  assert(/only http and https/.test(bad.stderr), bad.stderr);
+  const badT = await run(cliArgv(["verify", "--timeout", "0"]), { allowFail: true });
+  assertEquals(badT.code, 2, "bad timeout exit code");
+  const dir = await Deno.makeTempDir({ prefix: "stb-verify-e2e-" });
+  try {
+    await Deno.writeTextFile(`${dir}/c.json`, JSON.stringify({ services: { a: "/nope" } }));
+    const r = await run(
+      cliArgv(["verify", "--config", `${dir}/c.json`, "--input", `${dir}/none.json`]),
+      { allowFail: true },
+    );
+    assertEquals(r.code, 1, `exit code without a sampler; ${r.stdout}${r.stderr}`);
+    assert(/^FAIL\s+sampler\s+.*none\.json is missing/m.test(r.stdout), r.stdout);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

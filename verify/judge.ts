@@ -1,0 +1,125 @@
+/**
+ * How `verify` decides, kept pure so the thresholds are tested on their own.
+ *
+ * StB may be talking while verify runs, so a counter moving is not by itself a verdict.
+ * verify first measures StB's own rate, then judges each probe by the *excess* over what
+ * that rate predicts for the window, relative to the bytes the probe moved: probes are
+ * sized (or, for a URL, must be big enough) to dwarf that background.
+ */
+
+export interface Bytes {
+  rx: number;
+  tx: number;
+}
+
+export type Verdict = "PASS" | "FAIL" | "SKIP";
+
+export interface Judgement {
+  verdict: Verdict;
+  detail: string;
+}
+
+/** Share of the probe's bytes the counters may move by for "not counted" to hold. */
+export const IGNORED_TOLERANCE = 0.1;
+/** A counted download must show within ±10% of its size... */
+export const COUNTED_TOLERANCE = 0.1;
+/** ...plus this much: HTTP and TLS headers, TCP/IP headers, a DNS lookup. */
+export const COUNTED_SLACK_BYTES = 64 * 1024;
+/** Above this share of the probe, StB's own traffic could hide (or fake) the probe. */
+export const MAX_BACKGROUND_SHARE = 0.25;
+
+export function formatBytes(n: number): string {
+  const sign = n < 0 ? "-" : "";
+  const a = Math.abs(n);
+  if (a < 1024) return `${sign}${Math.round(a)} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = a / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) [v, i] = [v / 1024, i + 1];
+  return `${sign}${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+function signed(n: number): string {
+  return (n >= 0 ? "+" : "") + formatBytes(n);
+}
+
+/** What StB's own traffic at `rate` (bytes/s) explains over `seconds`. */
+export function background(rate: Bytes, seconds: number): Bytes {
+  return { rx: rate.rx * seconds, tx: rate.tx * seconds };
+}
+
+function describe(counted: Bytes, bg: Bytes, seconds: number): string {
+  return `counted ${signed(counted.rx)} rx, ${signed(counted.tx)} tx in ${seconds.toFixed(1)} s ` +
+    `(StB's own traffic explains ~${formatBytes(bg.rx)} rx, ~${formatBytes(bg.tx)} tx)`;
+}
+
+/**
+ * Probe traffic that must not count: the counters may move by what the background explains
+ * plus 10% of the probe's bytes (each direction), no more.
+ */
+export function judgeIgnored(
+  counted: Bytes,
+  bg: Bytes,
+  seconds: number,
+  probeBytes: number,
+  what: string,
+): Judgement {
+  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+  if (Math.max(bg.rx, bg.tx) > MAX_BACKGROUND_SHARE * probeBytes) {
+    return {
+      verdict: "FAIL",
+      detail: `inconclusive: StB's own traffic is too large next to the probe's ` +
+        `${formatBytes(probeBytes)}: retry while StB is quieter or with a bigger download; ` +
+        figures,
+    };
+  }
+  const allowed = IGNORED_TOLERANCE * probeBytes;
+  const excess = { rx: counted.rx - bg.rx, tx: counted.tx - bg.tx };
+  if (excess.rx > allowed || excess.tx > allowed) {
+    const share = Math.max(excess.rx, excess.tx) / probeBytes;
+    return {
+      verdict: "FAIL",
+      detail: `counted ${(share * 100).toFixed(0)}% of traffic that must not count; ${figures}`,
+    };
+  }
+  return { verdict: "PASS", detail: figures };
+}
+
+/** A download that must count: received bytes within ±10% of its size, plus header slack. */
+export function judgeCounted(
+  counted: Bytes,
+  bg: Bytes,
+  seconds: number,
+  size: number,
+  what: string,
+): Judgement {
+  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+  if (bg.rx > MAX_BACKGROUND_SHARE * size) {
+    return {
+      verdict: "FAIL",
+      detail: `inconclusive: StB's own traffic is too large next to the ${formatBytes(size)} ` +
+        `download: retry while StB is quieter or with a bigger --external-url file; ${figures}`,
+    };
+  }
+  const excess = counted.rx - bg.rx;
+  const low = (1 - COUNTED_TOLERANCE) * size;
+  const high = (1 + COUNTED_TOLERANCE) * size + COUNTED_SLACK_BYTES;
+  if (excess < low || excess > high) {
+    const why = counted.rx === 0 && counted.tx === 0
+      ? "nothing was counted: the sampler does not count this cgroup (is `run` using this config?)"
+      : `rx moved ${(excess / size * 100).toFixed(0)}% of the download, expected 90-110%`;
+    return { verdict: "FAIL", detail: `${why}; ${figures}` };
+  }
+  return {
+    verdict: "PASS",
+    detail: `rx moved ${(excess / size * 100).toFixed(1)}% of the download; ${figures}`,
+  };
+}
+
+/**
+ * Bytes each way for the local probes: at least `min`, and enough that 10% of it exceeds
+ * what StB's own rate could add during a window of `windowS` seconds, three times over.
+ */
+export function probeSize(rate: Bytes, windowS: number, min: number, max: number): number {
+  const needed = 3 * Math.max(rate.rx, rate.tx) * windowS / IGNORED_TOLERANCE;
+  return Math.round(Math.min(max, Math.max(min, needed)));
+}
