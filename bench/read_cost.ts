@@ -3,6 +3,7 @@
  * the CPU it burns, as CPU seconds per minute when `run` samples every 0.5 s. Root only:
  *
  *   deno run -A bench/read_cost.ts [OUT.json] [--reads N] [--min-ms T] [--services N] [--busy]
+ *     [--variants nft,iptables,ebpf] [--exclude-count N]
  *
  * Each backend runs for real in a network namespace this script creates (a lab from
  * backends/testing/lab.ts: netns pair, cgroup tree; removed in `finally`), driven by
@@ -17,7 +18,9 @@
  * least --min-ms (2000) so the CPU time, read from /proc/self/stat in 10 ms ticks (the
  * driver's own plus the tools it spawned and reaped), is well above the tick size. The CPU
  * per minute is that CPU per read times 120 reads. --busy keeps both cores busy with two
- * spinning processes meanwhile, as on a loaded desktop. Prints a table; with OUT.json,
+ * spinning processes meanwhile, as on a loaded desktop. --variants limits the variants measured;
+ * --exclude-count N uses N exclusion prefixes (the 15 defaults plus non-overlapping generated
+ * IPv4 /24s and IPv6 /48s, half each; bench/scale.ts uses it). Prints a table; with OUT.json,
  * writes {"read_cost": {...}} there.
  */
 
@@ -50,6 +53,7 @@ function usage(message: string): never {
 
 function parseArgs(args: string[]) {
   let out: string | null = null, reads = 200, minMs = 2000, services = 3, busy = false;
+  let variants = VARIANTS, excludeCount: number = DEFAULT_EXCLUDE.length;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const num = () => {
@@ -61,15 +65,32 @@ function parseArgs(args: string[]) {
     else if (a === "--min-ms") minMs = num();
     else if (a === "--services") services = num();
     else if (a === "--busy") busy = true;
-    else if (a.startsWith("-")) usage(`Unknown option "${a}"`);
+    else if (a === "--exclude-count") excludeCount = num();
+    else if (a === "--variants") {
+      variants = (args[++i] ?? "").split(",").filter((v) => v);
+      const bad = variants.filter((v) => !VARIANTS.includes(v));
+      if (variants.length === 0 || bad.length) usage(`--variants "${bad}": pick from ${VARIANTS}`);
+    } else if (a.startsWith("-")) usage(`Unknown option "${a}"`);
     else if (out === null) out = a;
     else usage(`Unexpected argument "${a}"`);
   }
-  return { out, reads, minMs, services, busy };
+  return { out, reads, minMs, services, busy, variants, excludeCount };
 }
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** The defaults plus generated prefixes no default covers: 11.0.0.0/24.. and 2001:db8:N::/48. */
+export function generatedExclusions(count: number): string[] {
+  const out = [...DEFAULT_EXCLUDE];
+  for (let i = 0; out.length < count; i++) {
+    if (i % 2 === 0) {
+      const n = i / 2;
+      out.push(`${11 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}.0/24`);
+    } else out.push(`2001:db8:${((i - 1) / 2).toString(16)}::/48`);
+  }
+  return out.slice(0, count);
 }
 
 async function measure(
@@ -78,6 +99,7 @@ async function measure(
   services: Record<string, string>,
   reads: number,
   minMs: number,
+  exclude: string[] = [...DEFAULT_EXCLUDE],
 ): Promise<Row> {
   const driver = lab.startDriver(backend);
   let started = false;
@@ -85,7 +107,7 @@ async function measure(
     await driver.request({
       op: "start",
       services,
-      exclude: [...DEFAULT_EXCLUDE],
+      exclude,
       ctMark: 0x00510000,
       ctMask: 0x00ff0000,
     });
@@ -142,7 +164,9 @@ function startLoad(): Deno.ChildProcess[] {
 }
 
 async function main(): Promise<void> {
-  const { out, reads, minMs, services: count, busy } = parseArgs(Deno.args);
+  const { out, reads, minMs, services: count, busy, variants, excludeCount } = parseArgs(
+    Deno.args,
+  );
   if (Deno.uid() !== 0) {
     console.error("read_cost needs root (it creates network namespaces and firewall rules)");
     Deno.exit(1);
@@ -160,8 +184,10 @@ async function main(): Promise<void> {
       await lab.mkdirCgroup(services[`svc${i}`]);
     }
     if (busy) load.push(...startLoad());
-    for (const backend of VARIANTS) {
-      rows.push(await measure(lab, backend, services, reads, minMs));
+    for (const backend of variants) {
+      rows.push(
+        await measure(lab, backend, services, reads, minMs, generatedExclusions(excludeCount)),
+      );
     }
   } finally {
     for (const p of load) {
@@ -199,6 +225,7 @@ async function main(): Promise<void> {
       read_cost: {
         interval_s: 0.5,
         services: count,
+        exclusions: excludeCount,
         load: busy ? "busy" : "idle",
         kernel: Deno.osRelease(),
         cpus: navigator.hardwareConcurrency,
@@ -210,4 +237,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (import.meta.main) await main();
