@@ -6,7 +6,7 @@
  */
 
 import { cgroupLeftovers } from "./cgroups.ts";
-import { oursOrStale, output, run } from "./exec.ts";
+import { oursOrStale, output, run, sleep } from "./exec.ts";
 import { NETNS_PREFIX } from "./topology.ts";
 
 export const NFT_TABLE = "stb_netacct";
@@ -111,19 +111,30 @@ export async function bpfAttachedBy(mountPoint: string, pid: number): Promise<Bp
 }
 
 /**
- * Root attachments that are nobody's now and were not there in `baseline`: programs that
- * stay attached after the process that attached them is gone. Attachments held by a live
+ * Root attachments that are nobody's and were not there in `baseline`: programs that stay
+ * attached after the process that attached them is gone. Attachments held by a live
  * process are that process's business (other tests and benchmarks run beside this suite).
+ * A link outlives its holder's /proc entry by a moment (the last fput of an exiting
+ * process is deferred), so an orphan must still be there a second later to count.
  */
 export async function newBpfAttachments(
   mountPoint: string,
   baseline: BpfAttachment[],
 ): Promise<BpfAttachment[]> {
   const known = new Set(baseline.map((b) => `${b.id}/${b.attach_type}`));
-  const holders = bpfLinkHolders();
-  return (await bpfRootAttachments(mountPoint)).filter((a) =>
-    !known.has(`${a.id}/${a.attach_type}`) && !holders.has(a.id)
-  );
+  const orphans = async () => {
+    const holders = bpfLinkHolders();
+    return (await bpfRootAttachments(mountPoint)).filter((a) =>
+      !known.has(`${a.id}/${a.attach_type}`) && !holders.has(a.id)
+    );
+  };
+  let found = await orphans();
+  for (let i = 0; i < 5 && found.length > 0; i++) {
+    await sleep(200);
+    const now = new Set((await orphans()).map((a) => `${a.id}/${a.attach_type}`));
+    found = found.filter((a) => now.has(`${a.id}/${a.attach_type}`));
+  }
+  return found;
 }
 
 /** Pins of ours in any mounted bpffs (a pinned link or map outlives every process). */
