@@ -31,6 +31,11 @@ export interface BackendOptions {
   ctMask: number;
   /** One-line progress and warnings; goes to stderr / the journal. */
   log: (message: string) => void;
+  /**
+   * Count a GSO/GRO aggregate as the packets it stands for on the wire (its repeated IP
+   * and TCP/UDP headers added). Only the ebpf backend can; others ignore it. Default off.
+   */
+  gsoCorrection?: boolean;
 }
 
 export interface ServiceCounters {
@@ -41,6 +46,24 @@ export interface ServiceCounters {
 }
 
 export type CounterSample = Record<string, ServiceCounters>;
+
+/**
+ * Bytes exchanged with one remote endpoint since `start`: the optional extra a backend
+ * that sees every packet (ebpf) offers through `readDestinations`, for counters.json's
+ * `destinations`. External traffic only, like the service counters.
+ */
+export interface DestinationCounters {
+  service: string;
+  direction: "rx" | "tx";
+  /** Remote address as text: dotted IPv4 (also for IPv4-mapped IPv6), else IPv6. */
+  address: string;
+  /** Remote TCP/UDP port; 0 for other protocols. */
+  port: number;
+  /** "tcp", "udp", or the IP protocol number as text. */
+  protocol: string;
+  bytes: number;
+  packets: number;
+}
 
 /** Raised for anything a user can fix; `message` names the problem and the fix. */
 export class BackendError extends Error {
@@ -71,6 +94,13 @@ export interface Backend {
    * decreases, also across retarget (a backend whose kernel counters restart keeps offsets).
    */
   read(): Promise<CounterSample>;
+
+  /**
+   * Optional extra, only where the backend can tell (ebpf): the `limit` remote endpoints
+   * with the most bytes since `start`, most first. Bounded in the kernel (least recently
+   * used endpoints are forgotten), so totals of a rarely used endpoint may restart.
+   */
+  readDestinations?(limit: number): Promise<DestinationCounters[]>;
 
   /**
    * The set of cgroup ids changed (a service was restarted, stopped or started late).

@@ -6,11 +6,12 @@
 
 import type { Cidr } from "../lib/cidr.ts";
 
-export const MAX_SERVICES = 64;
+export const MAX_SERVICES = 512;
 export const MAX_LEVELS = 4;
-export const MAX_TARGETS = 64;
-export const ID_BUCKETS = 64;
+export const MAX_TARGETS = 512;
+export const ID_BUCKETS = 2048;
 export const MAX_EXCLUDE = 1024;
+export const MAX_DESTS = 4096;
 
 /** enum netacct_verdict: what a remote address's first byte alone says. */
 export const EXTERNAL = 0;
@@ -27,27 +28,47 @@ export const MAP_CONFIG = "config";
 export const MAP_EXCLUDE_V4 = "exclude_v4";
 export const MAP_EXCLUDE_V6 = "exclude_v6";
 export const MAP_COUNTERS = "counters";
+export const MAP_DESTS = "dests";
+export const MAP_PENDING = "pending";
 export const PROG_INGRESS = "netacct_ingress";
 export const PROG_EGRESS = "netacct_egress";
 
 /**
- * struct netacct_config: __u64 ids[64] at 0, __u32 nr_levels at 512, __u32 levels[4] at
- * 516, __u8 first[65] at 532, __u8 service[64] at 597, __u8 pad[3] at 661,
- * __u8 verdict_v4[256] at 664, __u8 verdict_v6[256] at 920; sizeof 1176.
+ * struct netacct_config: __u64 ids[512] at 0, __u32 nr_levels at 4096, __u32 levels[4] at
+ * 4100, __u16 first[2049] at 4116, __u16 service[512] at 8214, __u8 gso_correction at
+ * 9238, __u8 pad[1] at 9239, __u8 verdict_v4[256] at 9240, __u8 verdict_v6[256] at 9496;
+ * sizeof 9752.
  */
 export const CONFIG_OFFSETS = {
   ids: 0,
-  nr_levels: 512,
-  levels: 516,
-  first: 532,
-  service: 597,
-  pad: 661,
-  verdict_v4: 664,
-  verdict_v6: 920,
+  nr_levels: 4096,
+  levels: 4100,
+  first: 4116,
+  service: 8214,
+  gso_correction: 9238,
+  pad: 9239,
+  verdict_v4: 9240,
+  verdict_v6: 9496,
 } as const;
-export const CONFIG_SIZE = 1176;
+export const CONFIG_SIZE = 9752;
 /** sizeof(struct netacct_counter): __u64 bytes, __u64 packets. */
 export const COUNTER_SIZE = 16;
+/**
+ * struct netacct_dest_key: __u8 addr[16] at 0, __u16 service at 16, __be16 port at 18,
+ * __u8 family at 20, proto at 21, dir at 22, pad at 23; sizeof 24.
+ */
+export const DEST_KEY_OFFSETS = {
+  addr: 0,
+  service: 16,
+  port: 18,
+  family: 20,
+  proto: 21,
+  dir: 22,
+  pad: 23,
+} as const;
+export const DEST_KEY_SIZE = 24;
+/** sizeof(struct netacct_pending): the key, then __u64 bytes and packets. */
+export const PENDING_SIZE = DEST_KEY_SIZE + COUNTER_SIZE;
 /** sizeof(struct netacct_lpm_v4) and (struct netacct_lpm_v6). */
 export const LPM_V4_SIZE = 8;
 export const LPM_V6_SIZE = 20;
@@ -102,12 +123,14 @@ export function firstByteVerdicts(exclude: Cidr[]): Verdicts {
 /**
  * struct netacct_config for one slot: the distinct levels (deepest first, at most
  * MAX_LEVELS), the target ids grouped by bucket (id % ID_BUCKETS) as the program scans
- * them (ids must be distinct), and the first-byte verdicts of the exclusions.
+ * them (ids must be distinct), the first-byte verdicts of the exclusions, and whether
+ * GSO/GRO aggregates count their missing headers.
  */
 export function encodeConfig(
   levels: number[],
   targets: TargetEntry[],
   verdicts: Verdicts = { v4: new Uint8Array(256), v6: new Uint8Array(256) },
+  gsoCorrection = false,
 ): Uint8Array<ArrayBuffer> {
   if (levels.length > MAX_LEVELS) {
     throw new RangeError(`${levels.length} distinct cgroup levels, at most ${MAX_LEVELS} fit`);
@@ -120,9 +143,11 @@ export function encodeConfig(
   const out = new Uint8Array(CONFIG_SIZE);
   const view = new DataView(out.buffer);
   sorted.forEach((t, i) => {
-    if (t.service < 0 || t.service > 255) throw new RangeError(`service index ${t.service}`);
+    if (!(t.service >= 0 && t.service < MAX_SERVICES)) {
+      throw new RangeError(`service index ${t.service}`);
+    }
     view.setBigUint64(CONFIG_OFFSETS.ids + 8 * i, t.id, LE);
-    out[CONFIG_OFFSETS.service + i] = t.service;
+    view.setUint16(CONFIG_OFFSETS.service + 2 * i, t.service, LE);
   });
   view.setUint32(CONFIG_OFFSETS.nr_levels, levels.length, LE);
   levels.forEach((level, i) => view.setUint32(CONFIG_OFFSETS.levels + 4 * i, level, LE));
@@ -130,8 +155,9 @@ export function encodeConfig(
   let next = 0;
   for (let b = 0; b <= ID_BUCKETS; b++) {
     while (next < sorted.length && bucket(sorted[next].id) < b) next++;
-    out[CONFIG_OFFSETS.first + b] = next;
+    view.setUint16(CONFIG_OFFSETS.first + 2 * b, next, LE);
   }
+  out[CONFIG_OFFSETS.gso_correction] = gsoCorrection ? 1 : 0;
   out.set(verdicts.v4.subarray(0, 256), CONFIG_OFFSETS.verdict_v4);
   out.set(verdicts.v6.subarray(0, 256), CONFIG_OFFSETS.verdict_v6);
   return out;
@@ -158,4 +184,66 @@ export function sumPerCpu(buf: Uint8Array, cpus: number): { bytes: number; packe
     packets += view.getUint32(off + 8, LE) + view.getUint32(off + 12, LE) * 2 ** 32;
   }
   return { bytes, packets };
+}
+
+/** One `dests` entry, decoded: a remote endpoint of a service in one direction. */
+export interface DestEntry {
+  service: number;
+  dir: number;
+  family: 4 | 6;
+  /** Network-order address bytes: 4 for IPv4, 16 for IPv6. */
+  addr: Uint8Array;
+  /** Remote TCP/UDP port in host order, 0 for other protocols. */
+  port: number;
+  proto: number;
+  bytes: number;
+  packets: number;
+}
+
+function decodeDestKey(keys: Uint8Array, k: number): Omit<DestEntry, "bytes" | "packets"> {
+  const kv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
+  const family = keys[k + DEST_KEY_OFFSETS.family] === 6 ? 6 : 4;
+  return {
+    service: kv.getUint16(k + DEST_KEY_OFFSETS.service, LE),
+    dir: keys[k + DEST_KEY_OFFSETS.dir],
+    family,
+    addr: keys.slice(k, k + (family === 4 ? 4 : 16)),
+    port: kv.getUint16(k + DEST_KEY_OFFSETS.port, false), // network order
+    proto: keys[k + DEST_KEY_OFFSETS.proto],
+  };
+}
+
+/**
+ * Every endpoint's total: `count` entries of a `dests` batch read (keys of DEST_KEY_SIZE
+ * bytes, values of COUNTER_SIZE: a plain LRU hash, one value per key), plus the per-CPU
+ * `pending` sums (`pendingValues`: each slot's lookup, `cpus` structs of PENDING_SIZE).
+ */
+export function decodeDests(
+  keys: Uint8Array,
+  values: Uint8Array,
+  count: number,
+  pendingValues: Uint8Array[] = [],
+  cpus = 0,
+): DestEntry[] {
+  const byKey = new Map<string, DestEntry>();
+  const add = (key: Uint8Array, k: number, counter: Uint8Array) => {
+    const { bytes, packets } = sumPerCpu(counter, 1);
+    if (packets === 0) return; // an unused pending slot
+    const id = key.subarray(k, k + DEST_KEY_SIZE).join(",");
+    const seen = byKey.get(id);
+    if (seen) {
+      seen.bytes += bytes;
+      seen.packets += packets;
+    } else byKey.set(id, { ...decodeDestKey(key, k), bytes, packets });
+  };
+  for (let i = 0; i < count; i++) {
+    add(keys, i * DEST_KEY_SIZE, values.subarray(i * COUNTER_SIZE, (i + 1) * COUNTER_SIZE));
+  }
+  for (const slot of pendingValues) {
+    for (let cpu = 0; cpu < cpus; cpu++) {
+      const at = cpu * PENDING_SIZE;
+      add(slot, at, slot.subarray(at + DEST_KEY_SIZE, at + PENDING_SIZE));
+    }
+  }
+  return [...byKey.values()];
 }

@@ -17,19 +17,29 @@ import { check, lib, TEST_RUN_OPTS } from "./libbpf.ts";
 /** sizeof(struct __sk_buff) on Linux >= 5.16, and where its ifindex lives. */
 const SK_BUFF_SIZE = 192;
 const SK_BUFF_IFINDEX = 40;
+/** __sk_buff.gso_segs: the test run copies it into the skb's shared info. */
+const SK_BUFF_GSO_SEGS = 164;
 const ETH_HLEN = 14;
 
 export interface PacketSpec {
   src: Uint8Array;
   dst: Uint8Array;
-  /** Bytes after the IP header (a TCP-sized payload by default). */
+  /** Bytes after the IP header, transport header included (1440 by default). */
   payload?: number;
+  /** Transport protocol (TCP by default); its header starts the payload. */
+  proto?: "tcp" | "udp";
+  sport?: number;
+  dport?: number;
 }
 
-/** An Ethernet + IPv4 or IPv6 (by address length) + TCP-protocol frame; returns the frame. */
+/**
+ * An Ethernet + IPv4 or IPv6 (by address length) frame whose payload starts with a TCP
+ * header (20 bytes, no options) or a UDP header carrying `sport` and `dport`.
+ */
 export function craftPacket(spec: PacketSpec): Uint8Array<ArrayBuffer> {
   const v6 = spec.src.length === 16;
   const ipLen = (v6 ? 40 : 20) + (spec.payload ?? 1440);
+  const protoNumber = spec.proto === "udp" ? 17 : 6;
   const frame = new Uint8Array(ETH_HLEN + ipLen);
   const view = new DataView(frame.buffer);
   frame.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]); // locally administered MACs
@@ -38,7 +48,7 @@ export function craftPacket(spec: PacketSpec): Uint8Array<ArrayBuffer> {
   if (v6) {
     view.setUint32(ip, 0x60000000);
     view.setUint16(ip + 4, ipLen - 40);
-    frame[ip + 6] = 6; // next header: TCP
+    frame[ip + 6] = protoNumber; // next header
     frame[ip + 7] = 64;
     frame.set(spec.src, ip + 8);
     frame.set(spec.dst, ip + 24);
@@ -46,9 +56,16 @@ export function craftPacket(spec: PacketSpec): Uint8Array<ArrayBuffer> {
     frame[ip] = 0x45;
     view.setUint16(ip + 2, ipLen);
     frame[ip + 8] = 64;
-    frame[ip + 9] = 6;
+    frame[ip + 9] = protoNumber;
     frame.set(spec.src, ip + 12);
     frame.set(spec.dst, ip + 16);
+  }
+  const l4 = ip + (v6 ? 40 : 20);
+  if (frame.length >= l4 + 8) {
+    view.setUint16(l4, spec.sport ?? 40000);
+    view.setUint16(l4 + 2, spec.dport ?? 443);
+    if (protoNumber === 17) view.setUint16(l4 + 4, ipLen - (v6 ? 40 : 20));
+    else if (frame.length >= l4 + 13) frame[l4 + 12] = 5 << 4; // data offset: 20 bytes
   }
   return frame;
 }
@@ -71,15 +88,20 @@ export interface TestRunResult {
   wallNsPerRun: number;
 }
 
-/** Runs `progFd` `repeat` times on `frame` as if it came through interface `ifindex`. */
+/**
+ * Runs `progFd` `repeat` times on `frame` as if it came through interface `ifindex`; with
+ * `gsoSegs`, the skb claims to be a GSO aggregate of that many segments.
+ */
 export function testRun(
   progFd: number,
   frame: Uint8Array<ArrayBuffer>,
   ifindex: number,
   repeat: number,
+  gsoSegs = 0,
 ): TestRunResult {
   const ctx = new Uint8Array(SK_BUFF_SIZE);
   new DataView(ctx.buffer).setUint32(SK_BUFF_IFINDEX, ifindex, true);
+  new DataView(ctx.buffer).setUint32(SK_BUFF_GSO_SEGS, gsoSegs, true);
   const opts = new Uint8Array(TEST_RUN_OPTS.size);
   const view = new DataView(opts.buffer);
   const ptr = (b: Uint8Array<ArrayBuffer>) =>

@@ -16,13 +16,17 @@ import {
   BackendError,
   type BackendOptions,
   type CounterSample,
+  type DestinationCounters,
   type ServiceTarget,
 } from "./backend.ts";
+import { formatAddress } from "../lib/cidr.ts";
 import { cgroupLevel } from "../lib/cgroup.ts";
 import { check, checkPointer, closeFd, cString, lib, OPEN_OPTS, openDirectory } from "./libbpf.ts";
 import {
   COUNTER_SIZE,
   counterSlot,
+  decodeDests,
+  DEST_KEY_SIZE,
   DIR_RX,
   DIR_TX,
   encodeConfig,
@@ -32,11 +36,15 @@ import {
   MAP_ACTIVE,
   MAP_CONFIG,
   MAP_COUNTERS,
+  MAP_DESTS,
   MAP_EXCLUDE_V4,
   MAP_EXCLUDE_V6,
+  MAP_PENDING,
+  MAX_DESTS,
   MAX_EXCLUDE,
   MAX_LEVELS,
   MAX_SERVICES,
+  PENDING_SIZE,
   PROG_EGRESS,
   PROG_INGRESS,
   sumPerCpu,
@@ -59,7 +67,25 @@ interface Maps {
   excludeV4: number;
   excludeV6: number;
   counters: number;
+  dests: number;
+  pending: number;
 }
+
+/** Reused by every read of the `dests` map: one batch holds the whole map. */
+class DestBuffers {
+  keys = new Uint8Array(MAX_DESTS * DEST_KEY_SIZE);
+  values = new Uint8Array(MAX_DESTS * COUNTER_SIZE);
+  inBatch = new Uint8Array(4);
+  outBatch = new Uint8Array(4);
+  count = new Uint8Array(4);
+  /** The two `pending` slots (by direction), each `cpus` structs. */
+  pending: Uint8Array<ArrayBuffer>[];
+  constructor(cpus: number) {
+    this.pending = [DIR_RX, DIR_TX].map(() => new Uint8Array(PENDING_SIZE * cpus));
+  }
+}
+
+const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 
 /** Reused every read: one key and one value buffer per counter slot. */
 interface SlotBuffers {
@@ -86,6 +112,8 @@ export class EbpfBackend implements Backend {
   /** First-byte verdicts of the exclusions, written with every target list. */
   #verdicts: Verdicts | null = null;
   #slots: SlotBuffers[][] = [];
+  #gsoCorrection = false;
+  #dests: DestBuffers | null = null;
   #log: (message: string) => void = () => {};
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
@@ -121,6 +149,7 @@ export class EbpfBackend implements Backend {
   /** Opens and loads the object and fills its maps; `stop` undoes it. */
   #load(targets: ServiceTarget[], options: BackendOptions): void {
     this.#log = options.log;
+    this.#gsoCorrection = options.gsoCorrection ?? false;
     const excludeV4 = options.exclude.filter((c) => c.family === 4);
     const excludeV6 = options.exclude.filter((c) => c.family === 6);
     for (const [family, list] of [[4, excludeV4], [6, excludeV6]] as const) {
@@ -156,6 +185,8 @@ export class EbpfBackend implements Backend {
       excludeV4: this.#mapFd(MAP_EXCLUDE_V4),
       excludeV6: this.#mapFd(MAP_EXCLUDE_V6),
       counters: this.#mapFd(MAP_COUNTERS),
+      dests: this.#mapFd(MAP_DESTS),
+      pending: this.#mapFd(MAP_PENDING),
     };
     this.#active = 0; // a new array map is zeroed: slot 0, no levels, no targets
     this.#verdicts = firstByteVerdicts(options.exclude);
@@ -190,6 +221,57 @@ export class EbpfBackend implements Backend {
     return await Promise.resolve(sample);
   }
 
+  /**
+   * The `limit` endpoints with the most bytes, most first: the whole `dests` LRU map in one
+   * batch syscall (ENOENT ends it), then the per-CPU `pending` sums not yet moved into it
+   * (read after `dests`: a move in between shows up one read late, never twice).
+   */
+  async readDestinations(limit: number): Promise<DestinationCounters[]> {
+    const maps = this.#maps;
+    if (!maps) throw new BackendError("The ebpf backend is not started");
+    const b = lib();
+    const buf = this.#dests ??= new DestBuffers(this.#cpus);
+    const count = new DataView(buf.count.buffer);
+    let total = 0;
+    let first = true;
+    while (total < MAX_DESTS) {
+      count.setUint32(0, MAX_DESTS - total, true);
+      const rc = b.bpf_map_lookup_batch(
+        maps.dests,
+        first ? null : buf.inBatch,
+        buf.outBatch,
+        buf.keys.subarray(total * DEST_KEY_SIZE),
+        buf.values.subarray(total * COUNTER_SIZE),
+        buf.count,
+        null,
+      );
+      total += count.getUint32(0, true);
+      if (rc === -2) break; // ENOENT: no more entries
+      check("Reading the destinations map", rc);
+      buf.inBatch.set(buf.outBatch);
+      first = false;
+    }
+    [DIR_RX, DIR_TX].forEach((dir, i) =>
+      check(
+        "Reading the pending destination sums",
+        b.bpf_map_lookup_elem(maps.pending, encodeU32(dir), buf.pending[i]),
+      )
+    );
+    const top = decodeDests(buf.keys, buf.values, total, buf.pending, this.#cpus)
+      .sort((x, y) => y.bytes - x.bytes)
+      .slice(0, Math.max(0, limit));
+    const names = new Map([...this.#index].map(([name, i]) => [i, name]));
+    return await Promise.resolve(top.map((d) => ({
+      service: names.get(d.service) ?? `#${d.service}`,
+      direction: d.dir === DIR_TX ? "tx" as const : "rx" as const,
+      address: formatAddress(d.addr),
+      port: d.port,
+      protocol: PROTOCOL_NAMES[d.proto] ?? String(d.proto),
+      bytes: d.bytes,
+      packets: d.packets,
+    })));
+  }
+
   async retarget(targets: ServiceTarget[]): Promise<void> {
     if (!this.#maps) throw new BackendError("The ebpf backend is not started");
     this.#register(targets);
@@ -218,6 +300,7 @@ export class EbpfBackend implements Backend {
     this.#paths.clear();
     this.#levels = [];
     this.#slots = [];
+    this.#dests = null;
     await Promise.resolve();
     if (errors.length > 0) {
       throw new BackendError("Stopping the ebpf backend failed", { cause: errors[0] });
@@ -283,7 +366,7 @@ export class EbpfBackend implements Backend {
       b.bpf_map_update_elem(
         maps.config,
         encodeU32(next),
-        encodeConfig(this.#levels, [...wanted.values()], this.#verdicts!),
+        encodeConfig(this.#levels, [...wanted.values()], this.#verdicts!, this.#gsoCorrection),
         0n,
       ),
     );

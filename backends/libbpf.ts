@@ -111,6 +111,43 @@ const LIBBPF_SYMBOLS = {
     ],
     result: "i32", // -ENOENT after the last key
   },
+  /** int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys,
+   *    void *values, __u32 *count, const struct bpf_map_batch_opts *opts) */
+  bpf_map_lookup_batch: {
+    parameters: [
+      "i32", // int fd
+      "buffer", // void *in_batch (NULL: from the start; else the previous out_batch)
+      "buffer", // void *out_batch (hash maps: a __u32 position)
+      "buffer", // void *keys (count * key_size bytes)
+      "buffer", // void *values (count * value_size bytes)
+      "buffer", // __u32 *count (in: room, out: entries returned)
+      "buffer", // const struct bpf_map_batch_opts *opts (NULL: defaults)
+    ],
+    result: "i32", // -ENOENT with the last entries in count when the map is exhausted
+  },
+  /** struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb,
+   *    void *ctx, const struct ring_buffer_opts *opts) where
+   *  int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size) */
+  ring_buffer__new: {
+    parameters: [
+      "i32", // int map_fd (a BPF_MAP_TYPE_RINGBUF)
+      "function", // ring_buffer_sample_fn sample_cb
+      "pointer", // void *ctx
+      "pointer", // const struct ring_buffer_opts *opts (NULL: defaults)
+    ],
+    result: "pointer", // struct ring_buffer * (NULL + errno on error)
+  },
+  /** int ring_buffer__consume(struct ring_buffer *rb): runs sample_cb on every record
+   *  ready now, on this thread, without waiting */
+  ring_buffer__consume: {
+    parameters: ["pointer"], // struct ring_buffer *rb
+    result: "i32", // records consumed, or -errno
+  },
+  /** void ring_buffer__free(struct ring_buffer *rb) */
+  ring_buffer__free: {
+    parameters: ["pointer"], // struct ring_buffer *rb
+    result: "void",
+  },
   /** int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts) */
   bpf_prog_test_run_opts: {
     parameters: [

@@ -17,10 +17,10 @@
  *               the LPM trie lookup too, the slowest counted packet;
  *   excluded  — in the target cgroup, internal remote address needing the trie (192.168.x,
  *               fd00:: is judged by the table alone, hence IPv6 is cheaper): not counted;
- *   uncounted — in a sibling cgroup whose id bucket (id % 64) holds no target: a non-StB
+ *   uncounted — in a sibling cgroup whose id bucket (id % ID_BUCKETS) holds no target: a non-StB
  *               packet, the common case;
- *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in 64
- *               non-StB cgroups per target): pays one id comparison that misses.
+ *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
+ *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
  * Every case checks the counters moved exactly as the path implies, so a figure can not
  * come from a path other than the one its row names. Cases are interleaved round by round
  * and the median is reported.
@@ -35,6 +35,7 @@ import {
   testRun,
 } from "../backends/bpf_test_run.ts";
 import { check, checkPointer, cString, lib } from "../backends/libbpf.ts";
+import { ID_BUCKETS, MAX_SERVICES } from "../backends/bpf_abi.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 
@@ -72,7 +73,7 @@ function parseArgs(args: string[]) {
     else if (a === "--help" || a === "-h") {
       console.log(
         "usage: deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N] " +
-          "[--services N]\n  defaults: --repeat 5000000 --rounds 5 --services 3 (1 to 64)",
+          `[--services N]\n  defaults: --repeat 5000000 --rounds 5 --services 3 (1 to ${MAX_SERVICES})`,
       );
       Deno.exit(0);
     } else if (!a.startsWith("-") && out === null) out = a;
@@ -89,8 +90,10 @@ function parseArgs(args: string[]) {
     console.error(`bpf_bench: --rounds "${rounds}" must be a whole number above 0`);
     Deno.exit(2);
   }
-  if (!(Number.isInteger(services) && services >= 1 && services <= 64)) {
-    console.error(`bpf_bench: --services "${services}" must be a whole number from 1 to 64`);
+  if (!(Number.isInteger(services) && services >= 1 && services <= MAX_SERVICES)) {
+    console.error(
+      `bpf_bench: --services "${services}" must be a whole number from 1 to ${MAX_SERVICES}`,
+    );
     Deno.exit(2);
   }
   return { out, repeat, rounds, services };
@@ -135,18 +138,35 @@ async function loadFloors(): Promise<Floors> {
   }
 }
 
-/** A sibling cgroup whose id is in the target's bucket (id % 64); kept in `made`. */
+const bucketOf = (id: bigint) => id & BigInt(ID_BUCKETS - 1);
+
+/** A sibling cgroup whose id is in the target's bucket (id % ID_BUCKETS); kept in `made`. */
 function findCollider(mount: Cgroup2Mount, base: string, target: bigint, made: string[]): string {
-  for (let i = 0; i < 512; i++) {
+  const tries = 4 * ID_BUCKETS;
+  for (let i = 0; i < tries; i++) {
     const path = `${base}/collide-${i}`;
     Deno.mkdirSync(cgroupDir(mount, path));
-    if ((cgroupId(mount, path)! & 63n) === (target & 63n)) {
+    if (bucketOf(cgroupId(mount, path)!) === bucketOf(target)) {
       made.push(path);
       return path;
     }
     Deno.removeSync(cgroupDir(mount, path));
   }
-  throw new Error("No sibling cgroup with a colliding id after 512 tries");
+  throw new Error(`No sibling cgroup with a colliding id after ${tries} tries`);
+}
+
+/**
+ * `n` made-up target ids, one per bucket and none in the buckets of `avoid` (the real
+ * target's and the uncounted sibling's), so `uncounted` finds an empty bucket and
+ * `uncounted_bucket_hit` compares exactly one id at any number of services.
+ */
+function madeUpIds(n: number, near: bigint, avoid: bigint[]): bigint[] {
+  const taken = new Set(avoid.map(bucketOf));
+  const out: bigint[] = [];
+  for (let id = near + BigInt(ID_BUCKETS) * 1000n; out.length < n; id++) {
+    if (!taken.has(bucketOf(id))) out.push(id);
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -169,15 +189,11 @@ async function main(): Promise<void> {
     const svc = `${base}/svc`, other = `${base}/other`;
     const collider = findCollider(mount, base, cgroupId(mount, svc)!, made);
     const svcId = cgroupId(mount, svc)!;
+    const fakeIds = madeUpIds(services - 1, svcId, [svcId, cgroupId(mount, other)!]);
     await backend.start([
       { name: "svc", path: svc, id: svcId },
-      // More services at the same depth, as in the real config: made-up ids, none in the
-      // target's bucket (so `uncounted_bucket_hit` compares exactly one id).
-      ...Array.from({ length: services - 1 }, (_, i) => ({
-        name: `other-${i}`,
-        path: `${base}/other-${i}`,
-        id: svcId + 1_000_001n + BigInt(i), // 1_000_000 % 64 == 0: buckets after svc's
-      })),
+      // More services at the same depth, as in the real config: made-up ids.
+      ...fakeIds.map((id, i) => ({ name: `other-${i}`, path: `${base}/other-${i}`, id })),
     ], {
       mount,
       exclude: DEFAULT_EXCLUDE.map(parseCidr),

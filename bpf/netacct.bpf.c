@@ -17,7 +17,11 @@
  * alone from the config's verdict table when no excluded prefix splits that byte (most
  * public addresses), else by a lookup in the excluded-prefix LPM trie (a call that cost
  * more than the rest of the counted path). External: skb->len and one packet are added
- * to a per-CPU slot. Always returns 1: this program observes, it never drops.
+ * to a per-CPU slot, and to the remote endpoint's entry (address, TCP/UDP port, protocol,
+ * direction, service) in the `dests` LRU hash, so userspace can name the top destinations
+ * and a flood of new ones only evicts old ones. With gso_correction, a GSO/GRO aggregate
+ * (one skb standing for gso_segs packets on the wire, its headers present once) counts
+ * its missing headers too. Always returns 1: this program observes, it never drops.
  *
  * Retarget: userspace fills the inactive config slot, then flips `active` (one aligned
  * 4-byte store). A packet reads `active` once and the slot it names; the slot it reads
@@ -25,6 +29,7 @@
  * longer than any program run, so no packet sees a torn target list.
  */
 #include <linux/bpf.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "netacct.h"
@@ -67,6 +72,31 @@ struct {
 	__type(key, __u32);
 	__type(value, struct netacct_counter);
 } counters SEC(".maps");
+
+/*
+ * Bytes per remote endpoint. A lookup in this LRU hash cost ~35 ns per packet (jhash of
+ * the key, LRU bookkeeping; the per-CPU flavour was no cheaper), more than the rest of
+ * the counted path, so packets first add to `pending`: per CPU and direction, the last
+ * endpoint seen and what it moved since. Consecutive packets of one flow (the bulk of the
+ * bytes) pay one 24-byte compare; only a change of endpoint moves the pending sums into
+ * `dests`. Userspace adds the pending sums to what it reads from `dests`.
+ * Plain LRU with atomic adds: flushes are rare, and a read gets one value per endpoint
+ * instead of one per CPU.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NETACCT_MAX_DESTS);
+	__type(key, struct netacct_dest_key);
+	__type(value, struct netacct_counter);
+} dests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2); /* by enum netacct_dir: a softirq's ingress run never meets
+				 * the egress run it interrupted on the same slot */
+	__type(key, __u32);
+	__type(value, struct netacct_pending);
+} pending SEC(".maps");
 
 static __always_inline struct netacct_config *active_config(void)
 {
@@ -114,10 +144,6 @@ static __always_inline int excluded_v4(struct netacct_config *cfg, const __u8 *a
 
 static __always_inline int excluded_v6(struct netacct_config *cfg, const __u8 *addr)
 {
-	const __u32 *w = (const __u32 *)addr;
-
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
-		return excluded_v4(cfg, addr + 12);
 	__u8 verdict = cfg->verdict_v6[addr[0]];
 
 	if (verdict != NETACCT_ASK_TRIE)
@@ -128,9 +154,14 @@ static __always_inline int excluded_v6(struct netacct_config *cfg, const __u8 *a
 	return bpf_map_lookup_elem(&exclude_v6, &key) != 0;
 }
 
-/* True when the remote address is internal, or not IP at all (nothing to judge). */
-static __always_inline int remote_excluded(struct __sk_buff *skb, struct netacct_config *cfg,
-					   int dir)
+/*
+ * Judges the remote address (source on ingress, destination on egress). For an external
+ * one, fills the key's address, family and protocol, sets *l4off to the transport
+ * header's offset (0 for an IPv4 fragment after the first: it has none) and returns 0.
+ * Returns 1 when the remote is internal, or the packet is not IP (nothing to judge).
+ */
+static __always_inline int parse_remote(struct __sk_buff *skb, struct netacct_config *cfg,
+					int dir, struct netacct_dest_key *key, __u32 *l4off)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -145,14 +176,106 @@ static __always_inline int remote_excluded(struct __sk_buff *skb, struct netacct
 			return 1;
 		ip = (const __u8 *)copy;
 	}
+	__u32 *out = (__u32 *)key->addr;
+	const __u32 *w;
+
 	switch (ip[0] >> 4) {
 	case 4: /* saddr at offset 12, daddr at 16 */
-		return excluded_v4(cfg, ip + (dir == NETACCT_DIR_TX ? 16 : 12));
+		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 16 : 12));
+		if (excluded_v4(cfg, (const __u8 *)w))
+			return 1;
+		out[0] = w[0];
+		key->family = 4;
+		key->proto = ip[9];
+		*l4off = ((ip[6] & 0x1f) | ip[7]) ? 0 : (ip[0] & 0xf) * 4;
+		return 0;
 	case 6: /* saddr at offset 8, daddr at 24 */
-		return excluded_v6(cfg, ip + (dir == NETACCT_DIR_TX ? 24 : 8));
+		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 24 : 8));
+		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff)) {
+			if (excluded_v4(cfg, (const __u8 *)(w + 3)))
+				return 1;
+			out[0] = w[3];
+			key->family = 4;
+		} else {
+			if (excluded_v6(cfg, (const __u8 *)w))
+				return 1;
+			out[0] = w[0];
+			out[1] = w[1];
+			out[2] = w[2];
+			out[3] = w[3];
+			key->family = 6;
+		}
+		key->proto = ip[6]; /* extension headers are not followed: no port then */
+		*l4off = 40;
+		return 0;
 	default:
 		return 1;
 	}
+}
+
+/* Sets the key's remote port; returns the TCP/UDP header length (0 for other protocols). */
+static __always_inline __u32 parse_transport(struct __sk_buff *skb, __u32 l4off, int dir,
+					     struct netacct_dest_key *key)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 copy[4];
+
+	if ((key->proto != IPPROTO_TCP && key->proto != IPPROTO_UDP) || l4off == 0)
+		return 0;
+	l4off &= 63; /* an IPv4 header is at most 60 bytes; tells the verifier so */
+	const __u8 *l4 = data + l4off;
+
+	/* Ports at 0 and 2, TCP's data offset at 12. */
+	if ((void *)l4 + 14 > data_end) {
+		copy[3] = 0;
+		if (bpf_skb_load_bytes(skb, l4off, copy, key->proto == IPPROTO_TCP ? 14 : 8))
+			return 0;
+		l4 = (const __u8 *)copy;
+	}
+	key->port = *(const __u16 *)(l4 + (dir == NETACCT_DIR_TX ? 2 : 0));
+	if (key->proto == IPPROTO_UDP)
+		return 8;
+	__u32 doff = (l4[12] >> 4) * 4;
+	return doff < 20 ? 20 : doff;
+}
+
+static __always_inline void flush_dest(struct netacct_pending *p)
+{
+	struct netacct_counter *d = bpf_map_lookup_elem(&dests, &p->key);
+
+	if (!d) {
+		struct netacct_counter first = { .bytes = p->bytes, .packets = p->packets };
+
+		/* EEXIST: another CPU added it meanwhile; add to that entry instead. */
+		if (bpf_map_update_elem(&dests, &p->key, &first, BPF_NOEXIST) == 0)
+			return;
+		d = bpf_map_lookup_elem(&dests, &p->key);
+		if (!d)
+			return;
+	}
+	__sync_fetch_and_add(&d->bytes, p->bytes);
+	__sync_fetch_and_add(&d->packets, p->packets);
+}
+
+static __always_inline void add_dest(struct netacct_dest_key *key, __u32 dir, __u64 len)
+{
+	struct netacct_pending *p = bpf_map_lookup_elem(&pending, &dir);
+
+	if (!p)
+		return;
+	const __u64 *k = (const __u64 *)key, *q = (const __u64 *)&p->key;
+
+	if (k[0] == q[0] && k[1] == q[1] && k[2] == q[2]) {
+		p->bytes += len;
+		p->packets += 1;
+		return;
+	}
+	if (p->packets)
+		flush_dest(p);
+	p->key = *key;
+	p->bytes = len;
+	p->packets = 1;
 }
 
 static __always_inline int account(struct __sk_buff *skb, int dir)
@@ -165,15 +288,27 @@ static __always_inline int account(struct __sk_buff *skb, int dir)
 	int svc = find_service(skb, cfg);
 	if (svc < 0 || svc >= NETACCT_MAX_SERVICES)
 		return 1;
-	if (remote_excluded(skb, cfg, dir))
+	struct netacct_dest_key key = {};
+	__u32 l4off = 0;
+
+	if (parse_remote(skb, cfg, dir, &key, &l4off))
 		return 1;
+	key.service = svc;
+	key.dir = dir;
+	__u64 len = skb->len;
+	__u32 l4len = parse_transport(skb, l4off, dir, &key);
+	__u32 segs = skb->gso_segs;
+
+	if (cfg->gso_correction && segs > 1 && l4off)
+		len += (__u64)(segs - 1) * (l4off + l4len);
 	__u32 slot = (__u32)svc * 2 + dir;
 	struct netacct_counter *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		/* Per-CPU slot and cgroup_skb runs with migration disabled: plain adds suffice. */
-		c->bytes += skb->len;
+		c->bytes += len;
 		c->packets += 1;
 	}
+	add_dest(&key, dir, len);
 	return 1;
 }
 

@@ -8,16 +8,22 @@
 
 #include <linux/types.h>
 
-/* Services the counters array has room for; matches the config's limit of 64. */
-#define NETACCT_MAX_SERVICES 64
+/* Services the counters array has room for; matches the config's limit of 512. */
+#define NETACCT_MAX_SERVICES 512
 /* Distinct cgroup depths the program probes per packet (targets usually share one). */
 #define NETACCT_MAX_LEVELS 4
 /* Target cgroup ids in a config slot: one per service. */
-#define NETACCT_MAX_TARGETS 64
-/* Buckets of the target list, by cgroup id % NETACCT_ID_BUCKETS (a power of two). */
-#define NETACCT_ID_BUCKETS 64
+#define NETACCT_MAX_TARGETS 512
+/*
+ * Buckets of the target list, by cgroup id % NETACCT_ID_BUCKETS (a power of two). Four
+ * per target: a packet reads only its own bucket's two bounds, so more buckets cost no
+ * time, and keep most non-target cgroups in an empty bucket even with 512 targets.
+ */
+#define NETACCT_ID_BUCKETS 2048
 /* Prefixes per excluded-address trie. */
 #define NETACCT_MAX_EXCLUDE 1024
+/* Remote endpoints the `dests` LRU map remembers (least recently used ones make room). */
+#define NETACCT_MAX_DESTS 4096
 
 /* Values of netacct_config.verdict_v4/verdict_v6, by the remote address's first byte. */
 enum netacct_verdict {
@@ -40,6 +46,8 @@ enum netacct_dir {
  * (id % NETACCT_ID_BUCKETS); bucket b's entries are [first[b], first[b + 1]), so a
  * non-target packet usually finds its bucket empty and compares no id at all.
  * levels: cgroup depths holding a target, deepest first, nr_levels of them in use.
+ * gso_correction: when 1, a GSO/GRO aggregate counts as the packets it stands for on the
+ * wire: skb->len + (gso_segs - 1) * (IP + TCP/UDP header length).
  * verdict_v4/v6: enum netacct_verdict per first address byte, derived from the excluded
  * prefixes, so most remote addresses are judged without an LPM trie lookup.
  */
@@ -47,17 +55,34 @@ struct netacct_config {
 	__u64 ids[NETACCT_MAX_TARGETS];
 	__u32 nr_levels;
 	__u32 levels[NETACCT_MAX_LEVELS];
-	__u8 first[NETACCT_ID_BUCKETS + 1];
-	__u8 service[NETACCT_MAX_TARGETS];
-	__u8 pad[3]; /* explicit, so both sides agree on the offsets */
+	__u16 first[NETACCT_ID_BUCKETS + 1];
+	__u16 service[NETACCT_MAX_TARGETS];
+	__u8 gso_correction;
+	__u8 pad[1]; /* explicit, so both sides agree on the offsets */
 	__u8 verdict_v4[256];
 	__u8 verdict_v6[256];
 };
 
-/* Value of the per-CPU `counters` array. */
+/* Value of the per-CPU `counters` array and of the `dests` map. */
 struct netacct_counter {
 	__u64 bytes;
 	__u64 packets;
+};
+
+/*
+ * Key of the `dests` LRU hash: one remote endpoint of one service in one direction.
+ * addr: network order, an IPv4 address (also one seen IPv4-mapped) in its first 4 bytes
+ * and the rest zero. port: the remote TCP/UDP port in network order, 0 for other
+ * protocols and for fragments after the first.
+ */
+struct netacct_dest_key {
+	__u8 addr[16];
+	__u16 service;
+	__u16 port;
+	__u8 family; /* 4 or 6 */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u8 dir; /* enum netacct_dir */
+	__u8 pad; /* zero */
 };
 
 /* Keys of the `exclude_v4` / `exclude_v6` LPM tries (address in network order). */
@@ -69,6 +94,17 @@ struct netacct_lpm_v4 {
 struct netacct_lpm_v6 {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+/*
+ * Value of the per-CPU `pending` array (one slot per direction): the endpoint the last
+ * counted packet went to or came from, and the bytes and packets it moved since they
+ * were last added to `dests`. Part of that endpoint's total, which is dests + pending.
+ */
+struct netacct_pending {
+	struct netacct_dest_key key;
+	__u64 bytes;
+	__u64 packets;
 };
 
 #endif /* NETACCT_H */

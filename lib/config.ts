@@ -21,7 +21,7 @@ export const DEFAULT_INTERVAL_S = 0.5;
 export const MIN_INTERVAL_S = 0.1;
 export const MAX_INTERVAL_S = 10;
 export const MAX_CONFIG_BYTES = 1 << 20;
-export const MAX_SERVICES = 64;
+export const MAX_SERVICES = 512;
 
 export const DEFAULT_SERVICES: Readonly<Record<string, string>> = {
   "host-agent":
@@ -44,6 +44,10 @@ export interface Config {
   ct_mark: number;
   ct_mask: number;
   prometheus: PrometheusConfig;
+  /** ebpf only: count GSO/GRO aggregates as the packets they stand for on the wire. */
+  gso_correction: boolean;
+  /** ebpf only: connect/first-datagram events of the services (events/collector.ts). */
+  events: EventsConfig;
   /** Where the config came from, for messages ("built-in defaults" when no file). */
   source: string;
 }
@@ -62,6 +66,8 @@ const KNOWN_KEYS = [
   "ct_mark",
   "ct_mask",
   "prometheus",
+  "gso_correction",
+  "events",
 ] as const;
 
 function editDistance(a: string, b: string): number {
@@ -272,8 +278,52 @@ export function validateConfig(raw: unknown, source: string): Config {
     ct_mark,
     ct_mask,
     prometheus: parsePrometheus(o.prometheus),
+    gso_correction: parseFlag("gso_correction", o.gso_correction, false),
+    events: parseEvents(o.events),
     source,
   };
+}
+
+function parseFlag(field: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (typeof v !== "boolean") throw new ConfigError(`"${field}" is ${show(v)}: use true or false`);
+  return v;
+}
+
+export interface EventsConfig {
+  /** Report connects and first datagrams (ebpf backend only). Default true. */
+  enabled: boolean;
+  /** When events cannot work here, fail `run` instead of logging why and going on. */
+  required: boolean;
+}
+
+const EVENTS_KEYS = ["enabled", "required"] as const;
+
+function parseEvents(v: unknown): EventsConfig {
+  if (v === undefined) return { enabled: true, required: false };
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(
+      `"events" is ${show(v)}: it must be an object like {"enabled": true, "required": false}`,
+    );
+  }
+  const o = v as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(EVENTS_KEYS as readonly string[]).includes(key)) {
+      const guess = didYouMean(key, EVENTS_KEYS);
+      throw new ConfigError(
+        `Unknown key "events.${key}"` +
+          (guess ? `: did you mean "events.${guess}"?` : `: known keys are enabled, required`),
+      );
+    }
+  }
+  const enabled = parseFlag("events.enabled", o.enabled, true);
+  const required = parseFlag("events.required", o.required, false);
+  if (required && !enabled) {
+    throw new ConfigError(
+      `"events.required" is true but "events.enabled" is false: enable events or drop "required"`,
+    );
+  }
+  return { enabled, required };
 }
 
 /** Where `run` also publishes the counters in Prometheus text format; null turns one off. */

@@ -227,6 +227,7 @@ async function startBackend(
         ctMark: opts.config.ct_mark,
         ctMask: opts.config.ct_mask,
         log: opts.log,
+        gsoCorrection: opts.config.gso_correction,
       });
       const fallbackReason = reasons.length > 0 ? reasons.join("; ") : null;
       return { backend, fallbackReason };

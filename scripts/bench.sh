@@ -1,7 +1,10 @@
 #!/bin/sh
-# Runs every benchmark (each prints its own table) and merges their JSON fragments into
-# bench/results.json with the machine they ran on. Root: they load programs and rules.
-# BENCH_QUICK=1 shortens the long ones (for a smoke run; the figures are then rough).
+# Runs every benchmark (each prints its own table), merges their JSON fragments into
+# bench/results.json with the machine they ran on, prints every target with PASS/MISS and
+# writes docs/benchmarks.md. Root: they load programs and rules and make netns and cgroups
+# (each bench removes what it made, also on failure).
+# BENCH_QUICK=1: a smoke form in under 5 minutes (short runs, 30 s footprint; rough figures).
+# BENCH_FOOTPRINT_S=N: the footprint window (default 600 s, the 10 minutes of the target).
 set -eu
 cd "$(dirname "$0")/.."
 DENO=${DENO:-node_modules/.bin/deno}
@@ -10,18 +13,39 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export STB_NETACCT_BIN="${STB_NETACCT_BIN:-$(pwd)/stb-netacct}"
+export BENCH_COMMAND="sudo ${BENCH_QUICK:+BENCH_QUICK=1 }make bench"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 quick=${BENCH_QUICK:-}
+if [ -n "$quick" ]; then
+  footprint_s=${BENCH_FOOTPRINT_S:-25} tp_runs="--runs 1 --seconds 2" bursts=6 graph_s=5
+else
+  footprint_s=${BENCH_FOOTPRINT_S:-600} tp_runs="--runs 4 --seconds 4" bursts=40 graph_s=20
+fi
+t0=$(date +%s)
+step() { echo; echo "== $1 ($(($(date +%s) - t0)) s) =="; }
 
-echo "== per-packet cost of the BPF programs (BPF_PROG_TEST_RUN) =="
+step "per-packet cost of the BPF programs (BPF_PROG_TEST_RUN)"
 "$DENO" run -A bench/bpf_bench.ts "$tmp/bpf.json" ${quick:+--repeat 1000000 --rounds 3}
-echo "== cost of one counter read per backend =="
+step "real-traffic cost of the BPF programs (BPF_ENABLE_STATS) and CPU per GB"
+"$DENO" run -A bench/real_cost.ts "$tmp/real_cost.json" ${quick:+--rounds 1 --seconds 2}
+step "cost of one counter read per backend"
 "$DENO" run -A bench/read_cost.ts "$tmp/read.json" ${quick:+--reads 50 --min-ms 500}
-echo "== TCP throughput through veth, with and without accounting =="
-"$DENO" run -A bench/throughput.ts "$tmp/throughput.json" --backends ebpf,nft,iptables ${quick:+--runs 2 --seconds 2}
-echo "== CPU and memory of run =="
-"$DENO" run -A bench/footprint.ts "$tmp/footprint.json" ${quick:+--seconds 10}
+step "throughput and CPU: none, ebpf, nft, iptables, nethogs, iftop (highest rate and 1 Gbit/s)"
+"$DENO" run -A bench/throughput.ts "$tmp/throughput.json" --backends ebpf,nft,iptables \
+  --monitors nethogs,iftop --rates max,1G $tp_runs
+step "accuracy: counted vs wire bytes"
+"$DENO" run -A bench/accuracy.ts "$tmp/accuracy.json" ${quick:+--rounds 1 --mb 30 --requests 60}
+step "latency: burst to counters.json and to graph"
+"$DENO" run -A bench/latency.ts "$tmp/latency.json" --bursts "$bursts"
+step "scale: services and exclusion prefixes"
+"$DENO" run -A bench/scale.ts "$tmp/scale.json" ${quick:+--quick}
+step "graph CPU on a terminal, a pipe and with --host (graph/measure_cpu.ts)"
+"$DENO" run -A graph/measure_cpu.ts --seconds "$graph_s" --json "$tmp/graph_cpu.json" || true
+step "CPU and memory of run and graph over ${footprint_s} s"
+"$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s"
 
+step "merge"
 "$DENO" run -A scripts/merge_bench.ts bench/results.json "$tmp"/*.json
-echo "bench: wrote bench/results.json"
+"$DENO" run -A bench/report.ts bench/results.json docs/benchmarks.md
+echo "bench: wrote bench/results.json and docs/benchmarks.md in $(($(date +%s) - t0)) s"

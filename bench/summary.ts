@@ -1,0 +1,177 @@
+/**
+ * The issue's targets judged against a merged bench/results.json: one row per target with the
+ * measured figure and PASS or MISS (a figure that could not be measured is a MISS with the
+ * reason, never left out). Used by scripts/merge_bench.ts (printed) and bench/report.ts
+ * (docs/benchmarks.md).
+ */
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+export interface TargetRow {
+  target: string;
+  measured: string;
+  verdict: "PASS" | "MISS";
+  note?: string;
+}
+
+const f = (x: unknown, d = 1) => typeof x === "number" ? x.toFixed(d) : "n/a";
+
+export function summarize(r: Json): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const add = (target: string, measured: string, ok: boolean | null, note?: string) =>
+    rows.push({ target, measured, verdict: ok ? "PASS" : "MISS", ...(note ? { note } : {}) });
+  const bpf = r.bpf_prog_test_run;
+  if (bpf) {
+    add(
+      "ebpf counted packet <= 50 ns (BPF_PROG_TEST_RUN)",
+      `${bpf.worst_counted_ns} ns`,
+      bpf.worst_counted_ns <= 50,
+      `floor here ${bpf.floor_ns.ipv4} ns`,
+    );
+    add(
+      "ebpf counted packet <= +31 ns over the floor",
+      `+${bpf.worst_counted_over_floor_ns} ns`,
+      bpf.worst_counted_over_floor_ns <= 31,
+    );
+    add(
+      "ebpf uncounted packet <= 30 ns",
+      `${bpf.worst_uncounted_ns} ns`,
+      bpf.worst_uncounted_ns <= 30,
+    );
+    add(
+      "ebpf uncounted packet <= +11 ns over the floor",
+      `+${bpf.worst_uncounted_over_floor_ns} ns`,
+      bpf.worst_uncounted_over_floor_ns <= 11,
+    );
+  } else add("ebpf ns per packet", "not measured", null);
+  const rc = r.real_cost?.workloads as Json[] | undefined;
+  const tcp = rc?.find((w) => w.workload === "tcp_bulk");
+  const udp = rc?.find((w) => w.workload === "udp_1400");
+  if (tcp) {
+    add(
+      "ebpf <= 0.1% of a core per Gbit/s (TCP bulk, kernel, net of stats timing)",
+      `${f(tcp.kernel_pct_core_per_gbps_net, 3)}% (raw ${f(tcp.kernel_pct_core_per_gbps_raw, 3)}%)`,
+      tcp.kernel_pct_core_per_gbps_net <= 0.1,
+      "both ends of the veth are on this machine: a host with one end pays about half",
+    );
+  }
+  if (udp) {
+    add(
+      "ebpf <= 0.1% of a core per Gbit/s (UDP 1400 B, one run per packet)",
+      `${f(udp.kernel_pct_core_per_gbps_net, 3)}% (raw ${f(udp.kernel_pct_core_per_gbps_raw, 3)}%)`,
+      udp.kernel_pct_core_per_gbps_net <= 0.1,
+      "worst case: no GSO/GRO aggregation",
+    );
+  }
+  const tmax = r.throughput?.rates?.max?.configurations as Json[] | undefined;
+  const t1g = r.throughput?.rates?.["1G"]?.configurations as Json[] | undefined;
+  const cfg = (list: Json[] | undefined, name: string) => list?.find((c) => c.name === name);
+  const eb = cfg(tmax, "ebpf");
+  if (eb) {
+    add(
+      "ebpf throughput loss <= 1% (median)",
+      `${f(eb.loss_pct, 2)}% (ratio ${eb.ratio}, ${eb.min_gbps}..${eb.max_gbps} Gbit/s)`,
+      eb.loss_pct <= 1,
+    );
+  } else add("ebpf throughput loss <= 1%", "not measured", null);
+  const fp = r.footprint;
+  const span = (s: number) => s >= 120 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`;
+  if (fp?.run) {
+    add(
+      "run <= 0.5% of a core at 0.5 s",
+      `${f(fp.run.cpu_pct_of_one_core, 3)}%`,
+      fp.run.cpu_target_met,
+    );
+    add("run <= 60 MB RSS (VmHWM)", `${f(fp.run.hwm_mb)} MB`, fp.run.rss_target_met);
+    add(
+      `run: no RSS growth over ${
+        Math.round(fp.seconds / 60)
+      } min (<= ${fp.growth_tolerance_mb} MB)`,
+      `${f(fp.run.rss_growth_mb)} MB (slope ${fp.run.rss_slope_mb_per_10min} MB/10 min)`,
+      fp.run.growth_target_met,
+      fp.seconds < 590 ? `window ${fp.seconds} s, not 10 min` : undefined,
+    );
+    add(
+      "graph <= 1% of a core (plain, pipe)",
+      `${f(fp.graph.cpu_pct_of_one_core, 3)}%`,
+      fp.graph.cpu_target_met,
+    );
+    add(
+      `graph: no RSS growth over ${span(fp.seconds)}`,
+      `${f(fp.graph.rss_growth_mb)} MB`,
+      fp.graph.growth_target_met,
+    );
+  }
+  for (const g of (r.graph_cpu ?? []) as Json[]) {
+    add(
+      `graph <= 1% of a core (${g.mode}, graph/measure_cpu.ts)`,
+      `${f(g.cpu_percent_of_one_core, 2)}%`,
+      g.cpu_percent_of_one_core <= 1,
+    );
+  }
+  const acc = r.accuracy;
+  if (acc) {
+    const gso = acc.worst_abs_error_pct?.["ebpf+gso"];
+    add(
+      "ebpf with GSO correction within 0.5% of wire bytes",
+      gso === null || gso === undefined ? "not measured" : `worst ${f(gso, 3)}%`,
+      typeof gso === "number" && gso <= 0.5,
+      gso === null || gso === undefined
+        ? `TODO: ${
+          acc.unavailable?.["ebpf+gso"] ?? "gso_correction not in this build"
+        }; without it worst ${f(acc.worst_abs_error_pct?.ebpf, 2)}%`
+        : undefined,
+    );
+  }
+  for (const l of (r.latency?.results ?? []) as Json[]) {
+    add(
+      `latency to counters.json p99 <= ${l.target_p99_ms} ms (${l.interval_s} s)`,
+      `p50 ${f(l.counters_json.p50_ms, 0)} / p99 ${f(l.counters_json.p99_ms, 0)} ms`,
+      l.counters_json.target_met,
+    );
+    add(
+      `latency to graph output p99 <= ${l.target_p99_ms} ms (${l.interval_s} s)`,
+      `p50 ${f(l.graph.p50_ms, 0)} / p99 ${f(l.graph.p99_ms, 0)} ms`,
+      l.graph.target_met,
+      "graph polls on its own tick: up to two intervals",
+    );
+  }
+  const nh = cfg(t1g, "nethogs");
+  if (nh && fp?.run && tcp) {
+    const ours = fp.run.cpu_pct_of_one_core + tcp.kernel_pct_core_per_gbps_net;
+    const ratio = nh.monitor_cpu_pct_median / ours;
+    add(
+      ">= 20x less CPU than nethogs at 1 Gbit/s",
+      `${f(ratio, 1)}x (nethogs ${f(nh.monitor_cpu_pct_median, 2)}% vs ebpf ${f(ours, 3)}%)`,
+      ratio >= 20,
+      "ebpf = run's CPU + the programs' kernel CPU at 1 Gbit/s; nethogs = its process only (its kernel capture cost is not counted)",
+    );
+  }
+  const nhMax = cfg(tmax, "nethogs");
+  if (nhMax && fp?.run && tcp && eb) {
+    const ours = fp.run.cpu_pct_of_one_core + tcp.kernel_pct_core_per_gbps_net * eb.median_gbps;
+    const ratio = nhMax.monitor_cpu_pct_median / ours;
+    add(
+      ">= 20x less CPU than nethogs at the highest rate",
+      `${f(ratio, 1)}x (nethogs ${f(nhMax.monitor_cpu_pct_median, 2)}% vs ebpf ${f(ours, 3)}%)`,
+      ratio >= 20,
+    );
+  }
+  return rows;
+}
+
+export function printSummary(rows: TargetRow[]): void {
+  const w = Math.max(...rows.map((r) => r.target.length));
+  const m = Math.max(...rows.map((r) => r.measured.length));
+  console.log(`${"target".padEnd(w)}  ${"measured".padEnd(m)}  verdict`);
+  for (const r of rows) {
+    console.log(
+      `${r.target.padEnd(w)}  ${r.measured.padEnd(m)}  ${r.verdict}${
+        r.note ? `  (${r.note})` : ""
+      }`,
+    );
+  }
+  const miss = rows.filter((r) => r.verdict === "MISS").length;
+  console.log(`${rows.length - miss} PASS, ${miss} MISS`);
+}
