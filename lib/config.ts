@@ -480,6 +480,47 @@ export function loadConfig(path: string, explicit: boolean): Config {
   return validateConfig(raw, show(path));
 }
 
+/**
+ * A root daemon must not take orders from a file other users can change: the config
+ * decides which traffic counts and where root writes. Refuses (ConfigError, so exit 2) a
+ * config, or the directory holding it, that is owned by someone other than root or the
+ * user running us, or that group or others may write (a group write bit is fine when the
+ * group is root's). Stat follows a symlink: the file judged is the one that is read.
+ * A missing file is not judged here (loadConfig decides what absence means).
+ */
+export function checkConfigTrusted(path: string, uid = Deno.uid()): void {
+  let real: string;
+  try {
+    real = Deno.realPathSync(path);
+  } catch {
+    return;
+  }
+  const slash = real.lastIndexOf("/");
+  const dir = slash > 0 ? real.slice(0, slash) : "/";
+  for (const p of [real, dir]) {
+    const st = Deno.statSync(p);
+    const mode = (st.mode ?? 0) & 0o7777;
+    const shown = p === real ? `Config ${show(p)}` : `Directory ${show(p)} holding the config`;
+    if (st.uid !== 0 && st.uid !== uid) {
+      throw new ConfigError(
+        `${shown} is owned by uid ${st.uid}, so that user could change what root counts and ` +
+          `where it writes: \`chown root:root ${p}\` (and \`chmod go-w ${p}\`)`,
+      );
+    }
+    // The sticky bit (/tmp) keeps others from replacing a file they do not own.
+    const othersWrite = (mode & 0o002) !== 0 && !(p === dir && (mode & 0o1000) !== 0);
+    const groupWrite = (mode & 0o020) !== 0 && st.gid !== 0 &&
+      !(p === dir && (mode & 0o1000) !== 0);
+    if (othersWrite || groupWrite) {
+      throw new ConfigError(
+        `${shown} is writable by ${othersWrite ? "others" : `group ${st.gid}`} ` +
+          `(mode ${mode.toString(8)}), so other users could change what root counts: ` +
+          `\`chmod go-w ${p}\``,
+      );
+    }
+  }
+}
+
 /** The defaults as a file `install` writes and users edit. */
 export function defaultConfigJson(owner: string | null): string {
   return JSON.stringify(

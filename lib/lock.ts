@@ -34,6 +34,16 @@ export class LockHeldError extends Error {
 
 export interface Lock {
   release(): void;
+  /** Whether the file at the lock's path is still the one this lock holds (not removed). */
+  intact(): boolean;
+}
+
+function inodeAt(path: string): number | null {
+  try {
+    return Deno.lstatSync(path).ino;
+  } catch {
+    return null;
+  }
 }
 
 /** Takes an exclusive lock on `path` (created 0600), or throws LockHeldError naming the holder. */
@@ -58,15 +68,22 @@ export function acquireLock(path: string): Lock {
     );
   }
   Deno.writeTextFileSync(path, `${Deno.pid}\n`);
+  const ino = inodeAt(path);
   let held = true;
   return {
     release() {
       if (!held) return;
       held = false;
-      try {
-        Deno.removeSync(path);
-      } catch { /* already gone */ }
+      // Only our own file: after a removal the path may be another run's lock by now.
+      if (ino !== null && inodeAt(path) === ino) {
+        try {
+          Deno.removeSync(path);
+        } catch { /* already gone */ }
+      }
       c.symbols.close(fd);
+    },
+    intact() {
+      return held && ino !== null && inodeAt(path) === ino;
     },
   };
 }

@@ -20,6 +20,7 @@ import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
+  checkConfigTrusted,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
@@ -30,7 +31,8 @@ import {
   parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
-import { acquireLock, type Lock } from "../lib/lock.ts";
+import { MAX_DESTINATIONS } from "../lib/contract.ts";
+import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
@@ -131,6 +133,8 @@ export function runCommand() {
       const explicitConfig = cmd.getOptionValueSource("config") === "cli";
       let config: Config;
       try {
+        // Refused before it is even parsed: a file others can change must not steer root.
+        checkConfigTrusted(opts.config);
         config = loadConfig(opts.config, explicitConfig);
       } catch (e) {
         if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
@@ -256,7 +260,9 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const outDir = dirOf(opts.output);
   prepareOutputDir(outDir);
   const stateDir = dirOf(opts.statePath);
-  prepareOutputDir(stateDir);
+  // Saved totals are root's alone; beside counters.json the directory stays readable.
+  const stateDirMode = stateDir === outDir ? 0o755 : 0o700;
+  prepareOutputDir(stateDir, stateDirMode);
 
   let stopping = false;
   let wake: (() => void) | null = null;
@@ -272,8 +278,20 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   let backend: Backend | null = null;
   let sinks: Sink[] = [];
   try {
-    locks.push(acquireLock(`${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`));
-    locks.push(acquireLock(`${opts.statePath}.lock`));
+    const lockPaths = [
+      `${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`,
+      `${opts.statePath}.lock`,
+    ];
+    for (const p of lockPaths) locks.push(acquireLock(p));
+    // A removed directory takes its lock files along, and a new run could lock fresh ones
+    // while this one still counts: take the locks again wherever the file is gone.
+    const relock = () => {
+      lockPaths.forEach((p, i) => {
+        if (locks[i].intact()) return;
+        locks[i].release();
+        locks[i] = acquireLock(p);
+      });
+    };
     let saved;
     try {
       saved = loadState(opts.statePath);
@@ -337,10 +355,13 @@ export async function runSampler(opts: RunOptions): Promise<void> {
         Date.now() / 1000,
         opts.intervalS,
         { boot_id: bootId(), started_at: startedAt },
+        await backend!.readDestinations?.(MAX_DESTINATIONS),
       );
       const sampleDurationS = (performance.now() - sampleStart) / 1000;
-      publish(opts.output, counters, owner);
+      // State first: a run killed between the two writes then continues from totals at
+      // least as high as any a reader saw, so readers never see the totals go back.
       saveState(opts.statePath, totals.all());
+      publish(opts.output, counters, owner);
       for (const sink of sinks) {
         try {
           await sink.publish({ counters, sampleDurationS });
@@ -374,7 +395,13 @@ export async function runSampler(opts: RunOptions): Promise<void> {
         log(`cannot publish ${opts.output}: ${(e as Error).message}; retrying next interval`);
         try {
           prepareOutputDir(outDir);
-        } catch { /* reported on the next failure */ }
+          prepareOutputDir(stateDir, stateDirMode);
+          relock();
+        } catch (e) {
+          // Another run took the recreated lock: two samplers must never both publish.
+          if (e instanceof LockHeldError) throw new BackendError(e.message, { cause: e });
+          /* otherwise reported on the next failure */
+        }
       }
       next += intervalMs;
       const now = performance.now();

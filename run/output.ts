@@ -7,17 +7,20 @@
 import { writeFileAtomic } from "../lib/atomic_write.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import { serializeCounters } from "../lib/contract.ts";
-import type { ServiceCounters } from "../backends/backend.ts";
+import type { DestinationCounters, ServiceCounters } from "../backends/backend.ts";
 import type { UserIds } from "../lib/users.ts";
 
 export class OutputError extends Error {
   override name = "OutputError";
 }
 
-/** Creates the output directory (0755) if needed and refuses one others could write. */
-export function prepareOutputDir(dir: string): void {
+/**
+ * Creates the output directory (0755, or `mode`: 0700 for a state directory only root
+ * reads) if needed and refuses one others could write.
+ */
+export function prepareOutputDir(dir: string, mode = 0o755): void {
   try {
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    Deno.mkdirSync(dir, { recursive: true, mode });
   } catch (e) {
     if (!(e instanceof Deno.errors.AlreadyExists)) {
       throw new OutputError(`Cannot create output directory "${dir}": ${(e as Error).message}`, {
@@ -67,6 +70,8 @@ export function buildCounters(
   tsUnix: number,
   intervalS: number,
   run: { boot_id: string; started_at: number },
+  /** From Backend.readDestinations, where the backend offers it (ebpf). */
+  destinations?: DestinationCounters[],
 ): CountersV1 {
   return {
     schema: 1,
@@ -91,6 +96,19 @@ export function buildCounters(
         present: s.present,
       }]),
     ),
+    ...(destinations
+      ? {
+        destinations: destinations.map((d) => ({
+          service: d.service,
+          direction: d.direction,
+          address: d.address,
+          port: d.port,
+          protocol: d.protocol,
+          bytes: d.bytes,
+          packets: d.packets,
+        })),
+      }
+      : {}),
   };
 }
 
