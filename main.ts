@@ -8,7 +8,7 @@ import { runCommand } from "./run/mod.ts";
 import { graphCommand } from "./graph/mod.ts";
 import { resetCommand } from "./run/reset.ts";
 import { doctorCommand } from "./doctor/mod.ts";
-import { installCommand, uninstallCommand } from "./install/mod.ts";
+import { installCommand, statusCommand, uninstallCommand } from "./install/mod.ts";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/errors.ts";
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
@@ -29,6 +29,7 @@ const program = new Command("stb-netacct")
   .addCommand(doctorCommand())
   .addCommand(installCommand())
   .addCommand(uninstallCommand())
+  .addCommand(statusCommand())
   .addCommand(resetCommand())
   .addCommand(verifyCommand())
   .addCommand(verifyProbeCommand(), { hidden: true })
