@@ -32,6 +32,8 @@ export interface GraphOptions {
   host: boolean;
   /** False for --no-color; NO_COLOR and a non-terminal stdout also turn colour off. */
   color: boolean;
+  /** False for --no-destinations: no top-destinations table under the chart. */
+  destinations?: boolean;
 }
 
 /** Everything runGraph touches outside itself, so tests can drive it. */
@@ -224,7 +226,9 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
       const frame = model.frame(io.nowUnix(), io.nowMono());
       if (io.isTerminal) {
         const size = io.size() ?? FALLBACK_SIZE;
-        const text = HOME + renderFrame(frame, { ...size, color }).join(CLEAR_EOL + "\r\n") +
+        const text = HOME +
+          renderFrame(frame, { ...size, color, destinations: opts.destinations })
+            .join(CLEAR_EOL + "\r\n") +
           CLEAR_EOL + CLEAR_BELOW;
         if (text !== lastFrame) await io.write(text);
         lastFrame = text;
@@ -271,7 +275,9 @@ async function once(
   }
   const frame = model.frame(io.nowUnix(), io.nowMono());
   const size = io.size() ?? FALLBACK_SIZE;
-  await io.write(renderFrame(frame, { ...size, color }).join("\n") + "\n");
+  await io.write(
+    renderFrame(frame, { ...size, color, destinations: opts.destinations }).join("\n") + "\n",
+  );
   return usable() ? 0 : 1;
 }
 
@@ -326,6 +332,11 @@ export function graphCommand() {
         "StB's share of it",
     )
     .option("--no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")
+    .option(
+      "--no-destinations",
+      "hide the top-destinations table (the 5 busiest remote endpoints now, with their " +
+        "rates and totals; shown when the sampler's backend reports them: ebpf)",
+    )
     .addHelpText(
       "after",
       "\nExamples:\n" +
@@ -342,6 +353,7 @@ export function graphCommand() {
         once: opts.once ?? false,
         host: opts.host ?? false,
         color: opts.color,
+        destinations: opts.destinations,
       };
       try {
         validate(options);

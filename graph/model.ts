@@ -8,7 +8,7 @@
  * advanced within the last few intervals of the reader's own timer.
  */
 
-import type { CountersV1 } from "../lib/contract.ts";
+import type { CountersV1, DestinationV1 } from "../lib/contract.ts";
 import { InterfaceAccumulator, RateTracker, type WindowStats } from "./rates.ts";
 import type { ReadResult } from "./reader.ts";
 import { nonLoopback, parseProcNetDev } from "./proc_net_dev.ts";
@@ -28,6 +28,18 @@ export interface HostView {
   share: { rx: number | null; tx: number | null } | null;
 }
 
+/** One remote endpoint of the top-destinations table. */
+export interface DestinationRow {
+  service: string;
+  direction: "rx" | "tx";
+  /** "198.51.100.2:443", "[2001:db8::2]:443"; the bare address when the port is 0. */
+  endpoint: string;
+  protocol: string;
+  /** Bytes per second between the last two samples; null for an endpoint new in the last. */
+  rate: number | null;
+  total: number;
+}
+
 /** Everything one frame shows. `series` resamples the history for a given chart width. */
 export interface FrameData {
   path: string;
@@ -40,6 +52,11 @@ export interface FrameData {
   stats: WindowStats | null;
   series(columns: number): { rx: (number | null)[]; tx: (number | null)[] };
   host: HostView | null;
+  /**
+   * The sample's destinations, busiest now first (then most bytes); null when the sample
+   * has none (a backend without them).
+   */
+  destinations: DestinationRow[] | null;
   status: Status;
 }
 
@@ -57,6 +74,9 @@ export class GraphModel {
   #read: ReadResult | null = null;
   #advancedAt: number | null = null;
   #resetAt: number | null = null;
+  /** Destination bytes of the previous sample (by destKey) and their rates since. */
+  #destPrev: { t: number; bytes: Map<string, number> } | null = null;
+  #destRates = new Map<string, number | null>();
 
   constructor(
     readonly path: string,
@@ -99,7 +119,28 @@ export class GraphModel {
     }
     if (pushed === "reset") this.#resetAt = nowMono;
     if (pushed !== "unchanged") this.#advancedAt = nowMono;
+    if (pushed === "reset") this.#destPrev = null;
+    if (pushed !== "unchanged") this.#updateDestinations(c);
     this.#last = c;
+  }
+
+  /** Rates of the sample's destinations against the previous sample (same run). */
+  #updateDestinations(c: CountersV1): void {
+    const prev = this.#destPrev;
+    const bytes = new Map<string, number>();
+    this.#destRates = new Map();
+    const dt = prev === null ? 0 : c.ts_monotonic - prev.t;
+    for (const d of c.destinations ?? []) {
+      const key = destKey(d);
+      bytes.set(key, d.bytes);
+      const before = prev?.bytes.get(key);
+      // New, or forgotten by the kernel's bounded table and counted again: no rate yet.
+      this.#destRates.set(
+        key,
+        before === undefined || d.bytes < before || dt <= 0 ? null : (d.bytes - before) / dt,
+      );
+    }
+    this.#destPrev = { t: c.ts_monotonic, bytes };
   }
 
   /** Takes one read of /proc/net/dev, or the error that prevented it. */
@@ -183,9 +224,31 @@ export class GraphModel {
           ? { rx: new Array(columns).fill(null), tx: new Array(columns).fill(null) }
           : tracker.series(last.ts_monotonic, window, columns),
       host,
+      destinations: last?.destinations === undefined ? null : this.#destinationRows(last),
       status: this.status(nowUnix, nowMono),
     };
   }
+
+  #destinationRows(c: CountersV1): DestinationRow[] {
+    const rows = (c.destinations ?? []).map((d) => ({
+      service: d.service,
+      direction: d.direction,
+      endpoint: endpoint(d),
+      protocol: d.protocol,
+      rate: this.#destRates.get(destKey(d)) ?? null,
+      total: d.bytes,
+    }));
+    return rows.sort((a, b) => (b.rate ?? -1) - (a.rate ?? -1) || b.total - a.total);
+  }
+}
+
+function destKey(d: DestinationV1): string {
+  return `${d.service}|${d.direction}|${d.protocol}|${d.address}|${d.port}`;
+}
+
+function endpoint(d: DestinationV1): string {
+  if (d.port === 0) return d.address;
+  return d.address.includes(":") ? `[${d.address}]:${d.port}` : `${d.address}:${d.port}`;
 }
 
 function fmtSeconds(s: number): string {

@@ -127,3 +127,30 @@ Deno.test("host share is StB's window average over the host's", () => {
   const h2 = m.frame(UNIX0 + 1.5, 1.5).host!;
   if (h2.error === null) throw new Error("host error not kept");
 });
+
+Deno.test("destination rates come from consecutive samples; new or restarted ones have none", () => {
+  const d = (bytes: number, port = 443) => ({
+    service: "server",
+    direction: "rx" as const,
+    address: "198.51.100.7",
+    port,
+    protocol: "tcp",
+    bytes,
+    packets: 1,
+  });
+  const m = new GraphModel("/x", 0.5, 60);
+  m.update(ok(c(0, 0, 0, { destinations: [d(1000)] })), 0);
+  let rows = m.frame(UNIX0, 0).destinations!;
+  expect(String(rows[0].rate), "null");
+  expect(rows[0].endpoint, "198.51.100.7:443");
+  m.update(ok(c(0.5, 0, 0, { destinations: [d(3000), d(10, 80)] })), 0.5);
+  rows = m.frame(UNIX0 + 0.5, 0.5).destinations!;
+  expect(`${rows[0].rate} ${rows[1].rate}`, "4000 null");
+  // The kernel forgot the endpoint and counts it from zero again: no negative rate.
+  m.update(ok(c(1, 0, 0, { destinations: [d(100)] })), 1);
+  expect(String(m.frame(UNIX0 + 1, 1).destinations![0].rate), "null");
+  // A sample without the field: no table at all.
+  const plain = new GraphModel("/x", 0.5, 60);
+  plain.update(ok(c(0, 0, 0)), 0);
+  expect(String(plain.frame(UNIX0, 0).destinations), "null");
+});

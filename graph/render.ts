@@ -4,7 +4,8 @@
  * codes at all (pipes, NO_COLOR, --no-color).
  *
  * Layout, top to bottom: title, rate table (now / peak / average / total), optional host
- * line, chart (download and upload, newest on the right), legend, status line.
+ * line, chart (download and upload, newest on the right), legend, top destinations (when
+ * the sample has them and there is room), status line.
  */
 
 import asciichartJs from "asciichart";
@@ -33,7 +34,12 @@ export interface RenderOptions {
   columns: number;
   rows: number;
   color: boolean;
+  /** The top-destinations table under the chart (default true; `--no-destinations`). */
+  destinations?: boolean;
 }
+
+/** Destinations listed under the chart, at most. */
+export const DESTINATIONS_SHOWN = 5;
 
 const RX_COLOR = asciichart.green;
 const TX_COLOR = asciichart.cyan;
@@ -208,16 +214,46 @@ function legend(f: FrameData, o: RenderOptions, columns: number): string {
   return paint(rx, RX_COLOR, o.color) + "  " + paint(tx, TX_COLOR, o.color);
 }
 
+/**
+ * The busiest endpoints now (rate over the last interval, then total), a title line and
+ * at most DESTINATIONS_SHOWN rows, fewer when the terminal has no room for them.
+ */
+function destinationLines(f: FrameData, o: RenderOptions, room: number): string[] {
+  if (o.destinations === false || f.destinations === null || room < 2) return [];
+  if (f.destinations.length === 0) return [fit("top destinations: none yet", o.columns)];
+  const rows = f.destinations.slice(0, Math.min(DESTINATIONS_SHOWN, room - 1));
+  const cells = o.columns >= 3 * CELL ? 2 : 1;
+  const left = o.columns - cells * CELL;
+  const title = fit("top destinations", left).padEnd(left) +
+    cell("now") + (cells > 1 ? cell("total") : "");
+  return [
+    title,
+    ...rows.map((d) => {
+      const arrow = d.direction === "rx" ? "↓" : "↑";
+      const text = fit(`${arrow} ${d.endpoint} ${d.protocol} · ${d.service}`, left - 1);
+      const line = text + " ".repeat(Math.max(0, left - [...text].length)) +
+        cell(d.rate === null ? "—" : formatRate(d.rate)) +
+        (cells > 1 ? cell(formatBytes(d.total)) : "");
+      return paint(line, d.direction === "rx" ? RX_COLOR : TX_COLOR, o.color);
+    }),
+  ];
+}
+
 /** One full-screen frame, at most `rows` lines, none wider than `columns` (colour aside). */
 export function renderFrame(f: FrameData, o: RenderOptions): string[] {
   const header = headerLines(f, o);
   const status = statusLines(f.status, o);
   const fixed = header.length + 1 + status.length; // + legend
-  const chartRows = Math.min(MAX_CHART_ROWS, Math.max(MIN_CHART_ROWS, o.rows - fixed));
+  const dests = destinationLines(f, o, o.rows - fixed - MIN_CHART_ROWS);
+  const chartRows = Math.min(
+    MAX_CHART_ROWS,
+    Math.max(MIN_CHART_ROWS, o.rows - fixed - dests.length),
+  );
   return [
     ...header,
     ...chartLines(f, o, chartRows),
     legend(f, o, chartColumns(f, o.columns)),
+    ...dests,
     ...status,
   ];
 }

@@ -244,3 +244,80 @@ Deno.test("plain lines: one per state, no escape codes", async () => {
   plain(out);
   await snapshot("plain_lines.txt", out);
 });
+
+/** Traffic as above, with a busy download, a steadier upload and a few quiet endpoints. */
+function withDestinations(samples: CountersV1[]): CountersV1[] {
+  return samples.map((c, i) => ({
+    ...c,
+    destinations: [
+      dest("server", "rx", "198.51.100.7", 443, "tcp", 5 * MiB + i * 1536 * 1024),
+      dest("server", "tx", "2001:db8::7", 443, "tcp", MiB + i * 200 * 1024),
+      dest("shell", "rx", "203.0.113.9", 53, "udp", 70_000 + i * 500),
+      dest("host-agent", "tx", "198.51.100.8", 8443, "tcp", 4 * MiB),
+      dest("server", "rx", "2001:db8::7", 443, "tcp", 900 + i * 100),
+      dest("shell", "tx", "203.0.113.9", 53, "udp", 10_000 + i * 400),
+      // Appears in the last sample only: no rate yet.
+      ...(i === samples.length - 1 ? [dest("server", "tx", "198.51.100.9", 0, "47", 9)] : []),
+    ],
+  }));
+}
+
+function dest(
+  service: string,
+  direction: "rx" | "tx",
+  address: string,
+  port: number,
+  protocol: string,
+  bytes: number,
+) {
+  return { service, direction, address, port, protocol, bytes, packets: Math.ceil(bytes / 1400) };
+}
+
+Deno.test("frame: top destinations under the chart, busiest now first", async () => {
+  const m = new GraphModel(PATH, 0.5, 60);
+  const now = feed(m, withDestinations(traffic(0, 100)));
+  const frame = m.frame(UNIX0 + now + 0.2, now + 0.2);
+  const lines = renderFrame(frame, { columns: 80, rows: 24, color: false });
+  plain(lines);
+  fits(lines, 80, 24);
+  await snapshot("frame_destinations_80x24.txt", lines);
+  const at = lines.findIndex((l) => l.startsWith("top destinations"));
+  if (at < 0) throw new Error("no destinations table");
+  const rows = lines.slice(at + 1, at + 6);
+  const want = [
+    "↓ 198.51.100.7:443 tcp · server",
+    "↑ [2001:db8::7]:443 tcp · server",
+    "↓ 203.0.113.9:53 udp · shell",
+    "↑ 203.0.113.9:53 udp · shell",
+    "↓ [2001:db8::7]:443 tcp · server",
+  ];
+  rows.forEach((r, i) => {
+    if (!r.startsWith(want[i])) throw new Error(`row ${i}: ${r} (want ${want[i]}...)`);
+  });
+  // 1.5 MiB per 0.5 s interval = 3.00 MiB/s; the idle host-agent endpoint is not shown.
+  if (!rows[0].includes("3.00 MiB/s")) throw new Error(rows[0]);
+  if (lines.some((l) => l.includes("198.51.100.8"))) throw new Error("idle endpoint shown");
+  const hidden = renderFrame(frame, { columns: 80, rows: 24, color: false, destinations: false });
+  if (hidden.some((l) => l.startsWith("top destinations"))) throw new Error("not hidden");
+  fits(hidden, 80, 24);
+  // Short or narrow terminals: fewer rows, never wider than the terminal.
+  for (const [columns, rows] of [[40, 14], [60, 12], [40, 10]]) {
+    const small = renderFrame(frame, { columns, rows, color: false });
+    fits(small, columns, rows);
+  }
+});
+
+Deno.test("frame: no destinations table for a sample without them, one line for none yet", () => {
+  const m = new GraphModel(PATH, 0.5, 60);
+  const now = feed(m, traffic(0, 10).map((c) => ({ ...c, destinations: [] })));
+  const lines = renderFrame(m.frame(UNIX0 + now, now), { columns: 80, rows: 24, color: false });
+  if (!lines.includes("top destinations: none yet")) throw new Error(lines.join("\n"));
+  const m2 = new GraphModel(PATH, 0.5, 60);
+  const now2 = feed(m2, traffic(0, 10));
+  const without = renderFrame(m2.frame(UNIX0 + now2, now2), {
+    columns: 80,
+    rows: 24,
+    color: false,
+  });
+  if (without.some((l) => l.includes("destinations"))) throw new Error("table without data");
+});

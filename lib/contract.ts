@@ -19,6 +19,26 @@ export interface ServiceCountersV1 {
   present: boolean;
 }
 
+/**
+ * One remote endpoint of one service in one direction: bytes since `run` started (not
+ * kept across restarts; an endpoint the kernel's bounded table forgot starts again).
+ */
+export interface DestinationV1 {
+  service: string;
+  direction: "rx" | "tx";
+  /** Remote address: dotted IPv4 (also for IPv4-mapped IPv6), else IPv6 text. */
+  address: string;
+  /** Remote TCP/UDP port; 0 for other protocols. */
+  port: number;
+  /** "tcp", "udp", or the IP protocol number as text. */
+  protocol: string;
+  bytes: number;
+  packets: number;
+}
+
+/** At most this many destinations are published, and read. */
+export const MAX_DESTINATIONS = 20;
+
 export interface CountersV1 {
   schema: 1;
   backend: string;
@@ -37,6 +57,11 @@ export interface CountersV1 {
   ts_unix: number;
   interval_s: number;
   services: Record<string, ServiceCountersV1>;
+  /**
+   * Optional (ebpf backend only): the endpoints with the most bytes, most first, at most
+   * MAX_DESTINATIONS. Rates are the reader's: the difference of consecutive samples.
+   */
+  destinations?: DestinationV1[];
 }
 
 /** One line of JSON plus a newline; numbers are integers except the timestamps. */
@@ -112,6 +137,7 @@ export function parseCounters(text: string): CountersV1 {
       };
     }
   }
+  const destinations = parseDestinations(o.destinations);
   return {
     schema: 1,
     backend: typeof o.backend === "string" ? o.backend : "unknown",
@@ -128,5 +154,30 @@ export function parseCounters(text: string): CountersV1 {
     ts_unix: isTime(o.ts_unix) ? o.ts_unix : 0,
     interval_s: isTime(o.interval_s) && o.interval_s > 0 ? o.interval_s : 0.5,
     services,
+    ...(destinations ? { destinations } : {}),
   };
+}
+
+/** Tolerant: a malformed entry is skipped, not fatal; a non-list means none. */
+function parseDestinations(v: unknown): DestinationV1[] | null {
+  if (!Array.isArray(v)) return null;
+  const out: DestinationV1[] = [];
+  for (const item of v.slice(0, MAX_DESTINATIONS)) {
+    if (typeof item !== "object" || item === null) continue;
+    const d = item as Record<string, unknown>;
+    if (
+      typeof d.service !== "string" || (d.direction !== "rx" && d.direction !== "tx") ||
+      typeof d.address !== "string" || d.address.length > 64 || !isCount(d.bytes)
+    ) continue;
+    out.push({
+      service: d.service.slice(0, 64),
+      direction: d.direction,
+      address: d.address,
+      port: isCount(d.port) && d.port <= 65535 ? d.port : 0,
+      protocol: typeof d.protocol === "string" ? d.protocol.slice(0, 16) : "",
+      bytes: d.bytes,
+      packets: isCount(d.packets) ? d.packets : 0,
+    });
+  }
+  return out;
 }
