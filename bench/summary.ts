@@ -85,9 +85,7 @@ export function summarize(r: Json): TargetRow[] {
     );
     add("run <= 60 MB RSS (VmHWM)", `${f(fp.run.hwm_mb)} MB`, fp.run.rss_target_met);
     add(
-      `run: no RSS growth over ${
-        Math.round(fp.seconds / 60)
-      } min (<= ${fp.growth_tolerance_mb} MB)`,
+      `run: no RSS growth over ${span(fp.seconds)} (<= ${fp.growth_tolerance_mb} MB)`,
       `${f(fp.run.rss_growth_mb)} MB (slope ${fp.run.rss_slope_mb_per_10min} MB/10 min)`,
       fp.run.growth_target_met,
       fp.seconds < 590 ? `window ${fp.seconds} s, not 10 min` : undefined,
