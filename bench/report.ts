@@ -143,7 +143,9 @@ if (bpf) {
   );
   out.push(table(
     ["program", "family", "path", "ns/packet", "over floor"],
-    (bpf.rows ?? []).map((x: Json) => [x.program, x.family, x.path, x.ns_per_packet, x.over_floor_ns]),
+    (bpf.rows ?? []).map((
+      x: Json,
+    ) => [x.program, x.family, x.path, x.ns_per_packet, x.over_floor_ns]),
   ));
   out.push("");
 }
