@@ -2,7 +2,7 @@
 DENO ?= node_modules/.bin/deno
 BPF_OBJECTS = bpf/netacct.bpf.o bench/trivial.bpf.o
 
-.PHONY: help deps build bpf check-bpf check test test-unit test-e2e bench clean
+.PHONY: help deps build bpf check-bpf check test test-unit test-e2e bench soak clean
 
 help:
 	@echo "make deps       install Debian packages and node_modules (idempotent, needs root for apt)"
@@ -11,6 +11,7 @@ help:
 	@echo "make check      deno fmt/lint/check + stale BPF object check"
 	@echo "make test       deps, build, check and the whole test suite (root: real kernel)"
 	@echo "make bench      benchmarks, printed and written to bench/results.json"
+	@echo "make soak       load + faults for SOAK_DURATION_S (60) per backend, reader for SOAK_READER_S (600)"
 
 deps:
 	sh scripts/deps.sh
@@ -42,6 +43,14 @@ test: build
 
 bench: build
 	sh scripts/bench.sh
+
+# The long form of tests/soak_test.ts (the suite runs a ~20 s ebpf-only short form).
+SOAK_DURATION_S ?= 60
+SOAK_READER_S ?= 600
+SOAK_BACKENDS ?= ebpf,nft,iptables
+soak: build
+	SOAK_DURATION_S=$(SOAK_DURATION_S) SOAK_READER_S=$(SOAK_READER_S) SOAK_BACKENDS=$(SOAK_BACKENDS) \
+	  STB_NETACCT_BIN=$(CURDIR)/stb-netacct $(DENO) test --allow-all --no-prompt tests/soak_test.ts
 
 clean:
 	rm -rf dist stb-netacct

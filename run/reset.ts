@@ -4,12 +4,20 @@
  * running, the saved state is removed directly.
  */
 
-import { Command } from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { DEFAULT_OUTPUT } from "../lib/config.ts";
 import { acquireLock, LockHeldError } from "../lib/lock.ts";
 import { resetRequestPath } from "./state.ts";
 import { defaultStatePath } from "./mod.ts";
-import { UsageError } from "../lib/errors.ts";
+
+/** A commander argument parser, so a bad value gets the usage line like every flag. */
+function parseTimeout(value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n <= 0) {
+    throw new InvalidArgumentError("use a positive number of seconds, e.g. 5");
+  }
+  return n;
+}
 
 export function resetCommand() {
   return new Command("reset")
@@ -20,15 +28,11 @@ export function resetCommand() {
     )
     .option("-o, --output <path>", "the counters file of the run to reset", DEFAULT_OUTPUT)
     .option("-s, --state <path>", "its state file (default: as `run` derives it from --output)")
-    .option("--timeout <seconds>", "how long to wait for a running sampler", "5")
+    .option("--timeout <seconds>", "how long to wait for a running sampler", parseTimeout, 5)
     .addHelpText("after", "\nExample:\n  sudo stb-netacct reset\n")
     .action(async (opts) => {
       const statePath = opts.state ?? defaultStatePath(opts.output);
-      const timeoutS = Number(opts.timeout);
-      if (!Number.isFinite(timeoutS) || timeoutS <= 0) {
-        throw new UsageError(`--timeout "${opts.timeout}" is not a positive number of seconds`);
-      }
-      await resetTotals(statePath, timeoutS, (m) => console.log(m));
+      await resetTotals(statePath, opts.timeout, (m) => console.log(m));
     });
 }
 
