@@ -15,7 +15,9 @@ fi
 export STB_NETACCT_BIN="${STB_NETACCT_BIN:-$(pwd)/stb-netacct}"
 export BENCH_COMMAND="sudo ${BENCH_QUICK:+BENCH_QUICK=1 }make bench"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+# A signal stops the whole bench (each bench cleans up after itself), not just one step.
+trap 'exit 130' INT TERM
 quick=${BENCH_QUICK:-}
 if [ -n "$quick" ]; then
   footprint_s=${BENCH_FOOTPRINT_S:-25} tp_runs="--runs 1 --seconds 2" bursts=6 graph_s=5
