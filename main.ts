@@ -22,7 +22,9 @@ const program = new Command("stb-netacct")
       "multicast and IPv6 ULA/link-local traffic never counts.",
   )
   .version(VERSION, "-V, --version")
-  .showHelpAfterError("(add --help for usage and examples)")
+  .showHelpAfterError(
+    "Usage: stb-netacct [options] <command>\n(run 'stb-netacct --help' for the commands and examples)",
+  )
   .exitOverride()
   .addCommand(runCommand())
   .addCommand(graphCommand())

@@ -56,6 +56,8 @@ export interface RunCliOptions {
   config: string;
   output: string;
   interval?: number;
+  /** Saved totals; default: beside the output (`run` derives OUTPUT.state). */
+  state?: string;
 }
 
 /** One `run` process. Its stderr is collected so failures can quote it. */
@@ -83,6 +85,7 @@ export class RunningCli {
         options.output,
         "--interval",
         String(this.interval),
+        ...(options.state ? ["--state", options.state] : []),
       ]),
     ];
     const child = new Deno.Command(argv[0], {
