@@ -233,7 +233,7 @@ Deno.test("listen sink: /metrics after the first sample, 404 elsewhere, closed o
   assert(refused, "still serving after close");
 });
 
-Deno.test("listen sink: a taken port is an error naming the address and the fix", async () => {
+Deno.test("listen sink: a taken port is an error naming the address and the fix", () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const port = (holder.addr as Deno.NetAddr).port;
