@@ -5,33 +5,46 @@ set -eu
 cd "$(dirname "$0")/.."
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 nftables libnftables1 iptables
   conntrack util-linux procps kmod make jq tmux file binutils systemd"
+# Test-only: promtool (package prometheus) checks the metrics output. Installing it must not
+# start a Prometheus server on a developer's machine, hence policy-rc.d while apt runs.
+TEST_ONLY="prometheus"
 # The real-systemd test boots systemd 252 in systemd-nspawn; pinned so the machine's own
 # systemd is not upgraded along with it.
 PINNED="systemd-container=252.38-1~deb12u1"
-missing=""
-for p in $APT_PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+updated=""
+apt_install() {
   if [ "$(id -u)" -ne 0 ]; then
-    echo "deps: missing Debian packages:$missing; run \`sudo make deps\`" >&2
+    echo "deps: missing Debian packages: $*; run \`sudo make deps\`" >&2
     exit 1
   fi
+  [ -n "$updated" ] || { apt-get update -qq; updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=""
+for p in $APT_PACKAGES; do installed "$p" || missing="$missing $p"; done
+if [ -n "$missing" ]; then
   echo "deps: installing$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  apt_install $missing
 else
   echo "deps: Debian packages present"
 fi
-if ! dpkg-query -W -f='${Status}' systemd-container 2>/dev/null | grep -q "install ok installed"; then
-  if [ "$(id -u)" -eq 0 ]; then
-    echo "deps: installing $PINNED"
-    [ -n "$missing" ] || apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$PINNED" >/dev/null
-  fi
-fi
+for p in $TEST_ONLY; do
+  installed "$p" && continue
+  echo "deps: installing $p (test-only; its service is not started)"
+  had_policy=""
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ -n "$had_policy" ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; }
+  rc=0
+  apt_install "$p" || rc=$?
+  [ -n "$had_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || exit "$rc"
+done
+installed systemd-container || { echo "deps: installing $PINNED"; apt_install "$PINNED"; }
+
 if ! command -v node >/dev/null 2>&1; then
   echo "deps: node and npm are needed to fetch deno and the JS packages: apt-get install nodejs npm" >&2
   exit 1
