@@ -10,14 +10,15 @@ ESBUILD="${ESBUILD:-node_modules/.bin/esbuild}"
 PERMS=$(grep -v '^#' scripts/permissions.txt | tr '\n' ' ')
 OUT=stb-netacct
 mkdir -p dist
-rm -f "$OUT" "$OUT.tmp"
+rm -f "$OUT.tmp"
 
 # The bundle is built either way: the fallback runs it, and it proves the code bundles.
 # commander is CommonJS and requires node:* built-ins; Deno provides them, and the banner gives
 # the ESM bundle the `require` that esbuild's CommonJS wrappers call.
 "$ESBUILD" main.ts --bundle --platform=node --format=esm --target=esnext --log-level=warning \
   --banner:js="import { createRequire as __stbRequire } from 'node:module'; const require = __stbRequire(import.meta.url);" \
-  --outfile=dist/stb-netacct.js
+  --outfile=dist/stb-netacct.js.tmp
+mv dist/stb-netacct.js.tmp dist/stb-netacct.js
 
 if timeout 120 "$DENO" compile --quiet --no-check $PERMS --output "$OUT.tmp" main.ts >dist/compile.log 2>&1 \
   && "./$OUT.tmp" --version >/dev/null 2>&1; then
@@ -32,7 +33,10 @@ echo "build: deno compile unavailable (${reason:-see dist/compile.log}); making 
 
 # The launcher carries the deno binary and the bundle next to it in dist/, so it keeps
 # working when node_modules is gone and can be installed as a unit.
-cp "$(readlink -f "$DENO")" dist/deno
+# Copy then rename: a running launcher keeps its old deno (no "Text file busy").
+cmp -s "$(readlink -f "$DENO")" dist/deno 2>/dev/null || {
+  cp "$(readlink -f "$DENO")" dist/deno.tmp && mv dist/deno.tmp dist/deno
+}
 # One launcher generator serves the build tree and `install` (install/launcher.ts).
 "$DENO" run --quiet --no-config --allow-read install/render_launcher.ts \
   --perms-file scripts/permissions.txt --libdir dist > "$OUT.tmp"
