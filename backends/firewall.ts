@@ -9,7 +9,12 @@
  * 0 inside the mask means "not ours / not decided yet" and is never handed out.
  */
 
-import { BackendError, type CounterSample, type ServiceCounters } from "./backend.ts";
+import {
+  BackendError,
+  type CounterSample,
+  type ServiceCounters,
+  type ServiceTarget,
+} from "./backend.ts";
 import type { Cidr } from "../lib/cidr.ts";
 
 export function hex32(n: number): string {
@@ -107,4 +112,37 @@ const KEYS = ["rxBytes", "txBytes", "rxPackets", "txPackets"] as const;
 
 function zero(): ServiceCounters {
   return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+}
+
+/** What a firewall backend's rules were written for: per service, whether its cgroup exists. */
+export interface PlannedService {
+  name: string;
+  present: boolean;
+}
+
+/**
+ * Folds new target ids into the plan. Returns the ids the rules must now be written for, or
+ * null when no service's cgroup id changed (nothing to reload). The caller saves the ids only
+ * after its reload succeeded, so a failed reload is retried on the next tick.
+ */
+export function refreshPresence(
+  services: PlannedService[],
+  ids: Map<string, bigint | null>,
+  targets: ServiceTarget[],
+): Map<string, bigint | null> | null {
+  const byName = new Map(targets.map((t) => [t.name, t]));
+  const changed = services.some((s) =>
+    byName.has(s.name) && byName.get(s.name)!.id !== ids.get(s.name)
+  );
+  if (!changed) return null;
+  for (const s of services) {
+    const t = byName.get(s.name);
+    if (t) s.present = t.id !== null;
+  }
+  return new Map(services.map((s) => [s.name, byName.get(s.name)?.id ?? null]));
+}
+
+/** "server, shell" or "no service": for the one log line after a reload. */
+export function presentNames(services: PlannedService[]): string {
+  return services.filter((s) => s.present).map((s) => s.name).join(", ") || "no service";
 }

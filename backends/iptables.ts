@@ -30,7 +30,14 @@ import {
 } from "./backend.ts";
 import { cgroupId } from "../lib/cgroup.ts";
 import { runTool, ToolError } from "./exec.ts";
-import { exclusionsByFamily, hex32, MonotonicCounters, serviceMarks } from "./firewall.ts";
+import {
+  exclusionsByFamily,
+  hex32,
+  MonotonicCounters,
+  presentNames,
+  refreshPresence,
+  serviceMarks,
+} from "./firewall.ts";
 import { LibnftablesRunner, type NftRunner } from "./nft_libnftables.ts";
 
 export const CHAIN_OUT = "STB_NETACCT_OUT";
@@ -462,19 +469,11 @@ export class IptablesBackend implements Backend {
   async retarget(targets: ServiceTarget[]): Promise<void> {
     const plan = this.#plan;
     if (!plan) throw new BackendError("iptables backend retarget before start");
-    const byName = new Map(targets.map((t) => [t.name, t]));
-    const changed = plan.services.some((s) =>
-      byName.has(s.name) && byName.get(s.name)!.id !== this.#ids.get(s.name)
-    );
-    if (!changed) return;
-    for (const s of plan.services) {
-      const t = byName.get(s.name);
-      if (t) s.present = t.id !== null;
-    }
+    const ids = refreshPresence(plan.services, this.#ids, targets);
+    if (!ids) return;
     await this.#apply(iptablesRetargetScript);
-    this.#ids = new Map(plan.services.map((s) => [s.name, byName.get(s.name)?.id ?? null]));
-    const present = plan.services.filter((s) => s.present).map((s) => s.name);
-    this.#options?.log(`iptables: cgroup rules now cover ${present.join(", ") || "no service"}`);
+    this.#ids = ids;
+    this.#options?.log(`iptables: cgroup rules now cover ${presentNames(plan.services)}`);
   }
 
   async stop(): Promise<void> {

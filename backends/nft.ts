@@ -30,7 +30,14 @@ import {
 } from "./backend.ts";
 import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
 import { ToolError } from "./exec.ts";
-import { exclusionsByFamily, hex32, MonotonicCounters, serviceMarks } from "./firewall.ts";
+import {
+  exclusionsByFamily,
+  hex32,
+  MonotonicCounters,
+  presentNames,
+  refreshPresence,
+  serviceMarks,
+} from "./firewall.ts";
 import { type NftRunner, openNftRunner } from "./nft_libnftables.ts";
 
 export const NFT_FAMILY = "inet";
@@ -324,19 +331,11 @@ export class NftBackend implements Backend {
   async retarget(targets: ServiceTarget[]): Promise<void> {
     const plan = this.#plan;
     if (!plan) throw new BackendError("nft backend retarget before start");
-    const byName = new Map(targets.map((t) => [t.name, t]));
-    const changed = plan.services.some((s) =>
-      byName.has(s.name) && byName.get(s.name)!.id !== this.#ids.get(s.name)
-    );
-    if (!changed) return;
-    for (const s of plan.services) {
-      const t = byName.get(s.name);
-      if (t) s.present = t.id !== null;
-    }
+    const ids = refreshPresence(plan.services, this.#ids, targets);
+    if (!ids) return;
     await this.#load(nftRetargetBatch);
-    this.#ids = new Map(plan.services.map((s) => [s.name, byName.get(s.name)?.id ?? null]));
-    const present = plan.services.filter((s) => s.present).map((s) => s.name);
-    this.#options?.log(`nft: cgroup rules now cover ${present.join(", ") || "no service"}`);
+    this.#ids = ids;
+    this.#options?.log(`nft: cgroup rules now cover ${presentNames(plan.services)}`);
   }
 
   async stop(): Promise<void> {
