@@ -1,6 +1,6 @@
 # stb-netacct. `make help` lists the targets.
 DENO ?= node_modules/.bin/deno
-BPF_OBJECTS = bpf/netacct.bpf.o bench/trivial.bpf.o
+BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bench/trivial.bpf.o
 
 .PHONY: help deps build bpf check-bpf check test test-unit test-e2e bench soak clean
 
@@ -19,8 +19,11 @@ deps:
 build: deps
 	sh scripts/build.sh
 
-bpf/netacct.bpf.o: bpf/netacct.bpf.c bpf/netacct.h
+bpf/netacct.bpf.o: bpf/netacct.bpf.c bpf/netacct.h bpf/targets.h
 	sh bpf/build.sh bpf/netacct.bpf.c $@
+
+bpf/events.bpf.o: bpf/events.bpf.c bpf/events.h bpf/netacct.h bpf/targets.h
+	sh bpf/build.sh bpf/events.bpf.c $@
 
 bench/trivial.bpf.o: bench/trivial.bpf.c
 	sh bpf/build.sh bench/trivial.bpf.c $@
@@ -28,7 +31,10 @@ bench/trivial.bpf.o: bench/trivial.bpf.c
 bpf/netacct_object.ts: bpf/netacct.bpf.o
 	sh bpf/embed.sh $< $@
 
-bpf: $(BPF_OBJECTS) bpf/netacct_object.ts
+bpf/events_object.ts: bpf/events.bpf.o
+	sh bpf/embed.sh $< $@
+
+bpf: $(BPF_OBJECTS) bpf/netacct_object.ts bpf/events_object.ts
 
 check-bpf:
 	sh bpf/check_object.sh

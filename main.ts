@@ -8,6 +8,7 @@ import { runCommand } from "./run/mod.ts";
 import { graphCommand } from "./graph/mod.ts";
 import { resetCommand } from "./run/reset.ts";
 import { doctorCommand } from "./doctor/mod.ts";
+import { eventsCommand } from "./events/mod.ts";
 import { installCommand, statusCommand, uninstallCommand } from "./install/mod.ts";
 import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/errors.ts";
 import { ConfigError } from "./lib/config.ts";
@@ -28,6 +29,7 @@ const program = new Command("stb-netacct")
   .exitOverride()
   .addCommand(runCommand())
   .addCommand(graphCommand())
+  .addCommand(eventsCommand())
   .addCommand(doctorCommand())
   .addCommand(installCommand())
   .addCommand(uninstallCommand())

@@ -33,6 +33,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "netacct.h"
+#include "targets.h"
 
 #define LOOPBACK_IFINDEX 1
 
@@ -116,16 +117,10 @@ static __always_inline int find_service(struct __sk_buff *skb, struct netacct_co
 	for (int i = 0; i < NETACCT_MAX_LEVELS; i++) {
 		if (i >= cfg->nr_levels)
 			break;
-		__u64 id = bpf_skb_ancestor_cgroup_id(skb, cfg->levels[i]);
-		__u32 b = id & (NETACCT_ID_BUCKETS - 1);
-		__u32 end = cfg->first[b + 1];
+		int svc = bucket_service(cfg, bpf_skb_ancestor_cgroup_id(skb, cfg->levels[i]));
 
-		for (__u32 j = cfg->first[b]; j < end && j < NETACCT_MAX_TARGETS; j++) {
-			/* Keeps clang from turning j into a pointer the verifier can't bound. */
-			asm volatile("" : "+r"(j));
-			if (cfg->ids[j & (NETACCT_MAX_TARGETS - 1)] == id)
-				return cfg->service[j & (NETACCT_MAX_TARGETS - 1)];
-		}
+		if (svc >= 0)
+			return svc;
 	}
 	return -1;
 }

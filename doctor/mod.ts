@@ -42,6 +42,8 @@ export interface DoctorReport {
   config: { source: string; error?: string };
   services: { name: string; cgroup: string; exists: boolean; id: string | null }[];
   backends: BackendReport[];
+  /** Connect events (ebpf only): usable, off, or why not. */
+  events: { verdict: Verdict | "off"; reason?: string };
   configured_backend: string;
   ok: boolean;
 }
@@ -191,6 +193,25 @@ export async function diagnose(
     }
   }
   const wanted = configured === AUTO ? backends : backends.filter((b) => b.name === configured);
+  const ebpf = backends.find((b) => b.name === "ebpf")!;
+  let events: DoctorReport["events"];
+  if (config && !config.events.enabled) {
+    events = { verdict: "off", reason: 'the config says "events": {"enabled": false}' };
+  } else if (ebpf.verdict !== "usable" || !mount || !config) {
+    events = { verdict: ebpf.verdict, reason: `they need the ebpf backend (${ebpf.verdict})` };
+  } else {
+    try {
+      const { EventCollector } = await import("../events/collector.ts");
+      new EventCollector().probe(targets, {
+        mount,
+        exclude: config.exclude,
+        monotonicNow: () => 0,
+      });
+      events = { verdict: "usable" };
+    } catch (e) {
+      events = { verdict: "unusable", reason: describeError(e) };
+    }
+  }
   return {
     kernel: Deno.osRelease(),
     cgroup2,
@@ -208,6 +229,7 @@ export async function diagnose(
     config: { source, ...(configError ? { error: configError } : {}) },
     services,
     backends,
+    events,
     configured_backend: configured,
     ok: configError === null && wanted.some((b) => b.verdict === "usable"),
   };
@@ -250,6 +272,13 @@ export function formatReport(r: DoctorReport): string {
         (b.fix ? `; fix: ${b.fix}` : "");
     lines.push(`[${MARK[b.verdict]}] ${b.name.padEnd(9)} ${detail}`);
   }
+  const ev = r.events;
+  lines.push(
+    `[${ev.verdict === "off" ? "off " : MARK[ev.verdict]}] ${"events".padEnd(9)} ` +
+      (ev.verdict === "usable"
+        ? "usable (connect events; `stb-netacct events` shows them)"
+        : `${ev.verdict === "off" ? "off" : "not usable"} because ${ev.reason}`),
+  );
   lines.push("");
   lines.push(
     r.ok

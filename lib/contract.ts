@@ -62,6 +62,8 @@ export interface CountersV1 {
    * MAX_DESTINATIONS. Rates are the reader's: the difference of consecutive samples.
    */
   destinations?: DestinationV1[];
+  /** Optional (ebpf with connect events): events lost since the run started. */
+  events_dropped_total?: number;
 }
 
 /** One line of JSON plus a newline; numbers are integers except the timestamps. */
@@ -155,6 +157,7 @@ export function parseCounters(text: string): CountersV1 {
     interval_s: isTime(o.interval_s) && o.interval_s > 0 ? o.interval_s : 0.5,
     services,
     ...(destinations ? { destinations } : {}),
+    ...(isCount(o.events_dropped_total) ? { events_dropped_total: o.events_dropped_total } : {}),
   };
 }
 

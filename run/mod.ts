@@ -32,6 +32,7 @@ import {
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { MAX_DESTINATIONS } from "../lib/contract.ts";
+import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
@@ -277,6 +278,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const locks: Lock[] = [];
   let backend: Backend | null = null;
   let sinks: Sink[] = [];
+  let events: EventsRuntime | null = null;
   try {
     const lockPaths = [
       `${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`,
@@ -327,6 +329,15 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       }
     }
 
+    events = startEvents({
+      config,
+      backend: backend.name,
+      targets,
+      mount,
+      outDir,
+      owner,
+      log,
+    });
     sinks = await createSinks({ config, log });
     const sinkFailures = new Map<string, string>();
 
@@ -357,6 +368,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
         { boot_id: bootId(), started_at: startedAt },
         await backend!.readDestinations?.(MAX_DESTINATIONS),
       );
+      if (events) counters.events_dropped_total = events.tick();
       const sampleDurationS = (performance.now() - sampleStart) / 1000;
       // State first: a run killed between the two writes then continues from totals at
       // least as high as any a reader saw, so readers never see the totals go back.
@@ -385,6 +397,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       if (changes.length > 0) {
         for (const c of changes) log(c);
         await backend.retarget(fresh);
+        events?.retarget(fresh);
       }
       targets = fresh;
       try {
@@ -422,6 +435,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       await Promise.resolve(sink.close()).catch((e) =>
         log(`${sink.name}: ${(e as Error).message}`)
       );
+    }
+    try {
+      events?.stop();
+    } catch (e) {
+      log((e as Error).message);
     }
     try {
       await backend?.stop();

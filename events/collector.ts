@@ -1,0 +1,322 @@
+/**
+ * Connect events from bpf/events.bpf.o (embedded as bpf/events_object.ts): loaded through
+ * libbpf, its four cgroup/connect and cgroup/sendmsg programs linked once at the cgroup2
+ * root, targets written into its own config map with netacct's encoder (same ids, same
+ * buckets), records read from the ring buffer with ring_buffer__consume on the sampler's
+ * tick: no thread, no blocking poll, and the libbpf callback runs synchronously inside the
+ * consume call, on this thread.
+ *
+ * Nothing is pinned: the links die with this process's fds, like the ebpf backend's.
+ */
+
+import { BackendError, type ServiceTarget } from "../backends/backend.ts";
+import {
+  check,
+  checkPointer,
+  closeFd,
+  cString,
+  lib,
+  OPEN_OPTS,
+  openDirectory,
+} from "../backends/libbpf.ts";
+import { encodeConfig, encodeU32, MAX_LEVELS, MAX_SERVICES } from "../backends/bpf_abi.ts";
+import { type Cgroup2Mount, cgroupLevel } from "../lib/cgroup.ts";
+import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
+import { OBJECT_BASE64 } from "../bpf/events_object.ts";
+import {
+  decodeEvent,
+  EVENT_SIZE,
+  KIND_SENDMSG,
+  MAP_ACTIVE,
+  MAP_CONFIG,
+  MAP_DROPPED,
+  MAP_EVENTS,
+  PROGRAMS,
+} from "./abi.ts";
+
+/** One event as `run` publishes it (a line of events.jsonl) and `events` prints it. */
+export interface ConnectEvent {
+  ts_unix: number;
+  ts_monotonic: number;
+  /** "connect": connect(2); "sendmsg": an unconnected UDP socket's first datagram. */
+  kind: "connect" | "sendmsg";
+  service: string;
+  pid: number;
+  tgid: number;
+  comm: string;
+  family: 4 | 6;
+  protocol: string;
+  address: string;
+  port: number;
+  /** False when the remote is in the exclusions (internal: never counted). */
+  external: boolean;
+}
+
+export interface EventCollectorOptions {
+  mount: Cgroup2Mount;
+  /** The counters' exclusions: an event's remote is internal exactly when they say so. */
+  exclude: Cidr[];
+  /** CLOCK_MONOTONIC seconds now, to date events in Unix time. */
+  monotonicNow: () => number;
+}
+
+const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
+/** Events held between polls at most; more are counted as dropped (a stalled reader). */
+const MAX_PENDING = 65536;
+
+function objectBytes(): Uint8Array<ArrayBuffer> {
+  const text = atob(OBJECT_BASE64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
+
+const SAMPLE_FN = { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const;
+
+export class EventCollector {
+  /** The ELF image libbpf parsed; kept referenced while the object lives. */
+  bytes: Uint8Array<ArrayBuffer> | null = null;
+  #object: Deno.PointerObject | null = null;
+  #links: Deno.PointerObject[] = [];
+  #ring: Deno.PointerObject | null = null;
+  #callback: Deno.UnsafeCallback<typeof SAMPLE_FN> | null = null;
+  #maps: { active: number; config: number; events: number; dropped: number } | null = null;
+  #active = 0;
+  #cpus = 0;
+  #index = new Map<string, number>();
+  #names: string[] = [];
+  #paths = new Map<string, string>();
+  #levels: number[] = [];
+  #pending: ConnectEvent[] = [];
+  #overflow = 0;
+  #options: EventCollectorOptions | null = null;
+  #record = new Uint8Array(EVENT_SIZE);
+
+  /** Loads, fills and links the programs; on failure leaves nothing and throws why. */
+  start(targets: ServiceTarget[], options: EventCollectorOptions): void {
+    if (this.#object) throw new BackendError("Connect events are already started");
+    try {
+      this.#load(targets, options);
+      this.#attach(options.mount.mountPoint);
+      const b = lib();
+      this.#callback = new Deno.UnsafeCallback(SAMPLE_FN, (_ctx, data, size) => {
+        this.#take(data, Number(size));
+        return 0;
+      });
+      this.#ring = checkPointer(
+        "Opening the connect events ring buffer",
+        b.ring_buffer__new(this.#maps!.events, this.#callback.pointer, null, null),
+      );
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
+  }
+
+  /** The verifier accepts the programs and the cgroup2 root opens; nothing is attached. */
+  probe(targets: ServiceTarget[], options: EventCollectorOptions): void {
+    if (this.#object) throw new BackendError("Connect events are started: probe a new one");
+    try {
+      this.#load(targets, options);
+      closeFd(openDirectory(options.mount.mountPoint));
+    } finally {
+      this.stop();
+    }
+  }
+
+  retarget(targets: ServiceTarget[]): void {
+    if (!this.#maps) throw new BackendError("Connect events are not started");
+    this.#register(targets);
+    this.#apply(targets);
+  }
+
+  /** Every event recorded since the last poll, oldest first. */
+  poll(): ConnectEvent[] {
+    if (!this.#ring) throw new BackendError("Connect events are not started");
+    check("Reading connect events", lib().ring_buffer__consume(this.#ring));
+    return this.#pending.splice(0);
+  }
+
+  /** Events lost since start: the ring buffer was full, or polls stalled. */
+  dropped(): number {
+    if (!this.#maps) return this.#overflow;
+    const value = new Uint8Array(8 * this.#cpus);
+    check(
+      "Reading the dropped events counter",
+      lib().bpf_map_lookup_elem(this.#maps.dropped, encodeU32(0), value),
+    );
+    const view = new DataView(value.buffer);
+    let n = this.#overflow;
+    for (let cpu = 0; cpu < this.#cpus; cpu++) n += Number(view.getBigUint64(8 * cpu, true));
+    return n;
+  }
+
+  /** Reverse order of start: ring buffer, links, object, callback. Safe twice. */
+  stop(): void {
+    const b = this.#object || this.#ring || this.#links.length > 0 ? lib() : null;
+    if (this.#ring) {
+      b!.ring_buffer__free(this.#ring);
+      this.#ring = null;
+    }
+    const errors: unknown[] = [];
+    for (const link of this.#links.splice(0).reverse()) {
+      try {
+        check("Detaching a connect events link", b!.bpf_link__destroy(link));
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    if (this.#object) {
+      b!.bpf_object__close(this.#object);
+      this.#object = null;
+    }
+    this.#callback?.close();
+    this.#callback = null;
+    this.bytes = null;
+    this.#maps = null;
+    this.#index.clear();
+    this.#names = [];
+    this.#paths.clear();
+    this.#pending = [];
+    if (errors.length > 0) {
+      throw new BackendError("Stopping connect events failed", { cause: errors[0] });
+    }
+  }
+
+  #take(data: Deno.PointerValue, size: number): void {
+    if (data === null || size < EVENT_SIZE) return;
+    if (this.#pending.length >= MAX_PENDING) {
+      this.#overflow++;
+      return;
+    }
+    new Deno.UnsafePointerView(data).copyInto(this.#record);
+    const raw = decodeEvent(this.#record);
+    const opts = this.#options!;
+    const ageS = Math.max(0, opts.monotonicNow() - raw.tsMonotonic);
+    this.#pending.push({
+      ts_unix: Math.round((Date.now() / 1000 - ageS) * 1e3) / 1e3,
+      ts_monotonic: Math.round(raw.tsMonotonic * 1e6) / 1e6,
+      kind: raw.kind === KIND_SENDMSG ? "sendmsg" : "connect",
+      service: this.#names[raw.service] ?? `#${raw.service}`,
+      pid: raw.pid,
+      tgid: raw.tgid,
+      comm: raw.comm,
+      family: raw.family,
+      protocol: PROTOCOL_NAMES[raw.proto] ?? String(raw.proto),
+      address: formatAddress(raw.addr),
+      port: raw.port,
+      external: !isExcluded(raw.addr, opts.exclude),
+    });
+  }
+
+  #load(targets: ServiceTarget[], options: EventCollectorOptions): void {
+    this.#options = options;
+    const b = lib();
+    this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
+    this.#register(targets);
+    const bytes = this.bytes = objectBytes();
+    const name = cString("events");
+    const opts = new Uint8Array(OPEN_OPTS.size);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
+    view.setBigUint64(
+      OPEN_OPTS.object_name,
+      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
+      true,
+    );
+    this.#object = checkPointer(
+      "Opening the connect events BPF object",
+      b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
+    );
+    check(
+      "Loading the connect events programs into the kernel",
+      b.bpf_object__load(this.#object),
+    );
+    this.#maps = {
+      active: this.#mapFd(MAP_ACTIVE),
+      config: this.#mapFd(MAP_CONFIG),
+      events: this.#mapFd(MAP_EVENTS),
+      dropped: this.#mapFd(MAP_DROPPED),
+    };
+    this.#active = 0;
+    this.#apply(targets);
+  }
+
+  /** Service indexes, fixed for the life of the object, as the ebpf backend keeps them. */
+  #register(targets: ServiceTarget[]): void {
+    for (const t of targets) {
+      this.#paths.set(t.name, t.path);
+      if (this.#index.has(t.name)) continue;
+      if (this.#index.size >= MAX_SERVICES) {
+        throw new BackendError(
+          `Service "${t.name}" is one too many: connect events follow at most ` +
+            `${MAX_SERVICES} services`,
+        );
+      }
+      this.#index.set(t.name, this.#index.size);
+      this.#names.push(t.name);
+    }
+    const levels = [...new Set([...this.#paths.values()].map(cgroupLevel))].sort((a, b) => b - a);
+    if (levels.length > MAX_LEVELS) {
+      throw new BackendError(
+        `The service cgroups sit at ${levels.length} different depths, connect events probe ` +
+          `at most ${MAX_LEVELS}: move services to fewer depths`,
+      );
+    }
+    this.#levels = levels;
+  }
+
+  /** The inactive config slot gets the whole target list, then `active` flips to it. */
+  #apply(targets: ServiceTarget[]): void {
+    const maps = this.#maps;
+    if (!maps) return;
+    const b = lib();
+    const wanted = new Map<bigint, { id: bigint; service: number }>();
+    for (const t of targets) {
+      if (t.id !== null) wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
+    }
+    const next = this.#active ^ 1;
+    check(
+      "Writing the connect events target cgroup ids",
+      b.bpf_map_update_elem(
+        maps.config,
+        encodeU32(next),
+        encodeConfig(this.#levels, [...wanted.values()]),
+        0n,
+      ),
+    );
+    check(
+      "Switching connect events to the new target cgroup ids",
+      b.bpf_map_update_elem(maps.active, encodeU32(0), encodeU32(next), 0n),
+    );
+    this.#active = next;
+  }
+
+  #attach(mountPoint: string): void {
+    const b = lib();
+    const fd = openDirectory(mountPoint);
+    try {
+      for (const prog of PROGRAMS) {
+        const p = checkPointer(
+          `Finding program "${prog}" in the connect events object`,
+          b.bpf_object__find_program_by_name(this.#object!, cString(prog)),
+        );
+        this.#links.push(checkPointer(
+          `Attaching "${prog}" to the cgroup2 root "${mountPoint}"`,
+          b.bpf_program__attach_cgroup(p, fd),
+        ));
+      }
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  #mapFd(name: string): number {
+    const b = lib();
+    const map = checkPointer(
+      `Finding map "${name}" in the connect events object`,
+      b.bpf_object__find_map_by_name(this.#object!, cString(name)),
+    );
+    return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
+  }
+}

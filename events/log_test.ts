@@ -1,0 +1,87 @@
+import { EVENTS_FILE_MODE, EventsLog, rotatedPath } from "./log.ts";
+import { runEvents } from "./mod.ts";
+import type { ConnectEvent } from "./collector.ts";
+import { assertEquals } from "../lib/test_assert.ts";
+
+function event(i: number, external = true): ConnectEvent {
+  return {
+    ts_unix: 1795000000 + i,
+    ts_monotonic: 100 + i,
+    kind: "connect",
+    service: "server",
+    pid: 10,
+    tgid: 10,
+    comm: "stb",
+    family: 4,
+    protocol: "tcp",
+    address: external ? "198.51.100.2" : "192.168.1.2",
+    port: 443,
+    external,
+  };
+}
+
+async function collect(input: string, externalOnly = false): Promise<string[]> {
+  const out: string[] = [];
+  await runEvents({ input, follow: false, json: true, externalOnly }, (l) => out.push(l));
+  return out;
+}
+
+Deno.test("events log: appends lines, rotates past the limit, keeps one old generation", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-events-log-" });
+  try {
+    const path = `${dir}/events.jsonl`;
+    const one = JSON.stringify(event(0)).length + 1;
+    const log = new EventsLog(path, null, 3 * one);
+    log.append([event(0), event(1)]);
+    log.append([]);
+    log.append([event(2)]);
+    assertEquals((await Deno.stat(path)).size, 3 * one);
+    log.append([event(3)]); // would pass the limit: rotate first
+    log.append([event(4), event(5, false)]);
+    log.append([event(6)]); // rotate again: 0..2 are gone
+    assertEquals((await collect(path)).map((l) => JSON.parse(l).ts_unix - 1795000000), [
+      3,
+      4,
+      5,
+      6,
+    ]);
+    assertEquals((await collect(path, true)).length, 3, "--external-only");
+    assertEquals((await Deno.stat(path)).mode! & 0o777, EVENTS_FILE_MODE);
+    assertEquals((await Deno.stat(rotatedPath(path))).mode! & 0o777, EVENTS_FILE_MODE);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("events --follow: holds a half-written line, follows across a rotation", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-events-follow-" });
+  try {
+    const path = `${dir}/events.jsonl`;
+    const half = JSON.stringify(event(1));
+    await Deno.writeTextFile(path, JSON.stringify(event(0)) + "\n" + half.slice(0, 10));
+    const seen: number[] = [];
+    let stop = false;
+    const following = runEvents(
+      { input: path, follow: true, json: true, externalOnly: false },
+      (l) => seen.push(JSON.parse(l).ts_unix - 1795000000),
+      () => stop,
+      20,
+    );
+    const until = async (n: number) => {
+      for (let i = 0; i < 200 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    };
+    await until(1);
+    assertEquals(seen, [0], "the unfinished line is not printed yet");
+    // The writer finishes the line... then rotates and writes into a new file.
+    await Deno.writeTextFile(path, half.slice(10) + "\n", { append: true });
+    await until(2);
+    await Deno.rename(path, rotatedPath(path));
+    await Deno.writeTextFile(path, JSON.stringify(event(2)) + "\n");
+    await until(3);
+    stop = true;
+    await following;
+    assertEquals(seen, [0, 1, 2]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

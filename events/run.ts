@@ -1,0 +1,99 @@
+/**
+ * Connect events inside `run`: starts the collector beside the ebpf backend, and every
+ * interval moves what it recorded into events.jsonl. Events are a convenience, counting
+ * is the job: when they cannot work here (another backend, an old kernel, a refused
+ * program) `run` logs the one reason and goes on without them, unless the config says
+ * `"events": {"required": true}`, then `run` fails with that reason.
+ */
+
+import { BackendError, type ServiceTarget } from "../backends/backend.ts";
+import type { Cgroup2Mount } from "../lib/cgroup.ts";
+import type { Config } from "../lib/config.ts";
+import { monotonicSeconds } from "../lib/clock.ts";
+import type { UserIds } from "../lib/users.ts";
+import { EventCollector } from "./collector.ts";
+import { EVENTS_FILE_NAME, EventsLog } from "./log.ts";
+
+export interface EventsRuntime {
+  readonly path: string;
+  retarget(targets: ServiceTarget[]): void;
+  /** Publishes what was recorded since the last tick; returns events dropped so far. */
+  tick(): number;
+  stop(): void;
+}
+
+export interface StartEventsOptions {
+  config: Config;
+  backend: string;
+  targets: ServiceTarget[];
+  mount: Cgroup2Mount;
+  /** Directory of counters.json: events.jsonl goes beside it. */
+  outDir: string;
+  owner: UserIds | null;
+  log: (message: string) => void;
+}
+
+/** Null when events are off or unavailable (the reason logged); throws when required. */
+export function startEvents(o: StartEventsOptions): EventsRuntime | null {
+  const { config, log } = o;
+  if (!config.events.enabled) return null;
+  const unavailable = (why: string, cause?: unknown): null => {
+    const message = `Connect events are unavailable: ${why}`;
+    if (config.events.required) {
+      throw new BackendError(
+        `${message} (the config says "events": {"required": true}; set it to false to ` +
+          `count without events)`,
+        { cause },
+      );
+    }
+    log(`${message}; counting goes on without them`);
+    return null;
+  };
+  if (o.backend !== "ebpf") {
+    return unavailable(`they need the ebpf backend, and this run counts with ${o.backend}`);
+  }
+  const collector = new EventCollector();
+  try {
+    collector.start(o.targets, {
+      mount: o.mount,
+      exclude: config.exclude,
+      monotonicNow: monotonicSeconds,
+    });
+  } catch (e) {
+    return unavailable((e as Error).message, e);
+  }
+  const path = `${o.outDir}/${EVENTS_FILE_NAME}`;
+  const file = new EventsLog(path, o.owner);
+  log(`connect events: writing ${path}`);
+  let reportedDrops = 0;
+  let reportedAt = -Infinity;
+  let failure: string | null = null;
+  return {
+    path,
+    retarget: (targets) => collector.retarget(targets),
+    tick() {
+      try {
+        file.append(collector.poll());
+        if (failure !== null) log("connect events: publishing again");
+        failure = null;
+      } catch (e) {
+        // Logged once per distinct failure; the next tick retries.
+        const why = (e as Error).message;
+        if (failure !== why) log(`connect events: ${why}; retrying every interval`);
+        failure = why;
+      }
+      const dropped = collector.dropped();
+      // Counted in counters.json every interval; logged at most once a minute.
+      if (dropped > reportedDrops && performance.now() - reportedAt >= 60_000) {
+        log(
+          `connect events: ${dropped - reportedDrops} dropped (ring buffer full), ` +
+            `${dropped} since start`,
+        );
+        reportedDrops = dropped;
+        reportedAt = performance.now();
+      }
+      return dropped;
+    },
+    stop: () => collector.stop(),
+  };
+}

@@ -1,0 +1,223 @@
+/**
+ * Connect events end to end: the real CLI (`run --backend ebpf`, config owner "nobody")
+ * records the connects and first datagrams of a service's child processes, nothing of an
+ * outsider's, into events.jsonl (0640, nobody:root); `stb-netacct events` shows them to
+ * nobody without root and refuses another user. Run as root:
+ *
+ *   deno test -A tests/events_test.ts
+ */
+
+import {
+  assert,
+  assertEquals,
+  bpfRootAttachments,
+  cliArgv,
+  flowsTo,
+  newBpfAttachments,
+  output,
+  REMOTES,
+  run,
+  type RunningCli,
+  SERVICE_NAMES,
+  startRun,
+  TCP_PORT,
+  TestEnv,
+  UDP_PORT,
+} from "./harness/mod.ts";
+import { findCgroup2Mount } from "../lib/cgroup.ts";
+import type { ConnectEvent } from "../events/collector.ts";
+
+const isRoot = Deno.uid() === 0;
+const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
+const SMALL = { tcpUp: 100_000, tcpDown: 100_000, udpCount: 20, udpSize: 300 };
+const NOBODY_UID = isRoot ? Number((await output(["id", "-u", "nobody"])).trim()) : 65534;
+const MOUNT = findCgroup2Mount().mountPoint;
+
+function asUser(uid: number, args: string[]) {
+  return run(
+    [
+      "setpriv",
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      "--clear-groups",
+      "--inh-caps=-all",
+      ...cliArgv(args),
+    ],
+    { allowFail: true, env: { NO_COLOR: "1" } },
+  );
+}
+
+async function readEvents(path: string): Promise<ConnectEvent[]> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  return text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
+}
+
+Deno.test({
+  name: "events: connects and first datagrams of a service's children, none of outsiders",
+  ignore: !isRoot,
+  ...TEST_OPTIONS,
+  async fn() {
+    const baseline = await bpfRootAttachments(MOUNT);
+    const env = await TestEnv.open("hybrid");
+    const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
+    await Deno.chmod(dir, 0o755); // nobody must reach the file inside
+    let cli: RunningCli | null = null;
+    try {
+      for (const name of SERVICE_NAMES) env.cgroups.create(name);
+      const config = `${dir}/config.json`;
+      await Deno.writeTextFile(
+        config,
+        JSON.stringify({
+          services: env.cgroups.configServices(),
+          owner: "nobody",
+          interval_s: 0.5,
+          events: { enabled: true, required: true },
+        }),
+      );
+      cli = await startRun(env.layout, env.clientNetns, {
+        backend: "ebpf",
+        config,
+        output: `${dir}/counters.json`,
+      });
+      const path = `${dir}/events.jsonl`;
+      const t0 = Date.now() / 1000;
+      // From the server's process chain: TCP+UDP to the IPv4 and IPv6 internet peer, TCP
+      // through a v4-mapped address, TCP and UDP to the LAN. Then an outsider.
+      await env.traffic("server", [
+        ...flowsTo("internet4", SMALL),
+        ...flowsTo("internet6", SMALL),
+        `tcp,${REMOTES.mapped4},${TCP_PORT},1000,1000`,
+        ...flowsTo("lan", SMALL),
+      ]);
+      await env.traffic(null, flowsTo("internet4", SMALL));
+      const s = await cli.sampleAfter() as { events_dropped_total?: number };
+      const t1 = Date.now() / 1000;
+      assertEquals(s.events_dropped_total, 0, "events_dropped_total in counters.json");
+      // glibc's getaddrinfo connects a UDP socket to the resolver to sort addresses (no
+      // packet leaves): a real connect of the service, but not one of this test's flows.
+      const ours = new Set<string>(Object.values(REMOTES).map((a) => a.replace("::ffff:", "")));
+      const events = (await readEvents(path)).filter((e) => ours.has(e.address));
+      const rows = events.map((e) =>
+        `${e.service} ${e.kind} ${e.protocol} ${e.family} ${e.address}:${e.port} ` +
+        (e.external ? "external" : "internal")
+      );
+      const v4 = REMOTES.internet4, v6 = REMOTES.internet6, lan = REMOTES.lan;
+      assertEquals(rows, [
+        `server connect tcp 4 ${v4}:${TCP_PORT} external`,
+        `server sendmsg udp 4 ${v4}:${UDP_PORT} external`,
+        `server connect tcp 6 ${v6}:${TCP_PORT} external`,
+        `server sendmsg udp 6 ${v6}:${UDP_PORT} external`,
+        `server connect tcp 4 ${v4}:${TCP_PORT} external`, // the v4-mapped one, as IPv4
+        `server connect tcp 4 ${lan}:${TCP_PORT} internal`,
+        `server sendmsg udp 4 ${lan}:${UDP_PORT} internal`,
+      ], "one event per connect and per UDP socket, in order; the outsider's none");
+      const pids = new Set(events.map((e) => e.tgid));
+      assertEquals(pids.size, 1, "all from the one traffic process (a grandchild)");
+      for (const e of events) {
+        assert(e.ts_unix >= t0 - 1 && e.ts_unix <= t1 + 1, `time ${e.ts_unix} in [${t0}, ${t1}]`);
+        assert(e.tgid > 1 && e.pid >= e.tgid && e.comm.length > 0, JSON.stringify(e));
+        assert(e.tgid !== cli.pid && e.tgid !== Deno.pid, "not run's nor the test's");
+      }
+
+      // The file: mode 0640, owner nobody, group root.
+      const st = await Deno.stat(path);
+      assertEquals([(st.mode! & 0o777).toString(8), st.uid, st.gid], ["640", NOBODY_UID, 0]);
+
+      // The owner reads it without root; --external-only and --json do what they say.
+      const shown = await asUser(NOBODY_UID, ["events", "--input", path]);
+      assertEquals(shown.code, 0, shown.stderr);
+      const lines = shown.stdout.trim().split("\n");
+      const ourLines = lines.filter((l) => [...ours].some((a) => l.includes(a)));
+      assertEquals(ourLines.length, 7, shown.stdout);
+      assert(
+        ourLines[0].includes(`server tcp connect ${v4}:${TCP_PORT} external pid`),
+        ourLines[0],
+      );
+      assert(ourLines[2].includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
+      const external = await asUser(NOBODY_UID, ["events", "--input", path, "--external-only"]);
+      const externalLines = external.stdout.trim().split("\n");
+      assertEquals(externalLines.length, 5, external.stdout);
+      assert(externalLines.every((l) => l.includes(" external pid ")), external.stdout);
+      const json = await asUser(NOBODY_UID, ["events", "--input", path, "--json"]);
+      assertEquals(
+        json.stdout.trim().split("\n").map((l) => JSON.parse(l).address)
+          .filter((a) => ours.has(a)),
+        events.map((e) => e.address),
+      );
+      // Anyone else is refused, with the reason and the fix.
+      const other = await asUser(NOBODY_UID - 1, ["events", "--input", path]);
+      assertEquals(other.code, 1, other.stdout);
+      assert(other.stderr.includes("permission denied"), other.stderr);
+      assert(other.stderr.includes('"owner"'), other.stderr);
+
+      const stop = await cli.stop();
+      cli = null;
+      assertEquals(stop.code, 0, stop.stderr);
+      assertEquals(await newBpfAttachments(MOUNT, baseline), [], "links left after stop");
+    } finally {
+      await cli?.stop("SIGKILL");
+      await env.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "events: with another backend they are off with one logged reason, or fail when required",
+  ignore: !isRoot,
+  ...TEST_OPTIONS,
+  async fn() {
+    const env = await TestEnv.open("hybrid");
+    const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
+    let cli: RunningCli | null = null;
+    try {
+      for (const name of SERVICE_NAMES) env.cgroups.create(name);
+      const write = async (required: boolean) => {
+        const path = `${dir}/config-${required}.json`;
+        await Deno.writeTextFile(
+          path,
+          JSON.stringify({
+            services: env.cgroups.configServices(),
+            events: { enabled: true, required },
+          }),
+        );
+        return path;
+      };
+      cli = await startRun(env.layout, env.clientNetns, {
+        backend: "nft",
+        config: await write(false),
+        output: `${dir}/a/counters.json`,
+      });
+      await cli.sampleAfter();
+      const stop = await cli.stop();
+      cli = null;
+      assertEquals(stop.code, 0, stop.stderr);
+      const reasons = stop.stderr.split("\n").filter((l) => l.includes("Connect events"));
+      assertEquals(reasons.length, 1, stop.stderr);
+      assert(reasons[0].includes("need the ebpf backend"), reasons[0]);
+
+      const failed = await run(
+        [
+          ...env.layout.wrap(env.clientNetns),
+          ...cliArgv([
+            "run",
+            "--backend",
+            "nft",
+            "--config",
+            await write(true),
+            "--output",
+            `${dir}/b/counters.json`,
+          ]),
+        ],
+        { allowFail: true },
+      );
+      assertEquals(failed.code, 1, failed.stderr);
+      assert(failed.stderr.includes("need the ebpf backend"), failed.stderr);
+      assert(failed.stderr.includes('"required": true'), failed.stderr);
+    } finally {
+      await cli?.stop("SIGKILL");
+      await env.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
