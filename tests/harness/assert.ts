@@ -1,17 +1,8 @@
-/** Assertions for the suite (no @std here: JSR is unreachable). Messages carry the numbers. */
+/** Assertions for the suite: the shared ones plus a tolerance check whose message carries the numbers. */
 
-export class AssertionError extends Error {
-  override name = "AssertionError";
-}
+import { assert } from "../../lib/test_assert.ts";
 
-export function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new AssertionError(message);
-}
-
-export function assertEquals<T>(actual: T, expected: T, message = ""): void {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
-  if (a !== e) throw new AssertionError(`${message}${message ? ": " : ""}expected ${e}, got ${a}`);
-}
+export { assert, assertEquals, AssertionError } from "../../lib/test_assert.ts";
 
 /** |actual - expected| <= tolerance * expected, with `expected` > 0 so the check can fail. */
 export function assertWithin(
@@ -27,15 +18,4 @@ export function assertWithin(
     `${what}: counted ${actual}, expected ${expected} ±${(tolerance * 100).toFixed(1)}% ` +
       `(off by ${(off * 100).toFixed(2)}%)`,
   );
-}
-
-export async function assertRejects(f: () => Promise<unknown>, pattern: RegExp): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    const m = e instanceof Error ? e.message : String(e);
-    assert(pattern.test(m), `error "${m}" does not match ${pattern}`);
-    return;
-  }
-  throw new AssertionError(`expected a rejection matching ${pattern}`);
 }
