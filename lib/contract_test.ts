@@ -68,7 +68,13 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
   );
   assertEquals(
     Object.keys(schema.properties).sort(),
-    [...Object.keys(sample), "backend_fallback_reason"].sort(),
+    // The optional fields too: destinations and events_dropped_total (ebpf only).
+    [
+      ...Object.keys(sample),
+      "backend_fallback_reason",
+      "destinations",
+      "events_dropped_total",
+    ].sort(),
   );
   assertEquals(
     Object.keys(schema.properties.services.additionalProperties.properties).sort(),
