@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 nftables libnftables1 iptables
-  conntrack util-linux procps kmod make jq tmux file binutils systemd"
+  conntrack ethtool util-linux procps kmod make jq tmux file binutils systemd"
 # Test-only: promtool (package prometheus) checks the metrics output. Installing it must not
 # start a Prometheus server on a developer's machine, hence policy-rc.d while apt runs.
 TEST_ONLY="prometheus"
