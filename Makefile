@@ -1,6 +1,6 @@
 # stb-netacct. `make help` lists the targets.
 DENO ?= node_modules/.bin/deno
-BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bench/trivial.bpf.o
+BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o
 
 .PHONY: help deps build bpf check-bpf check test test-unit test-e2e bench soak clean
 
@@ -25,6 +25,9 @@ bpf/netacct.bpf.o: bpf/netacct.bpf.c bpf/netacct.h bpf/targets.h
 bpf/events.bpf.o: bpf/events.bpf.c bpf/events.h bpf/netacct.h bpf/targets.h
 	sh bpf/build.sh bpf/events.bpf.c $@
 
+bpf/calibrate.bpf.o: bpf/calibrate.bpf.c
+	sh bpf/build.sh bpf/calibrate.bpf.c $@
+
 bench/trivial.bpf.o: bench/trivial.bpf.c
 	sh bpf/build.sh bench/trivial.bpf.c $@
 
@@ -34,7 +37,10 @@ bpf/netacct_object.ts: bpf/netacct.bpf.o
 bpf/events_object.ts: bpf/events.bpf.o
 	sh bpf/embed.sh $< $@
 
-bpf: $(BPF_OBJECTS) bpf/netacct_object.ts bpf/events_object.ts
+bpf/calibrate_object.ts: bpf/calibrate.bpf.o
+	sh bpf/embed.sh $< $@
+
+bpf: $(BPF_OBJECTS) bpf/netacct_object.ts bpf/events_object.ts bpf/calibrate_object.ts
 
 check-bpf:
 	sh bpf/check_object.sh

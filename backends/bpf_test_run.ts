@@ -1,7 +1,8 @@
 /**
  * BPF_PROG_TEST_RUN for cgroup_skb programs: crafted packets run through a loaded program
- * without any traffic. Used by ebpf_test.ts (the program's decisions, address by address)
- * and bench/bpf_bench.ts (ns per packet).
+ * without any traffic. Used by ebpf_test.ts (the program's decisions, address by address),
+ * bench/bpf_bench.ts (ns per packet) and, at every start, cgroup_levels.ts (which cgroup
+ * levels the kernel sees this process at).
  *
  * What the kernel does with it (net/bpf/test_run.c, bpf_prog_test_run_skb): the data is an
  * Ethernet frame; the skb's network header starts after it, so the program sees the IP

@@ -7,6 +7,10 @@
  * restarts or appears, so counting never stops and totals, kept per service index in
  * per-CPU slots, survive every change.
  *
+ * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
+ * kernel's absolute levels. `start` measures the difference once (cgroup_levels.ts: non-zero
+ * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
+ *
  * Nothing is pinned: the two BPF links live as long as this process's fds, so a crashed
  * daemon leaves nothing attached and `start` has no leftovers to clean.
  */
@@ -22,6 +26,7 @@ import {
 import { formatAddress } from "../lib/cidr.ts";
 import { cgroupLevel } from "../lib/cgroup.ts";
 import { check, checkPointer, closeFd, cString, lib, OPEN_OPTS, openDirectory } from "./libbpf.ts";
+import { calibrateLevels } from "./cgroup_levels.ts";
 import {
   COUNTER_SIZE,
   counterSlot,
@@ -107,6 +112,8 @@ export class EbpfBackend implements Backend {
   /** Service paths, to know which cgroup levels the program must probe. */
   #paths = new Map<string, string>();
   #levels: number[] = [];
+  /** Added to every level written: the depth of the mount's root in the kernel's hierarchy. */
+  #levelOffset = 0;
   /** The config slot packets read now (the value of the `active` map). */
   #active = 0;
   /** First-byte verdicts of the exclusions, written with every target list. */
@@ -121,9 +128,10 @@ export class EbpfBackend implements Backend {
     try {
       this.#load(targets, options);
       this.#attach(options.mount.mountPoint);
+      const kernel = this.#levelOffset ? ` (kernel: ${this.#kernelLevels().join(",")})` : "";
       options.log(
         `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
-          `${this.#levels.join(",")}, programs linked at "${options.mount.mountPoint}"`,
+          `${this.#levels.join(",")}${kernel}, programs linked at "${options.mount.mountPoint}"`,
       );
     } catch (e) {
       await this.stop();
@@ -189,6 +197,13 @@ export class EbpfBackend implements Backend {
       pending: this.#mapFd(MAP_PENDING),
     };
     this.#active = 0; // a new array map is zeroed: slot 0, no levels, no targets
+    this.#levelOffset = calibrateLevels(options.mount).offset;
+    if (this.#levelOffset !== 0) {
+      options.log(
+        `ebpf: cgroup namespace detected: levels offset by ${this.#levelOffset} ` +
+          `("${options.mount.mountPoint}" is not the kernel's cgroup root)`,
+      );
+    }
     this.#verdicts = firstByteVerdicts(options.exclude);
     const one = new Uint8Array([1]);
     for (const cidr of options.exclude) {
@@ -299,6 +314,7 @@ export class EbpfBackend implements Backend {
     this.#index.clear();
     this.#paths.clear();
     this.#levels = [];
+    this.#levelOffset = 0;
     this.#slots = [];
     this.#dests = null;
     await Promise.resolve();
@@ -366,7 +382,12 @@ export class EbpfBackend implements Backend {
       b.bpf_map_update_elem(
         maps.config,
         encodeU32(next),
-        encodeConfig(this.#levels, [...wanted.values()], this.#verdicts!, this.#gsoCorrection),
+        encodeConfig(
+          this.#kernelLevels(),
+          [...wanted.values()],
+          this.#verdicts!,
+          this.#gsoCorrection,
+        ),
         0n,
       ),
     );
@@ -375,6 +396,11 @@ export class EbpfBackend implements Backend {
       b.bpf_map_update_elem(maps.active, encodeU32(0), encodeU32(next), 0n),
     );
     this.#active = next;
+  }
+
+  /** The target levels as the kernel counts them (see the file header). */
+  #kernelLevels(): number[] {
+    return this.#levels.map((level) => level + this.#levelOffset);
   }
 
   #attach(mountPoint: string): void {

@@ -73,14 +73,22 @@ interface LinkCounts {
 class Lab {
   readonly tag = crypto.randomUUID().slice(0, 8);
   readonly mount: Cgroup2Mount = findCgroup2Mount();
-  readonly base = `/stb-netacct-test-${this.tag}`;
+  /** The test's own cgroup; `base`, where the test's cgroups go, is it or below it. */
+  readonly top = `/stb-netacct-test-${this.tag}`;
+  readonly base: string;
   readonly client = `nac-${this.tag}`;
   readonly server = `nas-${this.tag}`;
   #cgroups: string[] = [];
   #netns: string[] = [];
   #servers: Deno.ChildProcess[] = [];
 
+  /** `nest`: a path to put `base` below `top` at, e.g. "/ns". */
+  constructor(nest = "") {
+    this.base = this.top + nest;
+  }
+
   async setup(): Promise<void> {
+    if (this.base !== this.top) this.mkcg(this.top);
     for (const p of ["", "/svc", "/svc/child", "/other"]) this.mkcg(this.base + p);
     for (const ns of [this.client, this.server]) {
       await sh("ip", "netns", "add", ns);
@@ -364,6 +372,137 @@ Deno.test({
       assertEquals(heldBpfObjects(), [], "no BPF object held after stop");
     } finally {
       await backend.stop();
+      await lab.cleanup();
+    }
+  },
+});
+
+/**
+ * Runs inside the cgroup namespace: starts the ebpf backend and the connect events
+ * collector for "/svc" (as the namespace names it), prints their logs, waits for a line on
+ * stdin (the test's traffic is done), prints the counters and events, stops both.
+ */
+const NAMESPACED_SAMPLER = `
+import { EbpfBackend } from ${JSON.stringify(new URL("./ebpf.ts", import.meta.url).href)};
+import { EventCollector } from ${
+  JSON.stringify(new URL("../events/collector.ts", import.meta.url).href)
+};
+import { cgroupId, findCgroup2Mount } from ${
+  JSON.stringify(new URL("../lib/cgroup.ts", import.meta.url).href)
+};
+import { DEFAULT_EXCLUDE, parseCidr } from ${
+  JSON.stringify(new URL("../lib/cidr.ts", import.meta.url).href)
+};
+const mount = findCgroup2Mount();
+const exclude = DEFAULT_EXCLUDE.map(parseCidr);
+const targets = [{ name: "svc", path: "/svc", id: cgroupId(mount, "/svc") }];
+const logs = [];
+const backend = new EbpfBackend();
+const events = new EventCollector();
+try {
+  await backend.start(targets, { mount, exclude, ctMark: 0, ctMask: 0, log: (m) => logs.push(m) });
+  events.start(targets, { mount, exclude, monotonicNow: () => performance.now() / 1000 });
+  const own = Deno.readTextFileSync("/proc/self/cgroup").split("\\n").find((l) => l.startsWith("0::"));
+  console.log(JSON.stringify({ logs, own, mount: mount.mountPoint, target: targets[0].id?.toString() }));
+  await Deno.stdin.read(new Uint8Array(1));
+  const counters = (await backend.read()).svc;
+  const seen = events.poll().map((e) => e.service + " " + e.address + ":" + e.port);
+  console.log(JSON.stringify({ counters, events: seen }));
+} finally {
+  events.stop();
+  await backend.stop();
+}`;
+
+Deno.test({
+  name: "ebpf backend and connect events count inside a cgroup namespace (levels offset)",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    // The namespace's root is <top>/ns, two levels below the real root: the sampler sees
+    // "/svc" at level 1, the kernel puts it at level 3.
+    const lab = new Lab("/ns");
+    let sampler: Deno.ChildProcess | null = null;
+    try {
+      await lab.setup();
+      lab.mkcg(`${lab.base}/sampler`);
+      const nsRoot = cgroupDir(lab.mount, lab.base);
+      // Join the namespace's future root, unshare there, remount cgroup2 so the mount shows
+      // the namespaced view (as a container's does), then sit in a leaf below the root.
+      const inner = 'umount "$1" && mount -t cgroup2 none "$1" && ' +
+        'echo $$ > "$1/sampler/cgroup.procs" && exec "$2" eval "$3"';
+      sampler = new Deno.Command("sh", {
+        args: [
+          "-c",
+          'echo $$ > "$1/cgroup.procs" && shift && ' +
+          'exec unshare --cgroup --mount --propagation private sh -c "$@"',
+          "sh",
+          nsRoot,
+          inner,
+          "sampler",
+          lab.mount.mountPoint,
+          DENO,
+          NAMESPACED_SAMPLER,
+        ],
+        env: { DENO_NO_UPDATE_CHECK: "1" },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const lines = sampler.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let pendingText = "";
+      const nextLine = async (): Promise<string> => {
+        for (;;) {
+          const nl = pendingText.indexOf("\n");
+          if (nl >= 0) {
+            const line = pendingText.slice(0, nl);
+            pendingText = pendingText.slice(nl + 1);
+            return line;
+          }
+          const { value, done } = await lines.read();
+          if (done) {
+            const err = await new Response(sampler!.stderr).text();
+            throw new Error(`The namespaced sampler ended early: ${pendingText}${err}`);
+          }
+          pendingText += value;
+        }
+      };
+      const started = JSON.parse(await nextLine());
+      assertEquals(started.own, "0::/sampler", "the sampler sits in its namespace's /sampler");
+      assertEquals(started.mount, lab.mount.mountPoint);
+      assertEquals(started.target, String(cgroupId(lab.mount, `${lab.base}/svc`)), "same cgroup");
+      assert(
+        started.logs.some((l: string) =>
+          l.includes("cgroup namespace detected: levels offset by 2")
+        ),
+        `offset logged: ${started.logs.join(" | ")}`,
+      );
+
+      const send = 3 << 20;
+      const got = await lab.transfer(`${lab.base}/svc/child`, "192.0.2.2", send);
+      await lab.transfer(`${lab.base}/svc/child`, "192.168.77.2", 1 << 20); // internal
+      await lab.transfer(`${lab.base}/other`, "2001:db8::2", 1 << 20); // outside the target
+
+      const writer = sampler.stdin.getWriter();
+      await writer.write(new Uint8Array([10]));
+      await writer.close();
+      const done = JSON.parse(await nextLine());
+      within(done.counters.txBytes, send, "tx counted from inside the cgroup namespace");
+      within(done.counters.rxBytes, got, "rx counted from inside the cgroup namespace");
+      assertEquals(
+        [...new Set(done.events)],
+        ["svc 192.0.2.2:5000", "svc 192.168.77.2:5000"],
+        "connect events of the target only",
+      );
+      assertEquals((await sampler.status).code, 0, "the sampler stopped cleanly");
+      await sampler.stderr.cancel();
+      sampler = null;
+    } finally {
+      if (sampler) {
+        try {
+          sampler.kill("SIGKILL");
+        } catch { /* gone */ }
+        await sampler.status;
+      }
       await lab.cleanup();
     }
   },

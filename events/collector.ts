@@ -6,6 +6,9 @@
  * tick: no thread, no blocking poll, and the libbpf callback runs synchronously inside the
  * consume call, on this thread.
  *
+ * Target levels get the offset backends/cgroup_levels.ts measures at start, as the ebpf
+ * backend's do: inside a cgroup namespace the mount's levels are not the kernel's.
+ *
  * Nothing is pinned: the links die with this process's fds, like the ebpf backend's.
  */
 
@@ -20,6 +23,7 @@ import {
   openDirectory,
 } from "../backends/libbpf.ts";
 import { encodeConfig, encodeU32, MAX_LEVELS, MAX_SERVICES } from "../backends/bpf_abi.ts";
+import { calibrateLevels } from "../backends/cgroup_levels.ts";
 import { type Cgroup2Mount, cgroupLevel } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
 import { OBJECT_BASE64 } from "../bpf/events_object.ts";
@@ -87,6 +91,8 @@ export class EventCollector {
   #names: string[] = [];
   #paths = new Map<string, string>();
   #levels: number[] = [];
+  /** Added to every level written (cgroup_levels.ts); 0 outside a cgroup namespace. */
+  #levelOffset = 0;
   #pending: ConnectEvent[] = [];
   #overflow = 0;
   #options: EventCollectorOptions | null = null;
@@ -177,6 +183,7 @@ export class EventCollector {
     this.#index.clear();
     this.#names = [];
     this.#paths.clear();
+    this.#levelOffset = 0;
     this.#pending = [];
     if (errors.length > 0) {
       throw new BackendError("Stopping connect events failed", { cause: errors[0] });
@@ -239,6 +246,7 @@ export class EventCollector {
       dropped: this.#mapFd(MAP_DROPPED),
     };
     this.#active = 0;
+    this.#levelOffset = calibrateLevels(options.mount).offset;
     this.#apply(targets);
   }
 
@@ -281,7 +289,7 @@ export class EventCollector {
       b.bpf_map_update_elem(
         maps.config,
         encodeU32(next),
-        encodeConfig(this.#levels, [...wanted.values()]),
+        encodeConfig(this.#levels.map((level) => level + this.#levelOffset), [...wanted.values()]),
         0n,
       ),
     );
