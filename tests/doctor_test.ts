@@ -60,7 +60,7 @@ Deno.test("doctor as root: every backend usable, host unchanged, JSON for script
 Deno.test("doctor unprivileged says what it could not check and exits 3", async () => {
   const r = await doctor(NOBODY, []);
   assertEquals(r.code, 3, r.stdout + r.stderr);
-  assertMatch(r.stdout, /\[\?\?  \] ebpf\s+not checked because probing needs CAP_BPF/);
+  assertMatch(r.stdout, /\[\?\? {2}\] ebpf\s+not checked because probing needs CAP_BPF/);
   assertStringIncludes(r.stdout, "sudo stb-netacct doctor");
 });
 
