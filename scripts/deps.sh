@@ -50,8 +50,10 @@ if ! command -v node >/dev/null 2>&1; then
   exit 1
 fi
 if [ ! -x node_modules/.bin/deno ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "deps: npm ci (deno, commander, asciichart, esbuild)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: npm 11 leaves the other platforms' optional deno binaries
+  # out of the lock file and `npm ci` then refuses it; install honours the lock as it is.
+  echo "deps: npm install (deno, commander, asciichart, esbuild, as locked)"
+  npm install --no-audit --no-fund --loglevel=error
 else
   echo "deps: node_modules up to date ($(node_modules/.bin/deno --version | head -n1))"
 fi
