@@ -30,6 +30,7 @@ import {
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const BIN = Deno.env.get("STB_NETACCT_BIN") ?? `${REPO}/stb-netacct`;
+const dirname = (p: string) => p.slice(0, p.lastIndexOf("/")) || "/";
 const COUNTERS = "/run/stb-netacct/counters.json";
 const ROUNDS = 2;
 /** What install leaves on the machine; uninstall --purge must remove all of it. */
@@ -102,6 +103,9 @@ Deno.test({
         netnsPath: topo.clientNetnsPath,
         files: containerFiles(ROUNDS),
         userDirs: [LOG_DIR],
+        bindReadOnly: [
+          ...new Set([REPO, dirname(Deno.realPathSync(BIN)), dirname(Deno.execPath())]),
+        ],
       });
       console.log(`container booted in ${Date.now() - started} ms`);
       await box.exec(["systemctl", "start", LO_PEER]);

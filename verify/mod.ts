@@ -577,7 +577,7 @@ export async function runVerify(opts: VerifyOptions): Promise<CheckResult[]> {
       const failed = results.filter((r) => r.verdict === "FAIL").length;
       const skipped = results.filter((r) => r.verdict === "SKIP").length;
       print(
-        `verify: ${results.length - failed - skipped} passed, ${failed} failed, ${skipped} skipped`,
+        `Checks: ${results.length - failed - skipped} PASS, ${failed} FAIL, ${skipped} SKIP`,
       );
     }
   }

@@ -40,10 +40,11 @@ export async function ensureNspawn(): Promise<string | null> {
 /**
  * The shell that builds the root and execs nspawn, run as `unshare -m` so every mount
  * is private. "$1" work dir, "$2" cgroup dir, "$3" nspawn network flag, "$4" staging dir whose
- * tree is copied over the root.
+ * tree is copied over the root, then more nspawn flags (bind mounts).
  */
 const BOOT_SCRIPT = String.raw`set -eu
 work=$1 cg=$2 netns=$3 stage=$4
+shift 4
 echo $$ > "$cg/cgroup.procs"
 mount -t tmpfs -o mode=0755,size=4g stbsd-upper "$work"
 mkdir "$work/upper" "$work/work" "$work/root"
@@ -76,7 +77,7 @@ cp -a "$stage/." "$r/"
 # run what a real host runs.
 exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -q -D "$r" -b --register=no \
   --keep-unit $netns --console=passive --capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN \
-  --system-call-filter=bpf
+  --system-call-filter=bpf "$@"
 `;
 
 export interface BootOptions {
@@ -86,6 +87,12 @@ export interface BootOptions {
   files: Record<string, { text: string; mode: number }>;
   /** Directories (created 0755 owned by cad) before boot. */
   userDirs?: string[];
+  /**
+   * Host directories visible read-only at the same path inside. The overlay root shows the
+   * host's files, but nspawn mounts its own /tmp (and a clone may live anywhere), so the
+   * program under test is bound in explicitly.
+   */
+  bindReadOnly?: string[];
 }
 
 export class Container {
@@ -138,6 +145,7 @@ export class Container {
         this.cgroup,
         `--network-namespace-path=${opts.netnsPath}`,
         this.#stage,
+        ...(opts.bindReadOnly ?? []).map((d) => `--bind-ro=${d}`),
       ],
       stdin: "null",
       stdout: "piped",
