@@ -53,6 +53,12 @@ export interface GraphIo {
   onStop(handler: () => void): () => void;
   /** Calls `handler` when the terminal is resized; returns the undo. */
   onResize(handler: () => void): () => void;
+  /**
+   * Calls `handler` soon after something in the file's directory changes (the sampler
+   * renames a new sample into place); returns the undo. Throws when it cannot watch (the
+   * directory does not exist yet): the caller retries on its next tick.
+   */
+  onFileChange(path: string, handler: () => void): () => void;
 }
 
 export function denoIo(): GraphIo {
@@ -91,6 +97,22 @@ export function denoIo(): GraphIo {
     onResize(handler) {
       Deno.addSignalListener("SIGWINCH", handler);
       return () => Deno.removeSignalListener("SIGWINCH", handler);
+    },
+    onFileChange(path, handler) {
+      const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+      const watcher = Deno.watchFs(dir, { recursive: false });
+      (async () => {
+        try {
+          for await (const event of watcher) {
+            if (event.paths.some((p) => p === path)) handler();
+          }
+        } catch { /* directory removed: the next tick re-arms */ }
+      })();
+      return () => {
+        try {
+          watcher.close();
+        } catch { /* already closed */ }
+      };
     },
   };
 }
@@ -205,7 +227,13 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
 
   const stopper = new Stopper();
   const undoStop = io.onStop(() => stopper.stop());
-  const undoResize = io.isTerminal ? io.onResize(() => stopper.wake()) : () => {};
+  let resized = false;
+  const undoResize = io.isTerminal
+    ? io.onResize(() => {
+      resized = true;
+      stopper.wake();
+    })
+    : () => {};
   let screen = false;
   try {
     if (io.isTerminal) {
@@ -213,29 +241,64 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
       screen = true;
     }
     const period = opts.interval * 1000;
+    // The sampler renames each sample into place: a directory watch (inotify) wakes the loop
+    // right after, so a frame follows the write closely without polling. Ticks still come
+    // every interval, for staleness and the host line, and re-arm a watch that failed.
+    let fileChanged = false;
+    let undoWatch = null as (() => void) | null;
+    const armWatch = () => {
+      if (undoWatch) return;
+      try {
+        undoWatch = io.onFileChange(opts.input, () => {
+          fileChanged = true;
+          stopper.wake();
+        });
+      } catch { /* no directory yet */ }
+    };
     let next = io.nowMono() * 1000;
     let lastFrame = "";
-    while (!stopper.stopped) {
-      const nowMs = io.nowMono() * 1000;
-      // A resize wakes the loop early: redraw from what is known, read on schedule.
-      if (nowMs >= next) {
-        await sample();
-        // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
-        next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
+    let drawnSinceTick = false;
+    try {
+      while (!stopper.stopped) {
+        const nowMs = io.nowMono() * 1000;
+        let draw = resized;
+        resized = false;
+        if (nowMs >= next) {
+          armWatch();
+          await sample();
+          // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
+          next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
+          // A tick always redraws on a terminal (staleness ages); plain output prints a
+          // line per tick only when no new sample was printed since the last one.
+          draw ||= io.isTerminal || !drawnSinceTick;
+          drawnSinceTick = false;
+        } else if (fileChanged) {
+          fileChanged = false;
+          const read = await reader.read();
+          if (read.kind === "ok" && read.changed) {
+            model.update(read, io.nowMono());
+            draw = true;
+            drawnSinceTick = true;
+          }
+        }
+        if (draw) {
+          const frame = model.frame(io.nowUnix(), io.nowMono());
+          if (io.isTerminal) {
+            const size = io.size() ?? FALLBACK_SIZE;
+            const text = HOME +
+              renderFrame(frame, { ...size, color, destinations: opts.destinations })
+                .join(CLEAR_EOL + "\r\n") +
+              CLEAR_EOL + CLEAR_BELOW;
+            if (text !== lastFrame) await io.write(text);
+            lastFrame = text;
+          } else {
+            await io.write(renderPlainLine(frame) + "\n");
+          }
+        }
+        await stopper.sleep(next - io.nowMono() * 1000);
       }
-      const frame = model.frame(io.nowUnix(), io.nowMono());
-      if (io.isTerminal) {
-        const size = io.size() ?? FALLBACK_SIZE;
-        const text = HOME +
-          renderFrame(frame, { ...size, color, destinations: opts.destinations })
-            .join(CLEAR_EOL + "\r\n") +
-          CLEAR_EOL + CLEAR_BELOW;
-        if (text !== lastFrame) await io.write(text);
-        lastFrame = text;
-      } else {
-        await io.write(renderPlainLine(frame) + "\n");
-      }
-      await stopper.sleep(next - io.nowMono() * 1000);
+    } finally {
+      undoWatch?.();
     }
   } catch (e) {
     // The reader went away (`graph | head`): a normal way to finish.

@@ -1,5 +1,6 @@
 import { CommanderError } from "@commander-js/extra-typings";
 import { denoIo, graphCommand, type GraphIo, type GraphOptions, runGraph } from "./mod.ts";
+import { assert, assertStringIncludes } from "../lib/test_assert.ts";
 
 const MiB = 1024 * 1024;
 const ESC = String.fromCharCode(27);
@@ -88,6 +89,7 @@ function fakeIo(
       resizeHandler = handler;
       return () => (resizeHandler = null);
     },
+    onFileChange: (path, handler) => denoIo().onFileChange(path, handler),
     stop: () => stopHandler?.(),
     resize: () => resizeHandler?.(),
   };
@@ -461,5 +463,28 @@ Deno.test("graph --once in a subprocess with only --allow-read --allow-env", asy
       throw new Error(`rates not shown:\n${stdout}\n${stderr}`);
     }
     if (stdout.includes(ESC)) throw new Error("escape codes in a pipe");
+  });
+});
+
+Deno.test("a new sample is drawn as soon as it is renamed into place, not at the next tick", async () => {
+  await withTempDir(async (dir) => {
+    const p = `${dir}/counters.json`;
+    await publish(p, counters(1000, 5 * MiB, MiB));
+    const io = fakeIo();
+    // A 5 s interval: without the directory watch the new sample would wait for the next tick.
+    const running = runGraph(opts(p, { interval: 5, window: 60 }), io);
+    await new Promise((r) => setTimeout(r, 200));
+    const before = io.out.length;
+    const written = performance.now();
+    await publish(p, counters(1001, 6 * MiB, 2 * MiB));
+    while (io.out.length === before && performance.now() - written < 3000) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const latencyMs = performance.now() - written;
+    io.stop();
+    await running;
+    assert(io.out.length > before, "no line was printed for the new sample");
+    assert(latencyMs < 1000, `the new sample took ${latencyMs.toFixed(0)} ms to be drawn`);
+    assertStringIncludes(io.out[io.out.length - 1], "6.00 MiB");
   });
 });
