@@ -10,7 +10,7 @@ export const MAX_SERVICES = 512;
 export const MAX_LEVELS = 4;
 export const MAX_TARGETS = 512;
 export const ID_BUCKETS = 2048;
-export const MAX_EXCLUDE = 1024;
+export const MAX_EXCLUDE = 131072;
 export const MAX_DESTS = 4096;
 
 /** enum netacct_verdict: what a remote address's first byte alone says. */

@@ -704,6 +704,58 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "ebpf holds 100,000 excluded prefixes and still judges addresses by them",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const mount = findCgroup2Mount();
+    const target = `/stb-netacct-test-${crypto.randomUUID().slice(0, 8)}`;
+    const home = ownCgroupPath();
+    // 50,000 IPv4 /24s from 20.0.0.0 and 50,000 IPv6 /48s from 2001:db8::: none overlap.
+    const exclude = [
+      ...Array.from({ length: 50_000 }, (_, i) => `20.${i >> 8}.${i & 255}.0/24`),
+      ...Array.from({ length: 50_000 }, (_, i) => `2001:db8:${i.toString(16)}::/48`),
+    ].map(parseCidr);
+    const backend = new EbpfBackend();
+    Deno.mkdirSync(cgroupDir(mount, target));
+    try {
+      const t0 = performance.now();
+      await backend.start([{ name: "me", path: target, id: cgroupId(mount, target) }], {
+        ...options(mount),
+        exclude,
+      });
+      console.log(
+        `start with ${exclude.length} prefixes: ${(performance.now() - t0).toFixed(0)} ms`,
+      );
+      joinCgroup(cgroupDir(mount, target));
+      const fd = backend.programFd("egress");
+      const ifindex = nonLoopbackIfindex();
+      const cases: [string, boolean][] = [
+        ["20.0.5.7", false],
+        ["20.195.79.1", false],
+        ["20.195.80.1", true],
+        ["21.0.0.1", true],
+        ["2001:db8:5::1", false],
+        ["2001:db8:c34f::1", false],
+        ["2001:db8:c350::1", true],
+      ];
+      for (const [text, counts] of cases) {
+        const dst = parseIpv4(text) ?? parseIpv6(text)!;
+        const src = dst.length === 4 ? parseIpv4("192.0.2.1")! : parseIpv6("2001:db8::1")!;
+        const before = (await backend.read()).me.txPackets;
+        testRun(fd, craftPacket({ src, dst }), ifindex, 1);
+        const after = (await backend.read()).me.txPackets;
+        assertEquals(after - before, counts ? 1 : 0, `remote ${text}`);
+      }
+    } finally {
+      joinCgroup(cgroupDir(mount, home));
+      await backend.stop();
+      Deno.removeSync(cgroupDir(mount, target));
+    }
+  },
+});
+
 Deno.test("ebpf backend embeds exactly the committed bpf/netacct.bpf.o", async () => {
   const file = await Deno.readFile(new URL("../bpf/netacct.bpf.o", import.meta.url));
   assertEquals(objectBytes(), file, "run `make bpf` (bpf/build.sh regenerates the module)");

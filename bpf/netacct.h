@@ -20,8 +20,8 @@
  * time, and keep most non-target cgroups in an empty bucket even with 512 targets.
  */
 #define NETACCT_ID_BUCKETS 2048
-/* Prefixes per excluded-address trie. */
-#define NETACCT_MAX_EXCLUDE 1024
+/* Prefixes per excluded-address trie (no preallocation: memory follows the list in use). */
+#define NETACCT_MAX_EXCLUDE 131072
 /* Remote endpoints the `dests` LRU map remembers (least recently used ones make room). */
 #define NETACCT_MAX_DESTS 4096
 
