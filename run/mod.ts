@@ -341,6 +341,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     sinks = await createSinks({ config, log });
     const sinkFailures = new Map<string, string>();
 
+    let savedStateKey = -1;
     const sampleAndPublish = async () => {
       const sampleStart = performance.now();
       totals.add(await backend!.read());
@@ -371,8 +372,14 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       if (events) counters.events_dropped_total = events.tick();
       const sampleDurationS = (performance.now() - sampleStart) / 1000;
       // State first: a run killed between the two writes then continues from totals at
-      // least as high as any a reader saw, so readers never see the totals go back.
-      saveState(opts.statePath, totals.all());
+      // least as high as any a reader saw, so readers never see the totals go back. Only
+      // when they moved: totals only grow (or are reset to zero), so their sum tells.
+      const sum = totals.sum();
+      const stateKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
+      if (stateKey !== savedStateKey) {
+        saveState(opts.statePath, totals.all());
+        savedStateKey = stateKey;
+      }
       publish(opts.output, counters, owner);
       for (const sink of sinks) {
         try {
@@ -405,15 +412,19 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       } catch (e) {
         if (e instanceof BackendError) throw e;
         // A vanished output directory (someone cleaned /run) is recreated, not fatal.
-        log(`cannot publish ${opts.output}: ${(e as Error).message}; retrying next interval`);
+        log(`cannot publish ${opts.output}: ${(e as Error).message}; recreating its directory`);
+        savedStateKey = -1; // the state file may have gone with its directory
         try {
           prepareOutputDir(outDir);
           prepareOutputDir(stateDir, stateDirMode);
           relock();
+          // Publish now rather than a whole interval late: readers judge staleness by gaps.
+          await sampleAndPublish();
         } catch (e) {
           // Another run took the recreated lock: two samplers must never both publish.
           if (e instanceof LockHeldError) throw new BackendError(e.message, { cause: e });
-          /* otherwise reported on the next failure */
+          if (e instanceof BackendError) throw e;
+          /* otherwise retried, and reported, on the next interval */
         }
       }
       next += intervalMs;
