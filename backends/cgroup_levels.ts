@@ -16,7 +16,7 @@
 
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupLevel } from "../lib/cgroup.ts";
-import { check, checkPointer, cString, lib, OPEN_OPTS } from "./libbpf.ts";
+import { check, checkPointer, cString, lib, openAndLoadObject } from "./libbpf.ts";
 import { craftPacket, ownCgroupPath, testRun } from "./bpf_test_run.ts";
 import { OBJECT_BASE64 } from "../bpf/calibrate_object.ts";
 
@@ -88,21 +88,8 @@ function ownCgroup(mount: Cgroup2Mount): { path: string; id: bigint } {
 export function kernelAncestors(): bigint[] {
   const b = lib();
   const bytes = objectBytes();
-  const name = cString("calibrate");
-  const opts = new Uint8Array(OPEN_OPTS.size);
-  const view = new DataView(opts.buffer);
-  view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
-  view.setBigUint64(
-    OPEN_OPTS.object_name,
-    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
-    true,
-  );
-  const object = checkPointer(
-    "Opening the cgroup level calibration object",
-    b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
-  );
+  const object = openAndLoadObject(bytes, "calibrate", "the cgroup level calibration program");
   try {
-    check("Loading the cgroup level calibration program", b.bpf_object__load(object));
     const prog = checkPointer(
       `Finding program "${PROG_CALIBRATE}" in the calibration object`,
       b.bpf_object__find_program_by_name(object, cString(PROG_CALIBRATE)),

@@ -25,7 +25,15 @@ import {
 } from "./backend.ts";
 import { formatAddress } from "../lib/cidr.ts";
 import { cgroupLevel } from "../lib/cgroup.ts";
-import { check, checkPointer, closeFd, cString, lib, OPEN_OPTS, openDirectory } from "./libbpf.ts";
+import {
+  check,
+  checkPointer,
+  closeFd,
+  cString,
+  lib,
+  openAndLoadObject,
+  openDirectory,
+} from "./libbpf.ts";
 import { calibrateLevels } from "./cgroup_levels.ts";
 import {
   COUNTER_SIZE,
@@ -173,20 +181,7 @@ export class EbpfBackend implements Backend {
     this.#register(targets);
     const bytes = objectBytes();
     this.#objectBytes = bytes;
-    const name = cString("netacct");
-    const opts = new Uint8Array(OPEN_OPTS.size);
-    const view = new DataView(opts.buffer);
-    view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
-    view.setBigUint64(
-      OPEN_OPTS.object_name,
-      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
-      true,
-    );
-    this.#object = checkPointer(
-      "Opening the BPF object",
-      b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
-    );
-    check("Loading the BPF programs into the kernel", b.bpf_object__load(this.#object));
+    this.#object = openAndLoadObject(bytes, "netacct", "the BPF programs");
     this.#maps = {
       active: this.#mapFd(MAP_ACTIVE),
       config: this.#mapFd(MAP_CONFIG),

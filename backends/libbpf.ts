@@ -412,6 +412,39 @@ export function checkPointer(what: string, p: Deno.PointerValue): Deno.PointerOb
   return p;
 }
 
+/**
+ * Opens an embedded BPF object and loads its programs (the verifier runs here). `what` names
+ * it in errors, e.g. "the BPF programs". A failed load closes the object again, so the
+ * caller owns it only on success and closes it with bpf_object__close.
+ */
+export function openAndLoadObject(
+  bytes: Uint8Array<ArrayBuffer>,
+  name: string,
+  what: string,
+): Deno.PointerObject {
+  const b = lib();
+  const cName = cString(name);
+  const opts = new Uint8Array(OPEN_OPTS.size);
+  const view = new DataView(opts.buffer);
+  view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
+  view.setBigUint64(
+    OPEN_OPTS.object_name,
+    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(cName))),
+    true,
+  );
+  const object = checkPointer(
+    `Opening ${what}`,
+    b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
+  );
+  try {
+    check(`Loading ${what} into the kernel`, b.bpf_object__load(object));
+  } catch (e) {
+    b.bpf_object__close(object);
+    throw e;
+  }
+  return object;
+}
+
 /** A NUL-terminated C string. */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(s);

@@ -19,7 +19,7 @@ import {
   closeFd,
   cString,
   lib,
-  OPEN_OPTS,
+  openAndLoadObject,
   openDirectory,
 } from "../backends/libbpf.ts";
 import { encodeConfig, encodeU32, MAX_LEVELS, MAX_SERVICES } from "../backends/bpf_abi.ts";
@@ -222,23 +222,7 @@ export class EventCollector {
     this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
     this.#register(targets);
     const bytes = this.bytes = objectBytes();
-    const name = cString("events");
-    const opts = new Uint8Array(OPEN_OPTS.size);
-    const view = new DataView(opts.buffer);
-    view.setBigUint64(OPEN_OPTS.sz, BigInt(OPEN_OPTS.size), true);
-    view.setBigUint64(
-      OPEN_OPTS.object_name,
-      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(name))),
-      true,
-    );
-    this.#object = checkPointer(
-      "Opening the connect events BPF object",
-      b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
-    );
-    check(
-      "Loading the connect events programs into the kernel",
-      b.bpf_object__load(this.#object),
-    );
+    this.#object = openAndLoadObject(bytes, "events", "the connect events programs");
     this.#maps = {
       active: this.#mapFd(MAP_ACTIVE),
       config: this.#mapFd(MAP_CONFIG),
