@@ -3,12 +3,14 @@
  * kernel so a missing privilege is one clear line, not a half-done start and an EPERM.
  */
 
+export const CAP_CHOWN = 0;
 export const CAP_NET_ADMIN = 12;
 export const CAP_SYS_ADMIN = 21;
 export const CAP_PERFMON = 38;
 export const CAP_BPF = 39;
 
 const NAMES: Record<number, string> = {
+  [CAP_CHOWN]: "CAP_CHOWN",
   [CAP_NET_ADMIN]: "CAP_NET_ADMIN",
   [CAP_SYS_ADMIN]: "CAP_SYS_ADMIN",
   [CAP_PERFMON]: "CAP_PERFMON",

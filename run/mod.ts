@@ -16,7 +16,7 @@ import {
   loadBackend,
   type ServiceTarget,
 } from "../backends/mod.ts";
-import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
+import { CAP_CHOWN, capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
@@ -258,6 +258,13 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   checkPrivileges(opts.backend);
   const mount = findCgroup2Mount();
   const owner = resolveOwner(config);
+  if (owner && owner.uid !== Deno.uid() && missingCaps(effectiveCaps(), [CAP_CHOWN]).length) {
+    // Found now rather than as a failed publish every interval.
+    throw new BackendError(
+      `counters.json is to belong to "${config.owner}", and giving a file away needs ` +
+        `CAP_CHOWN, which this process lacks: run as root, or add CAP_CHOWN to the service`,
+    );
+  }
   const outDir = dirOf(opts.output);
   prepareOutputDir(outDir);
   const stateDir = dirOf(opts.statePath);
