@@ -2,7 +2,7 @@
 DENO ?= node_modules/.bin/deno
 BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o
 
-.PHONY: help deps build bpf check-bpf check test test-unit test-e2e bench soak clean
+.PHONY: help deps build bpf check-bpf check test bench soak clean
 
 help:
 	@echo "make deps       install Debian packages and node_modules (idempotent, needs root for apt)"
