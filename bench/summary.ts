@@ -131,7 +131,7 @@ export function summarize(r: Json): TargetRow[] {
       `latency to graph output p99 <= ${l.target_p99_ms} ms (${l.interval_s} s)`,
       `p50 ${f(l.graph.p50_ms, 0)} / p99 ${f(l.graph.p99_ms, 0)} ms`,
       l.graph.target_met,
-      "graph polls on its own tick: up to two intervals",
+      "graph redraws when the sampler renames a new file in (directory watch)",
     );
   }
   const nh = cfg(t1g, "nethogs");
