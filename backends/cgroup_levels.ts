@@ -16,7 +16,14 @@
 
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupLevel } from "../lib/cgroup.ts";
-import { check, checkPointer, cString, lib, openAndLoadObject } from "./libbpf.ts";
+import {
+  check,
+  checkPointer,
+  cString,
+  decodeEmbeddedObject,
+  lib,
+  openAndLoadObject,
+} from "./libbpf.ts";
 import { craftPacket, ownCgroupPath, testRun } from "./bpf_test_run.ts";
 import { OBJECT_BASE64 } from "../bpf/calibrate_object.ts";
 
@@ -35,13 +42,6 @@ export interface LevelCalibration {
   absolute: number;
   /** Its id (inode number under the mount). */
   id: bigint;
-}
-
-function objectBytes(): Uint8Array<ArrayBuffer> {
-  const text = atob(OBJECT_BASE64);
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  return bytes;
 }
 
 /** This process's cgroup path and id, from /proc/self/cgroup and the mount. */
@@ -87,8 +87,11 @@ function ownCgroup(mount: Cgroup2Mount): { path: string; id: bigint } {
  */
 export function kernelAncestors(): bigint[] {
   const b = lib();
-  const bytes = objectBytes();
-  const object = openAndLoadObject(bytes, "calibrate", "the cgroup level calibration program");
+  const object = openAndLoadObject(
+    decodeEmbeddedObject(OBJECT_BASE64),
+    "calibrate",
+    "the cgroup level calibration program",
+  );
   try {
     const prog = checkPointer(
       `Finding program "${PROG_CALIBRATE}" in the calibration object`,

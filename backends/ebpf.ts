@@ -29,8 +29,12 @@ import {
   check,
   checkPointer,
   closeFd,
+  closeLinksAndObject,
   cString,
+  decodeEmbeddedObject,
   lib,
+  linkPrograms,
+  objectMapFd,
   openAndLoadObject,
   openDirectory,
 } from "./libbpf.ts";
@@ -68,10 +72,7 @@ import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
 /** The ELF bytes of bpf/netacct.bpf.o, decoded from the embedded module. */
 export function objectBytes(): Uint8Array<ArrayBuffer> {
-  const text = atob(OBJECT_BASE64);
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  return bytes;
+  return decodeEmbeddedObject(OBJECT_BASE64);
 }
 
 interface Maps {
@@ -290,20 +291,9 @@ export class EbpfBackend implements Backend {
   }
 
   async stop(): Promise<void> {
-    const b = this.#object || this.#links.length > 0 ? lib() : null;
-    const errors: unknown[] = [];
     // Reverse order of start: links (detach) first, then the object (programs and maps).
-    for (const link of this.#links.splice(0).reverse()) {
-      try {
-        check("Detaching a BPF link", b!.bpf_link__destroy(link));
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    if (this.#object) {
-      b!.bpf_object__close(this.#object);
-      this.#object = null;
-    }
+    const errors = closeLinksAndObject(this.#links, this.#object);
+    this.#object = null;
     if (this.#objectBytes) this.#objectBytes = null;
     this.#maps = null;
     this.#index.clear();
@@ -399,23 +389,13 @@ export class EbpfBackend implements Backend {
   }
 
   #attach(mountPoint: string): void {
-    const b = lib();
-    const object = this.#object!;
-    const fd = openDirectory(mountPoint);
-    try {
-      for (const prog of [PROG_INGRESS, PROG_EGRESS]) {
-        const p = checkPointer(
-          `Finding program "${prog}" in the BPF object`,
-          b.bpf_object__find_program_by_name(object, cString(prog)),
-        );
-        this.#links.push(checkPointer(
-          `Attaching "${prog}" to the cgroup2 root "${mountPoint}"`,
-          b.bpf_program__attach_cgroup(p, fd),
-        ));
-      }
-    } finally {
-      closeFd(fd);
-    }
+    linkPrograms(
+      this.#object!,
+      [PROG_INGRESS, PROG_EGRESS],
+      mountPoint,
+      this.#links,
+      "the BPF object",
+    );
   }
 
   /** A loaded program's fd, for BPF_PROG_TEST_RUN in ebpf_test.ts and bench/bpf_bench.ts. */
@@ -431,11 +411,6 @@ export class EbpfBackend implements Backend {
   }
 
   #mapFd(name: string): number {
-    const b = lib();
-    const map = checkPointer(
-      `Finding map "${name}" in the BPF object`,
-      b.bpf_object__find_map_by_name(this.#object!, cString(name)),
-    );
-    return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
+    return objectMapFd(this.#object!, name, "the BPF object");
   }
 }

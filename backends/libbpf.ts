@@ -445,6 +445,75 @@ export function openAndLoadObject(
   return object;
 }
 
+/** The ELF bytes of an object embedded as base64 (bpf/*_object.ts, made by bpf/embed.sh). */
+export function decodeEmbeddedObject(base64: string): Uint8Array<ArrayBuffer> {
+  const text = atob(base64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
+
+/** The fd of a map in a loaded object; `what` names the object in errors. */
+export function objectMapFd(object: Deno.PointerObject, name: string, what: string): number {
+  const b = lib();
+  const map = checkPointer(
+    `Finding map "${name}" in ${what}`,
+    b.bpf_object__find_map_by_name(object, cString(name)),
+  );
+  return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
+}
+
+/**
+ * Links each named program of a loaded object to a cgroup directory. Links are pushed onto
+ * `links` as they are made, so after a failure the caller's stop still destroys those.
+ */
+export function linkPrograms(
+  object: Deno.PointerObject,
+  programs: readonly string[],
+  cgroupDir: string,
+  links: Deno.PointerObject[],
+  what: string,
+): void {
+  const b = lib();
+  const fd = openDirectory(cgroupDir);
+  try {
+    for (const prog of programs) {
+      const p = checkPointer(
+        `Finding program "${prog}" in ${what}`,
+        b.bpf_object__find_program_by_name(object, cString(prog)),
+      );
+      links.push(checkPointer(
+        `Attaching "${prog}" to the cgroup2 root "${cgroupDir}"`,
+        b.bpf_program__attach_cgroup(p, fd),
+      ));
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/**
+ * Destroys links newest first, then closes the object: the reverse of load and link. Every
+ * step is tried; the errors come back for the caller to report together. Empties `links`.
+ */
+export function closeLinksAndObject(
+  links: Deno.PointerObject[],
+  object: Deno.PointerObject | null,
+): unknown[] {
+  if (links.length === 0 && object === null) return [];
+  const b = lib();
+  const errors: unknown[] = [];
+  for (const link of links.splice(0).reverse()) {
+    try {
+      check("Detaching a BPF link", b.bpf_link__destroy(link));
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  if (object) b.bpf_object__close(object);
+  return errors;
+}
+
 /** A NUL-terminated C string. */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(s);

@@ -17,8 +17,11 @@ import {
   check,
   checkPointer,
   closeFd,
-  cString,
+  closeLinksAndObject,
+  decodeEmbeddedObject,
   lib,
+  linkPrograms,
+  objectMapFd,
   openAndLoadObject,
   openDirectory,
 } from "../backends/libbpf.ts";
@@ -69,10 +72,7 @@ const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 const MAX_PENDING = 65536;
 
 function objectBytes(): Uint8Array<ArrayBuffer> {
-  const text = atob(OBJECT_BASE64);
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  return bytes;
+  return decodeEmbeddedObject(OBJECT_BASE64);
 }
 
 const SAMPLE_FN = { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const;
@@ -159,23 +159,12 @@ export class EventCollector {
 
   /** Reverse order of start: ring buffer, links, object, callback. Safe twice. */
   stop(): void {
-    const b = this.#object || this.#ring || this.#links.length > 0 ? lib() : null;
     if (this.#ring) {
-      b!.ring_buffer__free(this.#ring);
+      lib().ring_buffer__free(this.#ring);
       this.#ring = null;
     }
-    const errors: unknown[] = [];
-    for (const link of this.#links.splice(0).reverse()) {
-      try {
-        check("Detaching a connect events link", b!.bpf_link__destroy(link));
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    if (this.#object) {
-      b!.bpf_object__close(this.#object);
-      this.#object = null;
-    }
+    const errors = closeLinksAndObject(this.#links, this.#object);
+    this.#object = null;
     this.#callback?.close();
     this.#callback = null;
     this.bytes = null;
@@ -285,30 +274,10 @@ export class EventCollector {
   }
 
   #attach(mountPoint: string): void {
-    const b = lib();
-    const fd = openDirectory(mountPoint);
-    try {
-      for (const prog of PROGRAMS) {
-        const p = checkPointer(
-          `Finding program "${prog}" in the connect events object`,
-          b.bpf_object__find_program_by_name(this.#object!, cString(prog)),
-        );
-        this.#links.push(checkPointer(
-          `Attaching "${prog}" to the cgroup2 root "${mountPoint}"`,
-          b.bpf_program__attach_cgroup(p, fd),
-        ));
-      }
-    } finally {
-      closeFd(fd);
-    }
+    linkPrograms(this.#object!, PROGRAMS, mountPoint, this.#links, "the connect events object");
   }
 
   #mapFd(name: string): number {
-    const b = lib();
-    const map = checkPointer(
-      `Finding map "${name}" in the connect events object`,
-      b.bpf_object__find_map_by_name(this.#object!, cString(name)),
-    );
-    return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
+    return objectMapFd(this.#object!, name, "the connect events object");
   }
 }
