@@ -30,6 +30,7 @@
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
+import { endProcess } from "../tests/harness/exec.ts";
 
 const TARGET_LOSS = 0.01;
 const SETTLE_MS = 1500;
@@ -257,16 +258,7 @@ export function monitorConfiguration(name: string): Configuration {
       const c = child;
       child = null;
       if (!c) return;
-      try {
-        c.kill("SIGTERM");
-      } catch { /* gone */ }
-      const timer = setTimeout(() => {
-        try {
-          c.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
-      await c.status;
-      clearTimeout(timer);
+      await endProcess(c, 5000);
       await drain;
     },
   };

@@ -11,6 +11,7 @@
  */
 
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
+import { endProcess } from "../../tests/harness/exec.ts";
 
 const DENO = Deno.execPath();
 const HERE = new URL(".", import.meta.url).pathname;
@@ -75,13 +76,8 @@ export class Driver {
     try {
       await this.#writer.close();
     } catch { /* already gone */ }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch { /* exited */ }
-    }, 5000);
-    await this.child.status;
-    clearTimeout(timer);
+    // Closing stdin asks the driver to stop; a stuck one is killed.
+    await endProcess(this.child, 5000, null);
     await this.#reader.cancel().catch(() => {});
   }
 }

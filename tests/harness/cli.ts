@@ -3,7 +3,7 @@
  * named by STB_NETACCT_BIN (e.g. ./stb-netacct after `make build`).
  */
 
-import { DENO, run, type RunResult, sleep } from "./exec.ts";
+import { DENO, endProcess, run, type RunResult, sleep } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
@@ -163,18 +163,7 @@ export class RunningCli {
 
   /** SIGTERM (or another signal), wait for the exit, read the final write. */
   async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10): Promise<StopResult> {
-    if (!this.#exited) {
-      try {
-        this.#child.kill(signal);
-      } catch { /* already exited */ }
-    }
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, timeoutS * 1000);
-    const s = await this.status;
-    clearTimeout(timer);
+    const s = await endProcess(this.#child, timeoutS * 1000, this.#exited ? null : signal);
     await this.#stderrDone;
     return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
   }

@@ -105,3 +105,29 @@ export function processExists(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * Ends a child: sends `signal` (none when the caller already asked it to stop, e.g. by
+ * closing its stdin), waits for the exit, and SIGKILLs it if that takes over `graceMs`.
+ */
+export async function endProcess(
+  child: Deno.ChildProcess,
+  graceMs: number,
+  signal: Deno.Signal | null = "SIGTERM",
+): Promise<Deno.CommandStatus> {
+  if (signal) {
+    try {
+      child.kill(signal);
+    } catch { /* already exited */ }
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, graceMs);
+  try {
+    return await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
+}

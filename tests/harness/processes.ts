@@ -8,7 +8,7 @@
  * a lone last command), so the chain really is three processes deep.
  */
 
-import { DENO, run, type RunResult } from "./exec.ts";
+import { DENO, endProcess, run, type RunResult } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
 import type { FlowResult } from "./traffic.ts";
 
@@ -85,16 +85,7 @@ export async function startPeer(netnsPath: string, scope?: string): Promise<Peer
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 2000);
-    await child.status;
-    clearTimeout(timer);
+    await endProcess(child, 2000);
   };
   const first = await reader.read();
   if (!first.value?.includes('"ready"')) {
