@@ -24,7 +24,6 @@ import {
   type ServiceTarget,
 } from "./backend.ts";
 import { formatAddress } from "../lib/cidr.ts";
-import { cgroupLevel } from "../lib/cgroup.ts";
 import {
   check,
   checkPointer,
@@ -38,6 +37,7 @@ import {
   openAndLoadObject,
   openDirectory,
 } from "./libbpf.ts";
+import { switchConfigSlot, targetLevels } from "./bpf_targets.ts";
 import { calibrateLevels } from "./cgroup_levels.ts";
 import {
   COUNTER_SIZE,
@@ -59,7 +59,6 @@ import {
   MAP_PENDING,
   MAX_DESTS,
   MAX_EXCLUDE,
-  MAX_LEVELS,
   MAX_SERVICES,
   PENDING_SIZE,
   PROG_EGRESS,
@@ -326,15 +325,7 @@ export class EbpfBackend implements Backend {
         value: new Uint8Array(COUNTER_SIZE * this.#cpus),
       }));
     }
-    // Deepest first: with nested targets, the most specific service wins.
-    const levels = [...new Set([...this.#paths.values()].map(cgroupLevel))].sort((a, b) => b - a);
-    if (levels.length > MAX_LEVELS) {
-      throw new BackendError(
-        `The service cgroups sit at ${levels.length} different depths (${levels.join(", ")}), ` +
-          `the ebpf backend probes at most ${MAX_LEVELS}: move services to fewer depths`,
-      );
-    }
-    this.#levels = levels;
+    this.#levels = targetLevels(this.#paths.values(), "the ebpf backend");
   }
 
   /**
@@ -347,7 +338,6 @@ export class EbpfBackend implements Backend {
   #applyTargets(targets: ServiceTarget[]): void {
     const maps = this.#maps;
     if (!maps) return;
-    const b = lib();
     const wanted = new Map<bigint, TargetEntry>();
     const owner = new Map<bigint, string>();
     for (const t of targets) {
@@ -361,26 +351,17 @@ export class EbpfBackend implements Backend {
       owner.set(t.id, t.name);
       wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
     }
-    const next = this.#active ^ 1;
-    check(
-      "Writing the target cgroup ids",
-      b.bpf_map_update_elem(
-        maps.config,
-        encodeU32(next),
-        encodeConfig(
-          this.#kernelLevels(),
-          [...wanted.values()],
-          this.#verdicts!,
-          this.#gsoCorrection,
-        ),
-        0n,
+    this.#active = switchConfigSlot(
+      maps,
+      this.#active,
+      encodeConfig(
+        this.#kernelLevels(),
+        [...wanted.values()],
+        this.#verdicts!,
+        this.#gsoCorrection,
       ),
+      "the counting programs",
     );
-    check(
-      "Switching to the new target cgroup ids",
-      b.bpf_map_update_elem(maps.active, encodeU32(0), encodeU32(next), 0n),
-    );
-    this.#active = next;
   }
 
   /** The target levels as the kernel counts them (see the file header). */

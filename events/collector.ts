@@ -25,9 +25,10 @@ import {
   openAndLoadObject,
   openDirectory,
 } from "../backends/libbpf.ts";
-import { encodeConfig, encodeU32, MAX_LEVELS, MAX_SERVICES } from "../backends/bpf_abi.ts";
+import { encodeConfig, encodeU32, MAX_SERVICES } from "../backends/bpf_abi.ts";
+import { switchConfigSlot, targetLevels } from "../backends/bpf_targets.ts";
 import { calibrateLevels } from "../backends/cgroup_levels.ts";
-import { type Cgroup2Mount, cgroupLevel } from "../lib/cgroup.ts";
+import type { Cgroup2Mount } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
 import { OBJECT_BASE64 } from "../bpf/events_object.ts";
 import {
@@ -237,40 +238,23 @@ export class EventCollector {
       this.#index.set(t.name, this.#index.size);
       this.#names.push(t.name);
     }
-    const levels = [...new Set([...this.#paths.values()].map(cgroupLevel))].sort((a, b) => b - a);
-    if (levels.length > MAX_LEVELS) {
-      throw new BackendError(
-        `The service cgroups sit at ${levels.length} different depths, connect events probe ` +
-          `at most ${MAX_LEVELS}: move services to fewer depths`,
-      );
-    }
-    this.#levels = levels;
+    this.#levels = targetLevels(this.#paths.values(), "connect events");
   }
 
   /** The inactive config slot gets the whole target list, then `active` flips to it. */
   #apply(targets: ServiceTarget[]): void {
     const maps = this.#maps;
     if (!maps) return;
-    const b = lib();
     const wanted = new Map<bigint, { id: bigint; service: number }>();
     for (const t of targets) {
       if (t.id !== null) wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
     }
-    const next = this.#active ^ 1;
-    check(
-      "Writing the connect events target cgroup ids",
-      b.bpf_map_update_elem(
-        maps.config,
-        encodeU32(next),
-        encodeConfig(this.#levels.map((level) => level + this.#levelOffset), [...wanted.values()]),
-        0n,
-      ),
+    this.#active = switchConfigSlot(
+      maps,
+      this.#active,
+      encodeConfig(this.#levels.map((level) => level + this.#levelOffset), [...wanted.values()]),
+      "the connect events programs",
     );
-    check(
-      "Switching connect events to the new target cgroup ids",
-      b.bpf_map_update_elem(maps.active, encodeU32(0), encodeU32(next), 0n),
-    );
-    this.#active = next;
   }
 
   #attach(mountPoint: string): void {
