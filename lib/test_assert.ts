@@ -85,26 +85,3 @@ export function assertThrows(fn: () => unknown, cls?: ErrorClass, includes?: str
   }
   throw new AssertionError("expected the function to throw");
 }
-
-export async function assertRejects(
-  fn: () => Promise<unknown>,
-  cls?: ErrorClass,
-  includes?: string,
-): Promise<Error> {
-  try {
-    await fn();
-  } catch (e) {
-    if (cls && !(e instanceof cls)) {
-      throw new AssertionError(
-        `expected ${cls.name}, got ${(e as Error)?.name}: ${(e as Error)?.message}`,
-      );
-    }
-    if (includes && !(e as Error).message.includes(includes)) {
-      throw new AssertionError(
-        `error message ${show((e as Error).message)} does not include ${show(includes)}`,
-      );
-    }
-    return e as Error;
-  }
-  throw new AssertionError("expected the promise to reject");
-}
