@@ -12,8 +12,9 @@ export const MAX_TARGETS = 512;
 export const ID_BUCKETS = 2048;
 export const MAX_EXCLUDE = 131072;
 export const MAX_DESTS = 4096;
+export const VERDICT_KEYS = 65536;
 
-/** enum netacct_verdict: what a remote address's first byte alone says. */
+/** enum netacct_verdict: what a remote address's first 16 bits alone say. */
 export const EXTERNAL = 0;
 export const INTERNAL = 1;
 export const ASK_TRIE = 2;
@@ -25,6 +26,7 @@ export const DIR_TX = 1;
 /** Map and program names in netacct.bpf.c. */
 export const MAP_ACTIVE = "active";
 export const MAP_CONFIG = "config";
+export const MAP_VERDICTS = "verdicts";
 export const MAP_EXCLUDE_V4 = "exclude_v4";
 export const MAP_EXCLUDE_V6 = "exclude_v6";
 export const MAP_COUNTERS = "counters";
@@ -36,8 +38,7 @@ export const PROG_EGRESS = "netacct_egress";
 /**
  * struct netacct_config: __u64 ids[512] at 0, __u32 nr_levels at 4096, __u32 levels[4] at
  * 4100, __u16 first[2049] at 4116, __u16 service[512] at 8214, __u8 gso_correction at
- * 9238, __u8 pad[1] at 9239, __u8 verdict_v4[256] at 9240, __u8 verdict_v6[256] at 9496;
- * sizeof 9752.
+ * 9238, __u8 pad[1] at 9239; sizeof 9240.
  */
 export const CONFIG_OFFSETS = {
   ids: 0,
@@ -47,10 +48,11 @@ export const CONFIG_OFFSETS = {
   service: 8214,
   gso_correction: 9238,
   pad: 9239,
-  verdict_v4: 9240,
-  verdict_v6: 9496,
 } as const;
-export const CONFIG_SIZE = 9752;
+export const CONFIG_SIZE = 9240;
+/** struct netacct_verdicts: __u8 v4[65536] at 0, __u8 v6[65536] at 65536; sizeof 131072. */
+export const VERDICTS_OFFSETS = { v4: 0, v6: VERDICT_KEYS } as const;
+export const VERDICTS_SIZE = 2 * VERDICT_KEYS;
 /** sizeof(struct netacct_counter): __u64 bytes, __u64 packets. */
 export const COUNTER_SIZE = 16;
 /**
@@ -93,43 +95,54 @@ export interface TargetEntry {
   service: number;
 }
 
-/** verdict_v4 and verdict_v6 of struct netacct_config. */
+/** The two tables of struct netacct_verdicts, VERDICT_KEYS entries each. */
 export interface Verdicts {
   v4: Uint8Array;
   v6: Uint8Array;
 }
 
+/** The table index of an address: its first 16 bits, as the program reads them. */
+export function verdictKey(bytes: Uint8Array): number {
+  return bytes[0] << 8 | bytes[1];
+}
+
 /**
- * The first-byte verdicts for a list of excluded prefixes: INTERNAL where a prefix of
- * length <= 8 covers every address starting with that byte, else ASK_TRIE where a longer
- * prefix starts with it, else EXTERNAL.
+ * The verdicts of every value of an address's first 16 bits for a list of excluded
+ * prefixes: INTERNAL where a prefix of length <= 16 covers every address starting with
+ * them, else ASK_TRIE where a longer prefix starts with them, else EXTERNAL.
  */
-export function firstByteVerdicts(exclude: Cidr[]): Verdicts {
-  const out = { v4: new Uint8Array(256), v6: new Uint8Array(256) };
+export function prefixVerdicts(exclude: Cidr[]): Verdicts {
+  const out = { v4: new Uint8Array(VERDICT_KEYS), v6: new Uint8Array(VERDICT_KEYS) };
   for (const cidr of exclude) {
     const table = cidr.family === 4 ? out.v4 : out.v6;
-    const first = cidr.bytes[0];
-    if (cidr.prefixLen > 8) {
-      if (table[first] === EXTERNAL) table[first] = ASK_TRIE;
+    const key = verdictKey(cidr.bytes);
+    if (cidr.prefixLen > 16) {
+      if (table[key] === EXTERNAL) table[key] = ASK_TRIE;
       continue;
     }
-    const span = 1 << (8 - cidr.prefixLen);
-    const low = first & ~(span - 1) & 0xff;
+    const span = 2 ** (16 - cidr.prefixLen);
+    const low = key - key % span;
     table.fill(INTERNAL, low, low + span);
   }
+  return out;
+}
+
+/** struct netacct_verdicts, the value of the one-entry `verdicts` array. */
+export function encodeVerdicts(verdicts: Verdicts): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(VERDICTS_SIZE);
+  out.set(verdicts.v4.subarray(0, VERDICT_KEYS), VERDICTS_OFFSETS.v4);
+  out.set(verdicts.v6.subarray(0, VERDICT_KEYS), VERDICTS_OFFSETS.v6);
   return out;
 }
 
 /**
  * struct netacct_config for one slot: the distinct levels (deepest first, at most
  * MAX_LEVELS), the target ids grouped by bucket (id % ID_BUCKETS) as the program scans
- * them (ids must be distinct), the first-byte verdicts of the exclusions, and whether
- * GSO/GRO aggregates count their missing headers.
+ * them (ids must be distinct), and whether GSO/GRO aggregates count their missing headers.
  */
 export function encodeConfig(
   levels: number[],
   targets: TargetEntry[],
-  verdicts: Verdicts = { v4: new Uint8Array(256), v6: new Uint8Array(256) },
   gsoCorrection = false,
 ): Uint8Array<ArrayBuffer> {
   if (levels.length > MAX_LEVELS) {
@@ -158,8 +171,6 @@ export function encodeConfig(
     view.setUint16(CONFIG_OFFSETS.first + 2 * b, next, LE);
   }
   out[CONFIG_OFFSETS.gso_correction] = gsoCorrection ? 1 : 0;
-  out.set(verdicts.v4.subarray(0, 256), CONFIG_OFFSETS.verdict_v4);
-  out.set(verdicts.v6.subarray(0, 256), CONFIG_OFFSETS.verdict_v6);
   return out;
 }
 

@@ -12,8 +12,8 @@ import {
   encodeConfig,
   encodeLpmKey,
   encodeU32,
+  encodeVerdicts,
   EXTERNAL,
-  firstByteVerdicts,
   ID_BUCKETS,
   INTERNAL,
   LPM_V4_SIZE,
@@ -24,10 +24,15 @@ import {
   MAX_SERVICES,
   MAX_TARGETS,
   PENDING_SIZE,
+  prefixVerdicts,
   sumPerCpu,
+  VERDICT_KEYS,
+  verdictKey,
+  VERDICTS_OFFSETS,
+  VERDICTS_SIZE,
 } from "./bpf_abi.ts";
 import { MAX_SERVICES as CONFIG_MAX_SERVICES } from "../lib/config.ts";
-import { DEFAULT_EXCLUDE, parseCidr } from "../lib/cidr.ts";
+import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 import { assertEquals, assertThrows } from "../lib/test_assert.ts";
 
 const header = Deno.readTextFileSync(new URL("../bpf/netacct.h", import.meta.url));
@@ -45,6 +50,7 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
   assertEquals(ID_BUCKETS, define("NETACCT_ID_BUCKETS"));
   assertEquals(MAX_EXCLUDE, define("NETACCT_MAX_EXCLUDE"));
   assertEquals(MAX_DESTS, define("NETACCT_MAX_DESTS"));
+  assertEquals(VERDICT_KEYS, define("NETACCT_VERDICT_KEYS"));
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
   assertEquals(
@@ -58,9 +64,12 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
       "__u16 service[NETACCT_MAX_TARGETS]",
       "__u8 gso_correction",
       "__u8 pad[1]",
-      "__u8 verdict_v4[256]",
-      "__u8 verdict_v6[256]",
     ],
+  );
+  assertEquals(
+    header.match(/struct netacct_verdicts \{([^}]*)\}/)?.[1].split(";").map((f) => f.trim())
+      .filter((f) => f !== ""),
+    ["__u8 v4[NETACCT_VERDICT_KEYS]", "__u8 v6[NETACCT_VERDICT_KEYS]"],
   );
   assertEquals(Number(header.match(/NETACCT_EXTERNAL = (\d+)/)?.[1]), EXTERNAL);
   assertEquals(Number(header.match(/NETACCT_INTERNAL = (\d+)/)?.[1]), INTERNAL);
@@ -102,6 +111,9 @@ Deno.test({
     const { size, members } = await btfOffsets("netacct_config");
     assertEquals(size, CONFIG_SIZE);
     assertEquals(members, { ...CONFIG_OFFSETS });
+    const verdicts = await btfOffsets("netacct_verdicts");
+    assertEquals(verdicts.size, VERDICTS_SIZE);
+    assertEquals(verdicts.members, { ...VERDICTS_OFFSETS });
     const key = await btfOffsets("netacct_dest_key");
     assertEquals(key.size, DEST_KEY_SIZE);
     assertEquals(key.members, { ...DEST_KEY_OFFSETS });
@@ -139,15 +151,8 @@ Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () =>
   assertEquals(first.slice(1801), Array(ID_BUCKETS + 1 - 1801).fill(4));
   assertEquals(u16s(CONFIG_OFFSETS.service, 5), [0, 1, 5, 2, 0]);
   assertEquals(cfg[CONFIG_OFFSETS.gso_correction], 0, "GSO correction off by default");
-  assertEquals(encodeConfig([], [], undefined, true)[CONFIG_OFFSETS.gso_correction], 1);
+  assertEquals(encodeConfig([], [], true)[CONFIG_OFFSETS.gso_correction], 1);
   assertEquals(encodeConfig([], []), new Uint8Array(CONFIG_SIZE), "empty: all zero");
-  const verdicts = firstByteVerdicts(DEFAULT_EXCLUDE.map(parseCidr));
-  const withVerdicts = encodeConfig([], [], verdicts);
-  assertEquals(
-    withVerdicts.subarray(CONFIG_OFFSETS.verdict_v4, CONFIG_OFFSETS.verdict_v6),
-    verdicts.v4,
-  );
-  assertEquals(withVerdicts.subarray(CONFIG_OFFSETS.verdict_v6), verdicts.v6);
   assertThrows(() => encodeConfig([1, 2, 3, 4, 5], []), RangeError, "at most 4");
   const many = Array.from(
     { length: MAX_TARGETS + 1 },
@@ -203,22 +208,131 @@ Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums
   assertEquals([got[1].family, got[1].port, got[1].addr.length, got[1].bytes], [6, 53, 16, 50]);
 });
 
-Deno.test("bpf_abi first-byte verdicts of the default exclusions", () => {
-  const { v4, v6 } = firstByteVerdicts(DEFAULT_EXCLUDE.map(parseCidr));
-  const at = (t: Uint8Array, bytes: number[]) => bytes.map((b) => t[b]);
-  // 0/8, 10/8, 127/8, 224/4 and 240/4 hold whole first bytes (255.255.255.255 inside
-  // 240/4 changes nothing); 100.64/10, 169.254/16, 172.16/12, 192.168/16 split theirs.
-  assertEquals(at(v4, [0, 10, 127, 224, 239, 240, 255]), Array(7).fill(INTERNAL));
-  assertEquals(at(v4, [100, 169, 172, 192]), Array(4).fill(ASK_TRIE));
-  assertEquals(at(v4, [1, 8, 11, 126, 128, 198, 203, 223]), Array(8).fill(EXTERNAL));
-  // fc00::/7 holds fc and fd, ff00::/8 holds ff; ::1, :: and fe80::/10 split 00 and fe.
-  assertEquals(at(v6, [0xfc, 0xfd, 0xff]), Array(3).fill(INTERNAL));
-  assertEquals(at(v6, [0x00, 0xfe]), Array(2).fill(ASK_TRIE));
-  assertEquals(at(v6, [0x20, 0x26, 0x3f, 0xfb]), Array(4).fill(EXTERNAL));
-  // A /0 makes everything internal; a short prefix wins over a longer one in its range.
-  assertEquals(firstByteVerdicts([parseCidr("0.0.0.0/0")]).v4, new Uint8Array(256).fill(1));
-  const mixed = firstByteVerdicts(["10.1.0.0/16", "10.0.0.0/8", "11.2.0.0/16"].map(parseCidr));
-  assertEquals(at(mixed.v4, [10, 11, 12]), [INTERNAL, ASK_TRIE, EXTERNAL]);
+/** The verdicts of addresses (text), looked up as the program does: by their first 16 bits. */
+function verdictsOf(exclude: string[], addresses: string[]): number[] {
+  const { v4, v6 } = prefixVerdicts(exclude.map(parseCidr));
+  return addresses.map((a) => {
+    const bytes = parseIpv4(a) ?? parseIpv6(a);
+    if (!bytes) throw new Error(`bad address ${a}`);
+    return (bytes.length === 4 ? v4 : v6)[verdictKey(bytes)];
+  });
+}
+
+Deno.test("bpf_abi 16-bit verdicts of the default exclusions", () => {
+  const I = INTERNAL, E = EXTERNAL, T = ASK_TRIE;
+  // Every default but ::1/128 and ::/128 is /16 or shorter: the table alone settles them,
+  // right up to each prefix's edges (100.64/10 is 100.64-100.127; 172.16/12 is 172.16-31).
+  assertEquals(
+    verdictsOf([...DEFAULT_EXCLUDE], [
+      "0.1.2.3",
+      "10.255.0.1",
+      "100.63.255.255",
+      "100.64.0.0",
+      "100.127.255.255",
+      "100.128.0.7",
+      "127.0.0.1",
+      "169.253.0.1",
+      "169.254.9.9",
+      "169.255.0.1",
+      "172.15.0.1",
+      "172.16.0.1",
+      "172.31.255.1",
+      "172.32.0.1",
+      "192.167.0.1",
+      "192.168.1.7",
+      "192.169.0.1",
+      "224.0.0.1",
+      "255.255.255.255",
+      "198.51.100.7",
+    ]),
+    [I, I, E, I, I, E, I, E, I, E, E, I, I, E, E, I, E, I, I, E],
+  );
+  assertEquals(
+    verdictsOf([...DEFAULT_EXCLUDE], [
+      "::1",
+      "::2",
+      "0:1::",
+      "1::1",
+      "fc00::1",
+      "fdff::1",
+      "fe00::7",
+      "fe7f::1",
+      "fe80::1",
+      "febf::1",
+      "fec0::1",
+      "ff02::1",
+      "2001:db8::1",
+    ]),
+    [T, T, T, E, I, I, E, E, I, I, E, I, E],
+  );
+  const { v4, v6 } = prefixVerdicts(DEFAULT_EXCLUDE.map(parseCidr));
+  assertEquals([v4.length, v6.length], [VERDICT_KEYS, VERDICT_KEYS]);
+  assertEquals(v4.includes(ASK_TRIE), false, "no IPv4 address of the defaults needs the trie");
+  assertEquals(v6.indexOf(ASK_TRIE), 0);
+  assertEquals(v6.lastIndexOf(ASK_TRIE), 0, "only 0000::/16 needs the trie");
+});
+
+Deno.test("bpf_abi 16-bit verdicts by prefix length, overlapping prefixes and IPv6", () => {
+  const I = INTERNAL, E = EXTERNAL, T = ASK_TRIE;
+  // Shorter than 8: whole runs of first bytes.
+  assertEquals(
+    verdictsOf(["64.0.0.0/3"], ["63.255.0.1", "64.0.0.1", "95.255.255.255", "96.0.0.1"]),
+    [E, I, I, E],
+  );
+  // Exactly 8, and 0: every second byte of the first / every address.
+  assertEquals(verdictsOf(["11.0.0.0/8"], ["10.255.0.1", "11.0.0.1", "11.255.0.1"]), [E, I, I]);
+  assertEquals(prefixVerdicts([parseCidr("0.0.0.0/0")]).v4, new Uint8Array(VERDICT_KEYS).fill(I));
+  assertEquals(prefixVerdicts([parseCidr("::/0")]).v6, new Uint8Array(VERDICT_KEYS).fill(I));
+  // 9 to 16: a run of second bytes within one first byte.
+  assertEquals(
+    verdictsOf(["12.128.0.0/9"], ["12.127.0.1", "12.128.0.1", "12.255.0.1", "13.0.0.1"]),
+    [E, I, I, E],
+  );
+  assertEquals(verdictsOf(["12.34.0.0/16"], ["12.33.0.1", "12.34.0.1", "12.35.0.1"]), [E, I, E]);
+  // Longer than 16: only its own 16 bits ask the trie; a /32 too.
+  assertEquals(
+    verdictsOf(["203.0.113.0/24", "9.9.9.9/32"], [
+      "203.0.5.7",
+      "203.0.113.7",
+      "203.1.0.1",
+      "9.9.0.1",
+      "9.8.0.1",
+    ]),
+    [T, T, E, T, E],
+  );
+  // Overlapping: a prefix <= 16 wins over a longer one inside it, whatever the order.
+  for (
+    const list of [["10.1.2.0/24", "10.0.0.0/8"], ["10.0.0.0/8", "10.1.2.0/24"], [
+      "10.1.0.0/16",
+      "10.1.2.0/24",
+    ]]
+  ) {
+    assertEquals(verdictsOf(list, ["10.1.2.3", "10.1.3.1"]), [I, I], list.join(" "));
+  }
+  assertEquals(
+    verdictsOf(["10.1.0.0/16", "10.2.3.0/24", "10.0.0.0/15"], ["10.0.0.1", "10.2.3.4", "10.3.0.1"]),
+    [I, T, E],
+  );
+  // IPv6, every length band; IPv4 and IPv6 tables never mix.
+  assertEquals(
+    verdictsOf(["2000::/3", "3ffe::/16", "2001:db8::/32", "4000:8000::/17"], [
+      "2400::1",
+      "3ffe:1::1",
+      "3fff::1",
+      "2001:db8::1",
+      "4000:8000::1",
+      "4000::1",
+      "6000::1",
+    ]),
+    [I, I, I, I, T, T, E],
+  );
+  assertEquals(verdictsOf(["2001:db8::/32"], ["2001:db8::1", "2001:dead::7"]), [T, T]);
+  assertEquals(verdictsOf(["32.1.0.0/16"], ["2001::1"]), [E], "IPv4 prefix, IPv6 address");
+  // encodeVerdicts lays the two tables end to end, as struct netacct_verdicts.
+  const encoded = encodeVerdicts(prefixVerdicts(["0.0.0.0/16", "ffff::/16"].map(parseCidr)));
+  assertEquals(encoded.length, VERDICTS_SIZE);
+  assertEquals([encoded[0], encoded[1], encoded[VERDICTS_OFFSETS.v6 - 1]], [I, E, E]);
+  assertEquals([encoded[VERDICTS_OFFSETS.v6], encoded[VERDICTS_SIZE - 1]], [E, I]);
 });
 
 Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address", () => {

@@ -49,7 +49,7 @@ import {
   encodeConfig,
   encodeLpmKey,
   encodeU32,
-  firstByteVerdicts,
+  encodeVerdicts,
   MAP_ACTIVE,
   MAP_CONFIG,
   MAP_COUNTERS,
@@ -57,15 +57,16 @@ import {
   MAP_EXCLUDE_V4,
   MAP_EXCLUDE_V6,
   MAP_PENDING,
+  MAP_VERDICTS,
   MAX_DESTS,
   MAX_EXCLUDE,
   MAX_SERVICES,
   PENDING_SIZE,
+  prefixVerdicts,
   PROG_EGRESS,
   PROG_INGRESS,
   sumPerCpu,
   type TargetEntry,
-  type Verdicts,
 } from "./bpf_abi.ts";
 import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
@@ -77,6 +78,7 @@ export function objectBytes(): Uint8Array<ArrayBuffer> {
 interface Maps {
   active: number;
   config: number;
+  verdicts: number;
   excludeV4: number;
   excludeV6: number;
   counters: number;
@@ -124,8 +126,6 @@ export class EbpfBackend implements Backend {
   #levelOffset = 0;
   /** The config slot packets read now (the value of the `active` map). */
   #active = 0;
-  /** First-byte verdicts of the exclusions, written with every target list. */
-  #verdicts: Verdicts | null = null;
   #slots: SlotBuffers[][] = [];
   #gsoCorrection = false;
   #dests: DestBuffers | null = null;
@@ -185,6 +185,7 @@ export class EbpfBackend implements Backend {
     this.#maps = {
       active: this.#mapFd(MAP_ACTIVE),
       config: this.#mapFd(MAP_CONFIG),
+      verdicts: this.#mapFd(MAP_VERDICTS),
       excludeV4: this.#mapFd(MAP_EXCLUDE_V4),
       excludeV6: this.#mapFd(MAP_EXCLUDE_V6),
       counters: this.#mapFd(MAP_COUNTERS),
@@ -199,7 +200,6 @@ export class EbpfBackend implements Backend {
           `("${options.mount.mountPoint}" is not the kernel's cgroup root)`,
       );
     }
-    this.#verdicts = firstByteVerdicts(options.exclude);
     const one = new Uint8Array([1]);
     for (const cidr of options.exclude) {
       const fd = cidr.family === 4 ? this.#maps.excludeV4 : this.#maps.excludeV6;
@@ -208,6 +208,17 @@ export class EbpfBackend implements Backend {
         b.bpf_map_update_elem(fd, encodeLpmKey(cidr), one, 0n),
       );
     }
+    // Once, before the programs are attached and after the tries hold every prefix the
+    // table defers to: exclusions never change while the programs run.
+    check(
+      "Writing the verdicts of the excluded prefixes",
+      b.bpf_map_update_elem(
+        this.#maps.verdicts,
+        encodeU32(0),
+        encodeVerdicts(prefixVerdicts(options.exclude)),
+        0n,
+      ),
+    );
     this.#applyTargets(targets);
   }
 
@@ -329,11 +340,9 @@ export class EbpfBackend implements Backend {
   }
 
   /**
-   * Makes the program count exactly what `targets` says: the whole target list (with the
-   * exclusions' first-byte verdicts, which never change) goes into the config slot no
-   * packet reads, then `active` flips to it, so a packet sees the old list or the new one,
-   * never a mix (see the header of bpf/netacct.bpf.c). The verdicts are written before the
-   * first flip, when the trie already holds every prefix they defer to.
+   * Makes the program count exactly what `targets` says: the whole target list goes into
+   * the config slot no packet reads, then `active` flips to it, so a packet sees the old
+   * list or the new one, never a mix (see the header of bpf/netacct.bpf.c).
    */
   #applyTargets(targets: ServiceTarget[]): void {
     const maps = this.#maps;
@@ -354,12 +363,7 @@ export class EbpfBackend implements Backend {
     this.#active = switchConfigSlot(
       maps,
       this.#active,
-      encodeConfig(
-        this.#kernelLevels(),
-        [...wanted.values()],
-        this.#verdicts!,
-        this.#gsoCorrection,
-      ),
+      encodeConfig(this.#kernelLevels(), [...wanted.values()], this.#gsoCorrection),
       "the counting programs",
     );
   }

@@ -13,10 +13,12 @@
  * in the active config slot: two inlined array lookups and usually an empty bucket, no
  * hash map (a hash lookup cost twice the rest of the uncounted path). No match -> done,
  * the cheap common case. Else the remote address (source on ingress, destination on
- * egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its first byte
- * alone from the config's verdict table when no excluded prefix splits that byte (most
- * public addresses), else by a lookup in the excluded-prefix LPM trie (a call that cost
- * more than the rest of the counted path). External: skb->len and one packet are added
+ * egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its first 16 bits
+ * alone from the `verdicts` table (65536 entries per family, written once at start),
+ * unless an excluded prefix longer than /16 starts with them and no shorter one holds
+ * them all (of the defaults, only ::1/128 and ::/128 in 0000::/16); only then by a lookup
+ * in the excluded-prefix LPM trie (a call that cost more than the rest of the counted
+ * path). External: skb->len and one packet are added
  * to a per-CPU slot, and to the remote endpoint's entry (address, TCP/UDP port, protocol,
  * direction, service) in the `dests` LRU hash, so userspace can name the top destinations
  * and a flood of new ones only evicts old ones. With gso_correction, a GSO/GRO aggregate
@@ -50,6 +52,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct netacct_config);
 } config SEC(".maps");
+
+/* Apart from the per-retarget config: written once, and it would make every slot 128 KiB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct netacct_verdicts);
+} verdicts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -125,9 +135,21 @@ static __always_inline int find_service(struct __sk_buff *skb, struct netacct_co
 	return -1;
 }
 
-static __always_inline int excluded_v4(struct netacct_config *cfg, const __u8 *addr)
+/* The verdict of the address's first 16 bits; NETACCT_ASK_TRIE when they do not settle it. */
+static __always_inline int table_verdict(int v6, const __u8 *addr)
 {
-	__u8 verdict = cfg->verdict_v4[addr[0]];
+	__u32 zero = 0;
+	struct netacct_verdicts *t = bpf_map_lookup_elem(&verdicts, &zero);
+	__u32 k = (__u32)addr[0] << 8 | addr[1];
+
+	if (!t)
+		return NETACCT_ASK_TRIE;
+	return v6 ? t->v6[k] : t->v4[k];
+}
+
+static __always_inline int excluded_v4(const __u8 *addr)
+{
+	int verdict = table_verdict(0, addr);
 
 	if (verdict != NETACCT_ASK_TRIE)
 		return verdict;
@@ -137,9 +159,9 @@ static __always_inline int excluded_v4(struct netacct_config *cfg, const __u8 *a
 	return bpf_map_lookup_elem(&exclude_v4, &key) != 0;
 }
 
-static __always_inline int excluded_v6(struct netacct_config *cfg, const __u8 *addr)
+static __always_inline int excluded_v6(const __u8 *addr)
 {
-	__u8 verdict = cfg->verdict_v6[addr[0]];
+	int verdict = table_verdict(1, addr);
 
 	if (verdict != NETACCT_ASK_TRIE)
 		return verdict;
@@ -155,8 +177,8 @@ static __always_inline int excluded_v6(struct netacct_config *cfg, const __u8 *a
  * header's offset (0 for an IPv4 fragment after the first: it has none) and returns 0.
  * Returns 1 when the remote is internal, or the packet is not IP (nothing to judge).
  */
-static __always_inline int parse_remote(struct __sk_buff *skb, struct netacct_config *cfg,
-					int dir, struct netacct_dest_key *key, __u32 *l4off)
+static __always_inline int parse_remote(struct __sk_buff *skb, int dir,
+					struct netacct_dest_key *key, __u32 *l4off)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -177,7 +199,7 @@ static __always_inline int parse_remote(struct __sk_buff *skb, struct netacct_co
 	switch (ip[0] >> 4) {
 	case 4: /* saddr at offset 12, daddr at 16 */
 		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 16 : 12));
-		if (excluded_v4(cfg, (const __u8 *)w))
+		if (excluded_v4((const __u8 *)w))
 			return 1;
 		out[0] = w[0];
 		key->family = 4;
@@ -187,12 +209,12 @@ static __always_inline int parse_remote(struct __sk_buff *skb, struct netacct_co
 	case 6: /* saddr at offset 8, daddr at 24 */
 		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 24 : 8));
 		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff)) {
-			if (excluded_v4(cfg, (const __u8 *)(w + 3)))
+			if (excluded_v4((const __u8 *)(w + 3)))
 				return 1;
 			out[0] = w[3];
 			key->family = 4;
 		} else {
-			if (excluded_v6(cfg, (const __u8 *)w))
+			if (excluded_v6((const __u8 *)w))
 				return 1;
 			out[0] = w[0];
 			out[1] = w[1];
@@ -286,7 +308,7 @@ static __always_inline int account(struct __sk_buff *skb, int dir)
 	struct netacct_dest_key key = {};
 	__u32 l4off = 0;
 
-	if (parse_remote(skb, cfg, dir, &key, &l4off))
+	if (parse_remote(skb, dir, &key, &l4off))
 		return 1;
 	key.service = svc;
 	key.dir = dir;

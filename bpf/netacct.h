@@ -25,11 +25,14 @@
 /* Remote endpoints the `dests` LRU map remembers (least recently used ones make room). */
 #define NETACCT_MAX_DESTS 4096
 
-/* Values of netacct_config.verdict_v4/verdict_v6, by the remote address's first byte. */
+/* Entries per family of struct netacct_verdicts: one per value of an address's first 16 bits. */
+#define NETACCT_VERDICT_KEYS 65536
+
+/* Values of struct netacct_verdicts, by the remote address's first 16 bits. */
 enum netacct_verdict {
-	NETACCT_EXTERNAL = 0, /* no excluded prefix holds any address with this first byte */
-	NETACCT_INTERNAL = 1, /* an excluded prefix of length <= 8 holds them all */
-	NETACCT_ASK_TRIE = 2, /* a longer excluded prefix starts with it: look up the trie */
+	NETACCT_EXTERNAL = 0, /* no excluded prefix holds any address starting with these bits */
+	NETACCT_INTERNAL = 1, /* an excluded prefix of length <= 16 holds them all */
+	NETACCT_ASK_TRIE = 2, /* a longer excluded prefix starts with them: look up the trie */
 };
 
 /* Counter slot = service index * 2 + direction. */
@@ -48,8 +51,6 @@ enum netacct_dir {
  * levels: cgroup depths holding a target, deepest first, nr_levels of them in use.
  * gso_correction: when 1, a GSO/GRO aggregate counts as the packets it stands for on the
  * wire: skb->len + (gso_segs - 1) * (IP + TCP/UDP header length).
- * verdict_v4/v6: enum netacct_verdict per first address byte, derived from the excluded
- * prefixes, so most remote addresses are judged without an LPM trie lookup.
  */
 struct netacct_config {
 	__u64 ids[NETACCT_MAX_TARGETS];
@@ -59,8 +60,17 @@ struct netacct_config {
 	__u16 service[NETACCT_MAX_TARGETS];
 	__u8 gso_correction;
 	__u8 pad[1]; /* explicit, so both sides agree on the offsets */
-	__u8 verdict_v4[256];
-	__u8 verdict_v6[256];
+};
+
+/*
+ * Value of the one-entry `verdicts` array: enum netacct_verdict per first 16 address bits
+ * (index addr[0] << 8 | addr[1]), derived from the excluded prefixes, so every remote
+ * address that no prefix longer than /16 starts near is judged without an LPM trie lookup.
+ * Written once before the programs are attached: exclusions never change while they run.
+ */
+struct netacct_verdicts {
+	__u8 v4[NETACCT_VERDICT_KEYS];
+	__u8 v6[NETACCT_VERDICT_KEYS];
 };
 
 /* Value of the per-CPU `counters` array and of the `dests` map. */
