@@ -6,24 +6,29 @@
  *
  *   deno run -A bench/bpf_bench.ts [OUT.json] [--repeat N] [--rounds N] [--services N]
  *
- * The programs are loaded by the real EbpfBackend (default exclusions, --services services
- * at one cgroup depth: one real target cgroup, the rest made-up ids, 3 by default as in the
- * user's config). Test runs tag the packet with the calling process's cgroup (see
- * backends/bpf_test_run.ts), so this process moves itself between cgroups of the same depth:
- *   counted   — in the target cgroup, external remote address whose first byte no excluded
- *               prefix splits (most public addresses): judged by the verdict table, counted;
- *   counted_trie — the same with an external address whose first byte an excluded prefix
- *               splits (100.128.0.7 beside 100.64/10, fe00::7 beside fe80::/10): pays
- *               the LPM trie lookup too, the slowest counted packet;
- *   excluded  — in the target cgroup, internal remote address needing the trie (192.168.x,
- *               fd00:: is judged by the table alone, hence IPv6 is cheaper): not counted;
+ * The programs are loaded by the real EbpfBackend (--services services at one cgroup depth:
+ * one real target cgroup, the rest made-up ids, 3 by default as in the user's config), with
+ * the default exclusions plus two longer than /16 (EXTRA_EXCLUDE), since the defaults leave
+ * no IPv4 address and only 0000::/16 to the trie. Test runs tag the packet with the calling
+ * process's cgroup (see backends/bpf_test_run.ts), so this process moves itself between
+ * cgroups of the same depth:
+ *   counted   — in the target cgroup, external remote address whose first 16 bits no
+ *               excluded prefix longer than /16 starts with (198.51.100.7, 3fff::7; all
+ *               public addresses with the defaults): judged by the verdict table, counted;
+ *   counted_trie — the same with an external address whose first 16 bits such a prefix
+ *               shares (203.0.5.7 beside 203.0.113.0/24, 2001:dead::7 beside
+ *               2001:db8::/32): pays the LPM trie lookup too, the slowest counted packet;
+ *   excluded  — in the target cgroup, internal remote address the table settles (192.168.x,
+ *               fd00::): not counted;
+ *   excluded_trie — internal only by the trie's answer (203.0.113.7, 2001:db8::7);
  *   uncounted — in a sibling cgroup whose id bucket (id % ID_BUCKETS) holds no target: a non-StB
  *               packet, the common case;
  *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
  *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
- * Every case checks the counters moved exactly as the path implies, so a figure can not
- * come from a path other than the one its row names. Cases are interleaved round by round
- * and the median is reported.
+ * Every case checks the counters moved exactly as the path implies, and that the verdict
+ * table holds for its remote address the verdict its path needs (bpf_abi.ts prefixVerdicts,
+ * what the backend writes), so a figure can not come from a path other than the one its row
+ * names. Cases are interleaved round by round and the median is reported.
  */
 
 import { EbpfBackend } from "../backends/ebpf.ts";
@@ -35,7 +40,15 @@ import {
   testRun,
 } from "../backends/bpf_test_run.ts";
 import { check, checkPointer, cString, lib } from "../backends/libbpf.ts";
-import { ID_BUCKETS, MAX_SERVICES } from "../backends/bpf_abi.ts";
+import {
+  ASK_TRIE,
+  EXTERNAL,
+  ID_BUCKETS,
+  INTERNAL,
+  MAX_SERVICES,
+  prefixVerdicts,
+  verdictKey,
+} from "../backends/bpf_abi.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 
@@ -45,12 +58,16 @@ const TARGET_COUNTED_NS = 50;
 const TARGET_UNCOUNTED_NS = 30;
 const TARGET_FLOOR_NS = 19;
 
+/** Longer than /16, so that some addresses (and only those) ask the trie. */
+const EXTRA_EXCLUDE = ["203.0.113.0/24", "2001:db8::/32"];
+
 type Path =
   | "floor"
   | "floor_ancestor"
   | "counted"
   | "counted_trie"
   | "excluded"
+  | "excluded_trie"
   | "uncounted"
   | "uncounted_bucket_hit";
 type Family = "ipv4" | "ipv6";
@@ -190,13 +207,14 @@ async function main(): Promise<void> {
     const collider = findCollider(mount, base, cgroupId(mount, svc)!, made);
     const svcId = cgroupId(mount, svc)!;
     const fakeIds = madeUpIds(services - 1, svcId, [svcId, cgroupId(mount, other)!]);
+    const exclude = [...DEFAULT_EXCLUDE, ...EXTRA_EXCLUDE].map(parseCidr);
     await backend.start([
       { name: "svc", path: svc, id: svcId },
       // More services at the same depth, as in the real config: made-up ids.
       ...fakeIds.map((id, i) => ({ name: `other-${i}`, path: `${base}/other-${i}`, id })),
     ], {
       mount,
-      exclude: DEFAULT_EXCLUDE.map(parseCidr),
+      exclude,
       ctMark: 0,
       ctMask: 0,
       log: () => {},
@@ -204,9 +222,35 @@ async function main(): Promise<void> {
     floors = await loadFloors();
     const ifindex = nonLoopbackIfindex();
     const local = { ipv4: parseIpv4("192.0.2.1")!, ipv6: parseIpv6("2001:db8::1")! };
-    const external = { ipv4: parseIpv4("198.51.100.7")!, ipv6: parseIpv6("2001:db8:1::7")! };
-    const externalTrie = { ipv4: parseIpv4("100.128.0.7")!, ipv6: parseIpv6("fe00::7")! };
-    const internal = { ipv4: parseIpv4("192.168.1.7")!, ipv6: parseIpv6("fd00::7")! };
+    // The remote address of each path, and the table verdict that path needs.
+    const remote = (ipv4: string, ipv6: string, verdict: number) => ({
+      ipv4: parseIpv4(ipv4)!,
+      ipv6: parseIpv6(ipv6)!,
+      verdict,
+    });
+    const counted = remote("198.51.100.7", "3fff::7", EXTERNAL);
+    const remotes: Record<Path, ReturnType<typeof remote>> = {
+      floor: counted,
+      floor_ancestor: counted,
+      uncounted: counted,
+      uncounted_bucket_hit: counted,
+      counted,
+      counted_trie: remote("203.0.5.7", "2001:dead::7", ASK_TRIE),
+      excluded: remote("192.168.1.7", "fd00::7", INTERNAL),
+      excluded_trie: remote("203.0.113.7", "2001:db8::7", ASK_TRIE),
+    };
+    const table = prefixVerdicts(exclude);
+    for (const [path, r] of Object.entries(remotes)) {
+      for (const family of ["ipv4", "ipv6"] as const) {
+        const got = (family === "ipv4" ? table.v4 : table.v6)[verdictKey(r[family])];
+        if (got !== r.verdict) {
+          throw new Error(
+            `${family} ${path}: the verdict table says ${got} for its remote address, the ` +
+              `path needs ${r.verdict}: pick another address`,
+          );
+        }
+      }
+    }
 
     const cases: Case[] = [];
     for (const family of ["ipv4", "ipv6"] as const) {
@@ -223,6 +267,7 @@ async function main(): Promise<void> {
           "uncounted",
           "uncounted_bucket_hit",
           "excluded",
+          "excluded_trie",
           "counted",
           "counted_trie",
         ] as const
@@ -243,11 +288,7 @@ async function main(): Promise<void> {
 
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {
-        const remote = c.path === "excluded"
-          ? internal[c.family]
-          : c.path === "counted_trie"
-          ? externalTrie[c.family]
-          : external[c.family];
+        const remote = remotes[c.path][c.family];
         const frame = craftPacket(
           c.program === "ingress"
             ? { src: remote, dst: local[c.family] }

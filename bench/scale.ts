@@ -9,9 +9,12 @@
  * subprocess; a count the program or a backend refuses is reported with its own message.
  * Exclusions: the real EbpfBackend loaded with the 15 defaults plus generated prefixes no
  * default covers (bench/read_cost.ts generatedExclusions: IPv4 /24s from 11.0.0.0, IPv6 /48s
- * in 2001:db8::/32, half each), egress test runs from inside a target cgroup on three
- * packets: counted by the first-byte table (198.51.100.7), counted after the LPM trie
- * (100.128.0.7: 100.64/10 splits its first byte) and excluded by the trie (192.168.1.7);
+ * in 2001:db8::/32, half each), egress test runs from inside a target cgroup on four
+ * packets: counted and excluded by the 16-bit verdict table alone (198.51.100.7,
+ * 192.168.1.7), and counted and excluded after the LPM trie (an address beside and one
+ * inside the last generated IPv4 /24: the table leaves its /16 to the trie). The 15
+ * defaults leave no IPv4 address to the trie, so those two are null there, with a note.
+ * Each packet's counters must move as its path says (counted: every run; excluded: none);
  * and read_cost --exclude-count N. A list a backend cannot hold is reported with the error
  * it gives (the limit it hit), never skipped silently.
  */
@@ -25,7 +28,8 @@ import {
   testRun,
 } from "../backends/bpf_test_run.ts";
 import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
-import { parseCidr, parseIpv4 } from "../lib/cidr.ts";
+import { type Cidr, formatAddress, isExcluded, parseCidr, parseIpv4 } from "../lib/cidr.ts";
+import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../backends/bpf_abi.ts";
 import { generatedExclusions } from "./read_cost.ts";
 import { median } from "./throughput.ts";
 
@@ -63,6 +67,25 @@ const readRows = (json: unknown) =>
     ...(r.note ? { note: r.note } : {}),
   }));
 
+/**
+ * Two IPv4 addresses whose verdict only the trie gives: inside and beside the last prefix
+ * longer than /16 that the table leaves to the trie; null when there is none.
+ */
+function trieAddresses(exclude: Cidr[]): { inside: Uint8Array; beside: Uint8Array } | null {
+  const { v4 } = prefixVerdicts(exclude);
+  const long = exclude.filter((c) =>
+    c.family === 4 && c.prefixLen > 16 && v4[verdictKey(c.bytes)] === ASK_TRIE
+  ).at(-1);
+  if (!long) return null;
+  const inside = long.bytes.slice();
+  if (long.prefixLen <= 29) inside[3] |= 7;
+  for (let third = 255; third >= 0; third--) {
+    const beside = new Uint8Array([long.bytes[0], long.bytes[1], third, 7]);
+    if (!isExcluded(beside, exclude)) return { inside, beside };
+  }
+  return null;
+}
+
 async function exclusionPacketCost(count: number, repeat: number, rounds: number) {
   const mount = findCgroup2Mount();
   const base = `/stb-netacct-scale-${crypto.randomUUID().slice(0, 8)}`;
@@ -75,10 +98,11 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
       Deno.mkdirSync(cgroupDir(mount, p));
       made.push(p);
     }
+    const exclude = generatedExclusions(count).map(parseCidr);
     try {
       await backend.start([{ name: "svc", path: svc, id: cgroupId(mount, svc) }], {
         mount,
-        exclude: generatedExclusions(count).map(parseCidr),
+        exclude,
         ctMark: 0,
         ctMask: 0,
         log: () => {},
@@ -88,28 +112,59 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
     }
     const ifindex = nonLoopbackIfindex();
     const local = parseIpv4("192.0.2.1")!;
-    const cases = {
-      counted: parseIpv4("198.51.100.7")!,
-      counted_trie: parseIpv4("100.128.0.7")!,
-      excluded_trie: parseIpv4("192.168.1.7")!,
+    const trie = trieAddresses(exclude);
+    const table = prefixVerdicts(exclude).v4;
+    // name -> remote address, and whether the path counts it.
+    const cases: Record<string, { remote: Uint8Array; counts: boolean } | null> = {
+      counted: { remote: parseIpv4("198.51.100.7")!, counts: true },
+      excluded: { remote: parseIpv4("192.168.1.7")!, counts: false },
+      counted_trie: trie && { remote: trie.beside, counts: true },
+      excluded_trie: trie && { remote: trie.inside, counts: false },
     };
-    const ns: Record<string, number[]> = { counted: [], counted_trie: [], excluded_trie: [] };
-    const fd = backend.programFd("egress");
-    joinCgroup(cgroupDir(mount, svc));
-    try {
-      for (let r = 0; r < rounds; r++) {
-        for (const [name, remote] of Object.entries(cases)) {
-          const res = testRun(fd, craftPacket({ src: local, dst: remote }), ifindex, repeat);
-          if (res.retval !== 1) throw new Error(`${name}: retval ${res.retval}`);
-          ns[name].push(res.durationNs);
-        }
+    for (const [name, c] of Object.entries(cases)) {
+      if (!c) continue;
+      const want = name.endsWith("_trie") ? ASK_TRIE : c.counts ? EXTERNAL : INTERNAL;
+      const got = table[verdictKey(c.remote)];
+      if (got !== want || isExcluded(c.remote, exclude) === c.counts) {
+        throw new Error(`${name}: ${formatAddress(c.remote)} does not take the ${name} path`);
       }
-    } finally {
-      joinCgroup(cgroupDir(mount, home));
+    }
+    const ns: Record<string, number[]> = {};
+    const fd = backend.programFd("egress");
+    const sent = async () => (await backend.read()).svc.txPackets;
+    for (let r = 0; r < rounds; r++) {
+      for (const [name, c] of Object.entries(cases)) {
+        if (!c) continue;
+        const before = await sent();
+        joinCgroup(cgroupDir(mount, svc));
+        let res;
+        try {
+          res = testRun(fd, craftPacket({ src: local, dst: c.remote }), ifindex, repeat);
+        } finally {
+          joinCgroup(cgroupDir(mount, home));
+        }
+        const counted = await sent() - before;
+        if (res.retval !== 1 || counted !== (c.counts ? repeat : 0)) {
+          throw new Error(
+            `${name}: retval ${res.retval}, ${counted} packets counted of ${repeat}: ` +
+              "the measured path is not the named one",
+          );
+        }
+        (ns[name] ??= []).push(res.durationNs);
+      }
     }
     return {
       exclusions: count,
-      egress_ipv4_ns: Object.fromEntries(Object.entries(ns).map(([k, v]) => [k, median(v)])),
+      egress_ipv4_ns: Object.fromEntries(
+        Object.keys(cases).map((k) => [k, ns[k] ? median(ns[k]) : null]),
+      ),
+      addresses: Object.fromEntries(
+        Object.entries(cases).map(([k, c]) => [k, c ? formatAddress(c.remote) : null]),
+      ),
+      ...(trie ? {} : {
+        note: "no IPv4 prefix longer than /16 the table leaves to the trie: " +
+          "every IPv4 address is judged by the table",
+      }),
     };
   } finally {
     await backend.stop();
@@ -216,13 +271,14 @@ async function main(): Promise<void> {
     "Scale: exclusion prefixes (ebpf egress IPv4 test runs; read_cost --exclude-count N)",
   );
   console.log(
-    "prefixes  counted ns  counted+trie ns  excluded ns   read ms ebpf    nft  iptables  note",
+    "prefixes  counted ns  excluded ns  counted+trie ns  excluded+trie ns   read ms ebpf    nft  iptables  note",
   );
   for (const e of exclusions) {
     const ns = (e as { egress_ipv4_ns?: Record<string, number> }).egress_ipv4_ns;
     const err = (e as { error?: string }).error;
     const notes = [
       err,
+      (e as { note?: string }).note,
       ...(Array.isArray(e.read)
         ? e.read.filter((r) => r.note).map((r) => `${r.backend}: ${r.note}`)
         : []),
@@ -231,8 +287,9 @@ async function main(): Promise<void> {
       [
         String(e.exclusions).padEnd(9),
         cell(ns?.counted).padStart(10),
+        cell(ns?.excluded).padStart(12),
         cell(ns?.counted_trie).padStart(16),
-        cell(ns?.excluded_trie).padStart(12),
+        cell(ns?.excluded_trie).padStart(17),
         readCell(e.read, "ebpf").padStart(14),
         readCell(e.read, "nft").padStart(6),
         readCell(e.read, "iptables").padStart(9),
