@@ -18,6 +18,7 @@ import {
   INTERNAL,
   LPM_V4_SIZE,
   LPM_V6_SIZE,
+  MAP_ACTIVE,
   MAX_DESTS,
   MAX_EXCLUDE,
   MAX_LEVELS,
@@ -26,6 +27,7 @@ import {
   PENDING_SIZE,
   prefixVerdicts,
   sumPerCpu,
+  triePrefixes,
   VERDICT_KEYS,
   verdictKey,
   VERDICTS_OFFSETS,
@@ -83,15 +85,20 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
   assertEquals([MAX_TARGETS & (MAX_TARGETS - 1), ID_BUCKETS & (ID_BUCKETS - 1)], [0, 0]);
 });
 
-/** Member offsets of a struct, from the compiled object's BTF (what the kernel sees). */
-async function btfOffsets(
-  struct: string,
-): Promise<{ size: number; members: Record<string, number> }> {
+/** The compiled object's BTF (what the kernel sees), as bpftool prints it. */
+async function btfDump(): Promise<string> {
   const out = await new Deno.Command("bpftool", {
     args: ["btf", "dump", "file", new URL("../bpf/netacct.bpf.o", import.meta.url).pathname],
     stdout: "piped",
   }).output();
-  const text = new TextDecoder().decode(out.stdout);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Member offsets of a struct, from the compiled object's BTF. */
+async function btfOffsets(
+  struct: string,
+): Promise<{ size: number; members: Record<string, number> }> {
+  const text = await btfDump();
   const at = text.indexOf(`STRUCT '${struct}' size=`);
   if (at < 0) throw new Error(`struct ${struct} not in the object's BTF`);
   const lines = text.slice(at).split("\n");
@@ -117,6 +124,14 @@ Deno.test({
     const key = await btfOffsets("netacct_dest_key");
     assertEquals(key.size, DEST_KEY_SIZE);
     assertEquals(key.members, { ...DEST_KEY_OFFSETS });
+    // userspace writes `active` as its section's whole value: 4 bytes, nothing else in it.
+    const section = (await btfDump()).split(/\n(?=\[)/).find((b) =>
+      b.includes(`DATASEC '${MAP_ACTIVE}'`)
+    );
+    assertEquals(
+      section?.split("\n").slice(1).map((l) => l.trim().replace(/^type_id=\d+ /, "")),
+      ["offset=0 size=4 (VAR 'active')"],
+    );
     const pending = await btfOffsets("netacct_pending");
     assertEquals(pending.size, PENDING_SIZE);
     assertEquals(pending.members, { key: 0, bytes: 24, packets: 32 });
@@ -328,6 +343,19 @@ Deno.test("bpf_abi 16-bit verdicts by prefix length, overlapping prefixes and IP
   );
   assertEquals(verdictsOf(["2001:db8::/32"], ["2001:db8::1", "2001:dead::7"]), [T, T]);
   assertEquals(verdictsOf(["32.1.0.0/16"], ["2001::1"]), [E], "IPv4 prefix, IPv6 address");
+  // The tries get only what the table leaves them: not /16 or shorter, nor a longer prefix
+  // inside a shorter one (255.255.255.255/32 in 240/4), nor the other family's.
+  const list = [
+    ...DEFAULT_EXCLUDE,
+    "203.0.113.0/24",
+    "10.9.9.0/24",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+  ].map(parseCidr);
+  assertEquals(
+    triePrefixes(list, prefixVerdicts(list)).map((c) => c.text),
+    ["::1/128", "::/128", "203.0.113.0/24", "2001:db8::/32", "2001:db8:1::/48"],
+  );
   // encodeVerdicts lays the two tables end to end, as struct netacct_verdicts.
   const encoded = encodeVerdicts(prefixVerdicts(["0.0.0.0/16", "ffff::/16"].map(parseCidr)));
   assertEquals(encoded.length, VERDICTS_SIZE);

@@ -67,6 +67,7 @@ import {
   PROG_INGRESS,
   sumPerCpu,
   type TargetEntry,
+  triePrefixes,
 } from "./bpf_abi.ts";
 import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
@@ -166,13 +167,15 @@ export class EbpfBackend implements Backend {
   #load(targets: ServiceTarget[], options: BackendOptions): void {
     this.#log = options.log;
     this.#gsoCorrection = options.gsoCorrection ?? false;
-    const excludeV4 = options.exclude.filter((c) => c.family === 4);
-    const excludeV6 = options.exclude.filter((c) => c.family === 6);
-    for (const [family, list] of [[4, excludeV4], [6, excludeV6]] as const) {
-      if (list.length > MAX_EXCLUDE) {
+    // Prefixes up to /16 only fill the table; the tries hold what it leaves to them.
+    const verdicts = prefixVerdicts(options.exclude);
+    const trie = triePrefixes(options.exclude, verdicts);
+    for (const family of [4, 6] as const) {
+      const count = trie.filter((c) => c.family === family).length;
+      if (count > MAX_EXCLUDE) {
         throw new BackendError(
-          `${list.length} excluded IPv${family} prefixes, the ebpf backend holds at most ` +
-            `${MAX_EXCLUDE}: merge prefixes in "exclude"`,
+          `${count} excluded IPv${family} prefixes longer than /16, the ebpf backend holds at ` +
+            `most ${MAX_EXCLUDE}: merge prefixes in "exclude"`,
         );
       }
     }
@@ -192,7 +195,7 @@ export class EbpfBackend implements Backend {
       dests: this.#mapFd(MAP_DESTS),
       pending: this.#mapFd(MAP_PENDING),
     };
-    this.#active = 0; // a new array map is zeroed: slot 0, no levels, no targets
+    this.#active = 0; // a new object: `active` 0, both config slots zeroed (no targets)
     this.#levelOffset = calibrateLevels(options.mount).offset;
     if (this.#levelOffset !== 0) {
       options.log(
@@ -201,7 +204,7 @@ export class EbpfBackend implements Backend {
       );
     }
     const one = new Uint8Array([1]);
-    for (const cidr of options.exclude) {
+    for (const cidr of trie) {
       const fd = cidr.family === 4 ? this.#maps.excludeV4 : this.#maps.excludeV6;
       check(
         `Adding excluded prefix "${cidr.text}"`,
@@ -212,12 +215,7 @@ export class EbpfBackend implements Backend {
     // table defers to: exclusions never change while the programs run.
     check(
       "Writing the verdicts of the excluded prefixes",
-      b.bpf_map_update_elem(
-        this.#maps.verdicts,
-        encodeU32(0),
-        encodeVerdicts(prefixVerdicts(options.exclude)),
-        0n,
-      ),
+      b.bpf_map_update_elem(this.#maps.verdicts, encodeU32(0), encodeVerdicts(verdicts), 0n),
     );
     this.#applyTargets(targets);
   }

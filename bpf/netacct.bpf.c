@@ -10,25 +10,27 @@
  *
  * Per packet: loopback interface -> ignore; the socket's ancestor cgroup at each target
  * level (bpf_skb_ancestor_cgroup_id) is compared with the exact target ids of its bucket
- * in the active config slot: two inlined array lookups and usually an empty bucket, no
- * hash map (a hash lookup cost twice the rest of the uncounted path). No match -> done,
- * the cheap common case. Else the remote address (source on ingress, destination on
- * egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its first 16 bits
- * alone from the `verdicts` table (65536 entries per family, written once at start),
- * unless an excluded prefix longer than /16 starts with them and no shorter one holds
- * them all (of the defaults, only ::1/128 and ::/128 in 0000::/16); only then by a lookup
- * in the excluded-prefix LPM trie (a call that cost more than the rest of the counted
- * path). External: skb->len and one packet are added
- * to a per-CPU slot, and to the remote endpoint's entry (address, TCP/UDP port, protocol,
- * direction, service) in the `dests` LRU hash, so userspace can name the top destinations
- * and a flood of new ones only evicts old ones. With gso_correction, a GSO/GRO aggregate
- * (one skb standing for gso_segs packets on the wire, its headers present once) counts
- * its missing headers too. Always returns 1: this program observes, it never drops.
+ * in the active config slot: one global read, one inlined array lookup and usually an
+ * empty bucket, no hash map (a hash lookup cost twice the rest of the uncounted path).
+ * No match -> done, the cheap common case. Else the remote address (source on ingress,
+ * destination on egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its
+ * first 16 bits alone from the `verdicts` table (65536 entries per family, written once
+ * at start), unless an excluded prefix longer than /16 starts with them and no shorter
+ * one holds them all (of the defaults, only ::1/128 and ::/128 in 0000::/16); only then
+ * by a lookup in the excluded-prefix LPM trie (a call that cost more than the rest of the
+ * counted path), which holds just those longer prefixes. External: skb->len and one
+ * packet are added to a per-CPU slot, and to the remote endpoint's entry (address,
+ * TCP/UDP port, protocol, direction, service) in the `dests` LRU hash, so userspace can
+ * name the top destinations and a flood of new ones only evicts old ones. With
+ * gso_correction, a GSO/GRO aggregate (one skb standing for gso_segs packets on the wire,
+ * its headers present once) counts its missing headers too. Always returns 1: this
+ * program observes, it never drops.
  *
- * Retarget: userspace fills the inactive config slot, then flips `active` (one aligned
- * 4-byte store). A packet reads `active` once and the slot it names; the slot it reads
- * is rewritten only at the retarget after next, one run interval (>= 0.1 s) later, far
- * longer than any program run, so no packet sees a torn target list.
+ * Retarget: userspace fills the inactive config slot, then flips `active` (a 4-byte write
+ * of 0 or 1: only its lowest byte changes, so no read sees any other value). A packet
+ * reads `active` once and the slot it names; the slot it reads is rewritten only at the
+ * retarget after next, one run interval (>= 0.1 s) later, far longer than any program
+ * run, so no packet sees a torn target list.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -39,12 +41,12 @@
 
 #define LOOPBACK_IFINDEX 1
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32); /* index of the config slot packets read: 0 or 1 */
-} active SEC(".maps");
+/*
+ * Index of the config slot packets read: 0 or 1. A global, read with no map lookup (a
+ * lookup cost ~1 ns on every packet); alone in its section, so userspace writes it as the
+ * 4-byte value of the one-entry array map libbpf makes of ".data.active".
+ */
+__u32 active SEC(".data.active");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -111,12 +113,8 @@ struct {
 
 static __always_inline struct netacct_config *active_config(void)
 {
-	__u32 zero = 0;
-	__u32 *slot = bpf_map_lookup_elem(&active, &zero);
+	__u32 k = active & 1;
 
-	if (!slot)
-		return 0;
-	__u32 k = *slot & 1;
 	return bpf_map_lookup_elem(&config, &k);
 }
 
