@@ -6,6 +6,8 @@
  * exactly as systemd shows them (`systemctl --user show -p ControlGroup`).
  */
 
+import { pathInfo } from "./libc.ts";
+
 export class CgroupError extends Error {
   override name = "CgroupError";
 }
@@ -105,12 +107,7 @@ export function cgroupDir(mount: Cgroup2Mount, path: string): string {
  * when it does not exist right now (service stopped, or not started yet).
  */
 export function cgroupId(mount: Cgroup2Mount, path: string): bigint | null {
-  try {
-    const st = Deno.statSync(cgroupDir(mount, path));
-    if (!st.isDirectory || st.ino === null) return null;
-    return BigInt(st.ino);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
-    throw e;
-  }
+  // Asked every interval for every service: statx through libc, no exception when absent.
+  const info = pathInfo(cgroupDir(mount, path));
+  return info?.isDirectory ? info.ino : null;
 }

@@ -5,28 +5,17 @@
  * no non-blocking lock, hence libc.
  */
 
-const O_RDWR = 0o2, O_CREAT = 0o100, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
-const LOCK_EX = 2, LOCK_NB = 4;
-
-type Libc = Deno.DynamicLibrary<{
-  // int open(const char *path /* buffer */, int flags /* i32 */, mode_t mode /* u32 */)
-  open: { parameters: ["buffer", "i32", "u32"]; result: "i32" };
-  // int flock(int fd /* i32 */, int operation /* i32 */)
-  flock: { parameters: ["i32", "i32"]; result: "i32" };
-  // int close(int fd /* i32 */)
-  close: { parameters: ["i32"]; result: "i32" };
-}>;
-
-let libc: Libc | null = null;
-
-function openLibc(): Libc {
-  libc ??= Deno.dlopen("libc.so.6", {
-    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-    flock: { parameters: ["i32", "i32"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
-  });
-  return libc;
-}
+import {
+  cPath,
+  libc,
+  LOCK_EX,
+  LOCK_NB,
+  O_CLOEXEC,
+  O_CREAT,
+  O_NOFOLLOW,
+  O_RDWR,
+  pathInfo,
+} from "./libc.ts";
 
 export class LockHeldError extends Error {
   override name = "LockHeldError";
@@ -38,25 +27,21 @@ export interface Lock {
   intact(): boolean;
 }
 
-function inodeAt(path: string): number | null {
-  try {
-    return Deno.lstatSync(path).ino;
-  } catch {
-    return null;
-  }
+function inodeAt(path: string): bigint | null {
+  return pathInfo(path, false)?.ino ?? null;
 }
 
 /** Takes an exclusive lock on `path` (created 0600), or throws LockHeldError naming the holder. */
 export function acquireLock(path: string): Lock {
-  const c = openLibc();
-  const fd = c.symbols.open(
-    new TextEncoder().encode(path + "\0"),
+  const c = libc();
+  const fd = c.open(
+    cPath(path),
     O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
     0o600,
   );
   if (fd < 0) throw new Error(`Cannot open lock file "${path}" (is it a symlink?)`);
-  if (c.symbols.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    c.symbols.close(fd);
+  if (c.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    c.close(fd);
     let holder = "";
     try {
       const pid = Deno.readTextFileSync(path).trim();
@@ -80,7 +65,7 @@ export function acquireLock(path: string): Lock {
           Deno.removeSync(path);
         } catch { /* already gone */ }
       }
-      c.symbols.close(fd);
+      c.close(fd);
     },
     intact() {
       return held && ino !== null && inodeAt(path) === ino;

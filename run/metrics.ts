@@ -9,6 +9,7 @@
  */
 
 import { writeFileAtomic } from "../lib/atomic_write.ts";
+import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import type { Sink } from "./sinks.ts";
 
@@ -148,9 +149,9 @@ function dirOf(path: string): string {
 
 function isDirectory(path: string): boolean {
   try {
-    return Deno.statSync(path).isDirectory;
+    return pathInfo(path)?.isDirectory ?? false;
   } catch {
-    return false;
+    return false; // unreadable (EACCES, ...): written once it can be
   }
 }
 

@@ -34,6 +34,7 @@ import { UsageError } from "../lib/errors.ts";
 import { MAX_DESTINATIONS } from "../lib/contract.ts";
 import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
+import { pathInfo } from "../lib/libc.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
@@ -246,11 +247,7 @@ async function startBackend(
 }
 
 function existsFile(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isFile;
-  } catch {
-    return false;
-  }
+  return pathInfo(path, false)?.isFile ?? false;
 }
 
 export async function runSampler(opts: RunOptions): Promise<void> {

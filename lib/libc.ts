@@ -1,0 +1,127 @@
+/**
+ * The libc calls the sampler makes every interval, through FFI. Deno's own file API would
+ * do, but `run` wakes every 0.5 s into cold caches, and there each Deno op costs several
+ * times a bare syscall, and a failed lookup (an absent reset request, an absent
+ * node-exporter directory) builds an exception with a stack trace every time: together
+ * most of the sampler's own CPU. Here an absent file is a return value, and publishing a
+ * file is six syscalls and no allocation beyond the bytes themselves.
+ *
+ * Only `run`'s hot path and the helpers it shares use this (`run` already has FFI for the
+ * kernel); the library is opened on first use. glibc's statx wrapper needs glibc 2.28.
+ */
+
+const SYMBOLS = {
+  // int *__errno_location(void): the calling thread's errno
+  __errno_location: { parameters: [], result: "pointer" },
+  // char *strerror(int errnum /* i32 */)
+  strerror: { parameters: ["i32"], result: "pointer" },
+  // int open(const char *path /* buffer */, int flags /* i32 */, mode_t mode /* u32 */)
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  // ssize_t write(int fd /* i32 */, const void *buf /* buffer */, size_t count /* usize */)
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // int fchmod(int fd /* i32 */, mode_t mode /* u32 */)
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  // int fchown(int fd /* i32 */, uid_t owner /* u32 */, gid_t group /* u32 */)
+  fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
+  // int close(int fd /* i32 */)
+  close: { parameters: ["i32"], result: "i32" },
+  // int rename(const char *oldpath /* buffer */, const char *newpath /* buffer */)
+  rename: { parameters: ["buffer", "buffer"], result: "i32" },
+  // int unlink(const char *path /* buffer */)
+  unlink: { parameters: ["buffer"], result: "i32" },
+  // int flock(int fd /* i32 */, int operation /* i32 */)
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  // int clock_gettime(clockid_t clk /* i32 */, struct timespec *tp /* 16-byte buffer */)
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  // int statx(int dirfd /* i32 */, const char *path /* buffer */, int flags /* i32 */,
+  //           unsigned int mask /* u32 */, struct statx *buf /* 256-byte buffer */)
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+} as const;
+
+export const O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
+export const O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+export const LOCK_EX = 2, LOCK_NB = 4;
+export const CLOCK_MONOTONIC = 1;
+const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
+const STATX_TYPE = 0x1, STATX_INO = 0x100;
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
+const ENOENT = 2, EEXIST = 17, EACCES = 13, EPERM = 1, ENOTDIR = 20;
+
+let library: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+
+/** The symbols, opened once. */
+export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return library.symbols;
+}
+
+const encoder = new TextEncoder();
+
+/** A path as the NUL-terminated bytes C wants. */
+export function cPath(path: string): Uint8Array<ArrayBuffer> {
+  return encoder.encode(path + "\0");
+}
+
+/** errno of the last failed call on this thread; read it before any other libc call. */
+export function errno(): number {
+  const at = libc().__errno_location();
+  return at === null ? 0 : new Deno.UnsafePointerView(at).getInt32();
+}
+
+/**
+ * The error Deno itself would throw for `errnum` (NotFound, AlreadyExists,
+ * PermissionDenied, NotADirectory, else Error), worded like Deno's: callers and tests that
+ * tell errors apart by class keep working whichever API failed.
+ */
+export function osError(errnum: number, what: string): Error {
+  const text = libc().strerror(errnum);
+  const reason = text === null ? "Unknown error" : Deno.UnsafePointerView.getCString(text);
+  const message = `${reason} (os error ${errnum}): ${what}`;
+  switch (errnum) {
+    case ENOENT:
+      return new Deno.errors.NotFound(message);
+    case EEXIST:
+      return new Deno.errors.AlreadyExists(message);
+    case EACCES:
+    case EPERM:
+      return new Deno.errors.PermissionDenied(message);
+    case ENOTDIR:
+      return new Deno.errors.NotADirectory(message);
+    default:
+      return new Error(message);
+  }
+}
+
+/** Throws osError for a C call's result when it is negative (a failure). */
+export function check(result: number | bigint, what: string): void {
+  if (result < 0) throw osError(errno(), what);
+}
+
+export interface PathInfo {
+  ino: bigint;
+  isDirectory: boolean;
+  isFile: boolean;
+}
+
+const statxBuf = new Uint8Array(256);
+const statxView = new DataView(statxBuf.buffer);
+
+/**
+ * Type and inode of `path` (the link itself when `followSymlinks` is false), or null when
+ * nothing is there (ENOENT, or a path component is not a directory). Other failures throw.
+ */
+export function pathInfo(path: string, followSymlinks = true): PathInfo | null {
+  const flags = followSymlinks ? 0 : AT_SYMLINK_NOFOLLOW;
+  if (libc().statx(AT_FDCWD, cPath(path), flags, STATX_TYPE | STATX_INO, statxBuf) !== 0) {
+    const e = errno();
+    if (e === ENOENT || e === ENOTDIR) return null;
+    throw osError(e, `statx '${path}'`);
+  }
+  // struct statx: __u16 stx_mode at 28, __u64 stx_ino at 32 (the same on every arch).
+  const type = statxView.getUint16(28, true) & S_IFMT;
+  return {
+    ino: statxView.getBigUint64(32, true),
+    isDirectory: type === S_IFDIR,
+    isFile: type === S_IFREG,
+  };
+}

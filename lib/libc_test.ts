@@ -1,0 +1,56 @@
+import { assert, assertEquals, assertThrows } from "./test_assert.ts";
+import { osError, pathInfo } from "./libc.ts";
+import { writeFileAtomic } from "./atomic_write.ts";
+
+Deno.test("pathInfo: type and inode as lstat/stat see them, null when nothing is there", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/file`, "x");
+    Deno.symlinkSync(`${dir}/file`, `${dir}/link`);
+    const file = pathInfo(`${dir}/file`)!;
+    assertEquals([file.isFile, file.isDirectory], [true, false]);
+    assertEquals(file.ino, BigInt(Deno.statSync(`${dir}/file`).ino!));
+    assertEquals(pathInfo(dir)?.isDirectory, true);
+    // Followed, the link is the file; not followed, it is neither a file nor a directory.
+    assertEquals(pathInfo(`${dir}/link`)?.ino, file.ino);
+    const link = pathInfo(`${dir}/link`, false)!;
+    assertEquals([link.isFile, link.isDirectory], [false, false]);
+    assertEquals(link.ino, BigInt(Deno.lstatSync(`${dir}/link`).ino!));
+    assertEquals(pathInfo(`${dir}/missing`), null);
+    assertEquals(pathInfo(`${dir}/file/below`), null); // ENOTDIR
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("osError: Deno's error classes and wording, with the failed call named", () => {
+  const e = osError(2, "open '/x'");
+  assert(e instanceof Deno.errors.NotFound);
+  assertEquals(e.message, "No such file or directory (os error 2): open '/x'");
+  assert(osError(17, "x") instanceof Deno.errors.AlreadyExists);
+  assert(osError(13, "x") instanceof Deno.errors.PermissionDenied);
+  assert(osError(1, "x") instanceof Deno.errors.PermissionDenied);
+  assert(osError(20, "x") instanceof Deno.errors.NotADirectory);
+  assertEquals(
+    osError(28, "write '/t'").message,
+    "No space left on device (os error 28): write '/t'",
+  );
+});
+
+Deno.test("writeFileAtomic: a missing directory is NotFound naming the temp file, a busy temp name never clobbered", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const e = assertThrows(() =>
+      writeFileAtomic(`${dir}/nope/x.json`, "x", { mode: 0o644, uid: null, gid: null })
+    );
+    assert(e instanceof Deno.errors.NotFound, String(e));
+    assert((e as Error).message.includes(`${dir}/nope/.x.json.`), (e as Error).message);
+    // Larger than one page, so a short write would show.
+    const big = "y".repeat(200_000);
+    writeFileAtomic(`${dir}/big`, big, { mode: 0o600, uid: null, gid: null });
+    assertEquals(Deno.readTextFileSync(`${dir}/big`), big);
+    assertEquals(Deno.statSync(`${dir}/big`).mode! & 0o777, 0o600);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
