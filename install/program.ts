@@ -8,9 +8,9 @@
 import {
   BUNDLE_NAME,
   DENO_NAME,
+  denoFlagsFromLauncher,
   ENV_LAUNCHER,
   ENV_LIBDIR,
-  permissionsFromLauncher,
   renderLauncher,
 } from "./launcher.ts";
 
@@ -59,13 +59,13 @@ export function currentProgram(): Program {
   }
   const bundle = mustExist(`${libDir}/${BUNDLE_NAME}`, "bundle");
   const deno = mustExist(`${libDir}/${DENO_NAME}`, "deno binary");
-  const perms = permissionsFromLauncher(Deno.readTextFileSync(mustExist(launcher, "launcher")));
+  const flags = denoFlagsFromLauncher(Deno.readTextFileSync(mustExist(launcher, "launcher")));
   return {
     kind: "fallback",
     files: [
       { path: `${LIB_ROOT}/${DENO_NAME}`, mode: 0o755, from: deno },
       { path: `${LIB_ROOT}/${BUNDLE_NAME}`, mode: 0o644, from: bundle },
-      { path: BIN_PATH, mode: 0o755, text: renderLauncher({ absolute: LIB_ROOT }, perms) },
+      { path: BIN_PATH, mode: 0o755, text: renderLauncher({ absolute: LIB_ROOT }, flags) },
     ],
   };
 }

@@ -3,17 +3,17 @@
  * includes launcher.ts, where `import.meta.main` would be true):
  *
  *   deno run --no-config --allow-read install/render_launcher.ts \
- *     --perms-file scripts/permissions.txt [--libdir dist] > stb-netacct
+ *     --flags-file scripts/deno_flags.txt [--libdir dist] > stb-netacct
  */
 
-import { parsePermissionsFile, renderLauncher } from "./launcher.ts";
+import { parseDenoFlagsFile, renderLauncher } from "./launcher.ts";
 
-const i = Deno.args.indexOf("--perms-file");
+const i = Deno.args.indexOf("--flags-file");
 const j = Deno.args.indexOf("--libdir");
 if (i < 0 || !Deno.args[i + 1]) {
-  console.error("usage: render_launcher.ts --perms-file scripts/permissions.txt [--libdir dist]");
+  console.error("usage: render_launcher.ts --flags-file scripts/deno_flags.txt [--libdir dist]");
   Deno.exit(2);
 }
-const perms = parsePermissionsFile(Deno.readTextFileSync(Deno.args[i + 1]));
-const text = renderLauncher({ relative: j >= 0 ? Deno.args[j + 1] : "dist" }, perms);
+const flags = parseDenoFlagsFile(Deno.readTextFileSync(Deno.args[i + 1]));
+const text = renderLauncher({ relative: j >= 0 ? Deno.args[j + 1] : "dist" }, flags);
 await Deno.stdout.write(new TextEncoder().encode(text));

@@ -1,5 +1,5 @@
 import { BACKEND_CHOICES, quoteExecArg, renderUnit, sandboxFor, UNIT_NAME } from "./unit.ts";
-import { parsePermissionsFile, permissionsFromLauncher, renderLauncher } from "./launcher.ts";
+import { denoFlagsFromLauncher, parseDenoFlagsFile, renderLauncher } from "./launcher.ts";
 import { assert, assertEquals, assertThrows } from "../lib/test_assert.ts";
 
 /** Highest `systemd-analyze security` exposure the issue accepts ("OK"). */
@@ -105,14 +105,23 @@ Deno.test("quoteExecArg: specifiers, variables and blanks survive systemd's pars
   assertThrows(() => quoteExecArg("/a\nb"), Error, "control character");
 });
 
-Deno.test("permissions: file and command line parse to the same flags", () => {
-  const perms = parsePermissionsFile("# c\n--allow-read\n\n--allow-run=nft,ip\n");
-  assertEquals(perms, ["--allow-read", "--allow-run=nft,ip"]);
+Deno.test("deno flags: file and command line parse to the same flags", () => {
+  const perms = parseDenoFlagsFile(
+    "# c\n--allow-read\n\n--allow-run=nft,ip\n--v8-flags=--single-threaded,--max-semi-space-size=1\n",
+  );
+  assertEquals(perms, [
+    "--allow-read",
+    "--allow-run=nft,ip",
+    "--v8-flags=--single-threaded,--max-semi-space-size=1",
+  ]);
   for (const libDir of [{ relative: "dist" }, { absolute: "/usr/local/lib/x" }]) {
-    assertEquals(permissionsFromLauncher(renderLauncher(libDir, perms)), perms);
+    assertEquals(denoFlagsFromLauncher(renderLauncher(libDir, perms)), perms);
   }
-  assertThrows(() => permissionsFromLauncher("#!/bin/sh\nexec deno run x.js\n"), Error, "rebuild");
-  assertThrows(() => parsePermissionsFile("--allow-all; rm -rf /"), Error, "permission flag");
+  assertThrows(() => denoFlagsFromLauncher("#!/bin/sh\nexec deno run x.js\n"), Error, "rebuild");
+  assertThrows(() => parseDenoFlagsFile("--allow-all; rm -rf /"), Error, "permission flag");
+  assertThrows(() => parseDenoFlagsFile("--v8-flags=--x;id"), Error, "--v8-flags=--option");
+  assertThrows(() => parseDenoFlagsFile("--v8-flags=--x --allow-y"), Error, "--v8-flags=--option");
+  assertThrows(() => parseDenoFlagsFile("--reload"), Error, "permission flag");
 });
 
 /** Runs a generated launcher against a fake deno that prints its argv and environment. */

@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 DENO="${DENO:-node_modules/.bin/deno}"
 ESBUILD="${ESBUILD:-node_modules/.bin/esbuild}"
-PERMS=$(grep -v '^#' scripts/permissions.txt | tr '\n' ' ')
+FLAGS=$(grep -v '^#' scripts/deno_flags.txt | tr '\n' ' ')
 OUT=stb-netacct
 mkdir -p dist
 rm -f "$OUT.tmp"
@@ -20,7 +20,7 @@ rm -f "$OUT.tmp"
   --outfile=dist/stb-netacct.js.tmp
 mv dist/stb-netacct.js.tmp dist/stb-netacct.js
 
-if timeout 120 "$DENO" compile --quiet --no-check $PERMS --output "$OUT.tmp" main.ts >dist/compile.log 2>&1 \
+if timeout 120 "$DENO" compile --quiet --no-check $FLAGS --output "$OUT.tmp" main.ts >dist/compile.log 2>&1 \
   && "./$OUT.tmp" --version >/dev/null 2>&1; then
   mv "$OUT.tmp" "$OUT"
   echo "build: ./$OUT is a deno compile binary ($(du -h "$OUT" | cut -f1))"
@@ -39,7 +39,7 @@ cmp -s "$(readlink -f "$DENO")" dist/deno 2>/dev/null || {
 }
 # One launcher generator serves the build tree and `install` (install/launcher.ts).
 "$DENO" run --quiet --no-config --allow-read install/render_launcher.ts \
-  --perms-file scripts/permissions.txt --libdir dist > "$OUT.tmp"
+  --flags-file scripts/deno_flags.txt --libdir dist > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 chmod 0755 "$OUT"
 "./$OUT" --version >/dev/null
