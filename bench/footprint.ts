@@ -2,8 +2,14 @@
  * CPU and memory of `run --backend ebpf` at a 0.5 s interval, and of `graph` (plain lines into
  * a pipe) reading what that run publishes, side by side over a long window. Root only:
  *
- *   deno run -A bench/footprint.ts [OUT.json] [--seconds N] [--backend NAME]
- *     defaults: --seconds 600 (the 10 minutes the RSS-growth target is about) --backend ebpf
+ *   deno run -A bench/footprint.ts [OUT.json] [--seconds N] [--warmup N] [--backend NAME]
+ *     defaults: --seconds 600 (the 10 minutes the RSS-growth target is about) --warmup 300
+ *     --backend ebpf
+ *
+ * Warm-up: a fresh `graph` grows by a few MB over its first minutes (V8 tiering up code,
+ * its heap finding its size) and then stays flat; measured from the start, that read as
+ * growth. The window starts after --warmup seconds; the warm-up's own RSS change is reported
+ * beside it, so it is not hidden.
  *
  * RSS growth is the median RSS of the last tenth of the samples minus that of the first tenth
  * (after settling), so one garbage-collection swing does not read as growth; the least-squares
@@ -17,7 +23,7 @@
  */
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
-import { cliCommand, startRun } from "./throughput.ts";
+import { cliCommand, makeRunDir, removeRunDir, startRun } from "./throughput.ts";
 
 const TARGET_CPU_PCT = 0.5;
 const TARGET_RSS_MB = 60;
@@ -28,15 +34,16 @@ const SETTLE_MS = 3000;
 const SAMPLE_MS = 1000;
 
 function parseArgs(args: string[]) {
-  let out: string | null = null, seconds = 600, backend = "ebpf";
+  let out: string | null = null, seconds = 600, backend = "ebpf", warmup = 300;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--seconds") seconds = Number(args[++i]);
+    else if (a === "--warmup") warmup = Number(args[++i]);
     else if (a === "--backend") backend = args[++i] ?? "";
     else if (a === "--help" || a === "-h") {
       console.log(
-        "usage: deno run -A bench/footprint.ts [OUT.json] [--seconds N] [--backend NAME]\n" +
-          "  defaults: --seconds 600 --backend ebpf",
+        "usage: deno run -A bench/footprint.ts [OUT.json] [--seconds N] [--warmup N] " +
+          "[--backend NAME]\n  defaults: --seconds 600 --warmup 300 --backend ebpf",
       );
       Deno.exit(0);
     } else if (!a.startsWith("-") && out === null) out = a;
@@ -53,7 +60,11 @@ function parseArgs(args: string[]) {
     console.error(`footprint: --backend "${backend}" must be ebpf, nft or iptables`);
     Deno.exit(2);
   }
-  return { out, seconds, backend };
+  if (!(Number.isFinite(warmup) && warmup >= 0)) {
+    console.error(`footprint: --warmup "${warmup}" must be a number of seconds >= 0`);
+    Deno.exit(2);
+  }
+  return { out, seconds, backend, warmup };
 }
 
 /** Clock ticks per second of /proc/<pid>/stat times. */
@@ -119,7 +130,7 @@ function summary(t: Track, ticks1: number, hz: number, elapsedS: number) {
 }
 
 async function main(): Promise<void> {
-  const { out, seconds, backend } = parseArgs(Deno.args);
+  const { out, seconds, backend, warmup } = parseArgs(Deno.args);
   if (Deno.uid() !== 0) {
     console.error("footprint: run as root (`run` needs it)");
     Deno.exit(1);
@@ -127,7 +138,7 @@ async function main(): Promise<void> {
   const mount = findCgroup2Mount();
   const tag = crypto.randomUUID().slice(0, 6);
   const service = `/stb-netacct-footprint-${tag}`;
-  const tmp = await Deno.makeTempDir({ prefix: "stb-netacct-footprint-" });
+  const tmp = await makeRunDir("stb-netacct-footprint-");
   let run: Awaited<ReturnType<typeof startRun>> | null = null;
   let graph: Deno.ChildProcess | null = null;
   let madeCgroup = false;
@@ -147,6 +158,19 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const stat = (pid: number) => Deno.readTextFileSync(`/proc/${pid}/stat`);
     const status = (pid: number) => Deno.readTextFileSync(`/proc/${pid}/status`);
+    const rssNow = () => ({
+      run: parseMemory(status(run!.child.pid)).rssKb,
+      graph: parseMemory(status(graph!.pid)).rssKb,
+    });
+    const warmupStart = rssNow();
+    for (let left = warmup; left > 0; left -= 60) {
+      console.error(
+        `footprint: warming up, ${Math.ceil(left)} s left (RSS run ${mb(rssNow().run)} MB, ` +
+          `graph ${mb(rssNow().graph)} MB)`,
+      );
+      await new Promise((r) => setTimeout(r, Math.min(60, left) * 1000));
+    }
+    const warmupEnd = rssNow();
     const tracks: Record<"run" | "graph", Track> = {
       run: { pid: run.child.pid, ticks0: 0, rss: [], hwm: 0 },
       graph: { pid: graph.pid, ticks0: 0, rss: [], hwm: 0 },
@@ -171,18 +195,32 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
     }
     const elapsedS = (performance.now() - t0) / 1000;
-    const r = summary(tracks.run, parseCpuTicks(stat(tracks.run.pid)), hz, elapsedS);
-    const g = summary(tracks.graph, parseCpuTicks(stat(tracks.graph.pid)), hz, elapsedS);
+    const withWarmup = (who: "run" | "graph", x: ReturnType<typeof summary>) => ({
+      ...x,
+      rss_mb_warmup_start: mb(warmupStart[who]),
+      rss_mb_warmup_end: mb(warmupEnd[who]),
+      rss_mb_by_minute: tracks[who].rss.filter((_, i) => i % (60_000 / SAMPLE_MS) === 0).map(mb),
+    });
+    const r = withWarmup(
+      "run",
+      summary(tracks.run, parseCpuTicks(stat(tracks.run.pid)), hz, elapsedS),
+    );
+    const g = withWarmup(
+      "graph",
+      summary(tracks.graph, parseCpuTicks(stat(tracks.graph.pid)), hz, elapsedS),
+    );
     const result = {
       footprint: {
         method:
           `run --backend ${backend} --interval 0.5 (one target cgroup) and graph --interval ` +
-          `0.5 reading its output into a pipe; after ${SETTLE_MS / 1000} s settling, CPU from ` +
+          `0.5 reading its output into a pipe, publishing into a tmpfs as into /run; after ` +
+          `${SETTLE_MS / 1000} s settling and ${warmup} s warm-up, CPU from ` +
           `/proc/<pid>/stat utime+stime(+children) over the window, RSS from /proc/<pid>/status ` +
           `every ${SAMPLE_MS / 1000} s; growth = median of the last tenth minus the first tenth`,
         backend,
         interval_s: 0.5,
         seconds: Number(elapsedS.toFixed(1)),
+        warmup_s: warmup,
         clock_ticks_per_s: hz,
         growth_tolerance_mb: GROWTH_TOLERANCE_MB,
         targets: {
@@ -270,7 +308,7 @@ async function main(): Promise<void> {
         console.error(`footprint: could not remove cgroup "${service}": ${e}`)
       );
     }
-    await Deno.remove(tmp, { recursive: true });
+    await removeRunDir(tmp);
   }
 }
 

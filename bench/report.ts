@@ -53,7 +53,7 @@ out.push(
     "interleaved and reported as medians with min..max, and single figures move by several " +
     "percent from run to run.",
   "",
-  "Reproduce: `sudo make bench` (full, about 20 minutes: 10 of them the footprint window) or " +
+  "Reproduce: `sudo make bench` (full, about 27 minutes: 15 of them the footprint warm-up and window) or " +
     "`sudo BENCH_QUICK=1 make bench` (under 5 minutes, rough). Root is needed: the benches " +
     "create network namespaces, cgroups, BPF programs and firewall rules, and remove them " +
     "again. Missing comparison tools (iperf3, nethogs, iftop, ethtool, bpftool) are installed " +
@@ -74,7 +74,9 @@ if (tp) {
   out.push(
     `iperf3 TCP upload between two network namespaces over a veth, ${tp.runs} runs × ${tp.seconds} s ` +
       "per configuration, configurations interleaved run by run. *own CPU* is the tool's " +
-      "process (`run`, nethogs, iftop) during the iperf3 run, % of one core; *machine CPU* is " +
+      "process (`run`, nethogs, iftop) during the iperf3 run, % of one core, from its threads' " +
+      "run time in ns (schedstat); `ebpf@1s` is `run` sampling every second, as often as " +
+      "nethogs refreshes, the others sample every 0.5 s; *machine CPU* is " +
       "every core's busy time (/proc/stat, 200% = both cores), which includes iperf3 itself and " +
       "other sessions' load, so its difference to *none* is indicative only. nethogs runs as " +
       `\`${tp.monitors.nethogs}\`, iftop as \`${tp.monitors.iftop}\`, in the client namespace.`,
@@ -261,7 +263,11 @@ const fp = r.footprint;
 if (fp?.run) {
   out.push("## Footprint", "");
   out.push(
-    `\`run --backend ${fp.backend}\` and \`graph\` (plain lines into a pipe) at 0.5 s, side by side for ${fp.seconds} s after settling.`,
+    `\`run --backend ${fp.backend}\` and \`graph\` (plain lines into a pipe) at 0.5 s, side by side ` +
+      `for ${fp.seconds} s after ${
+        fp.warmup_s ?? 0
+      } s of warm-up, publishing into a tmpfs as into /run. ` +
+      "Growth is the median RSS of the window's last tenth minus its first tenth.",
     "",
   );
   out.push(table(
@@ -269,6 +275,7 @@ if (fp?.run) {
       "process",
       "CPU % of one core",
       "VmHWM MB",
+      "RSS over the warm-up MB",
       "RSS start..end MB",
       "growth MB",
       "slope MB/10 min",
@@ -277,11 +284,18 @@ if (fp?.run) {
       k,
       fp[k].cpu_pct_of_one_core,
       fp[k].hwm_mb,
+      fp[k].rss_mb_warmup_start === undefined
+        ? "-"
+        : `${fp[k].rss_mb_warmup_start}..${fp[k].rss_mb_warmup_end}`,
       `${fp[k].rss_mb_start}..${fp[k].rss_mb_end}`,
       fp[k].rss_growth_mb,
       fp[k].rss_slope_mb_per_10min,
     ]),
   ));
+  for (const k of ["run", "graph"] as const) {
+    const byMinute = fp[k].rss_mb_by_minute as number[] | undefined;
+    if (byMinute?.length) out.push("", `${k} RSS MB, minute by minute: ${byMinute.join(", ")}`);
+  }
   out.push("");
 }
 
@@ -316,26 +330,33 @@ if (sc) {
     ]),
   ));
   out.push("");
+  const ns = (v: number | null | undefined) => v ?? "-";
   out.push(table(
     [
       "exclusion prefixes",
       "counted ns",
-      "counted after trie ns",
       "excluded ns",
+      "counted after trie ns",
+      "excluded after trie ns",
       "read ms ebpf",
       "read ms nft",
       "read ms iptables",
     ],
     sc.exclusions.map((e: Json) => [
       e.exclusions,
-      e.error ? `error: ${e.error}` : e.egress_ipv4_ns.counted,
-      e.error ? "" : e.egress_ipv4_ns.counted_trie,
-      e.error ? "" : e.egress_ipv4_ns.excluded_trie,
+      e.error ? `error: ${e.error}` : ns(e.egress_ipv4_ns.counted),
+      e.error ? "" : ns(e.egress_ipv4_ns.excluded),
+      e.error ? "" : ns(e.egress_ipv4_ns.counted_trie),
+      e.error ? "" : ns(e.egress_ipv4_ns.excluded_trie),
       readMs(e.read, "ebpf"),
       readMs(e.read, "nft"),
       readMs(e.read, "iptables"),
     ]),
   ));
+  const notes = sc.exclusions.filter((e: Json) => e.note);
+  if (notes.length) {
+    out.push("", ...notes.map((e: Json) => `- ${e.exclusions} prefixes: ${e.note}.`));
+  }
   out.push("");
 }
 

@@ -2,8 +2,11 @@
  * TCP throughput through a veth pair with and without accounting, and with the monitors a user
  * would use instead (nethogs, iftop) watching the same traffic. Root only:
  *
- *   deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,nft,iptables]
+ *   deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,ebpf@1,nft,iptables]
  *     [--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]
+ *
+ * A backend is `run --backend NAME` at its default 0.5 s interval, or NAME@SECONDS at another
+ * (ebpf@1 samples once a second, as often as nethogs refreshes: `-d` takes whole seconds).
  *
  * Each rate is a block of interleaved runs: "max" (iperf3 unlimited: the highest rate the
  * machine sustains) and any iperf3 -b rate such as "1G". Per run it also records, over the
@@ -25,7 +28,8 @@
  * Output: medians, min/max and the ratio to "none" per configuration.
  *
  * The CLI is $STB_NETACCT_BIN when set (e.g. ./stb-netacct), else `deno run -A main.ts`.
- * Everything made (netns, cgroups, processes, temp files) is removed in `finally`.
+ * The samplers publish into a tmpfs the bench mounts, as into /run on the user's host.
+ * Everything made (netns, cgroups, processes, mounts, temp files) is removed in `finally`.
  */
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
@@ -177,7 +181,8 @@ export async function startRun(
 }
 
 /** The configuration of a backend: the CLI's `run` in the client netns. */
-export function backendConfiguration(backend: string): Configuration {
+/** `run --backend NAME` at `intervalS`; named "NAME@Ns" when not the default 0.5 s. */
+export function backendConfiguration(backend: string, intervalS = 0.5): Configuration {
   let run: RunProcess | null = null;
   let before = { txBytes: 0, packets: 0 };
   const read = async () => {
@@ -188,9 +193,9 @@ export function backendConfiguration(backend: string): Configuration {
     };
   };
   return {
-    name: backend,
+    name: intervalS === 0.5 ? backend : `${backend}@${intervalS}s`,
     async setup(lab) {
-      run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns);
+      run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns, intervalS);
       // Let start-up work (module loading, JIT) finish: only steady state is measured.
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       before = await read();
@@ -264,12 +269,22 @@ export function monitorConfiguration(name: string): Configuration {
   };
 }
 
-/** utime+stime (+ reaped children) of `pid` in seconds, from /proc/<pid>/stat. */
+/**
+ * CPU seconds of `pid`: its threads' run time in ns from /proc/<pid>/task/<tid>/schedstat
+ * (utime+stime come in 10 ms ticks, too coarse for a sampler using ~1 ms a second over a
+ * few seconds' run), plus reaped children's cutime+cstime from /proc/<pid>/stat.
+ */
 export function processCpuSeconds(pid: number): number {
+  let ns = 0;
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0]);
+    } catch { /* the thread just ended */ }
+  }
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // proc(5) fields 14-17 are f[11..14] (f[0] is field 3).
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / USER_HZ;
+  // proc(5) fields 16-17 are f[13..14] (f[0] is field 3).
+  return ns / 1e9 + (Number(f[13]) + Number(f[14])) / USER_HZ;
 }
 
 /** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
@@ -283,6 +298,27 @@ export function systemBusySeconds(): number {
 /** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */
 const USER_HZ = 100;
 
+/**
+ * A scratch directory on its own tmpfs, where the benches' samplers publish: on the user's
+ * host counters.json lives in /run, a tmpfs, and publishing there costs less than on this
+ * VM's ext4 root (a rename over a file makes ext4 allocate and start writeback).
+ */
+export async function makeRunDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await sh("mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", dir);
+  } catch (e) {
+    await Deno.remove(dir);
+    throw e;
+  }
+  return dir;
+}
+
+export async function removeRunDir(dir: string): Promise<void> {
+  await sh("umount", dir);
+  await Deno.remove(dir);
+}
+
 export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise<void> }> {
   const tag = crypto.randomUUID().slice(0, 6);
   const mount = findCgroup2Mount();
@@ -293,8 +329,8 @@ export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise
     }
   };
   try {
-    const tmp = await Deno.makeTempDir({ prefix: "stb-netacct-bench-" });
-    undo.push(() => Deno.remove(tmp, { recursive: true }));
+    const tmp = await makeRunDir("stb-netacct-bench-");
+    undo.push(() => removeRunDir(tmp));
     const base = `/stb-netacct-bench-${tag}`;
     const cgroup = `${base}/client`;
     for (const p of [base, cgroup]) {
@@ -539,11 +575,20 @@ export async function measureThroughput(
   });
 }
 
+/** "ebpf" or "ebpf@1" (run's interval in seconds, 0.1 to 10) to a backend and interval. */
+export function parseBackendSpec(spec: string): { backend: string; intervalS: number } | null {
+  const [backend, interval] = spec.split("@");
+  const intervalS = interval === undefined ? 0.5 : Number(interval);
+  if (!["ebpf", "nft", "iptables"].includes(backend)) return null;
+  if (!(interval !== "" && intervalS >= 0.1 && intervalS <= 10)) return null;
+  return { backend, intervalS };
+}
+
 function parseArgs(args: string[]) {
   let out: string | null = null, runs = 5, seconds = 5;
   let backends = ["ebpf"], monitors: string[] = [], rates = ["max"];
   const usage =
-    "usage: deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,nft,iptables] " +
+    "usage: deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,ebpf@1,nft,iptables] " +
     "[--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]\n" +
     "  defaults: --backends ebpf --monitors '' --rates max --runs 5 --seconds 5";
   const list = (v: string | undefined) => (v ?? "").split(",").filter((b) => b);
@@ -563,9 +608,12 @@ function parseArgs(args: string[]) {
       Deno.exit(2);
     }
   }
-  const bad = backends.filter((b) => !["ebpf", "nft", "iptables"].includes(b));
+  const bad = backends.filter((b) => parseBackendSpec(b) === null);
   if (bad.length > 0) {
-    console.error(`throughput: --backends "${bad.join(",")}" is not a list of ebpf, nft, iptables`);
+    console.error(
+      `throughput: --backends "${bad.join(",")}" is not a list of ebpf, nft, iptables, each ` +
+        `optionally @SECONDS for run's interval (ebpf@1)`,
+    );
     Deno.exit(2);
   }
   const badMonitor = monitors.filter((m) => !(m in MONITORS));
@@ -637,7 +685,10 @@ async function main(): Promise<void> {
   const { lab, cleanup } = await makeLab();
   const configs = [
     NONE,
-    ...backends.map(backendConfiguration),
+    ...backends.map((b) => {
+      const { backend, intervalS } = parseBackendSpec(b)!;
+      return backendConfiguration(backend, intervalS);
+    }),
     ...monitors.map(monitorConfiguration),
   ];
   try {

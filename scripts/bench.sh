@@ -4,7 +4,8 @@
 # writes docs/benchmarks.md. Root: they load programs and rules and make netns and cgroups
 # (each bench removes what it made, also on failure).
 # BENCH_QUICK=1: a smoke form in under 5 minutes (short runs, 30 s footprint; rough figures).
-# BENCH_FOOTPRINT_S=N: the footprint window (default 600 s, the 10 minutes of the target).
+# BENCH_FOOTPRINT_S=N: the footprint window (default 600 s, the 10 minutes of the target),
+# after a 300 s warm-up.
 set -eu
 cd "$(dirname "$0")/.."
 DENO=${DENO:-node_modules/.bin/deno}
@@ -20,9 +21,9 @@ trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 quick=${BENCH_QUICK:-}
 if [ -n "$quick" ]; then
-  footprint_s=${BENCH_FOOTPRINT_S:-25} tp_runs="--runs 1 --seconds 2" bursts=6 graph_s=5
+  footprint_s=${BENCH_FOOTPRINT_S:-25} warmup_s=5 tp_runs="--runs 1 --seconds 2" bursts=6 graph_s=5
 else
-  footprint_s=${BENCH_FOOTPRINT_S:-600} tp_runs="--runs 4 --seconds 4" bursts=40 graph_s=20
+  footprint_s=${BENCH_FOOTPRINT_S:-600} warmup_s=300 tp_runs="--runs 4 --seconds 4" bursts=40 graph_s=20
 fi
 t0=$(date +%s)
 step() { echo; echo "== $1 ($(($(date +%s) - t0)) s) =="; }
@@ -34,7 +35,7 @@ step "real-traffic cost of the BPF programs (BPF_ENABLE_STATS) and CPU per GB"
 step "cost of one counter read per backend"
 "$DENO" run -A bench/read_cost.ts "$tmp/read.json" ${quick:+--reads 50 --min-ms 500}
 step "throughput and CPU: none, ebpf, nft, iptables, nethogs, iftop (highest rate and 1 Gbit/s)"
-"$DENO" run -A bench/throughput.ts "$tmp/throughput.json" --backends ebpf,nft,iptables \
+"$DENO" run -A bench/throughput.ts "$tmp/throughput.json" --backends ebpf,ebpf@1,nft,iptables \
   --monitors nethogs,iftop --rates max,1G $tp_runs
 step "accuracy: counted vs wire bytes"
 "$DENO" run -A bench/accuracy.ts "$tmp/accuracy.json" ${quick:+--rounds 1 --mb 30 --requests 60}
@@ -44,8 +45,8 @@ step "scale: services and exclusion prefixes"
 "$DENO" run -A bench/scale.ts "$tmp/scale.json" ${quick:+--quick}
 step "graph CPU on a terminal, a pipe and with --host (graph/measure_cpu.ts)"
 "$DENO" run -A graph/measure_cpu.ts --seconds "$graph_s" --json "$tmp/graph_cpu.json" || true
-step "CPU and memory of run and graph over ${footprint_s} s"
-"$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s"
+step "CPU and memory of run and graph over ${footprint_s} s after ${warmup_s} s warm-up"
+"$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s" --warmup "$warmup_s"
 
 step "merge"
 "$DENO" run -A scripts/merge_bench.ts bench/results.json "$tmp"/*.json
