@@ -7,10 +7,11 @@
  * errno from pointer-returning calls. `check`/`checkPointer` turn both into a LibbpfError
  * carrying the errno name and libbpf's own log lines (the verifier log included), captured
  * through libbpf_set_print: libbpf hands the callback a printf format and a va_list, which
- * only libc's vsnprintf can expand, hence the three libc symbols at the end.
+ * only libc's vsnprintf can expand (lib/libc.ts, with the open/close attach needs).
  */
 
 import { BackendError } from "./backend.ts";
+import { libc as libcSymbols, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../lib/libc.ts";
 
 const LIBBPF_SYMBOLS = {
   /** struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
@@ -180,37 +181,6 @@ const LIBBPF_SYMBOLS = {
   },
 } as const;
 
-const LIBC_SYMBOLS = {
-  /** int vsnprintf(char *str, size_t size, const char *format, va_list ap): va_list is
-   *  passed as a pointer on x86-64 and arm64 alike, so libbpf's `ap` is forwarded as is. */
-  vsnprintf: {
-    parameters: [
-      "buffer", // char *str
-      "usize", // size_t size
-      "pointer", // const char *format
-      "pointer", // va_list ap
-    ],
-    result: "i32",
-  },
-  /** int open(const char *pathname, int flags): a cgroup directory fd for attach */
-  open: {
-    parameters: [
-      "buffer", // const char *pathname (NUL-terminated)
-      "i32", // int flags
-    ],
-    result: "i32",
-  },
-  /** int close(int fd) */
-  close: {
-    parameters: ["i32"], // int fd
-    result: "i32",
-  },
-} as const;
-
-export const O_RDONLY = 0;
-export const O_DIRECTORY = 0o200000;
-export const O_CLOEXEC = 0o2000000;
-
 /** enum libbpf_print_level */
 const LIBBPF_WARN = 0;
 const LIBBPF_DEBUG = 2;
@@ -283,7 +253,7 @@ export class LibbpfError extends BackendError {
 }
 
 type Libbpf = Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"];
-type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+type Libc = ReturnType<typeof libcSymbols>;
 
 let libbpf: Libbpf | null = null;
 let libc: Libc | null = null;
@@ -333,7 +303,12 @@ let printCallback: Deno.UnsafeCallback<typeof PRINT_FN> | null = null;
 /** The libbpf symbols, loaded once; the print hook is installed on first use. */
 export function lib(): Libbpf {
   if (libbpf) return libbpf;
-  const c = openLibrary("libc.so.6", LIBC_SYMBOLS, "is this a glibc system?").symbols;
+  let c: Libc;
+  try {
+    c = libcSymbols();
+  } catch (cause) {
+    throw new BackendError(`Cannot load "libc.so.6": is this a glibc system?`, { cause });
+  }
   const b = openLibrary(
     "libbpf.so.1",
     LIBBPF_SYMBOLS,
@@ -344,11 +319,6 @@ export function lib(): Libbpf {
   b.libbpf_set_print(printCallback.pointer);
   libbpf = b;
   return b;
-}
-
-export function libcSymbols(): Libc {
-  lib();
-  return libc!;
 }
 
 /** What libbpf logged since the last call that `check`/`checkPointer` saw succeed. */
@@ -524,7 +494,7 @@ export function cString(s: string): Uint8Array<ArrayBuffer> {
 
 /** Opens a directory read-only for bpf_program__attach_cgroup; close it with `closeFd`. */
 export function openDirectory(path: string): number {
-  const fd = libcSymbols().open(cString(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const fd = libcSymbols().open(cString(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) {
     const errno = -Number(lib().libbpf_get_error(null));
     throw new BackendError(
