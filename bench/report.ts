@@ -53,7 +53,7 @@ out.push(
     "interleaved and reported as medians with min..max, and single figures move by several " +
     "percent from run to run.",
   "",
-  "Reproduce: `sudo make bench` (full, about 27 minutes: 15 of them the footprint warm-up and window) or " +
+  "Reproduce: `sudo make bench` (full, about 31 minutes: 15 of them the footprint warm-up and window) or " +
     "`sudo BENCH_QUICK=1 make bench` (under 5 minutes, rough). Root is needed: the benches " +
     "create network namespaces, cgroups, BPF programs and firewall rules, and remove them " +
     "again. Missing comparison tools (iperf3, nethogs, iftop, ethtool, bpftool) are installed " +
