@@ -57,6 +57,8 @@ const UDP_SIZE = 1200;
 const RECREATES = envNum("SOAK_RECREATES", Math.max(4, Math.round(20 * DURATION_S / 60)));
 const KILLS = envNum("SOAK_KILLS", Math.max(1, Math.round(5 * DURATION_S / 60)));
 const INTERVAL_S = 0.5;
+/** Lateness of a sample under the flood that is scheduling, not a missed interval. */
+const GAP_JITTER_S = 0.05;
 const STOP_GRACE_MS = Number(Deno.env.get("SOAK_STOP_GRACE_MS") ?? 100);
 const TOLERANCE = 0.02;
 const SERVICE = "server";
@@ -393,9 +395,13 @@ async function soak(backend: string): Promise<void> {
 
     assertEquals(seen.invalid, 0, `reader saw invalid counters.json (${seen.firstInvalid})`);
     assertEquals(seen.decreases, [], "totals went down in a sample the reader saw");
+    // At most one sample missed in a row (a fault may cost one), give or take scheduling
+    // jitter: with the flood on two vCPUs a sample's timestamp lands a few ms late (a CI run
+    // saw 1.005 s), which is not a second missed sample.
+    const gapLimit = 2 * INTERVAL_S + GAP_JITTER_S;
     assert(
-      maxGap <= 2 * INTERVAL_S,
-      `a gap of ${maxGap.toFixed(3)} s between samples of one run (limit ${2 * INTERVAL_S} s)`,
+      maxGap <= gapLimit,
+      `a gap of ${maxGap.toFixed(3)} s between samples of one run (limit ${gapLimit} s)`,
     );
     for (const d of ["rx", "tx"] as const) {
       assert(expected[d] > 50e6, `${d}: only ${expected[d]} B on the wire; the load did not run`);
