@@ -11,7 +11,16 @@
  */
 
 import { BackendError } from "./backend.ts";
-import { libc as libcSymbols, O_CLOEXEC, O_DIRECTORY, O_RDONLY } from "../lib/libc.ts";
+import {
+  cString,
+  errno as lastErrno,
+  libc as libcSymbols,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_RDONLY,
+} from "../lib/libc.ts";
+
+export { cString };
 
 const LIBBPF_SYMBOLS = {
   /** struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
@@ -484,19 +493,11 @@ export function closeLinksAndObject(
   return errors;
 }
 
-/** A NUL-terminated C string. */
-export function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new TextEncoder().encode(s);
-  const out = new Uint8Array(bytes.length + 1);
-  out.set(bytes);
-  return out;
-}
-
 /** Opens a directory read-only for bpf_program__attach_cgroup; close it with `closeFd`. */
 export function openDirectory(path: string): number {
   const fd = libcSymbols().open(cString(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) {
-    const errno = -Number(lib().libbpf_get_error(null));
+    const errno = lastErrno();
     throw new BackendError(
       `Cannot open cgroup directory "${path}": ${errnoName(errno)} (${strerror(errno)})`,
     );

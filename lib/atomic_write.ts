@@ -9,7 +9,7 @@
 
 import {
   check,
-  cPath,
+  cString,
   errno,
   libc,
   O_CLOEXEC,
@@ -37,7 +37,7 @@ export function writeFileAtomic(path: string, data: string, opts: AtomicWriteOpt
   const dir = slash > 0 ? path.slice(0, slash) : "/";
   const base = path.slice(slash + 1);
   const tmp = `${dir}/.${base}.${Deno.pid}.${sequence++}.tmp`;
-  const tmpC = cPath(tmp);
+  const tmpC = cString(tmp);
   // O_EXCL fails on an existing path, symlinks included: nothing is written through one.
   const fd = c.open(tmpC, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, opts.mode);
   check(fd, `open '${tmp}'`);
@@ -59,7 +59,7 @@ export function writeFileAtomic(path: string, data: string, opts: AtomicWriteOpt
     } finally {
       c.close(fd);
     }
-    if (c.rename(tmpC, cPath(path)) !== 0) throw osError(errno(), `rename '${tmp}' -> '${path}'`);
+    if (c.rename(tmpC, cString(path)) !== 0) throw osError(errno(), `rename '${tmp}' -> '${path}'`);
   } catch (e) {
     c.unlink(tmpC); // already gone is fine
     throw e;

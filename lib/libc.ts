@@ -62,9 +62,9 @@ export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
 
 const encoder = new TextEncoder();
 
-/** A path as the NUL-terminated bytes C wants. */
-export function cPath(path: string): Uint8Array<ArrayBuffer> {
-  return encoder.encode(path + "\0");
+/** A string (a path, a name) as the NUL-terminated bytes C wants. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  return encoder.encode(s + "\0");
 }
 
 /** errno of the last failed call on this thread; read it before any other libc call. */
@@ -117,7 +117,7 @@ const statxView = new DataView(statxBuf.buffer);
  */
 export function pathInfo(path: string, followSymlinks = true): PathInfo | null {
   const flags = followSymlinks ? 0 : AT_SYMLINK_NOFOLLOW;
-  if (libc().statx(AT_FDCWD, cPath(path), flags, STATX_TYPE | STATX_INO, statxBuf) !== 0) {
+  if (libc().statx(AT_FDCWD, cString(path), flags, STATX_TYPE | STATX_INO, statxBuf) !== 0) {
     const e = errno();
     if (e === ENOENT || e === ENOTDIR) return null;
     throw osError(e, `statx '${path}'`);

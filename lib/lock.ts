@@ -6,7 +6,7 @@
  */
 
 import {
-  cPath,
+  cString,
   libc,
   LOCK_EX,
   LOCK_NB,
@@ -35,7 +35,7 @@ function inodeAt(path: string): bigint | null {
 export function acquireLock(path: string): Lock {
   const c = libc();
   const fd = c.open(
-    cPath(path),
+    cString(path),
     O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
     0o600,
   );
