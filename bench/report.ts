@@ -82,6 +82,23 @@ if (tp) {
       `\`${tp.monitors.nethogs}\`, iftop as \`${tp.monitors.iftop}\`, in the client namespace.`,
     "",
   );
+  if (tp.capture_method) {
+    out.push(
+      "Each round runs every configuration once, in the listed order in even rounds and " +
+        "reversed in odd ones; *paired ratio* is the median over rounds of a configuration's " +
+        "Gbit/s divided by the same round's *none* (min..max over rounds), which the VM's " +
+        "drift moves far less than *ratio to none* (median over median, kept for comparison). " +
+        "*kernel capture %* is what nethogs' and iftop's packet capture costs in the kernel, " +
+        "charged to other processes (the receive softirq, the sender): samples of " +
+        "`perf record -e cpu-clock -a -g` at 10 kHz during their runs whose kernel call chain " +
+        "holds tpacket_rcv, packet_rcv or dev_queue_xmit_nit (the clone of outgoing packets), " +
+        "% of one core; *ns/packet* divides it by the packets crossing the veth. Sampling " +
+        "counts the whole capture path but is statistical (error about 1/sqrt(samples)); " +
+        "fentry/fexit timing was the plan, but this testbed's kernel refuses fentry programs " +
+        "(EPERM).",
+      "",
+    );
+  }
   for (const [rate, block] of Object.entries(tp.rates as Record<string, Json>)) {
     out.push(
       `### ${rate === "max" ? "Highest rate the machine sustains" : `iperf3 -b ${rate}`}`,
@@ -94,7 +111,9 @@ if (tp) {
         "min..max",
         "ratio to none",
         "loss",
+        ...(tp.capture_method ? ["paired ratio (min..max)", "paired loss"] : []),
         "own CPU %",
+        ...(tp.capture_method ? ["kernel capture %", "ns/packet"] : []),
         "machine CPU %",
         "Δ machine vs none",
       ],
@@ -104,7 +123,21 @@ if (tp) {
         `${c.min_gbps.toFixed(2)}..${c.max_gbps.toFixed(2)}`,
         c.ratio.toFixed(3),
         `${c.loss_pct.toFixed(1)}%`,
+        ...(tp.capture_method
+          ? [
+            `${c.paired_ratio.toFixed(3)} (${c.paired_ratio_min.toFixed(3)}..${
+              c.paired_ratio_max.toFixed(3)
+            })`,
+            `${c.paired_loss_pct.toFixed(1)}%`,
+          ]
+          : []),
         c.monitor_cpu_pct_median === null ? "-" : c.monitor_cpu_pct_median.toFixed(2),
+        ...(tp.capture_method
+          ? [
+            c.capture_kernel_pct_median === null ? "-" : c.capture_kernel_pct_median.toFixed(3),
+            c.capture_ns_per_packet_median === null ? "-" : String(c.capture_ns_per_packet_median),
+          ]
+          : []),
         c.system_cpu_pct_median.toFixed(1),
         c.name === "none" ? "" : c.extra_system_cpu_pct.toFixed(1),
       ]),
