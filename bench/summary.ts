@@ -223,7 +223,8 @@ export function summarize(r: Json): TargetRow[] {
       if (!ours || ours.monitor_cpu_pct_median === null) continue;
       const r = nethogsRatio(nh, ours, tcp, rate === "1 Gbit/s" ? 1 : ours.median_gbps);
       add(
-        `>= 20x less CPU than nethogs at ${rate} (run every ${interval}; process + kernel)`,
+        `>= 20x less CPU than nethogs at ${rate} (run every ${interval}` +
+          (nh.capture_kernel_pct_median == null ? ")" : "; process + kernel)"),
         r.measured,
         r.ratio !== null && r.ratio >= 20,
         r.note,
