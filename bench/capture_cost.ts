@@ -22,6 +22,8 @@
  *   and prints the capture cost, e.g. to check the figures by hand beside a running nethogs)
  */
 
+import { ensurePackages } from "./tools.ts";
+
 /** Sampling period: cpu-clock ns between samples on each core (10 kHz). */
 export const PERIOD_NS = 100_000;
 
@@ -257,38 +259,13 @@ export async function startSampler(dir: string): Promise<Sampler> {
   };
 }
 
-/**
- * Installs perf (Debian: linux-perf) when missing; returns the packages it installed.
- * bench/tools.ts's table does not know perf yet, hence this one here.
- */
-export async function ensurePerf(): Promise<string[]> {
-  const have = await new Deno.Command("sh", {
-    args: ["-c", "command -v perf >/dev/null 2>&1"],
-  }).output();
-  if (have.success) return [];
-  console.error("bench: installing missing Debian packages: linux-perf");
-  const out = await new Deno.Command("apt-get", {
-    args: ["install", "-y", "-qq", "--no-install-recommends", "linux-perf"],
-    env: { DEBIAN_FRONTEND: "noninteractive" },
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `apt-get install linux-perf failed: ${new TextDecoder().decode(out.stderr).trim()}; ` +
-        `install it (sudo apt-get install linux-perf) and run the bench again`,
-    );
-  }
-  return ["linux-perf"];
-}
-
 async function main(): Promise<void> {
   const seconds = Number(Deno.args[0] ?? "");
   if (!(seconds > 0) || Deno.args.length !== 1) {
     console.error("usage: deno run -A bench/capture_cost.ts SECONDS");
     Deno.exit(2);
   }
-  await ensurePerf();
+  await ensurePackages(["perf"]);
   const dir = await Deno.makeTempDir({ prefix: "stb-netacct-capture-" });
   try {
     const sampler = await startSampler(dir);

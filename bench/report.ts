@@ -56,7 +56,7 @@ out.push(
   "Reproduce: `sudo make bench` (full, about 31 minutes: 15 of them the footprint warm-up and window) or " +
     "`sudo BENCH_QUICK=1 make bench` (under 5 minutes, rough). Root is needed: the benches " +
     "create network namespaces, cgroups, BPF programs and firewall rules, and remove them " +
-    "again. Missing comparison tools (iperf3, nethogs, iftop, ethtool, bpftool) are installed " +
+    "again. Missing comparison tools (iperf3, nethogs, iftop, ethtool, bpftool, perf) are installed " +
     "with apt-get by the bench.",
   "",
   "## Targets",

@@ -45,7 +45,6 @@ import { endProcess } from "../tests/harness/exec.ts";
 import {
   type CaptureFigures,
   captureFigures,
-  ensurePerf,
   linkStats,
   PERIOD_NS,
   type Sampler,
@@ -805,8 +804,12 @@ async function main(): Promise<void> {
     console.error("throughput: run as root (netns, cgroups and the backends need it)");
     Deno.exit(1);
   }
-  const installed = await ensurePackages(["iperf3", ...monitors]);
-  if (monitors.length) installed.push(...await ensurePerf());
+  // perf samples the monitors' kernel capture path.
+  const installed = await ensurePackages([
+    "iperf3",
+    ...monitors,
+    ...(monitors.length ? ["perf"] : []),
+  ]);
   const { lab, cleanup } = await makeLab();
   // perf's data (~5 MB/s at the highest rate), one run at a time, on a tmpfs of its own.
   let sampleDir: string | null = null;

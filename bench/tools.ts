@@ -12,6 +12,7 @@ const PACKAGES: Record<string, string> = {
   iftop: "iftop",
   ethtool: "ethtool",
   bpftool: "bpftool",
+  perf: "linux-perf",
 };
 
 async function have(command: string): Promise<boolean> {
