@@ -35,6 +35,7 @@ import { MAX_DESTINATIONS } from "../lib/contract.ts";
 import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
+import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
@@ -49,6 +50,11 @@ import {
 } from "./state.ts";
 
 export const AUTO = "auto";
+/**
+ * Service cgroups are looked up when the watch reports a change, and at least this often:
+ * a safety net for what a watch can miss (a full inotify queue).
+ */
+const TARGETS_POLL_MS = 10_000;
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 type BackendChoice = typeof BACKEND_CHOICES[number];
 
@@ -283,6 +289,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   let backend: Backend | null = null;
   let sinks: Sink[] = [];
   let events: EventsRuntime | null = null;
+  let targetsWatch: CgroupWatch | null = null;
   try {
     const lockPaths = [
       `${outDir}/.${opts.output.slice(outDir.length + 1)}.lock`,
@@ -315,6 +322,12 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     }
     const startedAt = Math.round(Date.now()) / 1000;
     const resetRequest = resetRequestPath(opts.statePath);
+    targetsWatch = new CgroupWatch(
+      mount,
+      Object.values(config.services),
+      () => wake?.(),
+      log,
+    );
     let targets = currentTargets(mount, config);
     const started = await startBackend(opts.backend, targets, opts, mount);
     backend = started.backend;
@@ -402,40 +415,48 @@ export async function runSampler(opts: RunOptions): Promise<void> {
 
     const intervalMs = opts.intervalS * 1000;
     let next = performance.now();
+    let nextPoll = next + TARGETS_POLL_MS;
     while (!stopping) {
-      const fresh = currentTargets(mount, config);
-      const changes = describeChanges(targets, fresh);
-      if (changes.length > 0) {
-        for (const c of changes) log(c);
-        await backend.retarget(fresh);
-        events?.retarget(fresh);
+      if (targetsWatch.takeChanged() || performance.now() >= nextPoll) {
+        nextPoll = performance.now() + TARGETS_POLL_MS;
+        const fresh = currentTargets(mount, config);
+        const changes = describeChanges(targets, fresh);
+        if (changes.length > 0) {
+          for (const c of changes) log(c);
+          await backend.retarget(fresh);
+          events?.retarget(fresh);
+        }
+        targets = fresh;
       }
-      targets = fresh;
-      try {
-        await sampleAndPublish();
-      } catch (e) {
-        if (e instanceof BackendError) throw e;
-        // A vanished output directory (someone cleaned /run) is recreated, not fatal.
-        log(`cannot publish ${opts.output}: ${(e as Error).message}; recreating its directory`);
-        savedStateKey = -1; // the state file may have gone with its directory
+      // A timer may fire a fraction of a millisecond early; that is not a reason to wake again.
+      if (performance.now() >= next - 1) {
         try {
-          prepareOutputDir(outDir);
-          prepareOutputDir(stateDir, stateDirMode);
-          relock();
-          // Publish now rather than a whole interval late: readers judge staleness by gaps.
           await sampleAndPublish();
         } catch (e) {
-          // Another run took the recreated lock: two samplers must never both publish.
-          if (e instanceof LockHeldError) throw new BackendError(e.message, { cause: e });
           if (e instanceof BackendError) throw e;
-          /* otherwise retried, and reported, on the next interval */
+          // A vanished output directory (someone cleaned /run) is recreated, not fatal.
+          log(`cannot publish ${opts.output}: ${(e as Error).message}; recreating its directory`);
+          savedStateKey = -1; // the state file may have gone with its directory
+          try {
+            prepareOutputDir(outDir);
+            prepareOutputDir(stateDir, stateDirMode);
+            relock();
+            // Publish now rather than a whole interval late: readers judge staleness by gaps.
+            await sampleAndPublish();
+          } catch (e) {
+            // Another run took the recreated lock: two samplers must never both publish.
+            if (e instanceof LockHeldError) throw new BackendError(e.message, { cause: e });
+            if (e instanceof BackendError) throw e;
+            /* otherwise retried, and reported, on the next interval */
+          }
         }
+        next += intervalMs;
+        const now = performance.now();
+        if (next < now) next = now; // overslept (suspend, load): do not burst to catch up
       }
-      next += intervalMs;
-      const now = performance.now();
-      if (next < now) next = now; // overslept (suspend, load): do not burst to catch up
+      // Woken early by a signal, or by a service cgroup change to retarget at once.
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, next - now);
+        const timer = setTimeout(resolve, Math.max(0, next - performance.now()));
         wake = () => {
           clearTimeout(timer);
           resolve();
@@ -459,6 +480,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     try {
       await backend?.stop();
     } finally {
+      targetsWatch?.close();
       for (const l of locks.reverse()) l.release();
       for (const s of signals) Deno.removeSignalListener(s, onSignal);
     }
