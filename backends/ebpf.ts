@@ -103,10 +103,24 @@ class DestBuffers {
 
 const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 
-/** Reused every read: one key and one value buffer per counter slot. */
-interface SlotBuffers {
-  key: Uint8Array<ArrayBuffer>;
-  value: Uint8Array<ArrayBuffer>;
+/**
+ * Reused by every read of `counters`: the slots of all services (contiguous from 0, see
+ * counterSlot) in one batch syscall rather than one lookup per service and direction.
+ */
+class CounterBuffers {
+  readonly keys: Uint8Array<ArrayBuffer>;
+  readonly values: Uint8Array<ArrayBuffer>;
+  readonly outBatch = new Uint8Array(4);
+  readonly count = new Uint8Array(4);
+  constructor(readonly slots: number, readonly cpus: number) {
+    this.keys = new Uint8Array(slots * 4);
+    this.values = new Uint8Array(slots * cpus * COUNTER_SIZE);
+  }
+  /** The per-CPU structs of one slot. */
+  slot(index: number): Uint8Array<ArrayBuffer> {
+    const size = this.cpus * COUNTER_SIZE;
+    return this.values.subarray(index * size, (index + 1) * size);
+  }
 }
 
 export class EbpfBackend implements Backend {
@@ -127,7 +141,7 @@ export class EbpfBackend implements Backend {
   #levelOffset = 0;
   /** The config slot packets read now (the value of the `active` map). */
   #active = 0;
-  #slots: SlotBuffers[][] = [];
+  #counterBuffers: CounterBuffers | null = null;
   #gsoCorrection = false;
   #dests: DestBuffers | null = null;
   #log: (message: string) => void = () => {};
@@ -224,12 +238,33 @@ export class EbpfBackend implements Backend {
     const maps = this.#maps;
     if (!maps) throw new BackendError("The ebpf backend is not started");
     const b = lib();
+    const slots = this.#index.size * 2;
+    if (this.#counterBuffers?.slots !== slots) {
+      this.#counterBuffers = new CounterBuffers(slots, this.#cpus);
+    }
+    const buf = this.#counterBuffers;
+    const count = new DataView(buf.count.buffer);
+    count.setUint32(0, slots, true);
+    const rc = b.bpf_map_lookup_batch(
+      maps.counters,
+      null,
+      buf.outBatch,
+      buf.keys,
+      buf.values,
+      buf.count,
+      null,
+    );
+    // ENOENT only says the batch reached the end of the array.
+    if (rc !== -2) check("Reading the counters map", rc);
+    if (count.getUint32(0, true) !== slots) {
+      throw new BackendError(
+        `Reading the counters map returned ${count.getUint32(0, true)} of ${slots} slots`,
+      );
+    }
     const sample: CounterSample = {};
     for (const [name, index] of this.#index) {
-      const [rx, tx] = this.#slots[index].map(({ key, value }) => {
-        check(`Reading counters of "${name}"`, b.bpf_map_lookup_elem(maps.counters, key, value));
-        return sumPerCpu(value, this.#cpus);
-      });
+      const rx = sumPerCpu(buf.slot(counterSlot(index, DIR_RX)), this.#cpus);
+      const tx = sumPerCpu(buf.slot(counterSlot(index, DIR_TX)), this.#cpus);
       sample[name] = {
         rxBytes: rx.bytes,
         txBytes: tx.bytes,
@@ -308,7 +343,7 @@ export class EbpfBackend implements Backend {
     this.#paths.clear();
     this.#levels = [];
     this.#levelOffset = 0;
-    this.#slots = [];
+    this.#counterBuffers = null;
     this.#dests = null;
     await Promise.resolve();
     if (errors.length > 0) {
@@ -329,10 +364,6 @@ export class EbpfBackend implements Backend {
       }
       const index = this.#index.size;
       this.#index.set(t.name, index);
-      this.#slots[index] = [DIR_RX, DIR_TX].map((dir) => ({
-        key: encodeU32(counterSlot(index, dir)),
-        value: new Uint8Array(COUNTER_SIZE * this.#cpus),
-      }));
     }
     this.#levels = targetLevels(this.#paths.values(), "the ebpf backend");
   }
