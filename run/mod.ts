@@ -55,6 +55,13 @@ export const AUTO = "auto";
  * a safety net for what a watch can miss (a full inotify queue).
  */
 const TARGETS_POLL_MS = 10_000;
+/** How `reset` tells a running sampler to look for its request file. */
+export const RESET_SIGNAL: Deno.Signal = "SIGUSR1";
+/**
+ * Without the signal (it could not be sent) the request is still found this often, well
+ * within `reset`'s default 5 s wait.
+ */
+const RESET_POLL_MS = 2_000;
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 type BackendChoice = typeof BACKEND_CHOICES[number];
 
@@ -283,6 +290,13 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) Deno.addSignalListener(s, onSignal);
+  // `reset` drops its request file and then sends SIGUSR1: the file is looked for at once
+  // rather than every interval.
+  let resetSignalled = false;
+  const onResetSignal = () => {
+    resetSignalled = true;
+  };
+  Deno.addSignalListener(RESET_SIGNAL, onResetSignal);
 
   const names = Object.keys(config.services);
   const locks: Lock[] = [];
@@ -359,10 +373,14 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     const sinkFailures = new Map<string, string>();
 
     let savedStateKey = -1;
+    let nextResetPoll = 0;
     const sampleAndPublish = async () => {
       const sampleStart = performance.now();
       totals.add(await backend!.read());
-      if (existsFile(resetRequest)) {
+      const resetDue = resetSignalled || sampleStart >= nextResetPoll;
+      resetSignalled = false;
+      if (resetDue) nextResetPoll = sampleStart + RESET_POLL_MS;
+      if (resetDue && existsFile(resetRequest)) {
         totals.reset();
         Deno.removeSync(resetRequest);
         log("totals reset on request");
@@ -482,6 +500,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     } finally {
       targetsWatch?.close();
       for (const l of locks.reverse()) l.release();
+      Deno.removeSignalListener(RESET_SIGNAL, onResetSignal);
       for (const s of signals) Deno.removeSignalListener(s, onSignal);
     }
   }

@@ -1,14 +1,15 @@
 /**
  * `stb-netacct reset`: zero the totals on purpose. A running sampler owns the totals in
- * memory, so it is asked (a request file it consumes on its next tick); with no sampler
+ * memory, so it is asked: a request file, and SIGUSR1 to the lock's holder so the request
+ * is consumed on the very next sample (unsignalled, within 2 s); with no sampler
  * running, the saved state is removed directly.
  */
 
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { DEFAULT_OUTPUT } from "../lib/config.ts";
-import { acquireLock, LockHeldError } from "../lib/lock.ts";
+import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
 import { resetRequestPath } from "./state.ts";
-import { defaultStatePath } from "./mod.ts";
+import { defaultStatePath, RESET_SIGNAL } from "./mod.ts";
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
 function parseTimeout(value: string): number {
@@ -36,6 +37,18 @@ export function resetCommand() {
     });
 }
 
+/**
+ * Tells the sampler holding the lock to look for the request now. Best effort: a sampler
+ * that misses the signal still finds the request within seconds.
+ */
+function signalHolder(lockPath: string): void {
+  const pid = lockHolder(lockPath);
+  if (pid === null || pid === Deno.pid) return;
+  try {
+    Deno.kill(pid, RESET_SIGNAL);
+  } catch { /* gone meanwhile */ }
+}
+
 export async function resetTotals(
   statePath: string,
   timeoutS: number,
@@ -58,6 +71,7 @@ export async function resetTotals(
     if (!(e instanceof LockHeldError)) throw e;
     const request = resetRequestPath(statePath);
     Deno.writeTextFileSync(request, `${Date.now()}\n`, { mode: 0o600 });
+    signalHolder(`${statePath}.lock`);
     const deadline = Date.now() + timeoutS * 1000;
     while (Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
