@@ -20,6 +20,7 @@ import {
   bpfRootAttachments,
   type Bytes,
   countedDelta,
+  CT_MARKS,
   EXTERNAL_REMOTES,
   flowsTo,
   graphOnce,
@@ -52,11 +53,6 @@ const CROSS_TOLERANCE = 0.01;
 const SMALL = { tcpUp: 1_000_000, tcpDown: 1_000_000, udpCount: 200, udpSize: 1000 };
 const EXTERNAL_FLOWS = EXTERNAL_REMOTES.flatMap((r) => flowsTo(r));
 const INTERNAL_FLOWS = INTERNAL_REMOTES.flatMap((r) => flowsTo(r, SMALL));
-/** Non-overlapping ct mark bits, so nft and iptables can count the same flows side by side. */
-const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
-  nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
-  iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
-};
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const NOBODY_UID = Number((await output(["id", "-u", "nobody"])).trim());

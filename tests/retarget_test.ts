@@ -12,6 +12,7 @@ import {
   assert,
   assertBytesWithin,
   countedDelta,
+  CT_MARKS,
   EXTERNAL_REMOTES,
   flowsTo,
   type LayoutName,
@@ -24,11 +25,6 @@ import {
 const INTERVAL_S = 5;
 const TOLERANCE = 0.02;
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
-/** Non-overlapping ct mark bits, as in the other end-to-end tests. */
-const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
-  nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
-  iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
-};
 
 async function restartCountsAtOnce(backend: string, layout: LayoutName): Promise<void> {
   const env = await TestEnv.open(layout);

@@ -22,6 +22,7 @@ import {
   assertEquals,
   type BpfAttachment,
   bpfRootAttachments,
+  CT_MARKS,
   DENO,
   l3Delta,
   leftovers,
@@ -67,10 +68,6 @@ const MOUNT = findCgroup2Mount().mountPoint;
 const BPF_BASELINE: BpfAttachment[] = await bpfRootAttachments(MOUNT);
 const SOAK_DIR = new URL("./soak/", import.meta.url).pathname;
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
-const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
-  nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
-  iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
-};
 const CLK_TCK = 100;
 const MIB = 1024 * 1024;
 

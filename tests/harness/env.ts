@@ -98,3 +98,12 @@ export class TestEnv {
     if (errors.length) throw new AggregateError(errors, "test environment teardown failed");
   }
 }
+
+/**
+ * Config ct mark bits per firewall backend, not overlapping, so nft and iptables can count the
+ * same flows side by side.
+ */
+export const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
+  nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
+  iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
+};
