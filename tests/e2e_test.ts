@@ -20,7 +20,6 @@ import {
   bpfRootAttachments,
   type Bytes,
   countedDelta,
-  CT_MARKS,
   EXTERNAL_REMOTES,
   flowsTo,
   graphOnce,
@@ -60,19 +59,8 @@ const NOBODY_UID = Number((await output(["id", "-u", "nobody"])).trim());
 /** A scratch directory for config, counters.json and state; removed by `close`. */
 async function scratch(env: TestEnv) {
   const dir = await Deno.makeTempDir({ prefix: "stb-e2e-" });
-  const writeConfig = async (name: string, backend: string) => {
-    const path = `${dir}/${name}.json`;
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        services: env.cgroups.configServices(),
-        owner: "nobody",
-        interval_s: 0.5,
-        ...(CT_MARKS[backend] ?? {}),
-      }),
-    );
-    return path;
-  };
+  const writeConfig = (name: string, backend: string) =>
+    env.writeRunConfig(`${dir}/${name}.json`, backend, { owner: "nobody", interval_s: 0.5 });
   return { dir, writeConfig, close: () => Deno.remove(dir, { recursive: true }) };
 }
 

@@ -12,7 +12,6 @@ import {
   assert,
   assertBytesWithin,
   countedDelta,
-  CT_MARKS,
   EXTERNAL_REMOTES,
   flowsTo,
   type LayoutName,
@@ -32,15 +31,9 @@ async function restartCountsAtOnce(backend: string, layout: LayoutName): Promise
   let cli: RunningCli | null = null;
   try {
     env.cgroups.create("server");
-    const config = `${dir}/config.json`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({
-        services: env.cgroups.configServices(),
-        interval_s: INTERVAL_S,
-        ...(CT_MARKS[backend] ?? {}),
-      }),
-    );
+    const config = await env.writeRunConfig(`${dir}/config.json`, backend, {
+      interval_s: INTERVAL_S,
+    });
     cli = await startRun(env.layout, env.clientNetns, {
       backend,
       config,

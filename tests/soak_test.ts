@@ -22,7 +22,6 @@ import {
   assertEquals,
   type BpfAttachment,
   bpfRootAttachments,
-  CT_MARKS,
   DENO,
   l3Delta,
   leftovers,
@@ -179,15 +178,9 @@ async function soak(backend: string): Promise<void> {
   let sampling = true;
   try {
     for (const s of ["host-agent", SERVICE, "shell"]) env.cgroups.create(s);
-    const config = `${dir}/config.json`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({
-        services: env.cgroups.configServices(),
-        interval_s: INTERVAL_S,
-        ...(CT_MARKS[backend] ?? {}),
-      }),
-    );
+    const config = await env.writeRunConfig(`${dir}/config.json`, backend, {
+      interval_s: INTERVAL_S,
+    });
     const options = { backend, config, output: `${outDir}/counters.json`, interval: INTERVAL_S };
     cli = await startRun(env.layout, env.clientNetns, options);
     const track = (pid: number) => instances.push({ pid, points: [] });

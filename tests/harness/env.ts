@@ -43,6 +43,26 @@ export class TestEnv {
   #peers: Peer[] = [];
   #cleanups: (() => Promise<void>)[] = [];
 
+  /**
+   * Writes a `run` config for this env's services to `path`: `backend`'s ct mark bits (the
+   * firewall backends) and `extra` settings, e.g. `{ interval_s: 5 }`. Returns `path`.
+   */
+  async writeRunConfig(
+    path: string,
+    backend: string,
+    extra: Record<string, unknown> = {},
+  ): Promise<string> {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        services: this.cgroups.configServices(),
+        ...extra,
+        ...(CT_MARKS[backend] ?? {}),
+      }),
+    );
+    return path;
+  }
+
   static async open(layoutName: LayoutName): Promise<TestEnv> {
     const env = new TestEnv();
     try {
@@ -103,7 +123,7 @@ export class TestEnv {
  * Config ct mark bits per firewall backend, not overlapping, so nft and iptables can count the
  * same flows side by side.
  */
-export const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
+const CT_MARKS: Record<string, { ct_mark: string; ct_mask: string }> = {
   nft: { ct_mark: "0x00510000", ct_mask: "0x00ff0000" },
   iptables: { ct_mark: "0x5a000000", ct_mask: "0xff000000" },
 };
