@@ -24,6 +24,18 @@ export const PEER = {
 };
 export const PORT = 5000;
 
+/** Largest TCP segment payload at MTU 1500 (IPv4 with timestamps): what one retransmit adds. */
+export const MSS = 1448;
+
+/** RetransSegs from a netns's /proc/net/snmp: the "Tcp:" names line, then its values line. */
+export function parseRetransSegs(snmp: string): number {
+  const [names, values] = snmp.split("\n").filter((l) => l.startsWith("Tcp:"))
+    .map((l) => l.split(/\s+/));
+  const at = names?.indexOf("RetransSegs") ?? -1;
+  if (at < 0 || !values) throw new Error(`No Tcp RetransSegs in /proc/net/snmp: ${snmp}`);
+  return Number(values[at]);
+}
+
 /** Runs a command, returns stdout; throws with its stderr on failure. */
 export async function sh(cmd: string, args: string[], stdin?: string): Promise<string> {
   const child = new Deno.Command(cmd, {
@@ -196,12 +208,8 @@ export class Lab {
    * on a busy veth backlog make the count exceed the payload by that much.
    */
   async retransmits(): Promise<{ client: number; peer: number }> {
-    const get = async (ns: string) => {
-      const lines = (await this.inNs(ns, "cat", ["/proc/net/snmp"])).split("\n")
-        .filter((l) => l.startsWith("Tcp:"));
-      const [names, values] = lines.map((l) => l.split(/\s+/));
-      return Number(values[names.indexOf("RetransSegs")]);
-    };
+    const get = async (ns: string) =>
+      parseRetransSegs(await this.inNs(ns, "cat", ["/proc/net/snmp"]));
     return { client: await get(this.clientNs), peer: await get(this.peerNs) };
   }
 

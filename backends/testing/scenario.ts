@@ -6,7 +6,7 @@
  * totals; conntrack mark bits outside our mask survive; stop twice leaves nothing.
  */
 
-import { Lab, PEER, PORT } from "./lab.ts";
+import { Lab, MSS, PEER, PORT } from "./lab.ts";
 import type { CounterSample } from "../backend.ts";
 import { DEFAULT_EXCLUDE } from "../../lib/cidr.ts";
 
@@ -35,8 +35,6 @@ function assert(cond: boolean, message: string): asserts cond {
 
 /** L3 header bytes per counted skb with TCP timestamps: IPv4 20+32, IPv6 40+32. */
 const HDR4 = 52, HDR6 = 72;
-/** Largest TCP segment payload at MTU 1500 (IPv4 with timestamps). */
-const MSS = 1448;
 
 /**
  * Kernel counters hold L3 bytes: the payload plus one IP+TCP header per skb (a GSO
