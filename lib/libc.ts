@@ -41,12 +41,36 @@ const SYMBOLS = {
   // va_list is passed as a pointer on x86-64 and arm64 alike, so a va_list libbpf hands its
   // print callback is forwarded as is (backends/libbpf.ts).
   vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
+  // ssize_t read(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */)
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // int epoll_create1(int flags /* i32 */)
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  // int epoll_ctl(int epfd /* i32 */, int op /* i32 */, int fd /* i32 */,
+  //               struct epoll_event *event /* 12-byte packed buffer on x86-64 */)
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  // int epoll_wait(int epfd /* i32 */, struct epoll_event *events /* buffer */,
+  //                int maxevents /* i32 */, int timeout_ms /* i32 */)
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  // The same call on a Deno worker thread, for waiting with the event loop running.
+  epoll_wait_async: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // int eventfd(unsigned int initval /* u32 */, int flags /* i32 */)
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  // int inotify_init1(int flags /* i32 */)
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  // int inotify_add_watch(int fd /* i32 */, const char *path /* buffer */, uint32_t mask /* u32 */)
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
 } as const;
 
 export const O_RDONLY = 0, O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
 export const O_DIRECTORY = 0o200000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
 export const LOCK_EX = 2, LOCK_NB = 4;
 export const CLOCK_MONOTONIC = 1;
+export const EAGAIN = 11, EINTR = 4;
 const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
 const STATX_TYPE = 0x1, STATX_INO = 0x100;
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
