@@ -261,6 +261,7 @@ export function listenSink(
   return {
     name: `prometheus listener ${shown}:${port}`,
     port,
+    servesBetweenSamples: true,
     publish({ counters, sampleDurationS }) {
       body = renderMetrics(counters, { version, sampleDurationS });
     },

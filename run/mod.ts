@@ -36,6 +36,7 @@ import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
+import { Sleeper } from "../lib/sleeper.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
@@ -62,6 +63,12 @@ export const RESET_SIGNAL: Deno.Signal = "SIGUSR1";
  * within `reset`'s default 5 s wait.
  */
 const RESET_POLL_MS = 2_000;
+/**
+ * `run` sleeps outside Deno's event loop (lib/sleeper.ts); a signal that arrives while it
+ * is busy, not asleep, reaches its listener when the loop next turns, at the latest this
+ * long after. A turn costs about as much as a sample, so not every interval.
+ */
+const EVENT_LOOP_TURN_MS = 2_000;
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 type BackendChoice = typeof BACKEND_CHOICES[number];
 
@@ -283,10 +290,13 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   prepareOutputDir(stateDir, stateDirMode);
 
   let stopping = false;
-  let wake: (() => void) | null = null;
+  const sleeper = new Sleeper();
+  /** Counts signals heard, so a wait for a listener to run can tell when one has. */
+  let signalsHeard = 0;
   const onSignal = () => {
     stopping = true;
-    wake?.();
+    signalsHeard++;
+    sleeper.wake();
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) Deno.addSignalListener(s, onSignal);
@@ -295,6 +305,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   let resetSignalled = false;
   const onResetSignal = () => {
     resetSignalled = true;
+    signalsHeard++;
   };
   Deno.addSignalListener(RESET_SIGNAL, onResetSignal);
 
@@ -336,12 +347,8 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     }
     const startedAt = Math.round(Date.now()) / 1000;
     const resetRequest = resetRequestPath(opts.statePath);
-    targetsWatch = new CgroupWatch(
-      mount,
-      Object.values(config.services),
-      () => wake?.(),
-      log,
-    );
+    targetsWatch = new CgroupWatch(mount, Object.values(config.services), log);
+    if (targetsWatch.fd !== null) sleeper.watch(targetsWatch.fd);
     let targets = currentTargets(mount, config);
     const started = await startBackend(opts.backend, targets, opts, mount);
     backend = started.backend;
@@ -432,6 +439,9 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     };
 
     const intervalMs = opts.intervalS * 1000;
+    // A metrics listener answers scrapes between samples: Deno's event loop must run.
+    const servesBetweenSamples = sinks.some((s) => s.servesBetweenSamples);
+    let nextTurn = performance.now() + EVENT_LOOP_TURN_MS;
     let next = performance.now();
     let nextPoll = next + TARGETS_POLL_MS;
     while (!stopping) {
@@ -473,14 +483,21 @@ export async function runSampler(opts: RunOptions): Promise<void> {
         if (next < now) next = now; // overslept (suspend, load): do not burst to catch up
       }
       // Woken early by a signal, or by a service cgroup change to retarget at once.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(0, next - performance.now()));
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wake = null;
+      const sleepMs = Math.max(0, next - performance.now());
+      if (servesBetweenSamples) {
+        await sleeper.sleepAsync(sleepMs);
+      } else {
+        const interrupted = sleeper.sleep(sleepMs) === "interrupted";
+        if (interrupted || performance.now() >= nextTurn) {
+          nextTurn = performance.now() + EVENT_LOOP_TURN_MS;
+          // One turn runs any listener whose signal Deno has taken in. Just after an
+          // interruption Deno's signal thread may still be passing it on: a few more turns.
+          const heard = signalsHeard;
+          for (let i = 0; i < (interrupted ? 4 : 1) && signalsHeard === heard; i++) {
+            await new Promise((r) => setTimeout(r, i === 0 ? 0 : 5));
+          }
+        }
+      }
     }
     await sampleAndPublish();
     log("stopped; final totals written");
@@ -499,6 +516,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       await backend?.stop();
     } finally {
       targetsWatch?.close();
+      sleeper.close();
       for (const l of locks.reverse()) l.release();
       Deno.removeSignalListener(RESET_SIGNAL, onResetSignal);
       for (const s of signals) Deno.removeSignalListener(s, onSignal);

@@ -17,6 +17,11 @@ export interface SampleContext {
 
 export interface Sink {
   readonly name: string;
+  /**
+   * True when the sink does work between samples (answers scrapes), which needs Deno's
+   * event loop running while `run` sleeps; `run` then sleeps the costlier way.
+   */
+  readonly servesBetweenSamples?: boolean;
   /** Publishes one sample; should take well under an interval. */
   publish(sample: SampleContext): Promise<void> | void;
   /** Releases what the sink holds (sockets, files it owns). Safe twice. */

@@ -33,11 +33,16 @@ async function promtool(text: string): Promise<{ code: number; output: string }>
   return { code: r.code, output: (r.stdout + r.stderr).trim() };
 }
 
-/** GET inside the client netns (where `run` listens on its loopback). */
-async function httpGet(env: TestEnv, url: string): Promise<{ status: number; body: string }> {
-  const code = `try { const r = await fetch(${JSON.stringify(url)}); ` +
-    `console.log(JSON.stringify({ status: r.status, body: await r.text() })); } ` +
-    `catch (e) { console.log(JSON.stringify({ status: 0, body: String(e) })); }`;
+/** GET inside the client netns (where `run` listens on its loopback); `ms`: the request alone. */
+async function httpGet(
+  env: TestEnv,
+  url: string,
+): Promise<{ status: number; body: string; ms: number }> {
+  const code =
+    `const t0 = performance.now(); try { const r = await fetch(${JSON.stringify(url)}); ` +
+    `const body = await r.text(); ` +
+    `console.log(JSON.stringify({ status: r.status, body, ms: performance.now() - t0 })); } ` +
+    `catch (e) { console.log(JSON.stringify({ status: 0, body: String(e), ms: 0 })); }`;
   const r = await run([
     "nsenter",
     `--net=${env.clientNetns}`,
@@ -149,7 +154,8 @@ Deno.test({
         config,
         JSON.stringify({
           services: env.cgroups.configServices(),
-          interval_s: 0.5,
+          // Long enough that a scrape answered only at the next sample would show.
+          interval_s: 2,
           prometheus: { textfile: prom },
         }),
       );
@@ -184,6 +190,11 @@ Deno.test({
         assertSameTotals(text, s, what);
       }
       assertEquals((await httpGet(env, `http://127.0.0.1:${PORT}/`)).status, 404, "/ status");
+      // Scrapes are answered while run sleeps between samples, not when it next wakes.
+      for (let i = 0; i < 3; i++) {
+        const { status, ms } = await httpGet(env, `http://127.0.0.1:${PORT}/metrics`);
+        assert(status === 200 && ms < 500, `scrape ${i}: status ${status} after ${ms} ms`);
+      }
       console.log(`counters.json server: ${JSON.stringify(s.services.server)}\n${file}`);
 
       child.kill("SIGTERM");
