@@ -66,7 +66,9 @@ const RESET_POLL_MS = 2_000;
 /**
  * `run` sleeps outside Deno's event loop (lib/sleeper.ts); a signal that arrives while it
  * is busy, not asleep, reaches its listener when the loop next turns, at the latest this
- * long after. A turn costs about as much as a sample, so not every interval.
+ * long after. Not every interval: turning the loop each time is what made a Deno timer's
+ * wake dear (0.74-0.80 ms per sample, against 0.60-0.63 ms with this; with no turns at all,
+ * 0.60-0.61 ms).
  */
 const EVENT_LOOP_TURN_MS = 2_000;
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
