@@ -130,8 +130,9 @@ export function renderUnit(
     "After=network.target",
     "",
     "[Service]",
-    // `install` waits for a fresh counters.json instead of sd_notify readiness.
-    "Type=simple",
+    // Ready (sd_notify) once counting, with a first counters.json published.
+    "Type=notify",
+    "NotifyAccess=main",
     `ExecStart=${exec}`,
     "Restart=on-failure",
     "RestartSec=2s",
@@ -173,7 +174,8 @@ export function renderUnit(
     "LockPersonality=yes",
     // V8 compiles JavaScript to machine code at run time: W+X mappings are its job.
     "MemoryDenyWriteExecute=no",
-    `RestrictAddressFamilies=${sb.families.length ? sb.families.join(" ") : "none"}`,
+    // AF_UNIX: the sd_notify datagram to systemd.
+    `RestrictAddressFamilies=${["AF_UNIX", ...sb.families].join(" ")}`,
     // The process never opens an IP socket; this also covers anything it spawns.
     "IPAddressDeny=any",
     "SystemCallArchitectures=native",

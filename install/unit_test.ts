@@ -82,16 +82,17 @@ Deno.test("renderUnit: ExecStart, directories and no socket family for ebpf", ()
     "ExecStart=/usr/local/bin/stb-netacct run --backend ebpf --config /etc/stb-netacct/config.json " +
       "--state /var/lib/private/stb-netacct/state.json",
   );
-  has("Type=simple");
+  has("Type=notify");
+  has("NotifyAccess=main");
   has("Restart=on-failure");
   has("RuntimeDirectory=stb-netacct");
   has("RuntimeDirectoryMode=0755");
   has("StateDirectory=stb-netacct");
-  has("RestrictAddressFamilies=none");
+  has("RestrictAddressFamilies=AF_UNIX");
   has("SystemCallFilter=@system-service bpf");
   has("AmbientCapabilities=CAP_BPF CAP_CHOWN CAP_NET_ADMIN CAP_PERFMON");
   const nft = renderUnit("nft", "/usr/local/bin/stb-netacct").split("\n");
-  assert(nft.includes("RestrictAddressFamilies=AF_NETLINK"));
+  assert(nft.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK"));
   assert(nft.includes("SystemCallFilter=@system-service"));
   assertThrows(() => renderUnit("nft", "stb-netacct"), Error, "absolute");
 });

@@ -64,6 +64,12 @@ const SYMBOLS = {
   inotify_init1: { parameters: ["i32"], result: "i32" },
   // int inotify_add_watch(int fd /* i32 */, const char *path /* buffer */, uint32_t mask /* u32 */)
   inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // int socket(int domain /* i32 */, int type /* i32 */, int protocol /* i32 */)
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // ssize_t sendto(int fd /* i32 */, const void *buf /* buffer */, size_t len /* usize */,
+  //                int flags /* i32 */, const struct sockaddr *addr /* buffer */,
+  //                socklen_t addrlen /* u32 */)
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
 } as const;
 
 export const O_RDONLY = 0, O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;

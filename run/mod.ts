@@ -37,6 +37,7 @@ import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
+import { sdNotify } from "../lib/sd_notify.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
@@ -440,6 +441,14 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       }
     };
 
+    let told = false;
+    const tellSystemd = (state: string) => {
+      try {
+        sdNotify(state);
+      } catch (e) {
+        log(`cannot tell systemd ${state.split("\n")[0]}: ${(e as Error).message}`);
+      }
+    };
     const intervalMs = opts.intervalS * 1000;
     // A metrics listener answers scrapes between samples: Deno's event loop must run.
     const servesBetweenSamples = sinks.some((s) => s.servesBetweenSamples);
@@ -462,6 +471,14 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       if (performance.now() >= next - 1) {
         try {
           await sampleAndPublish();
+          if (!told) {
+            told = true;
+            // Type=notify: `systemctl start` returns now, with a first counters.json in place.
+            tellSystemd(
+              `READY=1\nSTATUS=Counting ${names.length} services with ${backend.name}, ` +
+                `writing ${opts.output} every ${opts.intervalS} s`,
+            );
+          }
         } catch (e) {
           if (e instanceof BackendError) throw e;
           // A vanished output directory (someone cleaned /run) is recreated, not fatal.
@@ -501,6 +518,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
         }
       }
     }
+    tellSystemd("STOPPING=1\nSTATUS=Stopping: writing the final sample");
     await sampleAndPublish();
     log("stopped; final totals written");
   } finally {

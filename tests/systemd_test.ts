@@ -187,6 +187,16 @@ Deno.test({
             (await box.exec(["systemctl", "is-active", "stb-netacct.service"])).stdout.trim(),
             "active",
           );
+          // Only sd_notify sets the status text: readiness reached systemd through the sandbox.
+          const status = (await box.exec([
+            "systemctl",
+            "show",
+            "-p",
+            "StatusText",
+            "--value",
+            "stb-netacct.service",
+          ])).stdout.trim();
+          assertStringIncludes(status, "Counting 3 services with ebpf");
           const st = (await box.exec(["stat", "-c", "%U %a", COUNTERS])).stdout.trim();
           assertEquals(st, "cad 644");
           const c = await readCounters();
