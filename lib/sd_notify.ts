@@ -5,9 +5,9 @@
  * shows what it is doing (STATUS=). Outside systemd there is no socket and nothing is sent.
  */
 
-import { cString, errno, libc, osError } from "./libc.ts";
+import { cString, errno, libc, O_CLOEXEC, osError } from "./libc.ts";
 
-const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000, MSG_NOSIGNAL = 0x4000;
+const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = O_CLOEXEC, MSG_NOSIGNAL = 0x4000;
 /** sizeof(struct sockaddr_un): sa_family_t, then sun_path[108]. */
 const SOCKADDR_UN_SIZE = 110;
 
