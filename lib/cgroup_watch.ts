@@ -40,6 +40,7 @@ export class CgroupWatch {
   /** Inode of each watched directory, in the order of #dirs; "" for absent. */
   #watchedKey = "";
   #changed = true;
+  /** Set with the descriptor closed: from then on every call says look. */
   #failed = false;
   readonly #buffer = new Uint8Array(4096);
 
@@ -66,7 +67,7 @@ export class CgroupWatch {
 
   /** Readable when something may have changed; null when not watching (poll instead). */
   get fd(): number | null {
-    return this.#fd >= 0 && !this.#failed ? this.#fd : null;
+    return this.#fd >= 0 ? this.#fd : null;
   }
 
   /** True when something changed since the last call (and on the first call). */
@@ -85,7 +86,7 @@ export class CgroupWatch {
 
   /** Reads every queued event; any one of them means look again. */
   #drain(): void {
-    if (this.#fd < 0 || this.#failed) return;
+    if (this.#fd < 0) return;
     let seen = false;
     for (;;) {
       const n = libc().read(this.#fd, this.#buffer, BigInt(this.#buffer.length));
@@ -105,7 +106,7 @@ export class CgroupWatch {
 
   /** Watches the existing ancestors anew when their inodes differ from the watched ones. */
   #rebuild(): void {
-    if (this.#fd < 0 || this.#failed) return;
+    if (this.#fd < 0) return;
     const present = this.#dirs.map((d) => ({ dir: d, info: pathInfo(d) }))
       .filter((d) => d.info?.isDirectory);
     const key = present.map((d) => `${d.dir}=${d.info!.ino}`).join(" ");
