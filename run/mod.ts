@@ -31,7 +31,7 @@ import {
   parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
-import { MAX_DESTINATIONS } from "../lib/contract.ts";
+import { type CountersV1, MAX_DESTINATIONS, parseCounters } from "../lib/contract.ts";
 import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
@@ -48,6 +48,8 @@ import {
   loadState,
   resetRequestPath,
   saveState,
+  startingTotals,
+  STATE_SAVE_MS,
   StateError,
 } from "./state.ts";
 
@@ -269,6 +271,15 @@ async function startBackend(
   throw new BackendError(`No backend could start: ${reasons.join("; ")}`);
 }
 
+/** The counters.json a previous run left, if it is one; anything else is not a source of totals. */
+function readPublished(path: string): CountersV1 | null {
+  try {
+    return parseCounters(Deno.readTextFileSync(path));
+  } catch {
+    return null;
+  }
+}
+
 function existsFile(path: string): boolean {
   return pathInfo(path, false)?.isFile ?? false;
 }
@@ -340,12 +351,16 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       if (e instanceof StateError) throw new BackendError(e.message, { cause: e });
       throw e;
     }
-    const totals = new Totals(names, saved?.services ?? {});
-    if (saved) {
+    const start = startingTotals(saved, saved ? readPublished(opts.output) : null);
+    const totals = new Totals(names, start?.services ?? {});
+    if (start) {
       const t = totals.sum();
       log(
-        `continuing from saved totals (rx ${t.rxBytes} B, tx ${t.txBytes} B` +
-          (saved.boot_id !== bootId() ? ", saved before the last reboot)" : ")"),
+        (start.from === "state"
+          ? "continuing from saved totals"
+          : "continuing from the last published totals, newer than the saved ones") +
+          ` (rx ${t.rxBytes} B, tx ${t.txBytes} B` +
+          (saved!.boot_id !== bootId() ? ", saved before the last reboot)" : ")"),
       );
     }
     const startedAt = Math.round(Date.now()) / 1000;
@@ -382,9 +397,11 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     sinks = await createSinks({ config, log });
     const sinkFailures = new Map<string, string>();
 
+    /** -1: the state must be saved with the next sample, whatever its totals. */
     let savedStateKey = -1;
+    let nextStateSave = 0;
     let nextResetPoll = 0;
-    const sampleAndPublish = async () => {
+    const sampleAndPublish = async (final = false) => {
       const sampleStart = performance.now();
       totals.add(await backend!.read());
       const resetDue = resetSignalled || sampleStart >= nextResetPoll;
@@ -393,6 +410,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       if (resetDue && existsFile(resetRequest)) {
         totals.reset();
         Deno.removeSync(resetRequest);
+        savedStateKey = -1; // saved before it is published: a crash must not undo it
         log("totals reset on request");
       }
       const services: Record<string, ServiceState> = {};
@@ -416,14 +434,19 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       );
       if (events) counters.events_dropped_total = events.tick();
       const sampleDurationS = (performance.now() - sampleStart) / 1000;
-      // State first: a run killed between the two writes then continues from totals at
-      // least as high as any a reader saw, so readers never see the totals go back. Only
-      // when they moved: totals only grow (or are reset to zero), so their sum tells.
+      // State before counters.json: the first sample's save names this run, which is what
+      // lets a successor trust this run's counters.json over the state (startingTotals).
+      // Then only when the totals moved (they only grow, or are reset to zero, so their sum
+      // tells) and a minute has passed, or on the way out.
       const sum = totals.sum();
       const stateKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
-      if (stateKey !== savedStateKey) {
-        saveState(opts.statePath, totals.all());
+      if (
+        savedStateKey === -1 ||
+        (stateKey !== savedStateKey && (final || sampleStart >= nextStateSave))
+      ) {
+        saveState(opts.statePath, totals.all(), { startedAt, monotonicNow: monotonicSeconds() });
         savedStateKey = stateKey;
+        nextStateSave = sampleStart + STATE_SAVE_MS;
       }
       publish(opts.output, counters, owner);
       for (const sink of sinks) {
@@ -519,7 +542,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       }
     }
     tellSystemd("STOPPING=1\nSTATUS=Stopping: writing the final sample");
-    await sampleAndPublish();
+    await sampleAndPublish(true);
     log("stopped; final totals written");
   } finally {
     for (const sink of sinks.reverse()) {

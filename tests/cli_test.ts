@@ -234,6 +234,9 @@ Deno.test("reset while run runs: the sampler is signalled and zeroes the totals 
       await sleep(300);
       const after = JSON.parse(await Deno.readTextFile(out));
       assertEquals([after.rx_bytes_total, after.tx_bytes_total], [0, 0]);
+      // Saved at once, not at the next minute's save: a crash now must not bring them back.
+      const saved = JSON.parse(await Deno.readTextFile(`${out}.state`));
+      assertEquals(saved.services.s, { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 });
     } finally {
       sampler.kill("SIGTERM");
       const { code, stderr } = await sampler.output();
