@@ -11,7 +11,7 @@
 import { writeFileAtomic } from "../lib/atomic_write.ts";
 import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
-import type { Sink } from "./sinks.ts";
+import type { SampleContext, Sink } from "./sinks.ts";
 
 export interface MetricsExtra {
   /** stb-netacct's version, for build_info. */
@@ -156,6 +156,20 @@ function isDirectory(path: string): boolean {
 }
 
 /**
+ * How often the textfile is rewritten at most. node-exporter reads it when it is scraped,
+ * every 15 s or more on a usual setup, so rewriting it every 0.5 s sample would only write
+ * the disk (/var/lib) twice a second.
+ */
+export const TEXTFILE_EVERY_MS = 10_000;
+
+export interface TextfileOptions {
+  /** At most this often, the first sample at once; the directory is looked for as often. */
+  everyMs?: number;
+  /** Milliseconds of a monotonic clock (tests drive it). */
+  now?: () => number;
+}
+
+/**
  * Writes the exposition to `path` (atomically, 0644) whenever its directory exists: a host
  * without node-exporter has no such directory and gets nothing. The file is removed on
  * close, because node-exporter would go on serving a stale file as if it were current.
@@ -164,14 +178,19 @@ export function textfileSink(
   path: string,
   version: string,
   log: (message: string) => void,
+  options: TextfileOptions = {},
 ): Sink {
+  const { everyMs = TEXTFILE_EVERY_MS, now = () => performance.now() } = options;
   const dir = dirOf(path);
   let written = false;
   let closed = false;
+  let nextWrite = -Infinity;
   return {
     name: `prometheus textfile ${path}`,
     publish({ counters, sampleDurationS }) {
-      if (closed) return;
+      if (closed || now() < nextWrite) return;
+      // Looked for as often as written: a directory that appears is written within everyMs.
+      nextWrite = now() + everyMs;
       if (!isDirectory(dir)) {
         if (written) {
           log(`prometheus textfile: ${dir} is gone; writing again once it exists`);
@@ -217,6 +236,8 @@ export function listenSink(
   version: string,
   log: (message: string) => void,
 ): Sink & { readonly port: number } {
+  /** Rendered when scraped, not every sample: scrapes come far less often than samples. */
+  let latest: SampleContext | null = null;
   let body: string | null = null;
   const controller = new AbortController();
   let server: Deno.HttpServer<Deno.NetAddr>;
@@ -236,9 +257,10 @@ export function listenSink(
       if (req.method !== "GET" && req.method !== "HEAD") {
         return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET" } });
       }
-      if (body === null) {
+      if (latest === null) {
         return new Response("No sample yet: try again in a moment\n", { status: 503 });
       }
+      body ??= renderMetrics(latest.counters, { version, sampleDurationS: latest.sampleDurationS });
       return new Response(req.method === "HEAD" ? null : body, {
         headers: { "content-type": METRICS_CONTENT_TYPE },
       });
@@ -262,8 +284,9 @@ export function listenSink(
     name: `prometheus listener ${shown}:${port}`,
     port,
     servesBetweenSamples: true,
-    publish({ counters, sampleDurationS }) {
-      body = renderMetrics(counters, { version, sampleDurationS });
+    publish(sample) {
+      latest = sample;
+      body = null;
     },
     async close() {
       if (closed) return;

@@ -13,6 +13,7 @@ import {
   listenSink,
   METRICS_CONTENT_TYPE,
   renderMetrics,
+  TEXTFILE_EVERY_MS,
   textfileSink,
 } from "./metrics.ts";
 import { createSinks } from "./sinks.ts";
@@ -152,25 +153,41 @@ Deno.test("promtool check metrics accepts the exposition, awkward labels and no 
   assert(broken.code !== 0, "promtool accepted a broken label");
 });
 
-Deno.test("textfile sink: 0644 file rewritten each sample, removed on close, idle without dir", async () => {
+Deno.test("textfile sink: 0644 file rewritten at most every 10 s, removed on close, idle without dir", async () => {
   const dir = await Deno.makeTempDir({ prefix: "stb-metrics-unit-" });
   const logs: string[] = [];
   try {
     const path = `${dir}/node-exporter/stb_netacct.prom`;
-    const sink = textfileSink(path, "0.1.0", (m) => logs.push(m));
+    let clockMs = 0;
+    const sink = textfileSink(path, "0.1.0", (m) => logs.push(m), { now: () => clockMs });
+    assertEquals(TEXTFILE_EVERY_MS, 10_000);
     // No node-exporter directory: nothing is written and nothing fails.
     await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
     assertThrows(() => Deno.statSync(path), Deno.errors.NotFound);
     Deno.mkdirSync(`${dir}/node-exporter`);
+    clockMs = 9_999; // the directory is looked for every 10 s, not every sample
+    await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
+    assertThrows(() => Deno.statSync(path), Deno.errors.NotFound);
+    clockMs = 10_000;
     await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
     assertEquals(Deno.statSync(path).mode! & 0o777, 0o644);
     const text = Deno.readTextFileSync(path);
     assertEquals(text, renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.001 }));
-    await sink.publish({ counters: sample({ ts_unix: 1_800_000_000 }), sampleDurationS: 0.002 });
-    assertEquals(
-      valueOf(Deno.readTextFileSync(path), "stb_netacct_last_sample_timestamp_seconds"),
-      1_800_000_000,
-    );
+    const written = (n: number) => {
+      const ts = valueOf(Deno.readTextFileSync(path), "stb_netacct_last_sample_timestamp_seconds");
+      assertEquals(ts, n, `written at ${clockMs} ms`);
+    };
+    const at = (ms: number, tsUnix: number) => {
+      clockMs = ms;
+      return sink.publish({ counters: sample({ ts_unix: tsUnix }), sampleDurationS: 0.002 });
+    };
+    const first = valueOf(text, "stb_netacct_last_sample_timestamp_seconds");
+    await at(19_999, 1_800_000_000);
+    written(first); // not yet: node-exporter reads it every 15 s or so
+    await at(20_000, 1_800_000_001);
+    written(1_800_000_001);
+    await at(25_000, 1_800_000_002);
+    written(1_800_000_001);
     assertEquals(
       [...Deno.readDirSync(`${dir}/node-exporter`)].map((e) => e.name),
       ["stb_netacct.prom"],
