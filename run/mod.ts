@@ -36,7 +36,7 @@ import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
-import { Sleeper } from "../lib/sleeper.ts";
+import { Sleeper, type WakeReason } from "../lib/sleeper.ts";
 import { sdNotify } from "../lib/sd_notify.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
@@ -478,8 +478,10 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     let nextTurn = performance.now() + EVENT_LOOP_TURN_MS;
     let next = performance.now();
     let nextPoll = next + TARGETS_POLL_MS;
+    /** Whether the watch may hold events: not after a sleep its descriptor did not end. */
+    let watchMayHaveNews = true;
     while (!stopping) {
-      if (targetsWatch.takeChanged() || performance.now() >= nextPoll) {
+      if ((watchMayHaveNews && targetsWatch.takeChanged()) || performance.now() >= nextPoll) {
         nextPoll = performance.now() + TARGETS_POLL_MS;
         const fresh = currentTargets(mount, config);
         const changes = describeChanges(targets, fresh);
@@ -526,10 +528,12 @@ export async function runSampler(opts: RunOptions): Promise<void> {
       }
       // Woken early by a signal, or by a service cgroup change to retarget at once.
       const sleepMs = Math.max(0, next - performance.now());
+      let woke: WakeReason;
       if (servesBetweenSamples) {
-        await sleeper.sleepAsync(sleepMs);
+        woke = await sleeper.sleepAsync(sleepMs);
       } else {
-        const interrupted = sleeper.sleep(sleepMs) === "interrupted";
+        woke = sleeper.sleep(sleepMs);
+        const interrupted = woke === "interrupted";
         if (interrupted || performance.now() >= nextTurn) {
           nextTurn = performance.now() + EVENT_LOOP_TURN_MS;
           // One turn runs any listener whose signal Deno has taken in. Just after an
@@ -540,6 +544,8 @@ export async function runSampler(opts: RunOptions): Promise<void> {
           }
         }
       }
+      // A failed watch has no descriptor, and says "changed" every time (poll every sample).
+      watchMayHaveNews = woke !== "timeout" || targetsWatch.fd === null;
     }
     tellSystemd("STOPPING=1\nSTATUS=Stopping: writing the final sample");
     await sampleAndPublish(true);
