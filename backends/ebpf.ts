@@ -65,7 +65,7 @@ import {
   prefixVerdicts,
   PROG_EGRESS,
   PROG_INGRESS,
-  sumPerCpu,
+  sumCounterWords,
   type TargetEntry,
   triePrefixes,
 } from "./bpf_abi.ts";
@@ -112,14 +112,15 @@ class CounterBuffers {
   readonly values: Uint8Array<ArrayBuffer>;
   readonly outBatch = new Uint8Array(4);
   readonly count = new Uint8Array(4);
+  readonly words: Uint32Array;
   constructor(readonly slots: number, readonly cpus: number) {
     this.keys = new Uint8Array(slots * 4);
     this.values = new Uint8Array(slots * cpus * COUNTER_SIZE);
+    this.words = new Uint32Array(this.values.buffer);
   }
-  /** The per-CPU structs of one slot. */
-  slot(index: number): Uint8Array<ArrayBuffer> {
-    const size = this.cpus * COUNTER_SIZE;
-    return this.values.subarray(index * size, (index + 1) * size);
+  /** The sums of one slot's per-CPU structs. */
+  sum(index: number): { bytes: number; packets: number } {
+    return sumCounterWords(this.words, (index * this.cpus * COUNTER_SIZE) / 4, this.cpus);
   }
 }
 
@@ -263,8 +264,8 @@ export class EbpfBackend implements Backend {
     }
     const sample: CounterSample = {};
     for (const [name, index] of this.#index) {
-      const rx = sumPerCpu(buf.slot(counterSlot(index, DIR_RX)), this.#cpus);
-      const tx = sumPerCpu(buf.slot(counterSlot(index, DIR_TX)), this.#cpus);
+      const rx = buf.sum(counterSlot(index, DIR_RX));
+      const tx = buf.sum(counterSlot(index, DIR_TX));
       sample[name] = {
         rxBytes: rx.bytes,
         txBytes: tx.bytes,
