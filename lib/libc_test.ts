@@ -37,7 +37,7 @@ Deno.test("osError: Deno's error classes and wording, with the failed call named
   );
 });
 
-Deno.test("writeFileAtomic: a missing directory is NotFound naming the temp file, a busy temp name never clobbered", () => {
+Deno.test("writeFileAtomic: a missing directory is NotFound naming the temp file; a large file is whole", () => {
   const dir = Deno.makeTempDirSync();
   try {
     const e = assertThrows(() =>

@@ -50,10 +50,35 @@ Deno.test("writeFileAtomic publishes whole files with the mode asked, leaves no 
     writeFileAtomic(target, "three\n", { mode: 0o644, uid: null, gid: null });
     assertEquals(Deno.readTextFileSync(`${dir}/victim`), "keep");
     assertEquals(Deno.lstatSync(target).isFile, true);
+    // What a writer that died mid-write left at the temp name (a symlink, say) is removed,
+    // never written through.
+    Deno.symlinkSync(`${dir}/victim`, `${dir}/.counters.json.${Deno.pid}.tmp`);
+    writeFileAtomic(target, "four\n", { mode: 0o600, uid: null, gid: null });
+    assertEquals(Deno.readTextFileSync(`${dir}/victim`), "keep");
+    assertEquals(Deno.readTextFileSync(target), "four\n");
+    assertEquals(Deno.statSync(target).mode! & 0o777, 0o600);
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["counters.json", "victim"]);
     // A missing directory fails loudly and leaves nothing.
     assertThrows(() =>
       writeFileAtomic(`${dir}/nope/x.json`, "x", { mode: 0o644, uid: null, gid: null })
     );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeFileAtomic gives the mode asked under a umask that would trim it", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const target = `${dir}/counters.json`;
+    const module = new URL("./atomic_write.ts", import.meta.url).href;
+    const code = `const { writeFileAtomic } = await import(${JSON.stringify(module)});\n` +
+      `writeFileAtomic(${JSON.stringify(target)}, "x", { mode: 0o644, uid: null, gid: null });`;
+    const out = await new Deno.Command("sh", {
+      args: ["-c", 'umask 077 && exec "$0" eval "$1"', Deno.execPath(), code],
+    }).output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    assertEquals(Deno.statSync(target).mode! & 0o777, 0o644);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
