@@ -20,7 +20,8 @@
  * on the same traffic (same timing overhead, no work). CPU per GB is given both ways.
  */
 
-import { check, checkPointer, closeFd, cString, lib, openDirectory } from "../backends/libbpf.ts";
+import { check, closeFd } from "../backends/libbpf.ts";
+import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { ensurePackages } from "./tools.ts";
 import { type BenchLab, makeLab, median, processCpuSeconds, sh, startRun } from "./throughput.ts";
 
@@ -69,48 +70,6 @@ async function programsOf(pid: number): Promise<Map<string, number>> {
   const byName = new Map<string, number>();
   for (const p of all) if (ids.has(p.id) && p.name) byName.set(p.name, p.id);
   return byName;
-}
-
-/** Loads bench/trivial.bpf.o and links `trivial` to the cgroup's egress. */
-async function attachTrivial(cgroupDir: string): Promise<{ id: number; close: () => void }> {
-  const b = lib();
-  const bytes = await Deno.readFile(new URL("./trivial.bpf.o", import.meta.url));
-  const obj = checkPointer(
-    "Opening bench/trivial.bpf.o",
-    b.bpf_object__open_mem(bytes, BigInt(bytes.length), null),
-  );
-  let link: Deno.PointerObject | null = null;
-  try {
-    check("Loading bench/trivial.bpf.o", b.bpf_object__load(obj));
-    const prog = checkPointer(
-      'Finding program "trivial"',
-      b.bpf_object__find_program_by_name(obj, cString("trivial")),
-    );
-    const fd = openDirectory(cgroupDir);
-    try {
-      link = checkPointer(
-        `Attaching "trivial" to "${cgroupDir}"`,
-        b.bpf_program__attach_cgroup(prog, fd),
-      );
-    } finally {
-      closeFd(fd);
-    }
-    const progFd = check('Getting the fd of "trivial"', b.bpf_program__fd(prog));
-    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${progFd}`);
-    const id = Number(info.match(/^prog_id:\s+(\d+)/m)?.[1]);
-    const l = link;
-    return {
-      id,
-      close: () => {
-        b.bpf_link__destroy(l);
-        b.bpf_object__close(obj);
-      },
-    };
-  } catch (e) {
-    if (link) b.bpf_link__destroy(link);
-    b.bpf_object__close(obj);
-    throw e;
-  }
 }
 
 interface Workload {
@@ -189,7 +148,7 @@ async function main(): Promise<void> {
   await ensurePackages(["iperf3", "bpftool"]);
   const { lab, cleanup } = await makeLab();
   let run: Awaited<ReturnType<typeof startRun>> | null = null;
-  let trivial: { id: number; close: () => void } | null = null;
+  let trivial: TrivialLinks | null = null;
   let statsFd = -1;
   const statsLib = Deno.dlopen("libbpf.so.1", STATS_SYMBOLS);
   try {
@@ -206,8 +165,8 @@ async function main(): Promise<void> {
         `run holds no ingress/egress program fds (found ${JSON.stringify([...progs])})`,
       );
     }
-    trivial = await attachTrivial(lab.cgroupDir);
-    const ids = { ingress, egress, trivial: trivial.id };
+    trivial = await linkTrivial(lab.cgroupDir, ["trivial"]);
+    const ids = { ingress, egress, trivial: trivial.ids.trivial };
     await new Promise((r) => setTimeout(r, 1500));
     const raw = Object.fromEntries(WORKLOADS.map((w) => [w.name, [] as {
       bytes: number;

@@ -88,6 +88,9 @@ if (tp) {
         "reversed in odd ones; *paired ratio* is the median over rounds of a configuration's " +
         "Gbit/s divided by the same round's *none* (min..max over rounds), which the VM's " +
         "drift moves far less than *ratio to none* (median over median, kept for comparison). " +
+        "*floor* (at the highest rate) links two return-1 cgroup_skb programs " +
+        "(bench/trivial.bpf.c) at the cgroup2 root, where ebpf links its own: what running any " +
+        "cgroup_skb program on these packets costs, against which ebpf's loss is to be read. " +
         "*kernel capture %* is what nethogs' and iftop's packet capture costs in the kernel, " +
         "charged to other processes (the receive softirq, the sender): samples of " +
         "`perf record -e cpu-clock -a -g` at 10 kHz during their runs whose kernel call chain " +

@@ -39,11 +39,23 @@ function udpBudgetNote(udp: Json, bpf: Json | undefined): string {
  * rate could take: a loss well above that time is the VM's drift, not the programs. The
  * old median-of-medians figure stays beside the paired one for comparison.
  */
-function lossNote(none: Json | undefined, eb: Json, tcp: Json | undefined): string | undefined {
+function lossNote(
+  none: Json | undefined,
+  eb: Json,
+  tcp: Json | undefined,
+  floor: Json | undefined,
+): string | undefined {
   if (!none) return undefined;
   const parts = [
     `paired: median over ${eb.paired_ratios.length} rounds of ebpf / that round's none, ` +
     `order reversed every other round`,
+    ...(floor?.paired_ratios
+      ? [
+        `floor (return-1 cgroup_skb programs at the root, the same way): loss ${
+          f(floor.paired_loss_pct, 2)
+        }% (rounds ${floor.paired_ratio_min}..${floor.paired_ratio_max})`,
+      ]
+      : []),
     `median of medians: loss ${f(eb.loss_pct, 2)}% (ratio ${eb.ratio})`,
     `none itself ranged ${none.min_gbps}..${none.max_gbps} Gbit/s over the runs`,
   ];
@@ -137,7 +149,7 @@ export function summarize(r: Json): TargetRow[] {
         f(eb.paired_loss_pct, 2)
       }% (ratio ${eb.paired_ratio}, rounds ${eb.paired_ratio_min}..${eb.paired_ratio_max})`,
       eb.paired_loss_pct <= 1,
-      lossNote(cfg(tmax, "none"), eb, tcp),
+      lossNote(cfg(tmax, "none"), eb, tcp, cfg(tmax, "floor")),
     );
   } else if (eb) {
     // Results from before the paired ratios: judged as they were then.

@@ -3,7 +3,7 @@
  * would use instead (nethogs, iftop) watching the same traffic. Root only:
  *
  *   deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,ebpf@1,nft,iptables]
- *     [--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]
+ *     [--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S] [--floor]
  *
  * A backend is `run --backend NAME` at its default 0.5 s interval, or NAME@SECONDS at another
  * (ebpf@1 samples once a second, as often as nethogs refreshes: `-d` takes whole seconds).
@@ -41,6 +41,7 @@
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
+import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { endProcess } from "../tests/harness/exec.ts";
 import {
   type CaptureFigures,
@@ -52,6 +53,8 @@ import {
 } from "./capture_cost.ts";
 
 const TARGET_LOSS = 0.01;
+/** Name of the floor configuration (floorConfiguration). */
+export const FLOOR = "floor";
 /**
  * How long a fresh `run` is left before a measured iperf3 run: its first ~6 s go to module
  * loading and V8 compiling the sampling code (on its main thread, --single-threaded), which
@@ -248,6 +251,28 @@ export const NONE: Configuration = {
   pid: () => null,
   teardown: () => Promise.resolve(),
 };
+
+/**
+ * The floor: bench/trivial.bpf.o's return-1 programs linked at the cgroup2 root, both
+ * directions, where `run --backend ebpf` links netacct's. What any cgroup_skb program costs
+ * the traffic, against which ebpf's loss is to be read; not judged itself.
+ */
+export function floorConfiguration(): Configuration {
+  let links: TrivialLinks | null = null;
+  return {
+    name: FLOOR,
+    async setup() {
+      links = await linkTrivial(findCgroup2Mount().mountPoint, ["trivial", "trivial_ingress"]);
+    },
+    counted: () => Promise.resolve(null),
+    pid: () => null,
+    teardown() {
+      links?.close();
+      links = null;
+      return Promise.resolve();
+    },
+  };
+}
 
 /** argv of each monitor, watching `dev` in text mode until killed. */
 const MONITORS: Record<string, (dev: string) => string[]> = {
@@ -702,10 +727,12 @@ export function parseBackendSpec(spec: string): { backend: string; intervalS: nu
 
 function parseArgs(args: string[]) {
   let out: string | null = null, runs = 5, seconds = 5;
-  let backends = ["ebpf"], monitors: string[] = [], rates = ["max"];
+  let backends = ["ebpf"], monitors: string[] = [], rates = ["max"], floor = false;
   const usage =
     "usage: deno run -A bench/throughput.ts [OUT.json] [--backends ebpf,ebpf@1,nft,iptables] " +
-    "[--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S]\n" +
+    "[--monitors nethogs,iftop] [--rates max,1G] [--runs N] [--seconds S] [--floor]\n" +
+    "  --floor: also a configuration with trivial return-1 cgroup_skb programs at the cgroup2\n" +
+    "  root, what any such program costs (at the highest rate only)\n" +
     "  defaults: --backends ebpf --monitors '' --rates max --runs 5 --seconds 5";
   const list = (v: string | undefined) => (v ?? "").split(",").filter((b) => b);
   for (let i = 0; i < args.length; i++) {
@@ -715,6 +742,7 @@ function parseArgs(args: string[]) {
     else if (a === "--backends") backends = list(args[++i]);
     else if (a === "--monitors") monitors = list(args[++i]);
     else if (a === "--rates") rates = list(args[++i]);
+    else if (a === "--floor") floor = true;
     else if (a === "--help" || a === "-h") {
       console.log(usage);
       Deno.exit(0);
@@ -754,7 +782,12 @@ function parseArgs(args: string[]) {
     console.error(`throughput: --seconds "${seconds}" must be a whole number of seconds >= 1`);
     Deno.exit(2);
   }
-  return { out, runs, seconds, backends, monitors, rates };
+  return { out, runs, seconds, backends, monitors, rates, floor };
+}
+
+/** The loss target is about accounting: the baseline, the floor and the monitors are compared, not judged. */
+function isJudged(name: string): boolean {
+  return name !== "none" && name !== FLOOR && !(name in MONITORS);
 }
 
 export function printThroughput(rate: string, results: ConfigurationResult[]): void {
@@ -767,7 +800,7 @@ export function printThroughput(rate: string, results: ConfigurationResult[]): v
       ? "-"
       : median(r.counted_ratio.map((c) => c ?? 0)).toFixed(4);
     // The loss target is about accounting; the monitors are compared, not judged.
-    const judged = r.name !== "none" && r.name in MONITORS === false && rate === "max";
+    const judged = isJudged(r.name) && rate === "max";
     console.log(
       [
         r.name.padEnd(14),
@@ -799,7 +832,7 @@ export function printThroughput(rate: string, results: ConfigurationResult[]): v
 }
 
 async function main(): Promise<void> {
-  const { out, runs, seconds, backends, monitors, rates } = parseArgs(Deno.args);
+  const { out, runs, seconds, backends, monitors, rates, floor } = parseArgs(Deno.args);
   if (Deno.uid() !== 0) {
     console.error("throughput: run as root (netns, cgroups and the backends need it)");
     Deno.exit(1);
@@ -815,6 +848,7 @@ async function main(): Promise<void> {
   let sampleDir: string | null = null;
   const configs = [
     NONE,
+    ...(floor ? [floorConfiguration()] : []),
     ...backends.map((b) => {
       const { backend, intervalS } = parseBackendSpec(b)!;
       return backendConfiguration(backend, intervalS);
@@ -834,13 +868,18 @@ async function main(): Promise<void> {
     }
     const byRate: Record<string, unknown> = {};
     for (const rate of rates) {
-      const results = await measureThroughput(lab, configs, {
-        runs,
-        seconds,
-        rate,
-        log: (l) => console.error(l),
-        sampleDir: sampleDir ?? undefined,
-      });
+      // The floor only shows at the highest rate: at a fixed one every configuration keeps it.
+      const results = await measureThroughput(
+        lab,
+        rate === "max" ? configs : configs.filter((c) => c.name !== FLOOR),
+        {
+          runs,
+          seconds,
+          rate,
+          log: (l) => console.error(l),
+          sampleDir: sampleDir ?? undefined,
+        },
+      );
       console.log(
         `TCP throughput at ${
           rate === "max" ? "the highest rate (iperf3 unlimited)" : `iperf3 -b ${rate}`
@@ -852,7 +891,7 @@ async function main(): Promise<void> {
       byRate[rate] = {
         configurations: results,
         targets_met: rate !== "max" ? {} : Object.fromEntries(
-          results.filter((r) => r.name !== "none" && !(r.name in MONITORS)).map((r) => [
+          results.filter((r) => isJudged(r.name)).map((r) => [
             r.name,
             r.paired_loss_pct <= TARGET_LOSS * 100,
           ]),

@@ -1,6 +1,6 @@
 import { assertEquals } from "../lib/test_assert.ts";
 import { median, pairedRatios, roundOrder } from "./throughput.ts";
-import { nethogsRatio } from "./summary.ts";
+import { nethogsRatio, summarize } from "./summary.ts";
 
 Deno.test("roundOrder reverses every other round, so neighbours change", () => {
   assertEquals(roundOrder(4, 0), [0, 1, 2, 3]);
@@ -37,4 +37,45 @@ Deno.test("nethogsRatio adds the capture cost and keeps the process-only ratio i
   const old = nethogsRatio({ monitor_cpu_pct_median: 2.4 }, ours, tcp, 1);
   assertEquals(Number(old.ratio!.toFixed(1)), 12);
   assertEquals(old.note.includes("not measured"), true);
+});
+
+Deno.test("the loss verdict is ebpf's alone; the floor's loss is named in its note", () => {
+  const config = (name: string, ratios: number[]) => ({
+    name,
+    paired_ratios: ratios,
+    paired_ratio: median(ratios),
+    paired_ratio_min: Math.min(...ratios),
+    paired_ratio_max: Math.max(...ratios),
+    paired_loss_pct: (1 - median(ratios)) * 100,
+    loss_pct: (1 - median(ratios)) * 100,
+    ratio: median(ratios),
+    median_gbps: 21,
+    min_gbps: 20,
+    max_gbps: 22,
+  });
+  const results = {
+    throughput: {
+      rates: {
+        max: {
+          configurations: [
+            config("none", [1, 1, 1]),
+            config("floor", [0.97, 0.98, 0.975]),
+            config("ebpf", [0.95, 0.94, 0.96]),
+          ],
+        },
+      },
+    },
+  };
+  const rows = summarize(results).filter((r) => r.target.includes("throughput loss"));
+  assertEquals(rows.length, 1);
+  assertEquals(rows[0].verdict, "MISS");
+  assertEquals(rows[0].measured.startsWith("5.00%"), true, rows[0].measured);
+  assertEquals(
+    rows[0].note?.includes(
+      "floor (return-1 cgroup_skb programs at the root, the same way): " +
+        "loss 2.50% (rounds 0.97..0.98)",
+    ),
+    true,
+    rows[0].note,
+  );
 });

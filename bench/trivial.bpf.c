@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * Floors for bench/bpf_bench.ts, run through BPF_PROG_TEST_RUN exactly like netacct's
- * programs and never attached anywhere:
- *   trivial          returns 1: the cost of running any cgroup_skb program at all;
+ * Floors: what running any cgroup_skb program costs, against which netacct's are judged.
+ *   trivial          returns 1: run through BPF_PROG_TEST_RUN by bench/bpf_bench.ts, linked
+ *                    to a cgroup's egress by bench/real_cost.ts (BPF_ENABLE_STATS), and
+ *                    with trivial_ingress at the cgroup2 root by bench/throughput.ts's
+ *                    "floor" configuration: the throughput any cgroup_skb program costs;
+ *   trivial_ingress  the same at ingress (a program is linked at its section's direction);
  *   trivial_ancestor one bpf_skb_ancestor_cgroup_id call, then returns 1: the least any
  *                    program matching cgroups attached at the root can pay, so the table
  *                    can tell the helper's price on this machine from netacct's own work.
@@ -12,6 +15,12 @@
 
 SEC("cgroup_skb/egress")
 int trivial(struct __sk_buff *skb)
+{
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int trivial_ingress(struct __sk_buff *skb)
 {
 	return 1;
 }

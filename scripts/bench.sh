@@ -34,9 +34,9 @@ step "real-traffic cost of the BPF programs (BPF_ENABLE_STATS) and CPU per GB"
 "$DENO" run -A bench/real_cost.ts "$tmp/real_cost.json" ${quick:+--rounds 1 --seconds 2}
 step "cost of one counter read per backend"
 "$DENO" run -A bench/read_cost.ts "$tmp/read.json" ${quick:+--reads 50 --min-ms 500}
-step "throughput and CPU: none, ebpf, nft, iptables, nethogs, iftop (highest rate and 1 Gbit/s)"
+step "throughput and CPU: none, floor, ebpf, nft, iptables, nethogs, iftop (highest rate and 1 Gbit/s)"
 "$DENO" run -A bench/throughput.ts "$tmp/throughput.json" --backends ebpf,ebpf@1,nft,iptables \
-  --monitors nethogs,iftop --rates max,1G $tp_runs
+  --monitors nethogs,iftop --rates max,1G --floor $tp_runs
 step "accuracy: counted vs wire bytes"
 "$DENO" run -A bench/accuracy.ts "$tmp/accuracy.json" ${quick:+--rounds 1 --mb 30 --requests 60}
 step "latency: burst to counters.json and to graph"
