@@ -1,0 +1,94 @@
+/**
+ * The collector on the real kernel: a process in a target cgroup makes more connects than
+ * the ring buffer holds between two polls, and every connect is either an event or a drop.
+ * Root only (it links cgroup programs at the cgroup2 root and makes a cgroup).
+ *
+ *   deno test -A events/collector_test.ts
+ */
+
+import { EventCollector } from "./collector.ts";
+import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
+import { assert, assertEquals } from "../lib/test_assert.ts";
+
+const isRoot = Deno.uid() === 0;
+
+/** UDP connect() runs the connect4 programs without sending anything; one socket suffices. */
+const CONNECTS = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[1])):
+    s.connect(("127.0.0.1", 9))
+`;
+
+async function connectsIn(dir: string, count: number): Promise<void> {
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      'echo $$ > "$1/cgroup.procs" && exec python3 -c "$2" "$3"',
+      "sh",
+      dir,
+      CONNECTS,
+      String(count),
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const out = await child;
+  if (!out.success) throw new Error(`connects failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+async function removeCgroup(dir: string): Promise<void> {
+  for (let i = 0;; i++) {
+    try {
+      await Deno.remove(dir);
+      return;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      if (i >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 20)); // a just-reaped process may hold it
+    }
+  }
+}
+
+Deno.test({
+  name: "events: a full ring buffer's losses are counted, and every connect is an event or a drop",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    const mount = findCgroup2Mount();
+    const path = `/stb-netacct-test-drops-${crypto.randomUUID().slice(0, 8)}`;
+    const dir = cgroupDir(mount, path);
+    Deno.mkdirSync(dir);
+    const collector = new EventCollector();
+    try {
+      collector.start([{ name: "svc", path, id: cgroupId(mount, path) }], {
+        mount,
+        exclude: [],
+        monotonicNow: () => performance.now() / 1000,
+      });
+      // 256 KiB of ring holds a few thousand records: 12,000 connects overflow it.
+      const burst = 12_000;
+      let events = collector.poll().length;
+      assertEquals(collector.dropped(), 0, "nothing dropped before the burst");
+      await connectsIn(dir, burst);
+      events += collector.poll().length;
+      const dropped = collector.dropped();
+      assert(dropped > 0, `the ring overflowed: ${events} events, ${dropped} dropped`);
+      assertEquals(events + dropped, burst, "every connect is an event or a drop");
+      // Empty polls leave the count alone (after two, it is no longer read from the kernel)...
+      for (let i = 0; i < 3; i++) {
+        assertEquals(collector.poll().length, 0);
+        assertEquals(collector.dropped(), dropped, `empty poll ${i + 1}`);
+      }
+      // ...and a new overflow after them is counted again.
+      await connectsIn(dir, burst);
+      events += collector.poll().length;
+      const droppedAgain = collector.dropped();
+      assert(droppedAgain > dropped, `a second overflow counts: ${dropped} -> ${droppedAgain}`);
+      assertEquals(events + droppedAgain, 2 * burst, "every connect of both bursts is accounted");
+    } finally {
+      collector.stop();
+      await removeCgroup(dir);
+    }
+  },
+});
