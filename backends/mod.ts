@@ -7,7 +7,13 @@
 import type { Backend } from "./backend.ts";
 import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON } from "../lib/capabilities.ts";
 
-export type { Backend, BackendOptions, CounterSample, ServiceTarget } from "./backend.ts";
+export type {
+  Backend,
+  BackendOptions,
+  CounterSample,
+  DestinationCounters,
+  ServiceTarget,
+} from "./backend.ts";
 export { BackendError } from "./backend.ts";
 
 export const BACKEND_NAMES = ["ebpf", "nft", "iptables"] as const;

@@ -13,6 +13,7 @@ import {
   BACKEND_NAMES,
   BackendError,
   type BackendName,
+  type DestinationCounters,
   loadBackend,
   type ServiceTarget,
 } from "../backends/mod.ts";
@@ -69,11 +70,13 @@ const RESET_POLL_MS = 2_000;
 /**
  * `run` sleeps outside Deno's event loop (lib/sleeper.ts); a signal that arrives while it
  * is busy, not asleep, reaches its listener when the loop next turns, at the latest this
- * long after. Not every interval: turning the loop each time is what made a Deno timer's
- * wake dear (0.74-0.80 ms per sample, against 0.60-0.63 ms with this; with no turns at all,
- * 0.60-0.61 ms).
+ * long after. A turn (a Deno timer: the only wake found to run a signal listener that
+ * reliably) costs the main thread about 0.38 ms of CPU, as much as half a sample: every 2 s
+ * that was 95 us per 0.5 s sample. `run` is busy about 0.5 ms of each interval, so 1 signal
+ * in 1,000 lands then, and waits up to this long: under the unit's TimeoutStopSec (10 s), and
+ * a reset request is also polled for (RESET_POLL_MS).
  */
-const EVENT_LOOP_TURN_MS = 2_000;
+const EVENT_LOOP_TURN_MS = 5_000;
 const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 type BackendChoice = typeof BACKEND_CHOICES[number];
 
@@ -401,6 +404,16 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     let savedStateKey = -1;
     let nextStateSave = 0;
     let nextResetPoll = 0;
+    /**
+     * Destinations change only with counted packets, which move the totals first (the
+     * programs add to `counters`, then to `pending`). Read while the totals move and once
+     * after they stop (a packet counted during the last read may have reached `pending`
+     * only after it); otherwise the last list stands, sparing the `dests` walk when idle.
+     * -1: read with the next sample (first sample, new targets).
+     */
+    let destinationsKey = -1;
+    let destinationsStale = true;
+    let destinations: DestinationCounters[] | undefined;
     const sampleAndPublish = async (final = false) => {
       const sampleStart = performance.now();
       totals.add(await backend!.read());
@@ -421,31 +434,36 @@ export async function runSampler(opts: RunOptions): Promise<void> {
           counters: totals.service(t.name),
         };
       }
+      const sum = totals.sum();
+      // Totals only grow, or are reset to zero, so their sum tells whether they moved.
+      const totalsKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
+      if (destinationsStale || totalsKey !== destinationsKey) {
+        destinations = await backend!.readDestinations?.(MAX_DESTINATIONS);
+        destinationsStale = totalsKey !== destinationsKey;
+        destinationsKey = totalsKey;
+      }
       const counters = buildCounters(
         backend!.name,
         started.fallbackReason,
         services,
-        totals.sum(),
+        sum,
         monotonicSeconds(),
         Date.now() / 1000,
         opts.intervalS,
         { boot_id: bootId(), started_at: startedAt },
-        await backend!.readDestinations?.(MAX_DESTINATIONS),
+        destinations,
       );
       if (events) counters.events_dropped_total = events.tick();
       const sampleDurationS = (performance.now() - sampleStart) / 1000;
       // State before counters.json: the first sample's save names this run, which is what
       // lets a successor trust this run's counters.json over the state (startingTotals).
-      // Then only when the totals moved (they only grow, or are reset to zero, so their sum
-      // tells) and a minute has passed, or on the way out.
-      const sum = totals.sum();
-      const stateKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
+      // Then only when the totals moved and a minute has passed, or on the way out.
       if (
         savedStateKey === -1 ||
-        (stateKey !== savedStateKey && (final || sampleStart >= nextStateSave))
+        (totalsKey !== savedStateKey && (final || sampleStart >= nextStateSave))
       ) {
         saveState(opts.statePath, totals.all(), { startedAt, monotonicNow: monotonicSeconds() });
-        savedStateKey = stateKey;
+        savedStateKey = totalsKey;
         nextStateSave = sampleStart + STATE_SAVE_MS;
       }
       publish(opts.output, counters, owner);
@@ -489,6 +507,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
           for (const c of changes) log(c);
           await backend.retarget(fresh);
           events?.retarget(fresh);
+          destinationsStale = true; // services may have new names
         }
         targets = fresh;
       }
