@@ -229,8 +229,8 @@ export function backendConfiguration(backend: string, intervalS = 0.5): Configur
       before = await read();
     },
     async counted() {
-      // Past one interval, so the last write includes the end of the transfer.
-      await new Promise((r) => setTimeout(r, 700));
+      // Past one interval and a margin, so the last write includes the end of the transfer.
+      await new Promise((r) => setTimeout(r, intervalS * 1000 + 200));
       const now = await read();
       return { txBytes: now.txBytes - before.txBytes, packets: now.packets - before.packets };
     },
