@@ -26,7 +26,7 @@ import {
   MAX_TARGETS,
   PENDING_SIZE,
   prefixVerdicts,
-  sumPerCpu,
+  sumCounterWords,
   triePrefixes,
   VERDICT_KEYS,
   verdictKey,
@@ -221,6 +221,18 @@ Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums
     packets: 3,
   });
   assertEquals([got[1].family, got[1].port, got[1].addr.length, got[1].bytes], [6, 53, 16, 50]);
+  // Buffers at any offset (copied to word alignment), and counts above 2^32.
+  const shifted = (bytes: Uint8Array) => {
+    const out = new Uint8Array(bytes.length + 1);
+    out.set(bytes, 1);
+    return out.subarray(1);
+  };
+  const big = shifted(new Uint8Array([...counter(2 ** 40 + 7, 2 ** 33), ...counter(50, 1)]));
+  const again = decodeDests(shifted(keys), big, 2, [shifted(pendingRx), shifted(pendingTx)], 2);
+  assertEquals(again.map((d) => [d.port, d.bytes, d.packets]), [
+    [443, 2 ** 40 + 7 + 500, 2 ** 33 + 1],
+    [53, 50, 1],
+  ]);
 });
 
 /** The verdicts of addresses (text), looked up as the program does: by their first 16 bits. */
@@ -383,6 +395,8 @@ Deno.test("bpf_abi sums per-CPU counters, including values above 2^32", () => {
   view.setBigUint64(24, 1n, true);
   view.setBigUint64(32, 2n ** 40n, true);
   view.setBigUint64(40, 2n, true);
-  assertEquals(sumPerCpu(buf, 3), { bytes: 5_000_000_001 + 2 ** 40, packets: 10 });
-  assertEquals(sumPerCpu(buf, 1), { bytes: 5_000_000_000, packets: 7 });
+  const words = new Uint32Array(buf.buffer);
+  assertEquals(sumCounterWords(words, 0, 3), { bytes: 5_000_000_001 + 2 ** 40, packets: 10 });
+  assertEquals(sumCounterWords(words, 0, 1), { bytes: 5_000_000_000, packets: 7 });
+  assertEquals(sumCounterWords(words, 4, 2), { bytes: 1 + 2 ** 40, packets: 3 }, "from a word");
 });

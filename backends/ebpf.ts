@@ -94,10 +94,19 @@ class DestBuffers {
   inBatch = new Uint8Array(4);
   outBatch = new Uint8Array(4);
   count = new Uint8Array(4);
-  /** The two `pending` slots (by direction), each `cpus` structs. */
+  /** Both `pending` slots, read in one batch: keys 0 and 1 (by direction). */
+  pendingKeys = new Uint8Array(8);
+  pendingValues: Uint8Array<ArrayBuffer>;
+  pendingOutBatch = new Uint8Array(4);
+  pendingCount = new Uint8Array(4);
+  /** The two slots of pendingValues, each `cpus` structs. */
   pending: Uint8Array<ArrayBuffer>[];
   constructor(cpus: number) {
-    this.pending = [DIR_RX, DIR_TX].map(() => new Uint8Array(PENDING_SIZE * cpus));
+    const slot = PENDING_SIZE * cpus;
+    this.pendingValues = new Uint8Array(2 * slot);
+    this.pending = [DIR_RX, DIR_TX].map((dir) =>
+      this.pendingValues.subarray(dir * slot, (dir + 1) * slot)
+    );
   }
 }
 
@@ -135,6 +144,8 @@ export class EbpfBackend implements Backend {
   #cpus = 0;
   /** Service name -> index into the counter slots, fixed for the life of the object. */
   #index = new Map<string, number>();
+  /** #index inverted: a service's name by its counter index. */
+  #names: string[] = [];
   /** Service paths, to know which cgroup levels the program must probe. */
   #paths = new Map<string, string>();
   #levels: number[] = [];
@@ -306,18 +317,30 @@ export class EbpfBackend implements Backend {
       buf.inBatch.set(buf.outBatch);
       first = false;
     }
-    [DIR_RX, DIR_TX].forEach((dir, i) =>
-      check(
-        "Reading the pending destination sums",
-        b.bpf_map_lookup_elem(maps.pending, encodeU32(dir), buf.pending[i]),
-      )
+    const pendingCount = new DataView(buf.pendingCount.buffer);
+    pendingCount.setUint32(0, 2, true);
+    const rc = b.bpf_map_lookup_batch(
+      maps.pending,
+      null,
+      buf.pendingOutBatch,
+      buf.pendingKeys,
+      buf.pendingValues,
+      buf.pendingCount,
+      null,
     );
+    if (rc !== -2) check("Reading the pending destination sums", rc); // ENOENT: the end
+    if (pendingCount.getUint32(0, true) !== 2) {
+      throw new BackendError(
+        `Reading the pending destination sums returned ${
+          pendingCount.getUint32(0, true)
+        } of 2 slots`,
+      );
+    }
     const top = decodeDests(buf.keys, buf.values, total, buf.pending, this.#cpus)
       .sort((x, y) => y.bytes - x.bytes)
       .slice(0, Math.max(0, limit));
-    const names = new Map([...this.#index].map(([name, i]) => [i, name]));
     return await Promise.resolve(top.map((d) => ({
-      service: names.get(d.service) ?? `#${d.service}`,
+      service: this.#names[d.service] ?? `#${d.service}`,
       direction: d.dir === DIR_TX ? "tx" as const : "rx" as const,
       address: formatAddress(d.addr),
       port: d.port,
@@ -341,6 +364,7 @@ export class EbpfBackend implements Backend {
     if (this.#objectBytes) this.#objectBytes = null;
     this.#maps = null;
     this.#index.clear();
+    this.#names = [];
     this.#paths.clear();
     this.#levels = [];
     this.#levelOffset = 0;
@@ -365,6 +389,7 @@ export class EbpfBackend implements Backend {
       }
       const index = this.#index.size;
       this.#index.set(t.name, index);
+      this.#names[index] = t.name;
     }
     this.#levels = targetLevels(this.#paths.values(), "the ebpf backend");
   }

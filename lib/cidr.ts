@@ -61,7 +61,7 @@ export function parseIpv6(text: string): Uint8Array | null {
 }
 
 export function formatAddress(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join(".");
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i] << 8) | bytes[i + 1]);
   // Longest run of zero groups (length >= 2) collapses to "::" (RFC 5952).
