@@ -6,7 +6,13 @@
 
 import { calibrateLevels, kernelAncestors } from "./cgroup_levels.ts";
 import { BackendError } from "./backend.ts";
-import { cgroupDir, cgroupId, cgroupLevel, findCgroup2Mount } from "../lib/cgroup.ts";
+import {
+  cgroupDir,
+  cgroupId,
+  cgroupLevel,
+  findCgroup2Mount,
+  removeCgroupDir,
+} from "../lib/cgroup.ts";
 import { assert, assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
 import { joinCgroup, ownCgroupPath } from "./bpf_test_run.ts";
 
@@ -129,21 +135,7 @@ Deno.test({
       assertStringIncludes(text, "BackendError", new TextDecoder().decode(out.stderr));
       assertStringIncludes(text, `cgroup "/../elsewhere" lies outside its own cgroup namespace`);
     } finally {
-      for (const p of made.reverse()) await removeCgroup(cgroupDir(mount, p));
+      for (const p of made.reverse()) await removeCgroupDir(cgroupDir(mount, p));
     }
   },
 });
-
-/** rmdir, retried: a just-exited process can keep a cgroup busy for a moment. */
-async function removeCgroup(dir: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    try {
-      Deno.removeSync(dir);
-      return;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  Deno.removeSync(dir);
-}

@@ -39,7 +39,7 @@
  * Everything made (netns, cgroups, processes, mounts, temp files) is removed in `finally`.
  */
 
-import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
+import { cgroupDir, findCgroup2Mount, removeCgroupDir } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { endProcess } from "../tests/harness/exec.ts";
@@ -386,7 +386,7 @@ export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise
     const cgroup = `${base}/client`;
     for (const p of [base, cgroup]) {
       await Deno.mkdir(cgroupDir(mount, p));
-      undo.push(() => rmdirRetry(cgroupDir(mount, p)));
+      undo.push(() => removeCgroupDir(cgroupDir(mount, p)));
     }
     const lab: BenchLab = {
       tag,
@@ -441,19 +441,6 @@ export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise
   } catch (e) {
     await cleanup();
     throw e;
-  }
-}
-
-async function rmdirRetry(dir: string): Promise<void> {
-  for (let i = 0;; i++) {
-    try {
-      await Deno.remove(dir);
-      return;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      if (i >= 100) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
   }
 }
 

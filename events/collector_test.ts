@@ -7,7 +7,7 @@
  */
 
 import { EventCollector } from "./collector.ts";
-import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
+import { cgroupDir, cgroupId, findCgroup2Mount, removeCgroupDir } from "../lib/cgroup.ts";
 import { assert, assertEquals } from "../lib/test_assert.ts";
 
 const isRoot = Deno.uid() === 0;
@@ -35,19 +35,6 @@ async function connectsIn(dir: string, count: number): Promise<void> {
   }).output();
   const out = await child;
   if (!out.success) throw new Error(`connects failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-async function removeCgroup(dir: string): Promise<void> {
-  for (let i = 0;; i++) {
-    try {
-      await Deno.remove(dir);
-      return;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      if (i >= 50) throw e;
-      await new Promise((r) => setTimeout(r, 20)); // a just-reaped process may hold it
-    }
-  }
 }
 
 Deno.test({
@@ -88,7 +75,7 @@ Deno.test({
       assertEquals(events + droppedAgain, 2 * burst, "every connect of both bursts is accounted");
     } finally {
       collector.stop();
-      await removeCgroup(dir);
+      await removeCgroupDir(dir);
     }
   },
 });

@@ -103,6 +103,23 @@ export function cgroupDir(mount: Cgroup2Mount, path: string): string {
 }
 
 /**
+ * Removes a cgroup directory (gone already is fine), retried for about 2 s: a process that
+ * just exited can keep its cgroup busy (EBUSY) for a moment.
+ */
+export async function removeCgroupDir(dir: string): Promise<void> {
+  for (let i = 0;; i++) {
+    try {
+      await Deno.remove(dir);
+      return;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      if (i >= 100) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/**
  * The cgroup's id as the kernel reports it to BPF (the directory's inode number), or null
  * when it does not exist right now (service stopped, or not started yet).
  */
