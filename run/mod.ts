@@ -409,7 +409,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
      * programs add to `counters`, then to `pending`). Read while the totals move and once
      * after they stop (a packet counted during the last read may have reached `pending`
      * only after it); otherwise the last list stands, sparing the `dests` walk when idle.
-     * -1: read with the next sample (first sample, new targets).
+     * Stale: read with the next sample whatever the totals (first sample, new targets).
      */
     let destinationsKey = -1;
     let destinationsStale = true;
