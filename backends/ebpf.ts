@@ -87,6 +87,42 @@ interface Maps {
   pending: number;
 }
 
+/**
+ * Slots 0..slots-1 of an array map (per-CPU or not) in one batch syscall, into buffers
+ * reused by every read. `valueSize`: the bytes one slot's lookup returns.
+ */
+class ArrayBatch {
+  readonly keys: Uint8Array<ArrayBuffer>;
+  readonly values: Uint8Array<ArrayBuffer>;
+  readonly #outBatch = new Uint8Array(4);
+  readonly #count = new Uint8Array(4);
+  constructor(readonly slots: number, valueSize: number) {
+    this.keys = new Uint8Array(slots * 4);
+    this.values = new Uint8Array(slots * valueSize);
+  }
+  /** Fills `values` from the map `fd`; `what` names the map in errors. */
+  read(fd: number, what: string): void {
+    const count = new DataView(this.#count.buffer);
+    count.setUint32(0, this.slots, true);
+    const rc = lib().bpf_map_lookup_batch(
+      fd,
+      null,
+      this.#outBatch,
+      this.keys,
+      this.values,
+      this.#count,
+      null,
+    );
+    // ENOENT only says the batch reached the end of the array.
+    if (rc !== -2) check(`Reading ${what}`, rc);
+    if (count.getUint32(0, true) !== this.slots) {
+      throw new BackendError(
+        `Reading ${what} returned ${count.getUint32(0, true)} of ${this.slots} slots`,
+      );
+    }
+  }
+}
+
 /** Reused by every read of the `dests` map: one batch holds the whole map. */
 class DestBuffers {
   keys = new Uint8Array(MAX_DESTS * DEST_KEY_SIZE);
@@ -94,18 +130,15 @@ class DestBuffers {
   inBatch = new Uint8Array(4);
   outBatch = new Uint8Array(4);
   count = new Uint8Array(4);
-  /** Both `pending` slots, read in one batch: keys 0 and 1 (by direction). */
-  pendingKeys = new Uint8Array(8);
-  pendingValues: Uint8Array<ArrayBuffer>;
-  pendingOutBatch = new Uint8Array(4);
-  pendingCount = new Uint8Array(4);
-  /** The two slots of pendingValues, each `cpus` structs. */
+  /** Both `pending` slots (one per direction), each `cpus` structs, read in one batch. */
+  pendingBatch: ArrayBatch;
+  /** pendingBatch's values, slot by slot. */
   pending: Uint8Array<ArrayBuffer>[];
   constructor(cpus: number) {
     const slot = PENDING_SIZE * cpus;
-    this.pendingValues = new Uint8Array(2 * slot);
+    this.pendingBatch = new ArrayBatch(2, slot);
     this.pending = [DIR_RX, DIR_TX].map((dir) =>
-      this.pendingValues.subarray(dir * slot, (dir + 1) * slot)
+      this.pendingBatch.values.subarray(dir * slot, (dir + 1) * slot)
     );
   }
 }
@@ -116,15 +149,10 @@ const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
  * Reused by every read of `counters`: the slots of all services (contiguous from 0, see
  * counterSlot) in one batch syscall rather than one lookup per service and direction.
  */
-class CounterBuffers {
-  readonly keys: Uint8Array<ArrayBuffer>;
-  readonly values: Uint8Array<ArrayBuffer>;
-  readonly outBatch = new Uint8Array(4);
-  readonly count = new Uint8Array(4);
+class CounterBuffers extends ArrayBatch {
   readonly words: Uint32Array;
-  constructor(readonly slots: number, readonly cpus: number) {
-    this.keys = new Uint8Array(slots * 4);
-    this.values = new Uint8Array(slots * cpus * COUNTER_SIZE);
+  constructor(slots: number, readonly cpus: number) {
+    super(slots, cpus * COUNTER_SIZE);
     this.words = new Uint32Array(this.values.buffer);
   }
   /** The sums of one slot's per-CPU structs. */
@@ -249,30 +277,12 @@ export class EbpfBackend implements Backend {
   async read(): Promise<CounterSample> {
     const maps = this.#maps;
     if (!maps) throw new BackendError("The ebpf backend is not started");
-    const b = lib();
     const slots = this.#index.size * 2;
     if (this.#counterBuffers?.slots !== slots) {
       this.#counterBuffers = new CounterBuffers(slots, this.#cpus);
     }
     const buf = this.#counterBuffers;
-    const count = new DataView(buf.count.buffer);
-    count.setUint32(0, slots, true);
-    const rc = b.bpf_map_lookup_batch(
-      maps.counters,
-      null,
-      buf.outBatch,
-      buf.keys,
-      buf.values,
-      buf.count,
-      null,
-    );
-    // ENOENT only says the batch reached the end of the array.
-    if (rc !== -2) check("Reading the counters map", rc);
-    if (count.getUint32(0, true) !== slots) {
-      throw new BackendError(
-        `Reading the counters map returned ${count.getUint32(0, true)} of ${slots} slots`,
-      );
-    }
+    buf.read(maps.counters, "the counters map");
     const sample: CounterSample = {};
     for (const [name, index] of this.#index) {
       const rx = buf.sum(counterSlot(index, DIR_RX));
@@ -317,25 +327,7 @@ export class EbpfBackend implements Backend {
       buf.inBatch.set(buf.outBatch);
       first = false;
     }
-    const pendingCount = new DataView(buf.pendingCount.buffer);
-    pendingCount.setUint32(0, 2, true);
-    const rc = b.bpf_map_lookup_batch(
-      maps.pending,
-      null,
-      buf.pendingOutBatch,
-      buf.pendingKeys,
-      buf.pendingValues,
-      buf.pendingCount,
-      null,
-    );
-    if (rc !== -2) check("Reading the pending destination sums", rc); // ENOENT: the end
-    if (pendingCount.getUint32(0, true) !== 2) {
-      throw new BackendError(
-        `Reading the pending destination sums returned ${
-          pendingCount.getUint32(0, true)
-        } of 2 slots`,
-      );
-    }
+    buf.pendingBatch.read(maps.pending, "the pending destination sums");
     const top = decodeDests(buf.keys, buf.values, total, buf.pending, this.#cpus)
       .sort((x, y) => y.bytes - x.bytes)
       .slice(0, Math.max(0, limit));
