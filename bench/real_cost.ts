@@ -289,7 +289,11 @@ async function main(): Promise<void> {
       console.log(`wrote ${out}`);
     }
   } finally {
-    trivial?.close();
+    try {
+      trivial?.close();
+    } catch (e) {
+      console.error(`real_cost: ${(e as Error).message}`);
+    }
     await run?.stop().catch((e) => console.error(`real_cost: ${(e as Error).message}`));
     if (statsFd >= 0) closeFd(statsFd);
     statsLib.close();

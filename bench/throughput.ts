@@ -267,8 +267,9 @@ export function floorConfiguration(): Configuration {
     counted: () => Promise.resolve(null),
     pid: () => null,
     teardown() {
-      links?.close();
+      const linked = links;
       links = null;
+      linked?.close(); // throws what failed, after trying every link
       return Promise.resolve();
     },
   };
@@ -786,7 +787,6 @@ export function printThroughput(rate: string, results: ConfigurationResult[]): v
     const counted = r.counted_ratio.every((c) => c === null)
       ? "-"
       : median(r.counted_ratio.map((c) => c ?? 0)).toFixed(4);
-    // The loss target is about accounting; the monitors are compared, not judged.
     const judged = isJudged(r.name) && rate === "max";
     console.log(
       [

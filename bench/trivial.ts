@@ -5,12 +5,21 @@
  * `trivial_ingress` at the cgroup2 root, for the throughput any cgroup_skb program costs).
  */
 
-import { check, checkPointer, closeFd, cString, lib, openDirectory } from "../backends/libbpf.ts";
+import {
+  check,
+  checkPointer,
+  closeFd,
+  closeLinksAndObject,
+  cString,
+  lib,
+  openAndLoadObject,
+  openDirectory,
+} from "../backends/libbpf.ts";
 
 export interface TrivialLinks {
   /** Kernel program id by program name, to find their stats. */
   ids: Record<string, number>;
-  /** Detaches the links, then frees the object. */
+  /** Detaches the links, then frees the object; throws the first failure after trying all. */
   close(): void;
 }
 
@@ -18,17 +27,13 @@ export interface TrivialLinks {
 export async function linkTrivial(cgroupDir: string, programs: string[]): Promise<TrivialLinks> {
   const b = lib();
   const bytes = await Deno.readFile(new URL("./trivial.bpf.o", import.meta.url));
-  const obj = checkPointer(
-    "Opening bench/trivial.bpf.o",
-    b.bpf_object__open_mem(bytes, BigInt(bytes.length), null),
-  );
+  const obj = openAndLoadObject(bytes, "trivial", "bench/trivial.bpf.o");
   const links: Deno.PointerObject[] = [];
   const close = () => {
-    for (const l of links.reverse()) b.bpf_link__destroy(l);
-    b.bpf_object__close(obj);
+    const errors = closeLinksAndObject(links, obj);
+    if (errors.length > 0) throw errors[0];
   };
   try {
-    check("Loading bench/trivial.bpf.o", b.bpf_object__load(obj));
     const ids: Record<string, number> = {};
     const fd = openDirectory(cgroupDir);
     try {
@@ -50,7 +55,7 @@ export async function linkTrivial(cgroupDir: string, programs: string[]): Promis
     }
     return { ids, close };
   } catch (e) {
-    close();
+    closeLinksAndObject(links, obj);
     throw e;
   }
 }
