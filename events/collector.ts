@@ -99,6 +99,7 @@ export class EventCollector {
   /** The kernel's `dropped` sum as last read, and the polls in a row that found nothing. */
   #kernelDropped = 0;
   #emptyPolls = 0;
+  /** One per-CPU `dropped` value, sized when the CPUs are counted. */
   #droppedValue = new Uint8Array(0);
   #options: EventCollectorOptions | null = null;
   #record = new Uint8Array(EVENT_SIZE);
@@ -158,9 +159,6 @@ export class EventCollector {
   dropped(): number {
     if (!this.#maps) return this.#overflow;
     if (this.#emptyPolls < 2) {
-      if (this.#droppedValue.length !== 8 * this.#cpus) {
-        this.#droppedValue = new Uint8Array(8 * this.#cpus);
-      }
       const value = this.#droppedValue;
       check(
         "Reading the dropped events counter",
@@ -227,6 +225,7 @@ export class EventCollector {
     this.#options = options;
     const b = lib();
     this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
+    this.#droppedValue = new Uint8Array(8 * this.#cpus);
     this.#register(targets);
     const bytes = this.bytes = objectBytes();
     this.#object = openAndLoadObject(bytes, "events", "the connect events programs");
