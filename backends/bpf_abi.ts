@@ -10,6 +10,7 @@ export const MAX_SERVICES = 512;
 export const MAX_LEVELS = 4;
 export const MAX_TARGETS = 512;
 export const ID_BUCKETS = 2048;
+export const BUCKET_SLOTS = 4;
 export const MAX_EXCLUDE = 131072;
 export const MAX_DESTS = 4096;
 export const VERDICT_KEYS = 65536;
@@ -37,20 +38,21 @@ export const PROG_INGRESS = "netacct_ingress";
 export const PROG_EGRESS = "netacct_egress";
 
 /**
- * struct netacct_config: __u64 ids[512] at 0, __u32 nr_levels at 4096, __u32 levels[4] at
- * 4100, __u16 first[2049] at 4116, __u16 service[512] at 8214, __u8 gso_correction at
- * 9238, __u8 pad[1] at 9239; sizeof 9240.
+ * struct netacct_config: __u64 ids[512] at 0, __u64 bucket_mul at 4096, __u32 nr_levels at
+ * 4104, __u32 levels[4] at 4108, __u16 first[2049] at 4124, __u16 service[512] at 8222,
+ * __u8 gso_correction at 9246, __u8 pad[1] at 9247; sizeof 9248.
  */
 export const CONFIG_OFFSETS = {
   ids: 0,
-  nr_levels: 4096,
-  levels: 4100,
-  first: 4116,
-  service: 8214,
-  gso_correction: 9238,
-  pad: 9239,
+  bucket_mul: 4096,
+  nr_levels: 4104,
+  levels: 4108,
+  first: 4124,
+  service: 8222,
+  gso_correction: 9246,
+  pad: 9247,
 } as const;
-export const CONFIG_SIZE = 9240;
+export const CONFIG_SIZE = 9248;
 /** struct netacct_verdicts: __u8 v4[65536] at 0, __u8 v6[65536] at 65536; sizeof 131072. */
 export const VERDICTS_OFFSETS = { v4: 0, v6: VERDICT_KEYS } as const;
 export const VERDICTS_SIZE = 2 * VERDICT_KEYS;
@@ -102,9 +104,18 @@ export interface Verdicts {
   v6: Uint8Array;
 }
 
-/** The table index of an address: its first 16 bits, as the program reads them. */
+/** An address's first 16 bits as a number, in network order: prefixes are ranges of these. */
 export function verdictKey(bytes: Uint8Array): number {
   return bytes[0] << 8 | bytes[1];
+}
+
+/**
+ * Where the program finds the verdict of `key` (a verdictKey): it reads the two bytes as
+ * one host-order __u16 (see struct netacct_verdicts), so on this little-endian host they
+ * come swapped.
+ */
+export function verdictIndex(key: number): number {
+  return LE ? (key & 0xff) << 8 | key >> 8 : key;
 }
 
 /**
@@ -144,15 +155,44 @@ export function triePrefixes(exclude: Cidr[], verdicts: Verdicts): Cidr[] {
 /** struct netacct_verdicts, the value of the one-entry `verdicts` array. */
 export function encodeVerdicts(verdicts: Verdicts): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(VERDICTS_SIZE);
-  out.set(verdicts.v4.subarray(0, VERDICT_KEYS), VERDICTS_OFFSETS.v4);
-  out.set(verdicts.v6.subarray(0, VERDICT_KEYS), VERDICTS_OFFSETS.v6);
+  for (let key = 0; key < VERDICT_KEYS; key++) {
+    const at = verdictIndex(key);
+    out[VERDICTS_OFFSETS.v4 + at] = verdicts.v4[key]!;
+    out[VERDICTS_OFFSETS.v6 + at] = verdicts.v6[key]!;
+  }
   return out;
+}
+
+const U64_MASK = (1n << 64n) - 1n;
+/** The first multiplier tried: 2^64 / golden ratio, odd, spreads consecutive ids evenly. */
+export const FIRST_BUCKET_MUL = 0x9e3779b97f4a7c15n;
+
+/** The bucket of cgroup id `id` under multiplier `mul`: NETACCT_BUCKET in netacct.h. */
+export function bucketOf(id: bigint, mul: bigint): number {
+  return Number(((id * mul) & U64_MASK) >> 53n) & (ID_BUCKETS - 1);
+}
+
+/**
+ * A bucket multiplier under which no bucket holds more than BUCKET_SLOTS of these ids
+ * (the program compares at most that many). Cgroup ids are handed out in sequence, so the
+ * first one nearly always does; a chance pile-up tries the next odd multiplier in a fixed
+ * sequence, and 512 ids in 2048 buckets find one within a few tries.
+ */
+export function chooseBucketMul(ids: readonly bigint[]): bigint {
+  let mul = FIRST_BUCKET_MUL;
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const load = new Uint16Array(ID_BUCKETS);
+    if (ids.every((id) => ++load[bucketOf(id, mul)]! <= BUCKET_SLOTS)) return mul;
+    mul = ((mul * 6364136223846793005n + 1442695040888963407n) & U64_MASK) | 1n;
+  }
+  throw new RangeError(`no bucket multiplier spreads these ${ids.length} ids (duplicates?)`);
 }
 
 /**
  * struct netacct_config for one slot: the distinct levels (deepest first, at most
- * MAX_LEVELS), the target ids grouped by bucket (id % ID_BUCKETS) as the program scans
- * them (ids must be distinct), and whether GSO/GRO aggregates count their missing headers.
+ * MAX_LEVELS), the target ids grouped by bucket (bucketOf under a multiplier that keeps
+ * every bucket within BUCKET_SLOTS) as the program scans them (ids must be distinct), and
+ * whether GSO/GRO aggregates count their missing headers.
  */
 export function encodeConfig(
   levels: number[],
@@ -165,10 +205,16 @@ export function encodeConfig(
   if (targets.length > MAX_TARGETS) {
     throw new RangeError(`${targets.length} target cgroups, at most ${MAX_TARGETS} fit`);
   }
-  const bucket = (id: bigint) => Number(id & BigInt(ID_BUCKETS - 1));
-  const sorted = [...targets].sort((a, b) => bucket(a.id) - bucket(b.id));
   const out = new Uint8Array(CONFIG_SIZE);
   const view = new DataView(out.buffer);
+  view.setUint32(CONFIG_OFFSETS.nr_levels, levels.length, LE);
+  levels.forEach((level, i) => view.setUint32(CONFIG_OFFSETS.levels + 4 * i, level, LE));
+  out[CONFIG_OFFSETS.gso_correction] = gsoCorrection ? 1 : 0;
+  if (targets.length === 0) return out;
+  const mul = chooseBucketMul(targets.map((t) => t.id));
+  const bucket = (id: bigint) => bucketOf(id, mul);
+  const sorted = [...targets].sort((a, b) => bucket(a.id) - bucket(b.id));
+  view.setBigUint64(CONFIG_OFFSETS.bucket_mul, mul, LE);
   sorted.forEach((t, i) => {
     if (!(t.service >= 0 && t.service < MAX_SERVICES)) {
       throw new RangeError(`service index ${t.service}`);
@@ -176,15 +222,12 @@ export function encodeConfig(
     view.setBigUint64(CONFIG_OFFSETS.ids + 8 * i, t.id, LE);
     view.setUint16(CONFIG_OFFSETS.service + 2 * i, t.service, LE);
   });
-  view.setUint32(CONFIG_OFFSETS.nr_levels, levels.length, LE);
-  levels.forEach((level, i) => view.setUint32(CONFIG_OFFSETS.levels + 4 * i, level, LE));
   // first[b] = entries in buckets below b; first[ID_BUCKETS] = all of them.
   let next = 0;
   for (let b = 0; b <= ID_BUCKETS; b++) {
-    while (next < sorted.length && bucket(sorted[next].id) < b) next++;
+    while (next < sorted.length && bucket(sorted[next]!.id) < b) next++;
     view.setUint16(CONFIG_OFFSETS.first + 2 * b, next, LE);
   }
-  out[CONFIG_OFFSETS.gso_correction] = gsoCorrection ? 1 : 0;
   return out;
 }
 

@@ -1,5 +1,8 @@
 import {
   ASK_TRIE,
+  BUCKET_SLOTS,
+  bucketOf,
+  chooseBucketMul,
   CONFIG_OFFSETS,
   CONFIG_SIZE,
   COUNTER_SIZE,
@@ -60,6 +63,7 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
       .map((f) => f.trim()).filter((f) => f !== ""),
     [
       "__u64 ids[NETACCT_MAX_TARGETS]",
+      "__u64 bucket_mul",
       "__u32 nr_levels",
       "__u32 levels[NETACCT_MAX_LEVELS]",
       "__u16 first[NETACCT_ID_BUCKETS + 1]",
@@ -141,17 +145,19 @@ Deno.test({
 Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () => {
   assertEquals(encodeU32(0x01020304), new Uint8Array([4, 3, 2, 1]));
   const big = 0x0102030405060708n;
-  // 2050 and 2 share bucket 2 (id % 2048), 2048 is bucket 0, big is bucket 0x708 = 1800.
-  const cfg = encodeConfig([7, 3], [
+  const entries = [
     { id: 2050n, service: 1 },
     { id: big, service: 2 },
     { id: 2048n, service: 0 },
     { id: 2n, service: 5 },
-  ]);
+  ];
+  const cfg = encodeConfig([7, 3], entries);
   const view = new DataView(cfg.buffer);
+  const mul = view.getBigUint64(CONFIG_OFFSETS.bucket_mul, true);
+  assertEquals(mul, chooseBucketMul(entries.map((e) => e.id)));
   const ids = [0, 1, 2, 3].map((i) => view.getBigUint64(8 * i, true));
-  assertEquals(ids, [2048n, 2050n, 2n, big], "grouped by bucket, stable within one");
-  assertEquals(Array.from(cfg.subarray(0, 8)), [0, 8, 0, 0, 0, 0, 0, 0], "little endian");
+  const byBucket = [...entries].sort((a, b) => bucketOf(a.id, mul) - bucketOf(b.id, mul));
+  assertEquals(ids, byBucket.map((e) => e.id), "grouped by bucket, stable within one");
   assertEquals(view.getUint32(CONFIG_OFFSETS.nr_levels, true), 2);
   assertEquals(
     [0, 1, 2, 3].map((i) => view.getUint32(CONFIG_OFFSETS.levels + 4 * i, true)),
@@ -160,11 +166,17 @@ Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () =>
   const u16s = (at: number, n: number) =>
     Array.from({ length: n }, (_, i) => view.getUint16(at + 2 * i, true));
   const first = u16s(CONFIG_OFFSETS.first, ID_BUCKETS + 1);
-  // bucket 0: [0,1); 1: empty; 2: [1,3); 3..1799: empty; 1800: [3,4); the rest empty.
-  assertEquals(first.slice(0, 4), [0, 1, 1, 3]);
-  assertEquals(first.slice(4, 1801), Array(1797).fill(3));
-  assertEquals(first.slice(1801), Array(ID_BUCKETS + 1 - 1801).fill(4));
-  assertEquals(u16s(CONFIG_OFFSETS.service, 5), [0, 1, 5, 2, 0]);
+  // Bucket b's entries are [first[b], first[b + 1]): each id is found in its own bucket.
+  ids.forEach((id, i) => {
+    const b = bucketOf(id, mul);
+    assertEquals(first[b]! <= i && i < first[b + 1]!, true, `id ${id} in bucket ${b}`);
+  });
+  assertEquals(first[0], 0);
+  assertEquals(first[ID_BUCKETS], 4);
+  assertEquals(
+    u16s(CONFIG_OFFSETS.service, 5),
+    [...byBucket.map((e) => e.service), 0],
+  );
   assertEquals(cfg[CONFIG_OFFSETS.gso_correction], 0, "GSO correction off by default");
   assertEquals(encodeConfig([], [], true)[CONFIG_OFFSETS.gso_correction], 1);
   assertEquals(encodeConfig([], []), new Uint8Array(CONFIG_SIZE), "empty: all zero");
@@ -176,9 +188,49 @@ Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () =>
   assertThrows(() => encodeConfig([1], many), RangeError, `at most ${MAX_TARGETS}`);
   const full = new DataView(encodeConfig([1], many.slice(0, MAX_TARGETS)).buffer);
   assertEquals(full.getUint16(CONFIG_OFFSETS.first + 2 * ID_BUCKETS, true), MAX_TARGETS);
-  // Service indexes above 255 survive (they were bytes once).
-  assertEquals(full.getUint16(CONFIG_OFFSETS.service + 2 * 300, true), 300);
+  // Service indexes above 255 survive (they were bytes once); here entries are in id order.
+  const services = u16sOf(full, CONFIG_OFFSETS.service, MAX_TARGETS);
+  assertEquals(services.includes(300), true);
   assertThrows(() => encodeConfig([1], [{ id: 1n, service: MAX_SERVICES }]), RangeError);
+});
+
+function u16sOf(view: DataView, at: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => view.getUint16(at + 2 * i, true));
+}
+
+/** The most ids any one bucket holds under `mul`. */
+function maxLoad(ids: bigint[], mul: bigint): number {
+  const load = new Map<number, number>();
+  for (const id of ids) load.set(bucketOf(id, mul), (load.get(bucketOf(id, mul)) ?? 0) + 1);
+  return Math.max(...load.values());
+}
+
+Deno.test("bpf_abi bucket multiplier: no bucket holds more than the program compares", () => {
+  assertEquals(BUCKET_SLOTS, define("NETACCT_BUCKET_SLOTS"));
+  assertEquals(ID_BUCKETS, 2 ** 11, "the program takes the top 11 bits of the product");
+  assertEquals(/>> 53\) & \(NETACCT_ID_BUCKETS - 1\)/.test(header), true, "NETACCT_BUCKET");
+  const sequential = Array.from({ length: MAX_TARGETS }, (_, i) => 4000n + BigInt(i));
+  const mul = chooseBucketMul(sequential);
+  assertEquals(maxLoad(sequential, mul) <= BUCKET_SLOTS, true);
+  // A pile-up under the first multiplier (ids picked to share one bucket, also ids equal
+  // in their low 43 bits) moves to another multiplier that spreads them.
+  const first = chooseBucketMul([1n]);
+  const piled: bigint[] = [];
+  for (let id = 1n; piled.length < 3 * BUCKET_SLOTS; id++) {
+    if (bucketOf(id, first) === bucketOf(1n, first)) piled.push(id);
+  }
+  const congruent = Array.from({ length: 64 }, (_, i) => 77n + (BigInt(i) << 43n));
+  for (const ids of [piled, congruent, [...piled, ...sequential.slice(0, 400)]]) {
+    const m = chooseBucketMul(ids);
+    assertEquals(m % 2n, 1n, "odd");
+    assertEquals(maxLoad(ids, m) <= BUCKET_SLOTS, true, `${ids.length} ids spread`);
+  }
+  assertEquals(maxLoad(piled, first) > BUCKET_SLOTS, true, "the pile-up is real");
+  assertThrows(
+    () => chooseBucketMul(Array(BUCKET_SLOTS + 1).fill(5n)),
+    RangeError,
+    "duplicates",
+  );
 });
 
 Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums", () => {
@@ -373,6 +425,14 @@ Deno.test("bpf_abi 16-bit verdicts by prefix length, overlapping prefixes and IP
   assertEquals(encoded.length, VERDICTS_SIZE);
   assertEquals([encoded[0], encoded[1], encoded[VERDICTS_OFFSETS.v6 - 1]], [I, E, E]);
   assertEquals([encoded[VERDICTS_OFFSETS.v6], encoded[VERDICTS_SIZE - 1]], [E, I]);
+  // The program reads the first two bytes as one host-order (little-endian) __u16: 10/8
+  // (first byte 10, any second) sits at indexes 10 + 256 * second.
+  const tenSlash8 = encodeVerdicts(prefixVerdicts([parseCidr("10.0.0.0/8")]));
+  const u16 = (a: number, b: number) => new Uint16Array(new Uint8Array([a, b]).buffer)[0]!;
+  for (const second of [0, 1, 77, 255]) {
+    assertEquals(tenSlash8[u16(10, second)], I, `10.${second}.x.x`);
+    assertEquals(tenSlash8[u16(second, 10)], second === 10 ? I : E, `${second}.10.x.x`);
+  }
 });
 
 Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address", () => {

@@ -12,7 +12,7 @@
  */
 
 import { EbpfBackend, objectBytes } from "./ebpf.ts";
-import { ID_BUCKETS, MAX_SERVICES } from "./bpf_abi.ts";
+import { BUCKET_SLOTS, bucketOf, chooseBucketMul, MAX_SERVICES } from "./bpf_abi.ts";
 import type { BackendOptions, ServiceTarget } from "./backend.ts";
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
@@ -745,42 +745,55 @@ Deno.test({
         made.push(p);
       }
       const me = cgroupId(mount, `${base}/me`)!;
-      // Made-up ids listed first, three of them in the real id's bucket (id % ID_BUCKETS),
-      // so the program must scan past them; all at the same depth as the real target.
-      const n = BigInt(ID_BUCKETS);
-      const fake = (i: number) => i < 3 ? me + n * BigInt(i + 1) : me + 100n * n + BigInt(i);
-      const targets: ServiceTarget[] = Array.from({ length: MAX_SERVICES - 1 }, (_, i) => ({
-        name: `fake-${i}`,
-        path: `${base}/fake-${i}`,
-        id: fake(i),
-      }));
-      targets.push({ name: "me", path: `${base}/me`, id: me });
-      await backend.start(targets, options(mount));
-      const fd = backend.programFd("egress");
+      const other = cgroupId(mount, `${base}/other`)!;
       const frame = craftPacket({ src: parseIpv4("192.0.2.1")!, dst: parseIpv4("192.0.2.9")! });
       const ifindex = nonLoopbackIfindex();
-      for (const [where, want] of [["me", 5], ["other", 0]] as const) {
+      // `sharing` made-up ids in the real id's bucket under the first multiplier, listed
+      // before it, so the program must scan past them; the rest spread, all at its depth.
+      const targetsWith = (sharing: number): ServiceTarget[] => {
+        const first = chooseBucketMul([me]);
+        const colliders: bigint[] = [];
+        for (let id = me + 1n; colliders.length < sharing; id++) {
+          if (id !== other && bucketOf(id, first) === bucketOf(me, first)) colliders.push(id);
+        }
+        const spread = (i: number) => me + 1_000_000_000n + BigInt(i) * 7919n;
+        const targets = Array.from({ length: MAX_SERVICES - 1 }, (_, i) => ({
+          name: `fake-${i}`,
+          path: `${base}/fake-${i}`,
+          id: colliders[i] ?? spread(i),
+        }));
+        targets.push({ name: "me", path: `${base}/me`, id: me });
+        return targets;
+      };
+      const sendFrom = async (where: string) => {
         joinCgroup(cgroupDir(mount, `${base}/${where}`));
         const before = await backend.read();
-        testRun(fd, frame, ifindex, 5);
+        testRun(backend.programFd("egress"), frame, ifindex, 5);
         joinCgroup(cgroupDir(mount, home));
         const after = await backend.read();
-        assertEquals(after.me.txPackets - before.me.txPackets, want, `from ${where}`);
-        const fakes = Object.entries(after).filter(([n, c]) => n !== "me" && c.txPackets > 0);
+        const fakes = Object.entries(after).filter(([n, c]) =>
+          n !== "me" && c.txPackets > (before[n]?.txPackets ?? 0)
+        );
         assertEquals(fakes, [], `no made-up service counted from ${where}`);
-      }
+        return after.me!.txPackets - before.me!.txPackets;
+      };
+      // The bucket full (BUCKET_SLOTS ids): the first multiplier stays and "me" is last.
+      const full = targetsWith(BUCKET_SLOTS - 1);
+      assertEquals(chooseBucketMul(full.map((t) => t.id!)), chooseBucketMul([me]));
+      await backend.start(full, options(mount));
+      assertEquals(await sendFrom("me"), 5, "counted past the ids sharing its bucket");
+      assertEquals(await sendFrom("other"), 0, "a cgroup that is no target");
       // Retarget: "me" gone, then back; each list replaces the whole previous one.
-      await backend.retarget(targets.map((t) => t.name === "me" ? { ...t, id: null } : t));
-      joinCgroup(cgroupDir(mount, `${base}/me`));
-      const gone = (await backend.read()).me.txPackets;
-      testRun(fd, frame, ifindex, 5);
-      joinCgroup(cgroupDir(mount, home));
-      assertEquals((await backend.read()).me.txPackets, gone, "untargeted: nothing counted");
-      await backend.retarget(targets);
-      joinCgroup(cgroupDir(mount, `${base}/me`));
-      testRun(fd, frame, ifindex, 5);
-      joinCgroup(cgroupDir(mount, home));
-      assertEquals((await backend.read()).me.txPackets, gone + 5, "targeted again");
+      await backend.retarget(full.map((t) => t.name === "me" ? { ...t, id: null } : t));
+      assertEquals(await sendFrom("me"), 0, "untargeted: nothing counted");
+      await backend.retarget(full);
+      assertEquals(await sendFrom("me"), 5, "targeted again");
+      // One id too many for the bucket: another multiplier spreads them, still found.
+      const over = targetsWith(BUCKET_SLOTS);
+      assert(chooseBucketMul(over.map((t) => t.id!)) !== chooseBucketMul([me]));
+      await backend.retarget(over);
+      assertEquals(await sendFrom("me"), 5, "found under the new multiplier");
+      assertEquals(await sendFrom("other"), 0, "still no target");
     } finally {
       joinCgroup(cgroupDir(mount, home));
       await backend.stop();

@@ -21,7 +21,7 @@
  *   excluded  — in the target cgroup, internal remote address the table settles (192.168.x,
  *               fd00::): not counted;
  *   excluded_trie — internal only by the trie's answer (203.0.113.7, 2001:db8::7);
- *   uncounted — in a sibling cgroup whose id bucket (id % ID_BUCKETS) holds no target: a non-StB
+ *   uncounted — in a sibling cgroup whose id's bucket holds no target: a non-StB
  *               packet, the common case;
  *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
  *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
@@ -42,7 +42,10 @@ import {
 import { check, checkPointer, cString, lib } from "../backends/libbpf.ts";
 import {
   ASK_TRIE,
+  bucketOf as bucketUnder,
+  chooseBucketMul,
   EXTERNAL,
+  FIRST_BUCKET_MUL,
   ID_BUCKETS,
   INTERNAL,
   MAX_SERVICES,
@@ -155,9 +158,13 @@ async function loadFloors(): Promise<Floors> {
   }
 }
 
-const bucketOf = (id: bigint) => id & BigInt(ID_BUCKETS - 1);
+/**
+ * The bucket of an id as the backend lays out these targets: every bucket ends up with at
+ * most two ids here, so the backend keeps its first multiplier (main checks it does).
+ */
+const bucketOf = (id: bigint) => bucketUnder(id, FIRST_BUCKET_MUL);
 
-/** A sibling cgroup whose id is in the target's bucket (id % ID_BUCKETS); kept in `made`. */
+/** A sibling cgroup whose id is in the target's bucket; kept in `made`. */
 function findCollider(mount: Cgroup2Mount, base: string, target: bigint, made: string[]): string {
   const tries = 4 * ID_BUCKETS;
   for (let i = 0; i < tries; i++) {
@@ -181,7 +188,9 @@ function madeUpIds(n: number, near: bigint, avoid: bigint[]): bigint[] {
   const taken = new Set(avoid.map(bucketOf));
   const out: bigint[] = [];
   for (let id = near + BigInt(ID_BUCKETS) * 1000n; out.length < n; id++) {
-    if (!taken.has(bucketOf(id))) out.push(id);
+    if (taken.has(bucketOf(id))) continue;
+    taken.add(bucketOf(id));
+    out.push(id);
   }
   return out;
 }
@@ -207,6 +216,9 @@ async function main(): Promise<void> {
     const collider = findCollider(mount, base, cgroupId(mount, svc)!, made);
     const svcId = cgroupId(mount, svc)!;
     const fakeIds = madeUpIds(services - 1, svcId, [svcId, cgroupId(mount, other)!]);
+    if (chooseBucketMul([svcId, ...fakeIds]) !== FIRST_BUCKET_MUL) {
+      throw new Error("the made-up ids overflow a bucket: the bucket cases would be wrong");
+    }
     const exclude = [...DEFAULT_EXCLUDE, ...EXTRA_EXCLUDE].map(parseCidr);
     await backend.start([
       { name: "svc", path: svc, id: svcId },

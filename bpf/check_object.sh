@@ -9,7 +9,8 @@ set -eu
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then
   set -- bpf/netacct.bpf.c bpf/netacct.bpf.o bpf/events.bpf.c bpf/events.bpf.o \
-    bpf/calibrate.bpf.c bpf/calibrate.bpf.o bench/trivial.bpf.c bench/trivial.bpf.o
+    bpf/calibrate.bpf.c bpf/calibrate.bpf.o bench/trivial.bpf.c bench/trivial.bpf.o \
+    backends/testdata/refused.bpf.c backends/testdata/refused.bpf.o
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM

@@ -138,7 +138,7 @@ static __always_inline int table_verdict(int v6, const __u8 *addr)
 {
 	__u32 zero = 0;
 	struct netacct_verdicts *t = bpf_map_lookup_elem(&verdicts, &zero);
-	__u32 k = (__u32)addr[0] << 8 | addr[1];
+	__u16 k = *(const __u16 *)addr; /* see struct netacct_verdicts for why one load */
 
 	if (!t)
 		return NETACCT_ASK_TRIE;

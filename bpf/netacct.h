@@ -15,11 +15,18 @@
 /* Target cgroup ids in a config slot: one per service. */
 #define NETACCT_MAX_TARGETS 512
 /*
- * Buckets of the target list, by cgroup id % NETACCT_ID_BUCKETS (a power of two). Four
- * per target: a packet reads only its own bucket's two bounds, so more buckets cost no
- * time, and keep most non-target cgroups in an empty bucket even with 512 targets.
+ * Buckets of the target list, by a multiplicative hash of the cgroup id (a power of two).
+ * Four per target: a packet reads only its own bucket's two bounds, so more buckets cost
+ * no time, and keep most non-target cgroups in an empty bucket even with 512 targets.
  */
 #define NETACCT_ID_BUCKETS 2048
+/*
+ * Ids one bucket holds at most. The scan is unrolled to this many compares, because a
+ * loop bounded only by data is walked path by path by older verifiers (Linux 6.1 gives up
+ * with "The sequence of 8193 jumps is too complex"); userspace picks the hash multiplier
+ * so that no bucket holds more.
+ */
+#define NETACCT_BUCKET_SLOTS 4
 /* Prefixes per excluded-address trie (no preallocation: memory follows the list in use). */
 #define NETACCT_MAX_EXCLUDE 131072
 /* Remote endpoints the `dests` LRU map remembers (least recently used ones make room). */
@@ -46,14 +53,17 @@ enum netacct_dir {
  * userspace rewrites the other one and then flips `active`: a packet never sees a
  * half-written target list.
  * ids/service: the target cgroup ids and their service indexes, grouped by bucket
- * (id % NETACCT_ID_BUCKETS); bucket b's entries are [first[b], first[b + 1]), so a
- * non-target packet usually finds its bucket empty and compares no id at all.
+ * (NETACCT_BUCKET(id, bucket_mul)); bucket b's entries are [first[b], first[b + 1]), at
+ * most NETACCT_BUCKET_SLOTS of them, so a non-target packet usually finds its bucket empty
+ * and compares no id at all.
+ * bucket_mul: the odd multiplier of the bucket hash, chosen by userspace for this list.
  * levels: cgroup depths holding a target, deepest first, nr_levels of them in use.
  * gso_correction: when 1, a GSO/GRO aggregate counts as the packets it stands for on the
  * wire: skb->len + (gso_segs - 1) * (IP + TCP/UDP header length).
  */
 struct netacct_config {
 	__u64 ids[NETACCT_MAX_TARGETS];
+	__u64 bucket_mul;
 	__u32 nr_levels;
 	__u32 levels[NETACCT_MAX_LEVELS];
 	__u16 first[NETACCT_ID_BUCKETS + 1];
@@ -63,8 +73,10 @@ struct netacct_config {
 };
 
 /*
- * Value of the one-entry `verdicts` array: enum netacct_verdict per first 16 address bits
- * (index addr[0] << 8 | addr[1]), derived from the excluded prefixes, so every remote
+ * Value of the one-entry `verdicts` array: enum netacct_verdict per first 16 address bits,
+ * indexed by those two bytes read as one host-order __u16 (on little-endian hosts
+ * addr[1] << 8 | addr[0]): a 2-byte load is a value the verifier knows is below 65536,
+ * where Linux 6.1 forgets the bounds of an OR of two bytes. Derived from the excluded prefixes, so every remote
  * address that no prefix longer than /16 starts near is judged without an LPM trie lookup.
  * Written once before the programs are attached: exclusions never change while they run.
  */
@@ -116,5 +128,11 @@ struct netacct_pending {
 	__u64 bytes;
 	__u64 packets;
 };
+
+/*
+ * The bucket of a cgroup id: the top 11 bits of id * mul (the product wraps at 64 bits;
+ * its top bits depend on every bit of the id). The mask tells the verifier the range.
+ */
+#define NETACCT_BUCKET(id, mul) ((__u32)(((id) * (mul)) >> 53) & (NETACCT_ID_BUCKETS - 1))
 
 #endif /* NETACCT_H */

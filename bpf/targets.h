@@ -8,15 +8,22 @@
 
 #include "netacct.h"
 
-/* Service index of target cgroup `id`, or -1: scans only the id's bucket. */
+/*
+ * Service index of target cgroup `id`, or -1: compares only the ids of its bucket, at most
+ * NETACCT_BUCKET_SLOTS of them, in a scan unrolled so every verifier sees a straight path.
+ */
 static __always_inline int bucket_service(const struct netacct_config *cfg, __u64 id)
 {
-	__u32 b = id & (NETACCT_ID_BUCKETS - 1);
+	__u32 b = NETACCT_BUCKET(id, cfg->bucket_mul);
+	__u32 first = cfg->first[b];
 	__u32 end = cfg->first[b + 1];
 
-	for (__u32 j = cfg->first[b]; j < end && j < NETACCT_MAX_TARGETS; j++) {
-		/* Keeps clang from turning j into a pointer the verifier can't bound. */
-		asm volatile("" : "+r"(j));
+#pragma unroll
+	for (__u32 i = 0; i < NETACCT_BUCKET_SLOTS; i++) {
+		__u32 j = first + i;
+
+		if (j >= end)
+			return -1;
 		if (cfg->ids[j & (NETACCT_MAX_TARGETS - 1)] == id)
 			return cfg->service[j & (NETACCT_MAX_TARGETS - 1)];
 	}
