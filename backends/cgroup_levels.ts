@@ -91,7 +91,7 @@ export function kernelAncestors(): bigint[] {
     decodeEmbeddedObject(OBJECT_BASE64),
     "calibrate",
     "the cgroup level calibration program",
-  );
+  ).pointer;
   try {
     const prog = checkPointer(
       `Finding program "${PROG_CALIBRATE}" in the calibration object`,

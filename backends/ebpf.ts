@@ -238,7 +238,7 @@ export class EbpfBackend implements Backend {
     this.#register(targets);
     const bytes = objectBytes();
     this.#objectBytes = bytes;
-    this.#object = openAndLoadObject(bytes, "netacct", "the BPF programs");
+    this.#object = openAndLoadObject(bytes, "netacct", "the BPF programs").pointer;
     this.#maps = {
       active: this.#mapFd(MAP_ACTIVE),
       config: this.#mapFd(MAP_CONFIG),

@@ -61,6 +61,39 @@ const LIBBPF_SYMBOLS = {
     ],
     result: "pointer", // struct bpf_map * (NULL + errno ENOENT)
   },
+  /** struct bpf_program *bpf_object__next_program(const struct bpf_object *obj,
+   *    struct bpf_program *prog) */
+  bpf_object__next_program: {
+    parameters: [
+      "pointer", // const struct bpf_object *obj
+      "pointer", // struct bpf_program *prog (NULL: the first)
+    ],
+    result: "pointer", // struct bpf_program * (NULL after the last)
+  },
+  /** const char *bpf_program__name(const struct bpf_program *prog) */
+  bpf_program__name: {
+    parameters: ["pointer"], // const struct bpf_program *prog
+    result: "pointer", // const char * (owned by the object)
+  },
+  /** int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size)
+   *  (the verifier writes this program's log here instead of libbpf's own buffer, which
+   *  libbpf would print through the print callback in one message) */
+  bpf_program__set_log_buf: {
+    parameters: [
+      "pointer", // struct bpf_program *prog
+      "buffer", // char *log_buf (kept alive until bpf_object__load returns)
+      "usize", // size_t log_size
+    ],
+    result: "i32",
+  },
+  /** int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level) */
+  bpf_program__set_log_level: {
+    parameters: [
+      "pointer", // struct bpf_program *prog
+      "u32", // __u32 log_level (BPF_LOG_LEVEL1 = 1, BPF_LOG_STATS = 4)
+    ],
+    result: "i32",
+  },
   /** int bpf_program__fd(const struct bpf_program *prog) */
   bpf_program__fd: {
     parameters: ["pointer"], // const struct bpf_program *prog
@@ -290,13 +323,34 @@ function openLibrary<S extends Deno.ForeignLibraryInterface>(
   }
 }
 
-/** libbpf's print callback: expand the va_list with vsnprintf and keep the lines. */
+/**
+ * Bytes of a va_list object: on x86-64 a va_list is a 24-byte struct (passed by pointer),
+ * on arm64 a 32-byte one; copying it is what va_copy does. Null elsewhere: no second pass.
+ */
+const VA_LIST_BYTES: number | null = Deno.build.arch === "x86_64"
+  ? 24
+  : Deno.build.arch === "aarch64"
+  ? 32
+  : null;
+
+/**
+ * libbpf's print callback: expand the va_list with vsnprintf and keep the lines. A message
+ * longer than the reused buffer is formatted again, from a copy of the va_list taken before
+ * the first pass consumed it, into a buffer of the size vsnprintf reported.
+ */
 function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerValue): number {
-  if (level >= LIBBPF_DEBUG || !libc) return 0;
-  const n = libc.vsnprintf(formatBuf, BigInt(formatBuf.length), fmt, ap);
+  if (level >= LIBBPF_DEBUG || !libc || ap === null) return 0;
+  const apCopy = VA_LIST_BYTES === null ? null : new Uint8Array(VA_LIST_BYTES);
+  if (apCopy) new Deno.UnsafePointerView(ap).copyInto(apCopy);
+  let n = libc.vsnprintf(formatBuf, BigInt(formatBuf.length), fmt, ap);
   if (n <= 0) return 0;
-  const text = decoder.decode(formatBuf.subarray(0, Math.min(n, formatBuf.length - 1)));
-  for (const line of text.split("\n")) {
+  let text: Uint8Array = formatBuf.subarray(0, Math.min(n, formatBuf.length - 1));
+  if (n >= formatBuf.length && apCopy) {
+    const whole = new Uint8Array(n + 1);
+    n = libc.vsnprintf(whole, BigInt(whole.length), fmt, Deno.UnsafePointer.of(apCopy));
+    if (n > 0) text = whole.subarray(0, Math.min(n, whole.length - 1));
+  }
+  for (const line of decoder.decode(text).split("\n")) {
     if (line.trim() !== "") captured.push(`${level === LIBBPF_WARN ? "" : "(info) "}${line}`);
   }
   if (captured.length > MAX_CAPTURED_LINES) {
@@ -391,17 +445,88 @@ export function checkPointer(what: string, p: Deno.PointerValue): Deno.PointerOb
   return p;
 }
 
+/** A program the verifier accepted, and how much work that took it. */
+export interface VerifiedProgram {
+  /** The object's name, e.g. "netacct". */
+  object: string;
+  program: string;
+  /** Instructions the verifier processed ("processed N insns"); its limit is 1,000,000. */
+  insns: number | null;
+}
+
+/** A BPF object in the kernel: libbpf's handle, and what the verifier said per program. */
+export interface LoadedObject {
+  pointer: Deno.PointerObject;
+  programs: VerifiedProgram[];
+}
+
+/** A program's log with only the verifier's statistics (and, on a refusal, its reason). */
+const BPF_LOG_STATS = 4;
+/** The whole log: every instruction on the refused path and the state at each branch. */
+const BPF_LOG_LEVEL1 = 1;
+const STATS_LOG_BYTES = 64 * 1024;
+const FULL_LOG_FIRST_BYTES = 4 * 1024 * 1024;
+/** Beyond this a refusal is reported with the log it filled (the reason is its last line). */
+const FULL_LOG_MAX_BYTES = 256 * 1024 * 1024;
+const ENOSPC = 28;
+
+/** Every program verified in this process, oldest first, for `doctor` and the log. */
+const verified: VerifiedProgram[] = [];
+
+/** What the verifier reported for the programs this process loaded, oldest first. */
+export function verifiedPrograms(): VerifiedProgram[] {
+  return [...verified];
+}
+
+/** The "processed N insns" figure of a verifier log, or null. */
+export function parseVerifiedInsns(log: string): number | null {
+  const m = log.match(/processed (\d+) insns/);
+  return m ? Number(m[1]) : null;
+}
+
 /**
- * Opens an embedded BPF object and loads its programs (the verifier runs here). `what` names
- * it in errors, e.g. "the BPF programs". A failed load closes the object again, so the
- * caller owns it only on success and closes it with bpf_object__close.
+ * The lines of a refused program's log that say why: the last few before the statistics
+ * (the verifier states its reason last, and on Linux 6.1 a full log loses the end).
  */
-export function openAndLoadObject(
-  bytes: Uint8Array<ArrayBuffer>,
-  name: string,
-  what: string,
-): Deno.PointerObject {
-  const b = lib();
+export function verifierReason(log: string, lines = 6): string[] {
+  const all = log.split("\n").map((l) => l.trimEnd()).filter((l) => l !== "");
+  let end = all.length;
+  while (end > 0 && /^(processed \d+ insns|verification time|stack depth)/.test(all[end - 1]!)) {
+    end--;
+  }
+  return all.slice(Math.max(0, end - lines), end);
+}
+
+/** A program the verifier refused: its whole log is kept, the message quotes its end. */
+export class VerifierError extends LibbpfError {
+  override name = "VerifierError";
+  constructor(
+    message: string,
+    errno: number,
+    readonly program: string,
+    /** The whole verifier log of that program (level 1), as the kernel wrote it. */
+    readonly verifierLog: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, errno, verifierLog.split("\n"), options);
+  }
+}
+
+function cStringAt(p: Deno.PointerValue): string {
+  return p === null ? "" : Deno.UnsafePointerView.getCString(p);
+}
+
+function logText(buf: Uint8Array): string {
+  const end = buf.indexOf(0);
+  return decoder.decode(buf.subarray(0, end < 0 ? buf.length : end));
+}
+
+interface ProgramLog {
+  name: string;
+  buf: Uint8Array<ArrayBuffer>;
+}
+
+function openObject(bytes: Uint8Array<ArrayBuffer>, name: string, what: string) {
   const cName = cString(name);
   const opts = new Uint8Array(OPEN_OPTS.size);
   const view = new DataView(opts.buffer);
@@ -411,17 +536,136 @@ export function openAndLoadObject(
     BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(cName))),
     true,
   );
-  const object = checkPointer(
+  return checkPointer(
     `Opening ${what}`,
-    b.bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
+    lib().bpf_object__open_mem(bytes, BigInt(bytes.length), opts),
   );
+}
+
+/**
+ * Gives each program of an opened object a log buffer of its own at `level`; `only` limits
+ * that to one program (the others log nothing). The buffers must outlive the load.
+ */
+function attachLogs(
+  object: Deno.PointerObject,
+  level: number,
+  bytes: number,
+  only?: string,
+): ProgramLog[] {
+  const b = lib();
+  const logs: ProgramLog[] = [];
+  for (
+    let prog = b.bpf_object__next_program(object, null);
+    prog !== null;
+    prog = b.bpf_object__next_program(object, prog)
+  ) {
+    const name = cStringAt(b.bpf_program__name(prog));
+    if (only !== undefined && name !== only) continue;
+    const buf = new Uint8Array(bytes);
+    check(
+      `Setting the verifier log of "${name}"`,
+      b.bpf_program__set_log_buf(prog, buf, BigInt(bytes)),
+    );
+    check(`Setting the verifier log level of "${name}"`, b.bpf_program__set_log_level(prog, level));
+    logs.push({ name, buf });
+  }
+  return logs;
+}
+
+/**
+ * Opens an embedded BPF object and loads its programs (the verifier runs here). `what` names
+ * it in errors, e.g. "the BPF programs". Each program logs the verifier's statistics into a
+ * buffer of its own, so its instruction count is known; a refused program is loaded again
+ * alone with the whole log (grown until it fits), and the VerifierError thrown keeps that
+ * log and quotes its end, where the verifier gives its reason. A failed load closes the
+ * object again, so the caller owns it only on success and closes it with bpf_object__close.
+ */
+export function openAndLoadObject(
+  bytes: Uint8Array<ArrayBuffer>,
+  name: string,
+  what: string,
+): LoadedObject {
+  const b = lib();
+  const object = openObject(bytes, name, what);
+  let logs: ProgramLog[];
+  let rc: number;
   try {
-    check(`Loading ${what} into the kernel`, b.bpf_object__load(object));
+    logs = attachLogs(object, BPF_LOG_STATS, STATS_LOG_BYTES);
+    rc = b.bpf_object__load(object);
   } catch (e) {
     b.bpf_object__close(object);
     throw e;
   }
-  return object;
+  if (rc < 0) {
+    const failure = libbpfError(`Loading ${what} into the kernel`, -rc);
+    b.bpf_object__close(object);
+    const refused = refusedProgram(failure.log, logs);
+    if (refused === null) throw failure; // not the verifier: e.g. a map, or no privilege
+    throw refusal(bytes, name, what, refused, failure);
+  }
+  const programs = logs.map((l) => ({
+    object: name,
+    program: l.name,
+    insns: parseVerifiedInsns(logText(l.buf)),
+  }));
+  verified.push(...programs);
+  if (verified.length > 100) verified.splice(0, verified.length - 100);
+  forgetLog();
+  return { pointer: object, programs };
+}
+
+/**
+ * The program the kernel refused: libbpf names it in its warning; failing that, the last
+ * program that has a log (programs load in order and the first refusal stops the load).
+ * Null when no program got as far as the verifier.
+ */
+function refusedProgram(libbpfLog: string[], logs: ProgramLog[]): string | null {
+  for (const line of libbpfLog) {
+    const m = line.match(/prog '([^']+)': BPF program load failed/);
+    if (m && logs.some((l) => l.name === m[1])) return m[1]!;
+  }
+  const tried = logs.filter((l) => logText(l.buf) !== "");
+  return tried.at(-1)?.name ?? null;
+}
+
+/**
+ * Loads `program` of the object again with the whole verifier log, growing the buffer
+ * while the kernel says it was too small, and returns the VerifierError to throw.
+ */
+function refusal(
+  bytes: Uint8Array<ArrayBuffer>,
+  name: string,
+  what: string,
+  program: string,
+  first: LibbpfError,
+): VerifierError {
+  const b = lib();
+  let errno = first.errno;
+  let log = "";
+  for (let size = FULL_LOG_FIRST_BYTES; size <= FULL_LOG_MAX_BYTES; size *= 4) {
+    const object = openObject(bytes, name, what);
+    try {
+      const [full] = attachLogs(object, BPF_LOG_LEVEL1 | BPF_LOG_STATS, size, program);
+      const rc = b.bpf_object__load(object);
+      if (full) log = logText(full.buf);
+      if (rc >= 0) break; // accepted this time: report the first refusal's errno and log
+      errno = -rc;
+      if (errno !== ENOSPC) break;
+    } finally {
+      b.bpf_object__close(object);
+    }
+  }
+  forgetLog();
+  const reason = verifierReason(log);
+  const quoted = reason.length > 0 ? reason.join(" | ") : first.log.join(" | ");
+  return new VerifierError(
+    `Loading ${what} into the kernel failed: the kernel's verifier refused program ` +
+      `"${program}" (${errnoName(errno === ENOSPC ? first.errno : errno)}); it said: ${quoted}`,
+    first.errno,
+    program,
+    log,
+    { cause: first },
+  );
 }
 
 /** The ELF bytes of an object embedded as base64 (bpf/*_object.ts, made by bpf/embed.sh). */

@@ -27,7 +27,7 @@ export interface TrivialLinks {
 export async function linkTrivial(cgroupDir: string, programs: string[]): Promise<TrivialLinks> {
   const b = lib();
   const bytes = await Deno.readFile(new URL("./trivial.bpf.o", import.meta.url));
-  const obj = openAndLoadObject(bytes, "trivial", "bench/trivial.bpf.o");
+  const obj = openAndLoadObject(bytes, "trivial", "bench/trivial.bpf.o").pointer;
   const links: Deno.PointerObject[] = [];
   const close = () => {
     const errors = closeLinksAndObject(links, obj);

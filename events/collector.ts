@@ -228,7 +228,7 @@ export class EventCollector {
     this.#droppedValue = new Uint8Array(8 * this.#cpus);
     this.#register(targets);
     const bytes = this.bytes = objectBytes();
-    this.#object = openAndLoadObject(bytes, "events", "the connect events programs");
+    this.#object = openAndLoadObject(bytes, "events", "the connect events programs").pointer;
     this.#maps = {
       active: this.#mapFd(MAP_ACTIVE),
       config: this.#mapFd(MAP_CONFIG),

@@ -1,0 +1,121 @@
+import {
+  capturedLog,
+  decodeEmbeddedObject,
+  lib,
+  LibbpfError,
+  openAndLoadObject,
+  parseVerifiedInsns,
+  verifiedPrograms,
+  VerifierError,
+  verifierReason,
+} from "./libbpf.ts";
+import { OBJECT_BASE64 as NETACCT } from "../bpf/netacct_object.ts";
+import { OBJECT_BASE64 as EVENTS } from "../bpf/events_object.ts";
+import { OBJECT_BASE64 as CALIBRATE } from "../bpf/calibrate_object.ts";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../lib/test_assert.ts";
+
+const isRoot = Deno.uid() === 0;
+const testdata = (name: string) => new URL(`./testdata/${name}`, import.meta.url);
+
+Deno.test("parseVerifiedInsns reads the verifier's statistics line", () => {
+  const log = Deno.readTextFileSync(testdata("verifier_log_refused.txt"));
+  assertEquals(parseVerifiedInsns(log), 412);
+  assertEquals(
+    parseVerifiedInsns(
+      "processed 1234 insns (limit 1000000) max_states_per_insn 2 total_states 88",
+    ),
+    1234,
+  );
+  assertEquals(parseVerifiedInsns("no statistics here"), null);
+});
+
+Deno.test("verifierReason: the last lines before the statistics, where the reason is", () => {
+  const log = Deno.readTextFileSync(testdata("verifier_log_refused.txt"));
+  const reason = verifierReason(log, 2);
+  assertEquals(reason.length, 2);
+  assertMatch(reason[1]!, /unbounded min value is not allowed/);
+  assertEquals(verifierReason(""), []);
+  assertEquals(
+    verifierReason("a\nb\nR0 invalid mem access 'scalar'\nprocessed 9 insns (limit 1000000)\n", 1),
+    ["R0 invalid mem access 'scalar'"],
+  );
+});
+
+Deno.test({
+  name: "every BPF object of the product loads, and each program reports its instruction count",
+  ignore: !isRoot,
+  fn() {
+    const b = lib();
+    for (
+      const [name, base64] of [["netacct", NETACCT], ["events", EVENTS], ["calibrate", CALIBRATE]]
+    ) {
+      const loaded = openAndLoadObject(decodeEmbeddedObject(base64!), name!, `the ${name} object`);
+      try {
+        assert(loaded.programs.length > 0, `${name}: programs listed`);
+        for (const p of loaded.programs) {
+          assertEquals(p.object, name);
+          assert(
+            p.insns !== null && p.insns > 0 && p.insns < 1_000_000,
+            `${p.program}: ${p.insns}`,
+          );
+        }
+        const seen = verifiedPrograms().filter((p) => p.object === name).map((p) => p.program);
+        for (const p of loaded.programs) assert(seen.includes(p.program), `${p.program} recorded`);
+      } finally {
+        b.bpf_object__close(loaded.pointer);
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "a refused program: the error keeps the whole verifier log and quotes its reason",
+  ignore: !isRoot,
+  async fn() {
+    const bytes = await Deno.readFile(testdata("refused.bpf.o"));
+    let error: unknown;
+    try {
+      const loaded = openAndLoadObject(bytes, "refused", "the refused test object");
+      lib().bpf_object__close(loaded.pointer);
+    } catch (e) {
+      error = e;
+    }
+    assert(error instanceof VerifierError, `a VerifierError: ${error}`);
+    assertEquals(error.program, "refused");
+    assert(error.cause instanceof LibbpfError, "the libbpf failure is its cause");
+    // Far beyond the 4 KiB that one formatted libbpf message used to keep.
+    assert(error.verifierLog.length > 16 * 1024, `whole log: ${error.verifierLog.length} bytes`);
+    assertMatch(error.verifierLog, /^0: \(/m, "from the first instruction");
+    const reason = verifierReason(error.verifierLog);
+    assert(reason.length > 0, "a reason");
+    assertMatch(reason.at(-1)!, /unbounded/);
+    assertStringIncludes(error.message, reason.at(-1)!, "the message quotes the reason");
+    assertStringIncludes(error.message, '"refused"');
+  },
+});
+
+Deno.test({
+  name: "a libbpf message longer than 4 KiB reaches the captured log whole",
+  ignore: !isRoot,
+  fn() {
+    lib(); // installs the print callback
+    // A second handle to the same libbpf: its warning goes through that callback.
+    const extra = Deno.dlopen("libbpf.so.1", {
+      // struct bpf_object *bpf_object__open_file(const char *path, const void *opts)
+      bpf_object__open_file: { parameters: ["buffer", "pointer"], result: "pointer" },
+    });
+    try {
+      const path = `/nonexistent-stb-netacct/${"x".repeat(6000)}.bpf.o`;
+      const obj = extra.symbols.bpf_object__open_file(
+        new TextEncoder().encode(`${path}\0`),
+        null,
+      );
+      assertEquals(obj, null);
+      const line = capturedLog().find((l) => l.includes("nonexistent-stb-netacct"));
+      assert(line !== undefined, `the warning was captured: ${capturedLog().join(" | ")}`);
+      assertStringIncludes(line, `${"x".repeat(6000)}.bpf.o`, "not cut at 4 KiB");
+    } finally {
+      extra.close();
+    }
+  },
+});
