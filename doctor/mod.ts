@@ -44,6 +44,11 @@ export interface DoctorReport {
   backends: BackendReport[];
   /** Connect events (ebpf only): usable, off, or why not. */
   events: { verdict: Verdict | "off"; reason?: string };
+  /**
+   * The instructions the kernel's verifier processed per BPF program loaded by the probes
+   * (its limit is 1,000,000): a program creeping toward a limit shows here first.
+   */
+  verifier: { object: string; program: string; insns: number | null }[];
   configured_backend: string;
   ok: boolean;
 }
@@ -230,10 +235,22 @@ export async function diagnose(
     services,
     backends,
     events,
+    verifier: ebpf.verdict === "unchecked" ? [] : await verifierWork(),
     configured_backend: configured,
     ok: configError === null && wanted.some((b) => b.verdict === "usable"),
   };
 }
+
+/** What the verifier reported for each program the probes loaded, one entry per program. */
+async function verifierWork(): Promise<DoctorReport["verifier"]> {
+  const { verifiedPrograms } = await import("../backends/libbpf.ts");
+  const latest = new Map<string, DoctorReport["verifier"][number]>();
+  for (const p of verifiedPrograms()) latest.set(`${p.object}/${p.program}`, { ...p });
+  return [...latest.values()];
+}
+
+/** The verifier's limit on processed instructions per program (BPF_COMPLEXITY_LIMIT_INSNS). */
+const VERIFIER_INSN_LIMIT = 1_000_000;
 
 const MARK: Record<Verdict, string> = { usable: "ok  ", unusable: "FAIL", unchecked: "??  " };
 
@@ -279,6 +296,18 @@ export function formatReport(r: DoctorReport): string {
         ? "usable (connect events; `stb-netacct events` shows them)"
         : `${ev.verdict === "off" ? "off" : "not usable"} because ${ev.reason}`),
   );
+  for (const v of r.verifier) {
+    row(
+      "verifier",
+      `${v.object}/${v.program}: ${
+        v.insns === null
+          ? "accepted (no instruction count reported)"
+          : `${v.insns.toLocaleString("en-US")} of ${
+            VERIFIER_INSN_LIMIT.toLocaleString("en-US")
+          } instructions`
+      }`,
+    );
+  }
   lines.push("");
   lines.push(
     r.ok

@@ -54,6 +54,22 @@ Deno.test("doctor as root: every backend usable, host unchanged, JSON for script
   assertEquals(report.ok, true);
   assertEquals(report.services.length, 3);
   assertEquals(report.cgroup2.mountPoint, findCgroup2Mount().mountPoint);
+  // The verifier's work per program: every program of the three objects, counted.
+  const verified = (report.verifier as { object: string; program: string; insns: number }[])
+    .map((v) => `${v.object}/${v.program}`).sort();
+  assertEquals(verified, [
+    "calibrate/calibrate_egress",
+    "events/events_connect4",
+    "events/events_connect6",
+    "events/events_sendmsg4",
+    "events/events_sendmsg6",
+    "netacct/netacct_egress",
+    "netacct/netacct_ingress",
+  ]);
+  for (const v of report.verifier) {
+    assert(v.insns > 0 && v.insns < 1_000_000, `${v.object}/${v.program}: ${v.insns}`);
+  }
+  assertMatch(text.stdout, /verifier\s+netacct\/netacct_ingress: [\d,]+ of 1,000,000 instructions/);
   assertEquals(await hostRules(), before);
 });
 
