@@ -68,6 +68,7 @@ $bb mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 results
 . /.k61/results/job.sh || die "read job.sh"
 $bb mkdir -p "/lib/modules/$K61_KVER"
 $bb mount --bind "$K61_MODULES" "/lib/modules/$K61_KVER" || die "bind the modules of $K61_KVER"
+$bb mkdir -p /boot
 $bb cp "$K61_CONFIG" "/boot/config-$K61_KVER" || die "copy /boot/config-$K61_KVER"
 $bb hostname kernel61
 $bb ip link set lo up
