@@ -3,7 +3,7 @@ DENO ?= node_modules/.bin/deno
 BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o \
   backends/testdata/refused.bpf.o
 
-.PHONY: help deps build bpf check-bpf check test bench soak clean
+.PHONY: help deps build bpf check-bpf check test test-kernel61 bench soak clean
 
 help:
 	@echo "make deps       install Debian packages and node_modules (idempotent, needs root for apt)"
@@ -11,6 +11,7 @@ help:
 	@echo "make bpf        recompile the committed BPF objects (needs clang)"
 	@echo "make check      deno fmt/lint/check + stale BPF object check"
 	@echo "make test       deps, build, check and the whole test suite (root: real kernel)"
+	@echo "make test-kernel61  only the kernel-facing tests, inside Debian 12's kernel 6.1 (qemu)"
 	@echo "make bench      benchmarks, printed and written to bench/results.json"
 	@echo "make soak       load + faults for SOAK_DURATION_S (60) per backend, reader for SOAK_READER_S (600)"
 
@@ -56,6 +57,9 @@ check: deps check-bpf
 
 test: build
 	sh scripts/test.sh
+
+test-kernel61: build
+	sh scripts/kernel61.sh
 
 bench: build
 	sh scripts/bench.sh

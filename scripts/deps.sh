@@ -8,6 +8,11 @@ APT_PACKAGES="clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 nftables lib
 # Test-only: promtool (package prometheus) checks the metrics output. Installing it must not
 # start a Prometheus server on a developer's machine, hence policy-rc.d while apt runs.
 TEST_ONLY="prometheus"
+# Test-only, for the kernel-6.1 lane (tests/kernel61/): qemu boots Debian 12's kernel, static
+# busybox is the guest's init, xz cuts the uncompressed kernel out of its bzImage (busybox's
+# unxz lacks the x86 filter the kernel's stream uses). amd64 only; when they cannot be had the
+# lane says so and skips, the rest of the suite is unaffected.
+KERNEL61_TEST_ONLY="qemu-system-x86 busybox-static xz-utils"
 # The real-systemd test boots systemd 252 in systemd-nspawn; pinned so the machine's own
 # systemd is not upgraded along with it.
 PINNED="systemd-container=252.38-1~deb12u1"
@@ -43,6 +48,15 @@ for p in $TEST_ONLY; do
   [ -n "$had_policy" ] || rm -f /usr/sbin/policy-rc.d
   [ "$rc" -eq 0 ] || exit "$rc"
 done
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+  missing=""
+  for p in $KERNEL61_TEST_ONLY; do installed "$p" || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "deps: installing$missing (test-only: the kernel-6.1 lane)"
+    # shellcheck disable=SC2086
+    apt_install $missing || echo "deps: could not install$missing: the kernel-6.1 lane will skip" >&2
+  fi
+fi
 installed systemd-container || { echo "deps: installing $PINNED"; apt_install "$PINNED"; }
 
 if ! command -v node >/dev/null 2>&1; then

@@ -1,13 +1,16 @@
 #!/bin/sh
 # The whole suite: static checks, then every deno test (unit tests beside the code, real-kernel
-# backend tests, end-to-end tests in tests/ that spawn the built ./stb-netacct). Needs root.
+# backend tests, end-to-end tests in tests/ that spawn the built ./stb-netacct), then the
+# kernel-6.1 lane (the kernel-facing tests again inside Debian 12's own kernel under qemu,
+# tests/kernel61/lane.ts; STB_NETACCT_SKIP_KERNEL61=1 skips it for quick local runs). Needs root.
 # Ends with one line "N passed, N failed" and exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/.."
 DENO=${DENO:-node_modules/.bin/deno}
 passed=0 failed=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+counts=$(mktemp)
+trap 'rm -f "$log" "$counts"' EXIT
 
 check() { # name, command...
   name=$1
@@ -45,6 +48,17 @@ else
   f=$(echo "$summary" | sed -E 's/.*\| ([0-9]+) failed.*/\1/')
   passed=$((passed + p))
   failed=$((failed + f))
+fi
+
+# The kernel-6.1 lane prints a line per guest test (or one line saying why it skipped: a skip
+# is no pass) and leaves "PASSED FAILED SKIPPED" in $counts.
+"$DENO" run --allow-all --no-prompt tests/kernel61/lane.ts --counts "$counts"
+if read -r kp kf _ < "$counts" && [ -n "$kp" ] && [ -n "$kf" ]; then
+  passed=$((passed + kp))
+  failed=$((failed + kf))
+else
+  echo "kernel-6.1 lane ... FAILED: it reported no counts (crashed?)"
+  failed=$((failed + 1))
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

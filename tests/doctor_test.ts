@@ -73,6 +73,21 @@ Deno.test("doctor as root: every backend usable, host unchanged, JSON for script
   assertEquals(await hostRules(), before);
 });
 
+Deno.test("doctor --json as root: every backend usable, and why not when one is not", async () => {
+  const r = await doctor([], ["--json"]);
+  let report;
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`doctor --json printed no JSON (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+  }
+  const verdicts = (report.backends as { name: string; verdict: string; reason?: string }[])
+    .map((b) => `${b.name}: ${b.verdict}${b.reason ? ` because ${b.reason}` : ""}`);
+  assertEquals(verdicts, ["ebpf: usable", "nft: usable", "iptables: usable"]);
+  assertEquals(report.events.verdict, "usable", report.events.reason);
+  assertEquals(r.code, 0, r.stderr);
+});
+
 Deno.test("doctor unprivileged says what it could not check and exits 3", async () => {
   const r = await doctor(NOBODY, []);
   assertEquals(r.code, 3, r.stdout + r.stderr);

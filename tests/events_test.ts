@@ -13,6 +13,7 @@ import {
   bpfRootAttachments,
   cliArgv,
   flowsTo,
+  nativeLayout,
   newBpfAttachments,
   output,
   REMOTES,
@@ -58,7 +59,7 @@ Deno.test({
   ...TEST_OPTIONS,
   async fn() {
     const baseline = await bpfRootAttachments(MOUNT);
-    const env = await TestEnv.open("hybrid");
+    const env = await TestEnv.open(nativeLayout());
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     await Deno.chmod(dir, 0o755); // nobody must reach the file inside
     let cli: RunningCli | null = null;

@@ -3,7 +3,7 @@
  * named by STB_NETACCT_BIN (e.g. ./stb-netacct after `make build`).
  */
 
-import { DENO, endProcess, run, type RunResult, sleep } from "./exec.ts";
+import { DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
@@ -128,7 +128,7 @@ export class RunningCli {
    * so it includes everything the kernel counted before this call. Fails loudly with the
    * CLI's stderr when `run` died or never wrote.
    */
-  async sampleAfter(sinceUnix = Date.now() / 1000, timeoutS = 15): Promise<Sample> {
+  async sampleAfter(sinceUnix = Date.now() / 1000, timeoutS = 15 * SLOW_FACTOR): Promise<Sample> {
     const deadline = Date.now() + timeoutS * 1000;
     while (Date.now() < deadline) {
       if (this.#exited) {
@@ -150,7 +150,11 @@ export class RunningCli {
   }
 
   /** Waits until a sample satisfies `predicate` (e.g. a recreated cgroup shows present). */
-  async waitFor(predicate: (s: Sample) => boolean, what: string, timeoutS = 10): Promise<Sample> {
+  async waitFor(
+    predicate: (s: Sample) => boolean,
+    what: string,
+    timeoutS = 10 * SLOW_FACTOR,
+  ): Promise<Sample> {
     const deadline = Date.now() + timeoutS * 1000;
     while (Date.now() < deadline) {
       const s = await this.sampleAfter();
@@ -162,7 +166,7 @@ export class RunningCli {
   }
 
   /** SIGTERM (or another signal), wait for the exit, read the final write. */
-  async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10): Promise<StopResult> {
+  async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10 * SLOW_FACTOR): Promise<StopResult> {
     const s = await endProcess(this.#child, timeoutS * 1000, this.#exited ? null : signal);
     await this.#stderrDone;
     return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
@@ -178,7 +182,7 @@ export async function startRun(
   const started = Date.now() / 1000;
   const cli = new RunningCli(layout.wrap(netnsPath), options);
   try {
-    await cli.sampleAfter(started, 30);
+    await cli.sampleAfter(started, 30 * SLOW_FACTOR);
   } catch (e) {
     await cli.stop("SIGKILL");
     throw e;

@@ -30,6 +30,14 @@ export interface Layout {
   close(): Promise<void>;
 }
 
+/**
+ * The layout this machine has: "hybrid" on this testbed, "v2" on a pure cgroup2 host such as
+ * Debian 12 (and the kernel-6.1 lane's guest), where the hybrid layout cannot be made.
+ */
+export function nativeLayout(): LayoutName {
+  return findCgroup2Mount().mountPoint === "/sys/fs/cgroup" ? "v2" : "hybrid";
+}
+
 export async function openLayout(name: LayoutName): Promise<Layout> {
   const here = findCgroup2Mount().mountPoint;
   if (name === "hybrid") {
