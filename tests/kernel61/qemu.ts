@@ -16,8 +16,12 @@ import { newcArchive, S_IFCHR, S_IFDIR, S_IFREG } from "./cpio.ts";
 import type { CpioEntry } from "./cpio.ts";
 import { elfFacts, xzStreamOffset } from "./kernel_image.ts";
 
+/**
+ * Not under /var/cache/stb-netacct: that is the installed unit's CacheDirectory, and a
+ * directory already there makes systemd refuse to start the service.
+ */
 export const CACHE_ROOT = Deno.env.get("STB_NETACCT_KERNEL61_CACHE") ??
-  "/var/cache/stb-netacct/kernel61";
+  "/var/cache/stb-netacct-tests/kernel61";
 const GUEST_INIT = new URL("./guest_init.sh", import.meta.url).pathname;
 /** What stage 1 of guest_init.sh needs to mount its root; dependencies come from modprobe. */
 const INITRAMFS_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"];
