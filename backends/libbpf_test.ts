@@ -1,17 +1,12 @@
 import {
   capturedLog,
-  decodeEmbeddedObject,
   lib,
   LibbpfError,
   openAndLoadObject,
   parseVerifiedInsns,
-  verifiedPrograms,
   VerifierError,
   verifierReason,
 } from "./libbpf.ts";
-import { OBJECT_BASE64 as NETACCT } from "../bpf/netacct_object.ts";
-import { OBJECT_BASE64 as EVENTS } from "../bpf/events_object.ts";
-import { OBJECT_BASE64 as CALIBRATE } from "../bpf/calibrate_object.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../lib/test_assert.ts";
 
 const isRoot = Deno.uid() === 0;
@@ -39,33 +34,6 @@ Deno.test("verifierReason: the last lines before the statistics, where the reaso
     verifierReason("a\nb\nR0 invalid mem access 'scalar'\nprocessed 9 insns (limit 1000000)\n", 1),
     ["R0 invalid mem access 'scalar'"],
   );
-});
-
-Deno.test({
-  name: "every BPF object of the product loads, and each program reports its instruction count",
-  ignore: !isRoot,
-  fn() {
-    const b = lib();
-    for (
-      const [name, base64] of [["netacct", NETACCT], ["events", EVENTS], ["calibrate", CALIBRATE]]
-    ) {
-      const loaded = openAndLoadObject(decodeEmbeddedObject(base64!), name!, `the ${name} object`);
-      try {
-        assert(loaded.programs.length > 0, `${name}: programs listed`);
-        for (const p of loaded.programs) {
-          assertEquals(p.object, name);
-          assert(
-            p.insns !== null && p.insns > 0 && p.insns < 1_000_000,
-            `${p.program}: ${p.insns}`,
-          );
-        }
-        const seen = verifiedPrograms().filter((p) => p.object === name).map((p) => p.program);
-        for (const p of loaded.programs) assert(seen.includes(p.program), `${p.program} recorded`);
-      } finally {
-        b.bpf_object__close(loaded.pointer);
-      }
-    }
-  },
 });
 
 Deno.test({

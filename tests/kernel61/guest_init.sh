@@ -72,6 +72,9 @@ $bb mkdir -p /boot
 $bb cp "$K61_CONFIG" "/boot/config-$K61_KVER" || die "copy /boot/config-$K61_KVER"
 $bb hostname kernel61
 $bb ip link set lo up
+# A host has an interface besides lo; tests that hand the programs a crafted packet need
+# one's ifindex (a packet "on lo" is never counted). A dummy one, since nothing is wired.
+ip link add k61-dummy0 type dummy && ip link set k61-dummy0 up || say "no dummy interface"
 
 say "running the job on $($bb uname -r)"
 cd "$K61_CWD" || die "cd $K61_CWD"

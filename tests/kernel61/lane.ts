@@ -45,6 +45,13 @@ import {
 export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // The verifier's verdict on each embedded BPF object.
   { file: "bpf/objects_test.ts", tests: ["bpf object "] },
+  // A refusal on this kernel (whose full log is cut short, not rotated) still quotes why.
+  { file: "backends/libbpf_test.ts", tests: ["a refused program"] },
+  // The programs' address table and target buckets, packet by packet (BPF_PROG_TEST_RUN).
+  {
+    file: "backends/ebpf_test.ts",
+    tests: ["ebpf programs judge addresses as configured", "ebpf program finds a target among"],
+  },
   // What a user's first check says on this kernel.
   { file: "tests/doctor_test.ts", tests: ["doctor --json as root: every backend usable"] },
   // Counting through the real CLI on the user's layout: external counted; internal,
