@@ -29,6 +29,17 @@ function guestRun(more: Partial<GuestRun> = {}): GuestRun {
   };
 }
 
+/** A list with tests the captured run did not run: the e2e and connect events cases. */
+const WITH_UNRUN = [
+  ...CAPTURED,
+  {
+    file: "tests/e2e_test.ts",
+    tests: ["e2e ebpf / v2: ", "e2e nft / v2: ", "e2e iptables / v2: "],
+  },
+  { file: "tests/events_test.ts", tests: ["events: connects and first datagrams"] },
+  { file: "events/collector_test.ts", tests: ["events: a full ring buffer's losses"] },
+];
+
 function reported(run: GuestRun, tests = CAPTURED) {
   const lines: string[] = [];
   const counts = report(run, tests, (l) => lines.push(...l.split("\n")));
@@ -62,7 +73,7 @@ Deno.test("report: one line per listed guest test, a failure's output and error 
 });
 
 Deno.test("report: a listed test that did not run is a failure naming the list to update", () => {
-  const { counts, lines } = reported(guestRun(), GUEST_TESTS);
+  const { counts, lines } = reported(guestRun(), WITH_UNRUN);
   assertEquals(counts.passed, 2);
   const missing = lines.filter((l) => l.startsWith("kernel-6.1 ") && l.includes(': "'));
   assertEquals(missing, [
