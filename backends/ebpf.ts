@@ -8,7 +8,7 @@
  * per-CPU slots, survive every change.
  *
  * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
- * kernel's absolute levels. `start` measures the difference once (cgroup_levels.ts: non-zero
+ * kernel's absolute levels. `start` measures the difference once (bpf/levels.ts: non-zero
  * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
  *
  * Nothing is pinned: the two BPF links live as long as this process's fds, so a crashed
@@ -36,9 +36,9 @@ import {
   objectMapFd,
   openAndLoadObject,
   openDirectory,
-} from "./libbpf.ts";
-import { switchConfigSlot, targetLevels } from "./bpf_targets.ts";
-import { calibrateLevels } from "./cgroup_levels.ts";
+} from "../bpf/libbpf.ts";
+import { switchConfigSlot, targetLevels } from "../bpf/targets.ts";
+import { calibrateLevels } from "../bpf/levels.ts";
 import {
   COUNTER_SIZE,
   counterSlot,
@@ -68,7 +68,7 @@ import {
   sumCounterWords,
   type TargetEntry,
   triePrefixes,
-} from "./bpf_abi.ts";
+} from "../bpf/netacct_abi.ts";
 import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
 /** The ELF bytes of bpf/netacct.bpf.o, decoded from the embedded module. */

@@ -12,7 +12,7 @@
  */
 
 import { EbpfBackend, objectBytes } from "./ebpf.ts";
-import { BUCKET_SLOTS, bucketOf, chooseBucketMul, MAX_SERVICES } from "./bpf_abi.ts";
+import { BUCKET_SLOTS, bucketOf, chooseBucketMul, MAX_SERVICES } from "../bpf/netacct_abi.ts";
 import type { BackendOptions, ServiceTarget } from "./backend.ts";
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
@@ -24,7 +24,7 @@ import {
   nonLoopbackIfindex,
   ownCgroupPath,
   testRun,
-} from "./bpf_test_run.ts";
+} from "../bpf/packet_run.ts";
 import { MSS, parseRetransSegs } from "./testing/lab.ts";
 
 const DENO = Deno.execPath();

@@ -20,14 +20,14 @@
  * on the same traffic (same timing overhead, no work). CPU per GB is given both ways.
  */
 
-import { check, closeFd } from "../backends/libbpf.ts";
+import { check, closeFd } from "../bpf/libbpf.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { ensurePackages } from "./tools.ts";
 import { type BenchLab, makeLab, median, processCpuSeconds, sh, startRun } from "./throughput.ts";
 
 const SERVER_IP = "198.51.100.2";
 
-/** The one libbpf symbol the backend never needs (annotated like backends/libbpf.ts). */
+/** The one libbpf symbol the backend never needs (annotated like bpf/libbpf.ts). */
 const STATS_SYMBOLS = {
   /** int bpf_enable_stats(enum bpf_stats_type type): an fd; stats stay on while it is open */
   bpf_enable_stats: { parameters: ["i32"], result: "i32" },

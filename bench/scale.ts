@@ -26,10 +26,10 @@ import {
   nonLoopbackIfindex,
   ownCgroupPath,
   testRun,
-} from "../backends/bpf_test_run.ts";
+} from "../bpf/packet_run.ts";
 import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded, parseCidr, parseIpv4 } from "../lib/cidr.ts";
-import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../backends/bpf_abi.ts";
+import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../bpf/netacct_abi.ts";
 import { generatedExclusions } from "./read_cost.ts";
 import { median } from "./throughput.ts";
 

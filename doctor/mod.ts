@@ -243,7 +243,7 @@ export async function diagnose(
 
 /** What the verifier reported for each program the probes loaded, one entry per program. */
 async function verifierWork(): Promise<DoctorReport["verifier"]> {
-  const { verifiedPrograms } = await import("../backends/libbpf.ts");
+  const { verifiedPrograms } = await import("../bpf/libbpf.ts");
   const latest = new Map<string, DoctorReport["verifier"][number]>();
   for (const p of verifiedPrograms()) latest.set(`${p.object}/${p.program}`, { ...p });
   return [...latest.values()];

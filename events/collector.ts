@@ -6,13 +6,14 @@
  * tick: no thread, no blocking poll, and the libbpf callback runs synchronously inside the
  * consume call, on this thread.
  *
- * Target levels get the offset backends/cgroup_levels.ts measures at start, as the ebpf
+ * Target levels get the offset bpf/levels.ts measures at start, as the ebpf
  * backend's do: inside a cgroup namespace the mount's levels are not the kernel's.
  *
  * Nothing is pinned: the links die with this process's fds, like the ebpf backend's.
  */
 
-import { BackendError, type ServiceTarget } from "../backends/backend.ts";
+import { BackendError } from "../lib/errors.ts";
+import type { ServiceTarget } from "../lib/cgroup.ts";
 import {
   check,
   checkPointer,
@@ -24,10 +25,10 @@ import {
   objectMapFd,
   openAndLoadObject,
   openDirectory,
-} from "../backends/libbpf.ts";
-import { encodeConfig, encodeU32, MAX_SERVICES } from "../backends/bpf_abi.ts";
-import { switchConfigSlot, targetLevels } from "../backends/bpf_targets.ts";
-import { calibrateLevels } from "../backends/cgroup_levels.ts";
+} from "../bpf/libbpf.ts";
+import { encodeConfig, encodeU32, MAX_SERVICES } from "../bpf/netacct_abi.ts";
+import { switchConfigSlot, targetLevels } from "../bpf/targets.ts";
+import { calibrateLevels } from "../bpf/levels.ts";
 import type { Cgroup2Mount } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
 import { OBJECT_BASE64 } from "../bpf/events_object.ts";
@@ -40,7 +41,7 @@ import {
   MAP_DROPPED,
   MAP_EVENTS,
   PROGRAMS,
-} from "./abi.ts";
+} from "../bpf/events_abi.ts";
 
 /** One event as `run` publishes it (a line of events.jsonl) and `events` prints it. */
 export interface ConnectEvent {
@@ -92,7 +93,7 @@ export class EventCollector {
   #names: string[] = [];
   #paths = new Map<string, string>();
   #levels: number[] = [];
-  /** Added to every level written (cgroup_levels.ts); 0 outside a cgroup namespace. */
+  /** Added to every level written (bpf/levels.ts); 0 outside a cgroup namespace. */
   #levelOffset = 0;
   #pending: ConnectEvent[] = [];
   #overflow = 0;

@@ -12,6 +12,16 @@ export class CgroupError extends Error {
   override name = "CgroupError";
 }
 
+/** A configured service's cgroup as it is now: what the backends and BPF programs target. */
+export interface ServiceTarget {
+  /** Config key, e.g. "server". Stable for the life of `run`. */
+  name: string;
+  /** Cgroup path relative to the cgroup2 mount, e.g. "/user.slice/.../stb-next-server@split.service". */
+  path: string;
+  /** Inode number of the cgroup directory now, or null while it does not exist. */
+  id: bigint | null;
+}
+
 export interface Cgroup2Mount {
   /** Absolute mount point, e.g. "/sys/fs/cgroup" or "/sys/fs/cgroup/unified". */
   mountPoint: string;

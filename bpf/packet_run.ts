@@ -1,7 +1,7 @@
 /**
  * BPF_PROG_TEST_RUN for cgroup_skb programs: crafted packets run through a loaded program
  * without any traffic. Used by ebpf_test.ts (the program's decisions, address by address),
- * bench/bpf_bench.ts (ns per packet) and, at every start, cgroup_levels.ts (which cgroup
+ * bench/bpf_bench.ts (ns per packet) and, at every start, levels.ts (which cgroup
  * levels the kernel sees this process at).
  *
  * What the kernel does with it (net/bpf/test_run.c, bpf_prog_test_run_skb): the data is an

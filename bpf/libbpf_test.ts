@@ -9,9 +9,9 @@ import {
   VerifierError,
   verifierReason,
 } from "./libbpf.ts";
-import { OBJECT_BASE64 as NETACCT } from "../bpf/netacct_object.ts";
-import { OBJECT_BASE64 as EVENTS } from "../bpf/events_object.ts";
-import { OBJECT_BASE64 as CALIBRATE } from "../bpf/calibrate_object.ts";
+import { OBJECT_BASE64 as NETACCT } from "./netacct_object.ts";
+import { OBJECT_BASE64 as EVENTS } from "./events_object.ts";
+import { OBJECT_BASE64 as CALIBRATE } from "./calibrate_object.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../lib/test_assert.ts";
 
 const isRoot = Deno.uid() === 0;

@@ -1,7 +1,7 @@
 /**
  * The TypeScript mirror of bpf/netacct.h: constants, and encoders for the map keys and
  * values the program shares with userspace. The only place these layouts are spelt out
- * on this side; bpf_abi_test.ts pins them against the header.
+ * on this side; netacct_abi_test.ts pins them against the header.
  */
 
 import type { Cidr } from "../lib/cidr.ts";

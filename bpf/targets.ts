@@ -4,9 +4,9 @@
  * slot that userspace rewrites while packets keep reading the other one.
  */
 
-import { BackendError } from "./backend.ts";
+import { BackendError } from "../lib/errors.ts";
 import { cgroupLevel } from "../lib/cgroup.ts";
-import { encodeU32, MAX_LEVELS } from "./bpf_abi.ts";
+import { encodeU32, MAX_LEVELS } from "./netacct_abi.ts";
 import { check, lib } from "./libbpf.ts";
 
 /**

@@ -5,10 +5,10 @@ import {
   KIND_CONNECT,
   KIND_SENDMSG,
   RING_BYTES,
-} from "./abi.ts";
+} from "./events_abi.ts";
 import { assertEquals } from "../lib/test_assert.ts";
 
-const header = Deno.readTextFileSync(new URL("../bpf/events.h", import.meta.url));
+const header = Deno.readTextFileSync(new URL("./events.h", import.meta.url));
 
 /**
  * Offsets by the C rules (each member at its natural alignment, the size rounded up to the

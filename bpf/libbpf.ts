@@ -10,7 +10,7 @@
  * only libc's vsnprintf can expand (lib/libc.ts, with the open/close attach needs).
  */
 
-import { BackendError } from "./backend.ts";
+import { BackendError } from "../lib/errors.ts";
 import {
   cString,
   errno as lastErrno,
