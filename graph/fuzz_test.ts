@@ -5,7 +5,7 @@
  */
 
 import { GraphModel } from "./model.ts";
-import { CountersFileReader } from "./reader.ts";
+import { CountersFileReader } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
 const N = Number(Deno.env.get("FUZZ_N") ?? 10_000);

@@ -13,7 +13,7 @@
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { GraphModel } from "./model.ts";
-import { CountersFileReader, pendingStuckOpens } from "./reader.ts";
+import { CountersFileReader, pendingStuckOpens } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
 export const DEFAULT_INPUT = "/run/stb-netacct/counters.json";

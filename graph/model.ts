@@ -8,9 +8,8 @@
  * advanced within the last few intervals of the reader's own timer.
  */
 
-import type { CountersV1, DestinationV1 } from "../lib/contract.ts";
+import type { CountersV1, DestinationV1, ReadResult } from "../lib/contract.ts";
 import { InterfaceAccumulator, RateTracker, type WindowStats } from "./rates.ts";
-import type { ReadResult } from "./reader.ts";
 import { nonLoopback, parseProcNetDev } from "./proc_net_dev.ts";
 
 export type StatusKind = "ok" | "waiting" | "stale" | "malformed" | "unreadable" | "reset";

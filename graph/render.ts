@@ -10,7 +10,7 @@
 
 import asciichartJs from "asciichart";
 import type { FrameData, Status, StatusKind } from "./model.ts";
-import { formatBytes, formatRate, niceCeiling } from "./units.ts";
+import { formatBytes, formatRate, niceCeiling } from "../lib/units.ts";
 
 /** The part of asciichart 1.5 used here; the package ships no types of its own. */
 interface AsciiChart {

@@ -7,10 +7,9 @@
 import { Command } from "@commander-js/extra-typings";
 import { cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
-import type { CountersV1 } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
-import { CountersFileReader, type ReadResult } from "../graph/reader.ts";
-import { formatBytes, formatRate } from "../graph/units.ts";
+import { CountersFileReader, type CountersV1, type ReadResult } from "../lib/contract.ts";
+import { formatBytes, formatRate } from "../lib/units.ts";
 import { showUnit, systemdBooted } from "./system.ts";
 import { UNIT_NAME, UNIT_PATH } from "./unit.ts";
 
