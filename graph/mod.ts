@@ -13,10 +13,9 @@
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { GraphModel } from "./model.ts";
-import { CountersFileReader, pendingStuckOpens } from "../lib/contract.ts";
+import { CountersFileReader, DEFAULT_COUNTERS_PATH, pendingStuckOpens } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
-export const DEFAULT_INPUT = "/run/stb-netacct/counters.json";
 export const DEFAULT_INTERVAL_S = 0.5;
 export const DEFAULT_WINDOW_S = 60;
 export const INTERVAL_RANGE = [0.1, 10] as const;
@@ -369,7 +368,7 @@ export function graphCommand() {
         "it: the last good values stay on screen and the status line says what is wrong. " +
         "Without a terminal it prints one plain line per interval.",
     )
-    .option("--input <path>", "counters file to read", DEFAULT_INPUT)
+    .option("--input <path>", "counters file to read", DEFAULT_COUNTERS_PATH)
     .addOption(
       new Option(
         "-i, --interval <seconds>",

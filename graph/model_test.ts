@@ -36,13 +36,17 @@ Deno.test("status: waiting, then ok once a sample arrives", () => {
   expect(m.status(UNIX0 + 0.1, 0.1).kind, "ok");
 });
 
-Deno.test("stale by ts_unix: the sample is older than three of its intervals", () => {
+Deno.test("stale by ts_unix: older than three of its intervals, and at least 2 s", () => {
   const m = new GraphModel("/x", 0.5, 60);
   m.update(ok(c(0, 0, 0)), 0);
-  expect(m.status(UNIX0 + 1.4, 0).kind, "ok");
-  const s = m.status(UNIX0 + 1.6, 0);
+  expect(m.status(UNIX0 + 1.9, 0).kind, "ok");
+  const s = m.status(UNIX0 + 2.1, 0);
   expect(s.kind, "stale");
-  if (!s.text.includes("1.6 s old") || !s.text.includes("every 0.5 s")) throw new Error(s.text);
+  if (!s.text.includes("2.1 s old") || !s.text.includes("every 0.5 s")) throw new Error(s.text);
+  const slow = new GraphModel("/x", 0.5, 60);
+  slow.update(ok(c(0, 0, 0, { interval_s: 2 })), 0);
+  expect(slow.status(UNIX0 + 5.9, 0).kind, "ok");
+  expect(slow.status(UNIX0 + 6.1, 0).kind, "stale");
 });
 
 Deno.test("stale by ts_monotonic not advancing, when ts_unix says nothing", () => {
@@ -51,11 +55,11 @@ Deno.test("stale by ts_monotonic not advancing, when ts_unix says nothing", () =
   m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 10);
   expect(m.status(0, 11).kind, "ok");
   // Rewritten (changed) but with the same sample: no advance.
-  m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 11.4);
-  expect(m.status(0, 11.4).kind, "ok");
-  expect(m.status(0, 11.6).kind, "stale");
-  m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 11.7);
-  expect(m.status(0, 11.7).kind, "ok");
+  m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 11.9);
+  expect(m.status(0, 11.9).kind, "ok");
+  expect(m.status(0, 12.1).kind, "stale");
+  m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 12.2);
+  expect(m.status(0, 12.2).kind, "ok");
 });
 
 Deno.test("a wall clock set back does not make fresh samples stale", () => {

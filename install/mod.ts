@@ -37,7 +37,8 @@ import {
   systemdBooted,
   SystemError,
 } from "./system.ts";
-import { readCounters, statusCommand } from "./status.ts";
+import { statusCommand } from "./status.ts";
+import { CountersFileReader, isFresh } from "../lib/contract.ts";
 
 export { statusCommand };
 
@@ -244,11 +245,13 @@ async function waitFresh(
   const restarts0 = Number(
     (await showUnit(UNIT_NAME).catch(() => new Map())).get("NRestarts") ?? 0,
   );
+  const reader = new CountersFileReader(path);
   while (Date.now() - start < timeoutS * 1000) {
-    const r = await readCounters(path);
+    const r = await reader.read();
     if (r.kind === "ok") {
-      const age = Date.now() / 1000 - r.counters.ts_unix;
-      if (r.counters.ts_unix >= since && age <= 3 * r.counters.interval_s + 1) {
+      const now = Date.now() / 1000;
+      const age = now - r.counters.ts_unix;
+      if (r.counters.ts_unix >= since && isFresh(r.counters, now)) {
         return { backend: r.counters.backend, age: Math.max(0, age), path };
       }
       why = `the newest sample is ${age.toFixed(1)} s old`;

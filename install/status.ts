@@ -8,7 +8,12 @@ import { Command } from "@commander-js/extra-typings";
 import { cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
-import { CountersFileReader, type CountersV1, type ReadResult } from "../lib/contract.ts";
+import {
+  CountersFileReader,
+  type CountersV1,
+  isFreshAge,
+  type ReadResult,
+} from "../lib/contract.ts";
 import { formatBytes, formatRate } from "../lib/units.ts";
 import { showUnit, systemdBooted } from "./system.ts";
 import { UNIT_NAME, UNIT_PATH } from "./unit.ts";
@@ -58,18 +63,12 @@ export interface StatusReport {
   cgroups: Record<string, { path: string; exists: boolean }>;
 }
 
-/** A sample older than this many intervals is stale (the graph uses the same rule). */
-const STALE_INTERVALS = 3;
-/** Slack for a busy machine at short intervals. */
-const STALE_MIN_S = 2;
-
 export function judge(
   service: ServiceFacts,
   counters: CounterFacts,
 ): { verdict: Verdict; fix: string | null } {
   const c = counters.counters;
-  const fresh = c !== null && counters.ageS !== null &&
-    counters.ageS <= Math.max(STALE_INTERVALS * c.interval_s, STALE_MIN_S);
+  const fresh = c !== null && isFreshAge(counters.ageS, c.interval_s);
   const journal = "`journalctl -u stb-netacct -n 20` says why";
   if (fresh) {
     const outside = service.systemd && service.activeState !== "active";
@@ -145,11 +144,6 @@ async function serviceFacts(): Promise<ServiceFacts> {
   facts.restarts = s.has("NRestarts") ? Number(s.get("NRestarts")) : null;
   facts.since = s.get("ActiveEnterTimestamp") || null;
   return facts;
-}
-
-/** One read of counters.json for install's freshness wait. */
-export async function readCounters(path: string): Promise<ReadResult> {
-  return await new CountersFileReader(path).read();
 }
 
 async function counterFacts(path: string, sampleRates: boolean): Promise<CounterFacts> {

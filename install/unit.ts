@@ -10,11 +10,12 @@
 
 import { BACKEND_INFO, BACKEND_NAMES, type BackendName } from "../backends/mod.ts";
 import { DEFAULT_CONFIG_PATH } from "../lib/config.ts";
+import { COUNTERS_DIR } from "../lib/contract.ts";
 
 export const UNIT_NAME = "stb-netacct.service";
 export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;
 /** RuntimeDirectory=; the only place the hardened service can publish counters.json. */
-export const RUNTIME_DIR = "/run/stb-netacct";
+export const RUNTIME_DIR = COUNTERS_DIR;
 /** StateDirectory=; with DynamicUser= systemd keeps it in /var/lib/private/stb-netacct. */
 export const STATE_DIR = "/var/lib/stb-netacct";
 export const PRIVATE_STATE_DIR = "/var/lib/private/stb-netacct";

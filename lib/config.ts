@@ -14,9 +14,9 @@ import {
   parseIpv6,
 } from "./cidr.ts";
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
+import { DEFAULT_COUNTERS_PATH } from "./contract.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
-export const DEFAULT_OUTPUT = "/run/stb-netacct/counters.json";
 export const DEFAULT_INTERVAL_S = 0.5;
 export const MIN_INTERVAL_S = 0.1;
 export const MAX_INTERVAL_S = 10;
@@ -229,11 +229,13 @@ export function validateConfig(raw: unknown, source: string): Config {
     }
   }
 
-  let output = DEFAULT_OUTPUT;
+  let output = DEFAULT_COUNTERS_PATH;
   if (o.output !== undefined) {
     if (typeof o.output !== "string" || !o.output.startsWith("/") || o.output.endsWith("/")) {
       throw new ConfigError(
-        `"output" is ${show(o.output)}: it must be an absolute file path like "${DEFAULT_OUTPUT}"`,
+        `"output" is ${
+          show(o.output)
+        }: it must be an absolute file path like "${DEFAULT_COUNTERS_PATH}"`,
       );
     }
     if (o.output.split("/").some((p) => p === "..")) {
@@ -527,7 +529,7 @@ export function defaultConfigJson(owner: string | null): string {
     {
       services: DEFAULT_SERVICES,
       exclude: DEFAULT_EXCLUDE,
-      output: DEFAULT_OUTPUT,
+      output: DEFAULT_COUNTERS_PATH,
       owner,
       interval_s: DEFAULT_INTERVAL_S,
     },

@@ -11,6 +11,38 @@
 
 export const SCHEMA_VERSION = 1;
 
+/** Where `run` publishes by default: on /run, a tmpfs; the service's RuntimeDirectory=. */
+export const COUNTERS_DIR = "/run/stb-netacct";
+export const DEFAULT_COUNTERS_PATH = `${COUNTERS_DIR}/counters.json`;
+
+/**
+ * The one freshness rule of graph, status, install and verify: a sample is stale once it is
+ * older than STALE_INTERVALS of the writer's intervals, and never sooner than STALE_MIN_S
+ * (slack for a busy machine at short intervals).
+ */
+export const STALE_INTERVALS = 3;
+export const STALE_MIN_S = 2;
+
+/** Seconds after which a sample written every `intervalS` seconds is stale. */
+export function staleAfterS(intervalS: number): number {
+  return Math.max(STALE_INTERVALS * intervalS, STALE_MIN_S);
+}
+
+/** Whether a sample `ageS` seconds old (null: unknown) written every `intervalS` is fresh. */
+export function isFreshAge(ageS: number | null, intervalS: number): boolean {
+  return ageS !== null && ageS <= staleAfterS(intervalS);
+}
+
+/** The sample's age by the wall clock; null when it carries no ts_unix (the first contract). */
+export function sampleAgeS(c: CountersV1, nowUnix: number): number | null {
+  return c.ts_unix > 0 ? nowUnix - c.ts_unix : null;
+}
+
+/** Whether `c` is fresh at `nowUnix` (Unix seconds). */
+export function isFresh(c: CountersV1, nowUnix: number): boolean {
+  return isFreshAge(sampleAgeS(c, nowUnix), c.interval_s);
+}
+
 export interface ServiceCountersV1 {
   rx_bytes_total: number;
   tx_bytes_total: number;

@@ -3,10 +3,12 @@ import {
   ContractError,
   CountersFileReader,
   type CountersV1,
+  isFresh,
   parseCounters,
   pendingStuckOpens,
   type ReadResult,
   serializeCounters,
+  staleAfterS,
 } from "./contract.ts";
 
 const sample: CountersV1 = {
@@ -88,6 +90,14 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
     Object.keys(schema.properties.services.additionalProperties.properties).sort(),
     Object.keys(sample.services.server).sort(),
   );
+});
+
+Deno.test("freshness: stale after three intervals, never sooner than 2 s", () => {
+  assertEquals([0.1, 0.5, 1, 10].map(staleAfterS), [2, 2, 3, 30]);
+  const at = (age: number, interval_s = 0.5) =>
+    isFresh({ ...sample, ts_unix: 1000, interval_s }, 1000 + age);
+  assertEquals([at(2), at(2.01), at(2.9, 1), at(3.1, 1)], [true, false, true, false]);
+  assertEquals(isFresh({ ...sample, ts_unix: 0 }, 1000), false, "no ts_unix: age unknown");
 });
 
 const GOOD = JSON.stringify({

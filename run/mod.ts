@@ -25,14 +25,18 @@ import {
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
-  DEFAULT_OUTPUT,
   loadConfig,
   MAX_INTERVAL_S,
   MIN_INTERVAL_S,
   parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
-import { type CountersV1, MAX_DESTINATIONS, parseCounters } from "../lib/contract.ts";
+import {
+  type CountersV1,
+  DEFAULT_COUNTERS_PATH,
+  MAX_DESTINATIONS,
+  parseCounters,
+} from "../lib/contract.ts";
 import { type EventsRuntime, startEvents } from "../events/run.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import { pathInfo } from "../lib/libc.ts";
@@ -135,7 +139,7 @@ export function runCommand() {
     )
     .option(
       "-o, --output <path>",
-      'counters file (default: config "output", else /run/stb-netacct/counters.json)',
+      `counters file (default: config "output", else ${DEFAULT_COUNTERS_PATH})`,
     )
     .option(
       "-s, --state <path>",
@@ -187,7 +191,7 @@ export function runCommand() {
 
 /** Separate outputs get separate totals, so side-by-side runs (tests, comparisons) never mix. */
 export function defaultStatePath(output: string): string {
-  return output === DEFAULT_OUTPUT ? DEFAULT_STATE_PATH : `${output}.state`;
+  return output === DEFAULT_COUNTERS_PATH ? DEFAULT_STATE_PATH : `${output}.state`;
 }
 
 function checkPrivileges(choice: BackendChoice): void {

@@ -18,7 +18,7 @@ import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { type Cgroup2Mount, cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
 import { formatAddress, isExcluded, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
-import { type CountersV1, parseCounters } from "../lib/contract.ts";
+import { type CountersV1, isFresh, parseCounters } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
 import {
   background,
@@ -394,8 +394,9 @@ export async function runVerify(opts: VerifyOptions): Promise<CheckResult[]> {
       );
       return results;
     }
-    const age = Date.now() / 1000 - first.ts_unix;
-    if (age > Math.max(3 * first.interval_s, 2) + 1) {
+    const now = Date.now() / 1000;
+    const age = now - first.ts_unix;
+    if (!isFresh(first, now)) {
       report(
         "sampler",
         "FAIL",
