@@ -6,10 +6,14 @@
 
 import { Command, Option } from "@commander-js/extra-typings";
 import {
+  AUTO,
+  BACKEND_CHOICES,
   BACKEND_INFO,
   BACKEND_NAMES,
+  type BackendChoice,
   BackendError,
   type BackendName,
+  backendsOf,
   loadBackend,
   type ServiceTarget,
 } from "../backends/mod.ts";
@@ -17,9 +21,6 @@ import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { describeError } from "../lib/errors.ts";
-
-const AUTO = "auto";
-const CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 
 export type Verdict = "usable" | "unusable" | "unchecked";
 
@@ -113,7 +114,7 @@ export async function diagnose(
   config: Config | null,
   configError: string | null,
   source: string,
-  configured: string,
+  configured: BackendChoice,
 ): Promise<DoctorReport> {
   let mount: Cgroup2Mount | null = null;
   let cgroup2: DoctorReport["cgroup2"];
@@ -197,7 +198,7 @@ export async function diagnose(
       }
     }
   }
-  const wanted = configured === AUTO ? backends : backends.filter((b) => b.name === configured);
+  const wanted = backends.filter((b) => backendsOf(configured).includes(b.name));
   const ebpf = backends.find((b) => b.name === "ebpf")!;
   let events: DoctorReport["events"];
   if (config && !config.events.enabled) {
@@ -330,8 +331,8 @@ export function doctorCommand() {
         "checked without root.",
     )
     .addOption(
-      new Option("-b, --backend <name>", "backend to judge").choices(CHOICES).default(
-        AUTO as string,
+      new Option("-b, --backend <name>", "backend to judge").choices(BACKEND_CHOICES).default(
+        AUTO as BackendChoice,
       ),
     )
     .option("-c, --config <path>", "config file", DEFAULT_CONFIG_PATH)
@@ -356,9 +357,7 @@ export function doctorCommand() {
         opts.backend,
       );
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
-      const wanted = opts.backend === AUTO
-        ? report.backends
-        : report.backends.filter((b) => b.name === opts.backend);
+      const wanted = report.backends.filter((b) => backendsOf(opts.backend).includes(b.name));
       Deno.exit(report.ok ? 0 : wanted.some((b) => b.verdict === "unchecked") ? 3 : 1);
     });
 }

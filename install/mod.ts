@@ -6,16 +6,19 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { BACKEND_NAMES, loadBackend } from "../backends/mod.ts";
+import {
+  AUTO,
+  BACKEND_CHOICES,
+  BACKEND_NAMES,
+  type BackendChoice,
+  loadBackend,
+} from "../backends/mod.ts";
 import { ConfigError, DEFAULT_CONFIG_PATH, defaultConfigJson, loadConfig } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
 import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
 import {
-  AUTO,
-  BACKEND_CHOICES,
-  type BackendChoice,
   CACHE_DIR,
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,

@@ -8,7 +8,7 @@
  * "owner"). Everything else is closed; README_SECTION.md lists what stays open and why.
  */
 
-import { BACKEND_INFO, BACKEND_NAMES, type BackendName } from "../backends/mod.ts";
+import { BACKEND_INFO, type BackendChoice, type BackendName, backendsOf } from "../backends/mod.ts";
 import { DEFAULT_CONFIG_PATH } from "../lib/config.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
 
@@ -22,10 +22,6 @@ export const PRIVATE_STATE_DIR = "/var/lib/private/stb-netacct";
 /** CacheDirectory=: deno's DENO_DIR (V8 code cache) for the fallback build. */
 export const CACHE_DIR = "/var/cache/stb-netacct";
 export const PRIVATE_CACHE_DIR = "/var/cache/private/stb-netacct";
-
-export const AUTO = "auto";
-export type BackendChoice = typeof AUTO | BackendName;
-export const BACKEND_CHOICES: readonly BackendChoice[] = [AUTO, ...BACKEND_NAMES];
 
 /** Kernel capability names by number; lib/capabilities.ts only names the ones `run` checks. */
 const CAP_NAMES: Record<number, string> = {
@@ -47,10 +43,6 @@ const BACKEND_SANDBOX: Record<BackendName, { families: string[]; syscalls: strin
   nft: { families: ["AF_NETLINK"], syscalls: [] },
   iptables: { families: ["AF_NETLINK"], syscalls: [] },
 };
-
-function backendsOf(choice: BackendChoice): BackendName[] {
-  return choice === AUTO ? [...BACKEND_NAMES] : [choice];
-}
 
 function capName(cap: number): string {
   const name = CAP_NAMES[cap];

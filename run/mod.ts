@@ -8,16 +8,20 @@
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import {
+  AUTO,
+  AUTO_SUMMARY,
   type Backend,
+  BACKEND_CHOICES,
   BACKEND_INFO,
   BACKEND_NAMES,
+  type BackendChoice,
   BackendError,
-  type BackendName,
+  checkPrivileges,
   type DestinationCounters,
-  loadBackend,
   type ServiceTarget,
+  startWithFallback,
 } from "../backends/mod.ts";
-import { CAP_CHOWN, capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
+import { CAP_CHOWN, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
@@ -58,7 +62,6 @@ import {
   StateError,
 } from "./state.ts";
 
-export const AUTO = "auto";
 /**
  * Service cgroups are looked up when the watch reports a change, and at least this often:
  * a safety net for what a watch can miss (a full inotify queue).
@@ -81,8 +84,6 @@ const RESET_POLL_MS = 2_000;
  * a reset request is also polled for (RESET_POLL_MS).
  */
 const EVENT_LOOP_TURN_MS = 5_000;
-const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
-type BackendChoice = typeof BACKEND_CHOICES[number];
 
 export interface RunOptions {
   backend: BackendChoice;
@@ -156,7 +157,7 @@ export function runCommand() {
       "after",
       "\nBackends:\n" +
         BACKEND_NAMES.map((n) => `  ${n.padEnd(9)} ${BACKEND_INFO[n].summary}`).join("\n") +
-        `\n  ${AUTO.padEnd(9)} ebpf when this host can load it, else nft, else iptables\n` +
+        `\n  ${AUTO.padEnd(9)} ${AUTO_SUMMARY}\n` +
         "\nExamples:\n" +
         "  sudo stb-netacct run                          # auto backend, default config\n" +
         "  sudo stb-netacct run --backend nft --interval 1\n" +
@@ -194,22 +195,6 @@ export function defaultStatePath(output: string): string {
   return output === DEFAULT_COUNTERS_PATH ? DEFAULT_STATE_PATH : `${output}.state`;
 }
 
-function checkPrivileges(choice: BackendChoice): void {
-  const caps = effectiveCaps();
-  // auto needs at least what the cheapest fallback needs; ebpf's extra needs are
-  // reported as the fallback reason.
-  const needed = choice === AUTO
-    ? BACKEND_INFO.nft.capabilities
-    : BACKEND_INFO[choice].capabilities;
-  const missing = missingCaps(caps, needed);
-  if (missing.length > 0) {
-    throw new BackendError(
-      `The ${choice} backend needs ${missing.map(capabilityName).join(", ")}, which this process ` +
-        `lacks: run it as root (sudo stb-netacct run) or through the installed systemd service`,
-    );
-  }
-}
-
 function resolveOwner(config: Config): UserIds | null {
   if (config.owner === null) return null;
   const ids = lookupUser(config.owner);
@@ -239,43 +224,6 @@ function describeChanges(before: ServiceTarget[], after: ServiceTarget[]): strin
     out.push(`service ${after[i].name}: cgroup ${what}${b === null ? "" : ` (id ${b})`}`);
   }
   return out;
-}
-
-/** Starts the first backend of `order` that works; the reasons others failed are kept. */
-async function startBackend(
-  choice: BackendChoice,
-  targets: ServiceTarget[],
-  opts: RunOptions,
-  mount: Cgroup2Mount,
-): Promise<{ backend: Backend; fallbackReason: string | null }> {
-  const order: BackendName[] = choice === AUTO ? [...BACKEND_NAMES] : [choice];
-  const reasons: string[] = [];
-  for (const name of order) {
-    const missing = missingCaps(effectiveCaps(), BACKEND_INFO[name].capabilities);
-    if (missing.length > 0) {
-      reasons.push(`${name}: needs ${missing.map(capabilityName).join(", ")}`);
-      continue;
-    }
-    let backend: Backend | null = null;
-    try {
-      backend = await loadBackend(name);
-      await backend.start(targets, {
-        mount,
-        exclude: opts.config.exclude,
-        ctMark: opts.config.ct_mark,
-        ctMask: opts.config.ct_mask,
-        log: opts.log,
-        gsoCorrection: opts.config.gso_correction,
-      });
-      const fallbackReason = reasons.length > 0 ? reasons.join("; ") : null;
-      return { backend, fallbackReason };
-    } catch (e) {
-      await backend?.stop().catch(() => {});
-      if (choice !== AUTO) throw e;
-      reasons.push(`${name}: ${(e as Error).message}`);
-    }
-  }
-  throw new BackendError(`No backend could start: ${reasons.join("; ")}`);
 }
 
 /** The counters.json a previous run left, if it is one; anything else is not a source of totals. */
@@ -375,7 +323,14 @@ export async function runSampler(opts: RunOptions): Promise<void> {
     targetsWatch = new CgroupWatch(mount, Object.values(config.services), log);
     if (targetsWatch.fd !== null) sleeper.watch(targetsWatch.fd);
     let targets = currentTargets(mount, config);
-    const started = await startBackend(opts.backend, targets, opts, mount);
+    const started = await startWithFallback(opts.backend, targets, {
+      mount,
+      exclude: config.exclude,
+      ctMark: config.ct_mark,
+      ctMask: config.ct_mask,
+      log,
+      gsoCorrection: config.gso_correction,
+    });
     backend = started.backend;
     const present = targets.filter((t) => t.id !== null).length;
     log(
