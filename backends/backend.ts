@@ -100,7 +100,3 @@ export interface Backend {
   /** Removes everything `start` installed. Safe to call twice, and after a failed start. */
   stop(): Promise<void>;
 }
-
-export function zeroCounters(): ServiceCounters {
-  return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
-}
