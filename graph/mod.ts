@@ -12,13 +12,18 @@
  */
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import {
+  DEFAULT_INTERVAL_S,
+  isInterval,
+  MAX_INTERVAL_S,
+  MIN_INTERVAL_S,
+  parseIntervalFlag,
+} from "../lib/interval.ts";
 import { GraphModel } from "./model.ts";
 import { CountersFileReader, DEFAULT_COUNTERS_PATH, pendingStuckOpens } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
-export const DEFAULT_INTERVAL_S = 0.5;
 export const DEFAULT_WINDOW_S = 60;
-export const INTERVAL_RANGE = [0.1, 10] as const;
 export const WINDOW_RANGE = [5, 3600] as const;
 
 export interface GraphOptions {
@@ -181,9 +186,10 @@ class Stopper {
 }
 
 function validate(opts: GraphOptions): void {
-  const [imin, imax] = INTERVAL_RANGE;
-  if (!(opts.interval >= imin && opts.interval <= imax)) {
-    throw new RangeError(`--interval ${opts.interval} is out of range; use ${imin} to ${imax}`);
+  if (!isInterval(opts.interval)) {
+    throw new RangeError(
+      `--interval ${opts.interval} is out of range; use ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
+    );
   }
   if (!(opts.window >= WINDOW_RANGE[0] && opts.window <= WINDOW_RANGE[1])) {
     throw new RangeError(`--window ${opts.window} is out of range`);
@@ -372,8 +378,8 @@ export function graphCommand() {
     .addOption(
       new Option(
         "-i, --interval <seconds>",
-        `seconds between redraws, ${INTERVAL_RANGE[0]} to ${INTERVAL_RANGE[1]}`,
-      ).argParser(parseNumber("--interval", INTERVAL_RANGE)).default(DEFAULT_INTERVAL_S),
+        `seconds between redraws, ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
+      ).argParser(parseIntervalFlag).default(DEFAULT_INTERVAL_S),
     )
     .addOption(
       new Option(

@@ -15,11 +15,9 @@ import {
 } from "./cidr.ts";
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
 import { DEFAULT_COUNTERS_PATH } from "./contract.ts";
+import { DEFAULT_INTERVAL_S, INTERVAL_FIX, isInterval } from "./interval.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
-export const DEFAULT_INTERVAL_S = 0.5;
-export const MIN_INTERVAL_S = 0.1;
-export const MAX_INTERVAL_S = 10;
 export const MAX_CONFIG_BYTES = 1 << 20;
 export const MAX_SERVICES = 512;
 
@@ -426,13 +424,9 @@ export function parseListenAddress(
   return { hostname: host, port };
 }
 
-/** Interval check shared by the config key and `--interval`. */
+/** The interval rule (lib/interval.ts) for a config value; `what` names it in the error. */
 export function checkInterval(v: unknown, what: string): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || v < MIN_INTERVAL_S || v > MAX_INTERVAL_S) {
-    throw new ConfigError(
-      `${what} is ${show(v)}: use a number of seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
-    );
-  }
+  if (!isInterval(v)) throw new ConfigError(`${what} is ${show(v)}: ${INTERVAL_FIX}`);
   return v;
 }
 

@@ -30,11 +30,15 @@ import {
   ConfigError,
   DEFAULT_CONFIG_PATH,
   loadConfig,
-  MAX_INTERVAL_S,
-  MIN_INTERVAL_S,
   parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
+import {
+  DEFAULT_INTERVAL_S,
+  MAX_INTERVAL_S,
+  MIN_INTERVAL_S,
+  parseIntervalFlag,
+} from "../lib/interval.ts";
 import {
   type CountersV1,
   DEFAULT_COUNTERS_PATH,
@@ -95,16 +99,6 @@ export interface RunOptions {
   log: (message: string) => void;
 }
 
-function parseIntervalFlag(value: string): number {
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n < MIN_INTERVAL_S || n > MAX_INTERVAL_S) {
-    throw new InvalidArgumentError(
-      `use a number of seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}, e.g. 0.5`,
-    );
-  }
-  return n;
-}
-
 function parseMetricsListenFlag(value: string): { hostname: string; port: number } {
   try {
     return parseListenAddress(value, null);
@@ -135,7 +129,8 @@ export function runCommand() {
     )
     .option(
       "-i, --interval <seconds>",
-      "seconds between samples, 0.1 to 10 (default: config, else 0.5)",
+      `seconds between samples, ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S} (default: config, else ` +
+        `${DEFAULT_INTERVAL_S})`,
       parseIntervalFlag,
     )
     .option(
