@@ -23,7 +23,7 @@ import {
   type DestinationCounters,
   type ServiceTarget,
 } from "./backend.ts";
-import { formatAddress } from "../lib/cidr.ts";
+import { formatAddress, protocolName } from "../lib/cidr.ts";
 import { check, closeFd, decodeEmbeddedObject, lib, openDirectory } from "../bpf/libbpf.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
 import {
@@ -137,8 +137,6 @@ class DestBuffers {
     );
   }
 }
-
-const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 
 /**
  * Reused by every read of `counters`: the slots of all services (contiguous from 0, see
@@ -310,7 +308,7 @@ export class EbpfBackend implements Backend {
       direction: d.dir === DIR_TX ? "tx" as const : "rx" as const,
       address: formatAddress(d.addr),
       port: d.port,
-      protocol: PROTOCOL_NAMES[d.proto] ?? String(d.proto),
+      protocol: protocolName(d.proto),
       bytes: d.bytes,
       packets: d.packets,
     })));

@@ -14,7 +14,7 @@
 
 import { BackendError } from "../lib/errors.ts";
 import type { Cgroup2Mount, ServiceTarget } from "../lib/cgroup.ts";
-import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
+import { type Cidr, formatAddress, isExcluded, protocolName } from "../lib/cidr.ts";
 import { check, checkPointer, closeFd, lib, openDirectory } from "../bpf/libbpf.ts";
 import { encodeU32, MAX_SERVICES } from "../bpf/netacct_abi.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
@@ -56,7 +56,6 @@ export interface EventCollectorOptions {
   monotonicNow: () => number;
 }
 
-const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 /** Events held between polls at most; more are counted as dropped (a stalled reader). */
 const MAX_PENDING = 65536;
 
@@ -194,7 +193,7 @@ export class EventCollector {
       tgid: raw.tgid,
       comm: raw.comm,
       family: raw.family,
-      protocol: PROTOCOL_NAMES[raw.proto] ?? String(raw.proto),
+      protocol: protocolName(raw.proto),
       address: formatAddress(raw.addr),
       port: raw.port,
       external: !isExcluded(raw.addr, opts.exclude),

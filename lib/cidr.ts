@@ -60,6 +60,11 @@ export function parseIpv6(text: string): Uint8Array | null {
   return out;
 }
 
+/** An IP protocol number as counters.json and events.jsonl name it: "tcp", "udp" or the number. */
+export function protocolName(proto: number): string {
+  return proto === 6 ? "tcp" : proto === 17 ? "udp" : String(proto);
+}
+
 export function formatAddress(bytes: Uint8Array): string {
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   const groups: number[] = [];
