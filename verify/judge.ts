@@ -7,6 +7,8 @@
  * sized (or, for a URL, must be big enough) to dwarf that background.
  */
 
+import { formatBytes } from "../lib/units.ts";
+
 export interface Bytes {
   rx: number;
   tx: number;
@@ -28,18 +30,9 @@ export const COUNTED_SLACK_BYTES = 64 * 1024;
 /** Above this share of the probe, StB's own traffic could hide (or fake) the probe. */
 export const MAX_BACKGROUND_SHARE = 0.25;
 
-export function formatBytes(n: number): string {
-  const sign = n < 0 ? "-" : "";
-  const a = Math.abs(n);
-  if (a < 1024) return `${sign}${Math.round(a)} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = a / 1024, i = 0;
-  while (v >= 1024 && i < units.length - 1) [v, i] = [v / 1024, i + 1];
-  return `${sign}${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
-
-function signed(n: number): string {
-  return (n >= 0 ? "+" : "") + formatBytes(n);
+/** A change in bytes with its sign: "+1.50 KiB", "-2.00 KiB". */
+export function signedBytes(n: number): string {
+  return (n >= 0 ? "+" : "-") + formatBytes(Math.abs(n));
 }
 
 /** What StB's own traffic at `rate` (bytes/s) explains over `seconds`. */
@@ -48,7 +41,8 @@ export function background(rate: Bytes, seconds: number): Bytes {
 }
 
 function describe(counted: Bytes, bg: Bytes, seconds: number): string {
-  return `counted ${signed(counted.rx)} rx, ${signed(counted.tx)} tx in ${seconds.toFixed(1)} s ` +
+  return `counted ${signedBytes(counted.rx)} rx, ${signedBytes(counted.tx)} tx in ` +
+    `${seconds.toFixed(1)} s ` +
     `(StB's own traffic explains ~${formatBytes(bg.rx)} rx, ~${formatBytes(bg.tx)} tx)`;
 }
 

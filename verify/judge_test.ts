@@ -1,5 +1,5 @@
 import { assertEquals, assertMatch } from "../lib/test_assert.ts";
-import { background, formatBytes, judgeCounted, judgeIgnored, probeSize } from "./judge.ts";
+import { background, judgeCounted, judgeIgnored, probeSize, signedBytes } from "./judge.ts";
 import { privateLocalAddress } from "./mod.ts";
 import { DEFAULT_EXCLUDE, parseCidr } from "../lib/cidr.ts";
 
@@ -55,11 +55,11 @@ Deno.test("probeSize dwarfs StB's own traffic over the window, within bounds", (
   assertEquals(probeSize({ rx: 100 * MiB, tx: 0 }, 5, 16 * MiB, 1024 * MiB), 1024 * MiB);
 });
 
-Deno.test("formatBytes", () => {
-  assertEquals(formatBytes(0), "0 B");
-  assertEquals(formatBytes(1023), "1023 B");
-  assertEquals(formatBytes(4_000_000), "3.81 MiB");
-  assertEquals(formatBytes(-2048), "-2.00 KiB");
+Deno.test("signedBytes: lib/units.ts's formatBytes with the sign of the change", () => {
+  assertEquals(signedBytes(0), "+0 B");
+  assertEquals(signedBytes(1023), "+1023 B");
+  assertEquals(signedBytes(4_000_000), "+3.81 MiB");
+  assertEquals(signedBytes(-2048), "-2.00 KiB");
 });
 
 Deno.test("privateLocalAddress picks an excluded address that is neither loopback nor link-local", () => {

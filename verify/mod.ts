@@ -20,10 +20,10 @@ import { formatAddress, isExcluded, parseIpv4, parseIpv6 } from "../lib/cidr.ts"
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { type CountersV1, isFresh, parseCounters } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
+import { formatBytes } from "../lib/units.ts";
 import {
   background,
   type Bytes,
-  formatBytes,
   judgeCounted,
   judgeIgnored,
   type Judgement,
