@@ -87,7 +87,8 @@ function notSystemdMessage(backend: BackendChoice): string {
     `build tree too)`;
 }
 
-function resolveOwner(owner: string | undefined): string | null {
+/** The "owner" a config install writes gets: --owner, else $SUDO_USER; null for root. */
+function newConfigOwner(owner: string | undefined): string | null {
   const name = owner ?? Deno.env.get("SUDO_USER") ?? null;
   if (name === null || name === "root") return null;
   if (!lookupUser(name)) {
@@ -148,7 +149,7 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   const program = currentProgram();
   const configExists = exists(DEFAULT_CONFIG_PATH);
   const writeConfig = !configExists || opts.force;
-  const configText = writeConfig ? defaultConfigJson(resolveOwner(opts.owner)) : null;
+  const configText = writeConfig ? defaultConfigJson(newConfigOwner(opts.owner)) : null;
   if (!writeConfig && opts.owner !== undefined) {
     say(
       `Keeping ${DEFAULT_CONFIG_PATH} as it is (--owner is only used for a new config): ` +

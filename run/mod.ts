@@ -190,7 +190,8 @@ export function defaultStatePath(output: string): string {
   return output === DEFAULT_COUNTERS_PATH ? DEFAULT_STATE_PATH : `${output}.state`;
 }
 
-function resolveOwner(config: Config): UserIds | null {
+/** The uid and gid counters.json is given to (the config's "owner"); null keeps it root's. */
+function ownerIds(config: Config): UserIds | null {
   if (config.owner === null) return null;
   const ids = lookupUser(config.owner);
   if (!ids) {
@@ -238,7 +239,7 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const { config, log } = opts;
   checkPrivileges(opts.backend);
   const mount = findCgroup2Mount();
-  const owner = resolveOwner(config);
+  const owner = ownerIds(config);
   if (owner && owner.uid !== Deno.uid() && missingCaps(effectiveCaps(), [CAP_CHOWN]).length) {
     // Found now rather than as a failed publish every interval.
     throw new BackendError(
