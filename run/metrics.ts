@@ -11,6 +11,8 @@
 import { writeFileAtomic } from "../lib/atomic_write.ts";
 import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
+import type { Config } from "../lib/config.ts";
+import { VERSION } from "../lib/version.ts";
 import type { SampleContext, Sink } from "./sinks.ts";
 
 export interface MetricsExtra {
@@ -295,4 +297,27 @@ export function listenSink(
       await server.finished;
     },
   };
+}
+
+export interface SinkOptions {
+  config: Config;
+  log: (message: string) => void;
+}
+
+/** The Prometheus sinks this configuration asks for, in publish order. */
+export function createSinks(options: SinkOptions): Promise<Sink[]> {
+  const { config, log } = options;
+  const sinks: Sink[] = [];
+  try {
+    if (config.prometheus.textfile !== null) {
+      sinks.push(textfileSink(config.prometheus.textfile, VERSION, log));
+    }
+    if (config.prometheus.listen !== null) {
+      sinks.push(listenSink(config.prometheus.listen, VERSION, log));
+    }
+  } catch (e) {
+    // Those made before the failure are closed by nobody else.
+    return Promise.all(sinks.map((s) => s.close())).then(() => Promise.reject(e));
+  }
+  return Promise.resolve(sinks);
 }

@@ -8,6 +8,7 @@ import {
 import type { CountersV1 } from "../lib/contract.ts";
 import { validateConfig } from "../lib/config.ts";
 import {
+  createSinks,
   escapeLabelValue,
   formatValue,
   listenSink,
@@ -16,7 +17,6 @@ import {
   TEXTFILE_EVERY_MS,
   textfileSink,
 } from "./metrics.ts";
-import { createSinks } from "./sinks.ts";
 
 function sample(overrides: Partial<CountersV1> = {}): CountersV1 {
   return {

@@ -54,7 +54,8 @@ import { sdNotify } from "../lib/sd_notify.ts";
 import { lookupUser, type UserIds } from "../lib/users.ts";
 import { buildCounters, dirOf, prepareOutputDir, publish, type ServiceState } from "./output.ts";
 import { Totals } from "./totals.ts";
-import { createSinks, type Sink } from "./sinks.ts";
+import type { Sink } from "./sinks.ts";
+import { createSinks } from "./metrics.ts";
 import {
   bootId,
   DEFAULT_STATE_PATH,
