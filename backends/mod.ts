@@ -20,6 +20,7 @@ export type {
   BackendOptions,
   CounterSample,
   DestinationCounters,
+  ServiceCounters,
   ServiceTarget,
 } from "./backend.ts";
 export { BackendError } from "./backend.ts";

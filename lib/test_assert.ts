@@ -85,3 +85,25 @@ export function assertThrows(fn: () => unknown, cls?: ErrorClass, includes?: str
   }
   throw new AssertionError("expected the function to throw");
 }
+
+/** assertThrows for a promise: awaits `fn()` and checks how it rejected. */
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  cls?: ErrorClass,
+  includes?: string,
+): Promise<Error> {
+  let error: unknown;
+  try {
+    await fn();
+  } catch (e) {
+    error = e;
+  }
+  if (error === undefined) throw new AssertionError("expected the promise to reject");
+  return assertThrows(
+    () => {
+      throw error;
+    },
+    cls,
+    includes,
+  );
+}

@@ -9,7 +9,8 @@ import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
 import { resetRequestPath } from "./state.ts";
-import { defaultStatePath, RESET_SIGNAL } from "./mod.ts";
+import { defaultStatePath } from "./mod.ts";
+import { RESET_SIGNAL } from "./sleep.ts";
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
 function parseTimeout(value: string): number {
