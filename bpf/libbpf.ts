@@ -199,6 +199,10 @@ const LIBBPF_SYMBOLS = {
     ],
     result: "i32",
   },
+  /** __u32 libbpf_major_version(void) */
+  libbpf_major_version: { parameters: [], result: "u32" },
+  /** __u32 libbpf_minor_version(void) */
+  libbpf_minor_version: { parameters: [], result: "u32" },
   /** int libbpf_num_possible_cpus(void) */
   libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   /** long libbpf_get_error(const void *ptr): -errno for a NULL ptr (libbpf 1.x) */
@@ -382,6 +386,12 @@ export function lib(): Libbpf {
   b.libbpf_set_print(printCallback.pointer);
   libbpf = b;
   return b;
+}
+
+/** The loaded libbpf's version, e.g. "1.1" (doctor reports it). */
+export function libbpfVersion(): string {
+  const b = lib();
+  return `${b.libbpf_major_version()}.${b.libbpf_minor_version()}`;
 }
 
 /** What libbpf logged since the last call that `check`/`checkPointer` saw succeed. */

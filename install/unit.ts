@@ -99,7 +99,6 @@ export function renderUnit(
     throw new Error(`Program path ${JSON.stringify(binPath)} must be absolute for ExecStart=`);
   }
   const configPath = options.configPath ?? DEFAULT_CONFIG_PATH;
-  const sb = sandboxFor(backend);
   // With DynamicUser= /var/lib/stb-netacct is a symlink, which run refuses as a state
   // directory; the real directory is the private one.
   const exec = [
@@ -138,6 +137,18 @@ export function renderUnit(
     "CacheDirectory=stb-netacct",
     "CacheDirectoryMode=0700",
     "Environment=DENO_DIR=%C/stb-netacct",
+    ...sandboxLines(sandboxFor(backend)),
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/** The [Service] lines that confine it: a dynamic user with its backend's capabilities only. */
+function sandboxLines(sb: Sandbox): string[] {
+  return [
     // A uid of its own, not root: only the capabilities below make it privileged.
     "DynamicUser=yes",
     `CapabilityBoundingSet=${sb.capabilities.join(" ")}`,
@@ -176,10 +187,5 @@ export function renderUnit(
     "SystemCallFilter=~@resources @obsolete",
     "SystemCallErrorNumber=EPERM",
     "UMask=0077",
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
   ];
-  return lines.join("\n");
 }
