@@ -300,7 +300,8 @@ export class EbpfBackend implements Backend {
       first = false;
     }
     buf.pendingBatch.read(maps.pending, "the pending destination sums");
-    const top = decodeDests(buf.keys, buf.values, total, buf.pending, object.cpus)
+    const { keys, values, pending } = buf;
+    const top = decodeDests({ keys, values, count: total, pending, cpus: object.cpus })
       .sort((x, y) => y.bytes - x.bytes)
       .slice(0, Math.max(0, limit));
     return await Promise.resolve(top.map((d) => ({

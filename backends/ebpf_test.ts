@@ -653,7 +653,7 @@ Deno.test({
               dir === "egress" ? { src: local, dst: remote } : { src: remote, dst: local },
             );
             const before = (await backend.read()).me;
-            const r = testRun(fd, frame, ifindex, 3);
+            const r = testRun(fd, { frame, ifindex, repeat: 3 });
             assertEquals(r.retval, 1, `${dir} ${text}: never drops`);
             const now = (await backend.read()).me;
             const [bytes, packets] = dir === "egress"
@@ -664,7 +664,8 @@ Deno.test({
           }
           // Loopback never counts, whatever the address.
           const before = await backend.read();
-          testRun(fd, craftPacket({ src: local4, dst: parseIpv4("192.0.2.9")! }), 1, 3);
+          const frame = craftPacket({ src: local4, dst: parseIpv4("192.0.2.9")! });
+          testRun(fd, { frame, ifindex: 1, repeat: 3 });
           assertEquals(await backend.read(), before, `${dir} on lo`);
         }
       } finally {
@@ -768,7 +769,7 @@ Deno.test({
       const sendFrom = async (where: string) => {
         joinCgroup(cgroupDir(mount, `${base}/${where}`));
         const before = await backend.read();
-        testRun(backend.programFd("egress"), frame, ifindex, 5);
+        testRun(backend.programFd("egress"), { frame, ifindex, repeat: 5 });
         joinCgroup(cgroupDir(mount, home));
         const after = await backend.read();
         const fakes = Object.entries(after).filter(([n, c]) =>
@@ -839,7 +840,7 @@ Deno.test({
           const dst = parseIpv4(text) ?? parseIpv6(text)!;
           const src = dst.length === 4 ? parseIpv4("192.0.2.1")! : parseIpv6("2001:db8::1")!;
           const before = (await backend.read()).me.txPackets;
-          testRun(fd, craftPacket({ src, dst }), ifindex, 1);
+          testRun(fd, { frame: craftPacket({ src, dst }), ifindex, repeat: 1 });
           const after = (await backend.read()).me.txPackets;
           assertEquals(after - before, counts ? 1 : 0, `remote ${text}`);
         }
@@ -930,12 +931,13 @@ Deno.test({
         const egress = [plain.programFd("egress"), corrected.programFd("egress")];
         const ingress = [plain.programFd("ingress"), corrected.programFd("ingress")];
         for (const fd of egress) {
-          testRun(fd, tcpA, ifindex, 3);
-          testRun(fd, udpA, ifindex, 2);
-          testRun(fd, tcpA, ifindex, 1); // back to an endpoint already in the LRU map
-          testRun(fd, tcpB, ifindex, 4, 5); // a 5-segment GSO aggregate, 4 times
+          testRun(fd, { frame: tcpA, ifindex, repeat: 3 });
+          testRun(fd, { frame: udpA, ifindex, repeat: 2 });
+          // Back to an endpoint already in the LRU map, then a 5-segment GSO aggregate 4 times.
+          testRun(fd, { frame: tcpA, ifindex, repeat: 1 });
+          testRun(fd, { frame: tcpB, ifindex, repeat: 4, gsoSegs: 5 });
         }
-        for (const fd of ingress) testRun(fd, inMapped, ifindex, 2, 3);
+        for (const fd of ingress) testRun(fd, { frame: inMapped, ifindex, repeat: 2, gsoSegs: 3 });
         joinCgroup(cgroupDir(mount, home));
         const row = (d: { direction: string; protocol: string; address: string; port: number }) =>
           `${d.direction} ${d.protocol} ${d.address}:${d.port}`;

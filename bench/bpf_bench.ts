@@ -314,7 +314,7 @@ async function main(): Promise<void> {
           : svc;
         joinCgroup(cgroupDir(mount, where));
         const before = total(await backend.read());
-        const r = testRun(fds[c.program], frame, ifindex, repeat);
+        const r = testRun(fds[c.program], { frame, ifindex, repeat });
         joinCgroup(cgroupDir(mount, home));
         const counted = total(await backend.read()) - before;
         const want = c.path.startsWith("counted") ? repeat : 0;

@@ -139,7 +139,8 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
         joinCgroup(cgroupDir(mount, svc));
         let res;
         try {
-          res = testRun(fd, craftPacket({ src: local, dst: c.remote }), ifindex, repeat);
+          const frame = craftPacket({ src: local, dst: c.remote });
+          res = testRun(fd, { frame, ifindex, repeat });
         } finally {
           joinCgroup(cgroupDir(mount, home));
         }

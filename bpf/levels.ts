@@ -104,7 +104,8 @@ export function kernelAncestors(): bigint[] {
     );
     const mapFd = check(`Getting the fd of map "${MAP_ANCESTORS}"`, b.bpf_map__fd(map));
     const zero = new Uint8Array(8);
-    testRun(progFd, craftPacket({ src: zero.subarray(0, 4), dst: zero.subarray(4) }), 1, 1);
+    const frame = craftPacket({ src: zero.subarray(0, 4), dst: zero.subarray(4) });
+    testRun(progFd, { frame, ifindex: 1, repeat: 1 });
     const value = new Uint8Array(8 * CALIBRATE_MAX_LEVELS);
     check(
       "Reading the calibration result",

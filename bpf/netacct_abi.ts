@@ -297,52 +297,67 @@ const KEY_WORDS = DEST_KEY_SIZE / 4;
 const COUNTER_WORDS = COUNTER_SIZE / 4;
 const PENDING_WORDS = PENDING_SIZE / 4;
 
-/**
- * Every endpoint's total: `count` entries of a `dests` batch read (keys of DEST_KEY_SIZE
- * bytes, values of COUNTER_SIZE: a plain LRU hash, one value per key), plus the per-CPU
- * `pending` sums (`pendingValues`: each slot's lookup, `cpus` structs of PENDING_SIZE).
- *
- * `run` does this every interval while traffic flows, in V8's interpreter: word reads and
- * one short string per entry, no view, copy or join per entry (those made it ~70 us).
- */
-export function decodeDests(
-  keys: Uint8Array,
-  values: Uint8Array,
-  count: number,
-  pendingValues: Uint8Array[] = [],
-  cpus = 0,
-): DestEntry[] {
-  const byKey = new Map<string, DestEntry>();
+/** What one read of the destinations brought back. */
+export interface DestsRead {
+  /** `count` entries of a `dests` batch read: keys of DEST_KEY_SIZE, values of COUNTER_SIZE. */
+  keys: Uint8Array;
+  values: Uint8Array;
+  count: number;
+  /** The per-CPU `pending` sums: each slot's lookup, `cpus` structs of PENDING_SIZE. */
+  pending?: Uint8Array[];
+  cpus?: number;
+}
+
+/** Keys and counters as 32-bit words: where `DestSums.add` reads one entry. */
+interface WordSource {
+  key: Uint8Array;
+  keyWords: Uint32Array;
+  counterWords: Uint32Array;
+}
+
+/** Totals by endpoint, summed over the `dests` entries and the pending slots. */
+class DestSums {
+  readonly byKey = new Map<string, DestEntry>();
+
   /** `k`: the key's first word in `keyWords`; `c`: the counter's first word in `counterWords`. */
-  const add = (
-    key: Uint8Array,
-    keyWords: Uint32Array,
-    k: number,
-    counterWords: Uint32Array,
-    c: number,
-  ) => {
-    const packets = counterWords[c + 2] + counterWords[c + 3] * 2 ** 32;
+  add(src: WordSource, k: number, c: number): void {
+    const { keyWords, counterWords } = src;
+    const packets = counterWords[c + 2]! + counterWords[c + 3]! * 2 ** 32;
     if (packets === 0) return; // an unused pending slot
-    const bytes = counterWords[c] + counterWords[c + 1] * 2 ** 32;
+    const bytes = counterWords[c]! + counterWords[c + 1]! * 2 ** 32;
     const id = `${keyWords[k]},${keyWords[k + 1]},${keyWords[k + 2]},${keyWords[k + 3]},` +
       `${keyWords[k + 4]},${keyWords[k + 5]}`;
-    const seen = byKey.get(id);
+    const seen = this.byKey.get(id);
     if (seen) {
       seen.bytes += bytes;
       seen.packets += packets;
-    } else byKey.set(id, { ...decodeDestKey(key, k * 4), bytes, packets });
-  };
-  const keyWords = wordsOf(keys.subarray(0, count * DEST_KEY_SIZE));
-  const counterWords = wordsOf(values.subarray(0, count * COUNTER_SIZE));
-  for (let i = 0; i < count; i++) {
-    add(keys, keyWords, i * KEY_WORDS, counterWords, i * COUNTER_WORDS);
+    } else this.byKey.set(id, { ...decodeDestKey(src.key, k * 4), bytes, packets });
   }
-  for (const slot of pendingValues) {
+}
+
+/**
+ * Every endpoint's total: the `dests` entries (a plain LRU hash, one value per key) plus
+ * the per-CPU `pending` sums not yet moved into it.
+ *
+ * `run` does this every interval while traffic flows, in V8's interpreter: word reads and
+ * one short string per entry, no view, copy or join per entry.
+ */
+export function decodeDests(read: DestsRead): DestEntry[] {
+  const { keys, count } = read;
+  const sums = new DestSums();
+  const dests = {
+    key: keys,
+    keyWords: wordsOf(keys.subarray(0, count * DEST_KEY_SIZE)),
+    counterWords: wordsOf(read.values.subarray(0, count * COUNTER_SIZE)),
+  };
+  for (let i = 0; i < count; i++) sums.add(dests, i * KEY_WORDS, i * COUNTER_WORDS);
+  for (const slot of read.pending ?? []) {
     const words = wordsOf(slot);
-    for (let cpu = 0; cpu < cpus; cpu++) {
+    const pending = { key: slot, keyWords: words, counterWords: words };
+    for (let cpu = 0; cpu < (read.cpus ?? 0); cpu++) {
       const at = cpu * PENDING_WORDS;
-      add(slot, words, at, words, at + KEY_WORDS);
+      sums.add(pending, at, at + KEY_WORDS);
     }
   }
-  return [...byKey.values()];
+  return [...sums.byKey.values()];
 }

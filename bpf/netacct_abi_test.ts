@@ -261,7 +261,7 @@ Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending 
   pendingTx.set(a, 0);
   pendingTx.set(counter(500, 1), DEST_KEY_SIZE);
   const pendingRx = new Uint8Array(2 * PENDING_SIZE);
-  const got = decodeDests(keys, values, 2, [pendingRx, pendingTx], 2);
+  const got = decodeDests({ keys, values, count: 2, pending: [pendingRx, pendingTx], cpus: 2 });
   assertEquals(got.length, 2);
   assertEquals(got[0], {
     service: 300,
@@ -281,7 +281,13 @@ Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending 
     return out.subarray(1);
   };
   const big = shifted(new Uint8Array([...counter(2 ** 40 + 7, 2 ** 33), ...counter(50, 1)]));
-  const again = decodeDests(shifted(keys), big, 2, [shifted(pendingRx), shifted(pendingTx)], 2);
+  const again = decodeDests({
+    keys: shifted(keys),
+    values: big,
+    count: 2,
+    pending: [shifted(pendingRx), shifted(pendingTx)],
+    cpus: 2,
+  });
   assertEquals(again.map((d) => [d.port, d.bytes, d.packets]), [
     [443, 2 ** 40 + 7 + 500, 2 ** 33 + 1],
     [53, 50, 1],

@@ -3,7 +3,8 @@
  * owner of what the counting programs (backends/ebpf.ts) and the connect events programs
  * (events/collector.ts) both keep. Both include bpf/targets.h, so both hold a `config` map
  * of two slots and an `active` selector: targets are written into the slot no packet reads,
- * then `active` flips (bpf/targets.ts), and a program sees the old list or the new one.
+ * then `active` flips with one aligned 4-byte write, and a program sees the old list or the
+ * new one, never a mix.
  *
  * Each service gets an index for the life of the object (its counter slot, its name in
  * events); target levels are counted from the cgroup2 mount and written with the offset
@@ -12,7 +13,7 @@
  */
 
 import { BackendError } from "../lib/errors.ts";
-import type { Cgroup2Mount, ServiceTarget } from "../lib/cgroup.ts";
+import { type Cgroup2Mount, cgroupLevel, type ServiceTarget } from "../lib/cgroup.ts";
 import {
   check,
   checkPointer,
@@ -24,8 +25,13 @@ import {
   objectMapFd,
   openAndLoadObject,
 } from "./libbpf.ts";
-import { encodeConfig, MAX_SERVICES, type TargetEntry } from "./netacct_abi.ts";
-import { switchConfigSlot, targetLevels } from "./targets.ts";
+import {
+  encodeConfig,
+  encodeU32,
+  MAX_LEVELS,
+  MAX_SERVICES,
+  type TargetEntry,
+} from "./netacct_abi.ts";
 import { calibrateLevels } from "./levels.ts";
 
 /** Which object, and how errors name it. */
@@ -111,7 +117,12 @@ export class TargetedObject {
 
   /** Links the named programs at the cgroup2 root; `close` detaches them. */
   link(programs: readonly string[], mountPoint: string): void {
-    linkPrograms(this.#live(), programs, mountPoint, this.#links, this.spec.object);
+    linkPrograms(this.#live(), {
+      programs,
+      cgroupDir: mountPoint,
+      links: this.#links,
+      what: this.spec.object,
+    });
   }
 
   /** The service index of a registered name. */
@@ -166,14 +177,24 @@ export class TargetedObject {
       owner.set(t.id, t.name);
       wanted.set(t.id, { id: t.id, service });
     }
-    const config = encodeConfig(this.kernelLevels(), [...wanted.values()], gsoCorrection);
-    this.#active = switchConfigSlot(
-      { config: this.#config, active: this.#activeMap },
-      this.#active,
-      config,
-      this.spec.switched,
-    );
+    this.#switchTo(encodeConfig(this.kernelLevels(), [...wanted.values()], gsoCorrection));
     return shared;
+  }
+
+  /** Writes `config` into the slot no packet reads, then flips `active` to it. */
+  #switchTo(config: Uint8Array<ArrayBuffer>): void {
+    const b = lib();
+    const what = this.spec.switched;
+    const next = this.#active ^ 1;
+    check(
+      `Writing the target cgroup ids of ${what}`,
+      b.bpf_map_update_elem(this.#config, encodeU32(next), config, 0n),
+    );
+    check(
+      `Switching ${what} to the new target cgroup ids`,
+      b.bpf_map_update_elem(this.#activeMap, encodeU32(0), encodeU32(next), 0n),
+    );
+    this.#active = next;
   }
 
   /**
@@ -191,4 +212,19 @@ export class TargetedObject {
     if (this.#pointer === null) throw new BackendError(`${this.spec.object} is closed`);
     return this.#pointer;
   }
+}
+
+/**
+ * The distinct depths of the service cgroups, deepest first (with nested targets the most
+ * specific service wins). `who` names the programs in the error, e.g. "the ebpf backend".
+ */
+function targetLevels(paths: Iterable<string>, who: string): number[] {
+  const levels = [...new Set([...paths].map(cgroupLevel))].sort((a, b) => b - a);
+  if (levels.length > MAX_LEVELS) {
+    throw new BackendError(
+      `The service cgroups sit at ${levels.length} different depths (${levels.join(", ")}), ` +
+        `${who} probes at most ${MAX_LEVELS}: move services to fewer depths`,
+    );
+  }
+  return levels;
 }

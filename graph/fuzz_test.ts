@@ -121,7 +121,12 @@ function mutate(r: () => number, i: number): string | Uint8Array {
 Deno.test(`fuzz: ${N} generated counters files never break the graph`, async () => {
   const dir = await Deno.makeTempDir({ prefix: "stb-graph-fuzz-" });
   const r = rng(SEED);
-  const model = new GraphModel(`${dir}/counters.json`, 0.5, 60, false);
+  const model = new GraphModel({
+    path: `${dir}/counters.json`,
+    interval: 0.5,
+    window: 60,
+    host: false,
+  });
   const seen: Record<string, number> = {};
   let lastGood: { rx: number; tx: number } | null = null;
   try {

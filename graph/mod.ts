@@ -222,7 +222,12 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
   const run: GraphRun = {
     opts,
     io,
-    model: new GraphModel(opts.input, opts.interval, opts.window, opts.host),
+    model: new GraphModel({
+      path: opts.input,
+      interval: opts.interval,
+      window: opts.window,
+      host: opts.host,
+    }),
     reader: new CountersFileReader(opts.input),
     color: opts.color && io.isTerminal && !noColor,
   };

@@ -82,12 +82,16 @@ export class GraphModel {
   #destPrev: { t: number; bytes: Map<string, number> } | null = null;
   #destRates = new Map<string, number | null>();
 
-  constructor(
-    readonly path: string,
-    readonly interval: number,
-    readonly window: number,
-    host = false,
-  ) {
+  readonly path: string;
+  readonly interval: number;
+  readonly window: number;
+
+  /** `interval`: the reader's; `window`: seconds of history; `host`: also /proc/net/dev. */
+  constructor(o: { path: string; interval: number; window: number; host?: boolean }) {
+    const { path, interval, window, host = false } = o;
+    this.path = path;
+    this.interval = interval;
+    this.window = window;
     // A little more than the window, so the oldest column is still fully covered.
     this.tracker = new RateTracker(window + Math.max(2 * interval, 1));
     if (host) {

@@ -43,6 +43,9 @@ export interface ServiceFacts {
   unitBackend: string | null;
 }
 
+/** Bytes (or bytes per second) each way. */
+type Rates = { rx: number; tx: number };
+
 export interface CounterFacts {
   path: string;
   kind: ReadResult["kind"];
@@ -257,14 +260,15 @@ export function formatStatus(r: StatusReport): string {
   );
   if (c) {
     const rate = r.counters.rates;
-    const line = (name: string, rx: number, tx: number, rr?: { rx: number; tx: number }) =>
+    /** One row: `totals` (rx, tx bytes), and rates when two samples were seen. */
+    const line = (name: string, totals: Rates, rr?: Rates) =>
       `  ${name.padEnd(12)} down ${(rr ? formatRate(rr.rx) : "-").padStart(12)}  up ${
         (rr ? formatRate(rr.tx) : "-").padStart(12)
-      }   totals down ${formatBytes(rx)}, up ${formatBytes(tx)}`;
+      }   totals down ${formatBytes(totals.rx)}, up ${formatBytes(totals.tx)}`;
     out.push("traffic   (external only; rates over the last sample)");
-    out.push(line("all", c.rx_bytes_total, c.tx_bytes_total, rate ?? undefined));
+    out.push(line("all", { rx: c.rx_bytes_total, tx: c.tx_bytes_total }, rate ?? undefined));
     for (const [n, sv] of Object.entries(c.services)) {
-      out.push(line(n, sv.rx_bytes_total, sv.tx_bytes_total, rate?.services[n]));
+      out.push(line(n, { rx: sv.rx_bytes_total, tx: sv.tx_bytes_total }, rate?.services[n]));
     }
   }
   out.push(`cgroups   (config: ${r.config.source})`);

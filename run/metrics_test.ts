@@ -159,7 +159,12 @@ Deno.test("textfile sink: 0644 file rewritten at most every 10 s, removed on clo
   try {
     const path = `${dir}/node-exporter/stb_netacct.prom`;
     let clockMs = 0;
-    const sink = textfileSink(path, "0.1.0", (m) => logs.push(m), { now: () => clockMs });
+    const sink = textfileSink({
+      path,
+      version: "0.1.0",
+      log: (m) => logs.push(m),
+      now: () => clockMs,
+    });
     assertEquals(TEXTFILE_EVERY_MS, 10_000);
     // No node-exporter directory: nothing is written and nothing fails.
     await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
@@ -207,7 +212,7 @@ Deno.test("textfile sink: close leaves a file it never wrote alone", async () =>
   try {
     const path = `${dir}/stb_netacct.prom`;
     Deno.writeTextFileSync(path, "someone else's\n");
-    const sink = textfileSink(path, "0.1.0", () => {});
+    const sink = textfileSink({ path, version: "0.1.0", log: () => {} });
     await sink.close();
     assertEquals(Deno.readTextFileSync(path), "someone else's\n");
   } finally {

@@ -16,6 +16,15 @@ export interface Bytes {
 
 export type Verdict = "PASS" | "FAIL" | "SKIP";
 
+/** How the counters moved while a probe ran, and what StB's own traffic explains. */
+export interface Observation {
+  counted: Bytes;
+  bg: Bytes;
+  seconds: number;
+  /** The probe, in words, for the detail. */
+  what: string;
+}
+
 export interface Judgement {
   verdict: Verdict;
   detail: string;
@@ -40,7 +49,8 @@ export function background(rate: Bytes, seconds: number): Bytes {
   return { rx: rate.rx * seconds, tx: rate.tx * seconds };
 }
 
-function describe(counted: Bytes, bg: Bytes, seconds: number): string {
+function describe(o: Observation): string {
+  const { counted, bg, seconds } = o;
   return `counted ${signedBytes(counted.rx)} rx, ${signedBytes(counted.tx)} tx in ` +
     `${seconds.toFixed(1)} s ` +
     `(StB's own traffic explains ~${formatBytes(bg.rx)} rx, ~${formatBytes(bg.tx)} tx)`;
@@ -50,14 +60,9 @@ function describe(counted: Bytes, bg: Bytes, seconds: number): string {
  * Probe traffic that must not count: the counters may move by what the background explains
  * plus 10% of the probe's bytes (each direction), no more.
  */
-export function judgeIgnored(
-  counted: Bytes,
-  bg: Bytes,
-  seconds: number,
-  probeBytes: number,
-  what: string,
-): Judgement {
-  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+export function judgeIgnored(o: Observation, probeBytes: number): Judgement {
+  const { counted, bg, what } = o;
+  const figures = `${what}; ${describe(o)}`;
   if (Math.max(bg.rx, bg.tx) > MAX_BACKGROUND_SHARE * probeBytes) {
     return {
       verdict: "FAIL",
@@ -79,14 +84,9 @@ export function judgeIgnored(
 }
 
 /** A download that must count: received bytes within ±10% of its size, plus header slack. */
-export function judgeCounted(
-  counted: Bytes,
-  bg: Bytes,
-  seconds: number,
-  size: number,
-  what: string,
-): Judgement {
-  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+export function judgeCounted(o: Observation, size: number): Judgement {
+  const { counted, bg, what } = o;
+  const figures = `${what}; ${describe(o)}`;
   if (bg.rx > MAX_BACKGROUND_SHARE * size) {
     return {
       verdict: "FAIL",
@@ -113,7 +113,11 @@ export function judgeCounted(
  * Bytes each way for the local probes: at least `min`, and enough that 10% of it exceeds
  * what StB's own rate could add during a window of `windowS` seconds, three times over.
  */
-export function probeSize(rate: Bytes, windowS: number, min: number, max: number): number {
+export function probeSize(
+  rate: Bytes,
+  bounds: { windowS: number; min: number; max: number },
+): number {
+  const { windowS, min, max } = bounds;
   const needed = 3 * Math.max(rate.rx, rate.tx) * windowS / IGNORED_TOLERANCE;
   return Math.round(Math.min(max, Math.max(min, needed)));
 }

@@ -529,7 +529,7 @@ class Verification {
   /** Loopback and a private address of this host, from inside the service: must not count. */
   async #localChecks(target: ProbeTarget, bg: Background): Promise<void> {
     const local = async (name: CheckName, host: string, label: string) => {
-      const bytes = probeSize(bg.total, 5, MIN_LOCAL_BYTES, MAX_LOCAL_BYTES);
+      const bytes = probeSize(bg.total, { windowS: 5, min: MIN_LOCAL_BYTES, max: MAX_LOCAL_BYTES });
       const m = await this.#measure(target, true, [
         "local",
         "--host",
@@ -541,13 +541,12 @@ class Verification {
         this.#report(name, "FAIL", `the probe could not send over ${label}: ${m.result.error}`);
         return;
       }
-      const j = judgeIgnored(
-        m.total,
-        background(bg.total, m.seconds),
-        m.seconds,
-        bytes,
-        `probe in ${target.service} moved ${formatBytes(bytes)} each way over ${label}`,
-      );
+      const j = judgeIgnored({
+        counted: m.total,
+        bg: background(bg.total, m.seconds),
+        seconds: m.seconds,
+        what: `probe in ${target.service} moved ${formatBytes(bytes)} each way over ${label}`,
+      }, bytes);
       this.#report(name, j.verdict, j.detail);
     };
     await local("loopback-ignored", "127.0.0.1", "127.0.0.1");
@@ -587,13 +586,12 @@ class Verification {
       this.#report("service-counted", "FAIL", `cannot fetch ${externalUrl}: ${m.result.error}`);
       return;
     }
-    const j = judgeCounted(
-      m.service,
-      background(bg.service, m.seconds),
-      m.seconds,
-      m.result.received,
-      `probe in ${target.service} downloaded ${formatBytes(m.result.received)}`,
-    );
+    const j = judgeCounted({
+      counted: m.service,
+      bg: background(bg.service, m.seconds),
+      seconds: m.seconds,
+      what: `probe in ${target.service} downloaded ${formatBytes(m.result.received)}`,
+    }, m.result.received);
     this.#report("service-counted", j.verdict, j.detail);
   }
 
@@ -622,13 +620,12 @@ class Verification {
       );
       return;
     }
-    const j = judgeIgnored(
-      m.total,
-      background(bg.total, m.seconds),
-      m.seconds,
-      m.result.received,
-      `probe outside every service downloaded ${formatBytes(m.result.received)}`,
-    );
+    const j = judgeIgnored({
+      counted: m.total,
+      bg: background(bg.total, m.seconds),
+      seconds: m.seconds,
+      what: `probe outside every service downloaded ${formatBytes(m.result.received)}`,
+    }, m.result.received);
     this.#report("outsider-ignored", j.verdict, j.detail);
   }
 
