@@ -14,13 +14,13 @@ import {
   assertEquals,
   flowsTo,
   graphOnce,
+  Lab,
   REMOTES,
   type RunningCli,
   type Sample,
   SERVICE_NAMES,
   startRun,
   TCP_PORT,
-  TestEnv,
   UDP_PORT,
 } from "./harness/mod.ts";
 
@@ -47,7 +47,7 @@ Deno.test({
   ignore: !isRoot,
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-dest-" });
     let cli: RunningCli | null = null;
     try {

@@ -25,6 +25,7 @@ import {
   graphOnce,
   INTERNAL_REMOTES,
   iptablesLines,
+  Lab,
   LAYOUT_NAMES,
   type LayoutName,
   leftovers,
@@ -39,7 +40,6 @@ import {
   SERVICE_NAMES,
   startRun,
   TCP_PORT,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const MOUNT = findCgroup2Mount().mountPoint;
@@ -57,7 +57,7 @@ const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const NOBODY_UID = Number((await output(["id", "-u", "nobody"])).trim());
 
 /** A scratch directory for config, counters.json and state; removed by `close`. */
-async function scratch(env: TestEnv) {
+async function scratch(env: Lab) {
   const dir = await Deno.makeTempDir({ prefix: "stb-e2e-" });
   const writeConfig = (name: string, backend: string) =>
     env.writeRunConfig(`${dir}/${name}.json`, backend, { owner: "nobody", interval_s: 0.5 });
@@ -65,7 +65,7 @@ async function scratch(env: TestEnv) {
 }
 
 /** The contract as the issue states it, checked on samples taken while the cgroups are settled. */
-function checkSample(s: Sample, backend: string, env: TestEnv): void {
+function checkSample(s: Sample, backend: string, env: Lab): void {
   assertEquals(s.schema, 1, "schema");
   assertEquals(s.backend, backend, "backend");
   assertEquals(s.interval_s, 0.5, "interval_s");
@@ -91,7 +91,7 @@ async function settle(cli: RunningCli): Promise<Sample> {
 }
 
 /** What `run` left in the client netns and at the cgroup root after it stopped. */
-async function installed(env: TestEnv): Promise<string[]> {
+async function installed(env: Lab): Promise<string[]> {
   return [
     ...(await nftTables(env.clientNetns)).map((t) => `nft table ${t}`),
     ...await iptablesLines(env.clientNetns),
@@ -101,7 +101,7 @@ async function installed(env: TestEnv): Promise<string[]> {
   ];
 }
 
-async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: TestEnv, dir: string) {
+async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: Lab, dir: string) {
   const stop = await cli.stop("SIGTERM");
   assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
   assert(stop.final !== null, "counters.json missing after exit");
@@ -147,7 +147,7 @@ async function explained(clis: () => (RunningCli | null)[], body: () => Promise<
 }
 
 /** Runs flows from each service in turn; returns the wire reference per service. */
-async function externalPhase(env: TestEnv, services: string[]): Promise<Record<string, Bytes>> {
+async function externalPhase(env: Lab, services: string[]): Promise<Record<string, Bytes>> {
   const refs: Record<string, Bytes> = {};
   for (const s of services) refs[s] = (await measureFlows(env, s, EXTERNAL_FLOWS)).wire;
   return refs;
@@ -171,7 +171,7 @@ function assertPhase(before: Sample, after: Sample, refs: Record<string, Bytes>,
  * The internal phase counted nothing; when it did, find out which remote (or the outsider)
  * was counted, one at a time, so the failure names it.
  */
-async function assertNothingCounted(cli: RunningCli, env: TestEnv, s0: Sample, s1: Sample) {
+async function assertNothingCounted(cli: RunningCli, env: Lab, s0: Sample, s1: Sample) {
   const counted = countedDelta(s0, s1, null);
   if (counted.rx === 0 && counted.tx === 0) return assertPhase(s0, s1, {}, "internal traffic");
   const culprits: string[] = [];
@@ -206,7 +206,7 @@ function graphRates(text: string): { down: number; up: number } {
 }
 
 async function scenario(backend: string, layout: LayoutName): Promise<void> {
-  const env = await TestEnv.open(layout);
+  const env = await Lab.open(layout);
   const files = await scratch(env);
   let cli = null as RunningCli | null;
   try {
@@ -283,7 +283,7 @@ for (const layout of LAYOUT_NAMES) {
 }
 
 /** What a backend installs, counted so a restart can be checked for duplicates. */
-async function installCount(backend: string, env: TestEnv, cli: RunningCli): Promise<number> {
+async function installCount(backend: string, env: Lab, cli: RunningCli): Promise<number> {
   if (backend === "ebpf") return (await bpfAttachedBy(MOUNT, cli.pid)).length;
   if (backend === "nft") {
     assert((await nftTables(env.clientNetns)).length <= 1, "more than one stb_netacct table");
@@ -297,7 +297,7 @@ for (const backend of BACKEND_NAMES) {
     name: `e2e ${backend} / hybrid: SIGKILL and restart neither duplicates rules nor double counts`,
     ...TEST_OPTIONS,
     async fn() {
-      const env = await TestEnv.open("hybrid");
+      const env = await Lab.open("hybrid");
       const files = await scratch(env);
       let cli = null as RunningCli | null;
       try {
@@ -368,7 +368,7 @@ Deno.test({
   name: "e2e cross-check: ebpf, nft and iptables on the same traffic agree within 1% per service",
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const files = await scratch(env);
     const clis: RunningCli[] = [];
     try {

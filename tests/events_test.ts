@@ -13,6 +13,7 @@ import {
   bpfRootAttachments,
   cliArgv,
   flowsTo,
+  Lab,
   newBpfAttachments,
   output,
   REMOTES,
@@ -21,7 +22,6 @@ import {
   SERVICE_NAMES,
   startRun,
   TCP_PORT,
-  TestEnv,
   UDP_PORT,
 } from "./harness/mod.ts";
 import { findCgroup2Mount } from "../lib/cgroup.ts";
@@ -58,7 +58,7 @@ Deno.test({
   ...TEST_OPTIONS,
   async fn() {
     const baseline = await bpfRootAttachments(MOUNT);
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     await Deno.chmod(dir, 0o755); // nobody must reach the file inside
     let cli: RunningCli | null = null;
@@ -167,7 +167,7 @@ Deno.test({
   ignore: !isRoot,
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     let cli: RunningCli | null = null;
     try {

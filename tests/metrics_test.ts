@@ -14,11 +14,11 @@ import {
   cliArgv,
   DENO,
   flowsTo,
+  Lab,
   nftTables,
   run,
   type Sample,
   sleep,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
@@ -35,7 +35,7 @@ async function promtool(text: string): Promise<{ code: number; output: string }>
 
 /** GET inside the client netns (where `run` listens on its loopback); `ms`: the request alone. */
 async function httpGet(
-  env: TestEnv,
+  env: Lab,
   url: string,
 ): Promise<{ status: number; body: string; ms: number }> {
   const code =
@@ -130,7 +130,7 @@ async function sampleAfter(path: string, since = Date.now() / 1000): Promise<Sam
   throw new Error(`no sample in ${path} after ${since}`);
 }
 
-function startRunWith(env: TestEnv, args: string[]) {
+function startRunWith(env: Lab, args: string[]) {
   const argv = [...env.layout.wrap(env.clientNetns), ...cliArgv(["run", ...args])];
   return new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -144,7 +144,7 @@ Deno.test({
   name: "metrics: textfile and --metrics-listen pass promtool and match counters.json",
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-metrics-e2e-" });
     let child: Deno.ChildProcess | null = null;
     try {
@@ -248,7 +248,7 @@ Deno.test({
       assertEquals(r.code, 2, `--metrics-listen ${v}: ${r.stderr}`);
       assert(r.stderr.includes(`'${v}' is invalid`), r.stderr);
     }
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-metrics-e2e-" });
     let holder: Deno.ChildProcess | null = null;
     try {

@@ -24,6 +24,7 @@ import {
   bpfRootAttachments,
   DENO,
   l3Delta,
+  Lab,
   leftovers,
   REMOTES,
   runChain,
@@ -32,7 +33,6 @@ import {
   sleep,
   startRun,
   TCP_PORT,
-  TestEnv,
   UDP_PORT,
 } from "./harness/mod.ts";
 
@@ -150,7 +150,7 @@ function summarise(u: InstanceUsage) {
  * sockets and exit, then (soon after) the cgroup is removed. What the kernel still sends
  * or receives for those sockets meanwhile belongs to the service and is counted.
  */
-async function stopService(env: TestEnv, name: string): Promise<{ rx: number; tx: number }> {
+async function stopService(env: Lab, name: string): Promise<{ rx: number; tx: number }> {
   const before = await env.topology.linkCounters();
   const procs = `${env.cgroups.dir(name)}/cgroup.procs`;
   const pids = () => Deno.readTextFileSync(procs).split("\n").filter((l) => l).map(Number);
@@ -168,7 +168,7 @@ async function stopService(env: TestEnv, name: string): Promise<{ rx: number; tx
 }
 
 async function soak(backend: string): Promise<void> {
-  const env = await TestEnv.open("hybrid");
+  const env = await Lab.open("hybrid");
   const dir = await Deno.makeTempDir({ prefix: "stbsoak-" });
   const outDir = `${dir}/out`;
   let cli: RunningCli | null = null;

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "./assert.ts";
 import { cgroupLeftovers, SERVICE_NAMES } from "./cgroups.ts";
-import { TestEnv } from "./env.ts";
+import { Lab } from "./lab.ts";
 import { runChain } from "./processes.ts";
 import { LAYOUT_NAMES } from "./layouts.ts";
 
@@ -17,7 +17,7 @@ done; exit 0`,
 
 for (const layoutName of LAYOUT_NAMES) {
   Deno.test(`cgroups (${layoutName}): service chain of three processes lives in the service cgroup and the client netns`, async () => {
-    const env = await TestEnv.open(layoutName);
+    const env = await Lab.open(layoutName);
     try {
       for (const s of SERVICE_NAMES) env.cgroups.create(s);
       assert(

@@ -1,7 +1,7 @@
 /**
- * One test's world in one object: namespaces, a cgroup layout, the service cgroup tree and
- * the peer servers, torn down in reverse order by `close` (also after a failure half-way
- * through `open`).
+ * The test lab: one test's world in one object (namespaces, a cgroup layout, the cgroups
+ * and the peer servers), torn down in reverse order by `close`, also after a failure
+ * half-way through `open`.
  */
 
 import { CgroupTree } from "./cgroups.ts";
@@ -35,7 +35,7 @@ export function flowsTo(remote: RemoteName, sizes: FlowSizes = DEFAULT_SIZES): s
   ];
 }
 
-export class TestEnv {
+export class Lab {
   readonly tag = randomTag();
   readonly topology = new Topology(this.tag);
   layout!: Layout;
@@ -63,8 +63,8 @@ export class TestEnv {
     return path;
   }
 
-  static async open(layoutName: LayoutName): Promise<TestEnv> {
-    const env = new TestEnv();
+  static async open(layoutName: LayoutName): Promise<Lab> {
+    const env = new Lab();
     try {
       await env.topology.up();
       env.#cleanups.push(() => env.topology.down());
