@@ -7,8 +7,6 @@ import {
   parseNftChainCounters,
   restoreQuote,
 } from "./iptables.ts";
-import { runScenario, runScenarioPureV2 } from "./testing/scenario.ts";
-import { runProbeScenario } from "./testing/probe.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -172,75 +170,4 @@ Deno.test("iptables scripts: cgroup paths quoted for restore, absent cgroups lef
     "-A STB_NETACCT_MARK -d fc00::/7 -j RETURN",
   ]);
   if (re6.includes("comment")) throw new Error("retarget must not touch the counting rules");
-});
-
-Deno.test({
-  name: "iptables backend counts a cgroup's external traffic on the real kernel (netns)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const result = await runScenario("iptables", {
-      capture: Deno.env.get("STB_CAPTURE_TESTDATA")
-        ? async (lab) => {
-          for (const [tool, file] of [["iptables-save", "v4"], ["ip6tables-save", "v6"]]) {
-            const out = await lab.inNs(lab.clientNs, tool, ["-c", "-t", "mangle"]);
-            await Deno.writeTextFile(`${TESTDATA}iptables_save_${file}.txt`, out);
-          }
-          for (const [family, file] of [["ip", "v4"], ["ip6", "v6"]]) {
-            for (const chain of ["STB_NETACCT_OUT", "STB_NETACCT_IN"]) {
-              const out = await lab.inNs(lab.clientNs, "nft", [
-                "-j",
-                `list chain ${family} mangle ${chain}`,
-              ]);
-              await Deno.writeTextFile(`${TESTDATA}nft_iptables_${file}_${chain}.json`, out);
-            }
-          }
-        }
-        : undefined,
-      assertClean: async (lab) => {
-        for (const tool of ["iptables-save", "ip6tables-save"]) {
-          const out = await lab.inNs(lab.clientNs, tool, []);
-          if (/STB_NETACCT|stb-netacct/.test(out)) throw new Error(`${tool} after stop:\n${out}`);
-        }
-      },
-    });
-    console.log(
-      `iptables: ${result.msPerRead.toFixed(2)} ms per read (libnftables, 4 chain listings)`,
-    );
-  },
-});
-
-Deno.test({
-  name:
-    "iptables backend on the pure cgroup v2 layout (cgroup2 at /sys/fs/cgroup, as on Debian 12)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const { msPerRead } = await runScenarioPureV2("iptables");
-    console.log(`iptables (pure v2): ${msPerRead.toFixed(2)} ms per read`);
-  },
-});
-
-Deno.test({
-  name: "iptables backend reading through iptables-save (fallback without libnftables)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const result = await runScenario("iptables-save", {
-      assertClean: async (lab) => {
-        for (const tool of ["iptables-save", "ip6tables-save"]) {
-          const out = await lab.inNs(lab.clientNs, tool, []);
-          if (/STB_NETACCT|stb-netacct/.test(out)) throw new Error(`${tool} after stop:\n${out}`);
-        }
-      },
-    });
-    console.log(`iptables-save: ${result.msPerRead.toFixed(2)} ms per read`);
-  },
-});
-
-Deno.test({
-  name: "iptables probe: restore --test plus a private-netns load, nothing changed (netns)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: () => runProbeScenario("iptables"),
 });

@@ -107,3 +107,24 @@ export async function assertRejects(
     includes,
   );
 }
+
+/** BPF objects (progs, maps, links) this process holds fds to, from /proc/self/fdinfo. */
+export function heldBpfObjects(): string[] {
+  const held: string[] = [];
+  for (const e of Deno.readDirSync("/proc/self/fdinfo")) {
+    let info: string;
+    try {
+      info = Deno.readTextFileSync(`/proc/self/fdinfo/${e.name}`);
+    } catch {
+      continue; // the fd of the directory listing itself, closed meanwhile
+    }
+    const m = info.match(/^(prog_id|map_id|link_id):\s*(\d+)/m);
+    if (m) held.push(`${m[1]}=${m[2]}`);
+  }
+  return held;
+}
+
+/** This process holds no BPF program, map or link (a backend stopped cleanly). */
+export function assertNoBpfHeld(msg: string): void {
+  assertEquals(heldBpfObjects(), [], msg);
+}
