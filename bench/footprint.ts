@@ -23,7 +23,8 @@
  */
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
-import { cliCommand, makeRunDir, removeRunDir, startRun } from "./throughput.ts";
+import { makeRunDir, removeRunDir } from "./lab.ts";
+import { cliCommand, startRun } from "./cli.ts";
 
 const TARGET_CPU_PCT = 0.5;
 const TARGET_RSS_MB = 60;
@@ -146,7 +147,7 @@ async function main(): Promise<void> {
     await Deno.mkdir(cgroupDir(mount, service));
     madeCgroup = true;
     const hz = await clockTicks();
-    run = await startRun(backend, service, tmp, null, 0.5);
+    run = await startRun({ backend, service, dir: tmp, netns: null });
     const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", "0.5"];
     graph = new Deno.Command(argv[0], {
       args: argv.slice(1),

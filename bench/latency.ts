@@ -4,9 +4,9 @@
  *
  *   deno run -A bench/latency.ts [OUT.json] [--bursts N] [--intervals 0.5,0.1] [--backend B]
  *
- * A bench lab (bench/throughput.ts) gets a long-lived burst client in the target cgroup of
+ * A bench lab (bench/lab.ts) gets a long-lived burst client in the target cgroup of
  * the client netns (this file with --burst-client: one TCP upload of 4 MB to
- * backends/testing/traffic.ts in the server netns per line on its stdin) and the real CLI:
+ * bench/traffic.ts in the server netns per line on its stdin) and the real CLI:
  * `run --backend B --interval I` and `graph --interval I` reading run's counters.json, with
  * its stdout a pipe (one plain line per interval). For each burst the clock starts when the
  * bench asks for it; counters.json is polled every 2 ms until tx_bytes_total has grown by
@@ -16,7 +16,8 @@
  */
 
 import { ensurePackages } from "./tools.ts";
-import { type BenchLab, cliCommand, makeLab, sh, startRun } from "./throughput.ts";
+import { type BenchLab, makeLab, sh } from "./lab.ts";
+import { cliCommand, startRun } from "./cli.ts";
 
 const BURST_BYTES = 4_000_000;
 const PORT = 5000;
@@ -67,7 +68,13 @@ const quantile = (xs: number[], q: number) => {
 };
 
 async function measure(lab: BenchLab, backend: string, interval: number, bursts: number) {
-  const run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns, interval);
+  const run = await startRun({
+    backend,
+    service: lab.cgroup,
+    dir: lab.tmp,
+    netns: lab.clientNetns,
+    intervalS: interval,
+  });
   const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", String(interval)];
   const graph = new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -221,7 +228,7 @@ async function main(): Promise<void> {
       Deno.execPath(),
       "run",
       "-A",
-      new URL("../backends/testing/traffic.ts", import.meta.url).pathname,
+      new URL("./traffic.ts", import.meta.url).pathname,
       "serve",
       SERVER_IP,
       String(PORT),

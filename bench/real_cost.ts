@@ -23,7 +23,9 @@
 import { check, closeFd } from "../bpf/libbpf.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { ensurePackages } from "./tools.ts";
-import { type BenchLab, makeLab, median, processCpuSeconds, sh, startRun } from "./throughput.ts";
+import { type BenchLab, makeLab, sh } from "./lab.ts";
+import { startRun } from "./cli.ts";
+import { median, processCpuSeconds } from "./stats.ts";
 
 const SERVER_IP = "198.51.100.2";
 
@@ -156,7 +158,12 @@ async function main(): Promise<void> {
       "Enabling BPF run-time stats (bpf_enable_stats)",
       statsLib.symbols.bpf_enable_stats(BPF_STATS_RUN_TIME),
     );
-    run = await startRun("ebpf", lab.cgroup, lab.tmp, lab.clientNetns);
+    run = await startRun({
+      backend: "ebpf",
+      service: lab.cgroup,
+      dir: lab.tmp,
+      netns: lab.clientNetns,
+    });
     const progs = await programsOf(run.child.pid);
     const ingress = [...progs].find(([n]) => n.includes("ingress"))?.[1];
     const egress = [...progs].find(([n]) => n.includes("egress"))?.[1];

@@ -31,7 +31,7 @@ import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded, parseCidr, parseIpv4 } from "../lib/cidr.ts";
 import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../bpf/netacct_abi.ts";
 import { generatedExclusions } from "./read_cost.ts";
-import { median } from "./throughput.ts";
+import { median } from "./stats.ts";
 
 const SERVICES = [3, 30, 300];
 const EXCLUSIONS = [15, 1000, 100_000];

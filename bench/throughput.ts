@@ -39,10 +39,12 @@
  * Everything made (netns, cgroups, processes, mounts, temp files) is removed in `finally`.
  */
 
-import { cgroupDir, findCgroup2Mount, removeCgroupDir } from "../lib/cgroup.ts";
+import { findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
-import { endProcess } from "../tests/harness/exec.ts";
+import { type BenchLab, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
+import { type RunProcess, startRun } from "./cli.ts";
+import { median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
 import {
   type CaptureFigures,
   captureFigures,
@@ -61,23 +63,6 @@ export const FLOOR = "floor";
  * is not the steady state a monitor left running is about.
  */
 const SETTLE_MS = 6000;
-const CLIENT_IP = "198.51.100.1";
-const SERVER_IP = "198.51.100.2";
-
-export interface BenchLab {
-  tag: string;
-  clientNetns: string;
-  serverNetns: string;
-  /** The target cgroup (relative to the cgroup2 mount) the iperf3 client runs in. */
-  cgroup: string;
-  /** Absolute directory of `cgroup`. */
-  cgroupDir: string;
-  /** The client end of the veth (in clientNetns): only the bench's traffic crosses it. */
-  clientDev: string;
-  /** Scratch directory (config, counters, logs); removed with the lab. */
-  tmp: string;
-}
-
 /** One configuration: what is in place while iperf3 runs. */
 export interface Configuration {
   name: string;
@@ -96,118 +81,6 @@ export interface Configuration {
   teardown(): Promise<void>;
 }
 
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const err = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${err}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** argv of the CLI: $STB_NETACCT_BIN, else this checkout's main.ts through this deno. */
-export function cliCommand(): string[] {
-  const bin = Deno.env.get("STB_NETACCT_BIN");
-  if (bin) return [bin];
-  return [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
-}
-
-export interface RunProcess {
-  child: Deno.ChildProcess;
-  output: string;
-  log: string;
-  /** Exit status after SIGTERM; throws when it was not a clean exit 0. */
-  stop(): Promise<void>;
-}
-
-/**
- * Starts `run --backend NAME` counting the cgroup `service` (optionally inside a netns),
- * writing into `dir`; resolves once the first counters.json is there.
- */
-export async function startRun(
-  backend: string,
-  service: string,
-  dir: string,
-  netns: string | null,
-  intervalS = 0.5,
-  extraConfig: Record<string, unknown> = {},
-): Promise<RunProcess> {
-  const config = `${dir}/config.json`;
-  const output = `${dir}/counters.json`;
-  const log = `${dir}/run-${backend}.log`;
-  await Deno.remove(output).catch(() => {});
-  await Deno.remove(`${output}.state`).catch(() => {});
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({ services: { bench: service }, output, interval_s: intervalS, ...extraConfig }),
-  );
-  const argv = [
-    ...(netns ? ["nsenter", `--net=/run/netns/${netns}`] : []),
-    ...cliCommand(),
-    "run",
-    "--backend",
-    backend,
-    "--config",
-    config,
-    "--output",
-    output,
-  ];
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-  }).spawn();
-  // The child's stderr goes to the log when it stops (and into errors).
-  const logText: string[] = [];
-  const pump = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      logText.push(chunk);
-    }
-  })();
-  let exited = false;
-  child.status.then(() => exited = true);
-  const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 10_000);
-    const status = await child.status;
-    clearTimeout(timer);
-    await pump.catch(() => {});
-    await Deno.writeTextFile(log, logText.join(""));
-    if (status.code !== 0) {
-      throw new Error(
-        `run --backend ${backend} exited with ${status.code}${
-          status.signal ? ` (${status.signal})` : ""
-        }: ${logText.join("").trim().slice(-400)}`,
-      );
-    }
-  };
-  for (let waited = 0;; waited += 50) {
-    try {
-      const text = await Deno.readTextFile(output);
-      JSON.parse(text);
-      break;
-    } catch { /* not yet */ }
-    if (exited || waited > 30_000) {
-      await stop().catch(() => {});
-      throw new Error(
-        `run --backend ${backend} wrote no "${output}" within 30 s: ${logText.join("").trim()}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, output, log, stop };
-}
-
 /** The configuration of a backend: the CLI's `run` in the client netns. */
 /** `run --backend NAME` at `intervalS`; named "NAME@Ns" when not the default 0.5 s. */
 export function backendConfiguration(backend: string, intervalS = 0.5): Configuration {
@@ -223,7 +96,13 @@ export function backendConfiguration(backend: string, intervalS = 0.5): Configur
   return {
     name: intervalS === 0.5 ? backend : `${backend}@${intervalS}s`,
     async setup(lab) {
-      run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns, intervalS);
+      run = await startRun({
+        backend,
+        service: lab.cgroup,
+        dir: lab.tmp,
+        netns: lab.clientNetns,
+        intervalS,
+      });
       // Let start-up work (module loading, JIT) finish: only steady state is measured.
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       before = await read();
@@ -321,140 +200,6 @@ export function monitorConfiguration(name: string): Configuration {
   };
 }
 
-/**
- * CPU seconds of `pid`: its threads' run time in ns from /proc/<pid>/task/<tid>/schedstat
- * (utime+stime come in 10 ms ticks, too coarse for a sampler using ~1 ms a second over a
- * few seconds' run), plus reaped children's cutime+cstime from /proc/<pid>/stat.
- */
-export function processCpuSeconds(pid: number): number {
-  let ns = 0;
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0]);
-    } catch { /* the thread just ended */ }
-  }
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // proc(5) fields 16-17 are f[13..14] (f[0] is field 3).
-  return ns / 1e9 + (Number(f[13]) + Number(f[14])) / USER_HZ;
-}
-
-/** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
-export function systemBusySeconds(): number {
-  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
-  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/)
-    .slice(1).map(Number);
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / USER_HZ;
-}
-
-/** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */
-const USER_HZ = 100;
-
-/**
- * A scratch directory on its own tmpfs, where the benches' samplers publish: on the user's
- * host counters.json lives in /run, a tmpfs, and publishing there costs less than on this
- * VM's ext4 root (a rename over a file makes ext4 allocate and start writeback).
- */
-export async function makeRunDir(prefix: string): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix });
-  try {
-    await sh("mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", dir);
-  } catch (e) {
-    await Deno.remove(dir);
-    throw e;
-  }
-  return dir;
-}
-
-export async function removeRunDir(dir: string): Promise<void> {
-  await sh("umount", dir);
-  await Deno.remove(dir);
-}
-
-export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise<void> }> {
-  const tag = crypto.randomUUID().slice(0, 6);
-  const mount = findCgroup2Mount();
-  const undo: (() => Promise<void>)[] = [];
-  const cleanup = async () => {
-    for (const f of undo.splice(0).reverse()) {
-      await f().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
-    }
-  };
-  try {
-    const tmp = await makeRunDir("stb-netacct-bench-");
-    undo.push(() => removeRunDir(tmp));
-    const base = `/stb-netacct-bench-${tag}`;
-    const cgroup = `${base}/client`;
-    for (const p of [base, cgroup]) {
-      await Deno.mkdir(cgroupDir(mount, p));
-      undo.push(() => removeCgroupDir(cgroupDir(mount, p)));
-    }
-    const lab: BenchLab = {
-      tag,
-      clientNetns: `stbb-c-${tag}`,
-      serverNetns: `stbb-s-${tag}`,
-      cgroup,
-      cgroupDir: cgroupDir(mount, cgroup),
-      tmp,
-      clientDev: `vbc${tag}`,
-    };
-    for (const ns of [lab.clientNetns, lab.serverNetns]) {
-      await sh("ip", "netns", "add", ns);
-      undo.push(() => sh("ip", "netns", "del", ns).then(() => {}));
-      await sh("ip", "-n", ns, "link", "set", "lo", "up");
-    }
-    const [vc, vs] = [lab.clientDev, `vbs${tag}`];
-    await sh(
-      "ip",
-      "link",
-      "add",
-      vc,
-      "netns",
-      lab.clientNetns,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      vs,
-      "netns",
-      lab.serverNetns,
-    );
-    for (
-      const [ns, dev, ip] of [[lab.clientNetns, vc, CLIENT_IP], [lab.serverNetns, vs, SERVER_IP]]
-    ) {
-      await sh("ip", "-n", ns, "addr", "add", `${ip}/24`, "dev", dev);
-      await sh("ip", "-n", ns, "link", "set", dev, "up");
-    }
-    const server = new Deno.Command("nsenter", {
-      args: [`--net=/run/netns/${lab.serverNetns}`, "iperf3", "-s", "-B", SERVER_IP],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    undo.push(async () => {
-      try {
-        server.kill("SIGKILL");
-      } catch { /* gone */ }
-      await server.status;
-    });
-    await waitForPort(lab.serverNetns, 5201);
-    return { lab, cleanup };
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-}
-
-/** Waits until something listens on `port` in `netns` (iperf3 -s says nothing when ready). */
-async function waitForPort(netns: string, port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const out = await sh("nsenter", `--net=/run/netns/${netns}`, "ss", "-Hltn", `sport = :${port}`);
-    if (out.trim() !== "") return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`iperf3 -s in netns "${netns}" is not listening on port ${port} after 5 s`);
-}
-
 export interface IperfResult {
   gbps: number;
   sentBytes: number;
@@ -493,11 +238,6 @@ export async function iperf(lab: BenchLab, seconds: number, rate = "max"): Promi
     receiverCpuPct: json.end.cpu_utilization_percent.remote_total,
   };
 }
-
-export const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 export interface ThroughputOptions {
   runs: number;

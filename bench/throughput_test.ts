@@ -1,5 +1,6 @@
 import { assertEquals } from "../lib/test_assert.ts";
-import { median, pairedRatios, roundOrder } from "./throughput.ts";
+import { pairedRatios, roundOrder } from "./throughput.ts";
+import { median } from "./stats.ts";
 import { nethogsRatio, summarize } from "./summary.ts";
 
 Deno.test("roundOrder reverses every other round, so neighbours change", () => {

@@ -1,5 +1,5 @@
 /**
- * Known-size TCP transfers for the backend tests, run inside the test's network namespaces.
+ * Known-size TCP transfers for the benchmarks (accuracy, latency), run inside their netns.
  *
  *   deno run -A traffic.ts serve ADDR PORT [ADDR PORT ...]
  *     Prints "ready" once listening. A client sends "up N\n" then N bytes (answered "ok\n"),
