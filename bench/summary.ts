@@ -190,7 +190,7 @@ export function summarize(r: Json): TargetRow[] {
   }
   for (const g of (r.graph_cpu ?? []) as Json[]) {
     add(
-      `graph <= 1% of a core (${g.mode}, graph/measure_cpu.ts)`,
+      `graph <= 1% of a core (${g.mode}, bench/graph_cpu.ts)`,
       `${f(g.cpu_percent_of_one_core, 2)}%`,
       g.cpu_percent_of_one_core <= 1,
     );

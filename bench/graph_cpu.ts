@@ -4,7 +4,7 @@
  * real pseudo-terminal (script(1)), plain lines into a pipe, and the terminal with --host
  * (whose `cat` children are counted too).
  *
- *   deno run -A graph/measure_cpu.ts [--seconds 30] [--json PATH]
+ *   deno run -A bench/graph_cpu.ts [--seconds 30] [--json PATH]
  *
  * Prints one line per mode and a JSON summary; with --json also writes it to PATH.
  */
