@@ -5,7 +5,7 @@
  *
  * The service runs as a dynamic user, not root: what it may do comes only from the ambient
  * capabilities of its backend plus CAP_CHOWN (counters.json belongs to the config's
- * "owner"). Everything else is closed; README_SECTION.md lists what stays open and why.
+ * "owner"). Everything else is closed; docs/service.md lists what stays open and why.
  */
 
 import { BACKEND_INFO, type BackendChoice, type BackendName, backendsOf } from "../backends/mod.ts";

@@ -1,9 +1,7 @@
 /**
- * The libc calls the sampler makes every interval, through FFI. Deno's own file API would
- * do, but `run` wakes every 0.5 s into cold caches, and there each Deno op costs several
- * times a bare syscall, and a failed lookup (an absent reset request, an absent
- * node-exporter directory) builds an exception with a stack trace every time: about a
- * fifth of the sampler's own CPU, measured side by side. Here an absent file is a return
+ * The libc calls the sampler makes every interval, through FFI: in `run`'s cold wake-ups a
+ * Deno op costs several times a bare syscall and an absent file (a reset request, an
+ * absent node-exporter directory) builds an exception every time; here it is a return
  * value, and publishing a file is six syscalls and no allocation beyond the bytes.
  *
  * `run`'s hot path, the helpers it shares and the libbpf glue (bpf/libbpf.ts) use this
