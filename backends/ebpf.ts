@@ -256,10 +256,10 @@ export class EbpfBackend implements Backend {
     const buf = this.#counterBuffers;
     buf.read(maps.counters, "the counters map");
     const sample: CounterSample = {};
-    for (let index = 0; index < names.length; index++) {
+    for (const [index, name] of names.entries()) {
       const rx = buf.sum(counterSlot(index, DIR_RX));
       const tx = buf.sum(counterSlot(index, DIR_TX));
-      sample[names[index]] = {
+      sample[name] = {
         rxBytes: rx.bytes,
         txBytes: tx.bytes,
         rxPackets: rx.packets,

@@ -74,9 +74,10 @@ export function parseIptablesCounters(saveText: string): IptablesCounter[] {
   for (const line of saveText.split("\n")) {
     const m = re.exec(line);
     if (!m) continue;
+    // Every group of the pattern takes part in a match.
     out.push({
       direction: m[3] as "tx" | "rx",
-      service: m[4],
+      service: m[4]!,
       packets: Number(m[1]),
       bytes: Number(m[2]),
     });
@@ -134,10 +135,11 @@ export function parseNftChainCounters(
       "drop" in e || "mangle" in e
     );
     const counters = exprs.filter((e) => e.counter);
-    if (!(xtComment || ownComment) || acts || counters.length !== 1) continue;
-    const { packets, bytes } = counters[0].counter!;
+    const counter = counters.length === 1 ? counters[0]?.counter : undefined;
+    if (!(xtComment || ownComment) || acts || !counter) continue;
+    const { packets, bytes } = counter;
     if (typeof packets !== "number" || typeof bytes !== "number") return null;
-    const service = ownComment ? (rule.comment as string).split(" ")[2] : null;
+    const service = ownComment ? (rule.comment as string).split(" ")[2] ?? null : null;
     out.push({ service, packets, bytes });
   }
   return out.length === count ? out : null;
@@ -158,8 +160,10 @@ export function iptablesCleanupScript(saveText: string): string {
     const chain = /^:(\S+) /.exec(line)?.[1];
     if (chain?.startsWith(CHAIN_PREFIX)) chains.push(chain);
     const rule = /^(?:\[\d+:\d+\] )?-A (\S+) (.*)$/.exec(line);
-    if (rule && !rule[1].startsWith(CHAIN_PREFIX) && /-j STB_NETACCT_\S+$/.test(rule[2])) {
-      jumps.push(`-D ${rule[1]} ${rule[2]}`);
+    if (!rule) continue;
+    const [, from = "", spec = ""] = rule;
+    if (!from.startsWith(CHAIN_PREFIX) && /-j STB_NETACCT_\S+$/.test(spec)) {
+      jumps.push(`-D ${from} ${spec}`);
     }
   }
   if (!jumps.length && !chains.length) return "";

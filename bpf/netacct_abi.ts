@@ -106,7 +106,7 @@ export interface Verdicts {
 
 /** An address's first 16 bits as a number, in network order: prefixes are ranges of these. */
 export function verdictKey(bytes: Uint8Array): number {
-  return bytes[0] << 8 | bytes[1];
+  return bytes[0]! << 8 | bytes[1]!; // an address: 4 or 16 bytes
 }
 
 /**
@@ -253,9 +253,10 @@ export function sumCounterWords(
   cpus: number,
 ): { bytes: number; packets: number } {
   let bytes = 0, packets = 0;
+  // The caller's buffer holds `cpus` structs of 4 words from `first`.
   for (let w = first, end = first + cpus * 4; w < end; w += 4) {
-    bytes += words[w] + words[w + 1] * 2 ** 32;
-    packets += words[w + 2] + words[w + 3] * 2 ** 32;
+    bytes += words[w]! + words[w + 1]! * 2 ** 32;
+    packets += words[w + 2]! + words[w + 3]! * 2 ** 32;
   }
   return { bytes, packets };
 }
@@ -276,14 +277,14 @@ export interface DestEntry {
 
 function decodeDestKey(keys: Uint8Array, k: number): Omit<DestEntry, "bytes" | "packets"> {
   const kv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
-  const family = keys[k + DEST_KEY_OFFSETS.family] === 6 ? 6 : 4;
+  const family = kv.getUint8(k + DEST_KEY_OFFSETS.family) === 6 ? 6 : 4;
   return {
     service: kv.getUint16(k + DEST_KEY_OFFSETS.service, LE),
-    dir: keys[k + DEST_KEY_OFFSETS.dir],
+    dir: kv.getUint8(k + DEST_KEY_OFFSETS.dir),
     family,
     addr: keys.slice(k, k + (family === 4 ? 4 : 16)),
     port: kv.getUint16(k + DEST_KEY_OFFSETS.port, false), // network order
-    proto: keys[k + DEST_KEY_OFFSETS.proto],
+    proto: kv.getUint8(k + DEST_KEY_OFFSETS.proto),
   };
 }
 

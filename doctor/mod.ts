@@ -62,7 +62,7 @@ async function toolVersion(bin: string): Promise<string | null> {
       stderr: "piped",
     })
       .output();
-    const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0] ?? "";
     return out.success ? text : null;
   } catch {
     return null;
@@ -84,7 +84,7 @@ function bpffsMount(): string | null {
   try {
     for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
       const sep = line.indexOf(" - ");
-      if (sep > 0 && line.slice(sep + 3).startsWith("bpf ")) return line.split(" ")[4];
+      if (sep > 0 && line.slice(sep + 3).startsWith("bpf ")) return line.split(" ")[4] ?? null;
     }
   } catch { /* no /proc */ }
   return null;

@@ -50,8 +50,9 @@ export function parseCgroup2Mount(mountinfo: string): Cgroup2Mount | null {
     if (sep < 0) continue;
     const left = line.slice(0, sep).split(" ");
     const fsType = line.slice(sep + 3).split(" ")[0];
-    if (fsType !== "cgroup2" || left[3] !== "/") continue;
-    const mountPoint = unescapeMountinfo(left[4]);
+    const at = left[4];
+    if (fsType !== "cgroup2" || left[3] !== "/" || at === undefined) continue;
+    const mountPoint = unescapeMountinfo(at);
     if (best === null || mountPoint.length < best.length) best = mountPoint;
   }
   if (best === null) return null;

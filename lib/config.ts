@@ -68,19 +68,22 @@ const KNOWN_KEYS = [
   "events",
 ] as const;
 
+/** Levenshtein distance, one row of the table at a time. */
 function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  let above = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    // j runs within both rows (b.length + 1 entries each): the indexes are in range.
     for (let j = 1; j <= b.length; j++) {
-      d[i][j] = Math.min(
-        d[i - 1][j] + 1,
-        d[i][j - 1] + 1,
-        d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
+      row.push(Math.min(
+        above[j]! + 1,
+        row[j - 1]! + 1,
+        above[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      ));
     }
+    above = row;
   }
-  return d[a.length][b.length];
+  return above[b.length]!;
 }
 
 export function didYouMean(word: string, choices: readonly string[]): string | null {
@@ -404,7 +407,7 @@ export function parseListenAddress(
   const fail = (reason: string) =>
     new ConfigError(
       what === null
-        ? reason[0].toUpperCase() + reason.slice(1)
+        ? reason.charAt(0).toUpperCase() + reason.slice(1)
         : `${what} is ${show(text)}: ${reason}`,
     );
   const example = 'like "127.0.0.1:9877" or "[::1]:9877"';
@@ -412,7 +415,8 @@ export function parseListenAddress(
   if (!m) throw fail(`write ADDRESS:PORT, ${example}`);
   const port = Number(m[3]);
   if (port < 1 || port > 65535) throw fail(`the port must be 1 to 65535, ${example}`);
-  const host = m[2] === "localhost" ? "127.0.0.1" : m[1] ?? m[2];
+  // One of the alternatives matched: a bracketed (IPv6) host or a bare one.
+  const host = m[2] === "localhost" ? "127.0.0.1" : m[1] ?? m[2] ?? "";
   const bytes = m[1] === undefined ? parseIpv4(host) : parseIpv6(host);
   if (!bytes) {
     throw fail(

@@ -86,7 +86,7 @@ export function buildCounters(sample: SampleFacts): CountersV1 {
   // in V8's interpreter (see scripts/deno_flags.txt), where each of those is a builtin call.
   const published: Record<string, ServiceCountersV1> = {};
   for (const name in services) {
-    const s = services[name];
+    const s = services[name]!; // an own key of `services`
     published[name] = {
       rx_bytes_total: s.counters.rxBytes,
       tx_bytes_total: s.counters.txBytes,

@@ -136,7 +136,7 @@ export function verifyCommand() {
 }
 
 /** argv that runs this same program: compiled binary, fallback launcher, or source. */
-export function selfArgv(args: string[]): string[] {
+export function selfArgv(args: string[]): [string, ...string[]] {
   if (Deno.build.standalone) return [Deno.execPath(), ...args];
   const launcher = Deno.env.get("STB_NETACCT_LAUNCHER");
   if (launcher) return [launcher, ...args];
@@ -316,7 +316,7 @@ export function privateLocalAddress(
   exclude: Config["exclude"],
 ): string | null {
   const candidates = addresses.flatMap((a) => {
-    const bytes = a.includes(":") ? parseIpv6(a.split("%")[0]) : parseIpv4(a);
+    const bytes = a.includes(":") ? parseIpv6(a.replace(/%.*$/, "")) : parseIpv4(a);
     if (!bytes) return [];
     const v4 = bytes.length === 4;
     if (v4 && bytes[0] === 127) return [];
