@@ -12,7 +12,13 @@ import type { BackendOptions, ServiceTarget } from "./backend.ts";
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
-import { assert, assertEquals, assertNoBpfHeld, assertStringIncludes } from "../lib/test_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertNoBpfHeld,
+  assertStringIncludes,
+  present,
+} from "../lib/test_assert.ts";
 import {
   craftPacket,
   joinCgroup,
@@ -99,10 +105,10 @@ Deno.test({
             const frame = craftPacket(
               dir === "egress" ? { src: local, dst: remote } : { src: remote, dst: local },
             );
-            const before = (await backend.read()).me;
+            const before = present((await backend.read()).me, "me");
             const r = testRun(fd, { frame, ifindex, repeat: 3 });
             assertEquals(r.retval, 1, `${dir} ${text}: never drops`);
-            const now = (await backend.read()).me;
+            const now = present((await backend.read()).me, "me");
             const [bytes, packets] = dir === "egress"
               ? [now.txBytes - before.txBytes, now.txPackets - before.txPackets]
               : [now.rxBytes - before.rxBytes, now.rxPackets - before.rxPackets];
@@ -286,9 +292,9 @@ Deno.test({
         for (const [text, counts] of cases) {
           const dst = parseIpv4(text) ?? parseIpv6(text)!;
           const src = dst.length === 4 ? parseIpv4("192.0.2.1")! : parseIpv6("2001:db8::1")!;
-          const before = (await backend.read()).me.txPackets;
+          const before = present((await backend.read()).me, "me").txPackets;
           testRun(fd, { frame: craftPacket({ src, dst }), ifindex, repeat: 1 });
-          const after = (await backend.read()).me.txPackets;
+          const after = present((await backend.read()).me, "me").txPackets;
           assertEquals(after - before, counts ? 1 : 0, `remote ${text}`);
         }
       } finally {
@@ -401,7 +407,7 @@ Deno.test({
             "tx tcp 2001:db8:1::7:8443": [4 * (l3(tcpB) + extra(5, 60)), 4],
             "rx tcp 203.0.113.5:80": [2 * (l3(inMapped) + extra(3, 60)), 2],
           }, `destinations, gso_correction ${gso}`);
-          const me = (await backend.read()).me;
+          const me = present((await backend.read()).me, "me");
           assertEquals(
             [me.txBytes, me.rxBytes],
             [

@@ -120,7 +120,7 @@ async function wireUp(b: BenchLab, lab: Lab): Promise<void> {
     const [ns, via4, via6] of [
       [lab.client, ADDR.routerA4, ADDR.routerA6],
       [lab.server, ADDR.routerB4, ADDR.routerB6],
-    ]
+    ] as const
   ) {
     await sh("ip", "-n", ns, "route", "add", "default", "via", via4);
     await sh("ip", "-n", ns, "-6", "route", "add", "default", "via", via6);
@@ -128,7 +128,7 @@ async function wireUp(b: BenchLab, lab: Lab): Promise<void> {
   await b.inNs(lab.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
   await b.inNs(lab.router, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1");
   // The wire: no offload at either end, so packets cross it as a NIC would send them.
-  for (const [ns, dev] of [[lab.router, br], [lab.server, bs]]) {
+  for (const [ns, dev] of [[lab.router, br], [lab.server, bs]] as const) {
     await b.inNs(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off");
   }
   // The client NIC aggregates received packets, as real NICs with GRO do. veth only runs
@@ -316,7 +316,7 @@ function parseArgs(args: string[]) {
   let out: string | null = null, rounds = 2, mb = 100, requests = 300;
   let backends = ["ebpf", "ebpf+gso", "nft", "iptables"];
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--rounds") rounds = Number(args[++i]);
     else if (a === "--mb") mb = Number(args[++i]);
     else if (a === "--requests") requests = Number(args[++i]);
@@ -391,7 +391,7 @@ async function main(): Promise<void> {
         wire_bytes: Math.round(median(ss.map((s) => s.wire.rx + s.wire.tx))),
         counted_bytes: Math.round(median(ss.map((s) => s.counted.rx + s.counted.tx))),
         error_pct: pct(median(errs)),
-        error_pct_min_max: [pct(Math.min(...errs)), pct(Math.max(...errs))],
+        error_pct_min_max: [pct(Math.min(...errs)), pct(Math.max(...errs))] as const,
         rx_error_pct: pct(dir("rx")),
         tx_error_pct: pct(dir("tx")),
       };

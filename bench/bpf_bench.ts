@@ -31,6 +31,7 @@
  * names. Cases are interleaved round by round and the median is reported.
  */
 
+import { median } from "./stats.ts";
 import { EbpfBackend } from "../backends/ebpf.ts";
 import {
   craftPacket,
@@ -86,7 +87,7 @@ interface Case {
 function parseArgs(args: string[]) {
   let out: string | null = null, repeat = 5_000_000, rounds = 5, services = 3;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--repeat") repeat = Number(args[++i]);
     else if (a === "--rounds") rounds = Number(args[++i]);
     else if (a === "--services") services = Number(args[++i]);
@@ -118,11 +119,6 @@ function parseArgs(args: string[]) {
   }
   return { out, repeat, rounds, services };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 interface Floors {
   trivial: number;
@@ -296,7 +292,7 @@ async function main(): Promise<void> {
       egress: backend.programFd("egress"),
     };
     const total = (s: Awaited<ReturnType<typeof backend.read>>) =>
-      s.svc.rxPackets + s.svc.txPackets;
+      (s.svc?.rxPackets ?? 0) + (s.svc?.txPackets ?? 0);
 
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {

@@ -1,3 +1,4 @@
+import { command } from "./lab.ts";
 /**
  * The CLI as the benchmarks run it: `run` counting a cgroup, started and stopped cleanly,
  * its log kept. The CLI is $STB_NETACCT_BIN when set (e.g. ./stb-netacct), else this
@@ -58,8 +59,7 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
     "--output",
     output,
   ];
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const child = command(argv, {
     stdin: "null",
     stdout: "null",
     stderr: "piped",

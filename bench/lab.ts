@@ -8,6 +8,16 @@
 
 import { cgroupDir, findCgroup2Mount, removeCgroupDir } from "../lib/cgroup.ts";
 
+/** A Deno.Command for `argv` (program first); an empty argv is a caller's bug. */
+export function command(
+  argv: readonly string[],
+  options: Omit<Deno.CommandOptions, "args"> = {},
+): Deno.Command {
+  const [program, ...args] = argv;
+  if (program === undefined) throw new Error("empty command line");
+  return new Deno.Command(program, { ...options, args });
+}
+
 /** Runs a command; its stdout. Throws with its stderr on failure. */
 export async function sh(cmd: string, ...args: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -108,8 +118,7 @@ export class Lab {
 
   /** A child process, killed (SIGKILL) by `close`. */
   spawn(argv: string[], stdout: "piped" | "null" = "null"): Deno.ChildProcess {
-    const child = new Deno.Command(argv[0]!, {
-      args: argv.slice(1),
+    const child = command(argv, {
       stdin: "null",
       stdout,
       stderr: "null",

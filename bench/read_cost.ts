@@ -55,7 +55,7 @@ function parseArgs(args: string[]) {
   let out: string | null = null, reads = 200, minMs = 2000, services = 3, busy = false;
   let variants = VARIANTS, excludeCount: number = DEFAULT_EXCLUDE.length;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     const num = () => {
       const v = Number(args[++i]);
       if (!Number.isInteger(v) || v < 1) usage(`"${a}" needs a positive integer, got "${args[i]}"`);
@@ -78,7 +78,7 @@ function parseArgs(args: string[]) {
 }
 
 function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 }
 
 /** The defaults plus generated prefixes no default covers: 11.0.0.0/24.. and 2001:db8:N::/48. */

@@ -77,10 +77,11 @@ function trieAddresses(exclude: Cidr[]): { inside: Uint8Array; beside: Uint8Arra
     c.family === 4 && c.prefixLen > 16 && v4[verdictKey(c.bytes)] === ASK_TRIE
   ).at(-1);
   if (!long) return null;
-  const inside = long.bytes.slice();
-  if (long.prefixLen <= 29) inside[3] |= 7;
+  const inside = long.bytes.slice(); // IPv4: four bytes
+  if (long.prefixLen <= 29) inside[3]! |= 7;
+  const [first = 0, second = 0] = long.bytes;
   for (let third = 255; third >= 0; third--) {
-    const beside = new Uint8Array([long.bytes[0], long.bytes[1], third, 7]);
+    const beside = new Uint8Array([first, second, third, 7]);
     if (!isExcluded(beside, exclude)) return { inside, beside };
   }
   return null;
@@ -131,7 +132,7 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
     }
     const ns: Record<string, number[]> = {};
     const fd = backend.programFd("egress");
-    const sent = async () => (await backend.read()).svc.txPackets;
+    const sent = async () => (await backend.read()).svc?.txPackets ?? 0;
     for (let r = 0; r < rounds; r++) {
       for (const [name, c] of Object.entries(cases)) {
         if (!c) continue;

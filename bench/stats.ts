@@ -26,10 +26,10 @@ export function processCpuSeconds(pid: number): number {
 
 /** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
 export function systemBusySeconds(): number {
-  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
-  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/)
-    .slice(1).map(Number);
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / USER_HZ;
+  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0] ?? "";
+  const [user = 0, nice = 0, system = 0, _idle, _iowait, irq = 0, softirq = 0, steal = 0] = line
+    .trim().split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq + steal) / USER_HZ;
 }
 
 /** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */

@@ -42,7 +42,7 @@
 import { findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
-import { type BenchLab, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
+import { type BenchLab, command, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
 import { type RunProcess, startRun } from "./cli.ts";
 import { median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
 import {
@@ -155,15 +155,17 @@ export function floorConfiguration(): Configuration {
 }
 
 /** argv of each monitor, watching `dev` in text mode until killed. */
-const MONITORS: Record<string, (dev: string) => string[]> = {
+const MONITORS = {
   // -t: text (trace) mode, one refresh a second; -d 1 is nethogs' default, made explicit.
-  nethogs: (dev) => ["nethogs", "-t", "-d", "1", dev],
+  nethogs: (dev: string) => ["nethogs", "-t", "-d", "1", dev],
   // -t: text interface, a report every 2 s; -n -N: no DNS or port-name lookups.
-  iftop: (dev) => ["iftop", "-t", "-n", "-N", "-P", "-i", dev],
-};
+  iftop: (dev: string) => ["iftop", "-t", "-n", "-N", "-P", "-i", dev],
+} satisfies Record<string, (dev: string) => string[]>;
+type MonitorName = keyof typeof MONITORS;
+const isMonitorName = (name: string): name is MonitorName => name in MONITORS;
 
 /** nethogs or iftop in the client netns on the client veth, its output drained. */
-export function monitorConfiguration(name: string): Configuration {
+export function monitorConfiguration(name: MonitorName): Configuration {
   let child: Deno.ChildProcess | null = null;
   let drain: Promise<void> = Promise.resolve();
   return {
@@ -175,8 +177,7 @@ export function monitorConfiguration(name: string): Configuration {
         `--net=/run/netns/${lab.clientNetns}`,
         ...MONITORS[name](lab.clientDev),
       ];
-      child = new Deno.Command(argv[0], {
-        args: argv.slice(1),
+      child = command(argv, {
         stdin: "null",
         stdout: "piped",
         stderr: "null",
@@ -269,10 +270,10 @@ export function roundOrder(n: number, round: number): number[] {
  */
 export function pairedRatios(base: (number | null)[], xs: (number | null)[]): number[] {
   const out: number[] = [];
-  for (let i = 0; i < Math.min(base.length, xs.length); i++) {
-    const b = base[i], x = xs[i];
-    if (b !== null && x !== null && b > 0) out.push(x / b);
-  }
+  base.forEach((b, i) => {
+    const x = xs[i];
+    if (b !== null && x !== undefined && x !== null && b > 0) out.push(x / b);
+  });
   return out;
 }
 
@@ -333,7 +334,11 @@ export async function measureThroughput(
 ): Promise<ConfigurationResult[]> {
   const log = opts.log ?? (() => {});
   const rate = opts.rate ?? "max";
-  const raw = configs.map(() => ({
+  // One record per configuration, in the order of `configs` ("none" first: the baseline).
+  const raw = configs.map((config) => ({
+    config,
+    /** Gbit/s per round, null where the round has not run it. */
+    byRound: Array<number | null>(opts.runs).fill(null),
     gbps: [] as number[],
     counted: [] as (number | null)[],
     cpu: [] as number[],
@@ -344,10 +349,10 @@ export async function measureThroughput(
     capture: [] as CaptureFigures[],
     samplerCpu: [] as number[],
   }));
-  const byRound = configs.map(() => Array<number | null>(opts.runs).fill(null));
   for (let run = 0; run < opts.runs; run++) {
     for (const i of roundOrder(configs.length, run)) {
-      const c = configs[i];
+      const slot = raw[i]!; // roundOrder gives each index of `configs` once
+      const c = slot.config;
       let sampler: Sampler | null = null;
       try {
         await c.setup(lab);
@@ -365,15 +370,15 @@ export async function measureThroughput(
         const perf1 = sampler ? processCpuSeconds(sampler.pid) : 0;
         const link1 = await linkStats(lab.clientNetns, lab.clientDev);
         const packets = link1.rxPackets + link1.txPackets - link0.rxPackets - link0.txPackets;
-        raw[i].linkPps.push(packets / wall);
+        slot.linkPps.push(packets / wall);
         let capture = "";
         if (sampler) {
           const s = sampler;
           sampler = null;
           // Traffic flows only during iperf3, so samples outside its run add no capture.
           const f = captureFigures(await s.stop(), packets, wall, c.captureComm ?? null);
-          raw[i].capture.push(f);
-          raw[i].samplerCpu.push((perf1 - perf0) / wall * 100);
+          slot.capture.push(f);
+          slot.samplerCpu.push((perf1 - perf0) / wall * 100);
           capture = `, kernel capture ${f.kernel_pct}% (${f.samples} samples, ` +
             `${f.ns_per_packet} ns/packet, ${f.packets_per_s} packets/s)`;
         }
@@ -384,19 +389,19 @@ export async function measureThroughput(
               `it is not counting the benchmark's traffic`,
           );
         }
-        raw[i].gbps.push(r.gbps);
-        byRound[i][run] = r.gbps;
-        raw[i].counted.push(
+        slot.gbps.push(r.gbps);
+        slot.byRound[run] = r.gbps;
+        slot.counted.push(
           counted === null ? null : Number((counted.txBytes / r.sentBytes).toFixed(4)),
         );
-        raw[i].cpu.push(r.senderCpuPct);
-        raw[i].monitor.push(pid === null ? null : round((cpu1 - cpu0) / wall * 100, 2));
-        raw[i].system.push(round((sys1 - sys0) / wall * 100, 1));
-        if (counted !== null) raw[i].pps.push(counted.packets / opts.seconds);
+        slot.cpu.push(r.senderCpuPct);
+        slot.monitor.push(pid === null ? null : round((cpu1 - cpu0) / wall * 100, 2));
+        slot.system.push(round((sys1 - sys0) / wall * 100, 1));
+        if (counted !== null) slot.pps.push(counted.packets / opts.seconds);
         log(
           `${rate} run ${run + 1}/${opts.runs} ${c.name.padEnd(9)} ${r.gbps.toFixed(2)} Gbit/s` +
-            (pid === null ? "" : `, ${c.name} CPU ${raw[i].monitor.at(-1)}%`) + capture +
-            `, machine ${raw[i].system.at(-1)}%`,
+            (pid === null ? "" : `, ${c.name} CPU ${slot.monitor.at(-1)}%`) + capture +
+            `, machine ${slot.system.at(-1)}%`,
         );
       } finally {
         // The sampler only when the run failed before reading it.
@@ -405,21 +410,23 @@ export async function measureThroughput(
       }
     }
   }
-  const base = median(raw[0].gbps);
-  const baseSystem = median(raw[0].system);
-  return configs.map((c, i) => {
-    const m = median(raw[i].gbps);
-    const mon = raw[i].monitor.filter((x): x is number => x !== null);
-    const paired = pairedRatios(byRound[0], byRound[i]);
+  const none = raw[0]!; // configs always start with "none"
+  const base = median(none.gbps);
+  const baseSystem = median(none.system);
+  return raw.map((r) => {
+    const c = r.config;
+    const m = median(r.gbps);
+    const mon = r.monitor.filter((x): x is number => x !== null);
+    const paired = pairedRatios(none.byRound, r.byRound);
     const pm = paired.length ? median(paired) : NaN;
-    const cap = raw[i].capture;
+    const cap = r.capture;
     const perPacket = cap.map((f) => f.ns_per_packet).filter((x): x is number => x !== null);
     return {
       name: c.name,
-      gbps: raw[i].gbps.map((g) => round(g, 3)),
+      gbps: r.gbps.map((g) => round(g, 3)),
       median_gbps: round(m, 3),
-      min_gbps: round(Math.min(...raw[i].gbps), 3),
-      max_gbps: round(Math.max(...raw[i].gbps), 3),
+      min_gbps: round(Math.min(...r.gbps), 3),
+      max_gbps: round(Math.max(...r.gbps), 3),
       ratio: round(m / base, 4),
       loss_pct: round((1 - m / base) * 100, 2),
       paired_ratios: paired.map((x) => round(x, 4)),
@@ -427,26 +434,26 @@ export async function measureThroughput(
       paired_loss_pct: round((1 - pm) * 100, 2),
       paired_ratio_min: round(Math.min(...paired), 4),
       paired_ratio_max: round(Math.max(...paired), 4),
-      counted_ratio: raw[i].counted,
-      sender_cpu_pct_median: round(median(raw[i].cpu), 1),
-      monitor_cpu_pct: raw[i].monitor,
+      counted_ratio: r.counted,
+      sender_cpu_pct_median: round(median(r.cpu), 1),
+      monitor_cpu_pct: r.monitor,
       monitor_cpu_pct_median: mon.length ? round(median(mon), 3) : null,
-      system_cpu_pct: raw[i].system,
-      system_cpu_pct_median: round(median(raw[i].system), 1),
-      extra_system_cpu_pct: round(median(raw[i].system) - baseSystem, 1),
-      counted_packets_per_s_median: raw[i].pps.length ? Math.round(median(raw[i].pps)) : null,
-      link_packets_per_s_median: Math.round(median(raw[i].linkPps)),
+      system_cpu_pct: r.system,
+      system_cpu_pct_median: round(median(r.system), 1),
+      extra_system_cpu_pct: round(median(r.system) - baseSystem, 1),
+      counted_packets_per_s_median: r.pps.length ? Math.round(median(r.pps)) : null,
+      link_packets_per_s_median: Math.round(median(r.linkPps)),
       capture: cap.length ? cap : null,
       capture_kernel_pct_median: cap.length ? round(median(cap.map((f) => f.kernel_pct)), 3) : null,
       capture_ns_per_packet_median: perPacket.length ? Math.round(median(perPacket)) : null,
-      sampler_cpu_pct_median: raw[i].samplerCpu.length ? round(median(raw[i].samplerCpu), 2) : null,
+      sampler_cpu_pct_median: r.samplerCpu.length ? round(median(r.samplerCpu), 2) : null,
     };
   });
 }
 
 /** "ebpf" or "ebpf@1" (run's interval in seconds, 0.1 to 10) to a backend and interval. */
 export function parseBackendSpec(spec: string): { backend: string; intervalS: number } | null {
-  const [backend, interval] = spec.split("@");
+  const [backend = "", interval] = spec.split("@");
   const intervalS = interval === undefined ? 0.5 : Number(interval);
   if (!["ebpf", "nft", "iptables"].includes(backend)) return null;
   if (!(interval !== "" && intervalS >= 0.1 && intervalS <= 10)) return null;
@@ -464,7 +471,7 @@ function parseArgs(args: string[]) {
     "  defaults: --backends ebpf --monitors '' --rates max --runs 5 --seconds 5";
   const list = (v: string | undefined) => (v ?? "").split(",").filter((b) => b);
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--runs") runs = Number(args[++i]);
     else if (a === "--seconds") seconds = Number(args[++i]);
     else if (a === "--backends") backends = list(args[++i]);
@@ -488,7 +495,7 @@ function parseArgs(args: string[]) {
     );
     Deno.exit(2);
   }
-  const badMonitor = monitors.filter((m) => !(m in MONITORS));
+  const badMonitor = monitors.filter((m) => !isMonitorName(m));
   if (badMonitor.length > 0) {
     console.error(
       `throughput: --monitors "${badMonitor.join(",")}" is not a list of nethogs, iftop`,
@@ -510,7 +517,7 @@ function parseArgs(args: string[]) {
     console.error(`throughput: --seconds "${seconds}" must be a whole number of seconds >= 1`);
     Deno.exit(2);
   }
-  return { out, runs, seconds, backends, monitors, rates, floor };
+  return { out, runs, seconds, backends, monitors: monitors.filter(isMonitorName), rates, floor };
 }
 
 /** The loss target is about accounting: the baseline, the floor and the monitors are compared, not judged. */

@@ -37,8 +37,9 @@ async function readLine(conn: Deno.Conn): Promise<string> {
   while (true) {
     const got = await conn.read(one);
     if (got === null) throw new Error("peer closed before a full line");
-    if (one[0] === 0x0a) return line;
-    line += String.fromCharCode(one[0]);
+    const byte = one[0]!; // read one byte into it
+    if (byte === 0x0a) return line;
+    line += String.fromCharCode(byte);
   }
 }
 

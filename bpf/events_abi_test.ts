@@ -22,12 +22,13 @@ function layout(struct: string): { size: number; members: Record<string, number>
   const members: Record<string, number> = {};
   let off = 0, align = 1;
   for (const decl of body.replace(/\/\*.*?\*\//g, "").split(";")) {
-    const m = decl.trim().match(/^(__u\d+) (\w+)(?:\[(\d+)\])?$/);
-    if (!m) continue;
-    const size = sizes[m[1]];
+    const [, type = "", name = "", count] = decl.trim().match(/^(__u\d+) (\w+)(?:\[(\d+)\])?$/) ??
+      [];
+    const size = sizes[type];
+    if (size === undefined) continue;
     off = Math.ceil(off / size) * size;
-    members[m[2]] = off;
-    off += size * Number(m[3] ?? 1);
+    members[name] = off;
+    off += size * Number(count ?? 1);
     align = Math.max(align, size);
   }
   return { size: Math.ceil(off / align) * align, members };

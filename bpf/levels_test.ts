@@ -52,7 +52,7 @@ Deno.test({
       joinCgroup(cgroupDir(mount, home));
       // The first call includes opening libbpf (once per process, needed by start anyway).
       console.log(
-        `calibration: first ${ms[0].toFixed(2)} ms, then ` +
+        `calibration: first ${ms[0]?.toFixed(2)} ms, then ` +
           `${ms.slice(1).map((m) => m.toFixed(2)).join(", ")} ms`,
       );
       const depth = cgroupLevel(`${base}/a/b`);

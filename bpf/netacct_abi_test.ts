@@ -59,7 +59,7 @@ Deno.test("netacct_abi constants match bpf/netacct.h", () => {
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
   assertEquals(
-    header.match(/struct netacct_config \{([^}]*)\}/)?.[1].replace(/\/\*.*?\*\//g, "").split(";")
+    header.match(/struct netacct_config \{([^}]*)\}/)?.[1]?.replace(/\/\*.*?\*\//g, "").split(";")
       .map((f) => f.trim()).filter((f) => f !== ""),
     [
       "__u64 ids[NETACCT_MAX_TARGETS]",
@@ -73,7 +73,7 @@ Deno.test("netacct_abi constants match bpf/netacct.h", () => {
     ],
   );
   assertEquals(
-    header.match(/struct netacct_verdicts \{([^}]*)\}/)?.[1].split(";").map((f) => f.trim())
+    header.match(/struct netacct_verdicts \{([^}]*)\}/)?.[1]?.split(";").map((f) => f.trim())
       .filter((f) => f !== ""),
     ["__u8 v4[NETACCT_VERDICT_KEYS]", "__u8 v6[NETACCT_VERDICT_KEYS]"],
   );
@@ -106,12 +106,12 @@ async function btfOffsets(
   const at = text.indexOf(`STRUCT '${struct}' size=`);
   if (at < 0) throw new Error(`struct ${struct} not in the object's BTF`);
   const lines = text.slice(at).split("\n");
-  const size = Number(lines[0].match(/size=(\d+)/)![1]);
+  const size = Number(lines[0]?.match(/size=(\d+)/)?.[1]);
   const members: Record<string, number> = {};
   for (const line of lines.slice(1)) {
-    const m = line.match(/^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)/);
-    if (!m) break;
-    members[m[1]] = Number(m[2]) / 8;
+    const [, name, bits] = line.match(/^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)/) ?? [];
+    if (name === undefined) break;
+    members[name] = Number(bits) / 8;
   }
   return { size, members };
 }
@@ -273,7 +273,11 @@ Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending 
     bytes: 1500,
     packets: 3,
   });
-  assertEquals([got[1].family, got[1].port, got[1].addr.length, got[1].bytes], [6, 53, 16, 50]);
+  const second = got[1];
+  assertEquals(
+    [second?.family, second?.port, second?.addr.length, second?.bytes],
+    [6, 53, 16, 50],
+  );
   // Buffers at any offset (copied to word alignment), and counts above 2^32.
   const shifted = (bytes: Uint8Array) => {
     const out = new Uint8Array(bytes.length + 1);
@@ -300,7 +304,7 @@ function verdictsOf(exclude: string[], addresses: string[]): number[] {
   return addresses.map((a) => {
     const bytes = parseIpv4(a) ?? parseIpv6(a);
     if (!bytes) throw new Error(`bad address ${a}`);
-    return (bytes.length === 4 ? v4 : v6)[verdictKey(bytes)];
+    return (bytes.length === 4 ? v4 : v6)[verdictKey(bytes)]!; // a 16-bit key, VERDICT_KEYS entries
   });
 }
 

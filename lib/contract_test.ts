@@ -88,7 +88,7 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
   );
   assertEquals(
     Object.keys(schema.properties.services.additionalProperties.properties).sort(),
-    Object.keys(sample.services.server).sort(),
+    Object.keys(sample.services.server ?? {}).sort(),
   );
 });
 

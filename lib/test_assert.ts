@@ -128,3 +128,9 @@ export function heldBpfObjects(): string[] {
 export function assertNoBpfHeld(msg: string): void {
   assertEquals(heldBpfObjects(), [], msg);
 }
+
+/** `v`, checked to be there: a test reading a field it expects fails naming it, not with a TypeError. */
+export function present<T>(v: T | null | undefined, what: string): T {
+  if (v === undefined || v === null) throw new AssertionError(`${what} is missing`);
+  return v;
+}

@@ -34,6 +34,7 @@ import {
   nftRuleCount,
   nftTables,
   output,
+  present,
   REMOTES,
   type RunningCli,
   type Sample,
@@ -79,8 +80,9 @@ function checkSample(s: Sample, backend: string, env: Lab): void {
   assert(s.ts_monotonic > 0 && s.ts_unix > 1.7e9, `timestamps ${s.ts_monotonic} ${s.ts_unix}`);
   assertEquals(Object.keys(s.services).sort(), [...SERVICE_NAMES].sort(), "services");
   for (const name of SERVICE_NAMES) {
-    assertEquals(s.services[name].cgroup, env.cgroups.servicePath(name), `${name} cgroup`);
-    assertEquals(s.services[name].present, env.cgroups.exists(name), `${name} present`);
+    const svc = present(s.services[name], `service ${name}`);
+    assertEquals(svc.cgroup, env.cgroups.servicePath(name), `${name} cgroup`);
+    assertEquals(svc.present, env.cgroups.exists(name), `${name} present`);
   }
 }
 
@@ -200,7 +202,7 @@ function graphRates(text: string): { down: number; up: number } {
   const rate = /([\d.]+)\s*(B|KiB|MiB|GiB)\/s/;
   const rateOn = (label: RegExp) => {
     const m = text.split("\n").filter((l) => label.test(l)).map((l) => rate.exec(l)).find((x) => x);
-    return m ? Number(m[1]) * unit[m[2]] : -1;
+    return m ? Number(m[1]) * (unit[m[2] ?? ""] ?? NaN) : -1;
   };
   return { down: rateOn(/download|\bRX\b/i), up: rateOn(/upload|\bTX\b/i) };
 }
@@ -387,20 +389,24 @@ Deno.test({
         for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
         const refs = await externalPhase(env, SERVICE_NAMES);
         const ends = await Promise.all(clis.map((c) => c.sampleAfter()));
-        const counted = clis.map((_, i) => ({
-          backend: BACKEND_NAMES[i],
+        // One start and one end sample per CLI, in BACKEND_NAMES order.
+        const phases = starts.map((start, i) => ({
+          backend: BACKEND_NAMES[i]!,
+          start,
+          end: present(ends[i], `end sample ${i}`),
+        }));
+        const counted = phases.map((p) => ({
+          backend: p.backend,
           per: Object.fromEntries(
-            SERVICE_NAMES.map((s) => [s, countedDelta(starts[i], ends[i], s)]),
+            SERVICE_NAMES.map((s) => [s, countedDelta(p.start, p.end, s)]),
           ),
         }));
         const table = counted.map((c) => `${c.backend}: ${JSON.stringify(c.per)}`).join("\n");
         console.log(`wire reference: ${JSON.stringify(refs)}\n${table}`);
-        for (let i = 0; i < clis.length; i++) {
-          assertPhase(starts[i], ends[i], refs, BACKEND_NAMES[i]);
-        }
+        for (const p of phases) assertPhase(p.start, p.end, refs, p.backend);
         for (const s of SERVICE_NAMES) {
           for (const dir of ["rx", "tx"] as const) {
-            const values = counted.map((c) => c.per[s][dir]);
+            const values = counted.map((c) => present(c.per[s], s)[dir]);
             const spread = (Math.max(...values) - Math.min(...values)) / Math.max(...values);
             assert(
               spread <= CROSS_TOLERANCE,

@@ -129,11 +129,12 @@ Deno.test({
       const lines = shown.stdout.trim().split("\n");
       const ourLines = lines.filter((l) => [...ours].some((a) => l.includes(a)));
       assertEquals(ourLines.length, 7, shown.stdout);
+      // Seven lines, asserted just above.
       assert(
-        ourLines[0].includes(`server tcp connect ${v4}:${TCP_PORT} external pid`),
+        ourLines[0]!.includes(`server tcp connect ${v4}:${TCP_PORT} external pid`),
         ourLines[0],
       );
-      assert(ourLines[2].includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
+      assert(ourLines[2]!.includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
       const external = await asUser(NOBODY_UID, ["events", "--input", path, "--external-only"]);
       const externalLines = external.stdout.trim().split("\n");
       assertEquals(externalLines.length, 5, external.stdout);
@@ -194,7 +195,7 @@ Deno.test({
       assertEquals(stop.code, 0, stop.stderr);
       const reasons = stop.stderr.split("\n").filter((l) => l.includes("Connect events"));
       assertEquals(reasons.length, 1, stop.stderr);
-      assert(reasons[0].includes("need the ebpf backend"), reasons[0]);
+      assert(reasons[0]!.includes("need the ebpf backend"), reasons[0]); // one, asserted above
 
       const failed = await run(
         [

@@ -12,10 +12,12 @@ import {
   assert,
   assertEquals,
   cliArgv,
+  command,
   DENO,
   flowsTo,
   Lab,
   nftTables,
+  present,
   run,
   type Sample,
   sleep,
@@ -132,8 +134,7 @@ async function sampleAfter(path: string, since = Date.now() / 1000): Promise<Sam
 
 function startRunWith(env: Lab, args: string[]) {
   const argv = [...env.layout.wrap(env.clientNetns), ...cliArgv(["run", ...args])];
-  return new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  return command(argv, {
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -179,7 +180,7 @@ Deno.test({
       await sampleAfter(output);
       const s = await sampleAfter(output);
       assert(
-        s.services.server.rx_bytes_total > SMALL.tcpDown,
+        present(s.services.server, "server").rx_bytes_total > SMALL.tcpDown,
         `traffic counted: ${JSON.stringify(s.services)}`,
       );
 
@@ -193,7 +194,7 @@ Deno.test({
         if (ts >= s.ts_unix) break;
       }
       assertEquals((Deno.statSync(prom).mode! & 0o777).toString(8), "644", ".prom mode");
-      for (const [what, text] of [["textfile", file], ["/metrics", http.body]]) {
+      for (const [what, text] of [["textfile", file], ["/metrics", http.body]] as const) {
         const pt = await promtool(text);
         assertEquals(pt.code, 0, `promtool on ${what}: ${pt.output}`);
         assertEquals(pt.output, "", `promtool findings on ${what}`);

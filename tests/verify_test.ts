@@ -89,8 +89,8 @@ function probeCgroups(env: Lab): string[] {
 function verdicts(out: string): Record<string, string> {
   const v: Record<string, string> = {};
   for (const line of out.split("\n")) {
-    const m = /^(PASS|FAIL|SKIP)\s+(\S+)/.exec(line);
-    if (m) v[m[2]] = m[1];
+    const [, verdict, check] = /^(PASS|FAIL|SKIP)\s+(\S+)/.exec(line) ?? [];
+    if (verdict && check) v[check] = verdict;
   }
   return v;
 }

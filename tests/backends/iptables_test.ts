@@ -18,11 +18,11 @@ Deno.test({
     const result = await runScenario("iptables", {
       capture: Deno.env.get("STB_CAPTURE_TESTDATA")
         ? async (lab) => {
-          for (const [tool, file] of [["iptables-save", "v4"], ["ip6tables-save", "v6"]]) {
+          for (const [tool, file] of [["iptables-save", "v4"], ["ip6tables-save", "v6"]] as const) {
             const out = await lab.inClient([tool, "-c", "-t", "mangle"]);
             await Deno.writeTextFile(`${TESTDATA}iptables_save_${file}.txt`, out);
           }
-          for (const [family, file] of [["ip", "v4"], ["ip6", "v6"]]) {
+          for (const [family, file] of [["ip", "v4"], ["ip6", "v6"]] as const) {
             for (const chain of ["STB_NETACCT_OUT", "STB_NETACCT_IN"]) {
               const out = await lab.inClient(["nft", "-j", `list chain ${family} mangle ${chain}`]);
               await Deno.writeTextFile(`${TESTDATA}nft_iptables_${file}_${chain}.json`, out);

@@ -5,7 +5,7 @@
  */
 
 import { CgroupTree } from "./cgroups.ts";
-import { DENO, output, randomTag } from "./exec.ts";
+import { command, DENO, output, randomTag } from "./exec.ts";
 import { Driver } from "./driver.ts";
 import { type Layout, type LayoutName, openLayout } from "./layouts.ts";
 import { type Peer, runTraffic, startPeer, TCP_PORT, UDP_PORT } from "./processes.ts";
@@ -123,8 +123,7 @@ export class Lab {
   /** A backend (backend_driver.ts) running in the client netns; ended by `close`. */
   startDriver(backend: string): Driver {
     const argv = [...this.layout.wrap(this.clientNetns), DENO, "run", "-A", DRIVER_TS, backend];
-    const child = new Deno.Command(argv[0]!, {
-      args: argv.slice(1),
+    const child = command(argv, {
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",

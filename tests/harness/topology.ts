@@ -189,9 +189,8 @@ export function parseRetransSegs(snmp: string): number {
 
 /** Parses `ip -s -j link show DEV` output. */
 export function parseLinkCounters(json: string): LinkCounters {
-  const [link] = JSON.parse(json) as {
-    stats64: { rx: Record<string, number>; tx: Record<string, number> };
-  }[];
+  type Stats = { bytes: number; packets: number };
+  const [link] = JSON.parse(json) as { stats64: { rx: Stats; tx: Stats } }[];
   if (!link?.stats64) throw new Error(`no stats64 in ip output: ${json.slice(0, 200)}`);
   return {
     rxBytes: link.stats64.rx.bytes,
