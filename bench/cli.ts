@@ -1,4 +1,4 @@
-import { command } from "./lab.ts";
+import { command, endProcess } from "./lab.ts";
 /**
  * The CLI as the benchmarks run it: `run` counting a cgroup, started and stopped cleanly,
  * its log kept. The CLI is $STB_NETACCT_BIN when set (e.g. ./stb-netacct), else this
@@ -75,18 +75,7 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
   let exited = false;
   child.status.then(() => exited = true);
   const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 10_000);
-    const status = await child.status;
-    clearTimeout(timer);
+    const status = await endProcess(child, 10_000);
     await pump.catch(() => {});
     await Deno.writeTextFile(log, logText.join(""));
     if (status.code !== 0) {

@@ -29,12 +29,16 @@ export async function sh(cmd: string, ...args: string[]): Promise<string> {
 }
 
 /**
- * Ends a child: SIGTERM, then SIGKILL if it is still there after `graceMs`; resolves with
- * its status.
+ * Ends a child: `signal` (SIGTERM unless told), then SIGKILL if it is still there after
+ * `graceMs`; resolves with its status.
  */
-export async function endProcess(child: Deno.ChildProcess, graceMs: number) {
+export async function endProcess(
+  child: Deno.ChildProcess,
+  graceMs: number,
+  signal: Deno.Signal = "SIGTERM",
+): Promise<Deno.CommandStatus> {
   try {
-    child.kill("SIGTERM");
+    child.kill(signal);
   } catch { /* already exited */ }
   const timer = setTimeout(() => {
     try {
