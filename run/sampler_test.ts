@@ -55,7 +55,7 @@ class FakeTime {
           return Promise.resolve("ready");
         }
       }
-      this.ms = until;
+      this.ms = Math.max(this.ms, until); // an action may have moved time on (a suspend)
       if (this.ms > this.limitMs) throw new Error(`still sleeping at ${this.ms} ms`);
       return Promise.resolve("timeout");
     },
@@ -202,6 +202,17 @@ Deno.test("sampler: a stop before the loop runs gives one final sample", async (
   await t.sampler.run();
   assertEquals(times(t.published), [0]);
   assertEquals(t.notes, ["STOPPING=1"]);
+});
+
+Deno.test("sampler: after an oversleep it samples on from the wake, without a burst to catch up", async () => {
+  const t = await started(setup());
+  t.time.at(700, () => t.time.ms += 10_000); // a suspend: the sleep ends at 10700, not 1000
+  t.time.at(11_500, () => t.sampler.stop());
+  await t.sampler.run();
+  const late = times(t.published).filter((at) => at > 500 && at < 11_500);
+  // At the wake, then one interval on from it: not the twenty samples missed since 1000.
+  assertEquals(late.filter((at) => at !== 10_700), [11_200], `samples after the wake: ${late}`);
+  assert(late.length <= 3, `samples after the wake: ${late}`);
 });
 
 Deno.test("sampler: retargets the moment the watch reports a recreated cgroup, totals kept", async () => {
