@@ -1,7 +1,7 @@
 # stb-netacct. `make help` lists the targets.
 DENO ?= node_modules/.bin/deno
 BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o \
-  backends/testdata/refused.bpf.o
+  bpf/testdata/refused.bpf.o
 
 .PHONY: help deps build bpf check-bpf check test test-kernel61 bench soak clean
 
@@ -33,8 +33,8 @@ bpf/calibrate.bpf.o: bpf/calibrate.bpf.c
 bench/trivial.bpf.o: bench/trivial.bpf.c
 	sh bpf/build.sh bench/trivial.bpf.c $@
 
-backends/testdata/refused.bpf.o: backends/testdata/refused.bpf.c
-	sh bpf/build.sh backends/testdata/refused.bpf.c $@
+bpf/testdata/refused.bpf.o: bpf/testdata/refused.bpf.c
+	sh bpf/build.sh bpf/testdata/refused.bpf.c $@
 
 bpf/netacct_object.ts: bpf/netacct.bpf.o
 	sh bpf/embed.sh $< $@

@@ -11,16 +11,10 @@
  */
 
 import type { Cidr } from "../lib/cidr.ts";
-import type { Cgroup2Mount } from "../lib/cgroup.ts";
+import type { Cgroup2Mount, ServiceTarget } from "../lib/cgroup.ts";
 
-export interface ServiceTarget {
-  /** Config key, e.g. "server". Stable for the life of `run`. */
-  name: string;
-  /** Cgroup path relative to the cgroup2 mount, e.g. "/user.slice/.../stb-next-server@split.service". */
-  path: string;
-  /** Inode number of the cgroup directory now, or null while it does not exist. */
-  id: bigint | null;
-}
+export type { ServiceTarget };
+export { BackendError } from "../lib/errors.ts";
 
 export interface BackendOptions {
   mount: Cgroup2Mount;
@@ -65,11 +59,6 @@ export interface DestinationCounters {
   packets: number;
 }
 
-/** Raised for anything a user can fix; `message` names the problem and the fix. */
-export class BackendError extends Error {
-  override name = "BackendError";
-}
-
 export interface Backend {
   readonly name: string;
 
@@ -110,8 +99,4 @@ export interface Backend {
 
   /** Removes everything `start` installed. Safe to call twice, and after a failed start. */
   stop(): Promise<void>;
-}
-
-export function zeroCounters(): ServiceCounters {
-  return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
 }

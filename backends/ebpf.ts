@@ -8,7 +8,7 @@
  * per-CPU slots, survive every change.
  *
  * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
- * kernel's absolute levels. `start` measures the difference once (cgroup_levels.ts: non-zero
+ * kernel's absolute levels. `start` measures the difference once (bpf/levels.ts: non-zero
  * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
  *
  * Nothing is pinned: the two BPF links live as long as this process's fds, so a crashed
@@ -23,22 +23,9 @@ import {
   type DestinationCounters,
   type ServiceTarget,
 } from "./backend.ts";
-import { formatAddress } from "../lib/cidr.ts";
-import {
-  check,
-  checkPointer,
-  closeFd,
-  closeLinksAndObject,
-  cString,
-  decodeEmbeddedObject,
-  lib,
-  linkPrograms,
-  objectMapFd,
-  openAndLoadObject,
-  openDirectory,
-} from "./libbpf.ts";
-import { switchConfigSlot, targetLevels } from "./bpf_targets.ts";
-import { calibrateLevels } from "./cgroup_levels.ts";
+import { formatAddress, protocolName } from "../lib/cidr.ts";
+import { check, closeFd, decodeEmbeddedObject, lib, openDirectory } from "../bpf/libbpf.ts";
+import { TargetedObject } from "../bpf/targeted_object.ts";
 import {
   COUNTER_SIZE,
   counterSlot,
@@ -46,7 +33,6 @@ import {
   DEST_KEY_SIZE,
   DIR_RX,
   DIR_TX,
-  encodeConfig,
   encodeLpmKey,
   encodeU32,
   encodeVerdicts,
@@ -66,9 +52,8 @@ import {
   PROG_EGRESS,
   PROG_INGRESS,
   sumCounterWords,
-  type TargetEntry,
   triePrefixes,
-} from "./bpf_abi.ts";
+} from "../bpf/netacct_abi.ts";
 import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
 
 /** The ELF bytes of bpf/netacct.bpf.o, decoded from the embedded module. */
@@ -76,9 +61,19 @@ export function objectBytes(): Uint8Array<ArrayBuffer> {
   return decodeEmbeddedObject(OBJECT_BASE64);
 }
 
+const NETACCT = {
+  name: "netacct",
+  base64: OBJECT_BASE64,
+  maps: { config: MAP_CONFIG, active: MAP_ACTIVE },
+  programs: "the BPF programs",
+  switched: "the counting programs",
+  object: "the BPF object",
+  who: "the ebpf backend",
+  serviceLimit: `the ebpf backend counts at most ${MAX_SERVICES} services ` +
+    "(MAX_SERVICES in bpf/netacct.h)",
+};
+
 interface Maps {
-  active: number;
-  config: number;
   verdicts: number;
   excludeV4: number;
   excludeV6: number;
@@ -143,8 +138,6 @@ class DestBuffers {
   }
 }
 
-const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
-
 /**
  * Reused by every read of `counters`: the slots of all services (contiguous from 0, see
  * counterSlot) in one batch syscall rather than one lookup per service and direction.
@@ -164,23 +157,8 @@ class CounterBuffers extends ArrayBatch {
 export class EbpfBackend implements Backend {
   readonly name = "ebpf";
 
-  /** The ELF image libbpf parsed; kept referenced while the object lives. */
-  #objectBytes: Uint8Array<ArrayBuffer> | null = null;
-  #object: Deno.PointerObject | null = null;
-  #links: Deno.PointerObject[] = [];
+  #object: TargetedObject | null = null;
   #maps: Maps | null = null;
-  #cpus = 0;
-  /** Service name -> index into the counter slots, fixed for the life of the object. */
-  #index = new Map<string, number>();
-  /** #index inverted: a service's name by its counter index. */
-  #names: string[] = [];
-  /** Service paths, to know which cgroup levels the program must probe. */
-  #paths = new Map<string, string>();
-  #levels: number[] = [];
-  /** Added to every level written: the depth of the mount's root in the kernel's hierarchy. */
-  #levelOffset = 0;
-  /** The config slot packets read now (the value of the `active` map). */
-  #active = 0;
   #counterBuffers: CounterBuffers | null = null;
   #gsoCorrection = false;
   #dests: DestBuffers | null = null;
@@ -189,12 +167,12 @@ export class EbpfBackend implements Backend {
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     if (this.#object) throw new BackendError("The ebpf backend is already started: stop it first");
     try {
-      this.#load(targets, options);
-      this.#attach(options.mount.mountPoint);
-      const kernel = this.#levelOffset ? ` (kernel: ${this.#kernelLevels().join(",")})` : "";
+      const object = this.#load(targets, options);
+      object.link([PROG_INGRESS, PROG_EGRESS], options.mount.mountPoint);
+      const kernel = object.levelOffset ? ` (kernel: ${object.kernelLevels().join(",")})` : "";
       options.log(
         `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
-          `${this.#levels.join(",")}${kernel}, programs linked at "${options.mount.mountPoint}"`,
+          `${object.levels.join(",")}${kernel}, programs linked at "${options.mount.mountPoint}"`,
       );
     } catch (e) {
       await this.stop();
@@ -218,7 +196,7 @@ export class EbpfBackend implements Backend {
   }
 
   /** Opens and loads the object and fills its maps; `stop` undoes it. */
-  #load(targets: ServiceTarget[], options: BackendOptions): void {
+  #load(targets: ServiceTarget[], options: BackendOptions): TargetedObject {
     this.#log = options.log;
     this.#gsoCorrection = options.gsoCorrection ?? false;
     // Prefixes up to /16 only fill the table; the tries hold what it leaves to them.
@@ -233,33 +211,25 @@ export class EbpfBackend implements Backend {
         );
       }
     }
-    const b = lib();
-    this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
-    this.#register(targets);
-    const bytes = objectBytes();
-    this.#objectBytes = bytes;
-    this.#object = openAndLoadObject(bytes, "netacct", "the BPF programs").pointer;
-    this.#maps = {
-      active: this.#mapFd(MAP_ACTIVE),
-      config: this.#mapFd(MAP_CONFIG),
-      verdicts: this.#mapFd(MAP_VERDICTS),
-      excludeV4: this.#mapFd(MAP_EXCLUDE_V4),
-      excludeV6: this.#mapFd(MAP_EXCLUDE_V6),
-      counters: this.#mapFd(MAP_COUNTERS),
-      dests: this.#mapFd(MAP_DESTS),
-      pending: this.#mapFd(MAP_PENDING),
+    const object = this.#object = new TargetedObject(NETACCT, targets, options.mount);
+    const maps = this.#maps = {
+      verdicts: object.mapFd(MAP_VERDICTS),
+      excludeV4: object.mapFd(MAP_EXCLUDE_V4),
+      excludeV6: object.mapFd(MAP_EXCLUDE_V6),
+      counters: object.mapFd(MAP_COUNTERS),
+      dests: object.mapFd(MAP_DESTS),
+      pending: object.mapFd(MAP_PENDING),
     };
-    this.#active = 0; // a new object: `active` 0, both config slots zeroed (no targets)
-    this.#levelOffset = calibrateLevels(options.mount).offset;
-    if (this.#levelOffset !== 0) {
+    if (object.levelOffset !== 0) {
       options.log(
-        `ebpf: cgroup namespace detected: levels offset by ${this.#levelOffset} ` +
+        `ebpf: cgroup namespace detected: levels offset by ${object.levelOffset} ` +
           `("${options.mount.mountPoint}" is not the kernel's cgroup root)`,
       );
     }
+    const b = lib();
     const one = new Uint8Array([1]);
     for (const cidr of trie) {
-      const fd = cidr.family === 4 ? this.#maps.excludeV4 : this.#maps.excludeV6;
+      const fd = cidr.family === 4 ? maps.excludeV4 : maps.excludeV6;
       check(
         `Adding excluded prefix "${cidr.text}"`,
         b.bpf_map_update_elem(fd, encodeLpmKey(cidr), one, 0n),
@@ -269,22 +239,24 @@ export class EbpfBackend implements Backend {
     // table defers to: exclusions never change while the programs run.
     check(
       "Writing the verdicts of the excluded prefixes",
-      b.bpf_map_update_elem(this.#maps.verdicts, encodeU32(0), encodeVerdicts(verdicts), 0n),
+      b.bpf_map_update_elem(maps.verdicts, encodeU32(0), encodeVerdicts(verdicts), 0n),
     );
-    this.#applyTargets(targets);
+    this.#applyTargets(object, targets);
+    return object;
   }
 
   async read(): Promise<CounterSample> {
-    const maps = this.#maps;
-    if (!maps) throw new BackendError("The ebpf backend is not started");
-    const slots = this.#index.size * 2;
+    const maps = this.#maps, object = this.#object;
+    if (!maps || !object) throw new BackendError("The ebpf backend is not started");
+    const names = object.names;
+    const slots = names.length * 2;
     if (this.#counterBuffers?.slots !== slots) {
-      this.#counterBuffers = new CounterBuffers(slots, this.#cpus);
+      this.#counterBuffers = new CounterBuffers(slots, object.cpus);
     }
     const buf = this.#counterBuffers;
     buf.read(maps.counters, "the counters map");
     const sample: CounterSample = {};
-    for (const [name, index] of this.#index) {
+    for (const [index, name] of names.entries()) {
       const rx = buf.sum(counterSlot(index, DIR_RX));
       const tx = buf.sum(counterSlot(index, DIR_TX));
       sample[name] = {
@@ -303,10 +275,10 @@ export class EbpfBackend implements Backend {
    * (read after `dests`: a move in between shows up one read late, never twice).
    */
   async readDestinations(limit: number): Promise<DestinationCounters[]> {
-    const maps = this.#maps;
-    if (!maps) throw new BackendError("The ebpf backend is not started");
+    const maps = this.#maps, object = this.#object;
+    if (!maps || !object) throw new BackendError("The ebpf backend is not started");
     const b = lib();
-    const buf = this.#dests ??= new DestBuffers(this.#cpus);
+    const buf = this.#dests ??= new DestBuffers(object.cpus);
     const count = new DataView(buf.count.buffer);
     let total = 0;
     let first = true;
@@ -328,38 +300,32 @@ export class EbpfBackend implements Backend {
       first = false;
     }
     buf.pendingBatch.read(maps.pending, "the pending destination sums");
-    const top = decodeDests(buf.keys, buf.values, total, buf.pending, this.#cpus)
+    const { keys, values, pending } = buf;
+    const top = decodeDests({ keys, values, count: total, pending, cpus: object.cpus })
       .sort((x, y) => y.bytes - x.bytes)
       .slice(0, Math.max(0, limit));
     return await Promise.resolve(top.map((d) => ({
-      service: this.#names[d.service] ?? `#${d.service}`,
+      service: object.names[d.service] ?? `#${d.service}`,
       direction: d.dir === DIR_TX ? "tx" as const : "rx" as const,
       address: formatAddress(d.addr),
       port: d.port,
-      protocol: PROTOCOL_NAMES[d.proto] ?? String(d.proto),
+      protocol: protocolName(d.proto),
       bytes: d.bytes,
       packets: d.packets,
     })));
   }
 
   async retarget(targets: ServiceTarget[]): Promise<void> {
-    if (!this.#maps) throw new BackendError("The ebpf backend is not started");
-    this.#register(targets);
-    this.#applyTargets(targets);
+    if (!this.#object) throw new BackendError("The ebpf backend is not started");
+    this.#applyTargets(this.#object, targets);
     await Promise.resolve();
   }
 
   async stop(): Promise<void> {
     // Reverse order of start: links (detach) first, then the object (programs and maps).
-    const errors = closeLinksAndObject(this.#links, this.#object);
+    const errors = this.#object?.close() ?? [];
     this.#object = null;
-    if (this.#objectBytes) this.#objectBytes = null;
     this.#maps = null;
-    this.#index.clear();
-    this.#names = [];
-    this.#paths.clear();
-    this.#levels = [];
-    this.#levelOffset = 0;
     this.#counterBuffers = null;
     this.#dests = null;
     await Promise.resolve();
@@ -368,81 +334,22 @@ export class EbpfBackend implements Backend {
     }
   }
 
-  /** Gives new service names a counter index and checks what fits the program's arrays. */
-  #register(targets: ServiceTarget[]): void {
-    for (const t of targets) {
-      this.#paths.set(t.name, t.path);
-      if (this.#index.has(t.name)) continue;
-      if (this.#index.size >= MAX_SERVICES) {
-        throw new BackendError(
-          `Service "${t.name}" is one too many: the ebpf backend counts at most ` +
-            `${MAX_SERVICES} services (MAX_SERVICES in bpf/netacct.h)`,
-        );
-      }
-      const index = this.#index.size;
-      this.#index.set(t.name, index);
-      this.#names[index] = t.name;
-    }
-    this.#levels = targetLevels(this.#paths.values(), "the ebpf backend");
-  }
-
   /**
-   * Makes the program count exactly what `targets` says: the whole target list goes into
-   * the config slot no packet reads, then `active` flips to it, so a packet sees the old
-   * list or the new one, never a mix (see the header of bpf/netacct.bpf.c).
+   * Makes the program count exactly what `targets` says, never a mix of old and new (see
+   * the header of bpf/netacct.bpf.c); a cgroup two services name counts for the later one.
    */
-  #applyTargets(targets: ServiceTarget[]): void {
-    const maps = this.#maps;
-    if (!maps) return;
-    const wanted = new Map<bigint, TargetEntry>();
-    const owner = new Map<bigint, string>();
-    for (const t of targets) {
-      if (t.id === null) continue;
-      if (owner.has(t.id)) {
-        this.#log(
-          `ebpf: services "${owner.get(t.id)}" and "${t.name}" are the same cgroup ${t.id}; ` +
-            `its traffic counts for "${t.name}"`,
-        );
-      }
-      owner.set(t.id, t.name);
-      wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
+  #applyTargets(object: TargetedObject, targets: ServiceTarget[]): void {
+    for (const s of object.applyTargets(targets, this.#gsoCorrection)) {
+      this.#log(
+        `ebpf: services "${s.shadowed}" and "${s.kept}" are the same cgroup ${s.id}; ` +
+          `its traffic counts for "${s.kept}"`,
+      );
     }
-    this.#active = switchConfigSlot(
-      maps,
-      this.#active,
-      encodeConfig(this.#kernelLevels(), [...wanted.values()], this.#gsoCorrection),
-      "the counting programs",
-    );
-  }
-
-  /** The target levels as the kernel counts them (see the file header). */
-  #kernelLevels(): number[] {
-    return this.#levels.map((level) => level + this.#levelOffset);
-  }
-
-  #attach(mountPoint: string): void {
-    linkPrograms(
-      this.#object!,
-      [PROG_INGRESS, PROG_EGRESS],
-      mountPoint,
-      this.#links,
-      "the BPF object",
-    );
   }
 
   /** A loaded program's fd, for BPF_PROG_TEST_RUN in ebpf_test.ts and bench/bpf_bench.ts. */
   programFd(direction: "ingress" | "egress"): number {
     if (!this.#object) throw new BackendError("The ebpf backend is not started");
-    const b = lib();
-    const name = direction === "ingress" ? PROG_INGRESS : PROG_EGRESS;
-    const prog = checkPointer(
-      `Finding program "${name}" in the BPF object`,
-      b.bpf_object__find_program_by_name(this.#object, cString(name)),
-    );
-    return check(`Getting the fd of program "${name}"`, b.bpf_program__fd(prog));
-  }
-
-  #mapFd(name: string): number {
-    return objectMapFd(this.#object!, name, "the BPF object");
+    return this.#object.programFd(direction === "ingress" ? PROG_INGRESS : PROG_EGRESS);
   }
 }

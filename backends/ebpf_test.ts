@@ -1,250 +1,34 @@
 /**
- * The ebpf backend against the real kernel (run as root: `deno test -A backends/ebpf_test.ts`).
- *
- *   client netns  ==veth==  server netns
- *     192.0.2.1/24  2001:db8::1/64      192.0.2.2   2001:db8::2   external (TEST-NET)
- *     192.168.77.1/24  fd00:77::1/64    192.168.77.2  fd00:77::2  internal
- *
- * Cgroups under <cgroup2>/stb-netacct-test-<random>/: `svc` is the target, `svc/child`
- * holds the traffic-making processes (below the target, like StB's subprocesses),
- * `other` holds a process of the same UID that must not count. Everything made is undone
- * in `finally`, also when an assertion fails halfway.
+ * The ebpf backend's programs on the real kernel without traffic (run as root: `deno test
+ * -A backends/ebpf_test.ts`): crafted packets through BPF_PROG_TEST_RUN from a target
+ * cgroup, capacity, probes, failures and privileges. Counting real traffic in the test lab
+ * is tests/backends/ebpf_test.ts. Every cgroup made is removed in `finally`, also when an
+ * assertion fails halfway.
  */
 
 import { EbpfBackend, objectBytes } from "./ebpf.ts";
-import { BUCKET_SLOTS, bucketOf, chooseBucketMul, MAX_SERVICES } from "./bpf_abi.ts";
+import { BUCKET_SLOTS, bucketOf, chooseBucketMul, MAX_SERVICES } from "../bpf/netacct_abi.ts";
 import type { BackendOptions, ServiceTarget } from "./backend.ts";
 import { BackendError } from "./backend.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
-import { assert, assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertNoBpfHeld,
+  assertStringIncludes,
+  present,
+} from "../lib/test_assert.ts";
 import {
   craftPacket,
   joinCgroup,
   nonLoopbackIfindex,
   ownCgroupPath,
   testRun,
-} from "./bpf_test_run.ts";
-import { MSS, parseRetransSegs } from "./testing/lab.ts";
+} from "../bpf/packet_run.ts";
 
 const DENO = Deno.execPath();
-const PORT = 5000;
 const isRoot = Deno.uid() === 0;
-
-/** Sink-then-reply server: reads a connection to EOF, answers REPLY bytes, closes. */
-const SERVER = `
-const reply = new Uint8Array(Number(Deno.env.get("REPLY")));
-const l = Deno.listen({ hostname: "::", port: ${PORT} });
-console.log("ready");
-for await (const c of l) {
-  (async () => {
-    const buf = new Uint8Array(1 << 16);
-    while ((await c.read(buf)) !== null);
-    for (let off = 0; off < reply.length;) off += await c.write(reply.subarray(off));
-    c.close();
-  })().catch(() => {});
-}`;
-
-/** Sends SEND bytes to HOST, half-closes, reads the reply to EOF, prints what it got. */
-const CLIENT = `
-const c = await Deno.connect({ hostname: Deno.env.get("HOST"), port: ${PORT} });
-const chunk = new Uint8Array(1 << 16);
-for (let left = Number(Deno.env.get("SEND")); left > 0;) {
-  left -= await c.write(chunk.subarray(0, Math.min(left, chunk.length)));
-}
-await c.closeWrite();
-let got = 0;
-for (let n; (n = await c.read(chunk)) !== null;) got += n;
-c.close();
-console.log(JSON.stringify({ got }));`;
-
-async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-interface LinkCounts {
-  bytes: number;
-  packets: number;
-}
-
-class Lab {
-  readonly tag = crypto.randomUUID().slice(0, 8);
-  readonly mount: Cgroup2Mount = findCgroup2Mount();
-  /** The test's own cgroup; `base`, where the test's cgroups go, is it or below it. */
-  readonly top = `/stb-netacct-test-${this.tag}`;
-  readonly base: string;
-  readonly client = `nac-${this.tag}`;
-  readonly server = `nas-${this.tag}`;
-  #cgroups: string[] = [];
-  #netns: string[] = [];
-  #servers: Deno.ChildProcess[] = [];
-  /** A server's pid per netns: its /proc/<pid>/net is that netns's, read without a spawn. */
-  #serverPid = new Map<string, number>();
-  /**
-   * TCP segments retransmitted during `transfer`s so far, by the client (tx) and by the
-   * server (rx). A retransmitted segment is on the wire again and counted again: drops on
-   * a busy veth backlog make a count exceed the payload by up to this many segments.
-   */
-  readonly retransmitted = { tx: 0, rx: 0 };
-
-  /** `nest`: a path to put `base` below `top` at, e.g. "/ns". */
-  constructor(nest = "") {
-    this.base = this.top + nest;
-  }
-
-  async setup(): Promise<void> {
-    if (this.base !== this.top) this.mkcg(this.top);
-    for (const p of ["", "/svc", "/svc/child", "/other"]) this.mkcg(this.base + p);
-    for (const ns of [this.client, this.server]) {
-      await sh("ip", "netns", "add", ns);
-      this.#netns.push(ns);
-      await sh("ip", "-n", ns, "link", "set", "lo", "up");
-    }
-    const [vc, vs] = [`vc${this.tag}`, `vs${this.tag}`];
-    await sh(
-      "ip",
-      ..."link add".split(" "),
-      vc,
-      "netns",
-      this.client,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      vs,
-      "netns",
-      this.server,
-    );
-    for (const [ns, dev, host] of [[this.client, vc, 1], [this.server, vs, 2]] as const) {
-      await sh("ip", "-n", ns, "addr", "add", `192.0.2.${host}/24`, "dev", dev);
-      await sh("ip", "-n", ns, "addr", "add", `192.168.77.${host}/24`, "dev", dev);
-      await sh("ip", "-n", ns, "addr", "add", `2001:db8::${host}/64`, "dev", dev, "nodad");
-      await sh("ip", "-n", ns, "addr", "add", `fd00:77::${host}/64`, "dev", dev, "nodad");
-      await sh("ip", "-n", ns, "link", "set", dev, "up");
-    }
-    await this.startServer(this.server, 4 << 20);
-    // A server beside the client: traffic to the client's own 192.0.2.1 goes over lo.
-    await this.startServer(this.client, 1 << 20);
-  }
-
-  /** The veth ends: `vc<tag>` in the client netns, `vs<tag>` in the server netns. */
-  get veths(): { client: string; server: string } {
-    return { client: `vc${this.tag}`, server: `vs${this.tag}` };
-  }
-
-  async ethtool(netns: string, dev: string, ...features: string[]): Promise<void> {
-    await sh("nsenter", `--net=/run/netns/${netns}`, "ethtool", "-K", dev, ...features);
-  }
-
-  /** The client veth's own counters (bytes include the 14-byte Ethernet header). */
-  async clientLinkStats(): Promise<{ rx: LinkCounts; tx: LinkCounts }> {
-    const out = await sh(
-      "ip",
-      "-n",
-      this.client,
-      "-j",
-      "-s",
-      "link",
-      "show",
-      "dev",
-      this.veths.client,
-    );
-    const stats = JSON.parse(out)[0].stats64;
-    return {
-      rx: { bytes: stats.rx.bytes, packets: stats.rx.packets },
-      tx: { bytes: stats.tx.bytes, packets: stats.tx.packets },
-    };
-  }
-
-  mkcg(path: string): void {
-    Deno.mkdirSync(cgroupDir(this.mount, path));
-    if (!this.#cgroups.includes(path)) this.#cgroups.push(path);
-  }
-
-  /** rmdir, retried: a just-reaped process can keep a cgroup busy for a moment. */
-  async rmcg(path: string): Promise<void> {
-    for (let i = 0;; i++) {
-      try {
-        Deno.removeSync(cgroupDir(this.mount, path));
-        return;
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return;
-        if (i >= 50) throw e;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  }
-
-  async startServer(netns: string, reply: number): Promise<void> {
-    const child = new Deno.Command("nsenter", {
-      args: [`--net=/run/netns/${netns}`, DENO, "eval", SERVER],
-      env: { REPLY: String(reply), DENO_NO_UPDATE_CHECK: "1" },
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    this.#servers.push(child);
-    this.#serverPid.set(netns, child.pid);
-    const reader = child.stdout.getReader();
-    const { value } = await reader.read();
-    await reader.cancel();
-    assertStringIncludes(new TextDecoder().decode(value), "ready", `server in ${netns}`);
-  }
-
-  /**
-   * A client process that first joins cgroup `path`, then enters the client netns and
-   * talks to `host`: sends `send` bytes, receives the server's reply.
-   */
-  async transfer(path: string, host: string, send: number): Promise<number> {
-    const before = this.#retransSegs();
-    const out = await new Deno.Command("sh", {
-      args: [
-        "-c",
-        'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" "$3" eval "$4"',
-        "sh",
-        cgroupDir(this.mount, path),
-        `/run/netns/${this.client}`,
-        DENO,
-        CLIENT,
-      ],
-      env: { HOST: host, SEND: String(send), DENO_NO_UPDATE_CHECK: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    if (!out.success) {
-      throw new Error(`Client to ${host} failed: ${new TextDecoder().decode(out.stderr)}`);
-    }
-    const after = this.#retransSegs();
-    this.retransmitted.tx += after.client - before.client;
-    this.retransmitted.rx += after.server - before.server;
-    return JSON.parse(text).got;
-  }
-
-  #retransSegs(): { client: number; server: number } {
-    const read = (ns: string) =>
-      parseRetransSegs(Deno.readTextFileSync(`/proc/${this.#serverPid.get(ns)}/net/snmp`));
-    return { client: read(this.client), server: read(this.server) };
-  }
-
-  async cleanup(): Promise<void> {
-    for (const child of this.#servers.splice(0).reverse()) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await child.status;
-    }
-    for (const ns of this.#netns.splice(0).reverse()) {
-      await sh("ip", "netns", "del", ns).catch((e) => console.error(e.message));
-    }
-    // Deepest first; includes cgroups a test step recreated.
-    const all = this.#cgroups.splice(0).sort((a, b) => b.length - a.length);
-    for (const path of all) await this.rmcg(path).catch((e) => console.error(e.message));
-  }
-}
 
 /**
  * Runs `fn` with a fresh target cgroup, then puts this process back in its own cgroup (test
@@ -275,337 +59,6 @@ function options(mount: Cgroup2Mount, logs: string[] = []): BackendOptions {
     log: (m) => logs.push(m),
   };
 }
-
-/** BPF objects (progs, maps, links) this process holds fds to, from /proc/self/fdinfo. */
-function heldBpfObjects(): string[] {
-  const held: string[] = [];
-  for (const e of Deno.readDirSync("/proc/self/fdinfo")) {
-    let info: string;
-    try {
-      info = Deno.readTextFileSync(`/proc/self/fdinfo/${e.name}`);
-    } catch {
-      continue; // the fd of the directory listing itself, closed meanwhile
-    }
-    const m = info.match(/^(prog_id|map_id|link_id):\s*(\d+)/m);
-    if (m) held.push(`${m[1]}=${m[2]}`);
-  }
-  return held;
-}
-
-function progId(fd: number): number {
-  const m = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).match(/^prog_id:\s*(\d+)/m);
-  assert(m, `fd ${fd} is not a BPF program`);
-  return Number(m[1]);
-}
-
-interface LinkInfo {
-  id: number;
-  prog_id: number;
-  cgroup_id?: number;
-  attach_type?: string;
-}
-
-async function bpftoolLinks(): Promise<LinkInfo[]> {
-  return JSON.parse(await sh("bpftool", "-j", "link", "show")) as LinkInfo[];
-}
-
-/**
- * Counted L3 bytes against payload: at least the payload, at most 2% over it plus one header
- * per counted packet when `packets` is given (whether the stack sent MTU-sized segments or GSO
- * aggregates varies from run to run, and each carries its own IP+TCP header), plus the
- * segments retransmitted meanwhile in that direction (`Lab.retransmitted`).
- */
-function within(
-  actual: number,
-  sent: number,
-  what: string,
-  packets = 0,
-  retransSegs = 0,
-): void {
-  const high = sent * 1.02 + packets * MAX_L3L4_HEADER + retransSegs * MSS;
-  assert(
-    actual >= sent && actual <= high,
-    `${what}: counted ${actual} bytes for ${sent} sent (want within +2%` +
-      (packets ? ` + ${packets} headers` : "") +
-      (retransSegs ? ` + ${retransSegs} retransmitted segments` : "") + ")",
-  );
-}
-
-/** IPv6 (40) + TCP with timestamps (32): the largest header these tests' packets carry. */
-const MAX_L3L4_HEADER = 72;
-
-Deno.test({
-  name: "ebpf backend counts a cgroup subtree's external traffic on the real kernel",
-  ignore: !isRoot,
-  sanitizeResources: false, // FFI callback and libbpf state live for the whole process
-  async fn() {
-    const lab = new Lab();
-    const backend = new EbpfBackend();
-    const logs: string[] = [];
-    const svc = `${lab.base}/svc`;
-    const late = `${lab.base}/late`;
-    try {
-      await lab.setup();
-      const targets = (): ServiceTarget[] => [
-        { name: "svc", path: svc, id: cgroupId(lab.mount, svc) },
-        { name: "late", path: late, id: cgroupId(lab.mount, late) },
-      ];
-      assertEquals(targets()[1].id, null, "the late service does not exist yet");
-      await backend.start(targets(), options(lab.mount, logs));
-
-      const ourProgs = [progId(backend.programFd("ingress")), progId(backend.programFd("egress"))];
-      const links = (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id));
-      assertEquals(links.length, 2, "one link per program");
-      const rootId = Number(cgroupId(lab.mount, "/") ?? -1);
-      for (const l of links) assertEquals(l.cgroup_id, rootId, "linked at the cgroup2 root");
-
-      const zero = await backend.read();
-      assertEquals(zero.svc, { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 });
-
-      // External IPv4 and IPv6 from a process below the target.
-      const child = `${svc}/child`;
-      const send4 = 3 << 20, send6 = 2 << 20;
-      const got4 = await lab.transfer(child, "192.0.2.2", send4);
-      const got6 = await lab.transfer(child, "2001:db8::2", send6);
-      assertEquals([got4, got6], [4 << 20, 4 << 20], "the server's replies arrived whole");
-      const ext = (await backend.read()).svc;
-      const r = { ...lab.retransmitted }; // the first transfers: nothing before them
-      within(ext.txBytes, send4 + send6, "tx, external IPv4+IPv6", ext.txPackets, r.tx);
-      within(ext.rxBytes, got4 + got6, "rx, external IPv4+IPv6", ext.rxPackets, r.rx);
-      assert(ext.txPackets > 0 && ext.rxPackets > 0, "packets counted too");
-
-      // Internal addresses, the host's own address (over lo), a process outside: nothing.
-      await lab.transfer(child, "192.168.77.2", 1 << 20);
-      await lab.transfer(child, "fd00:77::2", 1 << 20);
-      await lab.transfer(child, "::ffff:192.168.77.2", 1 << 20);
-      await lab.transfer(child, "192.0.2.1", 1 << 20);
-      await lab.transfer(`${lab.base}/other`, "192.0.2.2", 1 << 20);
-      await lab.transfer(`${lab.base}/other`, "2001:db8::2", 1 << 20);
-      assertEquals((await backend.read()).svc, ext, "internal, loopback and outside traffic");
-
-      // Top destinations: exactly the two external endpoints, per direction, the bytes the
-      // service counters hold; nothing for the internal, loopback or outside transfers.
-      const dests = await backend.readDestinations(20);
-      const shown = dests.map((d) =>
-        `${d.service} ${d.direction} ${d.protocol} ${d.address}:${d.port}`
-      )
-        .sort();
-      assertEquals(shown, [
-        "svc rx tcp 192.0.2.2:5000",
-        "svc rx tcp 2001:db8::2:5000",
-        "svc tx tcp 192.0.2.2:5000",
-        "svc tx tcp 2001:db8::2:5000",
-      ]);
-      const sum = (dir: string) =>
-        dests.filter((d) => d.direction === dir).reduce((a, d) => a + d.bytes, 0);
-      assertEquals([sum("rx"), sum("tx")], [ext.rxBytes, ext.txBytes], "dests add up");
-      const tx4 = dests.find((d) => d.direction === "tx" && d.address === "192.0.2.2")!;
-      within(tx4.bytes, send4, "destination 192.0.2.2 tx", tx4.packets, r.tx);
-      assertEquals(dests[0].bytes >= dests[dests.length - 1].bytes, true, "most bytes first");
-      assertEquals((await backend.readDestinations(1)).length, 1, "limit");
-
-      // Service restart: the cgroup is removed and recreated with a new id.
-      const oldId = cgroupId(lab.mount, svc);
-      await lab.rmcg(child);
-      await lab.rmcg(svc);
-      lab.mkcg(svc);
-      lab.mkcg(child);
-      assert(cgroupId(lab.mount, svc) !== oldId, "a recreated cgroup gets a new id");
-      await lab.transfer(child, "192.0.2.2", 1 << 20);
-      assertEquals((await backend.read()).svc, ext, "a stale id counts nothing");
-      lab.mkcg(late);
-      await backend.retarget(targets());
-      const r0 = { ...lab.retransmitted };
-      await lab.transfer(child, "192.0.2.2", 1 << 20);
-      const r1 = { ...lab.retransmitted };
-      await lab.transfer(late, "2001:db8::2", 1 << 20);
-      const r2 = { ...lab.retransmitted };
-      const after = await backend.read();
-      within(
-        after.svc.txBytes - ext.txBytes,
-        1 << 20,
-        "tx after retarget",
-        after.svc.txPackets - ext.txPackets,
-        r1.tx - r0.tx,
-      );
-      within(
-        after.svc.rxBytes - ext.rxBytes,
-        4 << 20,
-        "rx after retarget",
-        after.svc.rxPackets - ext.rxPackets,
-        r1.rx - r0.rx,
-      );
-      within(
-        after.late.txBytes,
-        1 << 20,
-        "tx of a late service",
-        after.late.txPackets,
-        r2.tx - r1.tx,
-      );
-      within(
-        after.late.rxBytes,
-        4 << 20,
-        "rx of a late service",
-        after.late.rxPackets,
-        r2.rx - r1.rx,
-      );
-
-      // Stop twice: links gone from the kernel, no BPF fd left in this process.
-      await backend.stop();
-      await backend.stop();
-      const left = (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id));
-      assertEquals(left, [], "no link of ours left attached");
-      assertEquals(heldBpfObjects(), [], "no BPF object held after stop");
-    } finally {
-      await backend.stop();
-      await lab.cleanup();
-    }
-  },
-});
-
-/**
- * Runs inside the cgroup namespace: starts the ebpf backend and the connect events
- * collector for "/svc" (as the namespace names it), prints their logs, waits for a line on
- * stdin (the test's traffic is done), prints the counters and events, stops both.
- */
-const NAMESPACED_SAMPLER = `
-import { EbpfBackend } from ${JSON.stringify(new URL("./ebpf.ts", import.meta.url).href)};
-import { EventCollector } from ${
-  JSON.stringify(new URL("../events/collector.ts", import.meta.url).href)
-};
-import { cgroupId, findCgroup2Mount } from ${
-  JSON.stringify(new URL("../lib/cgroup.ts", import.meta.url).href)
-};
-import { DEFAULT_EXCLUDE, parseCidr } from ${
-  JSON.stringify(new URL("../lib/cidr.ts", import.meta.url).href)
-};
-const mount = findCgroup2Mount();
-const exclude = DEFAULT_EXCLUDE.map(parseCidr);
-const targets = [{ name: "svc", path: "/svc", id: cgroupId(mount, "/svc") }];
-const logs = [];
-const backend = new EbpfBackend();
-const events = new EventCollector();
-try {
-  await backend.start(targets, { mount, exclude, ctMark: 0, ctMask: 0, log: (m) => logs.push(m) });
-  events.start(targets, { mount, exclude, monotonicNow: () => performance.now() / 1000 });
-  const own = Deno.readTextFileSync("/proc/self/cgroup").split("\\n").find((l) => l.startsWith("0::"));
-  console.log(JSON.stringify({ logs, own, mount: mount.mountPoint, target: targets[0].id?.toString() }));
-  await Deno.stdin.read(new Uint8Array(1));
-  const counters = (await backend.read()).svc;
-  const seen = events.poll().map((e) => e.service + " " + e.address + ":" + e.port);
-  console.log(JSON.stringify({ counters, events: seen }));
-} finally {
-  events.stop();
-  await backend.stop();
-}`;
-
-Deno.test({
-  name: "ebpf backend and connect events count inside a cgroup namespace (levels offset)",
-  ignore: !isRoot,
-  sanitizeResources: false,
-  async fn() {
-    // The namespace's root is <top>/ns, two levels below the real root: the sampler sees
-    // "/svc" at level 1, the kernel puts it at level 3.
-    const lab = new Lab("/ns");
-    let sampler: Deno.ChildProcess | null = null;
-    try {
-      await lab.setup();
-      lab.mkcg(`${lab.base}/sampler`);
-      const nsRoot = cgroupDir(lab.mount, lab.base);
-      // Join the namespace's future root, unshare there, remount cgroup2 so the mount shows
-      // the namespaced view (as a container's does), then sit in a leaf below the root.
-      const inner = 'umount "$1" && mount -t cgroup2 none "$1" && ' +
-        'echo $$ > "$1/sampler/cgroup.procs" && exec "$2" eval "$3"';
-      sampler = new Deno.Command("sh", {
-        args: [
-          "-c",
-          'echo $$ > "$1/cgroup.procs" && shift && ' +
-          'exec unshare --cgroup --mount --propagation private sh -c "$@"',
-          "sh",
-          nsRoot,
-          inner,
-          "sampler",
-          lab.mount.mountPoint,
-          DENO,
-          NAMESPACED_SAMPLER,
-        ],
-        env: { DENO_NO_UPDATE_CHECK: "1" },
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const lines = sampler.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let pendingText = "";
-      const nextLine = async (): Promise<string> => {
-        for (;;) {
-          const nl = pendingText.indexOf("\n");
-          if (nl >= 0) {
-            const line = pendingText.slice(0, nl);
-            pendingText = pendingText.slice(nl + 1);
-            return line;
-          }
-          const { value, done } = await lines.read();
-          if (done) {
-            const err = await new Response(sampler!.stderr).text();
-            throw new Error(`The namespaced sampler ended early: ${pendingText}${err}`);
-          }
-          pendingText += value;
-        }
-      };
-      const started = JSON.parse(await nextLine());
-      assertEquals(started.own, "0::/sampler", "the sampler sits in its namespace's /sampler");
-      assertEquals(started.mount, lab.mount.mountPoint);
-      assertEquals(started.target, String(cgroupId(lab.mount, `${lab.base}/svc`)), "same cgroup");
-      assert(
-        started.logs.some((l: string) =>
-          l.includes("cgroup namespace detected: levels offset by 2")
-        ),
-        `offset logged: ${started.logs.join(" | ")}`,
-      );
-
-      const send = 3 << 20;
-      const got = await lab.transfer(`${lab.base}/svc/child`, "192.0.2.2", send);
-      const r = { ...lab.retransmitted }; // only this transfer is counted: the first one
-      await lab.transfer(`${lab.base}/svc/child`, "192.168.77.2", 1 << 20); // internal
-      await lab.transfer(`${lab.base}/other`, "2001:db8::2", 1 << 20); // outside the target
-
-      const writer = sampler.stdin.getWriter();
-      await writer.write(new Uint8Array([10]));
-      await writer.close();
-      const done = JSON.parse(await nextLine());
-      within(
-        done.counters.txBytes,
-        send,
-        "tx counted from inside the cgroup namespace",
-        done.counters.txPackets,
-        r.tx,
-      );
-      within(
-        done.counters.rxBytes,
-        got,
-        "rx counted from inside the cgroup namespace",
-        done.counters.rxPackets,
-        r.rx,
-      );
-      assertEquals(
-        [...new Set(done.events)],
-        ["svc 192.0.2.2:5000", "svc 192.168.77.2:5000"],
-        "connect events of the target only",
-      );
-      assertEquals((await sampler.status).code, 0, "the sampler stopped cleanly");
-      await sampler.stderr.cancel();
-      sampler = null;
-    } finally {
-      if (sampler) {
-        try {
-          sampler.kill("SIGKILL");
-        } catch { /* gone */ }
-        await sampler.status;
-      }
-      await lab.cleanup();
-    }
-  },
-});
 
 Deno.test({
   name: "ebpf programs judge addresses as configured (BPF_PROG_TEST_RUN from a target cgroup)",
@@ -652,10 +105,10 @@ Deno.test({
             const frame = craftPacket(
               dir === "egress" ? { src: local, dst: remote } : { src: remote, dst: local },
             );
-            const before = (await backend.read()).me;
-            const r = testRun(fd, frame, ifindex, 3);
+            const before = present((await backend.read()).me, "me");
+            const r = testRun(fd, { frame, ifindex, repeat: 3 });
             assertEquals(r.retval, 1, `${dir} ${text}: never drops`);
-            const now = (await backend.read()).me;
+            const now = present((await backend.read()).me, "me");
             const [bytes, packets] = dir === "egress"
               ? [now.txBytes - before.txBytes, now.txPackets - before.txPackets]
               : [now.rxBytes - before.rxBytes, now.rxPackets - before.rxPackets];
@@ -664,7 +117,8 @@ Deno.test({
           }
           // Loopback never counts, whatever the address.
           const before = await backend.read();
-          testRun(fd, craftPacket({ src: local4, dst: parseIpv4("192.0.2.9")! }), 1, 3);
+          const frame = craftPacket({ src: local4, dst: parseIpv4("192.0.2.9")! });
+          testRun(fd, { frame, ifindex: 1, repeat: 3 });
           assertEquals(await backend.read(), before, `${dir} on lo`);
         }
       } finally {
@@ -723,7 +177,7 @@ Deno.test({
     }
     assert(error instanceof BackendError, `start failed with a BackendError: ${error}`);
     assertStringIncludes(error.message, "/nonexistent-stb-netacct-cgroup2");
-    assertEquals(heldBpfObjects(), [], "programs and maps closed after the failed start");
+    assertNoBpfHeld("programs and maps closed after the failed start");
     await backend.stop(); // and stop after a failed start is fine
   },
 });
@@ -768,7 +222,7 @@ Deno.test({
       const sendFrom = async (where: string) => {
         joinCgroup(cgroupDir(mount, `${base}/${where}`));
         const before = await backend.read();
-        testRun(backend.programFd("egress"), frame, ifindex, 5);
+        testRun(backend.programFd("egress"), { frame, ifindex, repeat: 5 });
         joinCgroup(cgroupDir(mount, home));
         const after = await backend.read();
         const fakes = Object.entries(after).filter(([n, c]) =>
@@ -838,9 +292,9 @@ Deno.test({
         for (const [text, counts] of cases) {
           const dst = parseIpv4(text) ?? parseIpv6(text)!;
           const src = dst.length === 4 ? parseIpv4("192.0.2.1")! : parseIpv6("2001:db8::1")!;
-          const before = (await backend.read()).me.txPackets;
-          testRun(fd, craftPacket({ src, dst }), ifindex, 1);
-          const after = (await backend.read()).me.txPackets;
+          const before = present((await backend.read()).me, "me").txPackets;
+          testRun(fd, { frame: craftPacket({ src, dst }), ifindex, repeat: 1 });
+          const after = present((await backend.read()).me, "me").txPackets;
           assertEquals(after - before, counts ? 1 : 0, `remote ${text}`);
         }
       } finally {
@@ -868,7 +322,7 @@ Deno.test({
     ], options(mount));
     // Unpinned: with no fd left, the kernel has freed the programs and maps, and no link
     // (which would be an fd too) can be attached.
-    assertEquals(heldBpfObjects(), [], "no BPF fd held after probe");
+    assertNoBpfHeld("no BPF fd held after probe");
     // Probing again works (nothing was left half made), and so does a real start after it.
     await backend.probe([], options(mount));
     await backend.start([], options(mount));
@@ -930,12 +384,13 @@ Deno.test({
         const egress = [plain.programFd("egress"), corrected.programFd("egress")];
         const ingress = [plain.programFd("ingress"), corrected.programFd("ingress")];
         for (const fd of egress) {
-          testRun(fd, tcpA, ifindex, 3);
-          testRun(fd, udpA, ifindex, 2);
-          testRun(fd, tcpA, ifindex, 1); // back to an endpoint already in the LRU map
-          testRun(fd, tcpB, ifindex, 4, 5); // a 5-segment GSO aggregate, 4 times
+          testRun(fd, { frame: tcpA, ifindex, repeat: 3 });
+          testRun(fd, { frame: udpA, ifindex, repeat: 2 });
+          // Back to an endpoint already in the LRU map, then a 5-segment GSO aggregate 4 times.
+          testRun(fd, { frame: tcpA, ifindex, repeat: 1 });
+          testRun(fd, { frame: tcpB, ifindex, repeat: 4, gsoSegs: 5 });
         }
-        for (const fd of ingress) testRun(fd, inMapped, ifindex, 2, 3);
+        for (const fd of ingress) testRun(fd, { frame: inMapped, ifindex, repeat: 2, gsoSegs: 3 });
         joinCgroup(cgroupDir(mount, home));
         const row = (d: { direction: string; protocol: string; address: string; port: number }) =>
           `${d.direction} ${d.protocol} ${d.address}:${d.port}`;
@@ -952,7 +407,7 @@ Deno.test({
             "tx tcp 2001:db8:1::7:8443": [4 * (l3(tcpB) + extra(5, 60)), 4],
             "rx tcp 203.0.113.5:80": [2 * (l3(inMapped) + extra(3, 60)), 2],
           }, `destinations, gso_correction ${gso}`);
-          const me = (await backend.read()).me;
+          const me = present((await backend.read()).me, "me");
           assertEquals(
             [me.txBytes, me.rxBytes],
             [
@@ -967,79 +422,5 @@ Deno.test({
         await corrected.stop();
       }
     });
-  },
-});
-
-const hasEthtool = (() => {
-  try {
-    return Deno.statSync("/usr/sbin/ethtool").isFile || Deno.statSync("/sbin/ethtool").isFile;
-  } catch {
-    return false;
-  }
-})();
-
-Deno.test({
-  name: "ebpf gso_correction: counted bytes match the veth's wire counters within 0.5%",
-  // ethtool (Debian package ethtool, in `make deps`) turns TSO off so the veth carries
-  // real segments while TCP still hands the cgroup hooks GSO aggregates.
-  ignore: !isRoot || !hasEthtool,
-  sanitizeResources: false,
-  async fn() {
-    const lab = new Lab();
-    const plain = new EbpfBackend(), corrected = new EbpfBackend();
-    const svc = `${lab.base}/svc`;
-    try {
-      await lab.setup();
-      // TSO off, GSO on, both ends: TCP still hands the cgroup hooks aggregates, cut into
-      // wire segments in software just before the veth, which counts each one. GRO on at
-      // the client only: its receive path merges the server's segments into aggregates
-      // again (veth NAPI), so both directions see aggregates.
-      await lab.ethtool(lab.client, lab.veths.client, "tso", "off", "gso", "on", "gro", "on");
-      await lab.ethtool(lab.server, lab.veths.server, "tso", "off", "gso", "on", "gro", "off");
-      const targets = [{ name: "svc", path: svc, id: cgroupId(lab.mount, svc) }];
-      await plain.start(targets, options(lab.mount));
-      await corrected.start(targets, { ...options(lab.mount), gsoCorrection: true });
-      const wire0 = await lab.clientLinkStats();
-      const c0 = (await corrected.read()).svc, p0 = (await plain.read()).svc;
-      await lab.transfer(`${svc}/child`, "192.0.2.2", 16 << 20);
-      await lab.transfer(`${svc}/child`, "2001:db8::2", 16 << 20);
-      const wire1 = await lab.clientLinkStats();
-      const c1 = (await corrected.read()).svc, p1 = (await plain.read()).svc;
-      // L3 bytes on the wire. A frame the server takes without NAPI (GRO off) is counted
-      // by the client's veth with its 14-byte Ethernet header; one the client takes
-      // through NAPI (GRO on) after eth_type_trans, without it (drivers/net/veth.c:
-      // veth_xdp_rcv counts skb->len into the peer's tx and its own rx).
-      const wire = (dir: "rx" | "tx") =>
-        (wire1[dir].bytes - wire0[dir].bytes) -
-        (dir === "tx" ? 14 * (wire1[dir].packets - wire0[dir].packets) : 0);
-      const err = (counted: number, dir: "rx" | "tx") => (counted - wire(dir)) / wire(dir) * 100;
-      const figures = {
-        tx: {
-          wire: wire("tx"),
-          plain_pct: err(p1.txBytes - p0.txBytes, "tx"),
-          corrected_pct: err(c1.txBytes - c0.txBytes, "tx"),
-        },
-        rx: {
-          wire: wire("rx"),
-          plain_pct: err(p1.rxBytes - p0.rxBytes, "rx"),
-          corrected_pct: err(c1.rxBytes - c0.rxBytes, "rx"),
-        },
-      };
-      console.log(`gso_correction vs wire: ${JSON.stringify(figures)}`);
-      for (const dir of ["tx", "rx"] as const) {
-        assert(
-          Math.abs(figures[dir].corrected_pct) <= 0.5,
-          `${dir}: corrected count is ${figures[dir].corrected_pct.toFixed(3)}% off the wire`,
-        );
-      }
-      // Both directions were aggregates: without the correction their headers are missing.
-      for (const dir of ["tx", "rx"] as const) {
-        assert(figures[dir].plain_pct < -1, `${dir} uncorrected only ${figures[dir].plain_pct}%`);
-      }
-    } finally {
-      await plain.stop();
-      await corrected.stop();
-      await lab.cleanup();
-    }
   },
 });

@@ -25,15 +25,23 @@ export interface RunToolOptions {
 }
 
 /** A tool ran and failed; `stderr` keeps its own words for callers that recognise them. */
+export interface ToolFailure {
+  tool: string;
+  stderr: string;
+  /** Exit status; null when it was stopped (a timeout). */
+  code: number | null;
+}
+
 export class ToolError extends BackendError {
   override name = "ToolError";
-  constructor(
-    message: string,
-    readonly tool: string,
-    readonly stderr: string,
-    readonly code: number | null,
-  ) {
+  readonly tool: string;
+  readonly stderr: string;
+  readonly code: number | null;
+  constructor(message: string, failure: ToolFailure) {
     super(message);
+    this.tool = failure.tool;
+    this.stderr = failure.stderr;
+    this.code = failure.code;
   }
 }
 
@@ -106,18 +114,14 @@ export async function runTool(
     if (controller.signal.aborted) {
       throw new ToolError(
         `"${shown}" did not finish within ${timeoutMs} ms: check for a stuck ${tool} or xtables lock`,
-        tool,
-        stderr,
-        null,
+        { tool, stderr, code: null },
       );
     }
     if (!out.success) {
       const said = summariseStderr(stderr) || "no message";
       throw new ToolError(
         `"${shown}" failed with exit status ${out.code}: ${said}${privilegeHint(stderr)}`,
-        tool,
-        stderr,
-        out.code,
+        { tool, stderr, code: out.code },
       );
     }
     return stdout;

@@ -11,6 +11,7 @@
 
 import {
   BackendError,
+  type BackendOptions,
   type CounterSample,
   type ServiceCounters,
   type ServiceTarget,
@@ -114,10 +115,62 @@ function zero(): ServiceCounters {
   return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
 }
 
-/** What a firewall backend's rules were written for: per service, whether its cgroup exists. */
+/** A service as the rules are written for it. */
 export interface PlannedService {
   name: string;
+  /** Cgroup path relative to the cgroup2 mount ("/a/b"). */
+  path: string;
+  /** Its conntrack mark (serviceMarks). */
+  mark: number;
+  /** Whether the cgroup exists now, i.e. whether it may appear in a rule. */
   present: boolean;
+}
+
+/** What both firewall plans start from: a mark per service, the exclusions per family. */
+export interface MarkPlan {
+  services: PlannedService[];
+  ctMask: number;
+  v4: string[];
+  v6: string[];
+}
+
+/** Marks the targets (in their order) and splits the exclusions by family. */
+export function markPlan(targets: ServiceTarget[], options: BackendOptions): MarkPlan {
+  const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
+  const { v4, v6 } = exclusionsByFamily(options.exclude);
+  return {
+    services: targets.map((t, i) => ({
+      name: t.name,
+      path: t.path,
+      mark: marks[i]!, // one mark per target
+      present: t.id !== null,
+    })),
+    ctMask: options.ctMask >>> 0,
+    v4,
+    v6,
+  };
+}
+
+/** A reading of zeros for each service, for the rules' counters to be added to. */
+export function zeroSample(services: { name: string }[]): CounterSample {
+  const raw: CounterSample = {};
+  for (const s of services) raw[s.name] = zero();
+  return raw;
+}
+
+/** Adds one counting rule's bytes and packets to a service's reading. */
+export function addCounter(
+  r: ServiceCounters,
+  direction: "rx" | "tx",
+  c: { bytes: number; packets: number },
+): void {
+  if (direction === "tx") {
+    r.txBytes += c.bytes;
+    r.txPackets += c.packets;
+  } else {
+    r.rxBytes += c.bytes;
+    r.rxPackets += c.packets;
+  }
 }
 
 /**
@@ -145,4 +198,36 @@ export function refreshPresence(
 /** "server, shell" or "no service": for the one log line after a reload. */
 export function presentNames(services: PlannedService[]): string {
   return services.filter((s) => s.present).map((s) => s.name).join(", ") || "no service";
+}
+
+/**
+ * What a started firewall backend keeps: its options, plan and totals, and the cgroup ids
+ * its rules were last written for. Made by `start`, dropped by `stop`.
+ */
+export class FirewallRun<P extends { services: PlannedService[] }> {
+  readonly totals: MonotonicCounters;
+  /** By service name; set once the rules for them loaded. */
+  ids = new Map<string, bigint | null>();
+
+  constructor(readonly plan: P, readonly options: BackendOptions) {
+    this.totals = new MonotonicCounters(plan.services.map((s) => s.name));
+  }
+
+  /** The rules for `targets` are in place. */
+  loaded(targets: ServiceTarget[]): void {
+    this.ids = new Map(targets.map((t) => [t.name, t.id]));
+  }
+
+  /**
+   * When a service's cgroup id changed, `reload` rewrites the cgroup rules; the new ids are
+   * kept only once it succeeded, so a failed reload is tried again with the next retarget.
+   * `who` starts the log line, e.g. "nft".
+   */
+  async retarget(targets: ServiceTarget[], reload: () => Promise<void>, who: string) {
+    const ids = refreshPresence(this.plan.services, this.ids, targets);
+    if (!ids) return;
+    await reload();
+    this.ids = ids;
+    this.options.log(`${who}: cgroup rules now cover ${presentNames(this.plan.services)}`);
+  }
 }

@@ -31,12 +31,12 @@ import {
 import { cgroupId } from "../lib/cgroup.ts";
 import { runTool, ToolError } from "./exec.ts";
 import {
-  exclusionsByFamily,
+  addCounter,
+  FirewallRun,
   hex32,
-  MonotonicCounters,
-  presentNames,
-  refreshPresence,
-  serviceMarks,
+  markPlan,
+  type PlannedService,
+  zeroSample,
 } from "./firewall.ts";
 import { LibnftablesRunner, type NftRunner } from "./nft_libnftables.ts";
 
@@ -74,9 +74,10 @@ export function parseIptablesCounters(saveText: string): IptablesCounter[] {
   for (const line of saveText.split("\n")) {
     const m = re.exec(line);
     if (!m) continue;
+    // Every group of the pattern takes part in a match.
     out.push({
       direction: m[3] as "tx" | "rx",
-      service: m[4],
+      service: m[4]!,
       packets: Number(m[1]),
       bytes: Number(m[2]),
     });
@@ -134,10 +135,11 @@ export function parseNftChainCounters(
       "drop" in e || "mangle" in e
     );
     const counters = exprs.filter((e) => e.counter);
-    if (!(xtComment || ownComment) || acts || counters.length !== 1) continue;
-    const { packets, bytes } = counters[0].counter!;
+    const counter = counters.length === 1 ? counters[0]?.counter : undefined;
+    if (!(xtComment || ownComment) || acts || !counter) continue;
+    const { packets, bytes } = counter;
     if (typeof packets !== "number" || typeof bytes !== "number") return null;
-    const service = ownComment ? (rule.comment as string).split(" ")[2] : null;
+    const service = ownComment ? (rule.comment as string).split(" ")[2] ?? null : null;
     out.push({ service, packets, bytes });
   }
   return out.length === count ? out : null;
@@ -158,8 +160,10 @@ export function iptablesCleanupScript(saveText: string): string {
     const chain = /^:(\S+) /.exec(line)?.[1];
     if (chain?.startsWith(CHAIN_PREFIX)) chains.push(chain);
     const rule = /^(?:\[\d+:\d+\] )?-A (\S+) (.*)$/.exec(line);
-    if (rule && !rule[1].startsWith(CHAIN_PREFIX) && /-j STB_NETACCT_\S+$/.test(rule[2])) {
-      jumps.push(`-D ${rule[1]} ${rule[2]}`);
+    if (!rule) continue;
+    const [, from = "", spec = ""] = rule;
+    if (!from.startsWith(CHAIN_PREFIX) && /-j STB_NETACCT_\S+$/.test(spec)) {
+      jumps.push(`-D ${from} ${spec}`);
     }
   }
   if (!jumps.length && !chains.length) return "";
@@ -178,16 +182,9 @@ export function restoreQuote(arg: string): string {
   return `"${arg.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
 }
 
-export interface IptablesService {
-  name: string;
-  /** Cgroup path relative to the cgroup2 root, as xt_cgroup wants it. */
-  path: string;
-  mark: number;
-  present: boolean;
-}
-
 export interface IptablesPlan {
-  services: IptablesService[];
+  /** Paths relative to the cgroup2 root, as xt_cgroup wants them. */
+  services: PlannedService[];
   ctMask: number;
   exclude: Record<IpFamily, string[]>;
 }
@@ -253,51 +250,29 @@ export function iptablesPlan(targets: ServiceTarget[], options: BackendOptions):
       );
     }
   }
-  const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
-  const { v4, v6 } = exclusionsByFamily(options.exclude);
-  return {
-    services: targets.map((t, i) => ({
-      name: t.name,
-      path: t.path,
-      mark: marks[i],
-      present: t.id !== null,
-    })),
-    ctMask: options.ctMask >>> 0,
-    exclude: { 4: v4, 6: v6 },
-  };
+  const { services, ctMask, v4, v6 } = markPlan(targets, options);
+  return { services, ctMask, exclude: { 4: v4, 6: v6 } };
 }
 
 const NFT_FAMILY_OF: Record<IpFamily, string> = { 4: "ip", 6: "ip6" };
 
-export interface IptablesBackendOptions {
-  /** "save" reads through iptables-save even where libnftables loads (benchmarks). */
-  read?: "auto" | "save";
-}
-
 export class IptablesBackend implements Backend {
   readonly name = "iptables";
-  #readPref: "auto" | "save";
   /** Set while reads go through libnftables; null: iptables-save. */
   #nft: NftRunner | null = null;
-  #options: BackendOptions | null = null;
-  #plan: IptablesPlan | null = null;
-  #ids = new Map<string, bigint | null>();
-  #totals: MonotonicCounters | null = null;
+  #run: FirewallRun<IptablesPlan> | null = null;
 
-  constructor(backendOptions: IptablesBackendOptions = {}) {
-    this.#readPref = backendOptions.read ?? "auto";
-  }
+  /** `read: "save"` reads through iptables-save even where libnftables loads (benchmarks). */
+  constructor(readonly preference: { read?: "auto" | "save" } = {}) {}
 
   /** How reads are done: "libnftables" or "iptables-save"; null before start. */
   get readVia(): string | null {
-    if (!this.#plan) return null;
+    if (!this.#run) return null;
     return this.#nft ? "libnftables" : "iptables-save";
   }
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
-    this.#plan = iptablesPlan(targets, options);
-    this.#options = options;
-    this.#totals = new MonotonicCounters(targets.map((t) => t.name));
+    const run = this.#run = new FirewallRun(iptablesPlan(targets, options), options);
     try {
       await this.#removeOurs();
       await this.#apply(iptablesInstallScript);
@@ -305,7 +280,7 @@ export class IptablesBackend implements Backend {
       await this.#removeOurs().catch(() => {});
       throw e;
     }
-    this.#ids = new Map(targets.map((t) => [t.name, t.id]));
+    run.loaded(targets);
     const why = await this.#chooseReader();
     const absent = targets.filter((t) => t.id === null).map((t) => t.name);
     options.log(
@@ -368,7 +343,7 @@ export class IptablesBackend implements Backend {
   async #chooseReader(): Promise<string> {
     this.#nft?.close();
     this.#nft = null;
-    if (this.#readPref === "save") return "";
+    if (this.preference.read === "save") return "";
     let runner: NftRunner;
     try {
       runner = new LibnftablesRunner();
@@ -387,11 +362,8 @@ export class IptablesBackend implements Backend {
 
   /** Raw counters per service through libnftables, or null when the listing is unexpected. */
   async #readNft(): Promise<CounterSample | null> {
-    const plan = this.#plan!, runner = this.#nft!;
-    const raw: CounterSample = {};
-    for (const s of plan.services) {
-      raw[s.name] = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
-    }
+    const plan = this.#run!.plan, runner = this.#nft!;
+    const raw = zeroSample(plan.services);
     for (const f of FAMILIES) {
       for (const [chain, dir] of [[CHAIN_OUT, "tx"], [CHAIN_IN, "rx"]] as const) {
         let json: string;
@@ -406,15 +378,9 @@ export class IptablesBackend implements Backend {
         const rules = parseNftChainCounters(json, chain, plan.services.length);
         if (!rules) return null;
         for (const [i, c] of rules.entries()) {
-          const r = raw[c.service ?? plan.services[i].name];
+          const r = raw[c.service ?? plan.services[i]?.name ?? ""];
           if (!r) return null;
-          if (dir === "tx") {
-            r.txBytes += c.bytes;
-            r.txPackets += c.packets;
-          } else {
-            r.rxBytes += c.bytes;
-            r.rxPackets += c.packets;
-          }
+          addCounter(r, dir, c);
         }
       }
     }
@@ -422,66 +388,51 @@ export class IptablesBackend implements Backend {
   }
 
   async read(): Promise<CounterSample> {
-    const plan = this.#plan, totals = this.#totals;
-    if (!plan || !totals) throw new BackendError("iptables backend read before start");
+    const run = this.#run;
+    if (!run) throw new BackendError("iptables backend read before start");
+    const plan = run.plan;
     if (this.#nft) {
       const raw = await this.#readNft();
-      if (raw) return totals.update(raw);
+      if (raw) return run.totals.update(raw);
       // Not as installed (chains flushed by a firewall reload?): iptables-save below tells
       // which counting rules are left and reinstalls.
     }
     const listings = await Promise.all(
       FAMILIES.map((f) => runTool(TOOLS[f].save, ["-c", "-t", "mangle"])),
     );
-    const raw: CounterSample = {};
-    for (const s of plan.services) {
-      raw[s.name] = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
-    }
+    let raw = zeroSample(plan.services);
     let found = 0;
     for (const listing of listings) {
       for (const c of parseIptablesCounters(listing)) {
         const r = raw[c.service];
         if (!r) continue;
         found++;
-        if (c.direction === "tx") {
-          r.txBytes += c.bytes;
-          r.txPackets += c.packets;
-        } else {
-          r.rxBytes += c.bytes;
-          r.rxPackets += c.packets;
-        }
+        addCounter(r, c.direction, c);
       }
     }
     if (found < plan.services.length * 2 * FAMILIES.length) {
       // A firewall reload flushed our chains: put them back; the totals carry on.
-      this.#options?.log(
+      run.options.log(
         "iptables: counting rules vanished (firewall reload?); installing them again",
       );
       await this.#removeOurs();
       await this.#apply(iptablesInstallScript);
-      for (const s of plan.services) {
-        raw[s.name] = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
-      }
+      raw = zeroSample(plan.services);
     }
-    return totals.update(raw);
+    return run.totals.update(raw);
   }
 
   async retarget(targets: ServiceTarget[]): Promise<void> {
-    const plan = this.#plan;
-    if (!plan) throw new BackendError("iptables backend retarget before start");
-    const ids = refreshPresence(plan.services, this.#ids, targets);
-    if (!ids) return;
-    await this.#apply(iptablesRetargetScript);
-    this.#ids = ids;
-    this.#options?.log(`iptables: cgroup rules now cover ${presentNames(plan.services)}`);
+    const run = this.#run;
+    if (!run) throw new BackendError("iptables backend retarget before start");
+    await run.retarget(targets, () => this.#apply(iptablesRetargetScript), "iptables");
   }
 
   async stop(): Promise<void> {
     this.#nft?.close();
     this.#nft = null;
     await this.#removeOurs();
-    this.#plan = null;
-    this.#totals = null;
+    this.#run = null;
   }
 
   /** Deletes every chain of ours and every jump to one, in both families. */
@@ -498,7 +449,7 @@ export class IptablesBackend implements Backend {
    * the load: re-check which exist and try again.
    */
   async #apply(build: (plan: IptablesPlan, family: IpFamily) => string): Promise<void> {
-    const plan = this.#plan!, mount = this.#options!.mount;
+    const { plan, options: { mount } } = this.#run!;
     for (const f of FAMILIES) {
       for (let attempt = 1;; attempt++) {
         try {

@@ -1,17 +1,26 @@
 /**
- * The one list of backends. The CLI's `--backend` choices, `doctor` and the tests all
- * come from here; each backend module is imported only when chosen, so picking nft never
- * dlopens libbpf.
+ * The one list of backends, and what `auto` means. The CLI's `--backend` choices (run,
+ * install, doctor), the fallback order and the tests all come from here; each backend
+ * module is imported only when chosen, so picking nft never dlopens libbpf.
  */
 
-import type { Backend } from "./backend.ts";
-import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON } from "../lib/capabilities.ts";
+import type { Backend, BackendOptions, ServiceTarget } from "./backend.ts";
+import { BackendError } from "./backend.ts";
+import {
+  CAP_BPF,
+  CAP_NET_ADMIN,
+  CAP_PERFMON,
+  capabilityName,
+  effectiveCaps,
+  missingCaps,
+} from "../lib/capabilities.ts";
 
 export type {
   Backend,
   BackendOptions,
   CounterSample,
   DestinationCounters,
+  ServiceCounters,
   ServiceTarget,
 } from "./backend.ts";
 export { BackendError } from "./backend.ts";
@@ -41,10 +50,70 @@ export const BACKEND_INFO: Record<BackendName, { summary: string; capabilities: 
   },
 };
 
-export function isBackendName(name: string): name is BackendName {
-  return (BACKEND_NAMES as readonly string[]).includes(name);
-}
-
 export function loadBackend(name: BackendName): Promise<Backend> {
   return loaders[name]();
+}
+
+/** Let the host decide: the first backend of BACKEND_NAMES that starts here. */
+export const AUTO = "auto";
+export const BACKEND_CHOICES = [AUTO, ...BACKEND_NAMES] as const;
+export type BackendChoice = typeof BACKEND_CHOICES[number];
+export const AUTO_SUMMARY = "ebpf when this host can load it, else nft, else iptables";
+
+/** The backends `choice` may start, in the order they are tried. */
+export function backendsOf(choice: BackendChoice): BackendName[] {
+  return choice === AUTO ? [...BACKEND_NAMES] : [choice];
+}
+
+/**
+ * Throws a BackendError naming what this process lacks to start `choice` at all. auto
+ * needs what its cheapest fallback needs; ebpf's extra needs become the fallback reason.
+ */
+export function checkPrivileges(choice: BackendChoice, caps = effectiveCaps()): void {
+  const needed = choice === AUTO
+    ? BACKEND_INFO.nft.capabilities
+    : BACKEND_INFO[choice].capabilities;
+  const missing = missingCaps(caps, needed);
+  if (missing.length > 0) {
+    throw new BackendError(
+      `The ${choice} backend needs ${missing.map(capabilityName).join(", ")}, which this process ` +
+        `lacks: run it as root (sudo stb-netacct run) or through the installed systemd service`,
+    );
+  }
+}
+
+export interface StartedBackend {
+  backend: Backend;
+  /** Why the backends tried before it did not start (auto only), else null. */
+  fallbackReason: string | null;
+}
+
+/**
+ * Starts the first backend of `choice` that works here. For auto, a backend that lacks
+ * privileges or fails to start is skipped and its reason kept; a named one throws.
+ */
+export async function startWithFallback(
+  choice: BackendChoice,
+  targets: ServiceTarget[],
+  options: BackendOptions,
+): Promise<StartedBackend> {
+  const reasons: string[] = [];
+  for (const name of backendsOf(choice)) {
+    const missing = missingCaps(effectiveCaps(), BACKEND_INFO[name].capabilities);
+    if (missing.length > 0) {
+      reasons.push(`${name}: needs ${missing.map(capabilityName).join(", ")}`);
+      continue;
+    }
+    let backend: Backend | null = null;
+    try {
+      backend = await loadBackend(name);
+      await backend.start(targets, options);
+      return { backend, fallbackReason: reasons.length > 0 ? reasons.join("; ") : null };
+    } catch (e) {
+      await backend?.stop().catch(() => {});
+      if (choice !== AUTO) throw e;
+      reasons.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new BackendError(`No backend could start: ${reasons.join("; ")}`);
 }

@@ -30,14 +30,7 @@ import {
 } from "./backend.ts";
 import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
 import { ToolError } from "./exec.ts";
-import {
-  exclusionsByFamily,
-  hex32,
-  MonotonicCounters,
-  presentNames,
-  refreshPresence,
-  serviceMarks,
-} from "./firewall.ts";
+import { FirewallRun, hex32, markPlan, type PlannedService } from "./firewall.ts";
 import { type NftRunner, openNftRunner } from "./nft_libnftables.ts";
 
 export const NFT_FAMILY = "inet";
@@ -95,17 +88,8 @@ export function nftCgroupPrefix(mountPoint: string): string {
   return "../../.." + (mp === "/" ? "" : mp) + "/";
 }
 
-export interface NftService {
-  name: string;
-  /** Cgroup path relative to the cgroup2 mount ("/a/b"). */
-  path: string;
-  mark: number;
-  /** Whether the cgroup exists now, i.e. whether it may appear in a rule. */
-  present: boolean;
-}
-
 export interface NftPlan {
-  services: NftService[];
+  services: PlannedService[];
   ctMask: number;
   /** nftCgroupPrefix of the mount. */
   cgroupPrefix: string;
@@ -200,39 +184,26 @@ export function nftPlan(targets: ServiceTarget[], options: BackendOptions): NftP
       );
     }
   }
-  const marks = serviceMarks(options.ctMark, options.ctMask, targets.length);
-  const { v4, v6 } = exclusionsByFamily(options.exclude);
+  const { services, ctMask, v4, v6 } = markPlan(targets, options);
   return {
-    services: targets.map((t, i) => ({
-      name: t.name,
-      path: t.path,
-      mark: marks[i],
-      present: t.id !== null,
-    })),
-    ctMask: options.ctMask >>> 0,
+    services,
+    ctMask,
     cgroupPrefix: nftCgroupPrefix(options.mount.mountPoint),
     excludeV4: v4,
     excludeV6: v6,
   };
 }
 
-export interface NftBackendOptions {
-  /** "binary" forces the nft binary even where libnftables loads (benchmarks). */
-  via?: "library" | "binary";
-}
-
 export class NftBackend implements Backend {
   readonly name = "nft";
-  #via: "library" | "binary";
   #runner: NftRunner | null = null;
-  #options: BackendOptions | null = null;
-  #plan: NftPlan | null = null;
-  /** Ids the attribute chain was last built from, by service name. */
-  #ids = new Map<string, bigint | null>();
-  #totals: MonotonicCounters | null = null;
+  #run: FirewallRun<NftPlan> | null = null;
 
-  constructor(backendOptions: NftBackendOptions = {}) {
-    this.#via = backendOptions.via ?? "library";
+  /** `via: "binary"` uses the nft binary even where libnftables loads (benchmarks). */
+  constructor(readonly preference: { via?: "library" | "binary" } = {}) {}
+
+  get #via(): "library" | "binary" {
+    return this.preference.via ?? "library";
   }
 
   /** How this backend reaches nftables ("libnftables" or "nft binary"); null before start. */
@@ -246,18 +217,15 @@ export class NftBackend implements Backend {
   }
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
-    const plan = nftPlan(targets, options);
-    this.#options = options;
-    this.#plan = plan;
+    const run = this.#run = new FirewallRun(nftPlan(targets, options), options);
     this.#openRunner(options.log);
-    this.#totals = new MonotonicCounters(targets.map((t) => t.name));
     try {
       await this.#load((plan) => nftRuleset(plan));
     } catch (e) {
       await this.stop().catch(() => {});
       throw e;
     }
-    this.#ids = new Map(targets.map((t) => [t.name, t.id]));
+    run.loaded(targets);
     const absent = targets.filter((t) => t.id === null).map((t) => t.name);
     options.log(
       `nft: table ${TABLE} installed for ${targets.length} service(s) via ${this.via}` +
@@ -296,8 +264,9 @@ export class NftBackend implements Backend {
   }
 
   async read(): Promise<CounterSample> {
-    const plan = this.#plan, totals = this.#totals;
-    if (!plan || !totals) throw new BackendError("nft backend read before start");
+    const run = this.#run;
+    if (!run) throw new BackendError("nft backend read before start");
+    const plan = run.plan;
     let counters: Map<string, NftCounter>;
     try {
       counters = parseNftCounters(
@@ -310,7 +279,7 @@ export class NftBackend implements Backend {
     if (plan.services.some((s) => !counters.has(txCounter(s.name)))) {
       // Someone flushed the ruleset (`nft flush ruleset`, a firewall reload): put ours back;
       // the totals carry on from what was read before.
-      this.#options?.log(`nft: table ${TABLE} vanished or lost counters; installing it again`);
+      run.options.log(`nft: table ${TABLE} vanished or lost counters; installing it again`);
       await this.#load((p) => nftRuleset(p));
       counters = new Map();
     }
@@ -325,17 +294,13 @@ export class NftBackend implements Backend {
         rxPackets: rx.packets,
       };
     }
-    return totals.update(raw);
+    return run.totals.update(raw);
   }
 
   async retarget(targets: ServiceTarget[]): Promise<void> {
-    const plan = this.#plan;
-    if (!plan) throw new BackendError("nft backend retarget before start");
-    const ids = refreshPresence(plan.services, this.#ids, targets);
-    if (!ids) return;
-    await this.#load(nftRetargetBatch);
-    this.#ids = ids;
-    this.#options?.log(`nft: cgroup rules now cover ${presentNames(plan.services)}`);
+    const run = this.#run;
+    if (!run) throw new BackendError("nft backend retarget before start");
+    await run.retarget(targets, () => this.#load(nftRetargetBatch), "nft");
   }
 
   async stop(): Promise<void> {
@@ -346,8 +311,7 @@ export class NftBackend implements Backend {
     } finally {
       runner.close();
       this.#runner = null;
-      this.#plan = null;
-      this.#totals = null;
+      this.#run = null;
     }
   }
 
@@ -356,7 +320,7 @@ export class NftBackend implements Backend {
    * between the id check and the load), re-checks which cgroups exist and tries again.
    */
   async #load(build: (plan: NftPlan) => string): Promise<void> {
-    const plan = this.#plan!, mount = this.#options!.mount;
+    const { plan, options: { mount } } = this.#run!;
     for (let attempt = 1;; attempt++) {
       try {
         await this.#runner!.run(build(plan));

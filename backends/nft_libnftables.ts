@@ -168,9 +168,7 @@ export class LibnftablesRunner implements NftRunner {
       `nft (libnftables) refused "${script.split("\n")[0]}${
         script.includes("\n") ? " ..." : ""
       }": ${first}` + (/Operation not permitted/.test(said) ? "; run stb-netacct as root" : ""),
-      "nft",
-      said,
-      rc,
+      { tool: "nft", stderr: said, code: rc },
     );
   }
 

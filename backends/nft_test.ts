@@ -5,8 +5,6 @@ import {
   nftRuleset,
   parseNftCounters,
 } from "./nft.ts";
-import { runScenario, runScenarioPureV2 } from "./testing/scenario.ts";
-import { runProbeScenario } from "./testing/probe.ts";
 import { BackendError } from "./backend.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
@@ -102,71 +100,4 @@ Deno.test("nftRuleset: absent cgroups get no rule, every service gets counters",
     throw new Error(batch);
   }
   if (batch.includes("counter")) throw new Error("retarget must not touch counters");
-});
-
-Deno.test({
-  name: "nft backend counts a cgroup's external traffic on the real kernel (netns)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const result = await runScenario("nft", {
-      capture: Deno.env.get("STB_CAPTURE_TESTDATA")
-        ? async (lab) => {
-          const out = await lab.inNs(lab.clientNs, "nft", [
-            "-j",
-            "list",
-            "counters",
-            "table",
-            "inet",
-            "stb_netacct",
-          ]);
-          await Deno.writeTextFile(`${TESTDATA}nft_list_counters.json`, out);
-        }
-        : undefined,
-      assertClean: async (lab) => {
-        const tables = await lab.inNs(lab.clientNs, "nft", ["list", "tables"]);
-        if (tables.includes("stb_netacct")) throw new Error(`table left after stop:\n${tables}`);
-      },
-    });
-    console.log(`nft: ${result.msPerRead.toFixed(2)} ms per read (libnftables)`);
-  },
-});
-
-Deno.test({
-  name: "nft backend on the pure cgroup v2 layout (cgroup2 at /sys/fs/cgroup, as on Debian 12)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const { msPerRead } = await runScenarioPureV2("nft");
-    console.log(`nft (pure v2): ${msPerRead.toFixed(2)} ms per read`);
-  },
-});
-
-Deno.test({
-  name: "nft probe checks the exact ruleset on the kernel and changes nothing (netns)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: () => runProbeScenario("nft"),
-});
-
-Deno.test({
-  name: "nft backend through the nft binary (fallback when libnftables does not load)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const result = await runScenario("nft-binary", {
-      assertClean: async (lab) => {
-        const tables = await lab.inNs(lab.clientNs, "nft", ["list", "tables"]);
-        if (tables.includes("stb_netacct")) throw new Error(`table left after stop:\n${tables}`);
-      },
-    });
-    console.log(`nft binary: ${result.msPerRead.toFixed(2)} ms per read`);
-  },
-});
-
-Deno.test({
-  name: "nft probe through the nft binary (nft --check) changes nothing (netns)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: () => runProbeScenario("nft-binary"),
 });

@@ -19,9 +19,10 @@
  * directions summed; per direction too. Rounds interleave the backends; medians reported.
  */
 
-import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
-import { median, sh, startRun } from "./throughput.ts";
+import { Lab as BenchLab, sh } from "./lab.ts";
+import { startRun } from "./cli.ts";
+import { median } from "./stats.ts";
 
 const TARGET_GSO_ERROR_PCT = 0.5;
 const ETH_HLEN = 14;
@@ -67,164 +68,116 @@ async function wire(lab: Lab): Promise<Wire> {
   };
 }
 
+/** The routed three-host path (see the header), built on the bench lab (bench/lab.ts). */
 async function makeLab(): Promise<{ lab: Lab; cleanup: () => Promise<void> }> {
-  const tag = crypto.randomUUID().slice(0, 6);
-  const mount = findCgroup2Mount();
-  const undo: (() => Promise<unknown>)[] = [];
-  const cleanup = async () => {
-    for (const f of undo.splice(0).reverse()) {
-      await f().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
-    }
-  };
+  const b = new BenchLab();
+  const tag = b.tag;
   try {
     const tmp = await Deno.makeTempDir({ prefix: "stb-netacct-accuracy-" });
-    undo.push(() => Deno.remove(tmp, { recursive: true }));
+    b.defer(() => Deno.remove(tmp, { recursive: true }));
     const base = `/stb-netacct-accuracy-${tag}`;
     const cgroup = `${base}/client`;
-    for (const p of [base, cgroup]) {
-      await Deno.mkdir(cgroupDir(mount, p));
-      undo.push(() => Deno.remove(cgroupDir(mount, p)));
-    }
+    await b.cgroup(base);
     const lab: Lab = {
-      client: `stba-c-${tag}`,
-      router: `stba-r-${tag}`,
-      server: `stba-s-${tag}`,
+      client: await b.netns(`stba-c-${tag}`),
+      router: await b.netns(`stba-r-${tag}`),
+      server: await b.netns(`stba-s-${tag}`),
       wireDev: `bar${tag}`,
       cgroup,
-      cgroupDir: cgroupDir(mount, cgroup),
+      cgroupDir: await b.cgroup(cgroup),
       tmp,
     };
-    for (const ns of [lab.client, lab.router, lab.server]) {
-      await sh("ip", "netns", "add", ns);
-      undo.push(() => sh("ip", "netns", "del", ns));
-      await sh("ip", "-n", ns, "link", "set", "lo", "up");
-    }
-    const [ac, ar, br, bs] = [`aac${tag}`, `aar${tag}`, lab.wireDev, `bas${tag}`];
-    await sh(
-      "ip",
-      "link",
-      "add",
-      ac,
-      "netns",
-      lab.client,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      ar,
-      "netns",
-      lab.router,
-    );
-    await sh(
-      "ip",
-      "link",
-      "add",
-      br,
-      "netns",
-      lab.router,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      bs,
-      "netns",
-      lab.server,
-    );
-    const addr = async (ns: string, dev: string, v4: string, v6: string) => {
-      await sh("ip", "-n", ns, "addr", "add", `${v4}/24`, "dev", dev);
-      await sh("ip", "-n", ns, "-6", "addr", "add", `${v6}/64`, "dev", dev, "nodad");
-      await sh("ip", "-n", ns, "link", "set", dev, "up");
-    };
-    await addr(lab.client, ac, ADDR.client4, ADDR.client6);
-    await addr(lab.router, ar, ADDR.routerA4, ADDR.routerA6);
-    await addr(lab.router, br, ADDR.routerB4, ADDR.routerB6);
-    await addr(lab.server, bs, ADDR.server4, ADDR.server6);
-    for (
-      const [ns, via4, via6] of [
-        [lab.client, ADDR.routerA4, ADDR.routerA6],
-        [lab.server, ADDR.routerB4, ADDR.routerB6],
-      ]
-    ) {
-      await sh("ip", "-n", ns, "route", "add", "default", "via", via4);
-      await sh("ip", "-n", ns, "-6", "route", "add", "default", "via", via6);
-    }
-    const inNs = (ns: string, ...argv: string[]) =>
-      sh("nsenter", `--net=/run/netns/${ns}`, ...argv);
-    await inNs(lab.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
-    await inNs(lab.router, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1");
-    // The wire: no offload at either end, so packets cross it as a NIC would send them.
-    for (const [ns, dev] of [[lab.router, br], [lab.server, bs]]) {
-      await inNs(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off");
-    }
-    // The client NIC aggregates received packets, as real NICs with GRO do. veth only runs
-    // GRO (NAPI) for packets its peer sends unsegmented: TSO off on the router's end of A.
-    await inNs(lab.client, "ethtool", "-K", ac, "gro", "on");
-    await inNs(lab.router, "ethtool", "-K", ar, "tso", "off");
-    // Static neighbours on B: no ARP or ND packets in its counters.
-    const mac = async (ns: string, dev: string) =>
-      JSON.parse(await sh("ip", "-n", ns, "-j", "link", "show", "dev", dev))[0].address;
-    const [macR, macS] = [await mac(lab.router, br), await mac(lab.server, bs)];
-    for (
-      const [ns, dev, ip, m] of [
-        [lab.router, br, ADDR.server4, macS],
-        [lab.router, br, ADDR.server6, macS],
-        [lab.server, bs, ADDR.routerB4, macR],
-        [lab.server, bs, ADDR.routerB6, macR],
-      ]
-    ) {
-      await sh("ip", "-n", ns, "neigh", "replace", ip, "lladdr", m, "dev", dev, "nud", "permanent");
-    }
-    const spawn = (argv: string[], stdout: "piped" | "null" = "null") =>
-      new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null", stdout, stderr: "null" })
-        .spawn();
-    const iperfServer = spawn(["nsenter", `--net=/run/netns/${lab.server}`, "iperf3", "-s"]);
-    undo.push(async () => {
-      iperfServer.kill("SIGKILL");
-      await iperfServer.status;
-    });
-    const trafficServer = spawn([
-      "nsenter",
-      `--net=/run/netns/${lab.server}`,
-      Deno.execPath(),
-      "run",
-      "-A",
-      new URL("../backends/testing/traffic.ts", import.meta.url).pathname,
-      "serve",
-      ADDR.server4,
-      String(TRAFFIC_PORT),
-      ADDR.server6,
-      String(TRAFFIC_PORT),
-    ], "piped");
-    undo.push(async () => {
-      trafficServer.kill("SIGKILL");
-      await trafficServer.status;
-    });
-    const reader = trafficServer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const first = await Promise.race([
-      reader.read(),
-      new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
-    ]);
-    if (!first || !first.value?.includes("ready")) {
-      throw new Error("traffic.ts serve did not start");
-    }
-    (async () => {
-      while (!(await reader.read()).done) { /* drain */ }
-    })().catch(() => {});
+    await wireUp(b, lab);
+    await startServers(b, lab);
     // Warm the path (neighbours on A, routes) so the first measured workload is like the rest.
     for (let i = 0; i < 50; i++) {
       try {
-        await inNs(lab.client, "iperf3", "-c", ADDR.server4, "-n", "1M");
-        await inNs(lab.client, "iperf3", "-c", ADDR.server6, "-n", "1M");
+        await b.inNs(lab.client, "iperf3", "-c", ADDR.server4, "-n", "1M");
+        await b.inNs(lab.client, "iperf3", "-c", ADDR.server6, "-n", "1M");
         break;
       } catch {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    return { lab, cleanup };
+    return { lab, cleanup: () => b.close() };
   } catch (e) {
-    await cleanup();
+    await b.close();
     throw e;
   }
+}
+
+/** Veths A (client-router) and B (router-server, the wire), addresses, routes, offloads. */
+async function wireUp(b: BenchLab, lab: Lab): Promise<void> {
+  const tag = b.tag;
+  const [ac, ar, br, bs] = [`aac${tag}`, `aar${tag}`, lab.wireDev, `bas${tag}`];
+  await b.veth({ ns: lab.client, dev: ac }, { ns: lab.router, dev: ar });
+  await b.veth({ ns: lab.router, dev: br }, { ns: lab.server, dev: bs });
+  await b.addresses({ ns: lab.client, dev: ac }, [`${ADDR.client4}/24`, `${ADDR.client6}/64`]);
+  await b.addresses({ ns: lab.router, dev: ar }, [`${ADDR.routerA4}/24`, `${ADDR.routerA6}/64`]);
+  await b.addresses({ ns: lab.router, dev: br }, [`${ADDR.routerB4}/24`, `${ADDR.routerB6}/64`]);
+  await b.addresses({ ns: lab.server, dev: bs }, [`${ADDR.server4}/24`, `${ADDR.server6}/64`]);
+  for (
+    const [ns, via4, via6] of [
+      [lab.client, ADDR.routerA4, ADDR.routerA6],
+      [lab.server, ADDR.routerB4, ADDR.routerB6],
+    ] as const
+  ) {
+    await sh("ip", "-n", ns, "route", "add", "default", "via", via4);
+    await sh("ip", "-n", ns, "-6", "route", "add", "default", "via", via6);
+  }
+  await b.inNs(lab.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
+  await b.inNs(lab.router, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1");
+  // The wire: no offload at either end, so packets cross it as a NIC would send them.
+  for (const [ns, dev] of [[lab.router, br], [lab.server, bs]] as const) {
+    await b.inNs(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off");
+  }
+  // The client NIC aggregates received packets, as real NICs with GRO do. veth only runs
+  // GRO (NAPI) for packets its peer sends unsegmented: TSO off on the router's end of A.
+  await b.inNs(lab.client, "ethtool", "-K", ac, "gro", "on");
+  await b.inNs(lab.router, "ethtool", "-K", ar, "tso", "off");
+  // Static neighbours on B: no ARP or ND packets in its counters.
+  const mac = async (ns: string, dev: string) =>
+    JSON.parse(await sh("ip", "-n", ns, "-j", "link", "show", "dev", dev))[0].address;
+  const [macR, macS] = [await mac(lab.router, br), await mac(lab.server, bs)];
+  for (
+    const [ns, dev, ip, m] of [
+      [lab.router, br, ADDR.server4, macS],
+      [lab.router, br, ADDR.server6, macS],
+      [lab.server, bs, ADDR.routerB4, macR],
+      [lab.server, bs, ADDR.routerB6, macR],
+    ]
+  ) {
+    await sh("ip", "-n", ns, "neigh", "replace", ip, "lladdr", m, "dev", dev, "nud", "permanent");
+  }
+}
+
+/** iperf3 -s and traffic.ts serve in the server netns, killed with the lab. */
+async function startServers(b: BenchLab, lab: Lab): Promise<void> {
+  b.spawn(["nsenter", `--net=/run/netns/${lab.server}`, "iperf3", "-s"]);
+  const trafficServer = b.spawn([
+    "nsenter",
+    `--net=/run/netns/${lab.server}`,
+    Deno.execPath(),
+    "run",
+    "-A",
+    new URL("./traffic.ts", import.meta.url).pathname,
+    "serve",
+    ADDR.server4,
+    String(TRAFFIC_PORT),
+    ADDR.server6,
+    String(TRAFFIC_PORT),
+  ], "piped");
+  const reader = trafficServer.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await Promise.race([
+    reader.read(),
+    new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
+  ]);
+  if (!first || !first.value?.includes("ready")) {
+    throw new Error("traffic.ts serve did not start");
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })().catch(() => {});
 }
 
 interface Workload {
@@ -271,7 +224,7 @@ function workloads(mb: number, requests: number): Workload[] {
             Deno.execPath(),
             "run",
             "-A",
-            new URL("../backends/testing/traffic.ts", import.meta.url).pathname,
+            new URL("./traffic.ts", import.meta.url).pathname,
             "client",
             "-",
             ...Array.from({ length: requests }, (_, i) =>
@@ -317,7 +270,13 @@ async function measureBackend(
   const extra = config === "ebpf+gso" ? { gso_correction: true } : {};
   let run;
   try {
-    run = await startRun(backend, lab.cgroup, lab.tmp, lab.client, 0.5, extra);
+    run = await startRun({
+      backend,
+      service: lab.cgroup,
+      dir: lab.tmp,
+      netns: lab.client,
+      extraConfig: extra,
+    });
   } catch (e) {
     const msg = (e as Error).message;
     if (config === "ebpf+gso" && /gso_correction/.test(msg)) {
@@ -357,7 +316,7 @@ function parseArgs(args: string[]) {
   let out: string | null = null, rounds = 2, mb = 100, requests = 300;
   let backends = ["ebpf", "ebpf+gso", "nft", "iptables"];
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--rounds") rounds = Number(args[++i]);
     else if (a === "--mb") mb = Number(args[++i]);
     else if (a === "--requests") requests = Number(args[++i]);
@@ -432,7 +391,7 @@ async function main(): Promise<void> {
         wire_bytes: Math.round(median(ss.map((s) => s.wire.rx + s.wire.tx))),
         counted_bytes: Math.round(median(ss.map((s) => s.counted.rx + s.counted.tx))),
         error_pct: pct(median(errs)),
-        error_pct_min_max: [pct(Math.min(...errs)), pct(Math.max(...errs))],
+        error_pct_min_max: [pct(Math.min(...errs)), pct(Math.max(...errs))] as const,
         rx_error_pct: pct(dir("rx")),
         tx_error_pct: pct(dir("tx")),
       };

@@ -10,7 +10,7 @@
  * one real target cgroup, the rest made-up ids, 3 by default as in the user's config), with
  * the default exclusions plus two longer than /16 (EXTRA_EXCLUDE), since the defaults leave
  * no IPv4 address and only 0000::/16 to the trie. Test runs tag the packet with the calling
- * process's cgroup (see backends/bpf_test_run.ts), so this process moves itself between
+ * process's cgroup (see bpf/packet_run.ts), so this process moves itself between
  * cgroups of the same depth:
  *   counted   — in the target cgroup, external remote address whose first 16 bits no
  *               excluded prefix longer than /16 starts with (198.51.100.7, 3fff::7; all
@@ -26,11 +26,12 @@
  *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
  *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
  * Every case checks the counters moved exactly as the path implies, and that the verdict
- * table holds for its remote address the verdict its path needs (bpf_abi.ts prefixVerdicts,
+ * table holds for its remote address the verdict its path needs (bpf/netacct_abi.ts prefixVerdicts,
  * what the backend writes), so a figure can not come from a path other than the one its row
  * names. Cases are interleaved round by round and the median is reported.
  */
 
+import { median } from "./stats.ts";
 import { EbpfBackend } from "../backends/ebpf.ts";
 import {
   craftPacket,
@@ -38,8 +39,8 @@ import {
   nonLoopbackIfindex,
   ownCgroupPath,
   testRun,
-} from "../backends/bpf_test_run.ts";
-import { check, checkPointer, cString, lib } from "../backends/libbpf.ts";
+} from "../bpf/packet_run.ts";
+import { check, checkPointer, cString, lib } from "../bpf/libbpf.ts";
 import {
   ASK_TRIE,
   bucketOf as bucketUnder,
@@ -51,7 +52,7 @@ import {
   MAX_SERVICES,
   prefixVerdicts,
   verdictKey,
-} from "../backends/bpf_abi.ts";
+} from "../bpf/netacct_abi.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 
@@ -86,7 +87,7 @@ interface Case {
 function parseArgs(args: string[]) {
   let out: string | null = null, repeat = 5_000_000, rounds = 5, services = 3;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--repeat") repeat = Number(args[++i]);
     else if (a === "--rounds") rounds = Number(args[++i]);
     else if (a === "--services") services = Number(args[++i]);
@@ -118,11 +119,6 @@ function parseArgs(args: string[]) {
   }
   return { out, repeat, rounds, services };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 interface Floors {
   trivial: number;
@@ -296,7 +292,7 @@ async function main(): Promise<void> {
       egress: backend.programFd("egress"),
     };
     const total = (s: Awaited<ReturnType<typeof backend.read>>) =>
-      s.svc.rxPackets + s.svc.txPackets;
+      (s.svc?.rxPackets ?? 0) + (s.svc?.txPackets ?? 0);
 
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {
@@ -314,7 +310,7 @@ async function main(): Promise<void> {
           : svc;
         joinCgroup(cgroupDir(mount, where));
         const before = total(await backend.read());
-        const r = testRun(fds[c.program], frame, ifindex, repeat);
+        const r = testRun(fds[c.program], { frame, ifindex, repeat });
         joinCgroup(cgroupDir(mount, home));
         const counted = total(await backend.read()) - before;
         const want = c.path.startsWith("counted") ? repeat : 0;

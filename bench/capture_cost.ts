@@ -22,6 +22,7 @@
  *   and prints the capture cost, e.g. to check the figures by hand beside a running nethogs)
  */
 
+import { endProcess } from "./lab.ts";
 import { ensurePackages } from "./tools.ts";
 
 /** Sampling period: cpu-clock ns between samples on each core (10 kHz). */
@@ -226,16 +227,7 @@ export async function startSampler(dir: string): Promise<Sampler> {
   return {
     pid: child.pid,
     async stop() {
-      try {
-        child.kill("SIGINT");
-      } catch { /* gone */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 15_000);
-      const status = await child.status;
-      clearTimeout(timer);
+      const status = await endProcess(child, 15_000, "SIGINT");
       await pump.catch(() => {});
       try {
         if (!status.success && status.signal !== "SIGINT") {

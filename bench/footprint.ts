@@ -23,7 +23,8 @@
  */
 
 import { cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
-import { cliCommand, makeRunDir, removeRunDir, startRun } from "./throughput.ts";
+import { command, makeRunDir, removeRunDir } from "./lab.ts";
+import { cliCommand, startRun } from "./cli.ts";
 
 const TARGET_CPU_PCT = 0.5;
 const TARGET_RSS_MB = 60;
@@ -36,7 +37,7 @@ const SAMPLE_MS = 1000;
 function parseArgs(args: string[]) {
   let out: string | null = null, seconds = 600, backend = "ebpf", warmup = 300;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--seconds") seconds = Number(args[++i]);
     else if (a === "--warmup") warmup = Number(args[++i]);
     else if (a === "--backend") backend = args[++i] ?? "";
@@ -95,9 +96,10 @@ interface Track {
 }
 
 const mb = (kb: number) => Number((kb / 1024).toFixed(1));
+/** The upper median (no averaging of the middle two); 0 for none. */
 const medianOf = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  return s[Math.floor(s.length / 2)] ?? 0;
 };
 
 /** MB per 10 minutes, least squares over samples SAMPLE_MS apart. */
@@ -107,10 +109,10 @@ function slopeMbPer10Min(kb: number[]): number {
   const xs = kb.map((_, i) => i * SAMPLE_MS / 1000);
   const mx = xs.reduce((a, b) => a + b) / n, my = kb.reduce((a, b) => a + b) / n;
   let num = 0, den = 0;
-  for (let i = 0; i < n; i++) {
-    num += (xs[i] - mx) * (kb[i] - my);
-    den += (xs[i] - mx) ** 2;
-  }
+  xs.forEach((x, i) => {
+    num += (x - mx) * (kb[i]! - my); // xs has one entry per kb sample
+    den += (x - mx) ** 2;
+  });
   return Number((num / den * 600 / 1024).toFixed(2));
 }
 
@@ -120,8 +122,8 @@ function summary(t: Track, ticks1: number, hz: number, elapsedS: number) {
   return {
     cpu_ticks: ticks1 - t.ticks0,
     cpu_pct_of_one_core: Number(((ticks1 - t.ticks0) / hz / elapsedS * 100).toFixed(3)),
-    rss_mb_start: mb(t.rss[0]),
-    rss_mb_end: mb(t.rss[t.rss.length - 1]),
+    rss_mb_start: mb(t.rss[0] ?? 0),
+    rss_mb_end: mb(t.rss.at(-1) ?? 0),
     rss_mb_max: mb(Math.max(...t.rss)),
     rss_growth_mb: mb(growthKb),
     rss_slope_mb_per_10min: slopeMbPer10Min(t.rss),
@@ -146,10 +148,9 @@ async function main(): Promise<void> {
     await Deno.mkdir(cgroupDir(mount, service));
     madeCgroup = true;
     const hz = await clockTicks();
-    run = await startRun(backend, service, tmp, null, 0.5);
+    run = await startRun({ backend, service, dir: tmp, netns: null });
     const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", "0.5"];
-    graph = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    graph = command(argv, {
       stdin: "null",
       stdout: "piped",
       stderr: "null",

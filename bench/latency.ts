@@ -4,9 +4,9 @@
  *
  *   deno run -A bench/latency.ts [OUT.json] [--bursts N] [--intervals 0.5,0.1] [--backend B]
  *
- * A bench lab (bench/throughput.ts) gets a long-lived burst client in the target cgroup of
+ * A bench lab (bench/lab.ts) gets a long-lived burst client in the target cgroup of
  * the client netns (this file with --burst-client: one TCP upload of 4 MB to
- * backends/testing/traffic.ts in the server netns per line on its stdin) and the real CLI:
+ * bench/traffic.ts in the server netns per line on its stdin) and the real CLI:
  * `run --backend B --interval I` and `graph --interval I` reading run's counters.json, with
  * its stdout a pipe (one plain line per interval). For each burst the clock starts when the
  * bench asks for it; counters.json is polled every 2 ms until tx_bytes_total has grown by
@@ -16,7 +16,8 @@
  */
 
 import { ensurePackages } from "./tools.ts";
-import { type BenchLab, cliCommand, makeLab, sh, startRun } from "./throughput.ts";
+import { type BenchLab, command, makeLab, sh } from "./lab.ts";
+import { cliCommand, startRun } from "./cli.ts";
 
 const BURST_BYTES = 4_000_000;
 const PORT = 5000;
@@ -63,14 +64,19 @@ function lineStream(stream: ReadableStream<Uint8Array>, onLine: (l: string, t: n
 
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? NaN;
 };
 
 async function measure(lab: BenchLab, backend: string, interval: number, bursts: number) {
-  const run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns, interval);
+  const run = await startRun({
+    backend,
+    service: lab.cgroup,
+    dir: lab.tmp,
+    netns: lab.clientNetns,
+    intervalS: interval,
+  });
   const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", String(interval)];
-  const graph = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const graph = command(argv, {
     stdin: "null",
     stdout: "piped",
     stderr: "null",
@@ -102,7 +108,7 @@ async function measure(lab: BenchLab, backend: string, interval: number, bursts:
   const graphTotals: { tx: string; t: number }[] = [];
   const graphLines = lineStream(graph.stdout, (l, t) => {
     const m = l.match(/ total rx (.+?) tx (.+?) (?:host|status)/);
-    if (m) graphTotals.push({ tx: m[2], t });
+    if (m) graphTotals.push({ tx: m[2]!, t }); // both groups take part in every match
   });
   const counters: number[] = [], graphMs: number[] = [];
   const txTotal = async () => JSON.parse(await Deno.readTextFile(run.output)).tx_bytes_total;
@@ -176,7 +182,7 @@ function parseArgs(args: string[]) {
   let out: string | null = null, bursts = 40, backend = "ebpf";
   let intervals = [0.5, 0.1];
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--bursts") bursts = Number(args[++i]);
     else if (a === "--backend") backend = args[++i] ?? "";
     else if (a === "--intervals") intervals = (args[++i] ?? "").split(",").map(Number);
@@ -221,7 +227,7 @@ async function main(): Promise<void> {
       Deno.execPath(),
       "run",
       "-A",
-      new URL("../backends/testing/traffic.ts", import.meta.url).pathname,
+      new URL("./traffic.ts", import.meta.url).pathname,
       "serve",
       SERVER_IP,
       String(PORT),
@@ -287,6 +293,8 @@ async function main(): Promise<void> {
 
 if (import.meta.main) {
   if (Deno.args[0] === "--burst-client") {
-    await burstClient(Deno.args[1], Deno.args[2], Number(Deno.args[3]));
+    const [, host, port, bytes] = Deno.args;
+    if (host === undefined || port === undefined) throw new Error("--burst-client HOST PORT BYTES");
+    await burstClient(host, port, Number(bytes));
   } else await main();
 }

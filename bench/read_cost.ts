@@ -5,9 +5,9 @@
  *   deno run -A bench/read_cost.ts [OUT.json] [--reads N] [--min-ms T] [--services N] [--busy]
  *     [--variants nft,iptables,ebpf] [--exclude-count N]
  *
- * Each backend runs for real in a network namespace this script creates (a lab from
- * backends/testing/lab.ts: netns pair, cgroup tree; removed in `finally`), driven by
- * backends/testing/driver.ts, with N services (3 by default, as in the user's config):
+ * Each backend runs for real in a network namespace this script creates (a bench lab,
+ * bench/lab.ts: netns pair, cgroup tree; removed in `finally`), measured by
+ * bench/read_worker.ts there, with N services (3 by default, as in the user's config):
  *   nft            — libnftables via FFI (the default)
  *   nft-binary     — the nft binary (the fallback when libnftables does not load)
  *   iptables       — reads through libnftables (four `list chain` calls)
@@ -16,7 +16,7 @@
  *                    it runs; skipped with a note when this host cannot load it)
  * After 20 warm-up reads each does at least --reads reads (200) and keeps reading for at
  * least --min-ms (2000) so the CPU time, read from /proc/self/stat in 10 ms ticks (the
- * driver's own plus the tools it spawned and reaped), is well above the tick size. The CPU
+ * worker's own plus the tools it spawned and reaped), is well above the tick size. The CPU
  * per minute is that CPU per read times 120 reads. --busy keeps both cores busy with two
  * spinning processes meanwhile, as on a loaded desktop. --variants limits the variants measured;
  * --exclude-count N uses N exclusion prefixes (the 15 defaults plus non-overlapping generated
@@ -24,7 +24,7 @@
  * writes {"read_cost": {...}} there.
  */
 
-import { Lab } from "../backends/testing/lab.ts";
+import { type BenchLab, pairLab, sh } from "./lab.ts";
 import { DEFAULT_EXCLUDE } from "../lib/cidr.ts";
 
 const TARGET_MS = 10;
@@ -55,7 +55,7 @@ function parseArgs(args: string[]) {
   let out: string | null = null, reads = 200, minMs = 2000, services = 3, busy = false;
   let variants = VARIANTS, excludeCount: number = DEFAULT_EXCLUDE.length;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     const num = () => {
       const v = Number(args[++i]);
       if (!Number.isInteger(v) || v < 1) usage(`"${a}" needs a positive integer, got "${args[i]}"`);
@@ -78,7 +78,7 @@ function parseArgs(args: string[]) {
 }
 
 function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 }
 
 /** The defaults plus generated prefixes no default covers: 11.0.0.0/24.. and 2001:db8:N::/48. */
@@ -93,49 +93,39 @@ export function generatedExclusions(count: number): string[] {
   return out.slice(0, count);
 }
 
-async function measure(
-  lab: Lab,
-  backend: string,
-  services: Record<string, string>,
-  reads: number,
-  minMs: number,
-  exclude: string[] = [...DEFAULT_EXCLUDE],
-): Promise<Row> {
-  const driver = lab.startDriver(backend);
-  let started = false;
-  try {
-    await driver.request({
-      op: "start",
-      services,
-      exclude,
-      ctMark: 0x00510000,
-      ctMask: 0x00ff0000,
-    });
-    started = true;
-    const via = await driver.request<string | null>({ op: "via" });
-    await driver.request({ op: "cost", n: 20, minMs: 0 });
-    const { ms, cpuSeconds } = await driver.request<{ ms: number[]; cpuSeconds: number }>({
-      op: "cost",
-      n: reads,
-      minMs,
-    });
-    const sorted = [...ms].sort((a, b) => a - b);
-    const median = quantile(sorted, 0.5);
+interface Measure {
+  backend: string;
+  services: Record<string, string>;
+  reads: number;
+  minMs: number;
+  exclude: string[];
+}
+
+/** One backend's reads, by read_worker.ts in the lab's client netns. */
+async function measure(lab: BenchLab, m: Measure): Promise<Row> {
+  const request = {
+    services: m.services,
+    exclude: m.exclude,
+    ctMark: 0x00510000,
+    ctMask: 0x00ff0000,
+    reads: m.reads,
+    minMs: m.minMs,
+  };
+  const out = await sh(
+    "nsenter",
+    `--net=/run/netns/${lab.clientNetns}`,
+    Deno.execPath(),
+    "run",
+    "-A",
+    WORKER,
+    m.backend,
+    JSON.stringify(request),
+  );
+  const r = JSON.parse(out.trim().split("\n").at(-1) ?? "{}");
+  if (!r.ok && r.started) throw new Error(`${m.backend}: ${r.error}`);
+  if (!r.ok) {
     return {
-      backend,
-      via,
-      reads: ms.length,
-      ms_median: round(median, 3),
-      ms_p95: round(quantile(sorted, 0.95), 3),
-      cpu_s_per_min: round((cpuSeconds / ms.length) * READS_PER_MINUTE, 4),
-      target_ms: TARGET_MS,
-      meets_target: quantile(sorted, 0.95) <= TARGET_MS,
-    };
-  } catch (e) {
-    if (started) throw e;
-    const note = (e instanceof Error ? e.message : String(e)).replace(/^driver start: /, "");
-    return {
-      backend,
+      backend: m.backend,
       via: null,
       reads: 0,
       ms_median: null,
@@ -143,12 +133,24 @@ async function measure(
       cpu_s_per_min: null,
       target_ms: TARGET_MS,
       meets_target: null,
-      note: `not measured: ${note}`,
+      note: `not measured: ${r.error}`,
     };
-  } finally {
-    if (started) await driver.request({ op: "stop" }).catch(() => {});
   }
+  const ms = r.ms as number[];
+  const sorted = [...ms].sort((a, b) => a - b);
+  return {
+    backend: m.backend,
+    via: r.via,
+    reads: ms.length,
+    ms_median: round(quantile(sorted, 0.5), 3),
+    ms_p95: round(quantile(sorted, 0.95), 3),
+    cpu_s_per_min: round((r.cpuSeconds / ms.length) * READS_PER_MINUTE, 4),
+    target_ms: TARGET_MS,
+    meets_target: quantile(sorted, 0.95) <= TARGET_MS,
+  };
 }
+
+const WORKER = new URL("./read_worker.ts", import.meta.url).pathname;
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 
@@ -171,23 +173,22 @@ async function main(): Promise<void> {
     console.error("read_cost needs root (it creates network namespaces and firewall rules)");
     Deno.exit(1);
   }
-  const lab = new Lab();
+  const lab = await pairLab();
   const load: Deno.ChildProcess[] = [];
   const rows: Row[] = [];
   try {
-    await lab.setup();
-    const slice = `${lab.cgroupRoot}/app-stb\\x2dnext.slice`;
-    await lab.mkdirCgroup(slice);
+    const slice = `/stb-netacct-read-${lab.tag}/app-stb\\x2dnext.slice`;
+    await lab.lab.cgroup(slice.slice(0, slice.lastIndexOf("/")));
+    await lab.lab.cgroup(slice);
     const services: Record<string, string> = {};
     for (let i = 0; i < count; i++) {
       services[`svc${i}`] = `${slice}/svc${i}.service`;
-      await lab.mkdirCgroup(services[`svc${i}`]);
+      await lab.lab.cgroup(`${slice}/svc${i}.service`);
     }
     if (busy) load.push(...startLoad());
+    const exclude = generatedExclusions(excludeCount);
     for (const backend of variants) {
-      rows.push(
-        await measure(lab, backend, services, reads, minMs, generatedExclusions(excludeCount)),
-      );
+      rows.push(await measure(lab, { backend, services, reads, minMs, exclude }));
     }
   } finally {
     for (const p of load) {
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
       } catch { /* exited */ }
       await p.status;
     }
-    await lab.cleanup();
+    await lab.lab.close();
   }
 
   const cell = (v: number | null, d: number) => v === null ? "-" : v.toFixed(d);

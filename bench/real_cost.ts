@@ -20,14 +20,16 @@
  * on the same traffic (same timing overhead, no work). CPU per GB is given both ways.
  */
 
-import { check, closeFd } from "../backends/libbpf.ts";
+import { check, closeFd } from "../bpf/libbpf.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { ensurePackages } from "./tools.ts";
-import { type BenchLab, makeLab, median, processCpuSeconds, sh, startRun } from "./throughput.ts";
+import { type BenchLab, makeLab, sh } from "./lab.ts";
+import { startRun } from "./cli.ts";
+import { median, processCpuSeconds } from "./stats.ts";
 
 const SERVER_IP = "198.51.100.2";
 
-/** The one libbpf symbol the backend never needs (annotated like backends/libbpf.ts). */
+/** The one libbpf symbol the backend never needs (annotated like bpf/libbpf.ts). */
 const STATS_SYMBOLS = {
   /** int bpf_enable_stats(enum bpf_stats_type type): an fd; stats stay on while it is open */
   bpf_enable_stats: { parameters: ["i32"], result: "i32" },
@@ -37,6 +39,16 @@ const BPF_STATS_RUN_TIME = 0;
 interface ProgStats {
   runTimeNs: number;
   runCnt: number;
+}
+
+/** The programs whose run time is read: ebpf's two and the trivial reference. */
+type Prog = "ingress" | "egress" | "trivial";
+
+/** One round of one workload. */
+interface Round {
+  bytes: number;
+  runCpuS: number;
+  stats: Record<Prog, ProgStats>;
 }
 
 /** run_time_ns and run_cnt of every program id in `ids`, by bpftool. */
@@ -113,7 +125,7 @@ async function traffic(lab: BenchLab, w: Workload, seconds: number): Promise<num
 function parseArgs(args: string[]) {
   let out: string | null = null, rounds = 3, seconds = 4;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--rounds") rounds = Number(args[++i]);
     else if (a === "--seconds") seconds = Number(args[++i]);
     else if (a === "--help" || a === "-h") {
@@ -156,7 +168,12 @@ async function main(): Promise<void> {
       "Enabling BPF run-time stats (bpf_enable_stats)",
       statsLib.symbols.bpf_enable_stats(BPF_STATS_RUN_TIME),
     );
-    run = await startRun("ebpf", lab.cgroup, lab.tmp, lab.clientNetns);
+    run = await startRun({
+      backend: "ebpf",
+      service: lab.cgroup,
+      dir: lab.tmp,
+      netns: lab.clientNetns,
+    });
     const progs = await programsOf(run.child.pid);
     const ingress = [...progs].find(([n]) => n.includes("ingress"))?.[1];
     const egress = [...progs].find(([n]) => n.includes("egress"))?.[1];
@@ -166,37 +183,38 @@ async function main(): Promise<void> {
       );
     }
     trivial = await linkTrivial(lab.cgroupDir, ["trivial"]);
-    const ids = { ingress, egress, trivial: trivial.ids.trivial };
+    const trivialId = trivial.ids.trivial;
+    if (trivialId === undefined) throw new Error("the trivial program has no id");
+    const ids: Record<Prog, number> = { ingress, egress, trivial: trivialId };
     await new Promise((r) => setTimeout(r, 1500));
-    const raw = Object.fromEntries(WORKLOADS.map((w) => [w.name, [] as {
-      bytes: number;
-      runCpuS: number;
-      stats: Record<string, ProgStats>;
-    }[]]));
+    const raw = WORKLOADS.map((w) => ({ w, rs: [] as Round[] }));
     for (let r = 0; r < rounds; r++) {
-      for (const w of WORKLOADS) {
+      for (const { w, rs: done } of raw) {
         const s0 = await progStats(Object.values(ids));
         const c0 = processCpuSeconds(run.child.pid);
         const bytes = await traffic(lab, w, seconds);
         const c1 = processCpuSeconds(run.child.pid);
         const s1 = await progStats(Object.values(ids));
-        const stats = Object.fromEntries(
-          Object.entries(ids).map(([k, id]) => [k, {
-            runTimeNs: s1.get(id)!.runTimeNs - s0.get(id)!.runTimeNs,
-            runCnt: s1.get(id)!.runCnt - s0.get(id)!.runCnt,
-          }]),
-        );
-        raw[w.name].push({ bytes, runCpuS: c1 - c0, stats });
-        const nsRun = (k: string) => (stats[k].runTimeNs / Math.max(1, stats[k].runCnt)).toFixed(0);
+        const delta = (k: Prog) => {
+          const a = s0.get(ids[k]), b = s1.get(ids[k]);
+          if (!a || !b) throw new Error(`bpftool does not list program ${ids[k]} (${k})`);
+          return { runTimeNs: b.runTimeNs - a.runTimeNs, runCnt: b.runCnt - a.runCnt };
+        };
+        const stats = {
+          ingress: delta("ingress"),
+          egress: delta("egress"),
+          trivial: delta("trivial"),
+        };
+        done.push({ bytes, runCpuS: c1 - c0, stats });
+        const nsRun = (k: Prog) => (stats[k].runTimeNs / Math.max(1, stats[k].runCnt)).toFixed(0);
         console.error(
           `round ${r + 1}/${rounds} ${w.name}: ${(bytes / 1e9).toFixed(2)} GB, ns/run ` +
             `egress ${nsRun("egress")} ingress ${nsRun("ingress")} trivial ${nsRun("trivial")}`,
         );
       }
     }
-    const results = WORKLOADS.map((w) => {
-      const rs = raw[w.name];
-      const perRun = (k: string) =>
+    const results = raw.map(({ w, rs }) => {
+      const perRun = (k: Prog) =>
         rs.map((x) => x.stats[k].runTimeNs / Math.max(1, x.stats[k].runCnt));
       const trivialNs = median(perRun("trivial"));
       const prog = (k: "ingress" | "egress") => ({

@@ -26,12 +26,12 @@ import {
   nonLoopbackIfindex,
   ownCgroupPath,
   testRun,
-} from "../backends/bpf_test_run.ts";
+} from "../bpf/packet_run.ts";
 import { cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded, parseCidr, parseIpv4 } from "../lib/cidr.ts";
-import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../backends/bpf_abi.ts";
+import { ASK_TRIE, EXTERNAL, INTERNAL, prefixVerdicts, verdictKey } from "../bpf/netacct_abi.ts";
 import { generatedExclusions } from "./read_cost.ts";
-import { median } from "./throughput.ts";
+import { median } from "./stats.ts";
 
 const SERVICES = [3, 30, 300];
 const EXCLUSIONS = [15, 1000, 100_000];
@@ -77,10 +77,11 @@ function trieAddresses(exclude: Cidr[]): { inside: Uint8Array; beside: Uint8Arra
     c.family === 4 && c.prefixLen > 16 && v4[verdictKey(c.bytes)] === ASK_TRIE
   ).at(-1);
   if (!long) return null;
-  const inside = long.bytes.slice();
-  if (long.prefixLen <= 29) inside[3] |= 7;
+  const inside = long.bytes.slice(); // IPv4: four bytes
+  if (long.prefixLen <= 29) inside[3]! |= 7;
+  const [first = 0, second = 0] = long.bytes;
   for (let third = 255; third >= 0; third--) {
-    const beside = new Uint8Array([long.bytes[0], long.bytes[1], third, 7]);
+    const beside = new Uint8Array([first, second, third, 7]);
     if (!isExcluded(beside, exclude)) return { inside, beside };
   }
   return null;
@@ -131,7 +132,7 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
     }
     const ns: Record<string, number[]> = {};
     const fd = backend.programFd("egress");
-    const sent = async () => (await backend.read()).svc.txPackets;
+    const sent = async () => (await backend.read()).svc?.txPackets ?? 0;
     for (let r = 0; r < rounds; r++) {
       for (const [name, c] of Object.entries(cases)) {
         if (!c) continue;
@@ -139,7 +140,8 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
         joinCgroup(cgroupDir(mount, svc));
         let res;
         try {
-          res = testRun(fd, craftPacket({ src: local, dst: c.remote }), ifindex, repeat);
+          const frame = craftPacket({ src: local, dst: c.remote });
+          res = testRun(fd, { frame, ifindex, repeat });
         } finally {
           joinCgroup(cgroupDir(mount, home));
         }

@@ -190,7 +190,7 @@ export function summarize(r: Json): TargetRow[] {
   }
   for (const g of (r.graph_cpu ?? []) as Json[]) {
     add(
-      `graph <= 1% of a core (${g.mode}, graph/measure_cpu.ts)`,
+      `graph <= 1% of a core (${g.mode}, bench/graph_cpu.ts)`,
       `${f(g.cpu_percent_of_one_core, 2)}%`,
       g.cpu_percent_of_one_core <= 1,
     );
@@ -230,7 +230,9 @@ export function summarize(r: Json): TargetRow[] {
   for (const [list, rate] of [[t1g, "1 Gbit/s"], [tmax, "the highest rate"]] as const) {
     const nh = cfg(list, "nethogs");
     if (!nh || !tcp) continue;
-    for (const [name, interval] of [["ebpf", "0.5 s"], ["ebpf@1s", "1 s, nethogs' refresh"]]) {
+    for (
+      const [name, interval] of [["ebpf", "0.5 s"], ["ebpf@1s", "1 s, nethogs' refresh"]] as const
+    ) {
       const ours = cfg(list, name);
       if (!ours || ours.monitor_cpu_pct_median === null) continue;
       const r = nethogsRatio(nh, ours, tcp, rate === "1 Gbit/s" ? 1 : ours.median_gbps);

@@ -39,10 +39,12 @@
  * Everything made (netns, cgroups, processes, mounts, temp files) is removed in `finally`.
  */
 
-import { cgroupDir, findCgroup2Mount, removeCgroupDir } from "../lib/cgroup.ts";
+import { findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
-import { endProcess } from "../tests/harness/exec.ts";
+import { type BenchLab, command, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
+import { type RunProcess, startRun } from "./cli.ts";
+import { median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
 import {
   type CaptureFigures,
   captureFigures,
@@ -61,23 +63,6 @@ export const FLOOR = "floor";
  * is not the steady state a monitor left running is about.
  */
 const SETTLE_MS = 6000;
-const CLIENT_IP = "198.51.100.1";
-const SERVER_IP = "198.51.100.2";
-
-export interface BenchLab {
-  tag: string;
-  clientNetns: string;
-  serverNetns: string;
-  /** The target cgroup (relative to the cgroup2 mount) the iperf3 client runs in. */
-  cgroup: string;
-  /** Absolute directory of `cgroup`. */
-  cgroupDir: string;
-  /** The client end of the veth (in clientNetns): only the bench's traffic crosses it. */
-  clientDev: string;
-  /** Scratch directory (config, counters, logs); removed with the lab. */
-  tmp: string;
-}
-
 /** One configuration: what is in place while iperf3 runs. */
 export interface Configuration {
   name: string;
@@ -96,118 +81,6 @@ export interface Configuration {
   teardown(): Promise<void>;
 }
 
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    const err = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${err}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** argv of the CLI: $STB_NETACCT_BIN, else this checkout's main.ts through this deno. */
-export function cliCommand(): string[] {
-  const bin = Deno.env.get("STB_NETACCT_BIN");
-  if (bin) return [bin];
-  return [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
-}
-
-export interface RunProcess {
-  child: Deno.ChildProcess;
-  output: string;
-  log: string;
-  /** Exit status after SIGTERM; throws when it was not a clean exit 0. */
-  stop(): Promise<void>;
-}
-
-/**
- * Starts `run --backend NAME` counting the cgroup `service` (optionally inside a netns),
- * writing into `dir`; resolves once the first counters.json is there.
- */
-export async function startRun(
-  backend: string,
-  service: string,
-  dir: string,
-  netns: string | null,
-  intervalS = 0.5,
-  extraConfig: Record<string, unknown> = {},
-): Promise<RunProcess> {
-  const config = `${dir}/config.json`;
-  const output = `${dir}/counters.json`;
-  const log = `${dir}/run-${backend}.log`;
-  await Deno.remove(output).catch(() => {});
-  await Deno.remove(`${output}.state`).catch(() => {});
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({ services: { bench: service }, output, interval_s: intervalS, ...extraConfig }),
-  );
-  const argv = [
-    ...(netns ? ["nsenter", `--net=/run/netns/${netns}`] : []),
-    ...cliCommand(),
-    "run",
-    "--backend",
-    backend,
-    "--config",
-    config,
-    "--output",
-    output,
-  ];
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-  }).spawn();
-  // The child's stderr goes to the log when it stops (and into errors).
-  const logText: string[] = [];
-  const pump = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      logText.push(chunk);
-    }
-  })();
-  let exited = false;
-  child.status.then(() => exited = true);
-  const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 10_000);
-    const status = await child.status;
-    clearTimeout(timer);
-    await pump.catch(() => {});
-    await Deno.writeTextFile(log, logText.join(""));
-    if (status.code !== 0) {
-      throw new Error(
-        `run --backend ${backend} exited with ${status.code}${
-          status.signal ? ` (${status.signal})` : ""
-        }: ${logText.join("").trim().slice(-400)}`,
-      );
-    }
-  };
-  for (let waited = 0;; waited += 50) {
-    try {
-      const text = await Deno.readTextFile(output);
-      JSON.parse(text);
-      break;
-    } catch { /* not yet */ }
-    if (exited || waited > 30_000) {
-      await stop().catch(() => {});
-      throw new Error(
-        `run --backend ${backend} wrote no "${output}" within 30 s: ${logText.join("").trim()}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, output, log, stop };
-}
-
 /** The configuration of a backend: the CLI's `run` in the client netns. */
 /** `run --backend NAME` at `intervalS`; named "NAME@Ns" when not the default 0.5 s. */
 export function backendConfiguration(backend: string, intervalS = 0.5): Configuration {
@@ -223,7 +96,13 @@ export function backendConfiguration(backend: string, intervalS = 0.5): Configur
   return {
     name: intervalS === 0.5 ? backend : `${backend}@${intervalS}s`,
     async setup(lab) {
-      run = await startRun(backend, lab.cgroup, lab.tmp, lab.clientNetns, intervalS);
+      run = await startRun({
+        backend,
+        service: lab.cgroup,
+        dir: lab.tmp,
+        netns: lab.clientNetns,
+        intervalS,
+      });
       // Let start-up work (module loading, JIT) finish: only steady state is measured.
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       before = await read();
@@ -276,15 +155,17 @@ export function floorConfiguration(): Configuration {
 }
 
 /** argv of each monitor, watching `dev` in text mode until killed. */
-const MONITORS: Record<string, (dev: string) => string[]> = {
+const MONITORS = {
   // -t: text (trace) mode, one refresh a second; -d 1 is nethogs' default, made explicit.
-  nethogs: (dev) => ["nethogs", "-t", "-d", "1", dev],
+  nethogs: (dev: string) => ["nethogs", "-t", "-d", "1", dev],
   // -t: text interface, a report every 2 s; -n -N: no DNS or port-name lookups.
-  iftop: (dev) => ["iftop", "-t", "-n", "-N", "-P", "-i", dev],
-};
+  iftop: (dev: string) => ["iftop", "-t", "-n", "-N", "-P", "-i", dev],
+} satisfies Record<string, (dev: string) => string[]>;
+type MonitorName = keyof typeof MONITORS;
+const isMonitorName = (name: string): name is MonitorName => name in MONITORS;
 
 /** nethogs or iftop in the client netns on the client veth, its output drained. */
-export function monitorConfiguration(name: string): Configuration {
+export function monitorConfiguration(name: MonitorName): Configuration {
   let child: Deno.ChildProcess | null = null;
   let drain: Promise<void> = Promise.resolve();
   return {
@@ -296,8 +177,7 @@ export function monitorConfiguration(name: string): Configuration {
         `--net=/run/netns/${lab.clientNetns}`,
         ...MONITORS[name](lab.clientDev),
       ];
-      child = new Deno.Command(argv[0], {
-        args: argv.slice(1),
+      child = command(argv, {
         stdin: "null",
         stdout: "piped",
         stderr: "null",
@@ -319,140 +199,6 @@ export function monitorConfiguration(name: string): Configuration {
       await drain;
     },
   };
-}
-
-/**
- * CPU seconds of `pid`: its threads' run time in ns from /proc/<pid>/task/<tid>/schedstat
- * (utime+stime come in 10 ms ticks, too coarse for a sampler using ~1 ms a second over a
- * few seconds' run), plus reaped children's cutime+cstime from /proc/<pid>/stat.
- */
-export function processCpuSeconds(pid: number): number {
-  let ns = 0;
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[0]);
-    } catch { /* the thread just ended */ }
-  }
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // proc(5) fields 16-17 are f[13..14] (f[0] is field 3).
-  return ns / 1e9 + (Number(f[13]) + Number(f[14])) / USER_HZ;
-}
-
-/** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
-export function systemBusySeconds(): number {
-  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
-  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/)
-    .slice(1).map(Number);
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / USER_HZ;
-}
-
-/** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */
-const USER_HZ = 100;
-
-/**
- * A scratch directory on its own tmpfs, where the benches' samplers publish: on the user's
- * host counters.json lives in /run, a tmpfs, and publishing there costs less than on this
- * VM's ext4 root (a rename over a file makes ext4 allocate and start writeback).
- */
-export async function makeRunDir(prefix: string): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix });
-  try {
-    await sh("mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", dir);
-  } catch (e) {
-    await Deno.remove(dir);
-    throw e;
-  }
-  return dir;
-}
-
-export async function removeRunDir(dir: string): Promise<void> {
-  await sh("umount", dir);
-  await Deno.remove(dir);
-}
-
-export async function makeLab(): Promise<{ lab: BenchLab; cleanup: () => Promise<void> }> {
-  const tag = crypto.randomUUID().slice(0, 6);
-  const mount = findCgroup2Mount();
-  const undo: (() => Promise<void>)[] = [];
-  const cleanup = async () => {
-    for (const f of undo.splice(0).reverse()) {
-      await f().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
-    }
-  };
-  try {
-    const tmp = await makeRunDir("stb-netacct-bench-");
-    undo.push(() => removeRunDir(tmp));
-    const base = `/stb-netacct-bench-${tag}`;
-    const cgroup = `${base}/client`;
-    for (const p of [base, cgroup]) {
-      await Deno.mkdir(cgroupDir(mount, p));
-      undo.push(() => removeCgroupDir(cgroupDir(mount, p)));
-    }
-    const lab: BenchLab = {
-      tag,
-      clientNetns: `stbb-c-${tag}`,
-      serverNetns: `stbb-s-${tag}`,
-      cgroup,
-      cgroupDir: cgroupDir(mount, cgroup),
-      tmp,
-      clientDev: `vbc${tag}`,
-    };
-    for (const ns of [lab.clientNetns, lab.serverNetns]) {
-      await sh("ip", "netns", "add", ns);
-      undo.push(() => sh("ip", "netns", "del", ns).then(() => {}));
-      await sh("ip", "-n", ns, "link", "set", "lo", "up");
-    }
-    const [vc, vs] = [lab.clientDev, `vbs${tag}`];
-    await sh(
-      "ip",
-      "link",
-      "add",
-      vc,
-      "netns",
-      lab.clientNetns,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      vs,
-      "netns",
-      lab.serverNetns,
-    );
-    for (
-      const [ns, dev, ip] of [[lab.clientNetns, vc, CLIENT_IP], [lab.serverNetns, vs, SERVER_IP]]
-    ) {
-      await sh("ip", "-n", ns, "addr", "add", `${ip}/24`, "dev", dev);
-      await sh("ip", "-n", ns, "link", "set", dev, "up");
-    }
-    const server = new Deno.Command("nsenter", {
-      args: [`--net=/run/netns/${lab.serverNetns}`, "iperf3", "-s", "-B", SERVER_IP],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    undo.push(async () => {
-      try {
-        server.kill("SIGKILL");
-      } catch { /* gone */ }
-      await server.status;
-    });
-    await waitForPort(lab.serverNetns, 5201);
-    return { lab, cleanup };
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-}
-
-/** Waits until something listens on `port` in `netns` (iperf3 -s says nothing when ready). */
-async function waitForPort(netns: string, port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const out = await sh("nsenter", `--net=/run/netns/${netns}`, "ss", "-Hltn", `sport = :${port}`);
-    if (out.trim() !== "") return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`iperf3 -s in netns "${netns}" is not listening on port ${port} after 5 s`);
 }
 
 export interface IperfResult {
@@ -494,11 +240,6 @@ export async function iperf(lab: BenchLab, seconds: number, rate = "max"): Promi
   };
 }
 
-export const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
 export interface ThroughputOptions {
   runs: number;
   seconds: number;
@@ -529,10 +270,10 @@ export function roundOrder(n: number, round: number): number[] {
  */
 export function pairedRatios(base: (number | null)[], xs: (number | null)[]): number[] {
   const out: number[] = [];
-  for (let i = 0; i < Math.min(base.length, xs.length); i++) {
-    const b = base[i], x = xs[i];
-    if (b !== null && x !== null && b > 0) out.push(x / b);
-  }
+  base.forEach((b, i) => {
+    const x = xs[i];
+    if (b !== null && x !== undefined && x !== null && b > 0) out.push(x / b);
+  });
   return out;
 }
 
@@ -593,7 +334,11 @@ export async function measureThroughput(
 ): Promise<ConfigurationResult[]> {
   const log = opts.log ?? (() => {});
   const rate = opts.rate ?? "max";
-  const raw = configs.map(() => ({
+  // One record per configuration, in the order of `configs` ("none" first: the baseline).
+  const raw = configs.map((config) => ({
+    config,
+    /** Gbit/s per round, null where the round has not run it. */
+    byRound: Array<number | null>(opts.runs).fill(null),
     gbps: [] as number[],
     counted: [] as (number | null)[],
     cpu: [] as number[],
@@ -604,10 +349,10 @@ export async function measureThroughput(
     capture: [] as CaptureFigures[],
     samplerCpu: [] as number[],
   }));
-  const byRound = configs.map(() => Array<number | null>(opts.runs).fill(null));
   for (let run = 0; run < opts.runs; run++) {
     for (const i of roundOrder(configs.length, run)) {
-      const c = configs[i];
+      const slot = raw[i]!; // roundOrder gives each index of `configs` once
+      const c = slot.config;
       let sampler: Sampler | null = null;
       try {
         await c.setup(lab);
@@ -625,15 +370,15 @@ export async function measureThroughput(
         const perf1 = sampler ? processCpuSeconds(sampler.pid) : 0;
         const link1 = await linkStats(lab.clientNetns, lab.clientDev);
         const packets = link1.rxPackets + link1.txPackets - link0.rxPackets - link0.txPackets;
-        raw[i].linkPps.push(packets / wall);
+        slot.linkPps.push(packets / wall);
         let capture = "";
         if (sampler) {
           const s = sampler;
           sampler = null;
           // Traffic flows only during iperf3, so samples outside its run add no capture.
           const f = captureFigures(await s.stop(), packets, wall, c.captureComm ?? null);
-          raw[i].capture.push(f);
-          raw[i].samplerCpu.push((perf1 - perf0) / wall * 100);
+          slot.capture.push(f);
+          slot.samplerCpu.push((perf1 - perf0) / wall * 100);
           capture = `, kernel capture ${f.kernel_pct}% (${f.samples} samples, ` +
             `${f.ns_per_packet} ns/packet, ${f.packets_per_s} packets/s)`;
         }
@@ -644,19 +389,19 @@ export async function measureThroughput(
               `it is not counting the benchmark's traffic`,
           );
         }
-        raw[i].gbps.push(r.gbps);
-        byRound[i][run] = r.gbps;
-        raw[i].counted.push(
+        slot.gbps.push(r.gbps);
+        slot.byRound[run] = r.gbps;
+        slot.counted.push(
           counted === null ? null : Number((counted.txBytes / r.sentBytes).toFixed(4)),
         );
-        raw[i].cpu.push(r.senderCpuPct);
-        raw[i].monitor.push(pid === null ? null : round((cpu1 - cpu0) / wall * 100, 2));
-        raw[i].system.push(round((sys1 - sys0) / wall * 100, 1));
-        if (counted !== null) raw[i].pps.push(counted.packets / opts.seconds);
+        slot.cpu.push(r.senderCpuPct);
+        slot.monitor.push(pid === null ? null : round((cpu1 - cpu0) / wall * 100, 2));
+        slot.system.push(round((sys1 - sys0) / wall * 100, 1));
+        if (counted !== null) slot.pps.push(counted.packets / opts.seconds);
         log(
           `${rate} run ${run + 1}/${opts.runs} ${c.name.padEnd(9)} ${r.gbps.toFixed(2)} Gbit/s` +
-            (pid === null ? "" : `, ${c.name} CPU ${raw[i].monitor.at(-1)}%`) + capture +
-            `, machine ${raw[i].system.at(-1)}%`,
+            (pid === null ? "" : `, ${c.name} CPU ${slot.monitor.at(-1)}%`) + capture +
+            `, machine ${slot.system.at(-1)}%`,
         );
       } finally {
         // The sampler only when the run failed before reading it.
@@ -665,21 +410,23 @@ export async function measureThroughput(
       }
     }
   }
-  const base = median(raw[0].gbps);
-  const baseSystem = median(raw[0].system);
-  return configs.map((c, i) => {
-    const m = median(raw[i].gbps);
-    const mon = raw[i].monitor.filter((x): x is number => x !== null);
-    const paired = pairedRatios(byRound[0], byRound[i]);
+  const none = raw[0]!; // configs always start with "none"
+  const base = median(none.gbps);
+  const baseSystem = median(none.system);
+  return raw.map((r) => {
+    const c = r.config;
+    const m = median(r.gbps);
+    const mon = r.monitor.filter((x): x is number => x !== null);
+    const paired = pairedRatios(none.byRound, r.byRound);
     const pm = paired.length ? median(paired) : NaN;
-    const cap = raw[i].capture;
+    const cap = r.capture;
     const perPacket = cap.map((f) => f.ns_per_packet).filter((x): x is number => x !== null);
     return {
       name: c.name,
-      gbps: raw[i].gbps.map((g) => round(g, 3)),
+      gbps: r.gbps.map((g) => round(g, 3)),
       median_gbps: round(m, 3),
-      min_gbps: round(Math.min(...raw[i].gbps), 3),
-      max_gbps: round(Math.max(...raw[i].gbps), 3),
+      min_gbps: round(Math.min(...r.gbps), 3),
+      max_gbps: round(Math.max(...r.gbps), 3),
       ratio: round(m / base, 4),
       loss_pct: round((1 - m / base) * 100, 2),
       paired_ratios: paired.map((x) => round(x, 4)),
@@ -687,26 +434,26 @@ export async function measureThroughput(
       paired_loss_pct: round((1 - pm) * 100, 2),
       paired_ratio_min: round(Math.min(...paired), 4),
       paired_ratio_max: round(Math.max(...paired), 4),
-      counted_ratio: raw[i].counted,
-      sender_cpu_pct_median: round(median(raw[i].cpu), 1),
-      monitor_cpu_pct: raw[i].monitor,
+      counted_ratio: r.counted,
+      sender_cpu_pct_median: round(median(r.cpu), 1),
+      monitor_cpu_pct: r.monitor,
       monitor_cpu_pct_median: mon.length ? round(median(mon), 3) : null,
-      system_cpu_pct: raw[i].system,
-      system_cpu_pct_median: round(median(raw[i].system), 1),
-      extra_system_cpu_pct: round(median(raw[i].system) - baseSystem, 1),
-      counted_packets_per_s_median: raw[i].pps.length ? Math.round(median(raw[i].pps)) : null,
-      link_packets_per_s_median: Math.round(median(raw[i].linkPps)),
+      system_cpu_pct: r.system,
+      system_cpu_pct_median: round(median(r.system), 1),
+      extra_system_cpu_pct: round(median(r.system) - baseSystem, 1),
+      counted_packets_per_s_median: r.pps.length ? Math.round(median(r.pps)) : null,
+      link_packets_per_s_median: Math.round(median(r.linkPps)),
       capture: cap.length ? cap : null,
       capture_kernel_pct_median: cap.length ? round(median(cap.map((f) => f.kernel_pct)), 3) : null,
       capture_ns_per_packet_median: perPacket.length ? Math.round(median(perPacket)) : null,
-      sampler_cpu_pct_median: raw[i].samplerCpu.length ? round(median(raw[i].samplerCpu), 2) : null,
+      sampler_cpu_pct_median: r.samplerCpu.length ? round(median(r.samplerCpu), 2) : null,
     };
   });
 }
 
 /** "ebpf" or "ebpf@1" (run's interval in seconds, 0.1 to 10) to a backend and interval. */
 export function parseBackendSpec(spec: string): { backend: string; intervalS: number } | null {
-  const [backend, interval] = spec.split("@");
+  const [backend = "", interval] = spec.split("@");
   const intervalS = interval === undefined ? 0.5 : Number(interval);
   if (!["ebpf", "nft", "iptables"].includes(backend)) return null;
   if (!(interval !== "" && intervalS >= 0.1 && intervalS <= 10)) return null;
@@ -724,7 +471,7 @@ function parseArgs(args: string[]) {
     "  defaults: --backends ebpf --monitors '' --rates max --runs 5 --seconds 5";
   const list = (v: string | undefined) => (v ?? "").split(",").filter((b) => b);
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    const a = args[i]!; // i < args.length
     if (a === "--runs") runs = Number(args[++i]);
     else if (a === "--seconds") seconds = Number(args[++i]);
     else if (a === "--backends") backends = list(args[++i]);
@@ -748,7 +495,7 @@ function parseArgs(args: string[]) {
     );
     Deno.exit(2);
   }
-  const badMonitor = monitors.filter((m) => !(m in MONITORS));
+  const badMonitor = monitors.filter((m) => !isMonitorName(m));
   if (badMonitor.length > 0) {
     console.error(
       `throughput: --monitors "${badMonitor.join(",")}" is not a list of nethogs, iftop`,
@@ -770,7 +517,7 @@ function parseArgs(args: string[]) {
     console.error(`throughput: --seconds "${seconds}" must be a whole number of seconds >= 1`);
     Deno.exit(2);
   }
-  return { out, runs, seconds, backends, monitors, rates, floor };
+  return { out, runs, seconds, backends, monitors: monitors.filter(isMonitorName), rates, floor };
 }
 
 /** The loss target is about accounting: the baseline, the floor and the monitors are compared, not judged. */

@@ -1,5 +1,6 @@
 import { assertEquals } from "../lib/test_assert.ts";
-import { median, pairedRatios, roundOrder } from "./throughput.ts";
+import { pairedRatios, roundOrder } from "./throughput.ts";
+import { median } from "./stats.ts";
 import { nethogsRatio, summarize } from "./summary.ts";
 
 Deno.test("roundOrder reverses every other round, so neighbours change", () => {
@@ -68,14 +69,15 @@ Deno.test("the loss verdict is ebpf's alone; the floor's loss is named in its no
   };
   const rows = summarize(results).filter((r) => r.target.includes("throughput loss"));
   assertEquals(rows.length, 1);
-  assertEquals(rows[0].verdict, "MISS");
-  assertEquals(rows[0].measured.startsWith("5.00%"), true, rows[0].measured);
+  const [row] = rows;
+  assertEquals(row?.verdict, "MISS");
+  assertEquals(row?.measured.startsWith("5.00%"), true, row?.measured);
   assertEquals(
-    rows[0].note?.includes(
+    row?.note?.includes(
       "floor (return-1 cgroup_skb programs at the root, the same way): " +
         "loss 2.50% (rounds 0.97..0.98)",
     ),
     true,
-    rows[0].note,
+    row?.note,
   );
 });

@@ -27,8 +27,9 @@ async function have(command: string): Promise<boolean> {
 export async function ensurePackages(commands: string[]): Promise<string[]> {
   const missing: string[] = [];
   for (const c of commands) {
-    if (!(c in PACKAGES)) throw new Error(`No Debian package known for command "${c}"`);
-    if (!(await have(c))) missing.push(PACKAGES[c]);
+    const pkg = PACKAGES[c];
+    if (pkg === undefined) throw new Error(`No Debian package known for command "${c}"`);
+    if (!(await have(c))) missing.push(pkg);
   }
   if (missing.length === 0) return [];
   console.error(`bench: installing missing Debian packages: ${missing.join(" ")}`);

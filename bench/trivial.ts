@@ -14,7 +14,7 @@ import {
   lib,
   openAndLoadObject,
   openDirectory,
-} from "../backends/libbpf.ts";
+} from "../bpf/libbpf.ts";
 
 export interface TrivialLinks {
   /** Kernel program id by program name, to find their stats. */

@@ -16,5 +16,6 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachi
 clang -O2 -g -target bpf -I"/usr/include/$multiarch" -Ibpf \
   -fdebug-prefix-map="$(pwd)=." -c "$src" -o "$out"
 case $out in
+  bpf/testdata/*) ;;
   bpf/*.bpf.o) sh bpf/embed.sh "$out" "${out%.bpf.o}_object.ts" ;;
 esac

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then
   set -- bpf/netacct.bpf.c bpf/netacct.bpf.o bpf/events.bpf.c bpf/events.bpf.o \
     bpf/calibrate.bpf.c bpf/calibrate.bpf.o bench/trivial.bpf.c bench/trivial.bpf.o \
-    backends/testdata/refused.bpf.c backends/testdata/refused.bpf.o
+    bpf/testdata/refused.bpf.c bpf/testdata/refused.bpf.o
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
@@ -24,6 +24,7 @@ while [ $# -ge 2 ]; do
   src=$1 obj=$2
   shift 2
   case $obj in
+    bpf/testdata/*) ;;
     bpf/*.bpf.o)
       module=${obj%.bpf.o}_object.ts
       sh bpf/embed.sh "$obj" "$tmp/module.ts"

@@ -10,7 +10,7 @@
 import { OBJECT_BASE64 as NETACCT } from "./netacct_object.ts";
 import { OBJECT_BASE64 as EVENTS } from "./events_object.ts";
 import { OBJECT_BASE64 as CALIBRATE } from "./calibrate_object.ts";
-import { decodeEmbeddedObject, lib, openAndLoadObject } from "../backends/libbpf.ts";
+import { decodeEmbeddedObject, lib, openAndLoadObject } from "./libbpf.ts";
 import { assert, assertEquals } from "../lib/test_assert.ts";
 
 const isRoot = Deno.uid() === 0;

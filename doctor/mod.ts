@@ -6,10 +6,14 @@
 
 import { Command, Option } from "@commander-js/extra-typings";
 import {
+  AUTO,
+  BACKEND_CHOICES,
   BACKEND_INFO,
   BACKEND_NAMES,
+  type BackendChoice,
   BackendError,
   type BackendName,
+  backendsOf,
   loadBackend,
   type ServiceTarget,
 } from "../backends/mod.ts";
@@ -17,9 +21,6 @@ import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { describeError } from "../lib/errors.ts";
-
-const AUTO = "auto";
-const CHOICES = [AUTO, ...BACKEND_NAMES] as const;
 
 export type Verdict = "usable" | "unusable" | "unchecked";
 
@@ -61,26 +62,21 @@ async function toolVersion(bin: string): Promise<string | null> {
       stderr: "piped",
     })
       .output();
-    const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n")[0] ?? "";
     return out.success ? text : null;
   } catch {
     return null;
   }
 }
 
-function libbpfVersion(): DoctorReport["libbpf"] {
+/** The libbpf.so.1 this process would load, through the one FFI table (bpf/libbpf.ts). */
+async function libbpfFacts(): Promise<DoctorReport["libbpf"]> {
   try {
-    const lib = Deno.dlopen("libbpf.so.1", {
-      // __u32 libbpf_major_version(void)
-      libbpf_major_version: { parameters: [], result: "u32" },
-      // __u32 libbpf_minor_version(void)
-      libbpf_minor_version: { parameters: [], result: "u32" },
-    });
-    const v = `${lib.symbols.libbpf_major_version()}.${lib.symbols.libbpf_minor_version()}`;
-    lib.close();
-    return { found: true, version: v };
+    const { libbpfVersion } = await import("../bpf/libbpf.ts");
+    return { found: true, version: libbpfVersion() };
   } catch (e) {
-    return { found: false, error: (e as Error).message };
+    // The loader's own words: what dlopen said, without the fix the backend adds.
+    return { found: false, error: ((e as Error).cause as Error | undefined)?.message ?? `${e}` };
   }
 }
 
@@ -88,7 +84,7 @@ function bpffsMount(): string | null {
   try {
     for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
       const sep = line.indexOf(" - ");
-      if (sep > 0 && line.slice(sep + 3).startsWith("bpf ")) return line.split(" ")[4];
+      if (sep > 0 && line.slice(sep + 3).startsWith("bpf ")) return line.split(" ")[4] ?? null;
     }
   } catch { /* no /proc */ }
   return null;
@@ -109,12 +105,26 @@ const PREREQ_FIX: Record<BackendName, string> = {
   iptables: "install iptables (apt-get install iptables)",
 };
 
-export async function diagnose(
-  config: Config | null,
-  configError: string | null,
-  source: string,
-  configured: string,
-): Promise<DoctorReport> {
+export interface DiagnoseOptions {
+  /** The config, or null when it is invalid (`configError` says why). */
+  config: Config | null;
+  configError: string | null;
+  /** Where the config came from, for the report. */
+  source: string;
+  /** The backend the verdict is about. */
+  configured: BackendChoice;
+}
+
+/** What this host has that every backend needs or reports. */
+interface HostFacts {
+  mount: Cgroup2Mount | null;
+  cgroup2: DoctorReport["cgroup2"];
+  caps: bigint;
+  tools: Record<string, string | null>;
+  libbpf: DoctorReport["libbpf"];
+}
+
+async function hostFacts(): Promise<HostFacts> {
   let mount: Cgroup2Mount | null = null;
   let cgroup2: DoctorReport["cgroup2"];
   try {
@@ -123,127 +133,158 @@ export async function diagnose(
   } catch (e) {
     cgroup2 = { error: (e as Error).message };
   }
-  const caps = effectiveCaps();
   const tools: Record<string, string | null> = {};
   for (const t of ["nft", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore"]) {
     tools[t] = await toolVersion(t);
   }
-  const libbpf = libbpfVersion();
-  const services = config && mount
-    ? Object.entries(config.services).map(([name, path]) => {
-      const id = cgroupId(mount!, path);
-      return { name, cgroup: path, exists: id !== null, id: id === null ? null : String(id) };
-    })
-    : [];
+  return { mount, cgroup2, caps: effectiveCaps(), tools, libbpf: await libbpfFacts() };
+}
+
+/** Why `name` cannot work here before it is even tried, or null. */
+function prerequisiteMissing(name: BackendName, host: HostFacts): string | null {
+  const { tools, libbpf } = host;
+  if (name === "ebpf") {
+    return libbpf.found ? null : `libbpf.so.1 cannot be loaded (${libbpf.error})`;
+  }
+  if (name === "nft") return tools.nft ? null : "the nft binary is missing";
+  return tools.iptables && tools.ip6tables && tools["iptables-restore"]
+    ? null
+    : "iptables, ip6tables or iptables-restore is missing";
+}
+
+interface BackendCheck {
+  host: HostFacts;
+  config: Config | null;
+  targets: ServiceTarget[];
+}
+
+/** One backend's verdict: unusable for what is missing, unchecked without privileges, else probed. */
+async function judgeBackend(name: BackendName, check: BackendCheck): Promise<BackendReport> {
+  const { host, config } = check;
+  const missing = missingCaps(host.caps, BACKEND_INFO[name].capabilities).map(capabilityName);
+  const prereq = prerequisiteMissing(name, host);
+  if (!host.mount) {
+    return {
+      name,
+      verdict: "unusable",
+      reason: "no cgroup2 mount",
+      fix: "mount cgroup2 (see the cgroup2 line)",
+    };
+  }
+  if (prereq) return { name, verdict: "unusable", reason: prereq, fix: PREREQ_FIX[name] };
+  if (missing.length > 0) {
+    return {
+      name,
+      verdict: "unchecked",
+      reason: `probing needs ${missing.join(", ")}`,
+      fix: "run `sudo stb-netacct doctor` for a full check",
+    };
+  }
+  if (!config) {
+    return {
+      name,
+      verdict: "unusable",
+      reason: "the config is invalid",
+      fix: "fix the config (see the config line)",
+    };
+  }
+  try {
+    const backend = await loadBackend(name);
+    await backend.probe(check.targets, {
+      mount: host.mount,
+      exclude: config.exclude,
+      ctMark: config.ct_mark,
+      ctMask: config.ct_mask,
+      log: () => {},
+    });
+    return { name, verdict: "usable" };
+  } catch (e) {
+    return {
+      name,
+      verdict: "unusable",
+      reason: describeError(e),
+      fix: e instanceof BackendError ? undefined : PREREQ_FIX[name],
+    };
+  }
+}
+
+/** Connect events: off by config, not usable without ebpf, else probed. */
+async function judgeEvents(
+  ebpf: BackendReport,
+  check: BackendCheck,
+): Promise<DoctorReport["events"]> {
+  const { host, config } = check;
+  if (config && !config.events.enabled) {
+    return { verdict: "off", reason: 'the config says "events": {"enabled": false}' };
+  }
+  if (ebpf.verdict !== "usable" || !host.mount || !config) {
+    return { verdict: ebpf.verdict, reason: `they need the ebpf backend (${ebpf.verdict})` };
+  }
+  try {
+    const { EventCollector } = await import("../events/collector.ts");
+    new EventCollector().probe(check.targets, {
+      mount: host.mount,
+      exclude: config.exclude,
+      monotonicNow: () => 0,
+    });
+    return { verdict: "usable" };
+  } catch (e) {
+    return { verdict: "unusable", reason: describeError(e) };
+  }
+}
+
+function serviceFacts(config: Config | null, mount: Cgroup2Mount | null) {
+  if (!config || !mount) return [];
+  return Object.entries(config.services).map(([name, path]) => {
+    const id = cgroupId(mount, path);
+    return { name, cgroup: path, exists: id !== null, id: id === null ? null : String(id) };
+  });
+}
+
+export async function diagnose(o: DiagnoseOptions): Promise<DoctorReport> {
+  const host = await hostFacts();
+  const services = serviceFacts(o.config, host.mount);
   const targets: ServiceTarget[] = services.map((s) => ({
     name: s.name,
     path: s.cgroup,
     id: s.id === null ? null : BigInt(s.id),
   }));
-
-  const missingFor: Record<string, string[]> = {};
+  const check = { host, config: o.config, targets };
   const backends: BackendReport[] = [];
-  for (const name of BACKEND_NAMES) {
-    const missing = missingCaps(caps, BACKEND_INFO[name].capabilities).map(capabilityName);
-    missingFor[name] = missing;
-    const prereq = name === "ebpf"
-      ? (libbpf.found ? null : `libbpf.so.1 cannot be loaded (${libbpf.error})`)
-      : name === "nft"
-      ? (tools.nft ? null : "the nft binary is missing")
-      : (tools.iptables && tools.ip6tables && tools["iptables-restore"]
-        ? null
-        : "iptables, ip6tables or iptables-restore is missing");
-    if (!mount) {
-      backends.push({
-        name,
-        verdict: "unusable",
-        reason: "no cgroup2 mount",
-        fix: "mount cgroup2 (see the cgroup2 line)",
-      });
-    } else if (prereq) {
-      backends.push({ name, verdict: "unusable", reason: prereq, fix: PREREQ_FIX[name] });
-    } else if (missing.length > 0) {
-      backends.push({
-        name,
-        verdict: "unchecked",
-        reason: `probing needs ${missing.join(", ")}`,
-        fix: "run `sudo stb-netacct doctor` for a full check",
-      });
-    } else if (!config) {
-      backends.push({
-        name,
-        verdict: "unusable",
-        reason: "the config is invalid",
-        fix: "fix the config (see the config line)",
-      });
-    } else {
-      try {
-        const backend = await loadBackend(name);
-        await backend.probe(targets, {
-          mount,
-          exclude: config.exclude,
-          ctMark: config.ct_mark,
-          ctMask: config.ct_mask,
-          log: () => {},
-        });
-        backends.push({ name, verdict: "usable" });
-      } catch (e) {
-        backends.push({
-          name,
-          verdict: "unusable",
-          reason: describeError(e),
-          fix: e instanceof BackendError ? undefined : PREREQ_FIX[name],
-        });
-      }
-    }
-  }
-  const wanted = configured === AUTO ? backends : backends.filter((b) => b.name === configured);
+  for (const name of BACKEND_NAMES) backends.push(await judgeBackend(name, check));
+  const wanted = backends.filter((b) => backendsOf(o.configured).includes(b.name));
   const ebpf = backends.find((b) => b.name === "ebpf")!;
-  let events: DoctorReport["events"];
-  if (config && !config.events.enabled) {
-    events = { verdict: "off", reason: 'the config says "events": {"enabled": false}' };
-  } else if (ebpf.verdict !== "usable" || !mount || !config) {
-    events = { verdict: ebpf.verdict, reason: `they need the ebpf backend (${ebpf.verdict})` };
-  } else {
-    try {
-      const { EventCollector } = await import("../events/collector.ts");
-      new EventCollector().probe(targets, {
-        mount,
-        exclude: config.exclude,
-        monotonicNow: () => 0,
-      });
-      events = { verdict: "usable" };
-    } catch (e) {
-      events = { verdict: "unusable", reason: describeError(e) };
-    }
+  const missingFor: Record<string, string[]> = {};
+  for (const name of BACKEND_NAMES) {
+    missingFor[name] = missingCaps(host.caps, BACKEND_INFO[name].capabilities).map(capabilityName);
   }
   return {
     kernel: Deno.osRelease(),
-    cgroup2,
+    cgroup2: host.cgroup2,
     btf: exists("/sys/kernel/btf/vmlinux"),
     bpffs: bpffsMount(),
-    libbpf,
-    tools,
+    libbpf: host.libbpf,
+    tools: host.tools,
     privileges: {
       uid: Deno.uid() ?? -1,
-      capabilities: [12, 21, 38, 39].filter((c) => missingCaps(caps, [c]).length === 0).map(
+      capabilities: [12, 21, 38, 39].filter((c) => missingCaps(host.caps, [c]).length === 0).map(
         capabilityName,
       ),
       missing_for: missingFor,
     },
-    config: { source, ...(configError ? { error: configError } : {}) },
+    config: { source: o.source, ...(o.configError ? { error: o.configError } : {}) },
     services,
     backends,
-    events,
+    events: await judgeEvents(ebpf, check),
     verifier: ebpf.verdict === "unchecked" ? [] : await verifierWork(),
-    configured_backend: configured,
-    ok: configError === null && wanted.some((b) => b.verdict === "usable"),
+    configured_backend: o.configured,
+    ok: o.configError === null && wanted.some((b) => b.verdict === "usable"),
   };
 }
 
 /** What the verifier reported for each program the probes loaded, one entry per program. */
 async function verifierWork(): Promise<DoctorReport["verifier"]> {
-  const { verifiedPrograms } = await import("../backends/libbpf.ts");
+  const { verifiedPrograms } = await import("../bpf/libbpf.ts");
   const latest = new Map<string, DoctorReport["verifier"][number]>();
   for (const p of verifiedPrograms()) latest.set(`${p.object}/${p.program}`, { ...p });
   return [...latest.values()];
@@ -330,8 +371,8 @@ export function doctorCommand() {
         "checked without root.",
     )
     .addOption(
-      new Option("-b, --backend <name>", "backend to judge").choices(CHOICES).default(
-        AUTO as string,
+      new Option("-b, --backend <name>", "backend to judge").choices(BACKEND_CHOICES).default(
+        AUTO as BackendChoice,
       ),
     )
     .option("-c, --config <path>", "config file", DEFAULT_CONFIG_PATH)
@@ -349,16 +390,14 @@ export function doctorCommand() {
         if (!(e instanceof ConfigError)) throw e;
         configError = e.message;
       }
-      const report = await diagnose(
+      const report = await diagnose({
         config,
         configError,
-        config?.source ?? opts.config,
-        opts.backend,
-      );
+        source: config?.source ?? opts.config,
+        configured: opts.backend,
+      });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
-      const wanted = opts.backend === AUTO
-        ? report.backends
-        : report.backends.filter((b) => b.name === opts.backend);
+      const wanted = report.backends.filter((b) => backendsOf(opts.backend).includes(b.name));
       Deno.exit(report.ok ? 0 : wanted.some((b) => b.verdict === "unchecked") ? 3 : 1);
     });
 }

@@ -6,30 +6,18 @@
  * tick: no thread, no blocking poll, and the libbpf callback runs synchronously inside the
  * consume call, on this thread.
  *
- * Target levels get the offset backends/cgroup_levels.ts measures at start, as the ebpf
+ * Target levels get the offset bpf/levels.ts measures at start, as the ebpf
  * backend's do: inside a cgroup namespace the mount's levels are not the kernel's.
  *
  * Nothing is pinned: the links die with this process's fds, like the ebpf backend's.
  */
 
-import { BackendError, type ServiceTarget } from "../backends/backend.ts";
-import {
-  check,
-  checkPointer,
-  closeFd,
-  closeLinksAndObject,
-  decodeEmbeddedObject,
-  lib,
-  linkPrograms,
-  objectMapFd,
-  openAndLoadObject,
-  openDirectory,
-} from "../backends/libbpf.ts";
-import { encodeConfig, encodeU32, MAX_SERVICES } from "../backends/bpf_abi.ts";
-import { switchConfigSlot, targetLevels } from "../backends/bpf_targets.ts";
-import { calibrateLevels } from "../backends/cgroup_levels.ts";
-import type { Cgroup2Mount } from "../lib/cgroup.ts";
-import { type Cidr, formatAddress, isExcluded } from "../lib/cidr.ts";
+import { BackendError } from "../lib/errors.ts";
+import type { Cgroup2Mount, ServiceTarget } from "../lib/cgroup.ts";
+import { type Cidr, formatAddress, isExcluded, protocolName } from "../lib/cidr.ts";
+import { check, checkPointer, closeFd, lib, openDirectory } from "../bpf/libbpf.ts";
+import { encodeU32, MAX_SERVICES } from "../bpf/netacct_abi.ts";
+import { TargetedObject } from "../bpf/targeted_object.ts";
 import { OBJECT_BASE64 } from "../bpf/events_object.ts";
 import {
   decodeEvent,
@@ -40,7 +28,7 @@ import {
   MAP_DROPPED,
   MAP_EVENTS,
   PROGRAMS,
-} from "./abi.ts";
+} from "../bpf/events_abi.ts";
 
 /** One event as `run` publishes it (a line of events.jsonl) and `events` prints it. */
 export interface ConnectEvent {
@@ -68,32 +56,27 @@ export interface EventCollectorOptions {
   monotonicNow: () => number;
 }
 
-const PROTOCOL_NAMES: Record<number, string> = { 6: "tcp", 17: "udp" };
 /** Events held between polls at most; more are counted as dropped (a stalled reader). */
 const MAX_PENDING = 65536;
 
-function objectBytes(): Uint8Array<ArrayBuffer> {
-  return decodeEmbeddedObject(OBJECT_BASE64);
-}
+const EVENTS = {
+  name: "events",
+  base64: OBJECT_BASE64,
+  maps: { config: MAP_CONFIG, active: MAP_ACTIVE },
+  programs: "the connect events programs",
+  switched: "the connect events programs",
+  object: "the connect events object",
+  who: "connect events",
+  serviceLimit: `connect events follow at most ${MAX_SERVICES} services`,
+};
 
 const SAMPLE_FN = { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const;
 
 export class EventCollector {
-  /** The ELF image libbpf parsed; kept referenced while the object lives. */
-  bytes: Uint8Array<ArrayBuffer> | null = null;
-  #object: Deno.PointerObject | null = null;
-  #links: Deno.PointerObject[] = [];
+  #object: TargetedObject | null = null;
   #ring: Deno.PointerObject | null = null;
   #callback: Deno.UnsafeCallback<typeof SAMPLE_FN> | null = null;
-  #maps: { active: number; config: number; events: number; dropped: number } | null = null;
-  #active = 0;
-  #cpus = 0;
-  #index = new Map<string, number>();
-  #names: string[] = [];
-  #paths = new Map<string, string>();
-  #levels: number[] = [];
-  /** Added to every level written (cgroup_levels.ts); 0 outside a cgroup namespace. */
-  #levelOffset = 0;
+  #maps: { events: number; dropped: number } | null = null;
   #pending: ConnectEvent[] = [];
   #overflow = 0;
   /** The kernel's `dropped` sum as last read, and the polls in a row that found nothing. */
@@ -108,8 +91,8 @@ export class EventCollector {
   start(targets: ServiceTarget[], options: EventCollectorOptions): void {
     if (this.#object) throw new BackendError("Connect events are already started");
     try {
-      this.#load(targets, options);
-      this.#attach(options.mount.mountPoint);
+      const object = this.#load(targets, options);
+      object.link(PROGRAMS, options.mount.mountPoint);
       const b = lib();
       this.#callback = new Deno.UnsafeCallback(SAMPLE_FN, (_ctx, data, size) => {
         this.#take(data, Number(size));
@@ -117,7 +100,7 @@ export class EventCollector {
       });
       this.#ring = checkPointer(
         "Opening the connect events ring buffer",
-        b.ring_buffer__new(this.#maps!.events, this.#callback.pointer, null, null),
+        b.ring_buffer__new(object.mapFd(MAP_EVENTS), this.#callback.pointer, null, null),
       );
     } catch (e) {
       this.stop();
@@ -137,9 +120,8 @@ export class EventCollector {
   }
 
   retarget(targets: ServiceTarget[]): void {
-    if (!this.#maps) throw new BackendError("Connect events are not started");
-    this.#register(targets);
-    this.#apply(targets);
+    if (!this.#object) throw new BackendError("Connect events are not started");
+    this.#object.applyTargets(targets);
   }
 
   /** Every event recorded since the last poll, oldest first. */
@@ -157,7 +139,7 @@ export class EventCollector {
    * count cannot have moved, and the syscall that reads it is skipped.
    */
   dropped(): number {
-    if (!this.#maps) return this.#overflow;
+    if (!this.#maps || !this.#object) return this.#overflow;
     if (this.#emptyPolls < 2) {
       const value = this.#droppedValue;
       check(
@@ -166,7 +148,9 @@ export class EventCollector {
       );
       const view = new DataView(value.buffer);
       let n = 0;
-      for (let cpu = 0; cpu < this.#cpus; cpu++) n += Number(view.getBigUint64(8 * cpu, true));
+      for (let cpu = 0; cpu < this.#object.cpus; cpu++) {
+        n += Number(view.getBigUint64(8 * cpu, true));
+      }
       this.#kernelDropped = n;
     }
     return this.#overflow + this.#kernelDropped;
@@ -178,17 +162,12 @@ export class EventCollector {
       lib().ring_buffer__free(this.#ring);
       this.#ring = null;
     }
-    const errors = closeLinksAndObject(this.#links, this.#object);
+    const errors = this.#object?.close() ?? [];
     this.#object = null;
     this.#callback?.close();
     this.#callback = null;
-    this.bytes = null;
     this.#maps = null;
     this.#kernelDropped = this.#emptyPolls = 0;
-    this.#index.clear();
-    this.#names = [];
-    this.#paths.clear();
-    this.#levelOffset = 0;
     this.#pending = [];
     if (errors.length > 0) {
       throw new BackendError("Stopping connect events failed", { cause: errors[0] });
@@ -209,75 +188,24 @@ export class EventCollector {
       ts_unix: Math.round((Date.now() / 1000 - ageS) * 1e3) / 1e3,
       ts_monotonic: Math.round(raw.tsMonotonic * 1e6) / 1e6,
       kind: raw.kind === KIND_SENDMSG ? "sendmsg" : "connect",
-      service: this.#names[raw.service] ?? `#${raw.service}`,
+      service: this.#object?.names[raw.service] ?? `#${raw.service}`,
       pid: raw.pid,
       tgid: raw.tgid,
       comm: raw.comm,
       family: raw.family,
-      protocol: PROTOCOL_NAMES[raw.proto] ?? String(raw.proto),
+      protocol: protocolName(raw.proto),
       address: formatAddress(raw.addr),
       port: raw.port,
       external: !isExcluded(raw.addr, opts.exclude),
     });
   }
 
-  #load(targets: ServiceTarget[], options: EventCollectorOptions): void {
+  #load(targets: ServiceTarget[], options: EventCollectorOptions): TargetedObject {
     this.#options = options;
-    const b = lib();
-    this.#cpus = check("Counting possible CPUs", b.libbpf_num_possible_cpus());
-    this.#droppedValue = new Uint8Array(8 * this.#cpus);
-    this.#register(targets);
-    const bytes = this.bytes = objectBytes();
-    this.#object = openAndLoadObject(bytes, "events", "the connect events programs").pointer;
-    this.#maps = {
-      active: this.#mapFd(MAP_ACTIVE),
-      config: this.#mapFd(MAP_CONFIG),
-      events: this.#mapFd(MAP_EVENTS),
-      dropped: this.#mapFd(MAP_DROPPED),
-    };
-    this.#active = 0;
-    this.#levelOffset = calibrateLevels(options.mount).offset;
-    this.#apply(targets);
-  }
-
-  /** Service indexes, fixed for the life of the object, as the ebpf backend keeps them. */
-  #register(targets: ServiceTarget[]): void {
-    for (const t of targets) {
-      this.#paths.set(t.name, t.path);
-      if (this.#index.has(t.name)) continue;
-      if (this.#index.size >= MAX_SERVICES) {
-        throw new BackendError(
-          `Service "${t.name}" is one too many: connect events follow at most ` +
-            `${MAX_SERVICES} services`,
-        );
-      }
-      this.#index.set(t.name, this.#index.size);
-      this.#names.push(t.name);
-    }
-    this.#levels = targetLevels(this.#paths.values(), "connect events");
-  }
-
-  /** The inactive config slot gets the whole target list, then `active` flips to it. */
-  #apply(targets: ServiceTarget[]): void {
-    const maps = this.#maps;
-    if (!maps) return;
-    const wanted = new Map<bigint, { id: bigint; service: number }>();
-    for (const t of targets) {
-      if (t.id !== null) wanted.set(t.id, { id: t.id, service: this.#index.get(t.name)! });
-    }
-    this.#active = switchConfigSlot(
-      maps,
-      this.#active,
-      encodeConfig(this.#levels.map((level) => level + this.#levelOffset), [...wanted.values()]),
-      "the connect events programs",
-    );
-  }
-
-  #attach(mountPoint: string): void {
-    linkPrograms(this.#object!, PROGRAMS, mountPoint, this.#links, "the connect events object");
-  }
-
-  #mapFd(name: string): number {
-    return objectMapFd(this.#object!, name, "the connect events object");
+    const object = this.#object = new TargetedObject(EVENTS, targets, options.mount);
+    this.#droppedValue = new Uint8Array(8 * object.cpus);
+    this.#maps = { events: object.mapFd(MAP_EVENTS), dropped: object.mapFd(MAP_DROPPED) };
+    object.applyTargets(targets);
+    return object;
   }
 }

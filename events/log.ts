@@ -11,11 +11,12 @@
  * can plant a link where the file is created.
  */
 
+import { COUNTERS_DIR } from "../lib/contract.ts";
 import type { UserIds } from "../lib/users.ts";
 import type { ConnectEvent } from "./collector.ts";
 
 export const EVENTS_FILE_NAME = "events.jsonl";
-export const DEFAULT_EVENTS_FILE = `/run/stb-netacct/${EVENTS_FILE_NAME}`;
+export const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
 export const MAX_EVENTS_BYTES = 1 << 20;
 export const EVENTS_FILE_MODE = 0o640;
 

@@ -22,7 +22,9 @@ function event(i: number, external = true): ConnectEvent {
 
 async function collect(input: string, externalOnly = false): Promise<string[]> {
   const out: string[] = [];
-  await runEvents({ input, follow: false, json: true, externalOnly }, (l) => out.push(l));
+  await runEvents({ input, follow: false, json: true, externalOnly }, {
+    write: (l) => out.push(l),
+  });
   return out;
 }
 
@@ -63,9 +65,11 @@ Deno.test("events --follow: holds a half-written line, follows across a rotation
     let stop = false;
     const following = runEvents(
       { input: path, follow: true, json: true, externalOnly: false },
-      (l) => seen.push(JSON.parse(l).ts_unix - 1795000000),
-      () => stop,
-      20,
+      {
+        write: (l) => seen.push(JSON.parse(l).ts_unix - 1795000000),
+        stopped: () => stop,
+        pollMs: 20,
+      },
     );
     const until = async (n: number) => {
       for (let i = 0; i < 200 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 10));

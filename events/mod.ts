@@ -88,16 +88,21 @@ async function readAll(file: Deno.FsFile, lines: LineBuffer, out: (l: string) =>
   }
 }
 
+/** Where `runEvents` prints, and until when it follows. */
+export interface EventsOutput {
+  write: (line: string) => void;
+  /** Polled while following: true ends it. */
+  stopped?: () => boolean;
+  /** How often a followed file is looked at. */
+  pollMs?: number;
+}
+
 /**
  * Prints the events in the file (the rotated generation first), then with `follow` keeps
  * printing new ones, across rotations, until `stopped()` says so.
  */
-export async function runEvents(
-  o: EventsOptions,
-  write: (s: string) => void,
-  stopped: () => boolean = () => false,
-  pollMs = 250,
-): Promise<void> {
+export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<void> {
+  const { write, stopped = () => false, pollMs = 250 } = out;
   const emit = (line: string) => {
     const e = parseEventLine(line);
     if (e) show(e, o, write);
@@ -180,7 +185,7 @@ export function eventsCommand() {
       const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
       for (const s of signals) Deno.addSignalListener(s, onSignal);
       try {
-        await runEvents(options, (line) => console.log(line), () => stop);
+        await runEvents(options, { write: (line) => console.log(line), stopped: () => stop });
       } catch (e) {
         if (e instanceof Deno.errors.BrokenPipe) return;
         throw e;

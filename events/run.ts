@@ -6,7 +6,8 @@
  * `"events": {"required": true}`, then `run` fails with that reason.
  */
 
-import { BackendError, type ServiceTarget } from "../backends/backend.ts";
+import { BackendError } from "../lib/errors.ts";
+import type { ServiceTarget } from "../lib/cgroup.ts";
 import type { Cgroup2Mount } from "../lib/cgroup.ts";
 import type { Config } from "../lib/config.ts";
 import { monotonicSeconds } from "../lib/clock.ts";

@@ -5,7 +5,7 @@
  */
 
 import { GraphModel } from "./model.ts";
-import { CountersFileReader } from "./reader.ts";
+import { CountersFileReader } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
 const N = Number(Deno.env.get("FUZZ_N") ?? 10_000);
@@ -76,7 +76,7 @@ function good(i: number): Record<string, unknown> {
 }
 
 function mutate(r: () => number, i: number): string | Uint8Array {
-  const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)];
+  const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)]!; // non-empty lists below
   const base = JSON.stringify(good(i));
   switch (Math.floor(r() * 9)) {
     case 0: // truncated anywhere
@@ -121,7 +121,12 @@ function mutate(r: () => number, i: number): string | Uint8Array {
 Deno.test(`fuzz: ${N} generated counters files never break the graph`, async () => {
   const dir = await Deno.makeTempDir({ prefix: "stb-graph-fuzz-" });
   const r = rng(SEED);
-  const model = new GraphModel(`${dir}/counters.json`, 0.5, 60, false);
+  const model = new GraphModel({
+    path: `${dir}/counters.json`,
+    interval: 0.5,
+    window: 60,
+    host: false,
+  });
   const seen: Record<string, number> = {};
   let lastGood: { rx: number; tx: number } | null = null;
   try {
@@ -160,7 +165,7 @@ Deno.test(`fuzz: ${N} generated counters files never break the graph`, async () 
         if ([...l].length > cols) throw new Error(`line wider than ${cols}: ${l}\n${what}`);
       }
       // Numbers this program formats (the status may quote the file's own text).
-      const ours = [...lines.slice(1, 4), renderPlainLine(frame).split(" status ")[0]];
+      const ours = [...lines.slice(1, 4), renderPlainLine(frame).split(" status ")[0] ?? ""];
       for (const l of ours) {
         if (/NaN|undefined|Infinity|\?/.test(l)) throw new Error(`"${l}"\n${what}`);
       }

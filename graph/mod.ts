@@ -12,14 +12,18 @@
  */
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import {
+  DEFAULT_INTERVAL_S,
+  isInterval,
+  MAX_INTERVAL_S,
+  MIN_INTERVAL_S,
+  parseIntervalFlag,
+} from "../lib/interval.ts";
 import { GraphModel } from "./model.ts";
-import { CountersFileReader, pendingStuckOpens } from "./reader.ts";
+import { CountersFileReader, DEFAULT_COUNTERS_PATH, pendingStuckOpens } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 
-export const DEFAULT_INPUT = "/run/stb-netacct/counters.json";
-export const DEFAULT_INTERVAL_S = 0.5;
 export const DEFAULT_WINDOW_S = 60;
-export const INTERVAL_RANGE = [0.1, 10] as const;
 export const WINDOW_RANGE = [5, 3600] as const;
 
 export interface GraphOptions {
@@ -182,9 +186,10 @@ class Stopper {
 }
 
 function validate(opts: GraphOptions): void {
-  const [imin, imax] = INTERVAL_RANGE;
-  if (!(opts.interval >= imin && opts.interval <= imax)) {
-    throw new RangeError(`--interval ${opts.interval} is out of range; use ${imin} to ${imax}`);
+  if (!isInterval(opts.interval)) {
+    throw new RangeError(
+      `--interval ${opts.interval} is out of range; use ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
+    );
   }
   if (!(opts.window >= WINDOW_RANGE[0] && opts.window <= WINDOW_RANGE[1])) {
     throw new RangeError(`--window ${opts.window} is out of range`);
@@ -197,6 +202,15 @@ function validate(opts: GraphOptions): void {
   }
 }
 
+/** One graph invocation: its options, its world, and what it has read so far. */
+interface GraphRun {
+  opts: GraphOptions;
+  io: GraphIo;
+  model: GraphModel;
+  reader: CountersFileReader;
+  color: boolean;
+}
+
 /**
  * Runs the graph until stopped (or one frame with `once`). Returns the exit status:
  * 0, or 1 when `once` found no usable current data (file missing, unreadable,
@@ -205,32 +219,47 @@ function validate(opts: GraphOptions): void {
 export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Promise<number> {
   validate(opts);
   const noColor = (io.env("NO_COLOR") ?? "") !== "";
-  const color = opts.color && io.isTerminal && !noColor;
-  const model = new GraphModel(opts.input, opts.interval, opts.window, opts.host);
-  const reader = new CountersFileReader(opts.input);
-
-  const sample = async () => {
-    const read = await reader.read();
-    model.update(read, io.nowMono());
-    if (opts.host) {
-      let text: string | Error;
-      try {
-        text = await io.readProcNetDev();
-      } catch (e) {
-        text = e as Error;
-      }
-      model.updateHost(text, io.nowMono());
-    }
+  const run: GraphRun = {
+    opts,
+    io,
+    model: new GraphModel({
+      path: opts.input,
+      interval: opts.interval,
+      window: opts.window,
+      host: opts.host,
+    }),
+    reader: new CountersFileReader(opts.input),
+    color: opts.color && io.isTerminal && !noColor,
   };
+  if (opts.once) return await once(run);
+  await live(run);
+  return 0;
+}
 
-  if (opts.once) return await once(opts, io, model, sample, color);
+/** Reads the counters file (and /proc/net/dev with --host) into the model. */
+async function sample(run: GraphRun): Promise<void> {
+  const { io, model } = run;
+  model.update(await run.reader.read(), io.nowMono());
+  if (run.opts.host) {
+    let text: string | Error;
+    try {
+      text = await io.readProcNetDev();
+    } catch (e) {
+      text = e as Error;
+    }
+    model.updateHost(text, io.nowMono());
+  }
+}
 
+/** Redraws until stopped, in the alternate screen on a terminal, which is put back after. */
+async function live(run: GraphRun): Promise<void> {
+  const { io } = run;
   const stopper = new Stopper();
   const undoStop = io.onStop(() => stopper.stop());
-  let resized = false;
+  const resize = { pending: false };
   const undoResize = io.isTerminal
     ? io.onResize(() => {
-      resized = true;
+      resize.pending = true;
       stopper.wake();
     })
     : () => {};
@@ -240,66 +269,7 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
       await io.write(ALT_SCREEN_ON);
       screen = true;
     }
-    const period = opts.interval * 1000;
-    // The sampler renames each sample into place: a directory watch (inotify) wakes the loop
-    // right after, so a frame follows the write closely without polling. Ticks still come
-    // every interval, for staleness and the host line, and re-arm a watch that failed.
-    let fileChanged = false;
-    let undoWatch = null as (() => void) | null;
-    const armWatch = () => {
-      if (undoWatch) return;
-      try {
-        undoWatch = io.onFileChange(opts.input, () => {
-          fileChanged = true;
-          stopper.wake();
-        });
-      } catch { /* no directory yet */ }
-    };
-    let next = io.nowMono() * 1000;
-    let lastFrame = "";
-    let drawnSinceTick = false;
-    try {
-      while (!stopper.stopped) {
-        const nowMs = io.nowMono() * 1000;
-        let draw = resized;
-        resized = false;
-        if (nowMs >= next) {
-          armWatch();
-          await sample();
-          // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
-          next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
-          // A tick always redraws on a terminal (staleness ages); plain output prints a
-          // line per tick only when no new sample was printed since the last one.
-          draw ||= io.isTerminal || !drawnSinceTick;
-          drawnSinceTick = false;
-        } else if (fileChanged) {
-          fileChanged = false;
-          const read = await reader.read();
-          if (read.kind === "ok" && read.changed) {
-            model.update(read, io.nowMono());
-            draw = true;
-            drawnSinceTick = true;
-          }
-        }
-        if (draw) {
-          const frame = model.frame(io.nowUnix(), io.nowMono());
-          if (io.isTerminal) {
-            const size = io.size() ?? FALLBACK_SIZE;
-            const text = HOME +
-              renderFrame(frame, { ...size, color, destinations: opts.destinations })
-                .join(CLEAR_EOL + "\r\n") +
-              CLEAR_EOL + CLEAR_BELOW;
-            if (text !== lastFrame) await io.write(text);
-            lastFrame = text;
-          } else {
-            await io.write(renderPlainLine(frame) + "\n");
-          }
-        }
-        await stopper.sleep(next - io.nowMono() * 1000);
-      }
-    } finally {
-      undoWatch?.();
-    }
+    await redrawLoop(run, stopper, resize);
   } catch (e) {
     // The reader went away (`graph | head`): a normal way to finish.
     if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
@@ -308,18 +278,86 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
     undoStop();
     if (screen) await io.write(ALT_SCREEN_OFF).catch(() => {});
   }
-  return 0;
 }
 
-async function once(
-  opts: GraphOptions,
-  io: GraphIo,
-  model: GraphModel,
-  sample: () => Promise<void>,
-  color: boolean,
-): Promise<number> {
+/**
+ * The sampler renames each sample into place: a directory watch (inotify) wakes the loop
+ * right after, so a frame follows the write closely without polling. Ticks still come
+ * every interval, for staleness and the host line, and re-arm a watch that failed.
+ */
+async function redrawLoop(
+  run: GraphRun,
+  stopper: Stopper,
+  resize: { pending: boolean },
+): Promise<void> {
+  const { io, opts, model } = run;
+  const period = opts.interval * 1000;
+  let fileChanged = false;
+  let undoWatch = null as (() => void) | null;
+  const armWatch = () => {
+    if (undoWatch) return;
+    try {
+      undoWatch = io.onFileChange(opts.input, () => {
+        fileChanged = true;
+        stopper.wake();
+      });
+    } catch { /* no directory yet */ }
+  };
+  let next = io.nowMono() * 1000;
+  const screen = { last: "" };
+  let drawnSinceTick = false;
+  try {
+    while (!stopper.stopped) {
+      const nowMs = io.nowMono() * 1000;
+      let draw = resize.pending;
+      resize.pending = false;
+      if (nowMs >= next) {
+        armWatch();
+        await sample(run);
+        // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
+        next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
+        // A tick always redraws on a terminal (staleness ages); plain output prints a
+        // line per tick only when no new sample was printed since the last one.
+        draw ||= io.isTerminal || !drawnSinceTick;
+        drawnSinceTick = false;
+      } else if (fileChanged) {
+        fileChanged = false;
+        const read = await run.reader.read();
+        if (read.kind === "ok" && read.changed) {
+          model.update(read, io.nowMono());
+          draw = true;
+          drawnSinceTick = true;
+        }
+      }
+      if (draw) await drawFrame(run, screen);
+      await stopper.sleep(next - io.nowMono() * 1000);
+    }
+  } finally {
+    undoWatch?.();
+  }
+}
+
+/** The whole screen on a terminal (skipped when it would not change), else a plain line. */
+async function drawFrame(run: GraphRun, screen: { last: string }): Promise<void> {
+  const { io, model, opts } = run;
+  const frame = model.frame(io.nowUnix(), io.nowMono());
+  if (!io.isTerminal) {
+    await io.write(renderPlainLine(frame) + "\n");
+    return;
+  }
+  const size = io.size() ?? FALLBACK_SIZE;
+  const text = HOME +
+    renderFrame(frame, { ...size, color: run.color, destinations: opts.destinations })
+      .join(CLEAR_EOL + "\r\n") +
+    CLEAR_EOL + CLEAR_BELOW;
+  if (text !== screen.last) await io.write(text);
+  screen.last = text;
+}
+
+async function once(run: GraphRun): Promise<number> {
+  const { io, model, opts } = run;
   const start = io.nowMono();
-  await sample();
+  await sample(run);
   const usable = () => {
     const k = model.status(io.nowUnix(), io.nowMono()).kind;
     return k === "ok" || k === "reset";
@@ -332,14 +370,15 @@ async function once(
     const hostReady = () => !opts.host || io.nowMono() - start >= opts.interval;
     while (io.nowMono() < deadline && !(model.hasRate && hostReady())) {
       await new Promise((r) => setTimeout(r, poll));
-      await sample();
+      await sample(run);
       if (!usable()) break;
     }
   }
   const frame = model.frame(io.nowUnix(), io.nowMono());
   const size = io.size() ?? FALLBACK_SIZE;
   await io.write(
-    renderFrame(frame, { ...size, color, destinations: opts.destinations }).join("\n") + "\n",
+    renderFrame(frame, { ...size, color: run.color, destinations: opts.destinations })
+      .join("\n") + "\n",
   );
   return usable() ? 0 : 1;
 }
@@ -369,12 +408,12 @@ export function graphCommand() {
         "it: the last good values stay on screen and the status line says what is wrong. " +
         "Without a terminal it prints one plain line per interval.",
     )
-    .option("--input <path>", "counters file to read", DEFAULT_INPUT)
+    .option("--input <path>", "counters file to read", DEFAULT_COUNTERS_PATH)
     .addOption(
       new Option(
         "-i, --interval <seconds>",
-        `seconds between redraws, ${INTERVAL_RANGE[0]} to ${INTERVAL_RANGE[1]}`,
-      ).argParser(parseNumber("--interval", INTERVAL_RANGE)).default(DEFAULT_INTERVAL_S),
+        `seconds between redraws, ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
+      ).argParser(parseIntervalFlag).default(DEFAULT_INTERVAL_S),
     )
     .addOption(
       new Option(

@@ -8,9 +8,15 @@
  * advanced within the last few intervals of the reader's own timer.
  */
 
-import type { CountersV1, DestinationV1 } from "../lib/contract.ts";
+import {
+  type CountersV1,
+  type DestinationV1,
+  isFreshAge,
+  type ReadResult,
+  sampleAgeS,
+  staleAfterS,
+} from "../lib/contract.ts";
 import { InterfaceAccumulator, RateTracker, type WindowStats } from "./rates.ts";
-import type { ReadResult } from "./reader.ts";
 import { nonLoopback, parseProcNetDev } from "./proc_net_dev.ts";
 
 export type StatusKind = "ok" | "waiting" | "stale" | "malformed" | "unreadable" | "reset";
@@ -60,8 +66,6 @@ export interface FrameData {
   status: Status;
 }
 
-/** A sample is stale after this many of the sampler's intervals without a new one. */
-export const STALE_INTERVALS = 3;
 /** How long "counter reset" stays on the status line, at least. */
 const RESET_NOTICE_S = 5;
 
@@ -78,12 +82,16 @@ export class GraphModel {
   #destPrev: { t: number; bytes: Map<string, number> } | null = null;
   #destRates = new Map<string, number | null>();
 
-  constructor(
-    readonly path: string,
-    readonly interval: number,
-    readonly window: number,
-    host = false,
-  ) {
+  readonly path: string;
+  readonly interval: number;
+  readonly window: number;
+
+  /** `interval`: the reader's; `window`: seconds of history; `host`: also /proc/net/dev. */
+  constructor(o: { path: string; interval: number; window: number; host?: boolean }) {
+    const { path, interval, window, host = false } = o;
+    this.path = path;
+    this.interval = interval;
+    this.window = window;
     // A little more than the window, so the oldest column is still fully covered.
     this.tracker = new RateTracker(window + Math.max(2 * interval, 1));
     if (host) {
@@ -169,11 +177,12 @@ export class GraphModel {
       return { kind: "unreadable", text: `unreadable: ${read.reason}${kept}` };
     }
     const c = read.counters;
-    const limit = STALE_INTERVALS * c.interval_s;
-    const age = c.ts_unix > 0 ? nowUnix - c.ts_unix : null;
+    const limit = staleAfterS(c.interval_s);
+    const age = sampleAgeS(c, nowUnix);
     const quiet = this.#advancedAt === null ? 0 : nowMono - this.#advancedAt;
-    if ((age !== null && age > limit) || quiet > limit) {
-      const shown = age !== null && age > limit ? age : quiet;
+    const staleByAge = age !== null && !isFreshAge(age, c.interval_s);
+    if (staleByAge || !isFreshAge(quiet, c.interval_s)) {
+      const shown = staleByAge ? age : quiet;
       return {
         kind: "stale",
         text: `stale: the last sample is ${fmtSeconds(shown)} old and the sampler writes every ` +

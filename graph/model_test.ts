@@ -28,7 +28,7 @@ function expect(actual: string, expected: string): void {
 }
 
 Deno.test("status: waiting, then ok once a sample arrives", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   expect(m.status(UNIX0, 0).kind, "waiting");
   m.update({ kind: "missing", reason: "it does not exist yet" }, 0);
   expect(m.status(UNIX0, 0).kind, "waiting");
@@ -36,36 +36,40 @@ Deno.test("status: waiting, then ok once a sample arrives", () => {
   expect(m.status(UNIX0 + 0.1, 0.1).kind, "ok");
 });
 
-Deno.test("stale by ts_unix: the sample is older than three of its intervals", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+Deno.test("stale by ts_unix: older than three of its intervals, and at least 2 s", () => {
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 0, 0)), 0);
-  expect(m.status(UNIX0 + 1.4, 0).kind, "ok");
-  const s = m.status(UNIX0 + 1.6, 0);
+  expect(m.status(UNIX0 + 1.9, 0).kind, "ok");
+  const s = m.status(UNIX0 + 2.1, 0);
   expect(s.kind, "stale");
-  if (!s.text.includes("1.6 s old") || !s.text.includes("every 0.5 s")) throw new Error(s.text);
+  if (!s.text.includes("2.1 s old") || !s.text.includes("every 0.5 s")) throw new Error(s.text);
+  const slow = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  slow.update(ok(c(0, 0, 0, { interval_s: 2 })), 0);
+  expect(slow.status(UNIX0 + 5.9, 0).kind, "ok");
+  expect(slow.status(UNIX0 + 6.1, 0).kind, "stale");
 });
 
 Deno.test("stale by ts_monotonic not advancing, when ts_unix says nothing", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   // An old-contract file without ts_unix (parseCounters gives 0).
   m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 10);
   expect(m.status(0, 11).kind, "ok");
   // Rewritten (changed) but with the same sample: no advance.
-  m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 11.4);
-  expect(m.status(0, 11.4).kind, "ok");
-  expect(m.status(0, 11.6).kind, "stale");
-  m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 11.7);
-  expect(m.status(0, 11.7).kind, "ok");
+  m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 11.9);
+  expect(m.status(0, 11.9).kind, "ok");
+  expect(m.status(0, 12.1).kind, "stale");
+  m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 12.2);
+  expect(m.status(0, 12.2).kind, "ok");
 });
 
 Deno.test("a wall clock set back does not make fresh samples stale", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 0, 0)), 0);
   expect(m.status(UNIX0 - 3600, 0.2).kind, "ok");
 });
 
 Deno.test("counter reset is announced for a few seconds, then ok", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 1000, 1000)), 0);
   m.update(ok(c(0.5, 2000, 2000)), 0.5);
   m.update(ok(c(1, 10, 10)), 1);
@@ -77,7 +81,7 @@ Deno.test("counter reset is announced for a few seconds, then ok", () => {
 });
 
 Deno.test("a new boot_id is a reset even when the numbers look continuous", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 1000, 1000)), 0);
   m.update(ok(c(0.5, 2000, 2000)), 0.5);
   // Rebooted, and the new boot is already up longer than the old one was: only boot_id tells.
@@ -87,7 +91,7 @@ Deno.test("a new boot_id is a reset even when the numbers look continuous", () =
 });
 
 Deno.test("malformed or unreadable reads keep the last good values", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 1000, 2000)), 0);
   m.update(ok(c(0.5, 1500, 2500)), 0.5);
   m.update({ kind: "malformed", reason: "the file is empty" }, 1);
@@ -103,7 +107,7 @@ Deno.test("malformed or unreadable reads keep the last good values", () => {
 });
 
 Deno.test("an unchanged file is not pushed again", () => {
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   const first = c(0, 0, 0);
   m.update(ok(first), 0);
   m.update(ok(first, false), 0.5);
@@ -112,7 +116,7 @@ Deno.test("an unchanged file is not pushed again", () => {
 });
 
 Deno.test("host share is StB's window average over the host's", () => {
-  const m = new GraphModel("/x", 0.5, 60, true);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60, host: true });
   const dev = (rx: number, tx: number) =>
     "Inter-|\n face |\n    lo: 9 9 0 0 0 0 0 0 9 9 0 0 0 0 0 0\n" +
     `  eth0: ${rx} 1 0 0 0 0 0 0 ${tx} 1 0 0 0 0 0 0\n`;
@@ -138,19 +142,19 @@ Deno.test("destination rates come from consecutive samples; new or restarted one
     bytes,
     packets: 1,
   });
-  const m = new GraphModel("/x", 0.5, 60);
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 0, 0, { destinations: [d(1000)] })), 0);
   let rows = m.frame(UNIX0, 0).destinations!;
-  expect(String(rows[0].rate), "null");
-  expect(rows[0].endpoint, "198.51.100.7:443");
+  expect(String(rows[0]?.rate), "null");
+  expect(String(rows[0]?.endpoint), "198.51.100.7:443");
   m.update(ok(c(0.5, 0, 0, { destinations: [d(3000), d(10, 80)] })), 0.5);
   rows = m.frame(UNIX0 + 0.5, 0.5).destinations!;
-  expect(`${rows[0].rate} ${rows[1].rate}`, "4000 null");
+  expect(`${rows[0]?.rate} ${rows[1]?.rate}`, "4000 null");
   // The kernel forgot the endpoint and counts it from zero again: no negative rate.
   m.update(ok(c(1, 0, 0, { destinations: [d(100)] })), 1);
-  expect(String(m.frame(UNIX0 + 1, 1).destinations![0].rate), "null");
+  expect(String(m.frame(UNIX0 + 1, 1).destinations![0]?.rate), "null");
   // A sample without the field: no table at all.
-  const plain = new GraphModel("/x", 0.5, 60);
+  const plain = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   plain.update(ok(c(0, 0, 0)), 0);
   expect(String(plain.frame(UNIX0, 0).destinations), "null");
 });

@@ -27,7 +27,9 @@ export function parseProcNetDev(text: string): Map<string, InterfaceCounters> {
     if (fields.length < 16 || !fields.every((f) => /^\d+$/.test(f))) continue;
     const n = fields.map(Number);
     if (!n.every(Number.isSafeInteger)) continue;
-    out.set(name, { rx: n[0], rxPackets: n[1], tx: n[8], txPackets: n[9] });
+    // At least 16 fields (checked above): receive bytes, packets, ..., transmit bytes, packets.
+    const [rx = 0, rxPackets = 0, , , , , , , tx = 0, txPackets = 0] = n;
+    out.set(name, { rx, rxPackets, tx, txPackets });
   }
   return out;
 }

@@ -76,9 +76,8 @@ export class RateTracker {
     this.#intervals.push({ t0: prev.t, t1: s.t, rx: s.rx - prev.rx, tx: s.tx - prev.tx });
     this.#last = s;
     const horizon = s.t - this.keepSeconds;
-    let drop = 0;
-    while (drop < this.#intervals.length && this.#intervals[drop].t1 <= horizon) drop++;
-    if (drop > 0) this.#intervals.splice(0, drop);
+    const kept = this.#intervals.findIndex((iv) => iv.t1 > horizon);
+    this.#intervals.splice(0, kept < 0 ? this.#intervals.length : kept);
     return "advanced";
   }
 
@@ -98,10 +97,9 @@ export class RateTracker {
    * its bytes are spread evenly over it, which is their true average.
    */
   stats(window: number): WindowStats | null {
-    const n = this.#intervals.length;
     const last = this.#last;
-    if (n === 0 || last === null) return null;
-    const newest = this.#intervals[n - 1];
+    const newest = this.#intervals.at(-1);
+    if (newest === undefined || last === null) return null;
     // After a reset the newest interval belongs to the previous run: no current rate yet.
     const fresh = newest.t1 === last.t;
     const d = newest.t1 - newest.t0;
@@ -148,22 +146,23 @@ export class RateTracker {
       const d = iv.t1 - iv.t0;
       const first = Math.max(0, Math.floor((iv.t0 - start) / w));
       const lastCol = Math.min(columns - 1, Math.floor((iv.t1 - start) / w));
+      // Columns first..lastCol lie within 0..columns-1: the indexes below are in range.
       for (let c = first; c <= lastCol; c++) {
         const c0 = start + c * w;
         const overlap = Math.min(iv.t1, c0 + w) - Math.max(iv.t0, c0);
         if (overlap <= 0) continue;
-        rxB[c] += iv.rx * overlap / d;
-        txB[c] += iv.tx * overlap / d;
-        cov[c] += overlap;
+        rxB[c]! += iv.rx * overlap / d;
+        txB[c]! += iv.tx * overlap / d;
+        cov[c]! += overlap;
       }
     }
-    for (let c = 0; c < columns; c++) {
+    cov.forEach((covered, c) => {
       // Slivers (float rounding at slot edges) are not data.
-      if (cov[c] > w * 1e-6) {
-        rx[c] = rxB[c] / cov[c];
-        tx[c] = txB[c] / cov[c];
+      if (covered > w * 1e-6) {
+        rx[c] = rxB[c]! / covered;
+        tx[c] = txB[c]! / covered;
       }
-    }
+    });
     return { rx, tx };
   }
 }

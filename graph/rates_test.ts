@@ -30,7 +30,7 @@ Deno.test("an identical sample (file not rewritten) changes nothing", () => {
 });
 
 Deno.test("a decreasing total starts a new baseline, never a negative rate", () => {
-  for (const [rx, tx] of [[10, 5000], [5000, 10]]) {
+  for (const [rx, tx] of [[10, 5000], [5000, 10]] as const) {
     const r = new RateTracker(60);
     r.push({ t: 10, rx: 0, tx: 0 });
     r.push({ t: 11, rx: 4000, tx: 4000 });

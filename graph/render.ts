@@ -10,7 +10,7 @@
 
 import asciichartJs from "asciichart";
 import type { FrameData, Status, StatusKind } from "./model.ts";
-import { formatBytes, formatRate, niceCeiling } from "./units.ts";
+import { formatBytes, formatRate, niceCeiling } from "../lib/units.ts";
 
 /** The part of asciichart 1.5 used here; the package ships no types of its own. */
 interface AsciiChart {
@@ -86,14 +86,15 @@ function tableColumns(width: number): Column[] {
   return (["now", "peak", "average", "total"] as Column[]).filter((c) => keep.includes(c));
 }
 
-function rateRow(
-  label: string,
-  color: string,
-  d: { current: number | null; peak: number; average: number } | null,
-  total: number | null,
-  columns: Column[],
-  on: boolean,
-): string {
+interface RateRow {
+  label: string;
+  color: string;
+  d: { current: number | null; peak: number; average: number } | null;
+  total: number | null;
+}
+
+function rateRow(row: RateRow, columns: Column[], on: boolean): string {
+  const { label, color, d, total } = row;
   const text: Record<Column, string> = {
     now: d === null ? "collecting" : d.current === null ? "—" : formatRate(d.current),
     peak: d === null ? "—" : formatRate(d.peak),
@@ -120,8 +121,16 @@ function headerLines(f: FrameData, o: RenderOptions): string[] {
   const lines = [
     title,
     " ".repeat(ROW_LABEL) + cols.map((c) => cell(c)).join(""),
-    rateRow("↓ RX  ", RX_COLOR, f.stats?.rx ?? null, f.totals?.rx ?? null, cols, on),
-    rateRow("↑ TX  ", TX_COLOR, f.stats?.tx ?? null, f.totals?.tx ?? null, cols, on),
+    rateRow(
+      { label: "↓ RX  ", color: RX_COLOR, d: f.stats?.rx ?? null, total: f.totals?.rx ?? null },
+      cols,
+      on,
+    ),
+    rateRow(
+      { label: "↑ TX  ", color: TX_COLOR, d: f.stats?.tx ?? null, total: f.totals?.tx ?? null },
+      cols,
+      on,
+    ),
   ];
   if (f.host !== null) {
     const h = f.host;

@@ -6,16 +6,19 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { BACKEND_NAMES, loadBackend } from "../backends/mod.ts";
+import {
+  AUTO,
+  BACKEND_CHOICES,
+  BACKEND_NAMES,
+  type BackendChoice,
+  loadBackend,
+} from "../backends/mod.ts";
 import { ConfigError, DEFAULT_CONFIG_PATH, defaultConfigJson, loadConfig } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
 import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
 import {
-  AUTO,
-  BACKEND_CHOICES,
-  type BackendChoice,
   CACHE_DIR,
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
@@ -37,7 +40,8 @@ import {
   systemdBooted,
   SystemError,
 } from "./system.ts";
-import { readCounters, statusCommand } from "./status.ts";
+import { statusCommand } from "./status.ts";
+import { CountersFileReader, isFresh } from "../lib/contract.ts";
 
 export { statusCommand };
 
@@ -83,7 +87,8 @@ function notSystemdMessage(backend: BackendChoice): string {
     `build tree too)`;
 }
 
-function resolveOwner(owner: string | undefined): string | null {
+/** The "owner" a config install writes gets: --owner, else $SUDO_USER; null for root. */
+function newConfigOwner(owner: string | undefined): string | null {
   const name = owner ?? Deno.env.get("SUDO_USER") ?? null;
   if (name === null || name === "root") return null;
   if (!lookupUser(name)) {
@@ -135,16 +140,52 @@ interface InstallOptions {
   timeout: number;
 }
 
+/** What install would write and run, compared with what is there. */
+interface InstallPlan {
+  booted: boolean;
+  program: ReturnType<typeof currentProgram>;
+  files: PlannedFile[];
+  unitFile: PlannedFile;
+  changed: PlannedFile[];
+  /** The config install writes, or null when the one there is kept. */
+  configText: string | null;
+  configExists: boolean;
+  /** systemctl argument lists, in order. */
+  commands: string[][];
+  /** The unit was active before (a change restarts it). */
+  active: boolean;
+}
+
 export async function install(opts: InstallOptions, say: Say = console.log): Promise<void> {
   const booted = systemdBooted();
   if (!opts.dryRun) {
     requireRoot("install");
     if (!booted) throw new SystemError(notSystemdMessage(opts.backend));
   }
+  const plan = await planInstall(opts, booted, say);
+  if (opts.dryRun) return describePlan(plan, opts, say);
+  if (plan.changed.length === 0 && plan.commands.length === 0) {
+    const fresh = await waitFresh(0, 3, say);
+    say(
+      `stb-netacct ${VERSION} is already installed and running (backend ` +
+        `${fresh.backend}); nothing changed.`,
+    );
+    return;
+  }
+  const since = await applyPlan(plan, say);
+  const fresh = await waitFresh(since, opts.timeout, say);
+  say(
+    `stb-netacct ${VERSION} is running with the ${fresh.backend} backend: ${fresh.path} was ` +
+      `written ${fresh.age.toFixed(1)} s ago. Watch it with \`stb-netacct graph\`, check ` +
+      `it with \`stb-netacct status\`.`,
+  );
+}
+
+async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Promise<InstallPlan> {
   const program = currentProgram();
   const configExists = exists(DEFAULT_CONFIG_PATH);
   const writeConfig = !configExists || opts.force;
-  const configText = writeConfig ? defaultConfigJson(resolveOwner(opts.owner)) : null;
+  const configText = writeConfig ? defaultConfigJson(newConfigOwner(opts.owner)) : null;
   if (!writeConfig && opts.owner !== undefined) {
     say(
       `Keeping ${DEFAULT_CONFIG_PATH} as it is (--owner is only used for a new config): ` +
@@ -152,7 +193,6 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
     );
   }
   checkConfig(configText);
-
   const files: PlannedFile[] = program.files.map((f) => plan(f, f.text !== undefined));
   if (configText !== null) {
     files.push(plan({ path: DEFAULT_CONFIG_PATH, mode: 0o644, text: configText }, true));
@@ -164,7 +204,6 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
   files.push(unitFile);
   const changed = files.filter((f) => f.state !== "unchanged");
-
   let state = new Map<string, string>();
   if (booted) state = await showUnit(UNIT_NAME).catch(() => new Map());
   const active = state.get("ActiveState") === "active";
@@ -176,55 +215,56 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   if (!enabled) commands.push(["enable", UNIT_NAME]);
   if (changed.length > 0 && active) commands.push(["restart", UNIT_NAME]);
   else if (!active) commands.push(["reset-failed", UNIT_NAME], ["start", UNIT_NAME]);
+  return {
+    booted,
+    program,
+    files,
+    unitFile,
+    changed,
+    configText,
+    configExists,
+    commands,
+    active,
+  };
+}
 
-  if (opts.dryRun) {
-    say(`Dry run (${program.kind} build, backend ${opts.backend}); nothing is changed.`);
-    for (const f of files) {
-      const how = f.from ? `copy of ${f.from}` : `${f.data.length} bytes`;
-      say(
-        `${f.state === "unchanged" ? "keep " : "write"} ${f.path} (${f.state}, mode ` +
-          `${f.mode.toString(8)}, ${how})`,
-      );
-      if (f.show && f.state !== "unchanged") {
-        say(new TextDecoder().decode(f.data).replace(/^/gm, "    | ").trimEnd());
-      }
-    }
-    if (configExists && !opts.force) {
-      say(`keep  ${DEFAULT_CONFIG_PATH} (exists; --force resets it)`);
-    }
-    for (const c of commands) say(`run   systemctl ${c.join(" ")}`);
-    say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
-    if (!booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
-    return;
-  }
-
-  if (changed.length === 0 && commands.length === 0) {
-    const fresh = await waitFresh(0, 3, say);
+/** --dry-run: every file (with its content) and every command, nothing done. */
+function describePlan(p: InstallPlan, opts: InstallOptions, say: Say): void {
+  say(`Dry run (${p.program.kind} build, backend ${opts.backend}); nothing is changed.`);
+  for (const f of p.files) {
+    const how = f.from ? `copy of ${f.from}` : `${f.data.length} bytes`;
     say(
-      `stb-netacct ${VERSION} is already installed and running (backend ` +
-        `${fresh.backend}); nothing changed.`,
+      `${f.state === "unchanged" ? "keep " : "write"} ${f.path} (${f.state}, mode ` +
+        `${f.mode.toString(8)}, ${how})`,
     );
-    return;
+    if (f.show && f.state !== "unchanged") {
+      say(new TextDecoder().decode(f.data).replace(/^/gm, "    | ").trimEnd());
+    }
   }
-  const upgrading = files.some((f) => f.state === "changed");
-  for (const f of changed) {
+  if (p.configExists && !opts.force) {
+    say(`keep  ${DEFAULT_CONFIG_PATH} (exists; --force resets it)`);
+  }
+  for (const c of p.commands) say(`run   systemctl ${c.join(" ")}`);
+  say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
+  if (!p.booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
+}
+
+/** Writes what changed and runs the commands; returns when (Unix seconds) they ran. */
+async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
+  const upgrading = p.files.some((f) => f.state === "changed");
+  for (const f of p.changed) {
     installFile(f.path, f.data, f.mode);
     say(`${f.state === "new" ? "Wrote" : "Updated"} ${f.path}`);
   }
-  if (!configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
+  if (!p.configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
   const since = Date.now() / 1000;
-  for (const c of commands) await systemctl(...c);
+  for (const c of p.commands) await systemctl(...c);
   say(
-    active && changed.length > 0
+    p.active && p.changed.length > 0
       ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
       : `Enabled and started ${UNIT_NAME}`,
   );
-  const fresh = await waitFresh(since, opts.timeout, say);
-  say(
-    `stb-netacct ${VERSION} is running with the ${fresh.backend} backend: ${fresh.path} was ` +
-      `written ${fresh.age.toFixed(1)} s ago. Watch it with \`stb-netacct graph\`, check ` +
-      `it with \`stb-netacct status\`.`,
-  );
+  return since;
 }
 
 /**
@@ -244,11 +284,13 @@ async function waitFresh(
   const restarts0 = Number(
     (await showUnit(UNIT_NAME).catch(() => new Map())).get("NRestarts") ?? 0,
   );
+  const reader = new CountersFileReader(path);
   while (Date.now() - start < timeoutS * 1000) {
-    const r = await readCounters(path);
+    const r = await reader.read();
     if (r.kind === "ok") {
-      const age = Date.now() / 1000 - r.counters.ts_unix;
-      if (r.counters.ts_unix >= since && age <= 3 * r.counters.interval_s + 1) {
+      const now = Date.now() / 1000;
+      const age = now - r.counters.ts_unix;
+      if (r.counters.ts_unix >= since && isFresh(r.counters, now)) {
         return { backend: r.counters.backend, age: Math.max(0, age), path };
       }
       why = `the newest sample is ${age.toFixed(1)} s old`;

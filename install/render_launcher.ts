@@ -10,10 +10,11 @@ import { parseDenoFlagsFile, renderLauncher } from "./launcher.ts";
 
 const i = Deno.args.indexOf("--flags-file");
 const j = Deno.args.indexOf("--libdir");
-if (i < 0 || !Deno.args[i + 1]) {
+const flagsFile = i < 0 ? undefined : Deno.args[i + 1];
+if (!flagsFile) {
   console.error("usage: render_launcher.ts --flags-file scripts/deno_flags.txt [--libdir dist]");
   Deno.exit(2);
 }
-const flags = parseDenoFlagsFile(Deno.readTextFileSync(Deno.args[i + 1]));
-const text = renderLauncher({ relative: j >= 0 ? Deno.args[j + 1] : "dist" }, flags);
+const flags = parseDenoFlagsFile(Deno.readTextFileSync(flagsFile));
+const text = renderLauncher({ relative: (j < 0 ? undefined : Deno.args[j + 1]) ?? "dist" }, flags);
 await Deno.stdout.write(new TextEncoder().encode(text));

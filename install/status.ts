@@ -7,10 +7,14 @@
 import { Command } from "@commander-js/extra-typings";
 import { cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
-import type { CountersV1 } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
-import { CountersFileReader, type ReadResult } from "../graph/reader.ts";
-import { formatBytes, formatRate } from "../graph/units.ts";
+import {
+  CountersFileReader,
+  type CountersV1,
+  isFreshAge,
+  type ReadResult,
+} from "../lib/contract.ts";
+import { formatBytes, formatRate } from "../lib/units.ts";
 import { showUnit, systemdBooted } from "./system.ts";
 import { UNIT_NAME, UNIT_PATH } from "./unit.ts";
 
@@ -39,6 +43,9 @@ export interface ServiceFacts {
   unitBackend: string | null;
 }
 
+/** Bytes (or bytes per second) each way. */
+type Rates = { rx: number; tx: number };
+
 export interface CounterFacts {
   path: string;
   kind: ReadResult["kind"];
@@ -59,18 +66,12 @@ export interface StatusReport {
   cgroups: Record<string, { path: string; exists: boolean }>;
 }
 
-/** A sample older than this many intervals is stale (the graph uses the same rule). */
-const STALE_INTERVALS = 3;
-/** Slack for a busy machine at short intervals. */
-const STALE_MIN_S = 2;
-
 export function judge(
   service: ServiceFacts,
   counters: CounterFacts,
 ): { verdict: Verdict; fix: string | null } {
   const c = counters.counters;
-  const fresh = c !== null && counters.ageS !== null &&
-    counters.ageS <= Math.max(STALE_INTERVALS * c.interval_s, STALE_MIN_S);
+  const fresh = c !== null && isFreshAge(counters.ageS, c.interval_s);
   const journal = "`journalctl -u stb-netacct -n 20` says why";
   if (fresh) {
     const outside = service.systemd && service.activeState !== "active";
@@ -146,11 +147,6 @@ async function serviceFacts(): Promise<ServiceFacts> {
   facts.restarts = s.has("NRestarts") ? Number(s.get("NRestarts")) : null;
   facts.since = s.get("ActiveEnterTimestamp") || null;
   return facts;
-}
-
-/** One read of counters.json for install's freshness wait. */
-export async function readCounters(path: string): Promise<ReadResult> {
-  return await new CountersFileReader(path).read();
 }
 
 async function counterFacts(path: string, sampleRates: boolean): Promise<CounterFacts> {
@@ -264,14 +260,15 @@ export function formatStatus(r: StatusReport): string {
   );
   if (c) {
     const rate = r.counters.rates;
-    const line = (name: string, rx: number, tx: number, rr?: { rx: number; tx: number }) =>
+    /** One row: `totals` (rx, tx bytes), and rates when two samples were seen. */
+    const line = (name: string, totals: Rates, rr?: Rates) =>
       `  ${name.padEnd(12)} down ${(rr ? formatRate(rr.rx) : "-").padStart(12)}  up ${
         (rr ? formatRate(rr.tx) : "-").padStart(12)
-      }   totals down ${formatBytes(rx)}, up ${formatBytes(tx)}`;
+      }   totals down ${formatBytes(totals.rx)}, up ${formatBytes(totals.tx)}`;
     out.push("traffic   (external only; rates over the last sample)");
-    out.push(line("all", c.rx_bytes_total, c.tx_bytes_total, rate ?? undefined));
+    out.push(line("all", { rx: c.rx_bytes_total, tx: c.tx_bytes_total }, rate ?? undefined));
     for (const [n, sv] of Object.entries(c.services)) {
-      out.push(line(n, sv.rx_bytes_total, sv.tx_bytes_total, rate?.services[n]));
+      out.push(line(n, { rx: sv.rx_bytes_total, tx: sv.tx_bytes_total }, rate?.services[n]));
     }
   }
   out.push(`cgroups   (config: ${r.config.source})`);

@@ -14,7 +14,7 @@ export interface CommandResult {
 }
 
 /** Runs a tool to completion; a missing tool becomes a SystemError naming it. */
-export async function runCommand(argv: string[]): Promise<CommandResult> {
+export async function runCommand(argv: [string, ...string[]]): Promise<CommandResult> {
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(argv[0], {

@@ -5,26 +5,23 @@
  *
  * The service runs as a dynamic user, not root: what it may do comes only from the ambient
  * capabilities of its backend plus CAP_CHOWN (counters.json belongs to the config's
- * "owner"). Everything else is closed; README_SECTION.md lists what stays open and why.
+ * "owner"). Everything else is closed; docs/service.md lists what stays open and why.
  */
 
-import { BACKEND_INFO, BACKEND_NAMES, type BackendName } from "../backends/mod.ts";
+import { BACKEND_INFO, type BackendChoice, type BackendName, backendsOf } from "../backends/mod.ts";
 import { DEFAULT_CONFIG_PATH } from "../lib/config.ts";
+import { COUNTERS_DIR } from "../lib/contract.ts";
 
 export const UNIT_NAME = "stb-netacct.service";
 export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;
 /** RuntimeDirectory=; the only place the hardened service can publish counters.json. */
-export const RUNTIME_DIR = "/run/stb-netacct";
+export const RUNTIME_DIR = COUNTERS_DIR;
 /** StateDirectory=; with DynamicUser= systemd keeps it in /var/lib/private/stb-netacct. */
 export const STATE_DIR = "/var/lib/stb-netacct";
 export const PRIVATE_STATE_DIR = "/var/lib/private/stb-netacct";
 /** CacheDirectory=: deno's DENO_DIR (V8 code cache) for the fallback build. */
 export const CACHE_DIR = "/var/cache/stb-netacct";
 export const PRIVATE_CACHE_DIR = "/var/cache/private/stb-netacct";
-
-export const AUTO = "auto";
-export type BackendChoice = typeof AUTO | BackendName;
-export const BACKEND_CHOICES: readonly BackendChoice[] = [AUTO, ...BACKEND_NAMES];
 
 /** Kernel capability names by number; lib/capabilities.ts only names the ones `run` checks. */
 const CAP_NAMES: Record<number, string> = {
@@ -46,10 +43,6 @@ const BACKEND_SANDBOX: Record<BackendName, { families: string[]; syscalls: strin
   nft: { families: ["AF_NETLINK"], syscalls: [] },
   iptables: { families: ["AF_NETLINK"], syscalls: [] },
 };
-
-function backendsOf(choice: BackendChoice): BackendName[] {
-  return choice === AUTO ? [...BACKEND_NAMES] : [choice];
-}
 
 function capName(cap: number): string {
   const name = CAP_NAMES[cap];
@@ -106,7 +99,6 @@ export function renderUnit(
     throw new Error(`Program path ${JSON.stringify(binPath)} must be absolute for ExecStart=`);
   }
   const configPath = options.configPath ?? DEFAULT_CONFIG_PATH;
-  const sb = sandboxFor(backend);
   // With DynamicUser= /var/lib/stb-netacct is a symlink, which run refuses as a state
   // directory; the real directory is the private one.
   const exec = [
@@ -145,6 +137,18 @@ export function renderUnit(
     "CacheDirectory=stb-netacct",
     "CacheDirectoryMode=0700",
     "Environment=DENO_DIR=%C/stb-netacct",
+    ...sandboxLines(sandboxFor(backend)),
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/** The [Service] lines that confine it: a dynamic user with its backend's capabilities only. */
+function sandboxLines(sb: Sandbox): string[] {
+  return [
     // A uid of its own, not root: only the capabilities below make it privileged.
     "DynamicUser=yes",
     `CapabilityBoundingSet=${sb.capabilities.join(" ")}`,
@@ -183,10 +187,5 @@ export function renderUnit(
     "SystemCallFilter=~@resources @obsolete",
     "SystemCallErrorNumber=EPERM",
     "UMask=0077",
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
   ];
-  return lines.join("\n");
 }

@@ -1,4 +1,5 @@
-import { BACKEND_CHOICES, quoteExecArg, renderUnit, sandboxFor, UNIT_NAME } from "./unit.ts";
+import { BACKEND_CHOICES } from "../backends/mod.ts";
+import { quoteExecArg, renderUnit, sandboxFor, UNIT_NAME } from "./unit.ts";
 import { denoFlagsFromLauncher, parseDenoFlagsFile, renderLauncher } from "./launcher.ts";
 import { assert, assertEquals, assertThrows } from "../lib/test_assert.ts";
 

@@ -68,8 +68,8 @@ let umask: number | null = null;
 function processUmask(): number {
   if (umask === null) {
     try {
-      const m = /^Umask:\s*([0-7]+)$/m.exec(Deno.readTextFileSync("/proc/self/status"));
-      umask = m ? parseInt(m[1], 8) : 0o777;
+      const octal = /^Umask:\s*([0-7]+)$/m.exec(Deno.readTextFileSync("/proc/self/status"))?.[1];
+      umask = octal ? parseInt(octal, 8) : 0o777;
     } catch {
       umask = 0o777; // unknown: always chmod
     }

@@ -12,6 +12,16 @@ export class CgroupError extends Error {
   override name = "CgroupError";
 }
 
+/** A configured service's cgroup as it is now: what the backends and BPF programs target. */
+export interface ServiceTarget {
+  /** Config key, e.g. "server". Stable for the life of `run`. */
+  name: string;
+  /** Cgroup path relative to the cgroup2 mount, e.g. "/user.slice/.../stb-next-server@split.service". */
+  path: string;
+  /** Inode number of the cgroup directory now, or null while it does not exist. */
+  id: bigint | null;
+}
+
 export interface Cgroup2Mount {
   /** Absolute mount point, e.g. "/sys/fs/cgroup" or "/sys/fs/cgroup/unified". */
   mountPoint: string;
@@ -40,8 +50,9 @@ export function parseCgroup2Mount(mountinfo: string): Cgroup2Mount | null {
     if (sep < 0) continue;
     const left = line.slice(0, sep).split(" ");
     const fsType = line.slice(sep + 3).split(" ")[0];
-    if (fsType !== "cgroup2" || left[3] !== "/") continue;
-    const mountPoint = unescapeMountinfo(left[4]);
+    const at = left[4];
+    if (fsType !== "cgroup2" || left[3] !== "/" || at === undefined) continue;
+    const mountPoint = unescapeMountinfo(at);
     if (best === null || mountPoint.length < best.length) best = mountPoint;
   }
   if (best === null) return null;

@@ -22,9 +22,9 @@ export function parseIpv4(text: string): Uint8Array | null {
   const parts = text.split(".");
   if (parts.length !== 4) return null;
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i])) return null;
-    const n = Number(parts[i]);
+  for (const [i, part] of parts.entries()) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return null;
+    const n = Number(part);
     if (n > 255) return null;
     out[i] = n;
   }
@@ -43,16 +43,16 @@ export function parseIpv6(text: string): Uint8Array | null {
   }
   const halves = head.split("::");
   if (halves.length > 2) return null;
-  const groupsOf = (s: string) => (s === "" ? [] : s.split(":"));
+  const groupsOf = (s: string | undefined) => (s === undefined || s === "" ? [] : s.split(":"));
   const left = groupsOf(halves[0]);
-  const right = halves.length === 2 ? groupsOf(halves[1]) : [];
+  const right = groupsOf(halves[1]);
   const missing = 8 - left.length - right.length;
   if (halves.length === 1 ? missing !== 0 : missing < 1) return null;
   const groups = [...left, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...right];
   const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(groups[i])) return null;
-    const v = parseInt(groups[i], 16);
+  for (const [i, group] of groups.entries()) {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(group)) return null;
+    const v = parseInt(group, 16);
     out[2 * i] = v >> 8;
     out[2 * i + 1] = v & 0xff;
   }
@@ -60,10 +60,15 @@ export function parseIpv6(text: string): Uint8Array | null {
   return out;
 }
 
+/** An IP protocol number as counters.json and events.jsonl name it: "tcp", "udp" or the number. */
+export function protocolName(proto: number): string {
+  return proto === 6 ? "tcp" : proto === 17 ? "udp" : String(proto);
+}
+
 export function formatAddress(bytes: Uint8Array): string {
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i] << 8) | bytes[i + 1]);
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!); // 16 bytes
   // Longest run of zero groups (length >= 2) collapses to "::" (RFC 5952).
   let bestStart = -1, bestLen = 0;
   for (let i = 0; i < 8;) {
@@ -114,12 +119,10 @@ export function parseCidr(text: string): Cidr {
 }
 
 function maskBytes(bytes: Uint8Array, prefixLen: number): Uint8Array {
-  const out = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i++) {
+  return bytes.map((b, i) => {
     const bits = Math.max(0, Math.min(8, prefixLen - 8 * i));
-    out[i] = bytes[i] & (0xff << (8 - bits)) & 0xff;
-  }
-  return out;
+    return b & (0xff << (8 - bits)) & 0xff;
+  });
 }
 
 /** True when `outer` contains every address of `inner` (same family). */
@@ -132,13 +135,11 @@ export function cidrContains(outer: Cidr, inner: Cidr): boolean {
 /** Pairs of prefixes where one contains the other (a config smell: one of them is dead). */
 export function findOverlaps(cidrs: Cidr[]): [Cidr, Cidr][] {
   const out: [Cidr, Cidr][] = [];
-  for (let i = 0; i < cidrs.length; i++) {
-    for (let j = i + 1; j < cidrs.length; j++) {
-      if (cidrContains(cidrs[i], cidrs[j]) || cidrContains(cidrs[j], cidrs[i])) {
-        out.push([cidrs[i], cidrs[j]]);
-      }
+  cidrs.forEach((a, i) => {
+    for (const b of cidrs.slice(i + 1)) {
+      if (cidrContains(a, b) || cidrContains(b, a)) out.push([a, b]);
     }
-  }
+  });
   return out;
 }
 

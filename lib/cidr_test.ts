@@ -9,6 +9,7 @@ import {
   parseCidr,
   parseIpv4,
   parseIpv6,
+  protocolName,
 } from "./cidr.ts";
 
 Deno.test("parseCidr accepts IPv4 and IPv6 prefixes and canonicalises them", () => {
@@ -95,4 +96,8 @@ Deno.test("containment, overlaps and the exclusion decision", () => {
   ];
   for (const a of internal) assertEquals(isExcluded(parseCidr(a).bytes, ex), true, a);
   for (const a of external) assertEquals(isExcluded(parseCidr(a).bytes, ex), false, a);
+});
+
+Deno.test("protocolName: tcp, udp, else the number", () => {
+  assertEquals([6, 17, 1, 132].map(protocolName), ["tcp", "udp", "1", "132"]);
 });

@@ -14,12 +14,10 @@ import {
   parseIpv6,
 } from "./cidr.ts";
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
+import { DEFAULT_COUNTERS_PATH } from "./contract.ts";
+import { DEFAULT_INTERVAL_S, INTERVAL_FIX, isInterval } from "./interval.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
-export const DEFAULT_OUTPUT = "/run/stb-netacct/counters.json";
-export const DEFAULT_INTERVAL_S = 0.5;
-export const MIN_INTERVAL_S = 0.1;
-export const MAX_INTERVAL_S = 10;
 export const MAX_CONFIG_BYTES = 1 << 20;
 export const MAX_SERVICES = 512;
 
@@ -70,19 +68,22 @@ const KNOWN_KEYS = [
   "events",
 ] as const;
 
+/** Levenshtein distance, one row of the table at a time. */
 function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  let above = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    // j runs within both rows (b.length + 1 entries each): the indexes are in range.
     for (let j = 1; j <= b.length; j++) {
-      d[i][j] = Math.min(
-        d[i - 1][j] + 1,
-        d[i][j - 1] + 1,
-        d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
+      row.push(Math.min(
+        above[j]! + 1,
+        row[j - 1]! + 1,
+        above[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      ));
     }
+    above = row;
   }
-  return d[a.length][b.length];
+  return above[b.length]!;
 }
 
 export function didYouMean(word: string, choices: readonly string[]): string | null {
@@ -149,65 +150,92 @@ export function validateConfig(raw: unknown, source: string): Config {
       );
     }
   }
+  // In this order, so that of several bad keys the same one is reported first.
+  const services = parseServices(o.services);
+  const exclude = parseExclusions(o.exclude, o.exclude_extra);
+  const output = parseOutput(o.output);
+  const owner = parseOwner(o.owner);
+  const interval_s = o.interval_s === undefined
+    ? DEFAULT_INTERVAL_S
+    : checkInterval(o.interval_s, `"interval_s" in ${source}`);
+  const marks = parseMarks(o.ct_mark, o.ct_mask);
+  return {
+    services,
+    exclude,
+    output,
+    owner,
+    interval_s,
+    ct_mark: marks.mark,
+    ct_mask: marks.mask,
+    prometheus: parsePrometheus(o.prometheus),
+    gso_correction: parseFlag("gso_correction", o.gso_correction, false),
+    events: parseEvents(o.events),
+    source,
+  };
+}
 
-  let services: Record<string, string> = { ...DEFAULT_SERVICES };
-  if (o.services !== undefined) {
-    if (typeof o.services !== "object" || o.services === null || Array.isArray(o.services)) {
-      throw new ConfigError(
-        `"services" is ${show(o.services)}: it must map names to cgroup paths, ` +
-          `like {"server": "/user.slice/.../stb-next-server@split.service"}`,
-      );
-    }
-    services = {};
-    const seenPaths = new Map<string, string>();
-    for (const [name, path] of Object.entries(o.services as Record<string, unknown>)) {
-      if (!SERVICE_NAME.test(name)) {
-        throw new ConfigError(
-          `Service name ${show(name)} is not allowed: use 1-64 letters, digits, "-", "_" or "."`,
-        );
-      }
-      if (typeof path !== "string") {
-        throw new ConfigError(
-          `"services.${name}" is ${show(path)}: it must be a cgroup path string`,
-        );
-      }
-      let normal: string;
-      try {
-        normal = validateCgroupPath(path);
-      } catch (e) {
-        if (e instanceof CgroupError) throw new ConfigError(`"services.${name}": ${e.message}`);
-        throw e;
-      }
-      const other = seenPaths.get(normal);
-      if (other !== undefined) {
-        throw new ConfigError(
-          `"services.${name}" and "services.${other}" name the same cgroup ${show(normal)}: ` +
-            `keep one of them`,
-        );
-      }
-      seenPaths.set(normal, name);
-      services[name] = normal;
-    }
-    const count = Object.keys(services).length;
-    if (count === 0) {
-      throw new ConfigError(
-        `"services" is empty: name at least one cgroup, or remove the key for the StB defaults`,
-      );
-    }
-    if (count > MAX_SERVICES) {
-      throw new ConfigError(
-        `"services" has ${count} entries: at most ${MAX_SERVICES} are supported`,
-      );
-    }
+/** "services": name -> cgroup path; absent: the StB defaults. */
+function parseServices(v: unknown): Record<string, string> {
+  if (v === undefined) return { ...DEFAULT_SERVICES };
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(
+      `"services" is ${show(v)}: it must map names to cgroup paths, ` +
+        `like {"server": "/user.slice/.../stb-next-server@split.service"}`,
+    );
   }
+  const services: Record<string, string> = {};
+  const seenPaths = new Map<string, string>();
+  for (const [name, path] of Object.entries(v as Record<string, unknown>)) {
+    const normal = parseServicePath(name, path);
+    const other = seenPaths.get(normal);
+    if (other !== undefined) {
+      throw new ConfigError(
+        `"services.${name}" and "services.${other}" name the same cgroup ${show(normal)}: ` +
+          `keep one of them`,
+      );
+    }
+    seenPaths.set(normal, name);
+    services[name] = normal;
+  }
+  const count = Object.keys(services).length;
+  if (count === 0) {
+    throw new ConfigError(
+      `"services" is empty: name at least one cgroup, or remove the key for the StB defaults`,
+    );
+  }
+  if (count > MAX_SERVICES) {
+    throw new ConfigError(
+      `"services" has ${count} entries: at most ${MAX_SERVICES} are supported`,
+    );
+  }
+  return services;
+}
 
-  const base = o.exclude !== undefined
-    ? parseCidrList("exclude", o.exclude)
+/** One service's name and cgroup path, the path normalised. */
+function parseServicePath(name: string, path: unknown): string {
+  if (!SERVICE_NAME.test(name)) {
+    throw new ConfigError(
+      `Service name ${show(name)} is not allowed: use 1-64 letters, digits, "-", "_" or "."`,
+    );
+  }
+  if (typeof path !== "string") {
+    throw new ConfigError(`"services.${name}" is ${show(path)}: it must be a cgroup path string`);
+  }
+  try {
+    return validateCgroupPath(path);
+  } catch (e) {
+    if (e instanceof CgroupError) throw new ConfigError(`"services.${name}": ${e.message}`);
+    throw e;
+  }
+}
+
+/** "exclude" (absent: the defaults) plus "exclude_extra", with no prefix listed twice. */
+function parseExclusions(exclude: unknown, excludeExtra: unknown): Cidr[] {
+  const base = exclude !== undefined
+    ? parseCidrList("exclude", exclude)
     : DEFAULT_EXCLUDE.map((c) => parseCidr(c));
-  const extra = o.exclude_extra !== undefined
-    ? parseCidrList("exclude_extra", o.exclude_extra)
-    : [];
-  const mine = [...(o.exclude !== undefined ? base : []), ...extra];
+  const extra = excludeExtra !== undefined ? parseCidrList("exclude_extra", excludeExtra) : [];
+  const mine = [...(exclude !== undefined ? base : []), ...extra];
   for (const [a, b] of findOverlaps(mine)) {
     // The default list itself nests 255.255.255.255/32 in 240.0.0.0/4 on purpose (it
     // names the broadcast address); a config that copies the defaults stays valid.
@@ -228,60 +256,40 @@ export function validateConfig(raw: unknown, source: string): Config {
       );
     }
   }
+  return [...base, ...extra];
+}
 
-  let output = DEFAULT_OUTPUT;
-  if (o.output !== undefined) {
-    if (typeof o.output !== "string" || !o.output.startsWith("/") || o.output.endsWith("/")) {
-      throw new ConfigError(
-        `"output" is ${show(o.output)}: it must be an absolute file path like "${DEFAULT_OUTPUT}"`,
-      );
-    }
-    if (o.output.split("/").some((p) => p === "..")) {
-      throw new ConfigError(`"output" is ${show(o.output)}: ".." is not allowed in it`);
-    }
-    output = o.output;
-  }
-
-  let owner: string | null = null;
-  if (o.owner !== undefined && o.owner !== null) {
-    if (typeof o.owner === "number" && Number.isInteger(o.owner) && o.owner >= 0) {
-      owner = String(o.owner);
-    } else if (typeof o.owner === "string" && OWNER.test(o.owner)) {
-      owner = o.owner;
-    } else {
-      throw new ConfigError(
-        `"owner" is ${show(o.owner)}: use a user name such as "cad" or a numeric uid`,
-      );
-    }
-  }
-
-  let interval_s = DEFAULT_INTERVAL_S;
-  if (o.interval_s !== undefined) {
-    interval_s = checkInterval(o.interval_s, `"interval_s" in ${source}`);
-  }
-
-  const ct_mask = parseMark("ct_mask", o.ct_mask, 0x00ff0000);
-  const ct_mark = parseMark("ct_mark", o.ct_mark, 0x00510000);
-  if ((ct_mark & ~ct_mask) >>> 0 !== 0) {
+function parseOutput(v: unknown): string {
+  if (v === undefined) return DEFAULT_COUNTERS_PATH;
+  if (typeof v !== "string" || !v.startsWith("/") || v.endsWith("/")) {
     throw new ConfigError(
-      `"ct_mark" 0x${ct_mark.toString(16)} has bits outside "ct_mask" 0x${ct_mask.toString(16)}: ` +
+      `"output" is ${show(v)}: it must be an absolute file path like "${DEFAULT_COUNTERS_PATH}"`,
+    );
+  }
+  if (v.split("/").some((p) => p === "..")) {
+    throw new ConfigError(`"output" is ${show(v)}: ".." is not allowed in it`);
+  }
+  return v;
+}
+
+function parseOwner(v: unknown): string | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return String(v);
+  if (typeof v === "string" && OWNER.test(v)) return v;
+  throw new ConfigError(`"owner" is ${show(v)}: use a user name such as "cad" or a numeric uid`);
+}
+
+/** "ct_mark" within "ct_mask" (defaults 0x00510000 within 0x00ff0000). */
+function parseMarks(markValue: unknown, maskValue: unknown): { mark: number; mask: number } {
+  const mask = parseMark("ct_mask", maskValue, 0x00ff0000);
+  const mark = parseMark("ct_mark", markValue, 0x00510000);
+  if ((mark & ~mask) >>> 0 !== 0) {
+    throw new ConfigError(
+      `"ct_mark" 0x${mark.toString(16)} has bits outside "ct_mask" 0x${mask.toString(16)}: ` +
         `pick a mark inside the mask`,
     );
   }
-
-  return {
-    services,
-    exclude: [...base, ...extra],
-    output,
-    owner,
-    interval_s,
-    ct_mark,
-    ct_mask,
-    prometheus: parsePrometheus(o.prometheus),
-    gso_correction: parseFlag("gso_correction", o.gso_correction, false),
-    events: parseEvents(o.events),
-    source,
-  };
+  return { mark, mask };
 }
 
 function parseFlag(field: string, v: unknown, fallback: boolean): boolean {
@@ -399,7 +407,7 @@ export function parseListenAddress(
   const fail = (reason: string) =>
     new ConfigError(
       what === null
-        ? reason[0].toUpperCase() + reason.slice(1)
+        ? reason.charAt(0).toUpperCase() + reason.slice(1)
         : `${what} is ${show(text)}: ${reason}`,
     );
   const example = 'like "127.0.0.1:9877" or "[::1]:9877"';
@@ -407,7 +415,8 @@ export function parseListenAddress(
   if (!m) throw fail(`write ADDRESS:PORT, ${example}`);
   const port = Number(m[3]);
   if (port < 1 || port > 65535) throw fail(`the port must be 1 to 65535, ${example}`);
-  const host = m[2] === "localhost" ? "127.0.0.1" : m[1] ?? m[2];
+  // One of the alternatives matched: a bracketed (IPv6) host or a bare one.
+  const host = m[2] === "localhost" ? "127.0.0.1" : m[1] ?? m[2] ?? "";
   const bytes = m[1] === undefined ? parseIpv4(host) : parseIpv6(host);
   if (!bytes) {
     throw fail(
@@ -424,13 +433,9 @@ export function parseListenAddress(
   return { hostname: host, port };
 }
 
-/** Interval check shared by the config key and `--interval`. */
+/** The interval rule (lib/interval.ts) for a config value; `what` names it in the error. */
 export function checkInterval(v: unknown, what: string): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || v < MIN_INTERVAL_S || v > MAX_INTERVAL_S) {
-    throw new ConfigError(
-      `${what} is ${show(v)}: use a number of seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S}`,
-    );
-  }
+  if (!isInterval(v)) throw new ConfigError(`${what} is ${show(v)}: ${INTERVAL_FIX}`);
   return v;
 }
 
@@ -527,7 +532,7 @@ export function defaultConfigJson(owner: string | null): string {
     {
       services: DEFAULT_SERVICES,
       exclude: DEFAULT_EXCLUDE,
-      output: DEFAULT_OUTPUT,
+      output: DEFAULT_COUNTERS_PATH,
       owner,
       interval_s: DEFAULT_INTERVAL_S,
     },

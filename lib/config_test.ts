@@ -31,7 +31,7 @@ Deno.test("exclude replaces the defaults, exclude_extra adds to them", () => {
   ]);
   const extra = validateConfig({ exclude_extra: ["198.51.100.0/24"] }, SRC).exclude;
   assertEquals(extra.length, 16);
-  assertEquals(extra[15].text, "198.51.100.0/24");
+  assertEquals(extra[15]?.text, "198.51.100.0/24");
 });
 
 Deno.test("every bad config names the field, the value and the fix", () => {

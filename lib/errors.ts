@@ -8,6 +8,15 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * A failure of counting itself that the user can fix (a missing capability, a refused
+ * program, a tool that is absent): `message` names the problem and the fix. `run` stops on
+ * one rather than retrying it every interval. Raised by the backends and the BPF toolkit.
+ */
+export class BackendError extends Error {
+  override name = "BackendError";
+}
+
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 

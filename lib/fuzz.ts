@@ -30,7 +30,11 @@ export function gen(seed: number): Gen {
   return {
     next,
     int: (n) => Math.floor(next() * n),
-    pick: (items) => items[Math.floor(next() * items.length)],
+    pick: (items) => {
+      const item = items[Math.floor(next() * items.length)];
+      if (item === undefined) throw new Error("pick from an empty list");
+      return item;
+    },
     chance: (p) => next() < p,
   };
 }
@@ -136,7 +140,8 @@ export function badConfig(g: Gen): [unknown, string] {
       return [c, "bad service name"];
     case 5: {
       const s = c.services as Record<string, unknown>;
-      const [a, b] = Object.keys(s);
+      const [a, b] = Object.keys(s); // VALID_CONFIG names three services
+      if (a === undefined || b === undefined) throw new Error("VALID_CONFIG lost its services");
       s[b] = String(s[a]) + g.pick(["", "/"]);
       return [c, "duplicate cgroup"];
     }

@@ -1,12 +1,10 @@
 /**
- * The libc calls the sampler makes every interval, through FFI. Deno's own file API would
- * do, but `run` wakes every 0.5 s into cold caches, and there each Deno op costs several
- * times a bare syscall, and a failed lookup (an absent reset request, an absent
- * node-exporter directory) builds an exception with a stack trace every time: about a
- * fifth of the sampler's own CPU, measured side by side. Here an absent file is a return
+ * The libc calls the sampler makes every interval, through FFI: in `run`'s cold wake-ups a
+ * Deno op costs several times a bare syscall and an absent file (a reset request, an
+ * absent node-exporter directory) builds an exception every time; here it is a return
  * value, and publishing a file is six syscalls and no allocation beyond the bytes.
  *
- * `run`'s hot path, the helpers it shares and the libbpf glue (backends/libbpf.ts) use this
+ * `run`'s hot path, the helpers it shares and the libbpf glue (bpf/libbpf.ts) use this
  * one table; the library is opened on first use. glibc's statx wrapper needs glibc 2.28.
  */
 
@@ -39,7 +37,7 @@ const SYMBOLS = {
   // int vsnprintf(char *str /* buffer */, size_t size /* usize */,
   //               const char *format /* pointer */, va_list ap /* pointer */)
   // va_list is passed as a pointer on x86-64 and arm64 alike, so a va_list libbpf hands its
-  // print callback is forwarded as is (backends/libbpf.ts).
+  // print callback is forwarded as is (bpf/libbpf.ts).
   vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
   // ssize_t read(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */)
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },

@@ -85,7 +85,7 @@ export function parseFlockHolder(procLocks: string, dev: number, ino: number): n
     const f = line.trim().split(/\s+/);
     // A blocked waiter is printed as "1: -> FLOCK ...": only holders count.
     if (f[1] !== "FLOCK" || f[3] !== "WRITE") continue;
-    const [maj, min, inode] = f[5]?.split(":") ?? [];
+    const [maj = "", min = "", inode = ""] = f[5]?.split(":") ?? [];
     if (
       parseInt(maj, 16) === major && parseInt(min, 16) === minor && Number(inode) === ino
     ) {

@@ -1,19 +1,12 @@
 /**
  * How `run` sleeps between samples: in one epoll_wait on the main thread, woken by the
- * timeout, by a file descriptor it watches (the cgroup watch's inotify) or by a signal.
- *
- * Why not a Deno timer: here a wake through Deno's event loop costs the process 0.27 ms of
- * CPU, a wake from a blocking epoll_wait 0.07 ms (bare loops measured side by side), and at
- * a sample every 0.5 s that difference is most of what `run` costs while idle.
- *
- * The catch is that Deno runs signal listeners only when its event loop turns. A signal
- * sent to the process while this thread sleeps here interrupts the wait (the kernel hands
- * a process-directed signal to the main thread first), and `sleep` says "interrupted": the
- * caller then turns the event loop so the listeners run. A signal that lands while the
- * thread is busy elsewhere does not interrupt a later wait, so the caller must also turn
- * the event loop now and then (see `run`). Where something must be served between samples
- * (the metrics listener), `sleepAsync` waits on a Deno worker thread with the event loop
- * running, and `wake` ends that wait.
+ * timeout, by a file descriptor it watches (the cgroup watch's inotify) or by a signal. A
+ * wake from a blocking epoll_wait costs a fraction of one through Deno's event loop
+ * (docs/design.md, "Timing"). Deno runs signal listeners only when its event loop turns:
+ * `sleep` says "interrupted" when a signal ended it, and the caller turns the loop
+ * (run/sleep.ts). Where something must be served between samples (the metrics listener),
+ * `sleepAsync` waits on a Deno worker thread with the event loop running, and `wake` ends
+ * that wait.
  */
 
 import { check, EAGAIN, EINTR, errno, libc, O_CLOEXEC, osError } from "./libc.ts";

@@ -85,3 +85,52 @@ export function assertThrows(fn: () => unknown, cls?: ErrorClass, includes?: str
   }
   throw new AssertionError("expected the function to throw");
 }
+
+/** assertThrows for a promise: awaits `fn()` and checks how it rejected. */
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  cls?: ErrorClass,
+  includes?: string,
+): Promise<Error> {
+  let error: unknown;
+  try {
+    await fn();
+  } catch (e) {
+    error = e;
+  }
+  if (error === undefined) throw new AssertionError("expected the promise to reject");
+  return assertThrows(
+    () => {
+      throw error;
+    },
+    cls,
+    includes,
+  );
+}
+
+/** BPF objects (progs, maps, links) this process holds fds to, from /proc/self/fdinfo. */
+export function heldBpfObjects(): string[] {
+  const held: string[] = [];
+  for (const e of Deno.readDirSync("/proc/self/fdinfo")) {
+    let info: string;
+    try {
+      info = Deno.readTextFileSync(`/proc/self/fdinfo/${e.name}`);
+    } catch {
+      continue; // the fd of the directory listing itself, closed meanwhile
+    }
+    const m = info.match(/^(prog_id|map_id|link_id):\s*(\d+)/m);
+    if (m) held.push(`${m[1]}=${m[2]}`);
+  }
+  return held;
+}
+
+/** This process holds no BPF program, map or link (a backend stopped cleanly). */
+export function assertNoBpfHeld(msg: string): void {
+  assertEquals(heldBpfObjects(), [], msg);
+}
+
+/** `v`, checked to be there: a test reading a field it expects fails naming it, not with a TypeError. */
+export function present<T>(v: T | null | undefined, what: string): T {
+  if (v === undefined || v === null) throw new AssertionError(`${what} is missing`);
+  return v;
+}

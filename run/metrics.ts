@@ -11,7 +11,10 @@
 import { writeFileAtomic } from "../lib/atomic_write.ts";
 import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
+import type { Config } from "../lib/config.ts";
+import { VERSION } from "../lib/version.ts";
 import type { SampleContext, Sink } from "./sinks.ts";
+import { dirOf } from "./output.ts";
 
 export interface MetricsExtra {
   /** stb-netacct's version, for build_info. */
@@ -45,24 +48,20 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
-class Exposition {
-  #lines: string[] = [];
+/** One metric: its name, type, help and every series of it. */
+interface Family {
+  name: string;
+  type: "counter" | "gauge";
+  help: string;
+  series: [Labels, number][];
+}
 
-  family(
-    name: string,
-    type: "counter" | "gauge",
-    help: string,
-    series: [Labels, number][],
-  ): void {
-    this.#lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of series) {
-      this.#lines.push(`${name}${labelText(labels)} ${formatValue(value)}`);
-    }
-  }
-
-  text(): string {
-    return this.#lines.join("\n") + "\n";
-  }
+function familyText(f: Family): string[] {
+  return [
+    `# HELP ${f.name} ${escapeHelp(f.help)}`,
+    `# TYPE ${f.name} ${f.type}`,
+    ...f.series.map(([labels, value]) => `${f.name}${labelText(labels)} ${formatValue(value)}`),
+  ];
 }
 
 /**
@@ -74,77 +73,77 @@ function eventsDropped(counters: CountersV1): number {
   return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
+/** One unlabelled series. */
+const one = (value: number): [Labels, number][] => [[{}, value]];
+
+type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_packets_total";
+
 /** The whole exposition of one sample. Pure: same sample, same text. */
 export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
-  const out = new Exposition();
   const services = Object.entries(counters.services);
-  out.family(
-    "stb_netacct_bytes_total",
-    "counter",
-    "External IP bytes of a StB service (loopback, private, link-local, CGNAT and multicast " +
-      "remotes excluded), by direction: rx received, tx sent.",
+  const byDirection = (rx: CountKey, tx: CountKey) =>
     services.flatMap(([service, s]): [Labels, number][] => [
-      [{ service, direction: "rx" }, s.rx_bytes_total],
-      [{ service, direction: "tx" }, s.tx_bytes_total],
-    ]),
-  );
-  out.family(
-    "stb_netacct_packets_total",
-    "counter",
-    "External IP packets of a StB service (GSO/GRO aggregates count once), by direction.",
-    services.flatMap(([service, s]): [Labels, number][] => [
-      [{ service, direction: "rx" }, s.rx_packets_total],
-      [{ service, direction: "tx" }, s.tx_packets_total],
-    ]),
-  );
-  out.family(
-    "stb_netacct_service_present",
-    "gauge",
-    "1 when the service's cgroup exists at this sample (the service runs), else 0.",
-    services.map(([service, s]): [Labels, number] => [{ service }, s.present ? 1 : 0]),
-  );
-  out.family(
-    "stb_netacct_events_dropped_total",
-    "counter",
-    "Connect events lost because the kernel ring buffer was full.",
-    [[{}, eventsDropped(counters)]],
-  );
-  out.family(
-    "stb_netacct_sample_duration_seconds",
-    "gauge",
-    "Seconds the last sample took to read the kernel counters and build counters.json.",
-    [[{}, extra.sampleDurationS]],
-  );
-  out.family(
-    "stb_netacct_sample_interval_seconds",
-    "gauge",
-    "Seconds between samples.",
-    [[{}, counters.interval_s]],
-  );
-  out.family(
-    "stb_netacct_last_sample_timestamp_seconds",
-    "gauge",
-    "Unix time of the last sample; stale when the sampler stopped.",
-    [[{}, counters.ts_unix]],
-  );
-  out.family(
-    "stb_netacct_start_time_seconds",
-    "gauge",
-    "Unix time the sampler started (totals continue across restarts from saved state).",
-    [[{}, counters.started_at]],
-  );
-  out.family(
-    "stb_netacct_build_info",
-    "gauge",
-    "Always 1; labels name the stb-netacct version and the counting backend in use.",
-    [[{ version: extra.version, backend: counters.backend }, 1]],
-  );
-  return out.text();
-}
-
-function dirOf(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i > 0 ? path.slice(0, i) : "/";
+      [{ service, direction: "rx" }, s[rx]],
+      [{ service, direction: "tx" }, s[tx]],
+    ]);
+  const families: Family[] = [
+    {
+      name: "stb_netacct_bytes_total",
+      type: "counter",
+      help: "External IP bytes of a StB service (loopback, private, link-local, CGNAT and " +
+        "multicast remotes excluded), by direction: rx received, tx sent.",
+      series: byDirection("rx_bytes_total", "tx_bytes_total"),
+    },
+    {
+      name: "stb_netacct_packets_total",
+      type: "counter",
+      help: "External IP packets of a StB service (GSO/GRO aggregates count once), by direction.",
+      series: byDirection("rx_packets_total", "tx_packets_total"),
+    },
+    {
+      name: "stb_netacct_service_present",
+      type: "gauge",
+      help: "1 when the service's cgroup exists at this sample (the service runs), else 0.",
+      series: services.map(([service, s]): [Labels, number] => [{ service }, s.present ? 1 : 0]),
+    },
+    {
+      name: "stb_netacct_events_dropped_total",
+      type: "counter",
+      help: "Connect events lost because the kernel ring buffer was full.",
+      series: one(eventsDropped(counters)),
+    },
+    {
+      name: "stb_netacct_sample_duration_seconds",
+      type: "gauge",
+      help: "Seconds the last sample took to read the kernel counters and build counters.json.",
+      series: one(extra.sampleDurationS),
+    },
+    {
+      name: "stb_netacct_sample_interval_seconds",
+      type: "gauge",
+      help: "Seconds between samples.",
+      series: one(counters.interval_s),
+    },
+    {
+      name: "stb_netacct_last_sample_timestamp_seconds",
+      type: "gauge",
+      help: "Unix time of the last sample; stale when the sampler stopped.",
+      series: one(counters.ts_unix),
+    },
+    {
+      name: "stb_netacct_start_time_seconds",
+      type: "gauge",
+      help: "Unix time the sampler started (totals continue across restarts from saved state).",
+      series: one(counters.started_at),
+    },
+    {
+      name: "stb_netacct_build_info",
+      type: "gauge",
+      help: "Always 1; labels name the stb-netacct version and the counting backend in use.",
+      series: [[{ version: extra.version, backend: counters.backend }, 1]],
+    },
+  ];
+  return families.flatMap(familyText).join("\n") + "\n";
 }
 
 function isDirectory(path: string): boolean {
@@ -163,6 +162,10 @@ function isDirectory(path: string): boolean {
 export const TEXTFILE_EVERY_MS = 10_000;
 
 export interface TextfileOptions {
+  path: string;
+  /** stb-netacct's version, for build_info. */
+  version: string;
+  log: (message: string) => void;
   /** At most this often, the first sample at once; the directory is looked for as often. */
   everyMs?: number;
   /** Milliseconds of a monotonic clock (tests drive it). */
@@ -174,13 +177,9 @@ export interface TextfileOptions {
  * without node-exporter has no such directory and gets nothing. The file is removed on
  * close, because node-exporter would go on serving a stale file as if it were current.
  */
-export function textfileSink(
-  path: string,
-  version: string,
-  log: (message: string) => void,
-  options: TextfileOptions = {},
-): Sink {
-  const { everyMs = TEXTFILE_EVERY_MS, now = () => performance.now() } = options;
+export function textfileSink(options: TextfileOptions): Sink {
+  const { path, version, log, everyMs = TEXTFILE_EVERY_MS, now = () => performance.now() } =
+    options;
   const dir = dirOf(path);
   let written = false;
   let closed = false;
@@ -295,4 +294,27 @@ export function listenSink(
       await server.finished;
     },
   };
+}
+
+export interface SinkOptions {
+  config: Config;
+  log: (message: string) => void;
+}
+
+/** The Prometheus sinks this configuration asks for, in publish order. */
+export function createSinks(options: SinkOptions): Promise<Sink[]> {
+  const { config, log } = options;
+  const sinks: Sink[] = [];
+  try {
+    if (config.prometheus.textfile !== null) {
+      sinks.push(textfileSink({ path: config.prometheus.textfile, version: VERSION, log }));
+    }
+    if (config.prometheus.listen !== null) {
+      sinks.push(listenSink(config.prometheus.listen, VERSION, log));
+    }
+  } catch (e) {
+    // Those made before the failure are closed by nobody else.
+    return Promise.all(sinks.map((s) => s.close())).then(() => Promise.reject(e));
+  }
+  return Promise.resolve(sinks);
 }

@@ -8,6 +8,7 @@ import {
 import type { CountersV1 } from "../lib/contract.ts";
 import { validateConfig } from "../lib/config.ts";
 import {
+  createSinks,
   escapeLabelValue,
   formatValue,
   listenSink,
@@ -16,7 +17,6 @@ import {
   TEXTFILE_EVERY_MS,
   textfileSink,
 } from "./metrics.ts";
-import { createSinks } from "./sinks.ts";
 
 function sample(overrides: Partial<CountersV1> = {}): CountersV1 {
   return {
@@ -159,7 +159,12 @@ Deno.test("textfile sink: 0644 file rewritten at most every 10 s, removed on clo
   try {
     const path = `${dir}/node-exporter/stb_netacct.prom`;
     let clockMs = 0;
-    const sink = textfileSink(path, "0.1.0", (m) => logs.push(m), { now: () => clockMs });
+    const sink = textfileSink({
+      path,
+      version: "0.1.0",
+      log: (m) => logs.push(m),
+      now: () => clockMs,
+    });
     assertEquals(TEXTFILE_EVERY_MS, 10_000);
     // No node-exporter directory: nothing is written and nothing fails.
     await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
@@ -207,7 +212,7 @@ Deno.test("textfile sink: close leaves a file it never wrote alone", async () =>
   try {
     const path = `${dir}/stb_netacct.prom`;
     Deno.writeTextFileSync(path, "someone else's\n");
-    const sink = textfileSink(path, "0.1.0", () => {});
+    const sink = textfileSink({ path, version: "0.1.0", log: () => {} });
     await sink.close();
     assertEquals(Deno.readTextFileSync(path), "someone else's\n");
   } finally {

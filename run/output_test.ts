@@ -22,16 +22,17 @@ Deno.test("prepareOutputDir creates 0755 and refuses directories others control"
 
 Deno.test("buildCounters produces a contract-valid sample", () => {
   const z = { rxBytes: 5, txBytes: 6, rxPackets: 1, txPackets: 2 };
-  const c = buildCounters(
-    "nft",
-    "ebpf: no BTF",
-    { s: { path: "/a", present: false, counters: z } },
-    z,
-    10.1234567,
-    1795000000.1234,
-    0.5,
-    { boot_id: "b", started_at: 1 },
-  );
+  const c = buildCounters({
+    backend: "nft",
+    fallbackReason: "ebpf: no BTF",
+    services: { s: { path: "/a", present: false, counters: z } },
+    total: z,
+    tsMonotonic: 10.1234567,
+    tsUnix: 1795000000.1234,
+    intervalS: 0.5,
+    bootId: "b",
+    startedAt: 1,
+  });
   const back = parseCounters(serializeCounters(c));
   assertEquals(back.backend_fallback_reason, "ebpf: no BTF");
   assertEquals([back.boot_id, back.started_at], ["b", 1]);

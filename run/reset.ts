@@ -6,10 +6,11 @@
  */
 
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
-import { DEFAULT_OUTPUT } from "../lib/config.ts";
+import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
 import { resetRequestPath } from "./state.ts";
-import { defaultStatePath, RESET_SIGNAL } from "./mod.ts";
+import { defaultStatePath } from "./mod.ts";
+import { RESET_SIGNAL } from "./sleep.ts";
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
 function parseTimeout(value: string): number {
@@ -27,7 +28,7 @@ export function resetCommand() {
       "Zero rx/tx totals on purpose. If `run` is running it zeroes them on its next sample\n" +
         "(readers see a counter reset); otherwise the saved state is removed.",
     )
-    .option("-o, --output <path>", "the counters file of the run to reset", DEFAULT_OUTPUT)
+    .option("-o, --output <path>", "the counters file of the run to reset", DEFAULT_COUNTERS_PATH)
     .option("-s, --state <path>", "its state file (default: as `run` derives it from --output)")
     .option("--timeout <seconds>", "how long to wait for a running sampler", parseTimeout, 5)
     .addHelpText("after", "\nExample:\n  sudo stb-netacct reset\n")

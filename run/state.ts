@@ -10,6 +10,7 @@
  */
 
 import { writeFileAtomic } from "../lib/atomic_write.ts";
+import { pathInfo } from "../lib/libc.ts";
 import type { ServiceCounters } from "../backends/backend.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 
@@ -26,6 +27,12 @@ export interface SavedState {
   /** `started_at` of the run that saved it: that run's counters.json carries the same. */
   started_at?: number;
   services: Record<string, ServiceCounters>;
+}
+
+/** Which run saved the state, and when by CLOCK_MONOTONIC. */
+export interface SavedRun {
+  startedAt: number;
+  monotonicNow: number;
 }
 
 export class StateError extends Error {
@@ -93,7 +100,7 @@ export function loadState(path: string): SavedState | null {
 export function saveState(
   path: string,
   services: Record<string, ServiceCounters>,
-  run: { startedAt: number; monotonicNow: number },
+  run: SavedRun,
 ): void {
   const state: SavedState = {
     schema: 1,
@@ -151,4 +158,25 @@ export function bootId(): string {
 /** Where a reset request is dropped for a running sampler to pick up. */
 export function resetRequestPath(statePath: string): string {
   return `${statePath}.reset`;
+}
+
+/** The state file, and the reset request `reset` drops beside it. */
+export class FileStateStore {
+  readonly #resetRequest: string;
+
+  constructor(readonly path: string) {
+    this.#resetRequest = resetRequestPath(path);
+  }
+
+  save(services: Record<string, ServiceCounters>, run: SavedRun): void {
+    saveState(this.path, services, run);
+  }
+
+  resetRequested(): boolean {
+    return pathInfo(this.#resetRequest, false)?.isFile ?? false;
+  }
+
+  clearResetRequest(): void {
+    Deno.removeSync(this.#resetRequest);
+  }
 }

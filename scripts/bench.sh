@@ -43,8 +43,8 @@ step "latency: burst to counters.json and to graph"
 "$DENO" run -A bench/latency.ts "$tmp/latency.json" --bursts "$bursts"
 step "scale: services and exclusion prefixes"
 "$DENO" run -A bench/scale.ts "$tmp/scale.json" ${quick:+--quick}
-step "graph CPU on a terminal, a pipe and with --host (graph/measure_cpu.ts)"
-"$DENO" run -A graph/measure_cpu.ts --seconds "$graph_s" --json "$tmp/graph_cpu.json" || true
+step "graph CPU on a terminal, a pipe and with --host (bench/graph_cpu.ts)"
+"$DENO" run -A bench/graph_cpu.ts --seconds "$graph_s" --json "$tmp/graph_cpu.json" || true
 step "CPU and memory of run and graph over ${footprint_s} s after ${warmup_s} s warm-up"
 "$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s" --warmup "$warmup_s"
 

@@ -4,8 +4,8 @@
  * restarts and `reset`. Spawns the real CLI (or $STB_NETACCT_BIN) against the real kernel.
  */
 
-import { assertEquals, assertMatch, assertStringIncludes } from "../lib/test_assert.ts";
-import { cliArgv, run, sleep } from "./harness/mod.ts";
+import { assertEquals, assertMatch, assertStringIncludes, present } from "../lib/test_assert.ts";
+import { cliArgv, command, run, sleep } from "./harness/mod.ts";
 import { findCgroup2Mount } from "../lib/cgroup.ts";
 
 async function cli(
@@ -155,15 +155,15 @@ Deno.test("one sampler per output; SIGTERM writes a final sample and cleans up; 
       "--interval",
       "0.2",
     ]);
-    const first = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    const first = command(argv, {
       stderr: "piped",
       stdout: "null",
     }).spawn();
     try {
       const sample = await waitForFile(out);
       assertEquals(sample.backend, "ebpf");
-      assertEquals((sample.services as Record<string, { present: boolean }>).s.present, false);
+      const services = sample.services as Record<string, { present: boolean }>;
+      assertEquals(present(services.s, "service s").present, false);
       const st = await Deno.stat(out);
       assertEquals(st.mode! & 0o777, 0o644);
 
@@ -205,8 +205,7 @@ Deno.test("reset while run runs: the sampler is signalled and zeroes the totals 
     const argv = cliArgv(
       ["run", "--backend", "ebpf", "--config", config, "--output", out, "--interval", "0.2"],
     );
-    const sampler = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    const sampler = command(argv, {
       stderr: "piped",
       stdout: "null",
     }).spawn();

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../lib/test_assert.ts";
-import { cliArgv, run, sleep } from "./harness/mod.ts";
+import { cliArgv, command, run, sleep } from "./harness/mod.ts";
 import { findCgroup2Mount } from "../lib/cgroup.ts";
 
 const NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
@@ -132,7 +132,10 @@ Deno.test("auto falls back to nft when BPF is not allowed and says why in counte
       "0.2",
     ]),
   ];
-  const child = new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped", stdout: "null" })
+  const child = command(argv, {
+    stderr: "piped",
+    stdout: "null",
+  })
     .spawn();
   try {
     let sample: Record<string, unknown> | null = null;

@@ -25,6 +25,7 @@ import {
   graphOnce,
   INTERNAL_REMOTES,
   iptablesLines,
+  Lab,
   LAYOUT_NAMES,
   type LayoutName,
   leftovers,
@@ -33,6 +34,7 @@ import {
   nftRuleCount,
   nftTables,
   output,
+  present,
   REMOTES,
   type RunningCli,
   type Sample,
@@ -40,7 +42,6 @@ import {
   SLOW_FACTOR,
   startRun,
   TCP_PORT,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const MOUNT = findCgroup2Mount().mountPoint;
@@ -58,7 +59,7 @@ const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const NOBODY_UID = Number((await output(["id", "-u", "nobody"])).trim());
 
 /** A scratch directory for config, counters.json and state; removed by `close`. */
-async function scratch(env: TestEnv) {
+async function scratch(env: Lab) {
   const dir = await Deno.makeTempDir({ prefix: "stb-e2e-" });
   const writeConfig = (name: string, backend: string) =>
     env.writeRunConfig(`${dir}/${name}.json`, backend, { owner: "nobody", interval_s: 0.5 });
@@ -66,7 +67,7 @@ async function scratch(env: TestEnv) {
 }
 
 /** The contract as the issue states it, checked on samples taken while the cgroups are settled. */
-function checkSample(s: Sample, backend: string, env: TestEnv): void {
+function checkSample(s: Sample, backend: string, env: Lab): void {
   assertEquals(s.schema, 1, "schema");
   assertEquals(s.backend, backend, "backend");
   assertEquals(s.interval_s, 0.5, "interval_s");
@@ -80,8 +81,9 @@ function checkSample(s: Sample, backend: string, env: TestEnv): void {
   assert(s.ts_monotonic > 0 && s.ts_unix > 1.7e9, `timestamps ${s.ts_monotonic} ${s.ts_unix}`);
   assertEquals(Object.keys(s.services).sort(), [...SERVICE_NAMES].sort(), "services");
   for (const name of SERVICE_NAMES) {
-    assertEquals(s.services[name].cgroup, env.cgroups.servicePath(name), `${name} cgroup`);
-    assertEquals(s.services[name].present, env.cgroups.exists(name), `${name} present`);
+    const svc = present(s.services[name], `service ${name}`);
+    assertEquals(svc.cgroup, env.cgroups.servicePath(name), `${name} cgroup`);
+    assertEquals(svc.present, env.cgroups.exists(name), `${name} present`);
   }
 }
 
@@ -92,7 +94,7 @@ async function settle(cli: RunningCli): Promise<Sample> {
 }
 
 /** What `run` left in the client netns and at the cgroup root after it stopped. */
-async function installed(env: TestEnv): Promise<string[]> {
+async function installed(env: Lab): Promise<string[]> {
   return [
     ...(await nftTables(env.clientNetns)).map((t) => `nft table ${t}`),
     ...await iptablesLines(env.clientNetns),
@@ -102,7 +104,7 @@ async function installed(env: TestEnv): Promise<string[]> {
   ];
 }
 
-async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: TestEnv, dir: string) {
+async function assertStoppedCleanly(cli: RunningCli, last: Sample, env: Lab, dir: string) {
   const stop = await cli.stop("SIGTERM");
   assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
   assert(stop.final !== null, "counters.json missing after exit");
@@ -148,7 +150,7 @@ async function explained(clis: () => (RunningCli | null)[], body: () => Promise<
 }
 
 /** Runs flows from each service in turn; returns the wire reference per service. */
-async function externalPhase(env: TestEnv, services: string[]): Promise<Record<string, Bytes>> {
+async function externalPhase(env: Lab, services: string[]): Promise<Record<string, Bytes>> {
   const refs: Record<string, Bytes> = {};
   for (const s of services) refs[s] = (await measureFlows(env, s, EXTERNAL_FLOWS)).wire;
   return refs;
@@ -172,7 +174,7 @@ function assertPhase(before: Sample, after: Sample, refs: Record<string, Bytes>,
  * The internal phase counted nothing; when it did, find out which remote (or the outsider)
  * was counted, one at a time, so the failure names it.
  */
-async function assertNothingCounted(cli: RunningCli, env: TestEnv, s0: Sample, s1: Sample) {
+async function assertNothingCounted(cli: RunningCli, env: Lab, s0: Sample, s1: Sample) {
   const counted = countedDelta(s0, s1, null);
   if (counted.rx === 0 && counted.tx === 0) return assertPhase(s0, s1, {}, "internal traffic");
   const culprits: string[] = [];
@@ -201,13 +203,13 @@ function graphRates(text: string): { down: number; up: number } {
   const rate = /([\d.]+)\s*(B|KiB|MiB|GiB)\/s/;
   const rateOn = (label: RegExp) => {
     const m = text.split("\n").filter((l) => label.test(l)).map((l) => rate.exec(l)).find((x) => x);
-    return m ? Number(m[1]) * unit[m[2]] : -1;
+    return m ? Number(m[1]) * (unit[m[2] ?? ""] ?? NaN) : -1;
   };
   return { down: rateOn(/download|\bRX\b/i), up: rateOn(/upload|\bTX\b/i) };
 }
 
 async function scenario(backend: string, layout: LayoutName): Promise<void> {
-  const env = await TestEnv.open(layout);
+  const env = await Lab.open(layout);
   const files = await scratch(env);
   let cli = null as RunningCli | null;
   try {
@@ -251,9 +253,10 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
       const paced = env.traffic("server", [
         `tcp,${REMOTES.internet4},${TCP_PORT},${pacedBytes},${pacedBytes},${PACED_RATE}`,
       ]);
-      const flowing = sB.services.server.tx_bytes_total + PACED_RATE / 4;
+      const flowing = present(sB.services.server, "server in the sample").tx_bytes_total +
+        PACED_RATE / 4;
       await cli.waitFor(
-        (s) => s.services.server.tx_bytes_total > flowing,
+        (s) => (s.services.server?.tx_bytes_total ?? 0) > flowing,
         "the paced flow to show in counters.json",
       );
       const graph = await graphOnce(cli.output);
@@ -291,7 +294,7 @@ for (const layout of LAYOUT_NAMES) {
 }
 
 /** What a backend installs, counted so a restart can be checked for duplicates. */
-async function installCount(backend: string, env: TestEnv, cli: RunningCli): Promise<number> {
+async function installCount(backend: string, env: Lab, cli: RunningCli): Promise<number> {
   if (backend === "ebpf") return (await bpfAttachedBy(MOUNT, cli.pid)).length;
   if (backend === "nft") {
     assert((await nftTables(env.clientNetns)).length <= 1, "more than one stb_netacct table");
@@ -305,7 +308,7 @@ for (const backend of BACKEND_NAMES) {
     name: `e2e ${backend} / hybrid: SIGKILL and restart neither duplicates rules nor double counts`,
     ...TEST_OPTIONS,
     async fn() {
-      const env = await TestEnv.open("hybrid");
+      const env = await Lab.open("hybrid");
       const files = await scratch(env);
       let cli = null as RunningCli | null;
       try {
@@ -376,7 +379,7 @@ Deno.test({
   name: "e2e cross-check: ebpf, nft and iptables on the same traffic agree within 1% per service",
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const files = await scratch(env);
     const clis: RunningCli[] = [];
     try {
@@ -395,20 +398,24 @@ Deno.test({
         for (const s of SERVICE_NAMES) await env.traffic(s, INTERNAL_FLOWS);
         const refs = await externalPhase(env, SERVICE_NAMES);
         const ends = await Promise.all(clis.map((c) => c.sampleAfter()));
-        const counted = clis.map((_, i) => ({
-          backend: BACKEND_NAMES[i],
+        // One start and one end sample per CLI, in BACKEND_NAMES order.
+        const phases = starts.map((start, i) => ({
+          backend: BACKEND_NAMES[i]!,
+          start,
+          end: present(ends[i], `end sample ${i}`),
+        }));
+        const counted = phases.map((p) => ({
+          backend: p.backend,
           per: Object.fromEntries(
-            SERVICE_NAMES.map((s) => [s, countedDelta(starts[i], ends[i], s)]),
+            SERVICE_NAMES.map((s) => [s, countedDelta(p.start, p.end, s)]),
           ),
         }));
         const table = counted.map((c) => `${c.backend}: ${JSON.stringify(c.per)}`).join("\n");
         console.log(`wire reference: ${JSON.stringify(refs)}\n${table}`);
-        for (let i = 0; i < clis.length; i++) {
-          assertPhase(starts[i], ends[i], refs, BACKEND_NAMES[i]);
-        }
+        for (const p of phases) assertPhase(p.start, p.end, refs, p.backend);
         for (const s of SERVICE_NAMES) {
           for (const dir of ["rx", "tx"] as const) {
-            const values = counted.map((c) => c.per[s][dir]);
+            const values = counted.map((c) => present(c.per[s], s)[dir]);
             const spread = (Math.max(...values) - Math.min(...values)) / Math.max(...values);
             assert(
               spread <= CROSS_TOLERANCE,

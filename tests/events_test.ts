@@ -13,6 +13,7 @@ import {
   bpfRootAttachments,
   cliArgv,
   flowsTo,
+  Lab,
   nativeLayout,
   newBpfAttachments,
   output,
@@ -22,7 +23,6 @@ import {
   SERVICE_NAMES,
   startRun,
   TCP_PORT,
-  TestEnv,
   UDP_PORT,
 } from "./harness/mod.ts";
 import { findCgroup2Mount } from "../lib/cgroup.ts";
@@ -59,7 +59,7 @@ Deno.test({
   ...TEST_OPTIONS,
   async fn() {
     const baseline = await bpfRootAttachments(MOUNT);
-    const env = await TestEnv.open(nativeLayout());
+    const env = await Lab.open(nativeLayout());
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     await Deno.chmod(dir, 0o755); // nobody must reach the file inside
     let cli: RunningCli | null = null;
@@ -130,11 +130,12 @@ Deno.test({
       const lines = shown.stdout.trim().split("\n");
       const ourLines = lines.filter((l) => [...ours].some((a) => l.includes(a)));
       assertEquals(ourLines.length, 7, shown.stdout);
+      // Seven lines, asserted just above.
       assert(
-        ourLines[0].includes(`server tcp connect ${v4}:${TCP_PORT} external pid`),
+        ourLines[0]!.includes(`server tcp connect ${v4}:${TCP_PORT} external pid`),
         ourLines[0],
       );
-      assert(ourLines[2].includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
+      assert(ourLines[2]!.includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
       const external = await asUser(NOBODY_UID, ["events", "--input", path, "--external-only"]);
       const externalLines = external.stdout.trim().split("\n");
       assertEquals(externalLines.length, 5, external.stdout);
@@ -168,7 +169,7 @@ Deno.test({
   ignore: !isRoot,
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     let cli: RunningCli | null = null;
     try {
@@ -195,7 +196,7 @@ Deno.test({
       assertEquals(stop.code, 0, stop.stderr);
       const reasons = stop.stderr.split("\n").filter((l) => l.includes("Connect events"));
       assertEquals(reasons.length, 1, stop.stderr);
-      assert(reasons[0].includes("need the ebpf backend"), reasons[0]);
+      assert(reasons[0]!.includes("need the ebpf backend"), reasons[0]); // one, asserted above
 
       const failed = await run(
         [

@@ -12,13 +12,15 @@ import {
   assert,
   assertEquals,
   cliArgv,
+  command,
   DENO,
   flowsTo,
+  Lab,
   nftTables,
+  present,
   run,
   type Sample,
   sleep,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
@@ -35,7 +37,7 @@ async function promtool(text: string): Promise<{ code: number; output: string }>
 
 /** GET inside the client netns (where `run` listens on its loopback); `ms`: the request alone. */
 async function httpGet(
-  env: TestEnv,
+  env: Lab,
   url: string,
 ): Promise<{ status: number; body: string; ms: number }> {
   const code =
@@ -130,10 +132,9 @@ async function sampleAfter(path: string, since = Date.now() / 1000): Promise<Sam
   throw new Error(`no sample in ${path} after ${since}`);
 }
 
-function startRunWith(env: TestEnv, args: string[]) {
+function startRunWith(env: Lab, args: string[]) {
   const argv = [...env.layout.wrap(env.clientNetns), ...cliArgv(["run", ...args])];
-  return new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  return command(argv, {
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -144,7 +145,7 @@ Deno.test({
   name: "metrics: textfile and --metrics-listen pass promtool and match counters.json",
   ...TEST_OPTIONS,
   async fn() {
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-metrics-e2e-" });
     let child: Deno.ChildProcess | null = null;
     try {
@@ -179,7 +180,7 @@ Deno.test({
       await sampleAfter(output);
       const s = await sampleAfter(output);
       assert(
-        s.services.server.rx_bytes_total > SMALL.tcpDown,
+        present(s.services.server, "server").rx_bytes_total > SMALL.tcpDown,
         `traffic counted: ${JSON.stringify(s.services)}`,
       );
 
@@ -193,7 +194,7 @@ Deno.test({
         if (ts >= s.ts_unix) break;
       }
       assertEquals((Deno.statSync(prom).mode! & 0o777).toString(8), "644", ".prom mode");
-      for (const [what, text] of [["textfile", file], ["/metrics", http.body]]) {
+      for (const [what, text] of [["textfile", file], ["/metrics", http.body]] as const) {
         const pt = await promtool(text);
         assertEquals(pt.code, 0, `promtool on ${what}: ${pt.output}`);
         assertEquals(pt.output, "", `promtool findings on ${what}`);
@@ -248,7 +249,7 @@ Deno.test({
       assertEquals(r.code, 2, `--metrics-listen ${v}: ${r.stderr}`);
       assert(r.stderr.includes(`'${v}' is invalid`), r.stderr);
     }
-    const env = await TestEnv.open("hybrid");
+    const env = await Lab.open("hybrid");
     const dir = await Deno.makeTempDir({ prefix: "stb-metrics-e2e-" });
     let holder: Deno.ChildProcess | null = null;
     try {

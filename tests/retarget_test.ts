@@ -14,11 +14,11 @@ import {
   countedDelta,
   EXTERNAL_REMOTES,
   flowsTo,
+  Lab,
   type LayoutName,
   measureFlows,
   type RunningCli,
   startRun,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const INTERVAL_S = 5;
@@ -26,7 +26,7 @@ const TOLERANCE = 0.02;
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 
 async function restartCountsAtOnce(backend: string, layout: LayoutName): Promise<void> {
-  const env = await TestEnv.open(layout);
+  const env = await Lab.open(layout);
   const dir = await Deno.makeTempDir({ prefix: "stb-retarget-" });
   let cli: RunningCli | null = null;
   try {

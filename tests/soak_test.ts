@@ -24,6 +24,7 @@ import {
   bpfRootAttachments,
   DENO,
   l3Delta,
+  Lab,
   leftovers,
   REMOTES,
   runChain,
@@ -32,7 +33,6 @@ import {
   sleep,
   startRun,
   TCP_PORT,
-  TestEnv,
   UDP_PORT,
 } from "./harness/mod.ts";
 
@@ -132,14 +132,16 @@ interface InstanceUsage {
 function summarise(u: InstanceUsage) {
   const p = u.points;
   if (p.length < 4) return null;
-  const mid = p[Math.floor(p.length / 2)];
+  // Four points or more: the first two, the middle and the last are there.
+  const [first, second] = [p[0]!, p[1]!];
+  const mid = p[Math.floor(p.length / 2)]!;
+  const last = p[p.length - 1]!;
   const pct = (a: typeof mid, b: typeof mid) => (100 * (b.cpuS - a.cpuS)) / (b.t - a.t);
-  const last = p[p.length - 1];
   return {
-    seconds: Math.round(last.t - p[0].t),
-    cpuPctFirstHalf: +pct(p[0], mid).toFixed(2),
+    seconds: Math.round(last.t - first.t),
+    cpuPctFirstHalf: +pct(first, mid).toFixed(2),
     cpuPctSecondHalf: +pct(mid, last).toFixed(2),
-    rssMiBStart: +(p[1].rss / MIB).toFixed(1),
+    rssMiBStart: +(second.rss / MIB).toFixed(1),
     rssMiBEnd: +(last.rss / MIB).toFixed(1),
     rssMiBMax: +(Math.max(...p.map((x) => x.rss)) / MIB).toFixed(1),
   };
@@ -150,7 +152,7 @@ function summarise(u: InstanceUsage) {
  * sockets and exit, then (soon after) the cgroup is removed. What the kernel still sends
  * or receives for those sockets meanwhile belongs to the service and is counted.
  */
-async function stopService(env: TestEnv, name: string): Promise<{ rx: number; tx: number }> {
+async function stopService(env: Lab, name: string): Promise<{ rx: number; tx: number }> {
   const before = await env.topology.linkCounters();
   const procs = `${env.cgroups.dir(name)}/cgroup.procs`;
   const pids = () => Deno.readTextFileSync(procs).split("\n").filter((l) => l).map(Number);
@@ -168,7 +170,7 @@ async function stopService(env: TestEnv, name: string): Promise<{ rx: number; tx
 }
 
 async function soak(backend: string): Promise<void> {
-  const env = await TestEnv.open("hybrid");
+  const env = await Lab.open("hybrid");
   const dir = await Deno.makeTempDir({ prefix: "stbsoak-" });
   const outDir = `${dir}/out`;
   let cli: RunningCli | null = null;
@@ -188,9 +190,9 @@ async function soak(backend: string): Promise<void> {
     const t0 = performance.now() / 1000;
     const sampler = (async () => {
       while (sampling) {
-        const inst = instances[instances.length - 1];
-        const u = usage(inst.pid);
-        if (u) inst.points.push({ t: performance.now() / 1000, ...u });
+        const inst = instances.at(-1);
+        const u = inst && usage(inst.pid);
+        if (inst && u) inst.points.push({ t: performance.now() / 1000, ...u });
         await sleep(1000);
       }
     })();
@@ -340,12 +342,13 @@ async function soak(backend: string): Promise<void> {
 
     // Gaps between consecutive samples of one `run` instance (restarts excluded).
     let maxGap = 0;
-    for (let i = 1; i < seen.samples.length; i++) {
-      const a = seen.samples[i - 1], b = seen.samples[i];
-      if (a.started === b.started) maxGap = Math.max(maxGap, b.ts - a.ts);
-    }
+    seen.samples.forEach((b, i) => {
+      const a = seen.samples[i - 1];
+      if (a && a.started === b.started) maxGap = Math.max(maxGap, b.ts - a.ts);
+    });
     const usageFigures = instances.map(summarise).filter((x) => x !== null);
-    const lastRun = summarise(instances[instances.length - 1]);
+    const newest = instances.at(-1);
+    const lastRun = newest ? summarise(newest) : null;
     const figures = {
       backend,
       load_s: +loadS.toFixed(1),

@@ -8,7 +8,8 @@
 
 import { assert, assertEquals, assertMatch } from "../lib/test_assert.ts";
 import { fuzzSeed, gen } from "../lib/fuzz.ts";
-import { formatStatus, judge, readCounters, type ServiceFacts } from "../install/status.ts";
+import { formatStatus, judge, type ServiceFacts } from "../install/status.ts";
+import { CountersFileReader } from "../lib/contract.ts";
 import { cliArgv, run } from "./harness/mod.ts";
 
 const N = Number(Deno.env.get("FUZZ_N") ?? 10_000);
@@ -76,7 +77,7 @@ Deno.test(`status fuzz: ${N} bad counters files never crash the reader, verdict 
       }
       await Deno.writeTextFile(path, text);
       const where = `case ${i} (seed ${seed}): ${JSON.stringify(text.slice(0, 120))}`;
-      const r = await readCounters(path);
+      const r = await new CountersFileReader(path).read();
       const facts = {
         path, kind: r.kind, reason: r.kind === "ok" ? null : r.reason,
         counters: r.kind === "ok" ? r.counters : null, ageS: r.kind === "ok" ? 0 : null, rates: null,

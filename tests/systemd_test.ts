@@ -9,7 +9,7 @@
  * Skips only when systemd-nspawn cannot be installed.
  */
 
-import { assert, assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
+import { assert, assertEquals, assertStringIncludes, present } from "../lib/test_assert.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import { randomTag, run, sleep } from "./harness/exec.ts";
 import { denoTool, PEER_TS } from "./harness/processes.ts";
@@ -235,11 +235,11 @@ Deno.test({
       });
 
       await step("systemctl --user restart of a service: counting continues", async () => {
-        const before = (await readCounters()).services.server;
+        const before = present((await readCounters()).services.server, "server");
         await restartUser("server");
         const l = await waitDone({ "host-agent": 1, server: 2, shell: 1 });
         const c = await checkAgainstLogs("after the user service restart", l);
-        assert(c.services.server.tx_bytes_total > before.tx_bytes_total);
+        assert(present(c.services.server, "server").tx_bytes_total > before.tx_bytes_total);
       });
 
       let beforeRestart: CountersV1 | null = null;
@@ -297,13 +297,15 @@ Deno.test({
             const flows = 3;
             assertCounted(
               `${backend}: shell upload`,
-              c.services.shell.tx_bytes_total - before.services.shell.tx_bytes_total,
+              present(c.services.shell, "shell").tx_bytes_total -
+                present(before.services.shell, "shell before").tx_bytes_total,
               sent,
               flows,
             );
             assertCounted(
               `${backend}: shell download`,
-              c.services.shell.rx_bytes_total - before.services.shell.rx_bytes_total,
+              present(c.services.shell, "shell").rx_bytes_total -
+                present(before.services.shell, "shell before").rx_bytes_total,
               got,
               flows,
             );

@@ -16,13 +16,13 @@ import {
   cliArgv,
   countedDelta,
   DENO,
+  Lab,
   type LayoutName,
   REMOTES,
   run,
   type RunningCli,
   type RunResult,
   startRun,
-  TestEnv,
 } from "./harness/mod.ts";
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
@@ -75,7 +75,7 @@ function probeProcesses(): string[] {
 }
 
 /** Child cgroups verify made below the services (there must be none after it exits). */
-function probeCgroups(env: TestEnv): string[] {
+function probeCgroups(env: Lab): string[] {
   const found: string[] = [];
   for (const name of ["host-agent", "server", "shell"]) {
     if (!env.cgroups.exists(name)) continue;
@@ -89,13 +89,13 @@ function probeCgroups(env: TestEnv): string[] {
 function verdicts(out: string): Record<string, string> {
   const v: Record<string, string> = {};
   for (const line of out.split("\n")) {
-    const m = /^(PASS|FAIL|SKIP)\s+(\S+)/.exec(line);
-    if (m) v[m[2]] = m[1];
+    const [, verdict, check] = /^(PASS|FAIL|SKIP)\s+(\S+)/.exec(line) ?? [];
+    if (verdict && check) v[check] = verdict;
   }
   return v;
 }
 
-async function verify(env: TestEnv, args: string[]): Promise<RunResult> {
+async function verify(env: Lab, args: string[]): Promise<RunResult> {
   const r = await run([...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])], {
     allowFail: true,
   });
@@ -106,7 +106,7 @@ async function verify(env: TestEnv, args: string[]): Promise<RunResult> {
 }
 
 async function scenario(backend: string, layout: LayoutName): Promise<void> {
-  const env = await TestEnv.open(layout);
+  const env = await Lab.open(layout);
   const dir = await Deno.makeTempDir({ prefix: "stb-verify-e2e-" });
   let stopHttp: (() => Promise<void>) | null = null;
   let cli: RunningCli | null = null;

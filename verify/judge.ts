@@ -7,12 +7,23 @@
  * sized (or, for a URL, must be big enough) to dwarf that background.
  */
 
+import { formatBytes } from "../lib/units.ts";
+
 export interface Bytes {
   rx: number;
   tx: number;
 }
 
 export type Verdict = "PASS" | "FAIL" | "SKIP";
+
+/** How the counters moved while a probe ran, and what StB's own traffic explains. */
+export interface Observation {
+  counted: Bytes;
+  bg: Bytes;
+  seconds: number;
+  /** The probe, in words, for the detail. */
+  what: string;
+}
 
 export interface Judgement {
   verdict: Verdict;
@@ -28,18 +39,9 @@ export const COUNTED_SLACK_BYTES = 64 * 1024;
 /** Above this share of the probe, StB's own traffic could hide (or fake) the probe. */
 export const MAX_BACKGROUND_SHARE = 0.25;
 
-export function formatBytes(n: number): string {
-  const sign = n < 0 ? "-" : "";
-  const a = Math.abs(n);
-  if (a < 1024) return `${sign}${Math.round(a)} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = a / 1024, i = 0;
-  while (v >= 1024 && i < units.length - 1) [v, i] = [v / 1024, i + 1];
-  return `${sign}${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
-
-function signed(n: number): string {
-  return (n >= 0 ? "+" : "") + formatBytes(n);
+/** A change in bytes with its sign: "+1.50 KiB", "-2.00 KiB". */
+export function signedBytes(n: number): string {
+  return (n >= 0 ? "+" : "-") + formatBytes(Math.abs(n));
 }
 
 /** What StB's own traffic at `rate` (bytes/s) explains over `seconds`. */
@@ -47,8 +49,10 @@ export function background(rate: Bytes, seconds: number): Bytes {
   return { rx: rate.rx * seconds, tx: rate.tx * seconds };
 }
 
-function describe(counted: Bytes, bg: Bytes, seconds: number): string {
-  return `counted ${signed(counted.rx)} rx, ${signed(counted.tx)} tx in ${seconds.toFixed(1)} s ` +
+function describe(o: Observation): string {
+  const { counted, bg, seconds } = o;
+  return `counted ${signedBytes(counted.rx)} rx, ${signedBytes(counted.tx)} tx in ` +
+    `${seconds.toFixed(1)} s ` +
     `(StB's own traffic explains ~${formatBytes(bg.rx)} rx, ~${formatBytes(bg.tx)} tx)`;
 }
 
@@ -56,14 +60,9 @@ function describe(counted: Bytes, bg: Bytes, seconds: number): string {
  * Probe traffic that must not count: the counters may move by what the background explains
  * plus 10% of the probe's bytes (each direction), no more.
  */
-export function judgeIgnored(
-  counted: Bytes,
-  bg: Bytes,
-  seconds: number,
-  probeBytes: number,
-  what: string,
-): Judgement {
-  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+export function judgeIgnored(o: Observation, probeBytes: number): Judgement {
+  const { counted, bg, what } = o;
+  const figures = `${what}; ${describe(o)}`;
   if (Math.max(bg.rx, bg.tx) > MAX_BACKGROUND_SHARE * probeBytes) {
     return {
       verdict: "FAIL",
@@ -85,14 +84,9 @@ export function judgeIgnored(
 }
 
 /** A download that must count: received bytes within ±10% of its size, plus header slack. */
-export function judgeCounted(
-  counted: Bytes,
-  bg: Bytes,
-  seconds: number,
-  size: number,
-  what: string,
-): Judgement {
-  const figures = `${what}; ${describe(counted, bg, seconds)}`;
+export function judgeCounted(o: Observation, size: number): Judgement {
+  const { counted, bg, what } = o;
+  const figures = `${what}; ${describe(o)}`;
   if (bg.rx > MAX_BACKGROUND_SHARE * size) {
     return {
       verdict: "FAIL",
@@ -119,7 +113,11 @@ export function judgeCounted(
  * Bytes each way for the local probes: at least `min`, and enough that 10% of it exceeds
  * what StB's own rate could add during a window of `windowS` seconds, three times over.
  */
-export function probeSize(rate: Bytes, windowS: number, min: number, max: number): number {
+export function probeSize(
+  rate: Bytes,
+  bounds: { windowS: number; min: number; max: number },
+): number {
+  const { windowS, min, max } = bounds;
   const needed = 3 * Math.max(rate.rx, rate.tx) * windowS / IGNORED_TOLERANCE;
   return Math.round(Math.min(max, Math.max(min, needed)));
 }

@@ -18,12 +18,12 @@ import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { type Cgroup2Mount, cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
 import { formatAddress, isExcluded, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
-import { type CountersV1, parseCounters } from "../lib/contract.ts";
+import { type CountersV1, isFresh, parseCounters } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
+import { formatBytes } from "../lib/units.ts";
 import {
   background,
   type Bytes,
-  formatBytes,
   judgeCounted,
   judgeIgnored,
   type Judgement,
@@ -136,7 +136,7 @@ export function verifyCommand() {
 }
 
 /** argv that runs this same program: compiled binary, fallback launcher, or source. */
-export function selfArgv(args: string[]): string[] {
+export function selfArgv(args: string[]): [string, ...string[]] {
   if (Deno.build.standalone) return [Deno.execPath(), ...args];
   const launcher = Deno.env.get("STB_NETACCT_LAUNCHER");
   if (launcher) return [launcher, ...args];
@@ -316,7 +316,7 @@ export function privateLocalAddress(
   exclude: Config["exclude"],
 ): string | null {
   const candidates = addresses.flatMap((a) => {
-    const bytes = a.includes(":") ? parseIpv6(a.split("%")[0]) : parseIpv4(a);
+    const bytes = a.includes(":") ? parseIpv6(a.replace(/%.*$/, "")) : parseIpv4(a);
     if (!bytes) return [];
     const v4 = bytes.length === 4;
     if (v4 && bytes[0] === 127) return [];
@@ -329,52 +329,102 @@ export function privateLocalAddress(
 
 class Stopped extends Error {}
 
-export async function runVerify(opts: VerifyOptions): Promise<CheckResult[]> {
-  if (Deno.uid() !== 0) {
-    throw new VerifyError(
-      "verify moves probe processes into a service cgroup: run it as root (sudo stb-netacct verify)",
-    );
-  }
-  const { config, print, timeoutS } = opts;
-  const results: CheckResult[] = [];
-  const report = (name: CheckName, verdict: Verdict, detail: string) => {
-    results.push({ name, verdict, detail });
-    print(`${verdict.padEnd(5)} ${name.padEnd(17)} ${detail}`);
+/** Where the probes go: the first configured service whose cgroup exists. */
+interface ProbeTarget {
+  service: string;
+  path: string;
+}
+
+/** StB's own traffic before the probes, in bytes per second. */
+interface Background {
+  total: Bytes;
+  service: Bytes;
+}
+
+/** What a probe reported, and how the counters moved around it. */
+interface Measured {
+  result: ProbeResult;
+  seconds: number;
+  total: Bytes;
+  service: Bytes;
+}
+
+const totalBytes = (s: CountersV1): Bytes => ({ rx: s.rx_bytes_total, tx: s.tx_bytes_total });
+const diff = (a: Bytes, b: Bytes): Bytes => ({ rx: b.rx - a.rx, tx: b.tx - a.tx });
+
+/** The bytes of `service` in a sample; the totals when the sample does not name it. */
+function serviceBytes(s: CountersV1, service: string): Bytes {
+  const svc = s.services[service];
+  return svc ? { rx: svc.rx_bytes_total, tx: svc.tx_bytes_total } : totalBytes(s);
+}
+
+/** One run of the plan: its results, the probes and cgroup it made, the stop flag. */
+class Verification {
+  readonly results: CheckResult[] = [];
+  #stopping = false;
+  readonly #probes: Probe[] = [];
+  #cgroup: ProbeCgroup | null = null;
+  readonly #signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  readonly #onSignal = () => {
+    this.#stopping = true;
   };
 
-  let stopping = false;
-  const onSignal = () => {
-    stopping = true;
-  };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  for (const s of signals) Deno.addSignalListener(s, onSignal);
-  const probes: Probe[] = [];
-  let cgroup: ProbeCgroup | null = null;
+  constructor(readonly opts: VerifyOptions) {}
 
-  const readSample = (): CountersV1 | null => {
+  async run(): Promise<CheckResult[]> {
+    for (const s of this.#signals) Deno.addSignalListener(s, this.#onSignal);
     try {
-      return parseCounters(Deno.readTextFileSync(opts.input));
+      const mount = findCgroup2Mount();
+      const target = this.#checkSampler(mount);
+      if (target === null) return this.results;
+      const background = await this.#background(target);
+      this.#cgroup = new ProbeCgroup(mount, target.path);
+      this.#cgroup.make();
+      await this.#localChecks(target, background);
+      await this.#externalChecks(target, background);
+      return this.results;
+    } catch (e) {
+      if (!(e instanceof Stopped)) throw e;
+      this.opts.print("verify: interrupted; cleaning up");
+      this.results.push({ name: "sampler", verdict: "FAIL", detail: "interrupted" });
+      return this.results;
+    } finally {
+      await this.#cleanup();
+    }
+  }
+
+  #report(name: CheckName, verdict: Verdict, detail: string): void {
+    this.results.push({ name, verdict, detail });
+    this.opts.print(`${verdict.padEnd(5)} ${name.padEnd(17)} ${detail}`);
+  }
+
+  #readSample(): CountersV1 | null {
+    try {
+      return parseCounters(Deno.readTextFileSync(this.opts.input));
     } catch {
       return null;
     }
-  };
+  }
+
   /** The first sample written after `sinceUnix` (default now): it includes what came before. */
-  const sampleAfter = async (sinceUnix = Date.now() / 1000): Promise<CountersV1> => {
+  async #sampleAfter(sinceUnix = Date.now() / 1000): Promise<CountersV1> {
+    const { input, timeoutS } = this.opts;
     const deadline = Date.now() + timeoutS * 1000;
     while (Date.now() < deadline) {
-      if (stopping) throw new Stopped();
-      const s = readSample();
+      if (this.#stopping) throw new Stopped();
+      const s = this.#readSample();
       if (s && s.ts_unix > sinceUnix) return s;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new VerifyError(
-      `No new sample in ${opts.input} for ${timeoutS} s: is \`stb-netacct run\` still running?`,
+      `No new sample in ${input} for ${timeoutS} s: is \`stb-netacct run\` still running?`,
     );
-  };
+  }
 
-  try {
-    const mount = findCgroup2Mount();
-    const first = readSample();
+  /** counters.json is fresh and a service cgroup exists to put probes in; null: it failed. */
+  #checkSampler(mount: Cgroup2Mount): ProbeTarget | null {
+    const { config, input } = this.opts;
+    const first = this.#readSample();
     const services = Object.entries(config.services);
     const target = services.find(([, path]) => {
       try {
@@ -383,202 +433,223 @@ export async function runVerify(opts: VerifyOptions): Promise<CheckResult[]> {
         return false;
       }
     });
-
-    // sampler
     if (!first) {
-      report(
+      this.#report(
         "sampler",
         "FAIL",
-        `${opts.input} is missing or not a counters file: start the sampler ` +
+        `${input} is missing or not a counters file: start the sampler ` +
           "(systemctl start stb-netacct) or pass --input",
       );
-      return results;
+      return null;
     }
-    const age = Date.now() / 1000 - first.ts_unix;
-    if (age > Math.max(3 * first.interval_s, 2) + 1) {
-      report(
+    const now = Date.now() / 1000;
+    const age = now - first.ts_unix;
+    if (!isFresh(first, now)) {
+      this.#report(
         "sampler",
         "FAIL",
-        `${opts.input} was last written ${age.toFixed(0)} s ago: the sampler is not running ` +
+        `${input} was last written ${age.toFixed(0)} s ago: the sampler is not running ` +
           "(systemctl start stb-netacct)",
       );
-      return results;
+      return null;
     }
     if (!target) {
-      report(
+      this.#report(
         "sampler",
         "FAIL",
         `none of the configured service cgroups exists (${
           services.map(([n]) => n).join(", ")
         }): start StB, or fix "services" in ${config.source}`,
       );
-      return results;
+      return null;
     }
-    const [service, servicePath] = target;
-    const known = first.services[service];
-    let note = "";
-    if (!known) note = `; counters.json has no service "${service}": judged on the totals`;
-    else if (known.cgroup !== servicePath) {
-      note = `; note: counters.json counts "${service}" at "${known.cgroup}", this config says ` +
-        `"${servicePath}" (is \`run\` using ${config.source}?)`;
-    }
-    report(
+    const [service, path] = target;
+    this.#report(
       "sampler",
       "PASS",
-      `${opts.input} written ${age.toFixed(1)} s ago by the ${first.backend} backend; probes ` +
-        `go to service "${service}" (${servicePath})${note}`,
+      `${input} written ${age.toFixed(1)} s ago by the ${first.backend} backend; probes ` +
+        `go to service "${service}" (${path})${this.#knownNote(first, service, path)}`,
     );
+    return { service, path };
+  }
 
-    const serviceBytes = (s: CountersV1): Bytes =>
-      s.services[service]
-        ? { rx: s.services[service].rx_bytes_total, tx: s.services[service].tx_bytes_total }
-        : { rx: s.rx_bytes_total, tx: s.tx_bytes_total };
-    const totalBytes = (s: CountersV1): Bytes => ({ rx: s.rx_bytes_total, tx: s.tx_bytes_total });
-    const diff = (a: Bytes, b: Bytes): Bytes => ({ rx: b.rx - a.rx, tx: b.tx - a.tx });
+  /** Whether counters.json counts the probes' service where this config says it is. */
+  #knownNote(first: CountersV1, service: string, path: string): string {
+    const known = first.services[service];
+    if (!known) return `; counters.json has no service "${service}": judged on the totals`;
+    if (known.cgroup === path) return "";
+    return `; note: counters.json counts "${service}" at "${known.cgroup}", this config says ` +
+      `"${path}" (is \`run\` using ${this.opts.config.source}?)`;
+  }
 
-    // StB's own traffic, to tell it apart from the probes'.
-    const b0 = await sampleAfter();
-    let b1 = await sampleAfter();
-    while (b1.ts_unix - b0.ts_unix < BASELINE_S) b1 = await sampleAfter(b1.ts_unix);
+  /** StB's own traffic, measured over BASELINE_S, to tell it apart from the probes'. */
+  async #background(target: ProbeTarget): Promise<Background> {
+    const b0 = await this.#sampleAfter();
+    let b1 = await this.#sampleAfter();
+    while (b1.ts_unix - b0.ts_unix < BASELINE_S) b1 = await this.#sampleAfter(b1.ts_unix);
     const baseS = b1.ts_unix - b0.ts_unix;
     const rateOf = (f: (s: CountersV1) => Bytes): Bytes => {
       const d = diff(f(b0), f(b1));
       return { rx: Math.max(0, d.rx) / baseS, tx: Math.max(0, d.tx) / baseS };
     };
-    const totalRate = rateOf(totalBytes);
-    const serviceRate = rateOf(serviceBytes);
-    print(
-      `      StB's own traffic before the probes: ${formatBytes(totalRate.rx)}/s rx, ` +
-        `${formatBytes(totalRate.tx)}/s tx (service ${service}: ${
-          formatBytes(serviceRate.rx)
-        }/s rx, ${formatBytes(serviceRate.tx)}/s tx)`,
+    const total = rateOf(totalBytes);
+    const service = rateOf((s) => serviceBytes(s, target.service));
+    this.opts.print(
+      `      StB's own traffic before the probes: ${formatBytes(total.rx)}/s rx, ` +
+        `${formatBytes(total.tx)}/s tx (service ${target.service}: ${
+          formatBytes(service.rx)
+        }/s rx, ${formatBytes(service.tx)}/s tx)`,
     );
+    return { total, service };
+  }
 
-    cgroup = new ProbeCgroup(mount, servicePath);
-    cgroup.make();
-
-    /**
-     * Starts a probe, places it (in the probe cgroup, or where verify runs), and returns
-     * what it reported with the counters' movement around it.
-     */
-    const measure = async (inside: boolean, args: string[]) => {
-      const probe = new Probe(args);
-      probes.push(probe);
-      await probe.ready(timeoutS);
-      if (inside) cgroup!.enter(probe.pid);
-      const a = await sampleAfter();
-      const result = await probe.go(timeoutS);
-      await probe.stop();
-      // The second sample after the probe ended was certainly read after its last packet.
-      const b = await sampleAfter(await sampleAfter().then((s) => s.ts_unix));
-      const seconds = b.ts_unix - a.ts_unix;
-      return {
-        result,
-        seconds,
-        total: diff(totalBytes(a), totalBytes(b)),
-        service: diff(serviceBytes(a), serviceBytes(b)),
-      };
+  /**
+   * Starts a probe, places it (in the probe cgroup, or where verify runs), and returns
+   * what it reported with the counters' movement around it.
+   */
+  async #measure(target: ProbeTarget, inside: boolean, args: string[]): Promise<Measured> {
+    const { timeoutS } = this.opts;
+    const probe = new Probe(args);
+    this.#probes.push(probe);
+    await probe.ready(timeoutS);
+    if (inside) this.#cgroup?.enter(probe.pid);
+    const a = await this.#sampleAfter();
+    const result = await probe.go(timeoutS);
+    await probe.stop();
+    // The second sample after the probe ended was certainly read after its last packet.
+    const b = await this.#sampleAfter(await this.#sampleAfter().then((s) => s.ts_unix));
+    return {
+      result,
+      seconds: b.ts_unix - a.ts_unix,
+      total: diff(totalBytes(a), totalBytes(b)),
+      service: diff(serviceBytes(a, target.service), serviceBytes(b, target.service)),
     };
+  }
 
-    const localCheck = async (name: CheckName, host: string, label: string) => {
-      const bytes = probeSize(totalRate, 5, MIN_LOCAL_BYTES, MAX_LOCAL_BYTES);
-      const m = await measure(true, ["local", "--host", host, "--bytes", String(bytes)]);
+  /** Loopback and a private address of this host, from inside the service: must not count. */
+  async #localChecks(target: ProbeTarget, bg: Background): Promise<void> {
+    const local = async (name: CheckName, host: string, label: string) => {
+      const bytes = probeSize(bg.total, { windowS: 5, min: MIN_LOCAL_BYTES, max: MAX_LOCAL_BYTES });
+      const m = await this.#measure(target, true, [
+        "local",
+        "--host",
+        host,
+        "--bytes",
+        String(bytes),
+      ]);
       if (!m.result.ok) {
-        report(name, "FAIL", `the probe could not send over ${label}: ${m.result.error}`);
+        this.#report(name, "FAIL", `the probe could not send over ${label}: ${m.result.error}`);
         return;
       }
-      const j = judgeIgnored(
-        m.total,
-        background(totalRate, m.seconds),
-        m.seconds,
-        bytes,
-        `probe in ${service} moved ${formatBytes(bytes)} each way over ${label}`,
-      );
-      report(name, j.verdict, j.detail);
+      const j = judgeIgnored({
+        counted: m.total,
+        bg: background(bg.total, m.seconds),
+        seconds: m.seconds,
+        what: `probe in ${target.service} moved ${formatBytes(bytes)} each way over ${label}`,
+      }, bytes);
+      this.#report(name, j.verdict, j.detail);
     };
-
-    await localCheck("loopback-ignored", "127.0.0.1", "127.0.0.1");
+    await local("loopback-ignored", "127.0.0.1", "127.0.0.1");
     let addresses: string[] = [];
     try {
       addresses = Deno.networkInterfaces().map((i) => i.address);
     } catch { /* judged as "no address" below */ }
-    const priv = privateLocalAddress(addresses, config.exclude);
+    const priv = privateLocalAddress(addresses, this.opts.config.exclude);
     if (priv === null) {
-      report(
+      this.#report(
         "private-ignored",
         "SKIP",
         "this host has no address in the excluded (private) ranges to send to",
       );
     } else {
-      await localCheck("private-ignored", priv, `private address ${priv}`);
+      await local("private-ignored", priv, `private address ${priv}`);
     }
+  }
 
-    if (opts.externalUrl === null) {
+  /** With --external-url: a download from outside must not count, from inside must. */
+  async #externalChecks(target: ProbeTarget, bg: Background): Promise<void> {
+    const { externalUrl, timeoutS } = this.opts;
+    if (externalUrl === null) {
       for (const name of ["outsider-ignored", "service-counted"] as const) {
-        report(name, "SKIP", "needs --external-url (verify contacts nothing outside by default)");
+        this.#report(
+          name,
+          "SKIP",
+          "needs --external-url (verify contacts nothing outside by default)",
+        );
       }
-      return results;
+      return;
     }
-    const fetchArgs = ["fetch", "--url", opts.externalUrl, "--timeout", String(timeoutS)];
+    const fetchArgs = ["fetch", "--url", externalUrl, "--timeout", String(timeoutS)];
+    await this.#outsiderCheck(target, bg, fetchArgs);
+    const m = await this.#measure(target, true, fetchArgs);
+    if (!m.result.ok) {
+      this.#report("service-counted", "FAIL", `cannot fetch ${externalUrl}: ${m.result.error}`);
+      return;
+    }
+    const j = judgeCounted({
+      counted: m.service,
+      bg: background(bg.service, m.seconds),
+      seconds: m.seconds,
+      what: `probe in ${target.service} downloaded ${formatBytes(m.result.received)}`,
+    }, m.result.received);
+    this.#report("service-counted", j.verdict, j.detail);
+  }
 
+  async #outsiderCheck(target: ProbeTarget, bg: Background, fetchArgs: string[]): Promise<void> {
     const own = ownCgroup();
+    const services = Object.entries(this.opts.config.services);
     const ownService = own === null
       ? undefined
       : services.find(([, path]) => within(own, path))?.[0];
     if (own === null || ownService !== undefined) {
-      report(
+      this.#report(
         "outsider-ignored",
         "SKIP",
         own === null
           ? "cannot tell which cgroup verify runs in"
           : `verify itself runs inside service "${ownService}": run it from a login shell`,
       );
-    } else {
-      const m = await measure(false, fetchArgs);
-      if (!m.result.ok) {
-        report("outsider-ignored", "FAIL", `cannot fetch ${opts.externalUrl}: ${m.result.error}`);
-      } else {
-        const j = judgeIgnored(
-          m.total,
-          background(totalRate, m.seconds),
-          m.seconds,
-          m.result.received,
-          `probe outside every service downloaded ${formatBytes(m.result.received)}`,
-        );
-        report("outsider-ignored", j.verdict, j.detail);
-      }
+      return;
     }
-
-    const m = await measure(true, fetchArgs);
+    const m = await this.#measure(target, false, fetchArgs);
     if (!m.result.ok) {
-      report("service-counted", "FAIL", `cannot fetch ${opts.externalUrl}: ${m.result.error}`);
-    } else {
-      const j = judgeCounted(
-        m.service,
-        background(serviceRate, m.seconds),
-        m.seconds,
-        m.result.received,
-        `probe in ${service} downloaded ${formatBytes(m.result.received)}`,
+      this.#report(
+        "outsider-ignored",
+        "FAIL",
+        `cannot fetch ${this.opts.externalUrl}: ${m.result.error}`,
       );
-      report("service-counted", j.verdict, j.detail);
+      return;
     }
-    return results;
-  } catch (e) {
-    if (!(e instanceof Stopped)) throw e;
-    print("verify: interrupted; cleaning up");
-    results.push({ name: "sampler", verdict: "FAIL", detail: "interrupted" });
-    return results;
-  } finally {
-    for (const p of probes) await p.stop();
+    const j = judgeIgnored({
+      counted: m.total,
+      bg: background(bg.total, m.seconds),
+      seconds: m.seconds,
+      what: `probe outside every service downloaded ${formatBytes(m.result.received)}`,
+    }, m.result.received);
+    this.#report("outsider-ignored", j.verdict, j.detail);
+  }
+
+  /** Probes, then the probe cgroup, then the signal listeners; the tally last. */
+  async #cleanup(): Promise<void> {
+    for (const p of this.#probes) await p.stop();
     try {
-      await cgroup?.remove();
+      await this.#cgroup?.remove();
     } finally {
-      for (const s of signals) Deno.removeSignalListener(s, onSignal);
-      const failed = results.filter((r) => r.verdict === "FAIL").length;
-      const skipped = results.filter((r) => r.verdict === "SKIP").length;
-      print(
-        `Checks: ${results.length - failed - skipped} PASS, ${failed} FAIL, ${skipped} SKIP`,
+      for (const s of this.#signals) Deno.removeSignalListener(s, this.#onSignal);
+      const failed = this.results.filter((r) => r.verdict === "FAIL").length;
+      const skipped = this.results.filter((r) => r.verdict === "SKIP").length;
+      this.opts.print(
+        `Checks: ${this.results.length - failed - skipped} PASS, ${failed} FAIL, ${skipped} SKIP`,
       );
     }
   }
+}
+
+export async function runVerify(opts: VerifyOptions): Promise<CheckResult[]> {
+  if (Deno.uid() !== 0) {
+    throw new VerifyError(
+      "verify moves probe processes into a service cgroup: run it as root (sudo stb-netacct verify)",
+    );
+  }
+  return await new Verification(opts).run();
 }

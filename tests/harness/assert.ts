@@ -2,7 +2,7 @@
 
 import { assert } from "../../lib/test_assert.ts";
 
-export { assert, assertEquals, AssertionError } from "../../lib/test_assert.ts";
+export { assert, assertEquals, AssertionError, present } from "../../lib/test_assert.ts";
 
 /** |actual - expected| <= tolerance * expected, with `expected` > 0 so the check can fail. */
 export function assertWithin(

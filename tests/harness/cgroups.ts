@@ -49,6 +49,26 @@ export class CgroupTree {
     }
   }
 
+  /** Any cgroup below the top ("/slice/web.service"), relative to the cgroup2 mount. */
+  path(rel: string): string {
+    return this.top + rel;
+  }
+
+  /** Its directory as seen from a mount namespace whose cgroup2 sits at `mount`. */
+  dirOf(rel: string, mount = this.mountPoint): string {
+    return mount + this.path(rel);
+  }
+
+  /** Makes a cgroup below the top (and its parents). */
+  make(rel: string): void {
+    Deno.mkdirSync(this.dirOf(rel), { recursive: true });
+  }
+
+  /** Kills what runs in a cgroup below the top and removes it, children first. */
+  async removeAt(rel: string): Promise<void> {
+    await killAndRemove(this.dirOf(rel));
+  }
+
   /** The directory's inode number: the id BPF sees. */
   id(name: string): number {
     return Deno.statSync(this.dir(name)).ino!;

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "./assert.ts";
 import { cgroupLeftovers, SERVICE_NAMES } from "./cgroups.ts";
-import { TestEnv } from "./env.ts";
+import { Lab } from "./lab.ts";
 import { runChain } from "./processes.ts";
 import { LAYOUT_NAMES } from "./layouts.ts";
 
@@ -17,7 +17,7 @@ done; exit 0`,
 
 for (const layoutName of LAYOUT_NAMES) {
   Deno.test(`cgroups (${layoutName}): service chain of three processes lives in the service cgroup and the client netns`, async () => {
-    const env = await TestEnv.open(layoutName);
+    const env = await Lab.open(layoutName);
     try {
       for (const s of SERVICE_NAMES) env.cgroups.create(s);
       assert(
@@ -35,8 +35,9 @@ for (const layoutName of LAYOUT_NAMES) {
         assertEquals(cg, env.cgroups.servicePath("server"), "cgroup of each process");
         assertEquals(net, `net:[${netnsIno}]`, "netns of each process");
       }
-      assert(rows[1][2].includes("stb-child"), `child is the chain's sh: ${rows[1][2]}`);
-      assert(rows[2][2].includes("stb-parent"), `parent is the chain's sh: ${rows[2][2]}`);
+      const [, child, parent] = rows.map(([, , cmd]) => cmd ?? "");
+      assert(child?.includes("stb-child"), `child is the chain's sh: ${child}`);
+      assert(parent?.includes("stb-parent"), `parent is the chain's sh: ${parent}`);
 
       // An outsider gets the same chain but stays in the test's own cgroup.
       const out = await runChain(env.layout, env.clientNetns, null, PROBE);

@@ -3,7 +3,7 @@
  * named by STB_NETACCT_BIN (e.g. ./stb-netacct after `make build`).
  */
 
-import { DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
+import { command, DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
@@ -88,8 +88,7 @@ export class RunningCli {
         ...(options.state ? ["--state", options.state] : []),
       ]),
     ];
-    const child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    const child = command(argv, {
       stdin: "null",
       stdout: "null",
       stderr: "piped",

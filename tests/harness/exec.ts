@@ -13,6 +13,16 @@ export const DENO = Deno.execPath();
  */
 export const SLOW_FACTOR = Deno.env.get("STB_NETACCT_SLOW") === "1" ? 4 : 1;
 
+/** A Deno.Command for `argv` (program first); an empty argv is a caller's bug. */
+export function command(
+  argv: readonly string[],
+  options: Omit<Deno.CommandOptions, "args"> = {},
+): Deno.Command {
+  const [program, ...args] = argv;
+  if (program === undefined) throw new Error("empty command line");
+  return new Deno.Command(program, { ...options, args });
+}
+
 export class CommandError extends Error {
   override name = "CommandError";
   constructor(message: string, readonly code: number, readonly stderr: string) {
@@ -35,8 +45,7 @@ export interface RunResult {
 }
 
 export async function run(argv: string[], options: RunOptions = {}): Promise<RunResult> {
-  const cmd = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const cmd = command(argv, {
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",

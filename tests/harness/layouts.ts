@@ -94,7 +94,7 @@ async function openPureV2(here: string): Promise<Layout> {
   // The CLI must see exactly what the user's host shows: one cgroup2 mount, no v1.
   const mounts = await output(["nsenter", `--mount=${mntns}`, "--", "cat", "/proc/self/mountinfo"]);
   const cgroupLines = mounts.split("\n").filter((l) => / - cgroup2? /.test(l));
-  if (cgroupLines.length !== 1 || !cgroupLines[0].includes(" /sys/fs/cgroup ")) {
+  if (cgroupLines.length !== 1 || !cgroupLines[0]?.includes(" /sys/fs/cgroup ")) {
     await close();
     throw new Error(`v2 layout has unexpected cgroup mounts:\n${cgroupLines.join("\n")}`);
   }

@@ -20,7 +20,7 @@ function inNetns(netnsPath?: string): string[] {
 
 export async function netnsLeftovers(): Promise<string[]> {
   const text = await output(["ip", "netns", "list"]);
-  return text.split("\n").map((l) => l.split(" ")[0])
+  return text.split("\n").map((l) => l.split(" ")[0] ?? "")
     .filter((n) => n.startsWith(NETNS_PREFIX) && oursOrStale(n, NETNS_PREFIX));
 }
 
@@ -140,7 +140,7 @@ export async function newBpfAttachments(
 /** Pins of ours in any mounted bpffs (a pinned link or map outlives every process). */
 export function bpfPins(): string[] {
   const mounts = Deno.readTextFileSync("/proc/self/mountinfo").split("\n")
-    .filter((l) => / - bpf /.test(l)).map((l) => l.split(" ")[4]);
+    .filter((l) => / - bpf /.test(l)).flatMap((l) => l.split(" ")[4] ?? []);
   const found: string[] = [];
   const walk = (dir: string) => {
     let entries: Deno.DirEntry[];

@@ -13,7 +13,7 @@
 
 import { assert, assertWithin } from "./assert.ts";
 import type { Sample } from "./cli.ts";
-import type { TestEnv } from "./env.ts";
+import type { Lab } from "./lab.ts";
 import { payloadTotals } from "./processes.ts";
 import { l3Delta } from "./topology.ts";
 import type { FlowResult } from "./traffic.ts";
@@ -44,7 +44,7 @@ export interface Measured {
  * wire reference. Fails when the wire carried less than the payload (the reference broke).
  */
 export async function measureFlows(
-  env: TestEnv,
+  env: Lab,
   service: string | null,
   flows: string[],
 ): Promise<Measured> {

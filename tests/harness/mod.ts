@@ -2,7 +2,7 @@
 
 export * from "./cgroups.ts";
 export * from "./cli.ts";
-export * from "./env.ts";
+export * from "./lab.ts";
 export * from "./exec.ts";
 export * from "./layouts.ts";
 export * from "./leftovers.ts";

@@ -51,6 +51,12 @@ export const INTERNAL_REMOTES: RemoteName[] = [
   "mappedLan",
 ];
 
+/** The client's own addresses (traffic to them stays on lo). */
+export const CLIENT_OWN = { internet4: "198.51.100.1", internet6: "2001:db8:1::1" } as const;
+
+/** Largest TCP segment payload at MTU 1500 (IPv4 with timestamps): what one retransmit adds. */
+export const MSS = 1448;
+
 const CLIENT_ADDRS = [
   "198.51.100.1/24",
   "2001:db8:1::1/64",
@@ -159,13 +165,32 @@ export class Topology {
     const text = await output(["ip", "-n", this.client, "-s", "-j", "link", "show", CLIENT_IF]);
     return parseLinkCounters(text);
   }
+
+  /**
+   * TCP segments retransmitted so far by the client and by the peer (RetransSegs of each
+   * netns). Counters see a retransmitted segment again, as it is on the wire again: drops
+   * on a busy veth backlog make a count exceed the payload by that much.
+   */
+  async retransmits(): Promise<{ client: number; peer: number }> {
+    const get = async (path: string) =>
+      parseRetransSegs(await output(["nsenter", `--net=${path}`, "cat", "/proc/net/snmp"]));
+    return { client: await get(this.clientNetnsPath), peer: await get(this.peerNetnsPath) };
+  }
+}
+
+/** RetransSegs from a netns's /proc/net/snmp: the "Tcp:" names line, then its values line. */
+export function parseRetransSegs(snmp: string): number {
+  const [names, values] = snmp.split("\n").filter((l) => l.startsWith("Tcp:"))
+    .map((l) => l.split(/\s+/));
+  const at = names?.indexOf("RetransSegs") ?? -1;
+  if (at < 0 || !values) throw new Error(`No Tcp RetransSegs in /proc/net/snmp: ${snmp}`);
+  return Number(values[at]);
 }
 
 /** Parses `ip -s -j link show DEV` output. */
 export function parseLinkCounters(json: string): LinkCounters {
-  const [link] = JSON.parse(json) as {
-    stats64: { rx: Record<string, number>; tx: Record<string, number> };
-  }[];
+  type Stats = { bytes: number; packets: number };
+  const [link] = JSON.parse(json) as { stats64: { rx: Stats; tx: Stats } }[];
   if (!link?.stats64) throw new Error(`no stats64 in ip output: ${json.slice(0, 200)}`);
   return {
     rxBytes: link.stats64.rx.bytes,

@@ -1,12 +1,12 @@
 import { assert, assertEquals } from "./assert.ts";
-import { DEFAULT_SIZES, flowsTo, TestEnv } from "./env.ts";
+import { DEFAULT_SIZES, flowsTo, Lab } from "./lab.ts";
 import { netnsLeftovers } from "./leftovers.ts";
 import { payloadTotals } from "./processes.ts";
 import { EXTERNAL_REMOTES, INTERNAL_REMOTES, l3Delta, REMOTES } from "./topology.ts";
 import { WIRE_SLACK } from "./measure.ts";
 
 Deno.test("topology: every remote answers TCP and UDP; the veth sees exactly the non-loopback traffic", async () => {
-  const env = await TestEnv.open("hybrid");
+  const env = await Lab.open("hybrid");
   try {
     for (const remote of [...EXTERNAL_REMOTES, ...INTERNAL_REMOTES]) {
       const before = await env.topology.linkCounters();

@@ -106,11 +106,15 @@ async function udpFlow(host: string, port: number, count: number, size: number) 
 export function parseFlow(spec: string): () => Promise<FlowResult> {
   const [proto, host, ...nums] = spec.split(",");
   const n = nums.map(Number);
-  if (n.some((x) => !Number.isSafeInteger(x) || x < 0)) throw new Error(`bad flow "${spec}"`);
-  if (proto === "tcp" && (n.length === 3 || n.length === 4)) {
-    return () => tcpFlow(host, n[0], n[1], n[2], n[3] ?? 0);
+  if (host === undefined || n.some((x) => !Number.isSafeInteger(x) || x < 0)) {
+    throw new Error(`bad flow "${spec}"`);
   }
-  if (proto === "udp" && n.length === 3) return () => udpFlow(host, n[0], n[1], n[2]);
+  // The lengths are checked before any of these is used.
+  const [a = 0, b = 0, c = 0, d = 0] = n;
+  if (proto === "tcp" && (n.length === 3 || n.length === 4)) {
+    return () => tcpFlow(host, a, b, c, d);
+  }
+  if (proto === "udp" && n.length === 3) return () => udpFlow(host, a, b, c);
   throw new Error(
     `bad flow "${spec}": expected tcp,HOST,PORT,UP,DOWN[,RATE] or udp,HOST,PORT,COUNT,SIZE`,
   );

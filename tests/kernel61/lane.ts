@@ -46,7 +46,7 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // The verifier's verdict on each embedded BPF object.
   { file: "bpf/objects_test.ts", tests: ["bpf object "] },
   // A refusal on this kernel (whose full log is cut short, not rotated) still quotes why.
-  { file: "backends/libbpf_test.ts", tests: ["a refused program"] },
+  { file: "bpf/libbpf_test.ts", tests: ["a refused program"] },
   // The programs' address table and target buckets, packet by packet (BPF_PROG_TEST_RUN).
   {
     file: "backends/ebpf_test.ts",
@@ -101,7 +101,7 @@ export function missingTests(tests: typeof GUEST_TESTS, cases: GuestCase[]): str
 
 function tail(lines: string[], n = FAILURE_TAIL): string[] {
   const kept = lines.map((l) => l.replace(/\r$/, "")).filter((l, i, all) =>
-    l.trim() !== "" || (i > 0 && all[i - 1].trim() !== "")
+    l.trim() !== "" || (i > 0 && all[i - 1]!.trim() !== "") // i - 1 is in range
   );
   return kept.length > n ? [`(last ${n} of ${kept.length} lines)`, ...kept.slice(-n)] : kept;
 }

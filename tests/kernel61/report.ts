@@ -40,7 +40,8 @@ function unescapeXml(s: string): string {
 
 function attributes(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of text.matchAll(/([\w:-]+)="([^"]*)"/g)) out[m[1]] = unescapeXml(m[2]);
+  // Both groups always take part in a match.
+  for (const m of text.matchAll(/([\w:-]+)="([^"]*)"/g)) out[m[1]!] = unescapeXml(m[2]!);
   return out;
 }
 
@@ -96,8 +97,9 @@ export function testOutputs(pretty: string): Map<string, string[]> {
       else current.push(line);
       continue;
     }
-    if (OUTPUT_START.test(line) && i > 0 && lines[i - 1].endsWith(" ...")) {
-      const name = lines[i - 1].slice(0, -4).trim();
+    const before = i > 0 ? lines[i - 1] : undefined;
+    if (OUTPUT_START.test(line) && before?.endsWith(" ...")) {
+      const name = before.slice(0, -4).trim();
       current = out.get(name) ?? [];
       out.set(name, current);
     }

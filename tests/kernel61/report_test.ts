@@ -5,7 +5,7 @@
  * with a passing test, a failing one, an ignored one and one with a failed step.
  */
 
-import { assert, assertEquals, assertStringIncludes } from "../../lib/test_assert.ts";
+import { assert, assertEquals, assertStringIncludes, present } from "../../lib/test_assert.ts";
 import {
   finishedFromPretty,
   formatSeconds,
@@ -48,8 +48,11 @@ Deno.test("parseJunit folds steps into their test and keeps their failures", () 
     ["ignored one", "ignored"],
     ["with steps", "FAILED"],
   ]);
-  assertStringIncludes(cases[1].failure, "boom: verifier said\nline two <x>");
-  assertStringIncludes(cases[3].failure, "1 test step failed.\nstep b: Error: step fail");
+  assertStringIncludes(present(cases[1], "case 1").failure, "boom: verifier said\nline two <x>");
+  assertStringIncludes(
+    present(cases[3], "case 3").failure,
+    "1 test step failed.\nstep b: Error: step fail",
+  );
 });
 
 Deno.test("testOutputs: what each test printed, also after its code ran (post-test)", () => {

@@ -14,7 +14,10 @@
 
 import { CHUNK, encodeHeader } from "../harness/wire.ts";
 
-const [host, tcpPort, udpPort, conns, rate, udpSize, readyFile] = Deno.args;
+function usage(): never {
+  throw new Error("usage: load.ts HOST TCP_PORT UDP_PORT CONNS RATE UDP_SIZE READY_FILE");
+}
+const [host = usage(), tcpPort, udpPort, conns, rate, udpSize, readyFile = usage()] = Deno.args;
 const CONNS = Number(conns), RATE = Number(rate), UDP_SIZE = Number(udpSize);
 /** Far more than a soak moves: connections run until the process is killed. */
 const ENDLESS = 1e15;

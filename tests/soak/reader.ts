@@ -16,7 +16,10 @@
 
 import { ContractError, parseCounters } from "../../lib/contract.ts";
 
-const [path, sleepArg] = Deno.args;
+function usage(): never {
+  throw new Error("usage: reader.ts PATH [SLEEP_MS]");
+}
+const [path = usage(), sleepArg] = Deno.args;
 const SLEEP_MS = Number(sleepArg ?? 0);
 
 interface Seen {

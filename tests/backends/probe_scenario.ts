@@ -1,13 +1,13 @@
 /**
  * The real-kernel check of a firewall backend's `probe` (nft_test.ts, iptables_test.ts), in
- * a lab netns: probe passes on a good config and fails naming the fix on a ct mask too
- * small for the services, and the netns' whole ruleset (nftables and both iptables
- * families) is byte-identical before and after every probe, also while a running backend
- * owns its rules there.
+ * the test lab's client netns: probe passes on a good config and fails naming the fix on a
+ * ct mask too small for the services, and the netns' whole ruleset (nftables and both
+ * iptables families) is byte-identical before and after every probe, also while a running
+ * backend owns its rules there.
  */
 
-import { Lab } from "./lab.ts";
 import { DEFAULT_EXCLUDE } from "../../lib/cidr.ts";
+import { Lab } from "../harness/mod.ts";
 
 function assert(cond: boolean, message: string): asserts cond {
   if (!cond) throw new Error(message);
@@ -15,9 +15,9 @@ function assert(cond: boolean, message: string): asserts cond {
 
 /** Everything nftables and iptables hold in the netns, without counters or timestamps. */
 async function snapshot(lab: Lab): Promise<string> {
-  const nft = await lab.inNs(lab.clientNs, "nft", ["-s", "list", "ruleset"]);
+  const nft = await lab.inClient(["nft", "-s", "list", "ruleset"]);
   const saves = await Promise.all(
-    ["iptables-save", "ip6tables-save"].map((t) => lab.inNs(lab.clientNs, t, [])),
+    ["iptables-save", "ip6tables-save"].map((t) => lab.inClient([t])),
   );
   const noComments = (s: string) => s.split("\n").filter((l) => !l.startsWith("#")).join("\n");
   return [nft, ...saves.map(noComments)].join("\n----\n");
@@ -34,15 +34,15 @@ function firstDifference(a: string, b: string): string {
 }
 
 export async function runProbeScenario(backend: string): Promise<void> {
-  const lab = new Lab();
+  const lab = await Lab.open("hybrid");
   try {
-    await lab.setup();
-    const slice = `${lab.cgroupRoot}/app-stb\\x2dnext.slice`;
-    const web = `${slice}/web.service`;
-    await lab.mkdirCgroup(slice);
-    await lab.mkdirCgroup(web);
+    const slice = "/app-stb\\x2dnext.slice";
+    lab.cgroups.make(`${slice}/web.service`);
     const config = {
-      services: { web, late: `${slice}/late.service` },
+      services: {
+        web: lab.cgroups.path(`${slice}/web.service`),
+        late: lab.cgroups.path(`${slice}/late.service`),
+      },
       exclude: [...DEFAULT_EXCLUDE],
       ctMark: 0x00510000,
       ctMask: 0x00ff0000,
@@ -87,6 +87,6 @@ export async function runProbeScenario(backend: string): Promise<void> {
     await prober.request({ op: "probe", ...config });
     await unchanged(stopped, "probe after stop");
   } finally {
-    await lab.cleanup();
+    await lab.close();
   }
 }

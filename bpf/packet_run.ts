@@ -1,7 +1,7 @@
 /**
  * BPF_PROG_TEST_RUN for cgroup_skb programs: crafted packets run through a loaded program
  * without any traffic. Used by ebpf_test.ts (the program's decisions, address by address),
- * bench/bpf_bench.ts (ns per packet) and, at every start, cgroup_levels.ts (which cgroup
+ * bench/bpf_bench.ts (ns per packet) and, at every start, levels.ts (which cgroup
  * levels the kernel sees this process at).
  *
  * What the kernel does with it (net/bpf/test_run.c, bpf_prog_test_run_skb): the data is an
@@ -89,17 +89,18 @@ export interface TestRunResult {
   wallNsPerRun: number;
 }
 
-/**
- * Runs `progFd` `repeat` times on `frame` as if it came through interface `ifindex`; with
- * `gsoSegs`, the skb claims to be a GSO aggregate of that many segments.
- */
-export function testRun(
-  progFd: number,
-  frame: Uint8Array<ArrayBuffer>,
-  ifindex: number,
-  repeat: number,
-  gsoSegs = 0,
-): TestRunResult {
+export interface PacketRun {
+  frame: Uint8Array<ArrayBuffer>;
+  /** The interface the packet seems to come through (not loopback: netacct ignores it). */
+  ifindex: number;
+  repeat: number;
+  /** The skb claims to be a GSO aggregate of this many segments (0: none). */
+  gsoSegs?: number;
+}
+
+/** Runs `progFd` on a crafted packet, `repeat` times. */
+export function testRun(progFd: number, run: PacketRun): TestRunResult {
+  const { frame, ifindex, repeat, gsoSegs = 0 } = run;
   const ctx = new Uint8Array(SK_BUFF_SIZE);
   new DataView(ctx.buffer).setUint32(SK_BUFF_IFINDEX, ifindex, true);
   new DataView(ctx.buffer).setUint32(SK_BUFF_GSO_SEGS, gsoSegs, true);

@@ -1,5 +1,5 @@
 /**
- * Known-size TCP transfers for the backend tests, run inside the test's network namespaces.
+ * Known-size TCP transfers for the benchmarks (accuracy, latency), run inside their netns.
  *
  *   deno run -A traffic.ts serve ADDR PORT [ADDR PORT ...]
  *     Prints "ready" once listening. A client sends "up N\n" then N bytes (answered "ok\n"),
@@ -37,8 +37,9 @@ async function readLine(conn: Deno.Conn): Promise<string> {
   while (true) {
     const got = await conn.read(one);
     if (got === null) throw new Error("peer closed before a full line");
-    if (one[0] === 0x0a) return line;
-    line += String.fromCharCode(one[0]);
+    const byte = one[0]!; // read one byte into it
+    if (byte === 0x0a) return line;
+    line += String.fromCharCode(byte);
   }
 }
 

@@ -77,7 +77,7 @@ export function decodeEvent(buf: Uint8Array): RawEvent {
     family,
     service: view.getUint16(EVENT_OFFSETS.service, true),
     port: view.getUint16(EVENT_OFFSETS.port, true),
-    proto: buf[EVENT_OFFSETS.proto],
-    kind: buf[EVENT_OFFSETS.kind],
+    proto: view.getUint8(EVENT_OFFSETS.proto),
+    kind: view.getUint8(EVENT_OFFSETS.kind),
   };
 }

@@ -1,15 +1,18 @@
 /**
- * One test's world in one object: namespaces, a cgroup layout, the service cgroup tree and
- * the peer servers, torn down in reverse order by `close` (also after a failure half-way
- * through `open`).
+ * The test lab: one test's world in one object (namespaces, a cgroup layout, the cgroups
+ * and the peer servers), torn down in reverse order by `close`, also after a failure
+ * half-way through `open`.
  */
 
 import { CgroupTree } from "./cgroups.ts";
-import { randomTag } from "./exec.ts";
+import { command, DENO, output, randomTag } from "./exec.ts";
+import { Driver } from "./driver.ts";
 import { type Layout, type LayoutName, openLayout } from "./layouts.ts";
 import { type Peer, runTraffic, startPeer, TCP_PORT, UDP_PORT } from "./processes.ts";
 import { PEER_IF, type RemoteName, REMOTES, Topology } from "./topology.ts";
 import type { FlowResult } from "./traffic.ts";
+
+const DRIVER_TS = new URL("./backend_driver.ts", import.meta.url).pathname;
 
 export interface FlowSizes {
   tcpUp: number;
@@ -35,7 +38,7 @@ export function flowsTo(remote: RemoteName, sizes: FlowSizes = DEFAULT_SIZES): s
   ];
 }
 
-export class TestEnv {
+export class Lab {
   readonly tag = randomTag();
   readonly topology = new Topology(this.tag);
   layout!: Layout;
@@ -63,8 +66,8 @@ export class TestEnv {
     return path;
   }
 
-  static async open(layoutName: LayoutName): Promise<TestEnv> {
-    const env = new TestEnv();
+  static async open(layoutName: LayoutName): Promise<Lab> {
+    const env = new Lab();
     try {
       await env.topology.up();
       env.#cleanups.push(() => env.topology.down());
@@ -92,6 +95,42 @@ export class TestEnv {
   /** Service cgroup directory as processes inside the layout see it. */
   cgroupInView(service: string): string {
     return this.cgroups.dir(service, this.layout.mountInView);
+  }
+
+  /** A command in the client netns, through the layout; returns its stdout. */
+  inClient(argv: string[], stdin?: string): Promise<string> {
+    return output([...this.layout.wrap(this.clientNetns), ...argv], { stdin });
+  }
+
+  /** A command in the peer netns. */
+  inPeer(argv: string[], stdin?: string): Promise<string> {
+    return output([...this.layout.wrap(this.topology.peerNetnsPath), ...argv], { stdin });
+  }
+
+  /**
+   * Runs flows from a process chain in cgroup `rel` of the lab's tree (cgroups.make), or
+   * from an outsider when `rel` is null.
+   */
+  trafficIn(rel: string | null, flows: string[]): Promise<FlowResult[]> {
+    return runTraffic(
+      this.layout,
+      this.clientNetns,
+      rel === null ? null : this.cgroups.dirOf(rel, this.layout.mountInView),
+      flows,
+    );
+  }
+
+  /** A backend (backend_driver.ts) running in the client netns; ended by `close`. */
+  startDriver(backend: string): Driver {
+    const argv = [...this.layout.wrap(this.clientNetns), DENO, "run", "-A", DRIVER_TS, backend];
+    const child = command(argv, {
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const driver = new Driver(child);
+    this.#cleanups.push(() => driver.close());
+    return driver;
   }
 
   /** Runs flows from a service's process chain, or from an outsider when `service` is null. */

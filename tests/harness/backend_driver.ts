@@ -1,10 +1,9 @@
 /**
- * Drives one backend from inside a network namespace for the backend tests (nft tables and
- * iptables chains are per netns, so the backend must run there). Spawned as
- * `nsenter --net=/run/netns/NS deno run -A driver.ts BACKEND`; nsenter keeps the mount
- * namespace, so the cgroup2 mount stays visible. BACKEND: nft, iptables, or the variants
- * nft-binary (nft binary instead of libnftables) and iptables-save (reads through
- * iptables-save instead of libnftables) that bench/read_cost.ts compares.
+ * Drives one backend from inside the lab's client network namespace for the backend tests
+ * (nft tables and iptables chains are per netns, so the backend must run there). Spawned by
+ * `Lab.startDriver` as `<layout prefix> deno run -A backend_driver.ts BACKEND`. BACKEND:
+ * nft, iptables, or the variants nft-binary (nft binary instead of libnftables) and
+ * iptables-save (reads through iptables-save instead of libnftables).
  *
  * One JSON request per stdin line, one JSON reply per stdout line:
  *   {"op":"start","services":{"name":"/cgroup/path"},"exclude":["10.0.0.0/8"],"ctMark":N,"ctMask":N}
@@ -12,30 +11,26 @@
  *   {"op":"read"}       -> {"ok":true,"result":{"name":{"rxBytes":..}}}
  *   {"op":"probe", ...same fields as start}   Backend.probe
  *   {"op":"bench","n":N} -> {"ok":true,"result":{"msPerRead":..}}
- *   {"op":"cost","n":N,"minMs":T} -> {"ok":true,"result":{"ms":[..],"cpuSeconds":..}}: at
- *       least N reads and T ms of them; per-read wall times and this process's CPU time
- *       (its own plus its exited children's, i.e. spawned tools) over all of them
- *   {"op":"via"} -> how the backend reaches the kernel (libnftables, nft binary, ...)
- * (ebpf too, for bench/read_cost.ts: its programs attach at the cgroup2 root, not per netns.)
  *   {"op":"stop"}
  * Errors come back as {"ok":false,"error":"..."}; log lines go to stderr.
  */
 
-import type { Backend, ServiceTarget } from "../backend.ts";
+import type { Backend, ServiceTarget } from "../../backends/mod.ts";
 import { cgroupId, findCgroup2Mount } from "../../lib/cgroup.ts";
 import { parseCidr } from "../../lib/cidr.ts";
 
-const which = Deno.args[0];
+const which = Deno.args[0] ?? "";
 const BACKENDS: Record<string, () => Promise<Backend>> = {
-  nft: async () => new (await import("../nft.ts")).NftBackend(),
-  "nft-binary": async () => new (await import("../nft.ts")).NftBackend({ via: "binary" }),
-  iptables: async () => new (await import("../iptables.ts")).IptablesBackend(),
+  nft: async () => new (await import("../../backends/nft.ts")).NftBackend(),
+  "nft-binary": async () =>
+    new (await import("../../backends/nft.ts")).NftBackend({ via: "binary" }),
+  iptables: async () => new (await import("../../backends/iptables.ts")).IptablesBackend(),
   "iptables-save": async () =>
-    new (await import("../iptables.ts")).IptablesBackend({ read: "save" }),
-  ebpf: async () => new (await import("../ebpf.ts")).EbpfBackend(),
+    new (await import("../../backends/iptables.ts")).IptablesBackend({ read: "save" }),
 };
-if (!BACKENDS[which]) throw new Error(`unknown backend ${JSON.stringify(which)}`);
-const backend = await BACKENDS[which]();
+const make = BACKENDS[which];
+if (!make) throw new Error(`unknown backend ${JSON.stringify(which)}`);
+const backend = await make();
 const mount = findCgroup2Mount();
 let services: Record<string, string> = {};
 
@@ -50,15 +45,6 @@ const options = (req: Record<string, unknown>) => ({
   log: (m: string) => console.error(`[${which}] ${m}`),
 });
 
-/** utime+stime+cutime+cstime of this process from /proc/self/stat, in seconds. */
-function cpuSeconds(): number {
-  const stat = Deno.readTextFileSync("/proc/self/stat");
-  // Fields after the parenthesised command name; utime is field 14 overall.
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i]), 0);
-  return ticks / 100; // USER_HZ is 100 on Linux
-}
-
 async function handle(req: Record<string, unknown>): Promise<unknown> {
   switch (req.op) {
     case "start":
@@ -69,21 +55,6 @@ async function handle(req: Record<string, unknown>): Promise<unknown> {
       services = req.services as Record<string, string>;
       await backend.probe(targets(), options(req));
       return null;
-    case "via": {
-      const b = backend as { via?: string | null; readVia?: string | null };
-      return b.via ?? b.readVia ?? (which === "ebpf" ? "libbpf" : null);
-    }
-    case "cost": {
-      const n = req.n as number, minMs = req.minMs as number;
-      const ms: number[] = [];
-      const cpu0 = cpuSeconds(), t0 = performance.now();
-      while (ms.length < n || performance.now() - t0 < minMs) {
-        const t = performance.now();
-        await backend.read();
-        ms.push(performance.now() - t);
-      }
-      return { ms, cpuSeconds: cpuSeconds() - cpu0 };
-    }
     case "retarget":
       await backend.retarget(targets());
       return null;

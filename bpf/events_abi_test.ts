@@ -5,10 +5,10 @@ import {
   KIND_CONNECT,
   KIND_SENDMSG,
   RING_BYTES,
-} from "./abi.ts";
+} from "./events_abi.ts";
 import { assertEquals } from "../lib/test_assert.ts";
 
-const header = Deno.readTextFileSync(new URL("../bpf/events.h", import.meta.url));
+const header = Deno.readTextFileSync(new URL("./events.h", import.meta.url));
 
 /**
  * Offsets by the C rules (each member at its natural alignment, the size rounded up to the
@@ -22,12 +22,13 @@ function layout(struct: string): { size: number; members: Record<string, number>
   const members: Record<string, number> = {};
   let off = 0, align = 1;
   for (const decl of body.replace(/\/\*.*?\*\//g, "").split(";")) {
-    const m = decl.trim().match(/^(__u\d+) (\w+)(?:\[(\d+)\])?$/);
-    if (!m) continue;
-    const size = sizes[m[1]];
+    const [, type = "", name = "", count] = decl.trim().match(/^(__u\d+) (\w+)(?:\[(\d+)\])?$/) ??
+      [];
+    const size = sizes[type];
+    if (size === undefined) continue;
     off = Math.ceil(off / size) * size;
-    members[m[2]] = off;
-    off += size * Number(m[3] ?? 1);
+    members[name] = off;
+    off += size * Number(count ?? 1);
     align = Math.max(align, size);
   }
   return { size: Math.ceil(off / align) * align, members };

@@ -14,7 +14,7 @@
  * writes, so the per-packet path costs nothing extra on a host or in a container.
  */
 
-import { BackendError } from "./backend.ts";
+import { BackendError } from "../lib/errors.ts";
 import { type Cgroup2Mount, cgroupDir, cgroupLevel } from "../lib/cgroup.ts";
 import {
   check,
@@ -24,8 +24,8 @@ import {
   lib,
   openAndLoadObject,
 } from "./libbpf.ts";
-import { craftPacket, ownCgroupPath, testRun } from "./bpf_test_run.ts";
-import { OBJECT_BASE64 } from "../bpf/calibrate_object.ts";
+import { craftPacket, ownCgroupPath, testRun } from "./packet_run.ts";
+import { OBJECT_BASE64 } from "./calibrate_object.ts";
 
 /** CALIBRATE_MAX_LEVELS in bpf/calibrate.bpf.c: ids in the `ancestors` map's one value. */
 export const CALIBRATE_MAX_LEVELS = 64;
@@ -104,7 +104,8 @@ export function kernelAncestors(): bigint[] {
     );
     const mapFd = check(`Getting the fd of map "${MAP_ANCESTORS}"`, b.bpf_map__fd(map));
     const zero = new Uint8Array(8);
-    testRun(progFd, craftPacket({ src: zero.subarray(0, 4), dst: zero.subarray(4) }), 1, 1);
+    const frame = craftPacket({ src: zero.subarray(0, 4), dst: zero.subarray(4) });
+    testRun(progFd, { frame, ifindex: 1, repeat: 1 });
     const value = new Uint8Array(8 * CALIBRATE_MAX_LEVELS);
     check(
       "Reading the calibration result",

@@ -1,6 +1,7 @@
 /**
- * Human units for the graph. Binary prefixes (1 KiB = 1024 B), bytes not bits: the totals
- * are compared with what file managers and `ip -s link` show, and those count bytes.
+ * Human units for graph, status and verify. Binary prefixes (1 KiB = 1024 B), bytes not
+ * bits: the totals are compared with what file managers and `ip -s link` show, and those
+ * count bytes.
  */
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -1,11 +1,11 @@
 /**
  * Cgroup level calibration against the real kernel (root: `deno test -A
- * backends/cgroup_levels_test.ts`). Counting inside a cgroup namespace end to end is in
- * ebpf_test.ts; here: the measurement on the host, and each way it refuses to guess.
+ * bpf/levels_test.ts`). Counting inside a cgroup namespace end to end is in
+ * backends/ebpf_test.ts; here: the measurement on the host, and each way it refuses to guess.
  */
 
-import { calibrateLevels, kernelAncestors } from "./cgroup_levels.ts";
-import { BackendError } from "./backend.ts";
+import { calibrateLevels, kernelAncestors } from "./levels.ts";
+import { BackendError } from "../lib/errors.ts";
 import {
   cgroupDir,
   cgroupId,
@@ -14,7 +14,7 @@ import {
   removeCgroupDir,
 } from "../lib/cgroup.ts";
 import { assert, assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
-import { joinCgroup, ownCgroupPath } from "./bpf_test_run.ts";
+import { joinCgroup, ownCgroupPath } from "./packet_run.ts";
 
 const isRoot = Deno.uid() === 0;
 const DENO = Deno.execPath();
@@ -52,7 +52,7 @@ Deno.test({
       joinCgroup(cgroupDir(mount, home));
       // The first call includes opening libbpf (once per process, needed by start anyway).
       console.log(
-        `calibration: first ${ms[0].toFixed(2)} ms, then ` +
+        `calibration: first ${ms[0]?.toFixed(2)} ms, then ` +
           `${ms.slice(1).map((m) => m.toFixed(2)).join(", ")} ms`,
       );
       const depth = cgroupLevel(`${base}/a/b`);
@@ -106,7 +106,7 @@ Deno.test({
       // namespace's root: /proc/self/cgroup says "/../elsewhere".
       const code = `
         import { calibrateLevels } from ${
-        JSON.stringify(new URL("./cgroup_levels.ts", import.meta.url).href)
+        JSON.stringify(new URL("./levels.ts", import.meta.url).href)
       };
         import { findCgroup2Mount } from ${
         JSON.stringify(new URL("../lib/cgroup.ts", import.meta.url).href)

@@ -10,7 +10,7 @@
  * only libc's vsnprintf can expand (lib/libc.ts, with the open/close attach needs).
  */
 
-import { BackendError } from "./backend.ts";
+import { BackendError } from "../lib/errors.ts";
 import {
   cString,
   errno as lastErrno,
@@ -199,6 +199,10 @@ const LIBBPF_SYMBOLS = {
     ],
     result: "i32",
   },
+  /** __u32 libbpf_major_version(void) */
+  libbpf_major_version: { parameters: [], result: "u32" },
+  /** __u32 libbpf_minor_version(void) */
+  libbpf_minor_version: { parameters: [], result: "u32" },
   /** int libbpf_num_possible_cpus(void) */
   libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   /** long libbpf_get_error(const void *ptr): -errno for a NULL ptr (libbpf 1.x) */
@@ -281,16 +285,21 @@ export function errnoName(errno: number): string {
 
 export const PRIVILEGE_FIX = "run as root or with CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON";
 
+export interface LibbpfFailure extends ErrorOptions {
+  errno: number;
+  /** What libbpf logged meanwhile, one line each. */
+  log: string[];
+}
+
 /** A failed libbpf call: what was attempted, the errno, and what libbpf logged meanwhile. */
 export class LibbpfError extends BackendError {
   override name = "LibbpfError";
-  constructor(
-    message: string,
-    readonly errno: number,
-    readonly log: string[],
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
+  readonly errno: number;
+  readonly log: string[];
+  constructor(message: string, failure: LibbpfFailure) {
+    super(message, { cause: failure.cause });
+    this.errno = failure.errno;
+    this.log = failure.log;
   }
 }
 
@@ -384,6 +393,12 @@ export function lib(): Libbpf {
   return b;
 }
 
+/** The loaded libbpf's version, e.g. "1.1" (doctor reports it). */
+export function libbpfVersion(): string {
+  const b = lib();
+  return `${b.libbpf_major_version()}.${b.libbpf_minor_version()}`;
+}
+
 /** What libbpf logged since the last call that `check`/`checkPointer` saw succeed. */
 export function capturedLog(): string[] {
   return [...captured];
@@ -416,7 +431,9 @@ export function libbpfError(what: string, errno: number): LibbpfError {
   else fix = "the kernel refused";
   const quoted = quoteLog(log);
   const cause = new Error(`${name}: ${strerror(errno)}${quoted ? `; libbpf: ${quoted}` : ""}`);
-  return new LibbpfError(`${what} failed with ${name} (${strerror(errno)}): ${fix}`, errno, log, {
+  return new LibbpfError(`${what} failed with ${name} (${strerror(errno)}): ${fix}`, {
+    errno,
+    log,
     cause,
   });
 }
@@ -497,18 +514,26 @@ export function verifierReason(log: string, lines = 6): string[] {
   return all.slice(Math.max(0, end - lines), end);
 }
 
+export interface Refusal extends ErrorOptions {
+  errno: number;
+  program: string;
+  /** The whole verifier log of that program (level 1), as the kernel wrote it. */
+  verifierLog: string;
+}
+
 /** A program the verifier refused: its whole log is kept, the message quotes its end. */
 export class VerifierError extends LibbpfError {
   override name = "VerifierError";
-  constructor(
-    message: string,
-    errno: number,
-    readonly program: string,
-    /** The whole verifier log of that program (level 1), as the kernel wrote it. */
-    readonly verifierLog: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, errno, verifierLog.split("\n"), options);
+  readonly program: string;
+  readonly verifierLog: string;
+  constructor(message: string, refusal: Refusal) {
+    super(message, {
+      errno: refusal.errno,
+      log: refusal.verifierLog.split("\n"),
+      cause: refusal.cause,
+    });
+    this.program = refusal.program;
+    this.verifierLog = refusal.verifierLog;
   }
 }
 
@@ -542,16 +567,20 @@ function openObject(bytes: Uint8Array<ArrayBuffer>, name: string, what: string) 
   );
 }
 
+interface LogRequest {
+  /** BPF_LOG_* bits. */
+  level: number;
+  bytes: number;
+  /** Only this program logs (the others log nothing); absent: every program. */
+  only?: string;
+}
+
 /**
- * Gives each program of an opened object a log buffer of its own at `level`; `only` limits
- * that to one program (the others log nothing). The buffers must outlive the load.
+ * Gives each program of an opened object a log buffer of its own. The buffers must outlive
+ * the load.
  */
-function attachLogs(
-  object: Deno.PointerObject,
-  level: number,
-  bytes: number,
-  only?: string,
-): ProgramLog[] {
+function attachLogs(object: Deno.PointerObject, request: LogRequest): ProgramLog[] {
+  const { level, bytes, only } = request;
   const b = lib();
   const logs: ProgramLog[] = [];
   for (
@@ -590,7 +619,7 @@ export function openAndLoadObject(
   let logs: ProgramLog[];
   let rc: number;
   try {
-    logs = attachLogs(object, BPF_LOG_STATS, STATS_LOG_BYTES);
+    logs = attachLogs(object, { level: BPF_LOG_STATS, bytes: STATS_LOG_BYTES });
     rc = b.bpf_object__load(object);
   } catch (e) {
     b.bpf_object__close(object);
@@ -601,7 +630,7 @@ export function openAndLoadObject(
     b.bpf_object__close(object);
     const refused = refusedProgram(failure.log, logs);
     if (refused === null) throw failure; // not the verifier: e.g. a map, or no privilege
-    throw refusal(bytes, name, what, refused, failure);
+    throw refusal({ bytes, name, what, program: refused, first: failure });
   }
   const programs = logs.map((l) => ({
     object: name,
@@ -628,24 +657,32 @@ function refusedProgram(libbpfLog: string[], logs: ProgramLog[]): string | null 
   return tried.at(-1)?.name ?? null;
 }
 
+interface RefusedLoad {
+  bytes: Uint8Array<ArrayBuffer>;
+  name: string;
+  what: string;
+  /** The program the verifier refused, and the error of that load. */
+  program: string;
+  first: LibbpfError;
+}
+
 /**
- * Loads `program` of the object again with the whole verifier log, growing the buffer
- * while the kernel says it was too small, and returns the VerifierError to throw.
+ * Loads the refused program of the object again with the whole verifier log, growing the
+ * buffer while the kernel says it was too small, and returns the VerifierError to throw.
  */
-function refusal(
-  bytes: Uint8Array<ArrayBuffer>,
-  name: string,
-  what: string,
-  program: string,
-  first: LibbpfError,
-): VerifierError {
+function refusal(r: RefusedLoad): VerifierError {
+  const { bytes, name, what, program, first } = r;
   const b = lib();
   let errno = first.errno;
   let log = "";
   for (let size = FULL_LOG_FIRST_BYTES; size <= FULL_LOG_MAX_BYTES; size *= 4) {
     const object = openObject(bytes, name, what);
     try {
-      const [full] = attachLogs(object, BPF_LOG_LEVEL1 | BPF_LOG_STATS, size, program);
+      const [full] = attachLogs(object, {
+        level: BPF_LOG_LEVEL1 | BPF_LOG_STATS,
+        bytes: size,
+        only: program,
+      });
       const rc = b.bpf_object__load(object);
       if (full) log = logText(full.buf);
       if (rc >= 0) break; // accepted this time: report the first refusal's errno and log
@@ -661,10 +698,7 @@ function refusal(
   return new VerifierError(
     `Loading ${what} into the kernel failed: the kernel's verifier refused program ` +
       `"${program}" (${errnoName(errno === ENOSPC ? first.errno : errno)}); it said: ${quoted}`,
-    first.errno,
-    program,
-    log,
-    { cause: first },
+    { errno: first.errno, program, verifierLog: log, cause: first },
   );
 }
 
@@ -686,17 +720,21 @@ export function objectMapFd(object: Deno.PointerObject, name: string, what: stri
   return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
 }
 
+export interface LinkRequest {
+  programs: readonly string[];
+  cgroupDir: string;
+  /** Where the links go, as they are made. */
+  links: Deno.PointerObject[];
+  /** The object in errors, e.g. "the BPF object". */
+  what: string;
+}
+
 /**
  * Links each named program of a loaded object to a cgroup directory. Links are pushed onto
  * `links` as they are made, so after a failure the caller's stop still destroys those.
  */
-export function linkPrograms(
-  object: Deno.PointerObject,
-  programs: readonly string[],
-  cgroupDir: string,
-  links: Deno.PointerObject[],
-  what: string,
-): void {
+export function linkPrograms(object: Deno.PointerObject, request: LinkRequest): void {
+  const { programs, cgroupDir, links, what } = request;
   const b = lib();
   const fd = openDirectory(cgroupDir);
   try {

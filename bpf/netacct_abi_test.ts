@@ -35,12 +35,12 @@ import {
   verdictKey,
   VERDICTS_OFFSETS,
   VERDICTS_SIZE,
-} from "./bpf_abi.ts";
+} from "./netacct_abi.ts";
 import { MAX_SERVICES as CONFIG_MAX_SERVICES } from "../lib/config.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 import { assertEquals, assertThrows } from "../lib/test_assert.ts";
 
-const header = Deno.readTextFileSync(new URL("../bpf/netacct.h", import.meta.url));
+const header = Deno.readTextFileSync(new URL("./netacct.h", import.meta.url));
 
 function define(name: string): number {
   const m = header.match(new RegExp(`^#define ${name}\\s+(\\d+)`, "m"));
@@ -48,7 +48,7 @@ function define(name: string): number {
   return Number(m[1]);
 }
 
-Deno.test("bpf_abi constants match bpf/netacct.h", () => {
+Deno.test("netacct_abi constants match bpf/netacct.h", () => {
   assertEquals(MAX_SERVICES, define("NETACCT_MAX_SERVICES"));
   assertEquals(MAX_LEVELS, define("NETACCT_MAX_LEVELS"));
   assertEquals(MAX_TARGETS, define("NETACCT_MAX_TARGETS"));
@@ -59,7 +59,7 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
   assertEquals(
-    header.match(/struct netacct_config \{([^}]*)\}/)?.[1].replace(/\/\*.*?\*\//g, "").split(";")
+    header.match(/struct netacct_config \{([^}]*)\}/)?.[1]?.replace(/\/\*.*?\*\//g, "").split(";")
       .map((f) => f.trim()).filter((f) => f !== ""),
     [
       "__u64 ids[NETACCT_MAX_TARGETS]",
@@ -73,7 +73,7 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
     ],
   );
   assertEquals(
-    header.match(/struct netacct_verdicts \{([^}]*)\}/)?.[1].split(";").map((f) => f.trim())
+    header.match(/struct netacct_verdicts \{([^}]*)\}/)?.[1]?.split(";").map((f) => f.trim())
       .filter((f) => f !== ""),
     ["__u8 v4[NETACCT_VERDICT_KEYS]", "__u8 v6[NETACCT_VERDICT_KEYS]"],
   );
@@ -92,7 +92,7 @@ Deno.test("bpf_abi constants match bpf/netacct.h", () => {
 /** The compiled object's BTF (what the kernel sees), as bpftool prints it. */
 async function btfDump(): Promise<string> {
   const out = await new Deno.Command("bpftool", {
-    args: ["btf", "dump", "file", new URL("../bpf/netacct.bpf.o", import.meta.url).pathname],
+    args: ["btf", "dump", "file", new URL("./netacct.bpf.o", import.meta.url).pathname],
     stdout: "piped",
   }).output();
   return new TextDecoder().decode(out.stdout);
@@ -106,18 +106,19 @@ async function btfOffsets(
   const at = text.indexOf(`STRUCT '${struct}' size=`);
   if (at < 0) throw new Error(`struct ${struct} not in the object's BTF`);
   const lines = text.slice(at).split("\n");
-  const size = Number(lines[0].match(/size=(\d+)/)![1]);
+  const size = Number(lines[0]?.match(/size=(\d+)/)?.[1]);
   const members: Record<string, number> = {};
   for (const line of lines.slice(1)) {
-    const m = line.match(/^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)/);
-    if (!m) break;
-    members[m[1]] = Number(m[2]) / 8;
+    const [, name, bits] = line.match(/^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)/) ?? [];
+    if (name === undefined) break;
+    members[name] = Number(bits) / 8;
   }
   return { size, members };
 }
 
 Deno.test({
-  name: "bpf_abi config layout matches the compiled object's BTF (bpftool, a make deps package)",
+  name:
+    "netacct_abi config layout matches the compiled object's BTF (bpftool, a make deps package)",
   async fn() {
     const { size, members } = await btfOffsets("netacct_config");
     assertEquals(size, CONFIG_SIZE);
@@ -142,7 +143,7 @@ Deno.test({
   },
 });
 
-Deno.test("bpf_abi encodes keys and values in host (little-endian) order", () => {
+Deno.test("netacct_abi encodes keys and values in host (little-endian) order", () => {
   assertEquals(encodeU32(0x01020304), new Uint8Array([4, 3, 2, 1]));
   const big = 0x0102030405060708n;
   const entries = [
@@ -205,7 +206,7 @@ function maxLoad(ids: bigint[], mul: bigint): number {
   return Math.max(...load.values());
 }
 
-Deno.test("bpf_abi bucket multiplier: no bucket holds more than the program compares", () => {
+Deno.test("netacct_abi bucket multiplier: no bucket holds more than the program compares", () => {
   assertEquals(BUCKET_SLOTS, define("NETACCT_BUCKET_SLOTS"));
   assertEquals(ID_BUCKETS, 2 ** 11, "the program takes the top 11 bits of the product");
   assertEquals(/>> 53\) & \(NETACCT_ID_BUCKETS - 1\)/.test(header), true, "NETACCT_BUCKET");
@@ -233,7 +234,7 @@ Deno.test("bpf_abi bucket multiplier: no bucket holds more than the program comp
   );
 });
 
-Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums", () => {
+Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending sums", () => {
   const key = (addr: number[], service: number, port: number, family: number, dir: number) => {
     const k = new Uint8Array(DEST_KEY_SIZE);
     const v = new DataView(k.buffer);
@@ -260,7 +261,7 @@ Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums
   pendingTx.set(a, 0);
   pendingTx.set(counter(500, 1), DEST_KEY_SIZE);
   const pendingRx = new Uint8Array(2 * PENDING_SIZE);
-  const got = decodeDests(keys, values, 2, [pendingRx, pendingTx], 2);
+  const got = decodeDests({ keys, values, count: 2, pending: [pendingRx, pendingTx], cpus: 2 });
   assertEquals(got.length, 2);
   assertEquals(got[0], {
     service: 300,
@@ -272,7 +273,11 @@ Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums
     bytes: 1500,
     packets: 3,
   });
-  assertEquals([got[1].family, got[1].port, got[1].addr.length, got[1].bytes], [6, 53, 16, 50]);
+  const second = got[1];
+  assertEquals(
+    [second?.family, second?.port, second?.addr.length, second?.bytes],
+    [6, 53, 16, 50],
+  );
   // Buffers at any offset (copied to word alignment), and counts above 2^32.
   const shifted = (bytes: Uint8Array) => {
     const out = new Uint8Array(bytes.length + 1);
@@ -280,7 +285,13 @@ Deno.test("bpf_abi decodes destinations: dests entries plus per-CPU pending sums
     return out.subarray(1);
   };
   const big = shifted(new Uint8Array([...counter(2 ** 40 + 7, 2 ** 33), ...counter(50, 1)]));
-  const again = decodeDests(shifted(keys), big, 2, [shifted(pendingRx), shifted(pendingTx)], 2);
+  const again = decodeDests({
+    keys: shifted(keys),
+    values: big,
+    count: 2,
+    pending: [shifted(pendingRx), shifted(pendingTx)],
+    cpus: 2,
+  });
   assertEquals(again.map((d) => [d.port, d.bytes, d.packets]), [
     [443, 2 ** 40 + 7 + 500, 2 ** 33 + 1],
     [53, 50, 1],
@@ -293,11 +304,11 @@ function verdictsOf(exclude: string[], addresses: string[]): number[] {
   return addresses.map((a) => {
     const bytes = parseIpv4(a) ?? parseIpv6(a);
     if (!bytes) throw new Error(`bad address ${a}`);
-    return (bytes.length === 4 ? v4 : v6)[verdictKey(bytes)];
+    return (bytes.length === 4 ? v4 : v6)[verdictKey(bytes)]!; // a 16-bit key, VERDICT_KEYS entries
   });
 }
 
-Deno.test("bpf_abi 16-bit verdicts of the default exclusions", () => {
+Deno.test("netacct_abi 16-bit verdicts of the default exclusions", () => {
   const I = INTERNAL, E = EXTERNAL, T = ASK_TRIE;
   // Every default but ::1/128 and ::/128 is /16 or shorter: the table alone settles them,
   // right up to each prefix's edges (100.64/10 is 100.64-100.127; 172.16/12 is 172.16-31).
@@ -351,7 +362,7 @@ Deno.test("bpf_abi 16-bit verdicts of the default exclusions", () => {
   assertEquals(v6.lastIndexOf(ASK_TRIE), 0, "only 0000::/16 needs the trie");
 });
 
-Deno.test("bpf_abi 16-bit verdicts by prefix length, overlapping prefixes and IPv6", () => {
+Deno.test("netacct_abi 16-bit verdicts by prefix length, overlapping prefixes and IPv6", () => {
   const I = INTERNAL, E = EXTERNAL, T = ASK_TRIE;
   // Shorter than 8: whole runs of first bytes.
   assertEquals(
@@ -435,7 +446,7 @@ Deno.test("bpf_abi 16-bit verdicts by prefix length, overlapping prefixes and IP
   }
 });
 
-Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address", () => {
+Deno.test("netacct_abi LPM keys: prefix length first, then the network-order address", () => {
   assertEquals(
     encodeLpmKey(parseCidr("100.64.0.0/10")),
     new Uint8Array([10, 0, 0, 0, 100, 64, 0, 0]),
@@ -446,7 +457,7 @@ Deno.test("bpf_abi LPM keys: prefix length first, then the network-order address
   assertEquals(v6.subarray(6).every((b) => b === 0), true);
 });
 
-Deno.test("bpf_abi sums per-CPU counters, including values above 2^32", () => {
+Deno.test("netacct_abi sums per-CPU counters, including values above 2^32", () => {
   const buf = new Uint8Array(3 * COUNTER_SIZE);
   const view = new DataView(buf.buffer);
   view.setBigUint64(0, 5_000_000_000n, true);

@@ -2,7 +2,7 @@
 /*
  * A program every verifier refuses, after a long straight path: its level-1 log is far
  * longer than 4 KiB and the reason (pointer math with an unbounded value) comes last. Never attached;
- * backends/libbpf_test.ts loads it to check a refusal keeps the whole log and quotes its end.
+ * bpf/libbpf_test.ts loads it to check a refusal keeps the whole log and quotes its end.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

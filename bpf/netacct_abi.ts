@@ -1,7 +1,7 @@
 /**
  * The TypeScript mirror of bpf/netacct.h: constants, and encoders for the map keys and
  * values the program shares with userspace. The only place these layouts are spelt out
- * on this side; bpf_abi_test.ts pins them against the header.
+ * on this side; netacct_abi_test.ts pins them against the header.
  */
 
 import type { Cidr } from "../lib/cidr.ts";
@@ -106,7 +106,7 @@ export interface Verdicts {
 
 /** An address's first 16 bits as a number, in network order: prefixes are ranges of these. */
 export function verdictKey(bytes: Uint8Array): number {
-  return bytes[0] << 8 | bytes[1];
+  return bytes[0]! << 8 | bytes[1]!; // an address: 4 or 16 bytes
 }
 
 /**
@@ -253,9 +253,10 @@ export function sumCounterWords(
   cpus: number,
 ): { bytes: number; packets: number } {
   let bytes = 0, packets = 0;
+  // The caller's buffer holds `cpus` structs of 4 words from `first`.
   for (let w = first, end = first + cpus * 4; w < end; w += 4) {
-    bytes += words[w] + words[w + 1] * 2 ** 32;
-    packets += words[w + 2] + words[w + 3] * 2 ** 32;
+    bytes += words[w]! + words[w + 1]! * 2 ** 32;
+    packets += words[w + 2]! + words[w + 3]! * 2 ** 32;
   }
   return { bytes, packets };
 }
@@ -276,14 +277,14 @@ export interface DestEntry {
 
 function decodeDestKey(keys: Uint8Array, k: number): Omit<DestEntry, "bytes" | "packets"> {
   const kv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
-  const family = keys[k + DEST_KEY_OFFSETS.family] === 6 ? 6 : 4;
+  const family = kv.getUint8(k + DEST_KEY_OFFSETS.family) === 6 ? 6 : 4;
   return {
     service: kv.getUint16(k + DEST_KEY_OFFSETS.service, LE),
-    dir: keys[k + DEST_KEY_OFFSETS.dir],
+    dir: kv.getUint8(k + DEST_KEY_OFFSETS.dir),
     family,
     addr: keys.slice(k, k + (family === 4 ? 4 : 16)),
     port: kv.getUint16(k + DEST_KEY_OFFSETS.port, false), // network order
-    proto: keys[k + DEST_KEY_OFFSETS.proto],
+    proto: kv.getUint8(k + DEST_KEY_OFFSETS.proto),
   };
 }
 
@@ -297,52 +298,67 @@ const KEY_WORDS = DEST_KEY_SIZE / 4;
 const COUNTER_WORDS = COUNTER_SIZE / 4;
 const PENDING_WORDS = PENDING_SIZE / 4;
 
-/**
- * Every endpoint's total: `count` entries of a `dests` batch read (keys of DEST_KEY_SIZE
- * bytes, values of COUNTER_SIZE: a plain LRU hash, one value per key), plus the per-CPU
- * `pending` sums (`pendingValues`: each slot's lookup, `cpus` structs of PENDING_SIZE).
- *
- * `run` does this every interval while traffic flows, in V8's interpreter: word reads and
- * one short string per entry, no view, copy or join per entry (those made it ~70 us).
- */
-export function decodeDests(
-  keys: Uint8Array,
-  values: Uint8Array,
-  count: number,
-  pendingValues: Uint8Array[] = [],
-  cpus = 0,
-): DestEntry[] {
-  const byKey = new Map<string, DestEntry>();
+/** What one read of the destinations brought back. */
+export interface DestsRead {
+  /** `count` entries of a `dests` batch read: keys of DEST_KEY_SIZE, values of COUNTER_SIZE. */
+  keys: Uint8Array;
+  values: Uint8Array;
+  count: number;
+  /** The per-CPU `pending` sums: each slot's lookup, `cpus` structs of PENDING_SIZE. */
+  pending?: Uint8Array[];
+  cpus?: number;
+}
+
+/** Keys and counters as 32-bit words: where `DestSums.add` reads one entry. */
+interface WordSource {
+  key: Uint8Array;
+  keyWords: Uint32Array;
+  counterWords: Uint32Array;
+}
+
+/** Totals by endpoint, summed over the `dests` entries and the pending slots. */
+class DestSums {
+  readonly byKey = new Map<string, DestEntry>();
+
   /** `k`: the key's first word in `keyWords`; `c`: the counter's first word in `counterWords`. */
-  const add = (
-    key: Uint8Array,
-    keyWords: Uint32Array,
-    k: number,
-    counterWords: Uint32Array,
-    c: number,
-  ) => {
-    const packets = counterWords[c + 2] + counterWords[c + 3] * 2 ** 32;
+  add(src: WordSource, k: number, c: number): void {
+    const { keyWords, counterWords } = src;
+    const packets = counterWords[c + 2]! + counterWords[c + 3]! * 2 ** 32;
     if (packets === 0) return; // an unused pending slot
-    const bytes = counterWords[c] + counterWords[c + 1] * 2 ** 32;
+    const bytes = counterWords[c]! + counterWords[c + 1]! * 2 ** 32;
     const id = `${keyWords[k]},${keyWords[k + 1]},${keyWords[k + 2]},${keyWords[k + 3]},` +
       `${keyWords[k + 4]},${keyWords[k + 5]}`;
-    const seen = byKey.get(id);
+    const seen = this.byKey.get(id);
     if (seen) {
       seen.bytes += bytes;
       seen.packets += packets;
-    } else byKey.set(id, { ...decodeDestKey(key, k * 4), bytes, packets });
-  };
-  const keyWords = wordsOf(keys.subarray(0, count * DEST_KEY_SIZE));
-  const counterWords = wordsOf(values.subarray(0, count * COUNTER_SIZE));
-  for (let i = 0; i < count; i++) {
-    add(keys, keyWords, i * KEY_WORDS, counterWords, i * COUNTER_WORDS);
+    } else this.byKey.set(id, { ...decodeDestKey(src.key, k * 4), bytes, packets });
   }
-  for (const slot of pendingValues) {
+}
+
+/**
+ * Every endpoint's total: the `dests` entries (a plain LRU hash, one value per key) plus
+ * the per-CPU `pending` sums not yet moved into it.
+ *
+ * `run` does this every interval while traffic flows, in V8's interpreter: word reads and
+ * one short string per entry, no view, copy or join per entry.
+ */
+export function decodeDests(read: DestsRead): DestEntry[] {
+  const { keys, count } = read;
+  const sums = new DestSums();
+  const dests = {
+    key: keys,
+    keyWords: wordsOf(keys.subarray(0, count * DEST_KEY_SIZE)),
+    counterWords: wordsOf(read.values.subarray(0, count * COUNTER_SIZE)),
+  };
+  for (let i = 0; i < count; i++) sums.add(dests, i * KEY_WORDS, i * COUNTER_WORDS);
+  for (const slot of read.pending ?? []) {
     const words = wordsOf(slot);
-    for (let cpu = 0; cpu < cpus; cpu++) {
+    const pending = { key: slot, keyWords: words, counterWords: words };
+    for (let cpu = 0; cpu < (read.cpus ?? 0); cpu++) {
       const at = cpu * PENDING_WORDS;
-      add(slot, words, at, words, at + KEY_WORDS);
+      sums.add(pending, at, at + KEY_WORDS);
     }
   }
-  return [...byKey.values()];
+  return [...sums.byKey.values()];
 }

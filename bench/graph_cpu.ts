@@ -4,17 +4,19 @@
  * real pseudo-terminal (script(1)), plain lines into a pipe, and the terminal with --host
  * (whose `cat` children are counted too).
  *
- *   deno run -A graph/measure_cpu.ts [--seconds 30] [--json PATH]
+ *   deno run -A bench/graph_cpu.ts [--seconds 30] [--json PATH]
  *
  * Prints one line per mode and a JSON summary; with --json also writes it to PATH.
  */
+
+import { command } from "./lab.ts";
 
 const repo = new URL("../", import.meta.url);
 const CLK_TCK = 100;
 
 function arg(name: string, fallback: string): string {
   const i = Deno.args.indexOf(name);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : fallback;
+  return (i >= 0 ? Deno.args[i + 1] : undefined) ?? fallback;
 }
 
 const seconds = Number(arg("--seconds", "30"));
@@ -96,7 +98,7 @@ async function measure(mode: string, dir: string, input: string): Promise<Result
       stdout: "null",
       stderr: "null",
     }).spawn()
-    : new Deno.Command(deno[0], { args: deno.slice(1), stdout: "piped", stderr: "null" }).spawn();
+    : command(deno, { stdout: "piped", stderr: "null" }).spawn();
   // Drain the pipe so writes never block.
   const drain = !tty ? child.stdout.pipeTo(new WritableStream()) : Promise.resolve();
   try {

@@ -1,0 +1,104 @@
+import { command, endProcess } from "./lab.ts";
+/**
+ * The CLI as the benchmarks run it: `run` counting a cgroup, started and stopped cleanly,
+ * its log kept. The CLI is $STB_NETACCT_BIN when set (e.g. ./stb-netacct), else this
+ * checkout's main.ts.
+ */
+
+/** argv of the CLI: $STB_NETACCT_BIN, else this checkout's main.ts through this deno. */
+export function cliCommand(): string[] {
+  const bin = Deno.env.get("STB_NETACCT_BIN");
+  if (bin) return [bin];
+  return [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
+}
+
+export interface RunProcess {
+  child: Deno.ChildProcess;
+  output: string;
+  log: string;
+  /** Exit status after SIGTERM; throws when it was not a clean exit 0. */
+  stop(): Promise<void>;
+}
+
+export interface RunRequest {
+  backend: string;
+  /** The cgroup counted (relative to the cgroup2 mount). */
+  service: string;
+  /** Where config, counters and log go. */
+  dir: string;
+  /** The netns `run` runs in; null: this one. */
+  netns: string | null;
+  intervalS?: number;
+  /** More config keys. */
+  extraConfig?: Record<string, unknown>;
+}
+
+/**
+ * Starts `run --backend NAME` counting the cgroup `service` (optionally inside a netns),
+ * writing into `dir`; resolves once the first counters.json is there.
+ */
+export async function startRun(req: RunRequest): Promise<RunProcess> {
+  const { backend, service, dir, netns, intervalS = 0.5, extraConfig = {} } = req;
+  const config = `${dir}/config.json`;
+  const output = `${dir}/counters.json`;
+  const log = `${dir}/run-${backend}.log`;
+  await Deno.remove(output).catch(() => {});
+  await Deno.remove(`${output}.state`).catch(() => {});
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({ services: { bench: service }, output, interval_s: intervalS, ...extraConfig }),
+  );
+  const argv = [
+    ...(netns ? ["nsenter", `--net=/run/netns/${netns}`] : []),
+    ...cliCommand(),
+    "run",
+    "--backend",
+    backend,
+    "--config",
+    config,
+    "--output",
+    output,
+  ];
+  const child = command(argv, {
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+  }).spawn();
+  // The child's stderr goes to the log when it stops (and into errors).
+  const logText: string[] = [];
+  const pump = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      logText.push(chunk);
+    }
+  })();
+  let exited = false;
+  child.status.then(() => exited = true);
+  const stop = async () => {
+    const status = await endProcess(child, 10_000);
+    await pump.catch(() => {});
+    await Deno.writeTextFile(log, logText.join(""));
+    if (status.code !== 0) {
+      throw new Error(
+        `run --backend ${backend} exited with ${status.code}${
+          status.signal ? ` (${status.signal})` : ""
+        }: ${logText.join("").trim().slice(-400)}`,
+      );
+    }
+  };
+  for (let waited = 0;; waited += 50) {
+    try {
+      const text = await Deno.readTextFile(output);
+      JSON.parse(text);
+      break;
+    } catch { /* not yet */ }
+    if (exited || waited > 30_000) {
+      await stop().catch(() => {});
+      throw new Error(
+        `run --backend ${backend} wrote no "${output}" within 30 s: ${logText.join("").trim()}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, output, log, stop };
+}

@@ -1,0 +1,335 @@
+/**
+ * The sampling loop of `run`, with everything it talks to handed in: the started backend,
+ * the clock, how it sleeps, where counters.json and the saved state go, the sinks and the
+ * connect events. run/mod.ts wires the real ones; run/sampler_test.ts drives the loop with
+ * the in-memory backend (backends/stub.ts), a fake clock and sleeper, without root or a
+ * kernel.
+ *
+ * Every interval: retarget when the service cgroups changed, read the backend, fold the
+ * reading into totals that never go back, publish. Signals only call `stop` or
+ * `requestReset`; the loop looks at them between samples.
+ */
+
+import {
+  type Backend,
+  BackendError,
+  type DestinationCounters,
+  type ServiceCounters,
+  type ServiceTarget,
+} from "../backends/mod.ts";
+import { type CountersV1, MAX_DESTINATIONS } from "../lib/contract.ts";
+import type { WakeReason } from "../lib/sleeper.ts";
+import type { EventsRuntime } from "../events/run.ts";
+import { buildCounters, type ServiceState } from "./output.ts";
+import type { Sink } from "./sinks.ts";
+import { type SavedRun, STATE_SAVE_MS } from "./state.ts";
+import { Totals } from "./totals.ts";
+
+/**
+ * Service cgroups are looked up when the watch reports a change, and at least this often:
+ * a safety net for what a watch can miss (a full inotify queue).
+ */
+export const TARGETS_POLL_MS = 10_000;
+/** Without the reset signal (it could not be sent) a request is still found this often. */
+export const RESET_POLL_MS = 2_000;
+
+export interface SamplerClock {
+  /** Milliseconds of a monotonic timer: when to sample, look for changes and save. */
+  now(): number;
+  /** CLOCK_MONOTONIC seconds, counters.json's ts_monotonic. */
+  monotonicSeconds(): number;
+  /** Seconds since the Unix epoch, counters.json's ts_unix. */
+  unixSeconds(): number;
+}
+
+export interface SamplerSleeper {
+  /** Sleeps up to `ms`, or until `wake` or a watched change; says which. */
+  sleep(ms: number): Promise<WakeReason>;
+  /** Ends a sleep in progress (a stop). */
+  wake(): void;
+}
+
+/** Where the totals outlive the process, and where `reset` leaves its request. */
+export interface StateStore {
+  save(services: Record<string, ServiceCounters>, run: SavedRun): void;
+  resetRequested(): boolean;
+  clearResetRequest(): void;
+}
+
+/** counters.json. */
+export interface CountersOutput {
+  readonly path: string;
+  publish(counters: CountersV1): void;
+  /** After a failed publish: make again what vanished (directories, lock files). */
+  recover(): void;
+}
+
+/** Tells when the service cgroups may have changed (lib/cgroup_watch.ts). */
+export interface TargetWatch {
+  takeChanged(): boolean;
+  /** What the sleeper wakes on; null when watching failed (then it always says changed). */
+  readonly fd: number | null;
+}
+
+export interface SamplerParts {
+  /** Started with `targets`; the sampler retargets it, the caller stops it. */
+  backend: Backend;
+  /** The service cgroups now (ids looked up). */
+  lookupTargets: () => ServiceTarget[];
+  watch: TargetWatch;
+  clock: SamplerClock;
+  sleeper: SamplerSleeper;
+  state: StateStore;
+  output: CountersOutput;
+  sinks: Sink[];
+  events: EventsRuntime | null;
+  /** sd_notify: "READY=1" once counting, "STOPPING=1" on the way out. */
+  notify: (state: string) => void;
+  log: (message: string) => void;
+}
+
+export interface SamplerSettings {
+  /** The targets the backend was started with. */
+  targets: ServiceTarget[];
+  intervalS: number;
+  /** Why auto did not get its first choice (counters.json's backend_fallback_reason). */
+  fallbackReason: string | null;
+  /** Unix seconds this run started, and the boot it runs in. */
+  startedAt: number;
+  bootId: string;
+  /** Totals to continue from (saved state or the last published sample). */
+  startTotals?: Record<string, ServiceCounters>;
+}
+
+/** What a cgroup did between two lookups, for the log. */
+export function describeChanges(before: ServiceTarget[], after: ServiceTarget[]): string[] {
+  const out: string[] = [];
+  after.forEach((t, i) => {
+    const a = before[i]?.id ?? null, b = t.id;
+    if (a === b) return;
+    const what = a === null ? "appeared" : b === null ? "is gone" : "was recreated";
+    out.push(`service ${t.name}: cgroup ${what}${b === null ? "" : ` (id ${b})`}`);
+  });
+  return out;
+}
+
+export class Sampler {
+  readonly #parts: SamplerParts;
+  readonly #settings: SamplerSettings;
+  readonly #totals: Totals;
+  #targets: ServiceTarget[];
+  #stopping = false;
+  #resetSignalled = false;
+  /** The totals' key at the last state save; -1: save with the next sample, whatever. */
+  #savedStateKey = -1;
+  #nextStateSave = 0;
+  #nextResetPoll = 0;
+  /**
+   * Destinations change only with counted packets, which move the totals first (the
+   * programs add to `counters`, then to `pending`). Read while the totals move and once
+   * after they stop (a packet counted during the last read may reach `pending` only after
+   * it); otherwise the last list stands. Stale: read with the next sample whatever the
+   * totals (first sample, new targets).
+   */
+  #destinations: { key: number; stale: boolean; list?: DestinationCounters[] } = {
+    key: -1,
+    stale: true,
+  };
+  /** Logged once per distinct failure of a sink, not every interval. */
+  readonly #sinkFailures = new Map<string, string>();
+  #ready = false;
+
+  constructor(parts: SamplerParts, settings: SamplerSettings) {
+    this.#parts = parts;
+    this.#settings = settings;
+    this.#targets = settings.targets;
+    this.#totals = new Totals(settings.targets.map((t) => t.name), settings.startTotals ?? {});
+  }
+
+  /** Ends `run` after the sample in progress, with one final sample. */
+  stop(): void {
+    this.#stopping = true;
+    this.#parts.sleeper.wake();
+  }
+
+  /** `reset` asked: look for its request file with the next sample rather than later. */
+  requestReset(): void {
+    this.#resetSignalled = true;
+  }
+
+  /** Samples every interval until `stop`, then writes a final sample. */
+  async run(): Promise<void> {
+    const { clock, watch, sleeper } = this.#parts;
+    const intervalMs = this.#settings.intervalS * 1000;
+    let next = clock.now();
+    let nextPoll = next + TARGETS_POLL_MS;
+    /** Whether the watch may hold events: not after a sleep its descriptor did not end. */
+    let watchMayHaveNews = true;
+    while (!this.#stopping) {
+      if ((watchMayHaveNews && watch.takeChanged()) || clock.now() >= nextPoll) {
+        nextPoll = clock.now() + TARGETS_POLL_MS;
+        await this.#retarget();
+      }
+      // A timer may fire a fraction of a millisecond early; that is not a reason to wake again.
+      if (clock.now() >= next - 1) {
+        await this.#sampleOrRecover();
+        next += intervalMs;
+        const now = clock.now();
+        if (next < now) next = now; // overslept (suspend, load): do not burst to catch up
+      }
+      // Woken early by a stop, or by a service cgroup change to retarget at once.
+      const woke = await sleeper.sleep(Math.max(0, next - clock.now()));
+      // A failed watch has no descriptor, and says "changed" every time (poll every sample).
+      watchMayHaveNews = woke !== "timeout" || watch.fd === null;
+    }
+    this.#parts.notify("STOPPING=1\nSTATUS=Stopping: writing the final sample");
+    await this.sample(true);
+    this.#parts.log("stopped; final totals written");
+  }
+
+  /** Looks the service cgroups up and retargets the backend (and events) when they changed. */
+  async #retarget(): Promise<void> {
+    const fresh = this.#parts.lookupTargets();
+    const changes = describeChanges(this.#targets, fresh);
+    if (changes.length > 0) {
+      for (const c of changes) this.#parts.log(c);
+      await this.#parts.backend.retarget(fresh);
+      this.#parts.events?.retarget(fresh);
+      this.#destinations.stale = true; // services may have new names
+    }
+    this.#targets = fresh;
+  }
+
+  /**
+   * One sample; a failure to publish it (someone cleaned /run) recreates what vanished and
+   * publishes again at once. A BackendError, and a lock another run took meanwhile, end
+   * the run.
+   */
+  async #sampleOrRecover(): Promise<void> {
+    const { output, log } = this.#parts;
+    try {
+      await this.sample();
+      if (!this.#ready) {
+        this.#ready = true;
+        // Type=notify: `systemctl start` returns now, with a first counters.json in place.
+        this.#parts.notify(
+          `READY=1\nSTATUS=Counting ${this.#targets.length} services with ` +
+            `${this.#parts.backend.name}, writing ${output.path} every ${this.#settings.intervalS} s`,
+        );
+      }
+    } catch (e) {
+      if (e instanceof BackendError) throw e;
+      log(`cannot publish ${output.path}: ${(e as Error).message}; recreating its directory`);
+      this.#savedStateKey = -1; // the state file may have gone with its directory
+      try {
+        output.recover();
+        // Publish now rather than a whole interval late: readers judge staleness by gaps.
+        await this.sample();
+      } catch (e) {
+        if (e instanceof BackendError) throw e;
+        /* otherwise retried, and reported, on the next interval */
+      }
+    }
+  }
+
+  /**
+   * Reads the backend, folds the reading in and publishes: the state first when due, then
+   * counters.json, then the sinks. `final`: the last one, which saves changed totals now.
+   */
+  async sample(final = false): Promise<void> {
+    const { backend, clock, output } = this.#parts;
+    const sampleStart = clock.now();
+    this.#totals.add(await backend.read());
+    this.#resetIfRequested(sampleStart);
+    const sum = this.#totals.sum();
+    // Totals only grow, or are reset to zero, so their sum tells whether they moved.
+    const totalsKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
+    const counters = buildCounters({
+      backend: backend.name,
+      fallbackReason: this.#settings.fallbackReason,
+      services: this.#serviceStates(),
+      total: sum,
+      tsMonotonic: clock.monotonicSeconds(),
+      tsUnix: clock.unixSeconds(),
+      intervalS: this.#settings.intervalS,
+      bootId: this.#settings.bootId,
+      startedAt: this.#settings.startedAt,
+      destinations: await this.#destinationsFor(totalsKey),
+    });
+    if (this.#parts.events) counters.events_dropped_total = this.#parts.events.tick();
+    const sampleDurationS = (clock.now() - sampleStart) / 1000;
+    this.#saveStateIfDue({ totalsKey, sampleStart, final });
+    output.publish(counters);
+    await this.#publishToSinks(counters, sampleDurationS);
+  }
+
+  /** The reset request is looked for when signalled, and every RESET_POLL_MS anyway. */
+  #resetIfRequested(sampleStart: number): void {
+    const { state, log } = this.#parts;
+    const due = this.#resetSignalled || sampleStart >= this.#nextResetPoll;
+    this.#resetSignalled = false;
+    if (!due) return;
+    this.#nextResetPoll = sampleStart + RESET_POLL_MS;
+    if (!state.resetRequested()) return;
+    this.#totals.reset();
+    state.clearResetRequest();
+    this.#savedStateKey = -1; // saved before it is published: a crash must not undo it
+    log("totals reset on request");
+  }
+
+  #serviceStates(): Record<string, ServiceState> {
+    const services: Record<string, ServiceState> = {};
+    for (const t of this.#targets) {
+      services[t.name] = {
+        path: t.path,
+        present: t.id !== null,
+        counters: this.#totals.service(t.name),
+      };
+    }
+    return services;
+  }
+
+  async #destinationsFor(totalsKey: number): Promise<DestinationCounters[] | undefined> {
+    const d = this.#destinations;
+    if (d.stale || totalsKey !== d.key) {
+      d.list = await this.#parts.backend.readDestinations?.(MAX_DESTINATIONS);
+      d.stale = totalsKey !== d.key;
+      d.key = totalsKey;
+    }
+    return d.list;
+  }
+
+  /**
+   * State before counters.json: the first sample's save names this run, which is what lets
+   * a successor trust this run's counters.json over the state (startingTotals). Then only
+   * when the totals moved and STATE_SAVE_MS has passed, or on the way out.
+   */
+  #saveStateIfDue(s: { totalsKey: number; sampleStart: number; final: boolean }): void {
+    const due = this.#savedStateKey === -1 ||
+      (s.totalsKey !== this.#savedStateKey && (s.final || s.sampleStart >= this.#nextStateSave));
+    if (!due) return;
+    this.#parts.state.save(this.#totals.all(), {
+      startedAt: this.#settings.startedAt,
+      monotonicNow: this.#parts.clock.monotonicSeconds(),
+    });
+    this.#savedStateKey = s.totalsKey;
+    this.#nextStateSave = s.sampleStart + STATE_SAVE_MS;
+  }
+
+  /** A failing sink is logged once per distinct failure and retried every interval. */
+  async #publishToSinks(counters: CountersV1, sampleDurationS: number): Promise<void> {
+    const { log } = this.#parts;
+    for (const sink of this.#parts.sinks) {
+      try {
+        await sink.publish({ counters, sampleDurationS });
+        if (this.#sinkFailures.delete(sink.name)) log(`${sink.name}: publishing again`);
+      } catch (e) {
+        const why = (e as Error).message;
+        if (this.#sinkFailures.get(sink.name) !== why) {
+          log(`${sink.name}: ${why}; retrying every interval`);
+        }
+        this.#sinkFailures.set(sink.name, why);
+      }
+    }
+  }
+}
