@@ -5,7 +5,7 @@
  * ELF file has that PVH entry, and whether it is statically linked (busybox as init).
  */
 
-const XZ_MAGIC = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
+const XZ_MAGIC = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00] as const;
 
 /** Offset of the first xz stream in `bytes` (a bzImage), or -1. */
 export function xzStreamOffset(bytes: Uint8Array): number {

@@ -3,7 +3,7 @@
  * (see report_test.ts) as it ended, cut off by the timeout, and dead before its command.
  */
 
-import { assert, assertEquals, assertStringIncludes } from "../../lib/test_assert.ts";
+import { assert, assertEquals, assertStringIncludes, present } from "../../lib/test_assert.ts";
 import { GUEST_TESTS, guestFilter, listed, missingTests, report } from "./lane.ts";
 import type { GuestRun } from "./qemu.ts";
 
@@ -62,8 +62,8 @@ Deno.test("report: one line per listed guest test, a failure's output and error 
   );
   // What --filter left out is not reported at all.
   assert(!lines.some((l) => l.includes("doctor names an invalid config")), lines.join("\n"));
-  const netacct = lines.indexOf(results[2]);
-  const below = lines.slice(netacct + 1, lines.indexOf(results[3]));
+  const netacct = lines.indexOf(present(results[2], "netacct's line"));
+  const below = lines.slice(netacct + 1, lines.indexOf(present(results[3], "events' line")));
   assertEquals(below[0], "    (last 40 of 44 lines)");
   assertEquals(below.length, 41);
   assert(below.every((l) => l.startsWith("    ")), below.join("\n"));
@@ -96,8 +96,9 @@ Deno.test("report: a run cut off by the timeout reports what finished and fails 
   assertEquals(counts, { passed: 1, failed: 3, skipped: 0 });
   const run = lines.indexOf("kernel-6.1 guest run ... FAILED");
   assert(run > 0, lines.join("\n"));
-  assertStringIncludes(lines[run + 1], "hard timeout after 48.4s, qemu killed");
-  assertStringIncludes(lines[run + 1], '"bpf object events.bpf.o (as embedded) loads');
+  const why = present(lines[run + 1], "the line after the run's");
+  assertStringIncludes(why, "hard timeout after 48.4s, qemu killed");
+  assertStringIncludes(why, '"bpf object events.bpf.o (as embedded) loads');
 });
 
 Deno.test("report: a guest that died before its command shows the console", () => {

@@ -68,10 +68,12 @@ interface Result {
 }
 
 async function exec(argv: string[], cwd?: string): Promise<Result> {
+  const [program, ...args] = argv;
+  if (program === undefined) throw new Error("exec: an empty command line");
   let out;
   try {
-    out = await new Deno.Command(argv[0], {
-      args: argv.slice(1),
+    out = await new Deno.Command(program, {
+      args,
       cwd,
       stdin: "null",
       stdout: "piped",
@@ -142,7 +144,7 @@ async function kernelPackage(log: (line: string) => void): Promise<Stamp> {
   }
   if (!dep) throw new Error("apt knows no linux-image-amd64, even after apt-get update");
   const [, pkg, kver] = dep;
-  if (!/^6\.1\.0-\d+-amd64$/.test(kver)) {
+  if (pkg === undefined || kver === undefined || !/^6\.1\.0-\d+-amd64$/.test(kver)) {
     throw new Error(
       `linux-image-amd64 depends on ${pkg}, not Debian 12's 6.1.0-*-amd64: ` +
         "are this machine's apt sources Debian 12 (bookworm)?",
@@ -235,7 +237,7 @@ async function initramfsModules(root: string, kver: string): Promise<string[]> {
   const seen = new Set<string>();
   for (const line of text.split("\n")) {
     const m = /^insmod (\S+)/.exec(line);
-    if (m && !seen.has(m[1])) seen.add(m[1]);
+    if (m?.[1] !== undefined) seen.add(m[1]);
   }
   if (seen.size === 0) throw new Error(`modprobe --show-depends listed no modules:\n${text}`);
   return [...seen].map((p) => {

@@ -54,7 +54,7 @@ export function parseJunit(xml: string): GuestCase[] {
   const cases: GuestCase[] = [];
   const re = /<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g;
   for (const m of xml.matchAll(re)) {
-    const attrs = attributes(m[1]);
+    const attrs = attributes(m[1] ?? "");
     const body = m[2] ?? "";
     const failure = /<failure\b([^>]*?)(?:\/>|>([\s\S]*?)<\/failure>)/.exec(body);
     const c: GuestCase = {
@@ -63,7 +63,7 @@ export function parseJunit(xml: string): GuestCase[] {
       status: failure ? "FAILED" : /<skipped\b/.test(body) ? "ignored" : "ok",
       seconds: Number(attrs.time ?? 0),
       failure: failure
-        ? unescapeXml(failure[2] ?? "") || attributes(failure[1]).message || "failed"
+        ? unescapeXml(failure[2] ?? "") || attributes(failure[1] ?? "").message || "failed"
         : "",
     };
     const parent = cases.at(-1);
@@ -90,8 +90,7 @@ export function testOutputs(pretty: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
   const lines = pretty.split("\n");
   let current: string[] | null = null;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
+  for (const [i, line] of lines.entries()) {
     if (current) {
       if (OUTPUT_END.test(line)) current = null;
       else current.push(line);
@@ -113,7 +112,7 @@ const RUNNING_LINE = /^running \d+ tests? from (\S+)$/;
 /** A top-level result line of deno's pretty output ("<name> ... ok (1m2s)"), or null. */
 export function parseResultLine(line: string): { name: string; status: CaseStatus } | null {
   const m = RESULT_LINE.exec(line);
-  return m ? { name: m[1], status: m[2] as CaseStatus } : null;
+  return m?.[1] && m[2] ? { name: m[1], status: m[2] as CaseStatus } : null;
 }
 
 /**
@@ -126,7 +125,7 @@ export function finishedFromPretty(pretty: string): { cases: GuestCase[]; unfini
   let file = "", unfinished = "";
   for (const line of pretty.split("\n")) {
     const running = RUNNING_LINE.exec(line);
-    if (running) file = running[1];
+    if (running?.[1]) file = running[1];
     const r = parseResultLine(line);
     if (r) {
       cases.push({ name: r.name, file, status: r.status, seconds: 0, failure: "" });
