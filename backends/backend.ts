@@ -32,11 +32,12 @@ export interface BackendOptions {
   gsoCorrection?: boolean;
 }
 
+/** Counts since `start`: exact (the kernel's counters are unsigned 64-bit). */
 export interface ServiceCounters {
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
+  rxBytes: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  txPackets: bigint;
 }
 
 export type CounterSample = Record<string, ServiceCounters>;
@@ -55,8 +56,8 @@ export interface DestinationCounters {
   port: number;
   /** "tcp", "udp", or the IP protocol number as text. */
   protocol: string;
-  bytes: number;
-  packets: number;
+  bytes: bigint;
+  packets: bigint;
 }
 
 export interface Backend {

@@ -149,7 +149,7 @@ class CounterBuffers extends ArrayBatch {
     this.words = new Uint32Array(this.values.buffer);
   }
   /** The sums of one slot's per-CPU structs. */
-  sum(index: number): { bytes: number; packets: number } {
+  sum(index: number): { bytes: bigint; packets: bigint } {
     return sumCounterWords(this.words, (index * this.cpus * COUNTER_SIZE) / 4, this.cpus);
   }
 }
@@ -302,7 +302,7 @@ export class EbpfBackend implements Backend {
     buf.pendingBatch.read(maps.pending, "the pending destination sums");
     const { keys, values, pending } = buf;
     const top = decodeDests({ keys, values, count: total, pending, cpus: object.cpus })
-      .sort((x, y) => y.bytes - x.bytes)
+      .sort((x, y) => y.bytes > x.bytes ? 1 : y.bytes < x.bytes ? -1 : 0)
       .slice(0, Math.max(0, limit));
     return await Promise.resolve(top.map((d) => ({
       service: object.names[d.service] ?? `#${d.service}`,

@@ -110,8 +110,8 @@ Deno.test({
             assertEquals(r.retval, 1, `${dir} ${text}: never drops`);
             const now = present((await backend.read()).me, "me");
             const [bytes, packets] = dir === "egress"
-              ? [now.txBytes - before.txBytes, now.txPackets - before.txPackets]
-              : [now.rxBytes - before.rxBytes, now.rxPackets - before.rxPackets];
+              ? [now.txBytes - before.txBytes, now.txPackets - before.txPackets].map(Number)
+              : [now.rxBytes - before.rxBytes, now.rxPackets - before.rxPackets].map(Number);
             const want = counts ? [3 * (frame.length - 14), 3] : [0, 0];
             assertEquals([bytes, packets], want, `${dir} remote ${text}`);
           }
@@ -229,7 +229,7 @@ Deno.test({
           n !== "me" && c.txPackets > (before[n]?.txPackets ?? 0)
         );
         assertEquals(fakes, [], `no made-up service counted from ${where}`);
-        return after.me!.txPackets - before.me!.txPackets;
+        return Number(after.me!.txPackets - before.me!.txPackets);
       };
       // The bucket full (BUCKET_SLOTS ids): the first multiplier stays and "me" is last.
       const full = targetsWith(BUCKET_SLOTS - 1);
@@ -295,7 +295,7 @@ Deno.test({
           const before = present((await backend.read()).me, "me").txPackets;
           testRun(fd, { frame: craftPacket({ src, dst }), ifindex, repeat: 1 });
           const after = present((await backend.read()).me, "me").txPackets;
-          assertEquals(after - before, counts ? 1 : 0, `remote ${text}`);
+          assertEquals(Number(after - before), counts ? 1 : 0, `remote ${text}`);
         }
       } finally {
         await backend.stop();
@@ -397,7 +397,9 @@ Deno.test({
         const l3 = (f: Uint8Array) => f.length - 14;
         for (const [backend, gso] of [[plain, false], [corrected, true]] as const) {
           const got = Object.fromEntries(
-            (await backend.readDestinations(20)).map((d) => [row(d), [d.bytes, d.packets]]),
+            (await backend.readDestinations(20)).map((
+              d,
+            ) => [row(d), [Number(d.bytes), Number(d.packets)]]),
           );
           // IPv6: 40-byte IP + 20-byte TCP header per extra segment; IPv4: 20 + 20.
           const extra = (segs: number, hdr: number) => gso ? (segs - 1) * hdr : 0;
@@ -409,7 +411,7 @@ Deno.test({
           }, `destinations, gso_correction ${gso}`);
           const me = present((await backend.read()).me, "me");
           assertEquals(
-            [me.txBytes, me.rxBytes],
+            [me.txBytes, me.rxBytes].map(Number),
             [
               4 * l3(tcpA) + 2 * l3(udpA) + 4 * (l3(tcpB) + extra(5, 60)),
               2 * (l3(inMapped) + extra(3, 60)),

@@ -112,7 +112,7 @@ export class MonotonicCounters {
 const KEYS = ["rxBytes", "txBytes", "rxPackets", "txPackets"] as const;
 
 function zero(): ServiceCounters {
-  return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  return { rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n };
 }
 
 /** A service as the rules are written for it. */
@@ -162,7 +162,7 @@ export function zeroSample(services: { name: string }[]): CounterSample {
 export function addCounter(
   r: ServiceCounters,
   direction: "rx" | "tx",
-  c: { bytes: number; packets: number },
+  c: { bytes: bigint; packets: bigint },
 ): void {
   if (direction === "tx") {
     r.txBytes += c.bytes;

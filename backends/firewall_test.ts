@@ -1,11 +1,7 @@
 import { exclusionsByFamily, MonotonicCounters, serviceMarks } from "./firewall.ts";
 import { BackendError } from "./backend.ts";
 import { parseCidr } from "../lib/cidr.ts";
-
-function assertEquals(actual: unknown, expected: unknown): void {
-  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
-  if (a !== e) throw new Error(`expected ${e}\nactual   ${a}`);
-}
+import { assertEquals } from "../lib/test_assert.ts";
 
 function assertBackendError(f: () => unknown, needle: string): void {
   try {
@@ -38,10 +34,10 @@ Deno.test("exclusionsByFamily adds IPv4-mapped forms of IPv4 prefixes to IPv6", 
 
 Deno.test("MonotonicCounters keeps totals across a kernel counter restart", () => {
   const m = new MonotonicCounters(["a"]);
-  const c = (tx: number) => ({ a: { rxBytes: 0, txBytes: tx, rxPackets: 0, txPackets: 0 } });
-  assertEquals(m.update(c(100)).a?.txBytes, 100);
-  assertEquals(m.update(c(150)).a?.txBytes, 150);
-  assertEquals(m.update(c(20)).a?.txBytes, 170); // rules re-inserted: 150 kept as offset
-  assertEquals(m.update(c(30)).a?.txBytes, 180);
-  assertEquals(m.update({}).a?.txBytes, 180); // counter gone
+  const c = (tx: bigint) => ({ a: { rxBytes: 0n, txBytes: tx, rxPackets: 0n, txPackets: 0n } });
+  assertEquals(m.update(c(100n)).a?.txBytes, 100n);
+  assertEquals(m.update(c(150n)).a?.txBytes, 150n);
+  assertEquals(m.update(c(20n)).a?.txBytes, 170n); // rules re-inserted: 150 kept as offset
+  assertEquals(m.update(c(30n)).a?.txBytes, 180n);
+  assertEquals(m.update({}).a?.txBytes, 180n); // counter gone
 });

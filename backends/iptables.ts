@@ -21,6 +21,7 @@
  * iptables-save it is, said once in the log.
  */
 
+import { asCount, parseExact } from "../lib/exact_json.ts";
 import {
   type Backend,
   BackendError,
@@ -58,8 +59,8 @@ const TOOLS: Record<IpFamily, { save: string; restore: string }> = {
 export interface IptablesCounter {
   direction: "tx" | "rx";
   service: string;
-  packets: number;
-  bytes: number;
+  packets: bigint;
+  bytes: bigint;
 }
 
 /**
@@ -78,8 +79,8 @@ export function parseIptablesCounters(saveText: string): IptablesCounter[] {
     out.push({
       direction: m[3] as "tx" | "rx",
       service: m[4]!,
-      packets: Number(m[1]),
-      bytes: Number(m[2]),
+      packets: BigInt(m[1]!),
+      bytes: BigInt(m[2]!),
     });
   }
   return out;
@@ -88,8 +89,8 @@ export function parseIptablesCounters(saveText: string): IptablesCounter[] {
 export interface ChainCounter {
   /** From the rule's own comment when nft shows it, else null (identify by position). */
   service: string | null;
-  packets: number;
-  bytes: number;
+  packets: bigint;
+  bytes: bigint;
 }
 
 interface NftJsonExpr {
@@ -115,7 +116,7 @@ export function parseNftChainCounters(
 ): ChainCounter[] | null {
   let doc: unknown;
   try {
-    doc = JSON.parse(json);
+    doc = parseExact(json); // counts above 2^53 keep every digit
   } catch {
     return null;
   }
@@ -137,8 +138,8 @@ export function parseNftChainCounters(
     const counters = exprs.filter((e) => e.counter);
     const counter = counters.length === 1 ? counters[0]?.counter : undefined;
     if (!(xtComment || ownComment) || acts || !counter) continue;
-    const { packets, bytes } = counter;
-    if (typeof packets !== "number" || typeof bytes !== "number") return null;
+    const packets = asCount(counter.packets), bytes = asCount(counter.bytes);
+    if (packets === null || bytes === null) return null;
     const service = ownComment ? (rule.comment as string).split(" ")[2] ?? null : null;
     out.push({ service, packets, bytes });
   }

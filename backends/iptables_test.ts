@@ -1,3 +1,4 @@
+import { assertEquals } from "../lib/test_assert.ts";
 import {
   iptablesCleanupScript,
   iptablesInstallScript,
@@ -11,11 +12,6 @@ import {
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
-function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
-  if (a !== e) throw new Error(`${msg}\nexpected ${e}\nactual   ${a}`);
-}
-
 function byKey(text: string) {
   return Object.fromEntries(
     parseIptablesCounters(text).map((c) => [`${c.direction} ${c.service}`, c]),
@@ -26,15 +22,11 @@ Deno.test("parseIptablesCounters reads captured iptables-save -c (IPv4)", () => 
   const c = byKey(Deno.readTextFileSync(`${TESTDATA}iptables_save_v4.txt`));
   assertEquals(Object.keys(c).sort(), ["rx late", "rx web", "tx late", "tx web"]);
   // Captured after the test's first phase: 6 MiB up and 9 MiB down over IPv4 from "web".
-  const tx = c["tx web"]?.bytes ?? 0;
-  if (!(tx > 6 * MiB && tx < 6.2 * MiB)) {
-    throw new Error(JSON.stringify(c));
-  }
-  const rx = c["rx web"]?.bytes ?? 0;
-  if (!(rx > 9 * MiB && rx < 9.2 * MiB)) {
-    throw new Error(JSON.stringify(c));
-  }
-  assertEquals([c["tx late"]?.packets, c["tx late"]?.bytes], [0, 0]);
+  const tx = Number(c["tx web"]?.bytes ?? 0n);
+  if (!(tx > 6 * MiB && tx < 6.2 * MiB)) throw new Error(`tx web: ${tx}`);
+  const rx = Number(c["rx web"]?.bytes ?? 0n);
+  if (!(rx > 9 * MiB && rx < 9.2 * MiB)) throw new Error(`rx web: ${rx}`);
+  assertEquals([c["tx late"]?.packets, c["tx late"]?.bytes], [0n, 0n]);
 });
 
 Deno.test("parseIptablesCounters reads captured ip6tables-save -c (IPv6)", () => {
@@ -98,8 +90,8 @@ Deno.test("parseNftChainCounters skips jumps and targets, reads native comments"
     ],
   });
   assertEquals(parseNftChainCounters(json, "STB_NETACCT_IN", 2), [
-    { service: "b", packets: 3, bytes: 300 },
-    { service: null, packets: 4, bytes: 400 },
+    { service: "b", packets: 3n, bytes: 300n },
+    { service: null, packets: 4n, bytes: 400n },
   ]);
   assertEquals(parseNftChainCounters("not json", "STB_NETACCT_IN", 0), null);
 });
@@ -112,7 +104,7 @@ Deno.test("parseIptablesCounters ignores rules that are not our counting rules",
     '[2:200] -A STB_NETACCT_IN -m connmark --mark 0x520000/0xff0000 -m comment --comment "stb-netacct rx a.b-c_d"',
   ].join("\n");
   assertEquals(parseIptablesCounters(text), [
-    { direction: "rx", service: "a.b-c_d", packets: 2, bytes: 200 },
+    { direction: "rx", service: "a.b-c_d", packets: 2n, bytes: 200n },
   ]);
 });
 

@@ -21,6 +21,7 @@
  * loads, else the nft binary, with the same command text either way.
  */
 
+import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
 import {
   type Backend,
   BackendError,
@@ -41,8 +42,8 @@ const TABLE = `${NFT_FAMILY} ${NFT_TABLE}`;
 const NFT_CGROUP_BASE = "/sys/fs/cgroup";
 
 export interface NftCounter {
-  packets: number;
-  bytes: number;
+  packets: bigint;
+  bytes: bigint;
 }
 
 /**
@@ -52,7 +53,7 @@ export interface NftCounter {
 export function parseNftCounters(json: string): Map<string, NftCounter> {
   let doc: unknown;
   try {
-    doc = JSON.parse(json);
+    doc = parseExact(json); // counts above 2^53 keep every digit
   } catch (cause) {
     throw new BackendError(`nft printed malformed JSON: ${String(cause)}`, { cause });
   }
@@ -64,14 +65,13 @@ export function parseNftCounters(json: string): Map<string, NftCounter> {
   for (const item of items) {
     const c = (item as { counter?: Record<string, unknown> })?.counter;
     if (!c || c.table !== NFT_TABLE || c.family !== NFT_FAMILY) continue;
-    if (
-      typeof c.name !== "string" || typeof c.packets !== "number" || typeof c.bytes !== "number"
-    ) {
+    const packets = asCount(c.packets), bytes = asCount(c.bytes);
+    if (typeof c.name !== "string" || packets === null || bytes === null) {
       throw new BackendError(
-        `nft JSON has a counter without name, packets or bytes: ${JSON.stringify(c)}`,
+        `nft JSON has a counter without name, packets or bytes: ${stringifyExact(c)}`,
       );
     }
-    out.set(c.name, { packets: c.packets, bytes: c.bytes });
+    out.set(c.name, { packets, bytes });
   }
   return out;
 }
@@ -285,8 +285,8 @@ export class NftBackend implements Backend {
     }
     const raw: CounterSample = {};
     for (const s of plan.services) {
-      const tx = counters.get(txCounter(s.name)) ?? { packets: 0, bytes: 0 };
-      const rx = counters.get(rxCounter(s.name)) ?? { packets: 0, bytes: 0 };
+      const tx = counters.get(txCounter(s.name)) ?? { packets: 0n, bytes: 0n };
+      const rx = counters.get(rxCounter(s.name)) ?? { packets: 0n, bytes: 0n };
       raw[s.name] = {
         txBytes: tx.bytes,
         txPackets: tx.packets,

@@ -1,3 +1,4 @@
+import { assertEquals } from "../lib/test_assert.ts";
 import {
   nftCgroupPrefix,
   type NftPlan,
@@ -9,11 +10,6 @@ import { BackendError } from "./backend.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
 
-function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
-  if (a !== e) throw new Error(`${msg}\nexpected ${e}\nactual   ${a}`);
-}
-
 Deno.test("parseNftCounters reads captured nft -j list counters output", () => {
   const json = Deno.readTextFileSync(`${TESTDATA}nft_list_counters.json`);
   const counters = parseNftCounters(json);
@@ -22,7 +18,7 @@ Deno.test("parseNftCounters reads captured nft -j list counters output", () => {
   // Captured after the test's first phase: 9 MiB up, 13 MiB down from "web".
   if (!(tx.bytes > 9 * 1024 * 1024 && tx.packets > 0)) throw new Error(JSON.stringify(tx));
   if (!(counters.get("rx_web")!.bytes > 13 * 1024 * 1024)) throw new Error("rx_web too small");
-  assertEquals(counters.get("tx_late"), { packets: 0, bytes: 0 });
+  assertEquals(counters.get("tx_late"), { packets: 0n, bytes: 0n });
 });
 
 Deno.test("parseNftCounters ignores other tables and rejects garbage", () => {
@@ -33,7 +29,7 @@ Deno.test("parseNftCounters ignores other tables and rejects garbage", () => {
       { counter: { family: "inet", name: "tx_web", table: "stb_netacct", packets: 3, bytes: 4 } },
     ],
   });
-  assertEquals([...parseNftCounters(json)], [["tx_web", { packets: 3, bytes: 4 }]]);
+  assertEquals([...parseNftCounters(json)], [["tx_web", { packets: 3n, bytes: 4n }]]);
   for (
     const bad of [
       "",

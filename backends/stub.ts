@@ -32,11 +32,11 @@ export class StubBackend implements Backend {
 
   /** Adds to a service's cumulative counters, as traffic would. */
   count(service: string, add: Partial<ServiceCounters>): void {
-    const c = this.#counters.get(service) ?? { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
-    c.rxBytes += add.rxBytes ?? 0;
-    c.txBytes += add.txBytes ?? 0;
-    c.rxPackets += add.rxPackets ?? 0;
-    c.txPackets += add.txPackets ?? 0;
+    const c = this.#counters.get(service) ?? zero();
+    c.rxBytes += add.rxBytes ?? 0n;
+    c.txBytes += add.txBytes ?? 0n;
+    c.rxPackets += add.rxPackets ?? 0n;
+    c.txPackets += add.txPackets ?? 0n;
     this.#counters.set(service, c);
   }
 
@@ -100,5 +100,5 @@ export class StubBackend implements Backend {
 }
 
 function zero(): ServiceCounters {
-  return { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  return { rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n };
 }

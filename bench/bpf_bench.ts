@@ -292,7 +292,7 @@ async function main(): Promise<void> {
       egress: backend.programFd("egress"),
     };
     const total = (s: Awaited<ReturnType<typeof backend.read>>) =>
-      (s.svc?.rxPackets ?? 0) + (s.svc?.txPackets ?? 0);
+      Number((s.svc?.rxPackets ?? 0n) + (s.svc?.txPackets ?? 0n));
 
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {

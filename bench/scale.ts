@@ -132,7 +132,7 @@ async function exclusionPacketCost(count: number, repeat: number, rounds: number
     }
     const ns: Record<string, number[]> = {};
     const fd = backend.programFd("egress");
-    const sent = async () => (await backend.read()).svc?.txPackets ?? 0;
+    const sent = async () => Number((await backend.read()).svc?.txPackets ?? 0n);
     for (let r = 0; r < rounds; r++) {
       for (const [name, c] of Object.entries(cases)) {
         if (!c) continue;

@@ -244,21 +244,28 @@ export function encodeLpmKey(cidr: Cidr): Uint8Array<ArrayBuffer> {
  * bytes each (libbpf rounds per-CPU values up to 8 bytes; 16 already is), read as 32-bit
  * words (host order, as the kernel wrote them; this code assumes a little-endian host
  * throughout) from word `first`: indexing a typed array is what the interpreter does
- * fastest, and `run` does this for every service every interval. Plain numbers: exact up
- * to 2^53 bytes (8 PiB), and no BigInt work on the 0.5 s path.
+ * fastest, and `run` does this for every service every interval. The low and high words
+ * are summed apart as plain numbers (each sum exact), and joined into an exact bigint once.
  */
 export function sumCounterWords(
   words: Uint32Array,
   first: number,
   cpus: number,
-): { bytes: number; packets: number } {
-  let bytes = 0, packets = 0;
+): { bytes: bigint; packets: bigint } {
+  let bytesLo = 0, bytesHi = 0, packetsLo = 0, packetsHi = 0;
   // The caller's buffer holds `cpus` structs of 4 words from `first`.
   for (let w = first, end = first + cpus * 4; w < end; w += 4) {
-    bytes += words[w]! + words[w + 1]! * 2 ** 32;
-    packets += words[w + 2]! + words[w + 3]! * 2 ** 32;
+    bytesLo += words[w]!;
+    bytesHi += words[w + 1]!;
+    packetsLo += words[w + 2]!;
+    packetsHi += words[w + 3]!;
   }
-  return { bytes, packets };
+  return { bytes: joinWords(bytesLo, bytesHi), packets: joinWords(packetsLo, packetsHi) };
+}
+
+/** lo + hi * 2^32 as an exact bigint (lo and hi: sums of 32-bit words, safe integers). */
+export function joinWords(lo: number, hi: number): bigint {
+  return hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) + BigInt(lo);
 }
 
 /** One `dests` entry, decoded: a remote endpoint of a service in one direction. */
@@ -271,8 +278,8 @@ export interface DestEntry {
   /** Remote TCP/UDP port in host order, 0 for other protocols. */
   port: number;
   proto: number;
-  bytes: number;
-  packets: number;
+  bytes: bigint;
+  packets: bigint;
 }
 
 function decodeDestKey(keys: Uint8Array, k: number): Omit<DestEntry, "bytes" | "packets"> {
@@ -316,23 +323,40 @@ interface WordSource {
   counterWords: Uint32Array;
 }
 
+/** An endpoint's sums while they are added up: low and high words apart, each exact. */
+interface DestSum {
+  key: Omit<DestEntry, "bytes" | "packets">;
+  words: [bytesLo: number, bytesHi: number, packetsLo: number, packetsHi: number];
+}
+
 /** Totals by endpoint, summed over the `dests` entries and the pending slots. */
 class DestSums {
-  readonly byKey = new Map<string, DestEntry>();
+  readonly byKey = new Map<string, DestSum>();
 
   /** `k`: the key's first word in `keyWords`; `c`: the counter's first word in `counterWords`. */
   add(src: WordSource, k: number, c: number): void {
     const { keyWords, counterWords } = src;
-    const packets = counterWords[c + 2]! + counterWords[c + 3]! * 2 ** 32;
-    if (packets === 0) return; // an unused pending slot
-    const bytes = counterWords[c]! + counterWords[c + 1]! * 2 ** 32;
+    const w = counterWords;
+    if (w[c + 2] === 0 && w[c + 3] === 0) return; // no packets: an unused pending slot
     const id = `${keyWords[k]},${keyWords[k + 1]},${keyWords[k + 2]},${keyWords[k + 3]},` +
       `${keyWords[k + 4]},${keyWords[k + 5]}`;
-    const seen = this.byKey.get(id);
-    if (seen) {
-      seen.bytes += bytes;
-      seen.packets += packets;
-    } else this.byKey.set(id, { ...decodeDestKey(src.key, k * 4), bytes, packets });
+    let sum = this.byKey.get(id);
+    if (!sum) {
+      sum = { key: decodeDestKey(src.key, k * 4), words: [0, 0, 0, 0] };
+      this.byKey.set(id, sum);
+    }
+    sum.words[0] += w[c]!;
+    sum.words[1] += w[c + 1]!;
+    sum.words[2] += w[c + 2]!;
+    sum.words[3] += w[c + 3]!;
+  }
+
+  entries(): DestEntry[] {
+    return [...this.byKey.values()].map(({ key, words }) => ({
+      ...key,
+      bytes: joinWords(words[0], words[1]),
+      packets: joinWords(words[2], words[3]),
+    }));
   }
 }
 
@@ -360,5 +384,5 @@ export function decodeDests(read: DestsRead): DestEntry[] {
       sums.add(pending, at, at + KEY_WORDS);
     }
   }
-  return [...sums.byKey.values()];
+  return sums.entries();
 }

@@ -270,13 +270,13 @@ Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending 
     addr: new Uint8Array([192, 0, 2, 9]),
     port: 443,
     proto: 6,
-    bytes: 1500,
-    packets: 3,
+    bytes: 1500n,
+    packets: 3n,
   });
   const second = got[1];
   assertEquals(
     [second?.family, second?.port, second?.addr.length, second?.bytes],
-    [6, 53, 16, 50],
+    [6, 53, 16, 50n],
   );
   // Buffers at any offset (copied to word alignment), and counts above 2^32.
   const shifted = (bytes: Uint8Array) => {
@@ -293,8 +293,8 @@ Deno.test("netacct_abi decodes destinations: dests entries plus per-CPU pending 
     cpus: 2,
   });
   assertEquals(again.map((d) => [d.port, d.bytes, d.packets]), [
-    [443, 2 ** 40 + 7 + 500, 2 ** 33 + 1],
-    [53, 50, 1],
+    [443, 2n ** 40n + 7n + 500n, 2n ** 33n + 1n],
+    [53, 50n, 1n],
   ]);
 });
 
@@ -467,7 +467,7 @@ Deno.test("netacct_abi sums per-CPU counters, including values above 2^32", () =
   view.setBigUint64(32, 2n ** 40n, true);
   view.setBigUint64(40, 2n, true);
   const words = new Uint32Array(buf.buffer);
-  assertEquals(sumCounterWords(words, 0, 3), { bytes: 5_000_000_001 + 2 ** 40, packets: 10 });
-  assertEquals(sumCounterWords(words, 0, 1), { bytes: 5_000_000_000, packets: 7 });
-  assertEquals(sumCounterWords(words, 4, 2), { bytes: 1 + 2 ** 40, packets: 3 }, "from a word");
+  assertEquals(sumCounterWords(words, 0, 3), { bytes: 5_000_000_001n + 2n ** 40n, packets: 10n });
+  assertEquals(sumCounterWords(words, 0, 1), { bytes: 5_000_000_000n, packets: 7n });
+  assertEquals(sumCounterWords(words, 4, 2), { bytes: 1n + 2n ** 40n, packets: 3n }, "from a word");
 });

@@ -4,6 +4,7 @@
  * good totals. Seeded, so a failure names a case that can be replayed (FUZZ_SEED, FUZZ_N).
  */
 
+import { stringifyExact } from "../lib/exact_json.ts";
 import { GraphModel } from "./model.ts";
 import { CountersFileReader } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
@@ -128,7 +129,7 @@ Deno.test(`fuzz: ${N} generated counters files never break the graph`, async () 
     host: false,
   });
   const seen: Record<string, number> = {};
-  let lastGood: { rx: number; tx: number } | null = null;
+  let lastGood: { rx: bigint; tx: bigint } | null = null;
   try {
     for (let i = 0; i < N; i++) {
       const content = mutate(r, i);
@@ -156,7 +157,7 @@ Deno.test(`fuzz: ${N} generated counters files never break the graph`, async () 
       }
       model.update(read, i * 0.5);
       const frame = model.frame(Date.now() / 1000, i * 0.5);
-      if (JSON.stringify(frame.totals) !== JSON.stringify(lastGood)) {
+      if (stringifyExact(frame.totals) !== stringifyExact(lastGood)) {
         throw new Error(`last good totals lost: ${what}`);
       }
       const cols = 40 + (i % 100);

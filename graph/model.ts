@@ -43,7 +43,7 @@ export interface DestinationRow {
   protocol: string;
   /** Bytes per second between the last two samples; null for an endpoint new in the last. */
   rate: number | null;
-  total: number;
+  total: bigint;
 }
 
 /** Everything one frame shows. `series` resamples the history for a given chart width. */
@@ -54,7 +54,7 @@ export interface FrameData {
   nowUnix: number;
   backend: string | null;
   fallbackReason: string | null;
-  totals: { rx: number; tx: number } | null;
+  totals: { rx: bigint; tx: bigint } | null;
   stats: WindowStats | null;
   series(columns: number): { rx: (number | null)[]; tx: (number | null)[] };
   host: HostView | null;
@@ -79,7 +79,7 @@ export class GraphModel {
   #advancedAt: number | null = null;
   #resetAt: number | null = null;
   /** Destination bytes of the previous sample (by destKey) and their rates since. */
-  #destPrev: { t: number; bytes: Map<string, number> } | null = null;
+  #destPrev: { t: number; bytes: Map<string, bigint> } | null = null;
   #destRates = new Map<string, number | null>();
 
   readonly path: string;
@@ -135,7 +135,7 @@ export class GraphModel {
   /** Rates of the sample's destinations against the previous sample (same run). */
   #updateDestinations(c: CountersV1): void {
     const prev = this.#destPrev;
-    const bytes = new Map<string, number>();
+    const bytes = new Map<string, bigint>();
     this.#destRates = new Map();
     const dt = prev === null ? 0 : c.ts_monotonic - prev.t;
     for (const d of c.destinations ?? []) {
@@ -145,7 +145,7 @@ export class GraphModel {
       // New, or forgotten by the kernel's bounded table and counted again: no rate yet.
       this.#destRates.set(
         key,
-        before === undefined || d.bytes < before || dt <= 0 ? null : (d.bytes - before) / dt,
+        before === undefined || d.bytes < before || dt <= 0 ? null : Number(d.bytes - before) / dt,
       );
     }
     this.#destPrev = { t: c.ts_monotonic, bytes };
@@ -160,7 +160,7 @@ export class GraphModel {
     }
     this.#hostError = null;
     const totals = this.#hostAcc.push(nonLoopback(parseProcNetDev(procNetDev)));
-    this.#hostTracker.push({ t: nowMono, rx: totals.rx, tx: totals.tx });
+    this.#hostTracker.push({ t: nowMono, rx: BigInt(totals.rx), tx: BigInt(totals.tx) });
   }
 
   status(nowUnix: number, nowMono: number): Status {
@@ -247,7 +247,9 @@ export class GraphModel {
       rate: this.#destRates.get(destKey(d)) ?? null,
       total: d.bytes,
     }));
-    return rows.sort((a, b) => (b.rate ?? -1) - (a.rate ?? -1) || b.total - a.total);
+    return rows.sort((a, b) =>
+      (b.rate ?? -1) - (a.rate ?? -1) || (b.total > a.total ? 1 : b.total < a.total ? -1 : 0)
+    );
   }
 }
 

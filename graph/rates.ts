@@ -6,11 +6,14 @@
  * whole total.
  */
 
-/** One reading of cumulative counters. `t` is seconds on a clock that only moves forward. */
+/**
+ * One reading of cumulative counters. `t` is seconds on a clock that only moves forward;
+ * the totals are exact (bigint), so a small increment to a huge total is never lost.
+ */
 export interface Sample {
   t: number;
-  rx: number;
-  tx: number;
+  rx: bigint;
+  tx: bigint;
 }
 
 /** Bytes moved between two consecutive samples of one run. */
@@ -73,7 +76,13 @@ export class RateTracker {
       this.#resets++;
       return "reset";
     }
-    this.#intervals.push({ t0: prev.t, t1: s.t, rx: s.rx - prev.rx, tx: s.tx - prev.tx });
+    // One interval's bytes fit a number exactly (below 2^53: petabytes).
+    this.#intervals.push({
+      t0: prev.t,
+      t1: s.t,
+      rx: Number(s.rx - prev.rx),
+      tx: Number(s.tx - prev.tx),
+    });
     this.#last = s;
     const horizon = s.t - this.keepSeconds;
     const kept = this.#intervals.findIndex((iv) => iv.t1 > horizon);

@@ -1,5 +1,8 @@
 import { InterfaceAccumulator, RateTracker } from "./rates.ts";
 
+/** A sample: totals given as numbers, held exact as the tracker takes them. */
+const at = (t: number, rx: number, tx: number) => ({ t, rx: BigInt(rx), tx: BigInt(tx) });
+
 function eq(actual: unknown, expected: unknown, what = ""): void {
   const a = JSON.stringify(actual), e = JSON.stringify(expected);
   if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
@@ -13,9 +16,9 @@ function near(actual: number | null | undefined, expected: number, what = ""): v
 
 Deno.test("rate is delta bytes over delta ts_monotonic", () => {
   const r = new RateTracker(60);
-  eq(r.push({ t: 100, rx: 1000, tx: 500 }), "baseline");
+  eq(r.push(at(100, 1000, 500)), "baseline");
   eq(r.stats(60), null, "one sample has no rate");
-  eq(r.push({ t: 100.5, rx: 1000 + 512, tx: 500 + 1024 }), "advanced");
+  eq(r.push(at(100.5, 1000 + 512, 500 + 1024)), "advanced");
   const s = r.stats(60)!;
   near(s.rx.current, 1024, "rx");
   near(s.tx.current, 2048, "tx");
@@ -23,23 +26,23 @@ Deno.test("rate is delta bytes over delta ts_monotonic", () => {
 
 Deno.test("an identical sample (file not rewritten) changes nothing", () => {
   const r = new RateTracker(60);
-  r.push({ t: 1, rx: 0, tx: 0 });
-  r.push({ t: 2, rx: 100, tx: 0 });
-  eq(r.push({ t: 2, rx: 100, tx: 0 }), "unchanged");
+  r.push(at(1, 0, 0));
+  r.push(at(2, 100, 0));
+  eq(r.push(at(2, 100, 0)), "unchanged");
   eq(r.intervals.length, 1);
 });
 
 Deno.test("a decreasing total starts a new baseline, never a negative rate", () => {
   for (const [rx, tx] of [[10, 5000], [5000, 10]] as const) {
     const r = new RateTracker(60);
-    r.push({ t: 10, rx: 0, tx: 0 });
-    r.push({ t: 11, rx: 4000, tx: 4000 });
-    eq(r.push({ t: 11.5, rx, tx }), "reset");
+    r.push(at(10, 0, 0));
+    r.push(at(11, 4000, 4000));
+    eq(r.push(at(11.5, rx, tx)), "reset");
     eq(r.resets, 1);
     const s = r.stats(60)!;
     eq(s.rx.current, null, "no current rate right after a reset");
     near(s.rx.peak, 4000, "old run's peak stays in the window");
-    eq(r.push({ t: 12, rx: rx + 100, tx: tx + 100 }), "advanced");
+    eq(r.push(at(12, rx + 100, tx + 100)), "advanced");
     near(r.stats(60)!.rx.current, 200, "rate from the new baseline");
     for (const iv of r.intervals) {
       if (iv.rx < 0 || iv.tx < 0) throw new Error("negative interval");
@@ -49,12 +52,12 @@ Deno.test("a decreasing total starts a new baseline, never a negative rate", () 
 
 Deno.test("a clock that goes back (reboot) is a reset that drops the old time base", () => {
   const r = new RateTracker(60);
-  r.push({ t: 5000, rx: 0, tx: 0 });
-  r.push({ t: 5001, rx: 1e9, tx: 1e9 });
+  r.push(at(5000, 0, 0));
+  r.push(at(5001, 1e9, 1e9));
   // After a reboot totals may continue from saved state, so they can even be higher.
-  eq(r.push({ t: 20, rx: 2e9, tx: 2e9 }), "reset");
+  eq(r.push(at(20, 2e9, 2e9)), "reset");
   eq(r.stats(60), null);
-  eq(r.push({ t: 21, rx: 2e9 + 10, tx: 2e9 + 20 }), "advanced");
+  eq(r.push(at(21, 2e9 + 10, 2e9 + 20)), "advanced");
   const s = r.stats(60)!;
   near(s.rx.current, 10);
   near(s.tx.peak, 20, "no giant spike from the previous boot");
@@ -62,17 +65,17 @@ Deno.test("a clock that goes back (reboot) is a reset that drops the old time ba
 
 Deno.test("same ts_monotonic with other totals is a reset, not a division by zero", () => {
   const r = new RateTracker(60);
-  r.push({ t: 3, rx: 0, tx: 0 });
-  eq(r.push({ t: 3, rx: 10, tx: 0 }), "reset");
+  r.push(at(3, 0, 0));
+  eq(r.push(at(3, 10, 0)), "reset");
   eq(r.intervals.length, 0);
 });
 
 Deno.test("a gap of missed samples averages the bytes over the gap", () => {
   const r = new RateTracker(60);
-  r.push({ t: 0, rx: 0, tx: 0 });
-  r.push({ t: 0.5, rx: 500, tx: 0 }); // 1000 B/s
-  r.push({ t: 5.5, rx: 500 + 10000, tx: 0 }); // 5 s gap: 2000 B/s on average
-  r.push({ t: 6, rx: 500 + 10000 + 250, tx: 0 }); // 500 B/s
+  r.push(at(0, 0, 0));
+  r.push(at(0.5, 500, 0)); // 1000 B/s
+  r.push(at(5.5, 500 + 10000, 0)); // 5 s gap: 2000 B/s on average
+  r.push(at(6, 500 + 10000 + 250, 0)); // 500 B/s
   const s = r.stats(60)!;
   near(s.rx.current, 500, "current");
   near(s.rx.peak, 2000, "peak is the gap's average, not a spike");
@@ -81,9 +84,9 @@ Deno.test("a gap of missed samples averages the bytes over the gap", () => {
 
 Deno.test("window stats count only the part of an interval inside the window", () => {
   const r = new RateTracker(600);
-  r.push({ t: 0, rx: 0, tx: 0 });
-  r.push({ t: 10, rx: 100000, tx: 0 }); // 10000 B/s
-  r.push({ t: 20, rx: 100000 + 1000, tx: 0 }); // 100 B/s
+  r.push(at(0, 0, 0));
+  r.push(at(10, 100000, 0)); // 10000 B/s
+  r.push(at(20, 100000 + 1000, 0)); // 100 B/s
   const s = r.stats(15)!; // window [5, 20]: 5 s of 10000 B/s and 10 s of 100 B/s
   near(s.rx.average, (50000 + 1000) / 15);
   near(s.rx.peak, 10000);
@@ -93,16 +96,16 @@ Deno.test("window stats count only the part of an interval inside the window", (
 
 Deno.test("history older than keepSeconds is dropped", () => {
   const r = new RateTracker(10);
-  r.push({ t: 0, rx: 0, tx: 0 });
-  for (let i = 1; i <= 100; i++) r.push({ t: i, rx: i * 10, tx: 0 });
+  r.push(at(0, 0, 0));
+  for (let i = 1; i <= 100; i++) r.push(at(i, i * 10, 0));
   eq(r.intervals.length, 10);
 });
 
 Deno.test("series resamples intervals into equal time slots", () => {
   const r = new RateTracker(60);
-  r.push({ t: 100, rx: 0, tx: 0 });
-  r.push({ t: 101, rx: 1000, tx: 10 }); // 1000 B/s
-  r.push({ t: 102, rx: 4000, tx: 20 }); // 3000 B/s
+  r.push(at(100, 0, 0));
+  r.push(at(101, 1000, 10)); // 1000 B/s
+  r.push(at(102, 4000, 20)); // 3000 B/s
   const { rx, tx } = r.series(102, 4, 4);
   eq(rx, [null, null, 1000, 3000]);
   eq(tx, [null, null, 10, 10]);
@@ -113,10 +116,10 @@ Deno.test("series resamples intervals into equal time slots", () => {
 
 Deno.test("series leaves a hole across a reset", () => {
   const r = new RateTracker(60);
-  r.push({ t: 0, rx: 0, tx: 0 });
-  r.push({ t: 1, rx: 100, tx: 0 });
-  r.push({ t: 2, rx: 5, tx: 0 }); // reset: [1, 2] has no data
-  r.push({ t: 3, rx: 305, tx: 0 });
+  r.push(at(0, 0, 0));
+  r.push(at(1, 100, 0));
+  r.push(at(2, 5, 0)); // reset: [1, 2] has no data
+  r.push(at(3, 305, 0));
   eq(r.series(3, 3, 3).rx, [100, null, 300]);
 });
 
@@ -136,11 +139,11 @@ Deno.test("host interfaces: deltas summed, vanished or restarted interfaces neve
 
 Deno.test("restart forces a new baseline even when the numbers look continuous", () => {
   const r = new RateTracker(60);
-  r.push({ t: 10, rx: 0, tx: 0 });
-  r.push({ t: 11, rx: 100, tx: 100 });
-  r.restart({ t: 50, rx: 200, tx: 200 });
+  r.push(at(10, 0, 0));
+  r.push(at(11, 100, 100));
+  r.restart(at(50, 200, 200));
   eq(r.stats(60), null);
   eq(r.resets, 1);
-  r.push({ t: 51, rx: 300, tx: 250 });
+  r.push(at(51, 300, 250));
   near(r.stats(60)!.rx.current, 100);
 });

@@ -90,7 +90,7 @@ interface RateRow {
   label: string;
   color: string;
   d: { current: number | null; peak: number; average: number } | null;
-  total: number | null;
+  total: bigint | null;
 }
 
 function rateRow(row: RateRow, columns: Column[], on: boolean): string {
@@ -271,7 +271,7 @@ export function renderFrame(f: FrameData, o: RenderOptions): string[] {
 export function renderPlainLine(f: FrameData): string {
   const time = new Date(f.nowUnix * 1000).toISOString().replace(/\.\d+Z$/, "Z");
   const cur = (v: number | null | undefined) => v == null ? "-" : formatRate(v);
-  const tot = (v: number | undefined) => v === undefined ? "-" : formatBytes(v);
+  const tot = (v: bigint | undefined) => v === undefined ? "-" : formatBytes(v);
   let line = `${time} rx ${cur(f.stats?.rx.current)} tx ${cur(f.stats?.tx.current)}` +
     ` total rx ${tot(f.totals?.rx)} tx ${tot(f.totals?.tx)}`;
   if (f.host !== null) {

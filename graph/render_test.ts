@@ -19,10 +19,10 @@ function counters(t: number, rx: number, tx: number, extra: Partial<CountersV1> 
     backend: "ebpf",
     boot_id: "3f1c0d52-7d7e-4c1a-9a53-6f0e1b2c3d4e",
     started_at: UNIX0 - 100,
-    rx_bytes_total: rx,
-    tx_bytes_total: tx,
-    rx_packets_total: 0,
-    tx_packets_total: 0,
+    rx_bytes_total: BigInt(Math.round(rx)),
+    tx_bytes_total: BigInt(Math.round(tx)),
+    rx_packets_total: 0n,
+    tx_packets_total: 0n,
     ts_monotonic: MONO0 + t,
     ts_unix: UNIX0 + t,
     interval_s: 0.5,
@@ -214,8 +214,9 @@ Deno.test("frame: --host adds the whole host's traffic and StB's share", async (
     now = c.ts_monotonic - MONO0;
     m.update({ kind: "ok", counters: c, changed: true }, now);
     // The host moves StB's bytes plus 1 MiB/s down and 100 KiB/s up of its own.
-    const extraRx = c.rx_bytes_total - first.rx_bytes_total + Math.round(now * MiB);
-    const extraTx = c.tx_bytes_total - first.tx_bytes_total + Math.round(now * 100 * 1024);
+    const extraRx = Number(c.rx_bytes_total - first.rx_bytes_total) + Math.round(now * MiB);
+    const extraTx = Number(c.tx_bytes_total - first.tx_bytes_total) +
+      Math.round(now * 100 * 1024);
     m.updateHost(
       base.replace("68067418", String(68067418 + extraRx)).replace(
         "90312",
@@ -271,7 +272,15 @@ function dest(
   protocol: string,
   bytes: number,
 ) {
-  return { service, direction, address, port, protocol, bytes, packets: Math.ceil(bytes / 1400) };
+  return {
+    service,
+    direction,
+    address,
+    port,
+    protocol,
+    bytes: BigInt(Math.round(bytes)),
+    packets: BigInt(Math.ceil(bytes / 1400)),
+  };
 }
 
 Deno.test("frame: top destinations under the chart, busiest now first", async () => {

@@ -4,6 +4,7 @@
  * imports a backend. The verdict is also the exit code, for scripts and monitoring.
  */
 
+import { stringifyExact } from "../lib/exact_json.ts";
 import { Command } from "@commander-js/extra-typings";
 import { cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
@@ -164,7 +165,7 @@ async function counterFacts(path: string, sampleRates: boolean): Promise<Counter
     }
     if (r.kind === "ok" && r.counters.ts_monotonic > first.ts_monotonic) {
       const b = r.counters, dt = b.ts_monotonic - first.ts_monotonic;
-      const rate = (x: number, y: number) => Math.max(0, (y - x) / dt);
+      const rate = (x: bigint, y: bigint) => Math.max(0, Number(y - x) / dt);
       const services: Record<string, { rx: number; tx: number }> = {};
       for (const [n, s] of Object.entries(b.services)) {
         const a = first.services[n];
@@ -261,7 +262,7 @@ export function formatStatus(r: StatusReport): string {
   if (c) {
     const rate = r.counters.rates;
     /** One row: `totals` (rx, tx bytes), and rates when two samples were seen. */
-    const line = (name: string, totals: Rates, rr?: Rates) =>
+    const line = (name: string, totals: { rx: bigint; tx: bigint }, rr?: Rates) =>
       `  ${name.padEnd(12)} down ${(rr ? formatRate(rr.rx) : "-").padStart(12)}  up ${
         (rr ? formatRate(rr.tx) : "-").padStart(12)
       }   totals down ${formatBytes(totals.rx)}, up ${formatBytes(totals.tx)}`;
@@ -304,7 +305,7 @@ export function statusCommand() {
     .action(async (opts, cmd) => {
       const explicit = cmd.getOptionValueSource("config") === "cli";
       const report = await gatherStatus(opts.config, explicit);
-      console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+      console.log(opts.json ? stringifyExact(report, 2) : formatStatus(report));
       // Exit explicitly: the verdict is the status, and a stuck read must not keep us alive.
       Deno.exit(report.exit_code);
     });

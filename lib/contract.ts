@@ -9,6 +9,8 @@
  * and never blocks. parseCounters does the validation of the content.
  */
 
+import { asCount, parseExact, stringifyExact } from "./exact_json.ts";
+
 export const SCHEMA_VERSION = 1;
 
 /** Where `run` publishes by default: on /run, a tmpfs; the service's RuntimeDirectory=. */
@@ -43,11 +45,15 @@ export function isFresh(c: CountersV1, nowUnix: number): boolean {
   return isFreshAge(sampleAgeS(c, nowUnix), c.interval_s);
 }
 
+/**
+ * Byte and packet counts are bigint: exact up to the kernel's 2^64 - 1, written as plain
+ * JSON integers (lib/exact_json.ts). A difference of two samples fits a number.
+ */
 export interface ServiceCountersV1 {
-  rx_bytes_total: number;
-  tx_bytes_total: number;
-  rx_packets_total: number;
-  tx_packets_total: number;
+  rx_bytes_total: bigint;
+  tx_bytes_total: bigint;
+  rx_packets_total: bigint;
+  tx_packets_total: bigint;
   /** Cgroup path relative to the cgroup2 mount. */
   cgroup: string;
   /** Whether the cgroup exists at this sample. */
@@ -67,8 +73,8 @@ export interface DestinationV1 {
   port: number;
   /** "tcp", "udp", or the IP protocol number as text. */
   protocol: string;
-  bytes: number;
-  packets: number;
+  bytes: bigint;
+  packets: bigint;
 }
 
 /** At most this many destinations are published, and read. */
@@ -82,10 +88,10 @@ export interface CountersV1 {
   boot_id: string;
   /** Unix time this `run` started: a change with totals kept means a restart. */
   started_at: number;
-  rx_bytes_total: number;
-  tx_bytes_total: number;
-  rx_packets_total: number;
-  tx_packets_total: number;
+  rx_bytes_total: bigint;
+  tx_bytes_total: bigint;
+  rx_packets_total: bigint;
+  tx_packets_total: bigint;
   /** Seconds of CLOCK_MONOTONIC at the sample (comparable across processes on one boot). */
   ts_monotonic: number;
   /** Seconds since the Unix epoch at the sample. */
@@ -101,9 +107,12 @@ export interface CountersV1 {
   events_dropped_total?: number;
 }
 
-/** One line of JSON plus a newline; numbers are integers except the timestamps. */
+/**
+ * One line of JSON plus a newline; numbers are integers except the timestamps, and counts
+ * keep every digit.
+ */
 export function serializeCounters(c: CountersV1): string {
-  return JSON.stringify(c) + "\n";
+  return stringifyExact(c) + "\n";
 }
 
 export class ContractError extends Error {
@@ -115,6 +124,19 @@ export const MAX_COUNTERS_BYTES = 1 << 20;
 
 function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** A value as an error message quotes it: short, and never a walk of a deep structure. */
+function describeValue(v: unknown): string {
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object" && v !== null) return "an object";
+  if (typeof v === "string") return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  return String(v);
+}
+
+/** A count field: exact (see asCount), `fallback` when absent or not a count. */
+function countOr(v: unknown, fallback = 0n): bigint {
+  return asCount(v) ?? fallback;
 }
 
 function isTime(v: unknown): v is number {
@@ -135,7 +157,7 @@ export function parseCounters(text: string): CountersV1 {
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = parseExact(text);
   } catch (cause) {
     throw new ContractError(`it is not valid JSON (${(cause as Error).message})`, { cause });
   }
@@ -148,8 +170,10 @@ export function parseCounters(text: string): CountersV1 {
   }
   for (const k of ["rx_bytes_total", "tx_bytes_total"]) {
     if (o[k] === undefined) throw new ContractError(`"${k}" is missing`);
-    if (!isCount(o[k])) {
-      throw new ContractError(`"${k}" is ${JSON.stringify(o[k])}, not a non-negative integer`);
+    if (asCount(o[k]) === null) {
+      throw new ContractError(
+        `"${k}" is ${describeValue(o[k])}, not an integer from 0 to 2^64 - 1`,
+      );
     }
   }
   if (o.ts_monotonic === undefined) throw new ContractError(`"ts_monotonic" is missing`);
@@ -163,12 +187,13 @@ export function parseCounters(text: string): CountersV1 {
     for (const [name, sv] of Object.entries(o.services as Record<string, unknown>)) {
       if (typeof sv !== "object" || sv === null) continue;
       const s = sv as Record<string, unknown>;
-      if (!isCount(s.rx_bytes_total) || !isCount(s.tx_bytes_total)) continue;
+      const rx = asCount(s.rx_bytes_total), tx = asCount(s.tx_bytes_total);
+      if (rx === null || tx === null) continue;
       services[name] = {
-        rx_bytes_total: s.rx_bytes_total,
-        tx_bytes_total: s.tx_bytes_total,
-        rx_packets_total: isCount(s.rx_packets_total) ? s.rx_packets_total : 0,
-        tx_packets_total: isCount(s.tx_packets_total) ? s.tx_packets_total : 0,
+        rx_bytes_total: rx,
+        tx_bytes_total: tx,
+        rx_packets_total: countOr(s.rx_packets_total),
+        tx_packets_total: countOr(s.tx_packets_total),
         cgroup: typeof s.cgroup === "string" ? s.cgroup : "",
         present: s.present === true,
       };
@@ -183,10 +208,10 @@ export function parseCounters(text: string): CountersV1 {
       : {}),
     boot_id: typeof o.boot_id === "string" ? o.boot_id : "",
     started_at: isTime(o.started_at) ? o.started_at : 0,
-    rx_bytes_total: o.rx_bytes_total as number,
-    tx_bytes_total: o.tx_bytes_total as number,
-    rx_packets_total: isCount(o.rx_packets_total) ? o.rx_packets_total : 0,
-    tx_packets_total: isCount(o.tx_packets_total) ? o.tx_packets_total : 0,
+    rx_bytes_total: countOr(o.rx_bytes_total),
+    tx_bytes_total: countOr(o.tx_bytes_total),
+    rx_packets_total: countOr(o.rx_packets_total),
+    tx_packets_total: countOr(o.tx_packets_total),
     ts_monotonic: o.ts_monotonic as number,
     ts_unix: isTime(o.ts_unix) ? o.ts_unix : 0,
     interval_s: isTime(o.interval_s) && o.interval_s > 0 ? o.interval_s : 0.5,
@@ -205,7 +230,7 @@ function parseDestinations(v: unknown): DestinationV1[] | null {
     const d = item as Record<string, unknown>;
     if (
       typeof d.service !== "string" || (d.direction !== "rx" && d.direction !== "tx") ||
-      typeof d.address !== "string" || d.address.length > 64 || !isCount(d.bytes)
+      typeof d.address !== "string" || d.address.length > 64 || asCount(d.bytes) === null
     ) continue;
     out.push({
       service: d.service.slice(0, 64),
@@ -213,8 +238,8 @@ function parseDestinations(v: unknown): DestinationV1[] | null {
       address: d.address,
       port: isCount(d.port) && d.port <= 65535 ? d.port : 0,
       protocol: typeof d.protocol === "string" ? d.protocol.slice(0, 16) : "",
-      bytes: d.bytes,
-      packets: isCount(d.packets) ? d.packets : 0,
+      bytes: countOr(d.bytes),
+      packets: countOr(d.packets),
     });
   }
   return out;

@@ -4,10 +4,14 @@
  * count bytes.
  */
 
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 
-/** Three significant digits: "0 B", "999 B", "1.00 KiB", "12.3 MiB", "512 GiB". */
-export function formatBytes(n: number): string {
+/**
+ * Three significant digits: "0 B", "999 B", "1.00 KiB", "12.3 MiB", "512 GiB". A bigint
+ * count is shown the same way (three digits need no more than a double holds).
+ */
+export function formatBytes(bytes: number | bigint): string {
+  const n = Number(bytes);
   if (!Number.isFinite(n) || n < 0) return "?";
   let unit = 0;
   let v = n;

@@ -33,8 +33,12 @@ function escapeHelp(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
 }
 
-/** Go's ParseFloat reads what JS prints, except the spellings of the non-finite values. */
-export function formatValue(n: number): string {
+/**
+ * Go's ParseFloat reads what JS prints, except the spellings of the non-finite values. A
+ * bigint count is written with every digit (Prometheus itself keeps a float64 of it).
+ */
+export function formatValue(n: number | bigint): string {
+  if (typeof n === "bigint") return n.toString();
   if (Number.isNaN(n)) return "NaN";
   if (n === Infinity) return "+Inf";
   if (n === -Infinity) return "-Inf";
@@ -53,7 +57,7 @@ interface Family {
   name: string;
   type: "counter" | "gauge";
   help: string;
-  series: [Labels, number][];
+  series: [Labels, number | bigint][];
 }
 
 function familyText(f: Family): string[] {
@@ -74,7 +78,7 @@ function eventsDropped(counters: CountersV1): number {
 }
 
 /** One unlabelled series. */
-const one = (value: number): [Labels, number][] => [[{}, value]];
+const one = (value: number | bigint): [Labels, number | bigint][] => [[{}, value]];
 
 type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_packets_total";
 
@@ -82,7 +86,7 @@ type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_p
 export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
   const services = Object.entries(counters.services);
   const byDirection = (rx: CountKey, tx: CountKey) =>
-    services.flatMap(([service, s]): [Labels, number][] => [
+    services.flatMap(([service, s]): [Labels, number | bigint][] => [
       [{ service, direction: "rx" }, s[rx]],
       [{ service, direction: "tx" }, s[tx]],
     ]);

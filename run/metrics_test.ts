@@ -24,27 +24,27 @@ function sample(overrides: Partial<CountersV1> = {}): CountersV1 {
     backend: "nft",
     boot_id: "b",
     started_at: 1_700_000_000.5,
-    rx_bytes_total: 3_000_000_123,
-    tx_bytes_total: 456,
-    rx_packets_total: 2_000,
-    tx_packets_total: 7,
+    rx_bytes_total: 3_000_000_123n,
+    tx_bytes_total: 456n,
+    rx_packets_total: 2_000n,
+    tx_packets_total: 7n,
     ts_monotonic: 123.456,
     ts_unix: 1_700_000_100.25,
     interval_s: 0.5,
     services: {
       server: {
-        rx_bytes_total: 3_000_000_000,
-        tx_bytes_total: 400,
-        rx_packets_total: 1_999,
-        tx_packets_total: 5,
+        rx_bytes_total: 3_000_000_000n,
+        tx_bytes_total: 400n,
+        rx_packets_total: 1_999n,
+        tx_packets_total: 5n,
         cgroup: "/a/server",
         present: true,
       },
       "host-agent": {
-        rx_bytes_total: 123,
-        tx_bytes_total: 56,
-        rx_packets_total: 1,
-        tx_packets_total: 2,
+        rx_bytes_total: 123n,
+        tx_bytes_total: 56n,
+        rx_packets_total: 1n,
+        tx_packets_total: 2n,
         cgroup: "/a/agent",
         present: false,
       },
@@ -102,6 +102,14 @@ Deno.test("renderMetrics: every series with its value, counters per service and 
   assertStringIncludes(text, "# TYPE stb_netacct_bytes_total counter\n");
   assertStringIncludes(text, "# TYPE stb_netacct_service_present gauge\n");
   assert(text.endsWith("\n") && !text.endsWith("\n\n"), "ends with exactly one newline");
+  // Counts beyond 2^53 keep every digit in the exposition.
+  const s = sample();
+  s.services.server!.rx_bytes_total = (1n << 64n) - 1n;
+  const huge = renderMetrics(s, { version: "0.1.0", sampleDurationS: 0 });
+  assertStringIncludes(
+    huge,
+    'stb_netacct_bytes_total{service="server",direction="rx"} 18446744073709551615\n',
+  );
   // Pure: the same sample renders the same text.
   assertEquals(text, renderMetrics(sample(), { version: "0.1.0", sampleDurationS: 0.000812 }));
 });

@@ -21,7 +21,7 @@ Deno.test("prepareOutputDir creates 0755 and refuses directories others control"
 });
 
 Deno.test("buildCounters produces a contract-valid sample", () => {
-  const z = { rxBytes: 5, txBytes: 6, rxPackets: 1, txPackets: 2 };
+  const z = { rxBytes: 5n, txBytes: 6n, rxPackets: 1n, txPackets: 2n };
   const c = buildCounters({
     backend: "nft",
     fallbackReason: "ebpf: no BTF",
@@ -37,10 +37,10 @@ Deno.test("buildCounters produces a contract-valid sample", () => {
   assertEquals(back.backend_fallback_reason, "ebpf: no BTF");
   assertEquals([back.boot_id, back.started_at], ["b", 1]);
   assertEquals(back.services.s, {
-    rx_bytes_total: 5,
-    tx_bytes_total: 6,
-    rx_packets_total: 1,
-    tx_packets_total: 2,
+    rx_bytes_total: 5n,
+    tx_bytes_total: 6n,
+    rx_packets_total: 1n,
+    tx_packets_total: 2n,
     cgroup: "/a",
     present: false,
   });

@@ -120,8 +120,8 @@ export class Sampler {
   #targets: ServiceTarget[];
   #stopping = false;
   #resetSignalled = false;
-  /** The totals' key at the last state save; -1: save with the next sample, whatever. */
-  #savedStateKey = -1;
+  /** The totals' key at the last state save; -1n: save with the next sample, whatever. */
+  #savedStateKey = -1n;
   #nextStateSave = 0;
   #nextResetPoll = 0;
   /**
@@ -131,8 +131,8 @@ export class Sampler {
    * it); otherwise the last list stands. Stale: read with the next sample whatever the
    * totals (first sample, new targets).
    */
-  #destinations: { key: number; stale: boolean; list?: DestinationCounters[] } = {
-    key: -1,
+  #destinations: { key: bigint; stale: boolean; list?: DestinationCounters[] } = {
+    key: -1n,
     stale: true,
   };
   /** Logged once per distinct failure of a sink, not every interval. */
@@ -220,7 +220,7 @@ export class Sampler {
     } catch (e) {
       if (e instanceof BackendError) throw e;
       log(`cannot publish ${output.path}: ${(e as Error).message}; recreating its directory`);
-      this.#savedStateKey = -1; // the state file may have gone with its directory
+      this.#savedStateKey = -1n; // the state file may have gone with its directory
       try {
         output.recover();
         // Publish now rather than a whole interval late: readers judge staleness by gaps.
@@ -273,7 +273,7 @@ export class Sampler {
     if (!state.resetRequested()) return;
     this.#totals.reset();
     state.clearResetRequest();
-    this.#savedStateKey = -1; // saved before it is published: a crash must not undo it
+    this.#savedStateKey = -1n; // saved before it is published: a crash must not undo it
     log("totals reset on request");
   }
 
@@ -289,7 +289,7 @@ export class Sampler {
     return services;
   }
 
-  async #destinationsFor(totalsKey: number): Promise<DestinationCounters[] | undefined> {
+  async #destinationsFor(totalsKey: bigint): Promise<DestinationCounters[] | undefined> {
     const d = this.#destinations;
     if (d.stale || totalsKey !== d.key) {
       d.list = await this.#parts.backend.readDestinations?.(MAX_DESTINATIONS);
@@ -304,8 +304,8 @@ export class Sampler {
    * a successor trust this run's counters.json over the state (startingTotals). Then only
    * when the totals moved and STATE_SAVE_MS has passed, or on the way out.
    */
-  #saveStateIfDue(s: { totalsKey: number; sampleStart: number; final: boolean }): void {
-    const due = this.#savedStateKey === -1 ||
+  #saveStateIfDue(s: { totalsKey: bigint; sampleStart: number; final: boolean }): void {
+    const due = this.#savedStateKey === -1n ||
       (s.totalsKey !== this.#savedStateKey && (s.final || s.sampleStart >= this.#nextStateSave));
     if (!due) return;
     this.#parts.state.save(this.#totals.all(), {

@@ -102,10 +102,10 @@ function setup(options: { intervalS?: number; watchFails?: boolean } = {}) {
     },
   };
   const state = {
-    saves: [] as { at: number; rx: number }[],
+    saves: [] as { at: number; rx: bigint }[],
     request: false,
-    save(services: Record<string, { rxBytes: number }>) {
-      const rx = Object.values(services).reduce((n, s) => n + s.rxBytes, 0);
+    save(services: Record<string, { rxBytes: bigint }>) {
+      const rx = Object.values(services).reduce((n, s) => n + s.rxBytes, 0n);
       this.saves.push({ at: time.ms, rx });
       order.push("save");
     },
@@ -183,7 +183,7 @@ const times = (ps: Published[]) => ps.map((p) => p.at);
 Deno.test("sampler: publishes every interval, READY after the first sample, stops on a signal", async () => {
   const t = await started(setup());
   t.time.at(1200, () => t.sampler.stop());
-  t.backend.count("server", { rxBytes: 100 });
+  t.backend.count("server", { rxBytes: 100n });
   await t.sampler.run();
   // 0, 500 and 1000 ms, then the final sample at once, not at the next interval (1500).
   assertEquals(times(t.published), [0, 500, 1000, 1200]);
@@ -191,7 +191,7 @@ Deno.test("sampler: publishes every interval, READY after the first sample, stop
   assertEquals(t.notes, ["READY=1", "STOPPING=1"]);
   assertEquals(t.logs.at(-1), "stopped; final totals written");
   const last = t.published.at(-1)!.counters;
-  assertEquals([last.rx_bytes_total, last.services.server?.rx_bytes_total], [100, 100]);
+  assertEquals([last.rx_bytes_total, last.services.server?.rx_bytes_total], [100n, 100n]);
   assertEquals([last.services.server?.present, last.services.shell?.present], [true, false]);
   assertEquals([last.ts_unix, last.ts_monotonic, last.interval_s], [1795000001.2, 5001.2, 0.5]);
 });
@@ -217,14 +217,14 @@ Deno.test("sampler: after an oversleep it samples on from the wake, without a bu
 
 Deno.test("sampler: retargets the moment the watch reports a recreated cgroup, totals kept", async () => {
   const t = await started(setup());
-  t.backend.count("server", { rxBytes: 1000 });
+  t.backend.count("server", { rxBytes: 1000n });
   t.time.at(700, () =>
     t.cgroupsChange([{ name: "server", path: SERVER, id: 42n }, {
       name: "shell",
       path: SHELL,
       id: 9n,
     }]));
-  t.time.at(800, () => t.backend.count("server", { rxBytes: 10 }));
+  t.time.at(800, () => t.backend.count("server", { rxBytes: 10n }));
   t.time.at(1600, () => t.sampler.stop());
   await t.sampler.run();
   assertEquals(t.retargetedAt, [700], "at the change, not at the next sample (1000)");
@@ -233,7 +233,7 @@ Deno.test("sampler: retargets the moment the watch reports a recreated cgroup, t
     "service server: cgroup was recreated (id 42)",
     "service shell: cgroup appeared (id 9)",
   ]);
-  assertEquals(rx(t.published.at(-1)), 1010, "counting goes on across the retarget");
+  assertEquals(rx(t.published.at(-1)), 1010n, "counting goes on across the retarget");
   assertEquals(t.published.at(-1)?.counters.services.shell?.present, true);
 });
 
@@ -275,7 +275,7 @@ Deno.test("sampler: a backend read error ends the run with that error", async ()
 
 Deno.test("sampler: a vanished output directory is recreated and the sample published at once", async () => {
   const t = await started(setup());
-  t.backend.count("server", { rxBytes: 5 });
+  t.backend.count("server", { rxBytes: 5n });
   t.time.at(1200, () => t.output.vanished = true);
   t.time.at(2200, () => t.sampler.stop());
   await t.sampler.run();
@@ -293,7 +293,7 @@ Deno.test("sampler: state is saved at the first sample, at most once a minute wh
   const t = await started(setup());
   const read = t.backend.read.bind(t.backend);
   t.backend.read = () => {
-    t.backend.count("server", { rxBytes: 1 });
+    t.backend.count("server", { rxBytes: 1n });
     return read();
   };
   t.time.at(2.5 * STATE_SAVE_MS, () => t.sampler.stop());
@@ -310,7 +310,7 @@ Deno.test("sampler: state is saved at the first sample, at most once a minute wh
 
 Deno.test("sampler: idle totals are not saved again, not even at stop", async () => {
   const t = await started(setup());
-  t.backend.count("server", { rxBytes: 7 });
+  t.backend.count("server", { rxBytes: 7n });
   t.time.at(2.5 * STATE_SAVE_MS, () => t.sampler.stop());
   await t.sampler.run();
   assertEquals(t.state.saves.map((s) => s.at), [0]);
@@ -318,17 +318,17 @@ Deno.test("sampler: idle totals are not saved again, not even at stop", async ()
 
 Deno.test("sampler: a signalled reset request zeroes the totals with the next sample, saved first", async () => {
   const t = await started(setup());
-  t.backend.count("server", { rxBytes: 300 });
+  t.backend.count("server", { rxBytes: 300n });
   t.time.at(1200, () => {
     t.state.request = true;
     t.sampler.requestReset();
   });
-  t.time.at(1300, () => t.backend.count("server", { rxBytes: 20 }));
+  t.time.at(1300, () => t.backend.count("server", { rxBytes: 20n }));
   t.time.at(2200, () => t.sampler.stop());
   await t.sampler.run();
-  assertEquals(t.published.map(rx), [300, 300, 300, 0, 0, 0]);
+  assertEquals(t.published.map(rx), [300n, 300n, 300n, 0n, 0n, 0n]);
   assertEquals(t.state.request, false, "the request is consumed");
-  assertEquals(t.state.saves.map((s) => [s.at, s.rx]), [[0, 300], [1500, 0]]);
+  assertEquals(t.state.saves.map((s) => [s.at, s.rx]), [[0, 300n], [1500, 0n]]);
   // Saved before the zeroed sample is published: a crash in between must not undo the reset.
   assertEquals(t.order.slice(0, 6), ["save", "publish", "publish", "publish", "save", "publish"]);
   assert(t.logs.includes("totals reset on request"), t.logs.join("\n"));
@@ -336,11 +336,11 @@ Deno.test("sampler: a signalled reset request zeroes the totals with the next sa
 
 Deno.test("sampler: an unsignalled reset request is still found within the reset poll", async () => {
   const t = await started(setup());
-  t.backend.count("server", { rxBytes: 300 });
+  t.backend.count("server", { rxBytes: 300n });
   t.time.at(1200, () => t.state.request = true);
   t.time.at(RESET_POLL_MS + 700, () => t.sampler.stop());
   await t.sampler.run();
-  const firstZero = t.published.find((p) => rx(p) === 0)?.at;
+  const firstZero = t.published.find((p) => rx(p) === 0n)?.at;
   assertEquals(firstZero, RESET_POLL_MS, "at the poll, not with the sample at 1500");
 });
 
@@ -352,11 +352,11 @@ Deno.test("sampler: destinations are read while the totals move, once after, and
     address: "198.51.100.2",
     port: 443,
     protocol: "tcp",
-    bytes: 10,
-    packets: 1,
+    bytes: 10n,
+    packets: 1n,
   }]);
-  t.backend.count("server", { txBytes: 10 });
-  t.time.at(1200, () => t.backend.count("server", { txBytes: 10 }));
+  t.backend.count("server", { txBytes: 10n });
+  t.time.at(1200, () => t.backend.count("server", { txBytes: 10n }));
   t.time.at(3200, () =>
     t.cgroupsChange([{ name: "server", path: SERVER, id: 42n }, {
       name: "shell",

@@ -13,6 +13,7 @@ import { writeFileAtomic } from "../lib/atomic_write.ts";
 import { pathInfo } from "../lib/libc.ts";
 import type { ServiceCounters } from "../backends/backend.ts";
 import type { CountersV1 } from "../lib/contract.ts";
+import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
 
 export const DEFAULT_STATE_PATH = "/var/lib/stb-netacct/state.json";
 /** A running sampler saves changed totals at most this often (and at start, stop and reset). */
@@ -39,15 +40,11 @@ export class StateError extends Error {
   override name = "StateError";
 }
 
-function isCount(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
 /** Parses a state file; anything malformed is an error naming the file (never silently zero). */
 export function parseState(text: string, path: string): SavedState {
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = parseExact(text);
   } catch (cause) {
     throw new StateError(
       `State file "${path}" is not valid JSON: move it away to start from zero, or restore it`,
@@ -62,19 +59,13 @@ export function parseState(text: string, path: string): SavedState {
   }
   const services: Record<string, ServiceCounters> = {};
   for (const [name, v] of Object.entries(o.services as Record<string, unknown>)) {
-    const s = v as Record<string, unknown>;
-    if (
-      typeof s !== "object" || s === null || !isCount(s.rxBytes) || !isCount(s.txBytes) ||
-      !isCount(s.rxPackets) || !isCount(s.txPackets)
-    ) {
+    const s = (typeof v === "object" && v !== null ? v : {}) as Record<string, unknown>;
+    const rxBytes = asCount(s.rxBytes), txBytes = asCount(s.txBytes);
+    const rxPackets = asCount(s.rxPackets), txPackets = asCount(s.txPackets);
+    if (rxBytes === null || txBytes === null || rxPackets === null || txPackets === null) {
       throw new StateError(`State file "${path}" has bad counters for service "${name}"`);
     }
-    services[name] = {
-      rxBytes: s.rxBytes,
-      txBytes: s.txBytes,
-      rxPackets: s.rxPackets,
-      txPackets: s.txPackets,
-    };
+    services[name] = { rxBytes, txBytes, rxPackets, txPackets };
   }
   return {
     schema: 1,
@@ -110,7 +101,7 @@ export function saveState(
     started_at: run.startedAt,
     services,
   };
-  writeFileAtomic(path, JSON.stringify(state) + "\n", { mode: 0o600, uid: null, gid: null });
+  writeFileAtomic(path, stringifyExact(state) + "\n", { mode: 0o600, uid: null, gid: null });
 }
 
 /**

@@ -15,10 +15,18 @@ Deno.test("state round-trips, is root-only, and bad files are refused by name", 
   try {
     const path = `${dir}/state.json`;
     assertEquals(loadState(path), null);
-    const c = { rxBytes: 1, txBytes: 2, rxPackets: 3, txPackets: 4 };
-    saveState(path, { server: c }, { startedAt: 1700000000.5, monotonicNow: 12.25 });
+    const c = { rxBytes: 1n, txBytes: 2n, rxPackets: 3n, txPackets: 4n };
+    // Exact to the last digit, up to the kernel's 2^64 - 1.
+    const huge = {
+      rxBytes: (1n << 64n) - 1n,
+      txBytes: 2n ** 53n + 1n,
+      rxPackets: 1n,
+      txPackets: 1n,
+    };
+    saveState(path, { server: c, shell: huge }, { startedAt: 1700000000.5, monotonicNow: 12.25 });
+    assertEquals(Deno.readTextFileSync(path).includes('"rxBytes":18446744073709551615'), true);
     const back = loadState(path)!;
-    assertEquals(back.services, { server: c });
+    assertEquals(back.services, { server: c, shell: huge });
     assertEquals(back.boot_id, bootId());
     assertEquals([back.started_at, back.saved_monotonic], [1700000000.5, 12.25]);
     assertEquals(Deno.statSync(path).mode! & 0o777, 0o600);
@@ -29,6 +37,9 @@ Deno.test("state round-trips, is root-only, and bad files are refused by name", 
       StateError,
       'service "a"',
     );
+    const over = '{"schema": 1, "services": {"a": {"rxBytes": 18446744073709551616, ' +
+      '"txBytes": 0, "rxPackets": 0, "txPackets": 0}}}';
+    assertThrows(() => parseState(over, path), StateError, 'service "a"');
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -42,15 +53,15 @@ Deno.test("a new run continues from counters.json only when the run that saved t
     saved_monotonic: 100,
     started_at: 1700000000,
     services: {
-      server: { rxBytes: 10, txBytes: 20, rxPackets: 1, txPackets: 2 },
-      shell: { rxBytes: 5, txBytes: 6, rxPackets: 1, txPackets: 1 },
+      server: { rxBytes: 10n, txBytes: 20n, rxPackets: 1n, txPackets: 2n },
+      shell: { rxBytes: 5n, txBytes: 6n, rxPackets: 1n, txPackets: 1n },
     },
   };
-  const service = (rx: number) => ({
+  const service = (rx: bigint) => ({
     rx_bytes_total: rx,
-    tx_bytes_total: rx * 2,
-    rx_packets_total: 3,
-    tx_packets_total: 4,
+    tx_bytes_total: rx * 2n,
+    rx_packets_total: 3n,
+    tx_packets_total: 4n,
     cgroup: "/x",
     present: true,
   });
@@ -59,14 +70,14 @@ Deno.test("a new run continues from counters.json only when the run that saved t
     backend: "ebpf",
     boot_id: "boot-a",
     started_at: 1700000000,
-    rx_bytes_total: 1000,
-    tx_bytes_total: 2000,
-    rx_packets_total: 3,
-    tx_packets_total: 4,
+    rx_bytes_total: 1000n,
+    tx_bytes_total: 2000n,
+    rx_packets_total: 3n,
+    tx_packets_total: 4n,
     ts_monotonic: 130.5,
     ts_unix: 1700000040.5,
     interval_s: 0.5,
-    services: { server: service(1000) },
+    services: { server: service(1000n) },
   };
   // No saved state (first run, or an offline reset removed it): zero, whatever /run holds.
   assertEquals(startingTotals(null, published), null);
@@ -75,7 +86,7 @@ Deno.test("a new run continues from counters.json only when the run that saved t
   // did not publish keeps its saved totals.
   assertEquals(startingTotals(saved, published), {
     services: {
-      server: { rxBytes: 1000, txBytes: 2000, rxPackets: 3, txPackets: 4 },
+      server: { rxBytes: 1000n, txBytes: 2000n, rxPackets: 3n, txPackets: 4n },
       shell: saved.services.shell,
     },
     from: "counters",

@@ -2,7 +2,7 @@
  * Published totals never go back. Backend readings are cumulative since that backend's
  * start, but a backend can restart its kernel counters (a rule re-inserted, a new run after
  * a crash); totals grow by the positive deltas only, and a reading that went down is taken
- * as "counted from zero again" rather than as negative traffic.
+ * as "counted from zero again" rather than as negative traffic. Exact: bigint throughout.
  */
 
 import type { CounterSample, ServiceCounters } from "../backends/backend.ts";
@@ -17,10 +17,10 @@ export class Totals {
     for (const n of names) {
       const base = initial[n];
       this.#totals.set(n, {
-        rxBytes: base?.rxBytes ?? 0,
-        txBytes: base?.txBytes ?? 0,
-        rxPackets: base?.rxPackets ?? 0,
-        txPackets: base?.txPackets ?? 0,
+        rxBytes: base?.rxBytes ?? 0n,
+        txBytes: base?.txBytes ?? 0n,
+        rxPackets: base?.rxPackets ?? 0n,
+        txPackets: base?.txPackets ?? 0n,
       });
     }
   }
@@ -33,7 +33,7 @@ export class Totals {
       const prev = this.#last.get(name);
       for (const f of FIELDS) {
         const delta = prev === undefined ? now[f] : now[f] - prev[f];
-        total[f] += delta >= 0 ? delta : now[f];
+        total[f] += delta >= 0n ? delta : now[f];
       }
       this.#last.set(name, { ...now });
     }
@@ -41,7 +41,7 @@ export class Totals {
 
   /** Zero every total on purpose (`stb-netacct reset`); later readings add from here. */
   reset(): void {
-    for (const t of this.#totals.values()) for (const f of FIELDS) t[f] = 0;
+    for (const t of this.#totals.values()) for (const f of FIELDS) t[f] = 0n;
   }
 
   /** Forget the last readings: the next one counts from zero (a new backend instance). */
@@ -58,7 +58,7 @@ export class Totals {
   }
 
   sum(): ServiceCounters {
-    const out = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+    const out = { rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n };
     for (const c of this.#totals.values()) for (const f of FIELDS) out[f] += c[f];
     return out;
   }

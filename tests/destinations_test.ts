@@ -150,7 +150,8 @@ Deno.test("destinations: the contract keeps valid entries, skips malformed ones,
       { ...good, port: 70000, packets: "x" },
     ],
   }));
-  assertEquals(parsed.destinations, [good, { ...good, port: 0, packets: 0 }]);
+  const exact = { ...good, bytes: 10n, packets: 1n }; // counts are read exact
+  assertEquals(parsed.destinations, [exact, { ...exact, port: 0, packets: 0n }]);
   assertEquals(parseCounters(JSON.stringify(base)).destinations, undefined, "absent: absent");
   assertEquals(
     parseCounters(JSON.stringify({ ...base, destinations: "x" })).destinations,

@@ -1,3 +1,4 @@
+import { stringifyExact } from "../lib/exact_json.ts";
 /**
  * End-to-end: `run` publishes Prometheus metrics beside counters.json, as a textfile for
  * node-exporter and on `--metrics-listen`, both accepted by `promtool check metrics` and
@@ -206,7 +207,7 @@ Deno.test({
         const { status, ms } = await httpGet(env, `http://127.0.0.1:${PORT}/metrics`);
         assert(status === 200 && ms < 500, `scrape ${i}: status ${status} after ${ms} ms`);
       }
-      console.log(`counters.json server: ${JSON.stringify(s.services.server)}\n${file}`);
+      console.log(`counters.json server: ${stringifyExact(s.services.server)}\n${file}`);
 
       child.kill("SIGTERM");
       const st = await child.output();

@@ -52,7 +52,8 @@ const INSTALLED = [
  * GSO aggregate, ACKs of the other direction, handshakes); counting internal traffic too
  * would make it about six times more.
  */
-function assertCounted(what: string, counted: number, payload: number, flows: number): void {
+function assertCounted(what: string, exact: bigint, payload: number, flows: number): void {
+  const counted = Number(exact);
   const low = payload * 0.99, high = payload * 1.08 + flows * 16_000;
   assert(
     counted >= low && counted <= high,

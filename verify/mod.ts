@@ -349,11 +349,23 @@ interface Measured {
   service: Bytes;
 }
 
-const totalBytes = (s: CountersV1): Bytes => ({ rx: s.rx_bytes_total, tx: s.tx_bytes_total });
-const diff = (a: Bytes, b: Bytes): Bytes => ({ rx: b.rx - a.rx, tx: b.tx - a.tx });
+/** Totals of one sample, exact; only their differences become plain Bytes. */
+interface ExactBytes {
+  rx: bigint;
+  tx: bigint;
+}
+
+const totalBytes = (s: CountersV1): ExactBytes => ({
+  rx: s.rx_bytes_total,
+  tx: s.tx_bytes_total,
+});
+const diff = (a: ExactBytes, b: ExactBytes): Bytes => ({
+  rx: Number(b.rx - a.rx),
+  tx: Number(b.tx - a.tx),
+});
 
 /** The bytes of `service` in a sample; the totals when the sample does not name it. */
-function serviceBytes(s: CountersV1, service: string): Bytes {
+function serviceBytes(s: CountersV1, service: string): ExactBytes {
   const svc = s.services[service];
   return svc ? { rx: svc.rx_bytes_total, tx: svc.tx_bytes_total } : totalBytes(s);
 }
@@ -488,7 +500,7 @@ class Verification {
     let b1 = await this.#sampleAfter();
     while (b1.ts_unix - b0.ts_unix < BASELINE_S) b1 = await this.#sampleAfter(b1.ts_unix);
     const baseS = b1.ts_unix - b0.ts_unix;
-    const rateOf = (f: (s: CountersV1) => Bytes): Bytes => {
+    const rateOf = (f: (s: CountersV1) => ExactBytes): Bytes => {
       const d = diff(f(b0), f(b1));
       return { rx: Math.max(0, d.rx) / baseS, tx: Math.max(0, d.tx) / baseS };
     };

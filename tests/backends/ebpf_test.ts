@@ -1,3 +1,4 @@
+import { parseExact } from "../../lib/exact_json.ts";
 /**
  * The ebpf backend against real traffic in the test lab (tests/harness): a client netns
  * and a peer netns joined by a veth, the lab's cgroups, traffic from process chains in
@@ -11,7 +12,7 @@
  */
 
 import { EbpfBackend } from "../../backends/ebpf.ts";
-import type { BackendOptions, ServiceTarget } from "../../backends/mod.ts";
+import type { BackendOptions, ServiceCounters, ServiceTarget } from "../../backends/mod.ts";
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr } from "../../lib/cidr.ts";
 import { assert, assertEquals, assertNoBpfHeld } from "../../lib/test_assert.ts";
@@ -89,7 +90,7 @@ const MAX_L3L4_HEADER = 72;
 /** A count to check: what was sent, with the packets and retransmits that add headers. */
 interface Sent {
   sent: number;
-  packets?: number;
+  packets?: bigint | number;
   retransSegs?: number;
 }
 
@@ -99,8 +100,10 @@ interface Sent {
  * aggregates varies from run to run, and each carries its own IP+TCP header), plus the
  * segments retransmitted meanwhile in that direction.
  */
-function within(actual: number, what: string, s: Sent): void {
-  const { sent, packets = 0, retransSegs = 0 } = s;
+function within(counted: bigint | number, what: string, s: Sent): void {
+  const actual = Number(counted);
+  const { sent, retransSegs = 0 } = s;
+  const packets = Number(s.packets ?? 0n);
   const high = sent * 1.02 + packets * MAX_L3L4_HEADER + retransSegs * MSS;
   assert(
     actual >= sent && actual <= high,
@@ -138,7 +141,7 @@ Deno.test({
       const rootId = Number(cgroupId(mount, "/") ?? -1);
       for (const l of links) assertEquals(l.cgroup_id, rootId, "linked at the cgroup2 root");
       const zero = await backend.read();
-      assertEquals(zero.svc, { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 });
+      assertEquals(zero.svc, { rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n });
 
       const { ext, sent4 } = await countsExternal(backend, t);
       await countsDestinations(backend, { ...ext, sent4 }, t);
@@ -194,7 +197,7 @@ async function countsExternal(backend: EbpfBackend, t: Transfers) {
  */
 async function countsDestinations(
   backend: EbpfBackend,
-  ext: { rxBytes: number; txBytes: number; sent4: number },
+  ext: { rxBytes: bigint; txBytes: bigint; sent4: number },
   t: Transfers,
 ): Promise<void> {
   const dests = await backend.readDestinations(20);
@@ -211,7 +214,7 @@ async function countsDestinations(
     ].sort(),
   );
   const sum = (dir: string) =>
-    dests.filter((d) => d.direction === dir).reduce((a, d) => a + d.bytes, 0);
+    dests.filter((d) => d.direction === dir).reduce((a, d) => a + d.bytes, 0n);
   assertEquals([sum("rx"), sum("tx")], [ext.rxBytes, ext.txBytes], "dests add up");
   const tx4 = dests.find((d) => d.direction === "tx" && d.address === v4)!;
   within(tx4.bytes, `destination ${v4} tx`, {
@@ -228,7 +231,7 @@ async function followsRestartAndLate(o: {
   backend: EbpfBackend;
   t: Transfers;
   targets: () => ServiceTarget[];
-  ext: { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number };
+  ext: ServiceCounters;
 }): Promise<void> {
   const { backend, t, targets, ext } = o;
   const lab = t.lab, mount = findCgroup2Mount();
@@ -287,6 +290,9 @@ import { cgroupId, findCgroup2Mount } from ${
 import { DEFAULT_EXCLUDE, parseCidr } from ${
   JSON.stringify(new URL("../../lib/cidr.ts", import.meta.url).href)
 };
+import { stringifyExact } from ${
+  JSON.stringify(new URL("../../lib/exact_json.ts", import.meta.url).href)
+};
 const mount = findCgroup2Mount();
 const exclude = DEFAULT_EXCLUDE.map(parseCidr);
 const targets = [{ name: "svc", path: "/svc", id: cgroupId(mount, "/svc") }];
@@ -301,7 +307,7 @@ try {
   await Deno.stdin.read(new Uint8Array(1));
   const counters = (await backend.read()).svc;
   const seen = events.poll().map((e) => e.service + " " + e.address + ":" + e.port);
-  console.log(JSON.stringify({ counters, events: seen }));
+  console.log(stringifyExact({ counters, events: seen }));
 } finally {
   events.stop();
   await backend.stop();
@@ -402,7 +408,11 @@ Deno.test({
       await t.send("/ns/svc/child", REMOTES.lan, MiB); // internal
       await t.send("/ns/other", REMOTES.internet6, MiB); // outside the target
       await sampler.go();
-      const done = JSON.parse(await sampler.nextLine());
+      // Counts as parseExact gives them: numbers, bigint beyond 2^53.
+      const done = parseExact(await sampler.nextLine()) as {
+        counters: Record<keyof ServiceCounters, number | bigint>;
+        events: string[];
+      };
       within(done.counters.txBytes, "tx counted from inside the cgroup namespace", {
         sent: send,
         packets: done.counters.txPackets,
@@ -474,7 +484,8 @@ Deno.test({
         tx: (wire1.txBytes - wire0.txBytes) - 14 * (wire1.txPackets - wire0.txPackets),
         rx: wire1.rxBytes - wire0.rxBytes,
       };
-      const err = (counted: number, dir: "rx" | "tx") => (counted - wire[dir]) / wire[dir] * 100;
+      const err = (counted: bigint, dir: "rx" | "tx") =>
+        (Number(counted) - wire[dir]) / wire[dir] * 100;
       const figures = {
         tx: {
           wire: wire.tx,

@@ -1,3 +1,4 @@
+import { stringifyExact } from "../../lib/exact_json.ts";
 /**
  * The real-kernel scenario every firewall backend must pass (nft_test.ts, iptables_test.ts),
  * in the test lab on either cgroup layout: known TCP bytes from a process in a service
@@ -78,8 +79,8 @@ function delta(a: CounterSample, b: CounterSample, at: { svc: string; dir: Dir }
   const before = a[at.svc], after = b[at.svc];
   if (!after) throw new Error(`no counters for ${at.svc}`);
   return [
-    after[bytes] - (before?.[bytes] ?? 0),
-    after[packets] - (before?.[packets] ?? 0),
+    Number(after[bytes] - (before?.[bytes] ?? 0n)),
+    Number(after[packets] - (before?.[packets] ?? 0n)),
   ] as [number, number];
 }
 
@@ -154,8 +155,8 @@ export async function runScenario(backend: string, hooks: ScenarioHooks): Promis
     const c = new Counted(lab, driver);
     const s0 = await c.read();
     assert(
-      s0.web?.txBytes === 0 && s0.late?.txBytes === 0,
-      `counters not 0 at start: ${JSON.stringify(s0)}`,
+      s0.web?.txBytes === 0n && s0.late?.txBytes === 0n,
+      `counters not 0 at start: ${stringifyExact(s0)}`,
     );
     const s1 = await countsExternalOnly(c, s0);
     if (hooks.capture) await hooks.capture(lab);
@@ -205,7 +206,7 @@ async function countsExternalOnly(c: Counted, s0: CounterSample): Promise<Counte
     retransSegs: t.r.rx,
   });
   const s1 = t.sample;
-  assert(s1.late?.txBytes === 0 && s1.late?.rxBytes === 0, "late counted before it existed");
+  assert(s1.late?.txBytes === 0n && s1.late?.rxBytes === 0n, "late counted before it existed");
   const conntrack = await c.lab.inClient(["conntrack", "-L", "-p", "tcp"]).catch(() => "");
   const dst = PEER.ext4.replaceAll(".", "\\.");
   const marks = [...conntrack.matchAll(new RegExp(`dst=${dst} .*?mark=(\\d+)`, "g"))].map((m) =>

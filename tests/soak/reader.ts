@@ -33,14 +33,14 @@ interface Seen {
 let reads = 0, missing = 0, invalid = 0, firstInvalid: string | null = null;
 const decreases: string[] = [];
 const samples: Seen[] = [];
-const maxSeen = new Map<string, number>();
+const maxSeen = new Map<string, bigint>();
 let stop = false;
 Deno.addSignalListener("SIGTERM", () => stop = true);
 
-function check(key: string, v: number, ts: number): void {
-  const prev = maxSeen.get(key) ?? 0;
+function check(key: string, v: bigint, ts: number): void {
+  const prev = maxSeen.get(key) ?? 0n;
   if (v < prev && decreases.length < 20) decreases.push(`${key} ${prev} -> ${v} at ${ts}`);
-  maxSeen.set(key, Math.max(prev, v));
+  maxSeen.set(key, v > prev ? v : prev);
 }
 
 let lastTs = -1;
@@ -65,8 +65,8 @@ function readOnce(): void {
           ts: c.ts_monotonic,
           unix: c.ts_unix,
           started: c.started_at,
-          rx: c.rx_bytes_total,
-          tx: c.tx_bytes_total,
+          rx: Number(c.rx_bytes_total),
+          tx: Number(c.tx_bytes_total),
         });
         check("rx_bytes_total", c.rx_bytes_total, c.ts_monotonic);
         check("tx_bytes_total", c.tx_bytes_total, c.ts_monotonic);
