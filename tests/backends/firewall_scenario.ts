@@ -231,8 +231,8 @@ async function ignoresInternalAndOutside(c: Counted, s1: CounterSample): Promise
   const s2 = await c.read();
   assert(
     s2.web?.txBytes === s1.web?.txBytes && s2.web?.rxBytes === s1.web?.rxBytes,
-    `internal or outside traffic was counted: ${JSON.stringify(s1.web)} -> ${
-      JSON.stringify(s2.web)
+    `internal or outside traffic was counted: ${stringifyExact(s1.web)} -> ${
+      stringifyExact(s2.web)
     }`,
   );
   return s2;

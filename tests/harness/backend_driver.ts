@@ -15,6 +15,7 @@
  * Errors come back as {"ok":false,"error":"..."}; log lines go to stderr.
  */
 
+import { stringifyExact } from "../../lib/exact_json.ts";
 import type { Backend, ServiceTarget } from "../../backends/mod.ts";
 import { cgroupId, findCgroup2Mount } from "../../lib/cgroup.ts";
 import { parseCidr } from "../../lib/cidr.ts";
@@ -88,6 +89,6 @@ for await (const chunk of Deno.stdin.readable) {
     } catch (e) {
       reply = { ok: false, error: e instanceof Error ? e.message : String(e) };
     }
-    console.log(JSON.stringify(reply));
+    console.log(stringifyExact(reply));
   }
 }

@@ -5,6 +5,20 @@
 
 import { endProcess } from "./exec.ts";
 
+/** Fields of a backend's readings: exact counts (bigint), as the backend returned them. */
+const COUNT_FIELDS = new Set(["rxBytes", "txBytes", "rxPackets", "txPackets", "bytes", "packets"]);
+
+/** JSON.parse that gives the count fields back as bigint, every digit kept. */
+function parseReply(text: string): { ok: boolean; error?: string; result?: unknown } {
+  return JSON.parse(
+    text,
+    (key, value, context?: { source?: string }) =>
+      COUNT_FIELDS.has(key) && typeof value === "number" && context?.source !== undefined
+        ? BigInt(context.source)
+        : value,
+  );
+}
+
 export class Driver {
   #reader: ReadableStreamDefaultReader<string>;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
@@ -23,7 +37,7 @@ export class Driver {
       this.#buffered += value;
     }
     const nl = this.#buffered.indexOf("\n");
-    const reply = JSON.parse(this.#buffered.slice(0, nl));
+    const reply = parseReply(this.#buffered.slice(0, nl));
     this.#buffered = this.#buffered.slice(nl + 1);
     if (!reply.ok) throw new Error(`driver ${req.op}: ${reply.error}`);
     return reply.result as T;
