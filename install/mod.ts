@@ -308,7 +308,16 @@ async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
   }
   if (!p.configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
   const since = Date.now() / 1000;
-  for (const c of p.commands) await systemctl(...c);
+  for (const c of p.commands) {
+    try {
+      await systemctl(...c);
+    } catch (e) {
+      if (c[0] !== "start" && c[0] !== "restart") throw e;
+      throw await notRunning(
+        `${UNIT_NAME} did not start: ${(e as Error).message.replace(/\.$/, "")}`,
+      );
+    }
+  }
   say(
     p.active && (p.changed.length > 0 || accessChanges(p.access))
       ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
@@ -364,10 +373,14 @@ async function waitFresh(
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  throw await notRunning(`${UNIT_NAME} is not publishing counters (${why})`);
+}
+
+/** What went wrong, with the unit's journal lines that say why and what to do next. */
+async function notRunning(what: string): Promise<SystemError> {
   const journal = await journalTail(UNIT_NAME);
-  throw new SystemError(
-    `${UNIT_NAME} is not publishing counters (${why}). Its last journal lines ` +
-      `(journalctl -u stb-netacct -n 20):\n` +
+  return new SystemError(
+    `${what}. Its last journal lines (journalctl -u stb-netacct -n 20):\n` +
       (journal.length ? journal.map((l) => `  ${l}`).join("\n") : "  (none)") +
       `\nFix what they name, then run install again; \`stb-netacct status\` shows the state.`,
   );
