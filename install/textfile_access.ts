@@ -47,39 +47,40 @@ export async function removeTextfileGroup(): Promise<boolean> {
   return true;
 }
 
-/** "absent": no such directory (yet); else whether the group may write it. */
-export function grantState(dir: string, gid: number | null): "absent" | "granted" | "missing" {
+/** `fn` on `dir` held open (acl.ts), or `absent` when there is no such directory. */
+function withDirectory<T>(dir: string, absent: T, fn: (held: HeldDirectory) => T): T {
   const held = HeldDirectory.open(dir);
-  if (!held) return "absent";
+  if (!held) return absent;
   try {
-    return gid !== null && groupMay(held.acl(), gid, RWX) ? "granted" : "missing";
+    return fn(held);
   } finally {
     held.close();
   }
+}
+
+/** "absent": no such directory (yet); else whether the group may write it. */
+export function grantState(dir: string, gid: number | null): "absent" | "granted" | "missing" {
+  return withDirectory(
+    dir,
+    "absent",
+    (held) => gid !== null && groupMay(held.acl(), gid, RWX) ? "granted" : "missing",
+  );
 }
 
 /** Gives group `gid` rwx on `dir`; false when the directory does not exist. */
 export function grantDirectory(dir: string, gid: number): boolean {
-  const held = HeldDirectory.open(dir);
-  if (!held) return false;
-  try {
+  return withDirectory(dir, false, (held) => {
     held.setAcl(withGroup(held.acl(), gid, RWX));
     return true;
-  } finally {
-    held.close();
-  }
+  });
 }
 
 /** Takes group `gid`'s entry away from `dir`'s ACL; false when there was none. */
 export function revokeDirectory(dir: string, gid: number): boolean {
-  const held = HeldDirectory.open(dir);
-  if (!held) return false;
-  try {
+  return withDirectory(dir, false, (held) => {
     const acl = held.acl();
     if (!acl.some((e) => e.tag === ACL_GROUP && e.id === gid)) return false;
     held.setAcl(withoutGroup(acl, gid));
     return true;
-  } finally {
-    held.close();
-  }
+  });
 }

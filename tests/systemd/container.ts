@@ -300,8 +300,8 @@ export class Container {
         await Promise.race([done, sleep(5000)]);
       }
     }
-    this.#removeCgroups(this.cgroup);
-    if (this.v1Cgroup) this.#removeV1Cgroups(this.v1Cgroup);
+    this.#removeCgroups(this.cgroup, killV2);
+    if (this.v1Cgroup) this.#removeCgroups(this.v1Cgroup, killV1);
     for (const path of [this.work, this.#stage]) {
       if (!path) continue;
       try {
@@ -319,15 +319,19 @@ export class Container {
     }
   }
 
-  /** v1 has no cgroup.kill: what is left in it is killed by pid, then the tree removed. */
-  #removeV1Cgroups(dir: string): void {
+  /**
+   * Removes a cgroup tree, leaves first. `kill` empties one cgroup: cgroup.kill in v2; v1
+   * has none, so what is left there is killed by pid.
+   */
+  #removeCgroups(dir: string, kill: (dir: string) => void): void {
     let entries: Deno.DirEntry[];
     try {
       entries = [...Deno.readDirSync(dir)];
     } catch {
       return;
     }
-    for (const e of entries) if (e.isDirectory) this.#removeV1Cgroups(`${dir}/${e.name}`);
+    kill(dir);
+    for (const e of entries) if (e.isDirectory) this.#removeCgroups(`${dir}/${e.name}`, kill);
     for (let i = 0; i < 50; i++) {
       try {
         Deno.removeSync(dir);
@@ -335,41 +339,27 @@ export class Container {
       } catch (e) {
         if (e instanceof Deno.errors.NotFound) return;
       }
-      try {
-        for (const pid of Deno.readTextFileSync(`${dir}/cgroup.procs`).split("\n")) {
-          if (pid) Deno.kill(Number(pid), "SIGKILL");
-        }
-      } catch { /* gone meanwhile */ }
-      const until = Date.now() + 100;
-      while (Date.now() < until) { /* short busy wait: sync teardown */ }
-    }
-    throw new Error(`cannot remove v1 cgroup ${dir}: processes remain`);
-  }
-
-  #removeCgroups(dir: string): void {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(dir)];
-    } catch {
-      return;
-    }
-    try {
-      Deno.writeTextFileSync(`${dir}/cgroup.kill`, "1");
-    } catch { /* empty or gone */ }
-    for (const e of entries) if (e.isDirectory) this.#removeCgroups(`${dir}/${e.name}`);
-    for (let i = 0; i < 50; i++) {
-      try {
-        Deno.removeSync(dir);
-        return;
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return;
-      }
+      kill(dir);
       // Killed processes take a moment to leave the cgroup.
       const until = Date.now() + 100;
       while (Date.now() < until) { /* short busy wait: sync teardown */ }
     }
     throw new Error(`cannot remove cgroup ${dir}: processes remain`);
   }
+}
+
+function killV2(dir: string): void {
+  try {
+    Deno.writeTextFileSync(`${dir}/cgroup.kill`, "1");
+  } catch { /* empty or gone */ }
+}
+
+function killV1(dir: string): void {
+  try {
+    for (const pid of Deno.readTextFileSync(`${dir}/cgroup.procs`).split("\n")) {
+      if (pid) Deno.kill(Number(pid), "SIGKILL");
+    }
+  } catch { /* empty or gone */ }
 }
 
 const ROOT_ENV = [
