@@ -3,20 +3,24 @@ DENO ?= node_modules/.bin/deno
 BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o \
   bpf/testdata/refused.bpf.o
 
-.PHONY: help deps build bpf check-bpf check test test-kernel61 bench soak clean
+.PHONY: help deps test-deps build bpf check-bpf check test test-kernel61 bench soak clean
 
 help:
-	@echo "make deps       install Debian packages and node_modules (idempotent, needs root for apt)"
-	@echo "make build      build ./stb-netacct (deno compile, else a launcher of a bundle)"
+	@echo "make deps       what building and running need: Debian packages, node_modules (npm ci)"
+	@echo "make test-deps  what only the tests and benchmarks need (promtool, nspawn, qemu, ...)"
+	@echo "make build      deps, then build ./stb-netacct (deno compile, else a launcher of a bundle)"
 	@echo "make bpf        recompile the committed BPF objects (needs clang)"
 	@echo "make check      deno fmt/lint/check + stale BPF object check"
-	@echo "make test       deps, build, check and the whole test suite (root: real kernel)"
+	@echo "make test       deps, test-deps, build, check and the whole test suite (root: real kernel)"
 	@echo "make test-kernel61  only the kernel-facing tests, inside Debian 12's kernel 6.1 (qemu)"
 	@echo "make bench      benchmarks, printed and written to bench/results.json"
 	@echo "make soak       load + faults for SOAK_DURATION_S (60) per backend, reader for SOAK_READER_S (600)"
 
 deps:
-	sh scripts/deps.sh
+	sh scripts/deps.sh build
+
+test-deps:
+	sh scripts/deps.sh test
 
 build: deps
 	sh scripts/build.sh
@@ -55,20 +59,20 @@ check: deps check-bpf
 	$(DENO) lint
 	$(DENO) check main.ts '**/*.ts'
 
-test: build
+test: build test-deps
 	sh scripts/test.sh
 
-test-kernel61: build
+test-kernel61: build test-deps
 	sh scripts/kernel61.sh
 
-bench: build
+bench: build test-deps
 	sh scripts/bench.sh
 
 # The long form of tests/soak_test.ts (the suite runs a ~20 s ebpf-only short form).
 SOAK_DURATION_S ?= 60
 SOAK_READER_S ?= 600
 SOAK_BACKENDS ?= ebpf,nft,iptables
-soak: build
+soak: build test-deps
 	SOAK_DURATION_S=$(SOAK_DURATION_S) SOAK_READER_S=$(SOAK_READER_S) SOAK_BACKENDS=$(SOAK_BACKENDS) \
 	  STB_NETACCT_BIN=$(CURDIR)/stb-netacct $(DENO) test --allow-all --no-prompt tests/soak_test.ts
 

@@ -1,6 +1,7 @@
 /**
  * stb-netacct: count and graph the external network traffic of one app's cgroups.
- * This file only wires the subcommands and turns failures into exit codes.
+ * This file only wires the subcommands and turns failures into exit codes; the program
+ * is built by a function so its definition can be read without running it (cli/).
  */
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
@@ -14,50 +15,58 @@ import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/error
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
 import { verifyCommand, verifyProbeCommand } from "./verify/mod.ts";
+import { completionsCommand, manpageCommand } from "./cli/mod.ts";
 
-const program = new Command("stb-netacct")
-  .description(
-    "Measure the external network traffic (download/upload) of the StB app, by cgroup v2.\n" +
-      "`run` (root) counts in the kernel and writes counters.json every 0.5 s; `graph`\n" +
-      "draws it in the terminal for any user. Loopback, private, link-local, CGNAT,\n" +
-      "multicast and IPv6 ULA/link-local traffic never counts.",
-  )
-  .version(VERSION, "-V, --version")
-  .showHelpAfterError(
-    "Usage: stb-netacct [options] <command>\n(run 'stb-netacct --help' for the commands and examples)",
-  )
-  .exitOverride()
-  .addCommand(runCommand())
-  .addCommand(graphCommand())
-  .addCommand(eventsCommand())
-  .addCommand(doctorCommand())
-  .addCommand(installCommand())
-  .addCommand(uninstallCommand())
-  .addCommand(statusCommand())
-  .addCommand(resetCommand())
-  .addCommand(verifyCommand())
-  .addCommand(verifyProbeCommand(), { hidden: true })
-  .addHelpText(
-    "after",
-    "\nExamples:\n" +
-      "  sudo stb-netacct run --backend ebpf     # count, publish /run/stb-netacct/counters.json\n" +
-      "  stb-netacct graph                       # live chart, no root needed\n" +
-      "  stb-netacct help run                    # every option of a subcommand\n",
-  );
-
-for (const sub of program.commands) {
-  sub.exitOverride().showHelpAfterError(
-    `Usage: stb-netacct ${sub.name()} ${sub.usage()}\n(run 'stb-netacct ${sub.name()} --help' for every option)`,
-  );
+/** The whole command line: the subcommands, their help, their usage-error handling. */
+export function buildProgram() {
+  const program = new Command("stb-netacct")
+    .description(
+      "Measure the external network traffic (download/upload) of the StB app, by cgroup v2.\n" +
+        "`run` (root) counts in the kernel and writes counters.json every 0.5 s; `graph`\n" +
+        "draws it in the terminal for any user. Loopback, private, link-local, CGNAT,\n" +
+        "multicast and IPv6 ULA/link-local traffic never counts.",
+    )
+    .version(VERSION, "-V, --version")
+    .showHelpAfterError(
+      "Usage: stb-netacct [options] <command>\n(run 'stb-netacct --help' for the commands and examples)",
+    )
+    .exitOverride()
+    .addCommand(runCommand())
+    .addCommand(graphCommand())
+    .addCommand(eventsCommand())
+    .addCommand(doctorCommand())
+    .addCommand(installCommand())
+    .addCommand(uninstallCommand())
+    .addCommand(statusCommand())
+    .addCommand(resetCommand())
+    .addCommand(verifyCommand())
+    .addCommand(completionsCommand())
+    .addCommand(manpageCommand())
+    .addCommand(verifyProbeCommand(), { hidden: true })
+    .addHelpText(
+      "after",
+      "\nExamples:\n" +
+        "  sudo stb-netacct run --backend ebpf     # count, publish /run/stb-netacct/counters.json\n" +
+        "  stb-netacct graph                       # live chart, no root needed\n" +
+        "  stb-netacct help run                    # every option of a subcommand\n",
+    );
+  for (const sub of program.commands) {
+    sub.exitOverride().showHelpAfterError(
+      `Usage: stb-netacct ${sub.name()} ${sub.usage()}\n(run 'stb-netacct ${sub.name()} --help' for every option)`,
+    );
+  }
+  return program;
 }
 
-try {
-  await program.parseAsync(Deno.args, { from: "user" });
-} catch (e) {
-  if (e instanceof CommanderError) {
-    // Commander already printed the message (or the help/version text).
-    Deno.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
+if (import.meta.main) {
+  try {
+    await buildProgram().parseAsync(Deno.args, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Commander already printed the message (or the help/version text).
+      Deno.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    console.error(`stb-netacct: ${describeError(e)}`);
+    Deno.exit(e instanceof UsageError || e instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE);
   }
-  console.error(`stb-netacct: ${describeError(e)}`);
-  Deno.exit(e instanceof UsageError || e instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE);
 }

@@ -28,6 +28,12 @@ export function rotatedPath(path: string): string {
 export class EventsLog {
   #encoder = new TextEncoder();
   #size: number | null = null;
+  /**
+   * Held open across batches: the file is given to the owner after it is made, and a
+   * writer without CAP_DAC_OVERRIDE (the installed service's dynamic user) could not open
+   * it again by path.
+   */
+  #file: Deno.FsFile | null = null;
 
   constructor(
     readonly path: string,
@@ -41,17 +47,23 @@ export class EventsLog {
     const bytes = this.#encoder.encode(events.map((e) => JSON.stringify(e) + "\n").join(""));
     let size = this.#size ?? this.#currentSize();
     if (size > 0 && size + bytes.length > this.maxBytes) {
-      Deno.renameSync(this.path, rotatedPath(this.path));
+      this.#rotate();
       size = 0;
     }
-    const file = this.#open(size === 0);
-    try {
-      let off = 0;
-      while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
-    } finally {
-      file.close();
+    if (this.#file === null) {
+      const opened = this.#open(size === 0);
+      this.#file = opened.file;
+      if (opened.rotated) size = 0;
     }
+    let off = 0;
+    while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
     this.#size = size + bytes.length;
+  }
+
+  /** Closes the held file; the next append opens it again. Safe twice. */
+  close(): void {
+    this.#file?.close();
+    this.#file = null;
   }
 
   #currentSize(): number {
@@ -69,13 +81,23 @@ export class EventsLog {
     }
   }
 
+  #rotate(): void {
+    this.close();
+    Deno.renameSync(this.path, rotatedPath(this.path));
+  }
+
   /** Opens for appending; a new file (or one this run has not written yet) is set up. */
-  #open(fresh: boolean): Deno.FsFile {
-    const file = Deno.openSync(this.path, {
-      append: true,
-      create: true,
-      mode: EVENTS_FILE_MODE,
-    });
+  #open(fresh: boolean): { file: Deno.FsFile; rotated: boolean } {
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(this.path, { append: true, create: true, mode: EVENTS_FILE_MODE });
+    } catch (e) {
+      // A file an earlier run gave to the owner, which this (unprivileged) writer cannot
+      // open: it becomes the previous generation and a new one begins.
+      if (!(e instanceof Deno.errors.PermissionDenied) || this.#size !== null) throw e;
+      this.#rotate();
+      return { file: this.#open(true).file, rotated: true };
+    }
     if (fresh || this.#size === null) {
       try {
         // The umask may have trimmed the mode; a file left by an older run may differ.
@@ -86,6 +108,6 @@ export class EventsLog {
         throw e;
       }
     }
-    return file;
+    return { file, rotated: false };
   }
 }

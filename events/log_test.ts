@@ -89,3 +89,67 @@ Deno.test("events --follow: holds a half-written line, follows across a rotation
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * The installed service writes events.jsonl as a dynamic user with CAP_CHOWN and no
+ * CAP_DAC_OVERRIDE, and gives the file to the owner: every later batch must still land.
+ */
+Deno.test({
+  name: "events log: an unprivileged writer that gives the file away keeps appending",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "stb-events-owner-" });
+    try {
+      await Deno.chmod(dir, 0o755);
+      const out = `${dir}/out`;
+      await Deno.mkdir(out);
+      await Deno.chown(out, 65534, 65534);
+      await Deno.mkdir(`${dir}/deno`);
+      await Deno.chown(`${dir}/deno`, 65534, 65534);
+      const driver = `${dir}/driver.ts`;
+      await Deno.writeTextFile(
+        driver,
+        `import { EventsLog } from ${JSON.stringify(new URL("./log.ts", import.meta.url).href)};
+const e = (i: number) => (${event.toString()})(i);
+const log = new EventsLog(Deno.args[0], { uid: 1, gid: 1 });
+for (let i = 0; i < 3; i++) log.append([e(i)]);
+log.close();
+// A restart: the file is the owner's now and cannot be opened again by this writer.
+const again = new EventsLog(Deno.args[0], { uid: 1, gid: 1 });
+again.append([e(3)]);
+again.close();
+`,
+        { mode: 0o644 },
+      );
+      const o = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          "--inh-caps=-all,+chown",
+          "--ambient-caps=+chown",
+          Deno.execPath(),
+          "run",
+          "--no-config",
+          "--no-lock",
+          "--allow-read",
+          "--allow-write",
+          driver,
+          `${out}/events.jsonl`,
+        ],
+        env: { DENO_DIR: `${dir}/deno` },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(o.stderr);
+      assertEquals(o.code, 0, err);
+      const st = await Deno.stat(`${out}/events.jsonl`);
+      assertEquals(st.uid, 1, "given to the owner");
+      const lines = async (p: string) => (await Deno.readTextFile(p)).trimEnd().split("\n");
+      assertEquals((await lines(`${out}/events.jsonl.1`)).length, 3, "every batch is there");
+      assertEquals((await lines(`${out}/events.jsonl`)).length, 1, "a restart starts anew");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -95,6 +95,12 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
       }
       return dropped;
     },
-    stop: () => collector.stop(),
+    stop() {
+      try {
+        file.close();
+      } finally {
+        collector.stop();
+      }
+    },
   };
 }

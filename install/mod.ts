@@ -6,77 +6,80 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
+import { AUTO, BACKEND_CHOICES, type BackendChoice } from "../backends/mod.ts";
 import {
-  AUTO,
-  BACKEND_CHOICES,
-  BACKEND_NAMES,
-  type BackendChoice,
-  loadBackend,
-} from "../backends/mod.ts";
-import { ConfigError, DEFAULT_CONFIG_PATH, defaultConfigJson, loadConfig } from "../lib/config.ts";
+  checkConfigTrusted,
+  type Config,
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  defaultConfigJson,
+  loadConfig,
+  validateConfig,
+} from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
+import { documentationFiles } from "../cli/mod.ts";
 import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
+import { renderUnit, RUNTIME_DIR, TEXTFILE_GROUP, UNIT_NAME, UNIT_PATH } from "./unit.ts";
+import { serviceFeatures } from "./service_config.ts";
 import {
-  CACHE_DIR,
-  PRIVATE_CACHE_DIR,
-  PRIVATE_STATE_DIR,
-  renderUnit,
-  RUNTIME_DIR,
-  STATE_DIR,
-  UNIT_NAME,
-  UNIT_PATH,
-} from "./unit.ts";
+  createTextfileGroup,
+  grantDirectory,
+  grantState,
+  textfileGroupId,
+} from "./textfile_access.ts";
 import {
   exists,
   installFile,
   journalTail,
   modeOf,
   readBytesOrNull,
+  requireRoot,
   sameBytes,
+  sameFiles,
   showUnit,
   systemctl,
   systemdBooted,
   SystemError,
 } from "./system.ts";
 import { statusCommand } from "./status.ts";
+import { uninstallCommand } from "./uninstall.ts";
 import { CountersFileReader, isFresh } from "../lib/contract.ts";
 
-export { statusCommand };
+export { statusCommand, uninstallCommand };
 
-const CONFIG_DIR = DEFAULT_CONFIG_PATH.slice(0, DEFAULT_CONFIG_PATH.lastIndexOf("/"));
 /** How long install waits for the first fresh counters.json after (re)starting. */
 const FRESH_TIMEOUT_S = 30;
 
 type Say = (line: string) => void;
 
 interface PlannedFile extends ProgramFile {
-  data: Uint8Array;
+  /** The bytes to write; a copied file is read only when it is written. */
+  data: () => Uint8Array;
   state: "new" | "changed" | "unchanged";
   /** Shown in full by --dry-run (text files only). */
   show: boolean;
 }
 
 function plan(file: ProgramFile, show: boolean): PlannedFile {
-  const data = file.text !== undefined
-    ? new TextEncoder().encode(file.text)
-    : Deno.readFileSync(file.from!);
-  const old = readBytesOrNull(file.path);
-  const state = old === null
+  const text = file.text;
+  const data = text !== undefined
+    ? () => new TextEncoder().encode(text)
+    : () => Deno.readFileSync(file.from!);
+  let same: boolean;
+  if (text !== undefined) {
+    const old = readBytesOrNull(file.path);
+    same = old !== null && sameBytes(old, data());
+  } else {
+    same = exists(file.path) && sameFiles(file.from!, file.path);
+  }
+  const state = !exists(file.path)
     ? "new"
-    : sameBytes(old, data) && modeOf(file.path) === file.mode
+    : same && modeOf(file.path) === file.mode
     ? "unchanged"
     : "changed";
   return { ...file, data, state, show };
-}
-
-function requireRoot(what: string): void {
-  if (Deno.uid() !== 0) {
-    throw new UsageError(
-      `${what} changes system files and services: run it as root (sudo stb-netacct ${what})`,
-    );
-  }
 }
 
 function notSystemdMessage(backend: BackendChoice): string {
@@ -100,19 +103,15 @@ function newConfigOwner(owner: string | undefined): string | null {
   return name;
 }
 
-/** The config the service will read: the existing file, else the one install writes. */
-function checkConfig(text: string | null): void {
-  let outputDirOk: boolean;
-  let output: string;
+/**
+ * The config the service will read: the existing file (which must be root's, as `run`
+ * demands), else the one install writes. A config the service would refuse is refused here.
+ */
+function installedConfig(text: string | null): Config {
   try {
-    if (text === null) {
-      const c = loadConfig(DEFAULT_CONFIG_PATH, true);
-      output = c.output;
-    } else {
-      output = JSON.parse(text).output;
-    }
-    outputDirOk = output.startsWith(`${RUNTIME_DIR}/`) &&
-      output.slice(RUNTIME_DIR.length + 1).indexOf("/") < 0;
+    if (text !== null) return validateConfig(JSON.parse(text), JSON.stringify(DEFAULT_CONFIG_PATH));
+    checkConfigTrusted(DEFAULT_CONFIG_PATH, 0);
+    return loadConfig(DEFAULT_CONFIG_PATH, true);
   } catch (e) {
     if (e instanceof ConfigError) {
       throw new UsageError(
@@ -123,13 +122,25 @@ function checkConfig(text: string | null): void {
     }
     throw e;
   }
-  if (!outputDirOk) {
-    throw new UsageError(
-      `"output" is ${JSON.stringify(output)} in ${DEFAULT_CONFIG_PATH}, but the hardened ` +
-        `service may only write ${RUNTIME_DIR}/: set "output" to ` +
-        `"${RUNTIME_DIR}/counters.json" (or reset the config with --force)`,
-    );
-  }
+}
+
+/** What install does so the service may write the Prometheus textfile (textfile_access.ts). */
+interface TextfileAccess {
+  /** The directory the unit opens, when it exists; null for none. */
+  dir: string | null;
+  createGroup: boolean;
+  grant: boolean;
+  /** Configured, but not there (node-exporter not installed): nothing to open yet. */
+  absent: string | null;
+}
+
+function planAccess(dir: string | null): TextfileAccess {
+  const none = { dir: null, createGroup: false, grant: false, absent: null };
+  if (dir === null) return none;
+  const gid = textfileGroupId();
+  const state = grantState(dir, gid);
+  if (state === "absent") return { ...none, absent: dir };
+  return { dir, createGroup: gid === null, grant: state !== "granted", absent: null };
 }
 
 interface InstallOptions {
@@ -138,6 +149,10 @@ interface InstallOptions {
   dryRun: boolean;
   force: boolean;
   timeout: number;
+  /** The admin's opt-in to serve /metrics on a non-loopback address. */
+  allowRemoteMetrics: boolean;
+  /** Man page and completions, rendered from the program (cli/). */
+  docs: { path: string; text: string }[];
 }
 
 /** What install would write and run, compared with what is there. */
@@ -154,6 +169,7 @@ interface InstallPlan {
   commands: string[][];
   /** The unit was active before (a change restarts it). */
   active: boolean;
+  access: TextfileAccess;
 }
 
 export async function install(opts: InstallOptions, say: Say = console.log): Promise<void> {
@@ -164,7 +180,7 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   }
   const plan = await planInstall(opts, booted, say);
   if (opts.dryRun) return describePlan(plan, opts, say);
-  if (plan.changed.length === 0 && plan.commands.length === 0) {
+  if (plan.changed.length === 0 && plan.commands.length === 0 && !accessChanges(plan.access)) {
     const fresh = await waitFresh(0, 3, say);
     say(
       `stb-netacct ${VERSION} is already installed and running (backend ` +
@@ -181,6 +197,8 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   );
 }
 
+const accessChanges = (a: TextfileAccess) => a.createGroup || a.grant;
+
 async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Promise<InstallPlan> {
   const program = currentProgram();
   const configExists = exists(DEFAULT_CONFIG_PATH);
@@ -192,14 +210,19 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
         `edit its "owner", or add --force to reset the file to the defaults`,
     );
   }
-  checkConfig(configText);
+  const features = serviceFeatures(installedConfig(configText), DEFAULT_CONFIG_PATH, {
+    allowRemoteMetrics: opts.allowRemoteMetrics,
+  });
+  const access = planAccess(features.textfileDir);
   const files: PlannedFile[] = program.files.map((f) => plan(f, f.text !== undefined));
+  files.push(...opts.docs.map((d) => plan({ path: d.path, mode: 0o644, text: d.text }, false)));
   if (configText !== null) {
     files.push(plan({ path: DEFAULT_CONFIG_PATH, mode: 0o644, text: configText }, true));
   }
   const unitText = renderUnit(opts.backend, BIN_PATH, {
     version: VERSION,
     configPath: DEFAULT_CONFIG_PATH,
+    features: { ...features, textfileDir: access.dir },
   });
   const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
   files.push(unitFile);
@@ -213,7 +236,8 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     commands.push(["daemon-reload"]);
   }
   if (!enabled) commands.push(["enable", UNIT_NAME]);
-  if (changed.length > 0 && active) commands.push(["restart", UNIT_NAME]);
+  const restart = changed.length > 0 || accessChanges(access);
+  if (restart && active) commands.push(["restart", UNIT_NAME]);
   else if (!active) commands.push(["reset-failed", UNIT_NAME], ["start", UNIT_NAME]);
   return {
     booted,
@@ -225,25 +249,40 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     configExists,
     commands,
     active,
+    access,
   };
+}
+
+/** Says when the configured textfile directory is not there to be opened. */
+function describeAccess(a: TextfileAccess, say: Say): void {
+  if (a.absent) {
+    say(
+      `Note: ${a.absent} (the Prometheus textfile's directory) does not exist, so the ` +
+        `service does not write the textfile; once prometheus-node-exporter is installed, ` +
+        `run install again`,
+    );
+  }
 }
 
 /** --dry-run: every file (with its content) and every command, nothing done. */
 function describePlan(p: InstallPlan, opts: InstallOptions, say: Say): void {
   say(`Dry run (${p.program.kind} build, backend ${opts.backend}); nothing is changed.`);
   for (const f of p.files) {
-    const how = f.from ? `copy of ${f.from}` : `${f.data.length} bytes`;
+    const how = f.from ? `copy of ${f.from}` : `${f.data().length} bytes`;
     say(
       `${f.state === "unchanged" ? "keep " : "write"} ${f.path} (${f.state}, mode ` +
         `${f.mode.toString(8)}, ${how})`,
     );
     if (f.show && f.state !== "unchanged") {
-      say(new TextDecoder().decode(f.data).replace(/^/gm, "    | ").trimEnd());
+      say(new TextDecoder().decode(f.data()).replace(/^/gm, "    | ").trimEnd());
     }
   }
   if (p.configExists && !opts.force) {
     say(`keep  ${DEFAULT_CONFIG_PATH} (exists; --force resets it)`);
   }
+  if (p.access.createGroup) say(`run   groupadd --system ${TEXTFILE_GROUP}`);
+  if (p.access.grant) say(`grant ${TEXTFILE_GROUP} write access to ${p.access.dir} (an ACL entry)`);
+  describeAccess(p.access, say);
   for (const c of p.commands) say(`run   systemctl ${c.join(" ")}`);
   say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
   if (!p.booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
@@ -252,15 +291,35 @@ function describePlan(p: InstallPlan, opts: InstallOptions, say: Say): void {
 /** Writes what changed and runs the commands; returns when (Unix seconds) they ran. */
 async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
   const upgrading = p.files.some((f) => f.state === "changed");
+  // Before the unit that names the group is written.
+  if (p.access.dir !== null && accessChanges(p.access)) {
+    const gid = p.access.createGroup ? await createTextfileGroup() : textfileGroupId();
+    if (p.access.createGroup) say(`Created the system group ${TEXTFILE_GROUP}`);
+    if (gid === null) {
+      throw new SystemError(`The group ${TEXTFILE_GROUP} vanished: run install again`);
+    }
+    grantDirectory(p.access.dir, gid);
+    say(`Gave ${TEXTFILE_GROUP} write access to ${p.access.dir} (the Prometheus textfile)`);
+  }
+  describeAccess(p.access, say);
   for (const f of p.changed) {
-    installFile(f.path, f.data, f.mode);
+    installFile(f.path, f.data(), f.mode);
     say(`${f.state === "new" ? "Wrote" : "Updated"} ${f.path}`);
   }
   if (!p.configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
   const since = Date.now() / 1000;
-  for (const c of p.commands) await systemctl(...c);
+  for (const c of p.commands) {
+    try {
+      await systemctl(...c);
+    } catch (e) {
+      if (c[0] !== "start" && c[0] !== "restart") throw e;
+      throw await notRunning(
+        `${UNIT_NAME} did not start: ${(e as Error).message.replace(/\.$/, "")}`,
+      );
+    }
+  }
   say(
-    p.active && p.changed.length > 0
+    p.active && (p.changed.length > 0 || accessChanges(p.access))
       ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
       : `Enabled and started ${UNIT_NAME}`,
   );
@@ -314,10 +373,14 @@ async function waitFresh(
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  throw await notRunning(`${UNIT_NAME} is not publishing counters (${why})`);
+}
+
+/** What went wrong, with the unit's journal lines that say why and what to do next. */
+async function notRunning(what: string): Promise<SystemError> {
   const journal = await journalTail(UNIT_NAME);
-  throw new SystemError(
-    `${UNIT_NAME} is not publishing counters (${why}). Its last journal lines ` +
-      `(journalctl -u stb-netacct -n 20):\n` +
+  return new SystemError(
+    `${what}. Its last journal lines (journalctl -u stb-netacct -n 20):\n` +
       (journal.length ? journal.map((l) => `  ${l}`).join("\n") : "  (none)") +
       `\nFix what they name, then run install again; \`stb-netacct status\` shows the state.`,
   );
@@ -345,6 +408,12 @@ export function installCommand() {
     )
     .option("-n, --dry-run", "print every file and command, change nothing", false)
     .option("-f, --force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
+    .option(
+      "--allow-remote-metrics",
+      'serve /metrics on a non-loopback "prometheus.listen" address (anyone who reaches it ' +
+        "sees StB's traffic)",
+      false,
+    )
     .addOption(
       new Option("--timeout <seconds>", "how long to wait for fresh counters")
         .default(FRESH_TIMEOUT_S)
@@ -362,99 +431,21 @@ export function installCommand() {
         "  sudo ./stb-netacct install                      # after make build\n" +
         "  sudo ./stb-netacct install --backend nft --owner cad\n" +
         "  ./stb-netacct install --dry-run                 # what would happen\n" +
+        "\nThe unit is made from the config: the Prometheus textfile's directory is\n" +
+        "opened for it, /metrics may use a loopback socket, and a config the confined\n" +
+        "service could not honour is refused, naming the key and the fix. The man page\n" +
+        "and bash, zsh and fish completions are installed with it.\n" +
         "\nWithout systemd as PID 1 it refuses and prints the `run` command to use instead.\n",
     )
-    .action(async (opts) => {
+    .action(async (opts, cmd) => {
       await install({
         backend: opts.backend,
         owner: opts.owner,
         dryRun: opts.dryRun,
         force: opts.force,
         timeout: opts.timeout,
+        allowRemoteMetrics: opts.allowRemoteMetrics,
+        docs: documentationFiles(cmd),
       });
-    });
-}
-
-/** Paths install creates, in the order uninstall removes them. */
-function installedPaths(purge: boolean): string[] {
-  return [
-    UNIT_PATH,
-    BIN_PATH,
-    LIB_ROOT,
-    RUNTIME_DIR,
-    CACHE_DIR,
-    PRIVATE_CACHE_DIR,
-    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR] : []),
-  ];
-}
-
-export async function uninstall(
-  opts: { purge: boolean; dryRun: boolean },
-  say: Say = console.log,
-): Promise<void> {
-  if (!opts.dryRun) requireRoot("uninstall");
-  const booted = systemdBooted();
-  const paths = installedPaths(opts.purge).filter(exists);
-  let loaded = false;
-  if (booted) {
-    const state = await showUnit(UNIT_NAME).catch(() => new Map<string, string>());
-    loaded = (state.get("LoadState") ?? "not-found") !== "not-found";
-  }
-  if (opts.dryRun) {
-    if (loaded) say(`run    systemctl disable --now ${UNIT_NAME}`);
-    say(`clean  what any backend left (${BACKEND_NAMES.join(", ")})`);
-    for (const p of paths) say(`remove ${p}`);
-    if (loaded) say(`run    systemctl daemon-reload; systemctl reset-failed ${UNIT_NAME}`);
-    if (!opts.purge && exists(CONFIG_DIR)) say(`keep   ${CONFIG_DIR} (--purge removes it)`);
-    return;
-  }
-  if (loaded) {
-    await systemctl("disable", "--now", UNIT_NAME);
-    say(`Stopped and disabled ${UNIT_NAME}`);
-  } else if (!booted && exists(UNIT_PATH)) {
-    say(`systemd is not running here: removing the files only`);
-  }
-  // A crashed or killed sampler may have left rules behind; each backend's stop removes
-  // its own objects whether or not they exist.
-  for (const name of BACKEND_NAMES) {
-    try {
-      await (await loadBackend(name)).stop();
-    } catch (e) {
-      say(`Warning: could not check for ${name} leftovers: ${(e as Error).message}`);
-    }
-  }
-  for (const p of paths) {
-    Deno.removeSync(p, { recursive: true });
-    say(`Removed ${p}`);
-  }
-  if (loaded) {
-    await systemctl("daemon-reload");
-    await systemctl("reset-failed", UNIT_NAME).catch(() => "");
-  }
-  if (!opts.purge && exists(CONFIG_DIR)) {
-    say(`Kept ${CONFIG_DIR} (your config; \`uninstall --purge\` removes it)`);
-  }
-  if (paths.length === 0 && !loaded) say("stb-netacct was not installed; nothing to remove.");
-  else say("stb-netacct is uninstalled.");
-}
-
-export function uninstallCommand() {
-  return new Command("uninstall")
-    .summary("stop and remove the service and the installed program (root)")
-    .description(
-      `Stop and disable ${UNIT_NAME}, remove the unit, ${BIN_PATH},\n` +
-        `${LIB_ROOT}/, ${RUNTIME_DIR}/ and any rules a backend left behind.\n` +
-        `The config ${DEFAULT_CONFIG_PATH} is kept unless --purge is given.`,
-    )
-    .option("--purge", `also remove ${CONFIG_DIR}/ and the state directory`, false)
-    .option("-n, --dry-run", "print what would be removed, change nothing", false)
-    .addHelpText(
-      "after",
-      "\nExamples:\n" +
-        "  sudo stb-netacct uninstall            # keep the config for a later install\n" +
-        "  sudo stb-netacct uninstall --purge    # leave nothing behind\n",
-    )
-    .action(async (opts) => {
-      await uninstall({ purge: opts.purge, dryRun: opts.dryRun });
     });
 }

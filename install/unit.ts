@@ -84,10 +84,28 @@ export function quoteExecArg(arg: string): string {
   return `"${escaped.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
 
+/** What the config asks the service to do beyond counters.json (install/service_config.ts). */
+export interface UnitFeatures {
+  /**
+   * The Prometheus textfile's directory: writable in the unit, and writable for the
+   * service's group TEXTFILE_GROUP (install grants it an ACL entry there; the dynamic user
+   * has no CAP_DAC_OVERRIDE). Null: no textfile, or one in the runtime directory.
+   */
+  textfileDir: string | null;
+  /** prometheus.listen: the socket family it needs and whether peers may be remote. */
+  listen: { family: "AF_INET" | "AF_INET6"; remote: boolean } | null;
+}
+
+/** Static group that may write the textfile directory (the dynamic user's is transient). */
+export const TEXTFILE_GROUP = "stb-netacct-textfile";
+
+export const NO_FEATURES: UnitFeatures = { textfileDir: null, listen: null };
+
 export interface UnitOptions {
   configPath?: string;
   /** Written into a comment so a unit from another release differs and is upgraded. */
   version?: string;
+  features?: UnitFeatures;
 }
 
 export function renderUnit(
@@ -137,7 +155,7 @@ export function renderUnit(
     "CacheDirectory=stb-netacct",
     "CacheDirectoryMode=0700",
     "Environment=DENO_DIR=%C/stb-netacct",
-    ...sandboxLines(sandboxFor(backend)),
+    ...sandboxLines(sandboxFor(backend), options.features ?? NO_FEATURES),
     "",
     "[Install]",
     "WantedBy=multi-user.target",
@@ -147,15 +165,20 @@ export function renderUnit(
 }
 
 /** The [Service] lines that confine it: a dynamic user with its backend's capabilities only. */
-function sandboxLines(sb: Sandbox): string[] {
+function sandboxLines(sb: Sandbox, features: UnitFeatures): string[] {
+  const { textfileDir, listen } = features;
+  const families = [...sb.families, ...(listen ? [listen.family] : [])];
   return [
     // A uid of its own, not root: only the capabilities below make it privileged.
     "DynamicUser=yes",
+    ...(textfileDir ? [`SupplementaryGroups=${TEXTFILE_GROUP}`] : []),
     `CapabilityBoundingSet=${sb.capabilities.join(" ")}`,
     `AmbientCapabilities=${sb.capabilities.join(" ")}`,
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
     `ReadWritePaths=${RUNTIME_DIR}`,
+    // "-": a node-exporter removed later must not keep the service from starting.
+    ...(textfileDir ? [`ReadWritePaths=-${textfileDir}`] : []),
     "ProtectHome=yes",
     "PrivateTmp=yes",
     "PrivateDevices=yes",
@@ -178,10 +201,12 @@ function sandboxLines(sb: Sandbox): string[] {
     "LockPersonality=yes",
     // V8 compiles JavaScript to machine code at run time: W+X mappings are its job.
     "MemoryDenyWriteExecute=no",
-    // AF_UNIX: the sd_notify datagram to systemd.
-    `RestrictAddressFamilies=${["AF_UNIX", ...sb.families].join(" ")}`,
-    // The process never opens an IP socket; this also covers anything it spawns.
+    // AF_UNIX: the sd_notify datagram to systemd; an IP family only for /metrics.
+    `RestrictAddressFamilies=${["AF_UNIX", ...families].join(" ")}`,
+    // No IP traffic but /metrics' own, and that from this host unless the admin opted in;
+    // this also covers anything it spawns.
     "IPAddressDeny=any",
+    ...(listen ? [`IPAddressAllow=${listen.remote ? "any" : "localhost"}`] : []),
     "SystemCallArchitectures=native",
     `SystemCallFilter=@system-service${sb.syscalls.map((s) => " " + s).join("")}`,
     "SystemCallFilter=~@resources @obsolete",

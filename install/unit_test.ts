@@ -1,5 +1,12 @@
 import { BACKEND_CHOICES } from "../backends/mod.ts";
-import { quoteExecArg, renderUnit, sandboxFor, UNIT_NAME } from "./unit.ts";
+import {
+  quoteExecArg,
+  renderUnit,
+  sandboxFor,
+  TEXTFILE_GROUP,
+  UNIT_NAME,
+  type UnitFeatures,
+} from "./unit.ts";
 import { denoFlagsFromLauncher, parseDenoFlagsFile, renderLauncher } from "./launcher.ts";
 import { assert, assertEquals, assertThrows } from "../lib/test_assert.ts";
 
@@ -13,9 +20,31 @@ async function analyze(args: string[]): Promise<{ code: number; out: string; err
   return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
 }
 
+/** Every kind of unit install renders: each backend, with and without the config's features. */
+const VARIANTS: {
+  name: string;
+  backend: typeof BACKEND_CHOICES[number];
+  features: UnitFeatures;
+}[] = BACKEND_CHOICES.flatMap((backend) =>
+  [null, "/var/lib/prometheus/node-exporter"].flatMap((textfileDir) =>
+    [
+      null,
+      { family: "AF_INET" as const, remote: false },
+      { family: "AF_INET6" as const, remote: false },
+      { family: "AF_INET" as const, remote: true },
+    ].map((listen) => ({
+      name: `${backend}, textfile ${textfileDir ? "on" : "off"}, listen ${
+        listen ? `${listen.family}${listen.remote ? " remote" : " loopback"}` : "off"
+      }`,
+      backend,
+      features: { textfileDir, listen },
+    }))
+  )
+);
+
 /** A unit on disk whose ExecStart names a real executable, as verify insists. */
 async function withUnit(
-  backend: typeof BACKEND_CHOICES[number],
+  variant: typeof VARIANTS[number],
   fn: (unitPath: string) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "stb-unit-" });
@@ -23,24 +52,27 @@ async function withUnit(
     const bin = `${dir}/stb-netacct`;
     await Deno.writeTextFile(bin, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
     const unit = `${dir}/${UNIT_NAME}`;
-    await Deno.writeTextFile(unit, renderUnit(backend, bin, { version: "test" }));
+    await Deno.writeTextFile(
+      unit,
+      renderUnit(variant.backend, bin, { version: "test", features: variant.features }),
+    );
     await fn(unit);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 }
 
-for (const backend of BACKEND_CHOICES) {
-  Deno.test(`unit for ${backend}: systemd-analyze verify prints nothing`, async () => {
-    await withUnit(backend, async (unit) => {
+for (const variant of VARIANTS) {
+  Deno.test(`unit for ${variant.name}: systemd-analyze verify prints nothing`, async () => {
+    await withUnit(variant, async (unit) => {
       const r = await analyze(["verify", unit]);
-      assertEquals(r.out + r.err, "", `verify output for ${backend}`);
+      assertEquals(r.out + r.err, "", `verify output for ${variant.name}`);
       assertEquals(r.code, 0);
     });
   });
 
-  Deno.test(`unit for ${backend}: exposure <= ${MAX_EXPOSURE}`, async () => {
-    await withUnit(backend, async (unit) => {
+  Deno.test(`unit for ${variant.name}: exposure <= ${MAX_EXPOSURE}`, async () => {
+    await withUnit(variant, async (unit) => {
       const r = await analyze([
         "security",
         "--offline=true",
@@ -51,8 +83,8 @@ for (const backend of BACKEND_CHOICES) {
       const m = r.out.match(/Overall exposure level for \S+: ([0-9.]+) (\S+)/);
       assert(m !== null, `no exposure line in: ${r.out.slice(-300)} ${r.err}`);
       const score = Number(m[1]);
-      console.log(`exposure ${backend}: ${score} ${m[2]}`);
-      assert(score <= MAX_EXPOSURE, `exposure ${score} > ${MAX_EXPOSURE} for ${backend}`);
+      console.log(`exposure ${variant.name}: ${score} ${m[2]}`);
+      assert(score <= MAX_EXPOSURE, `exposure ${score} > ${MAX_EXPOSURE} for ${variant.name}`);
       assertEquals(r.code, 0, r.err);
     });
   });
@@ -96,6 +128,26 @@ Deno.test("renderUnit: ExecStart, directories and no socket family for ebpf", ()
   assert(nft.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK"));
   assert(nft.includes("SystemCallFilter=@system-service"));
   assertThrows(() => renderUnit("nft", "stb-netacct"), Error, "absolute");
+  assert(!u.includes("IPAddressAllow"), "no IP at all without /metrics");
+  assert(!u.includes("SupplementaryGroups"), "no group without a textfile");
+});
+
+Deno.test("renderUnit: the textfile directory and /metrics are opened only as far as asked", () => {
+  const lines = (features: UnitFeatures) =>
+    renderUnit("nft", "/usr/local/bin/stb-netacct", { features }).split("\n");
+  const textfile = lines({ textfileDir: "/var/lib/prometheus/node-exporter", listen: null });
+  assert(textfile.includes("ReadWritePaths=/run/stb-netacct"));
+  assert(textfile.includes("ReadWritePaths=-/var/lib/prometheus/node-exporter"));
+  assert(textfile.includes(`SupplementaryGroups=${TEXTFILE_GROUP}`));
+  assert(textfile.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK"));
+  const v4 = lines({ textfileDir: null, listen: { family: "AF_INET", remote: false } });
+  assert(v4.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET"));
+  assert(v4.includes("IPAddressDeny=any") && v4.includes("IPAddressAllow=localhost"));
+  assert(!v4.some((l) => l.startsWith("ReadWritePaths=-")));
+  const v6 = lines({ textfileDir: null, listen: { family: "AF_INET6", remote: false } });
+  assert(v6.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET6"));
+  const remote = lines({ textfileDir: null, listen: { family: "AF_INET", remote: true } });
+  assert(remote.includes("IPAddressAllow=any"));
 });
 
 Deno.test("quoteExecArg: specifiers, variables and blanks survive systemd's parsing", () => {

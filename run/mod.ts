@@ -164,10 +164,12 @@ function trustedConfig(path: string, explicit: boolean): Config {
   }
 }
 
-/** The uid and gid counters.json is given to (the config's "owner"); null keeps it root's. */
-function ownerIds(config: Config): UserIds | null {
-  if (config.owner === null) return null;
-  const ids = lookupUser(config.owner);
+/**
+ * The uid and gid counters.json is given to: the config's "owner", root's when it is null.
+ * Root is named, not left to whoever writes: the installed service writes as a dynamic user.
+ */
+function ownerIds(config: Config): UserIds {
+  const ids = config.owner === null ? { uid: 0, gid: 0 } : lookupUser(config.owner);
   if (!ids) {
     throw new UsageError(
       `"owner" is "${config.owner}" in ${config.source}, but no such user exists: ` +
@@ -177,7 +179,9 @@ function ownerIds(config: Config): UserIds | null {
   if (ids.uid !== Deno.uid() && missingCaps(effectiveCaps(), [CAP_CHOWN]).length) {
     // Found now rather than as a failed publish every interval.
     throw new BackendError(
-      `counters.json is to belong to "${config.owner}", and giving a file away needs ` +
+      `counters.json is to belong to ${
+        config.owner === null ? 'root ("owner" is null)' : `"${config.owner}"`
+      }, and giving a file away needs ` +
         `CAP_CHOWN, which this process lacks: run as root, or add CAP_CHOWN to the service`,
     );
   }

@@ -5,6 +5,11 @@
  * container's network is a netns this test created, joined by veth to a peer netns that
  * plays the internet (198.51.100.2, 2001:db8:1::2) and the LAN (192.168.50.2).
  *
+ * Every feature runs under the hardened unit install renders: connect events (events.jsonl
+ * growing batch after batch), the Prometheus textfile in node-exporter's directory (checked
+ * by promtool) and /metrics on 127.0.0.1 (scraped). Each backend is uninstalled while it
+ * runs, after an install by root without SUDO_USER or with --owner root.
+ *
  * Needs the built program (`make build`; STB_NETACCT_BIN overrides the path) and root.
  * Skips only when systemd-nspawn cannot be installed.
  */
@@ -32,6 +37,12 @@ const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const BIN = Deno.env.get("STB_NETACCT_BIN") ?? `${REPO}/stb-netacct`;
 const dirname = (p: string) => p.slice(0, p.lastIndexOf("/")) || "/";
 const COUNTERS = "/run/stb-netacct/counters.json";
+const EVENTS = "/run/stb-netacct/events.jsonl";
+const CONFIG = "/etc/stb-netacct/config.json";
+/** Debian's prometheus-node-exporter makes it root's, 0755; the user's host has it. */
+const TEXTFILE_DIR = "/var/lib/prometheus/node-exporter";
+const TEXTFILE = `${TEXTFILE_DIR}/stb_netacct.prom`;
+const METRICS_PORT = 9877;
 const ROUNDS = 2;
 /** What install leaves on the machine; uninstall --purge must remove all of it. */
 const INSTALLED = [
@@ -39,12 +50,17 @@ const INSTALLED = [
   "/etc/systemd/system/multi-user.target.wants/stb-netacct.service",
   "/usr/local/bin/stb-netacct",
   "/usr/local/lib/stb-netacct",
+  "/usr/local/share/man/man1/stb-netacct.1",
+  "/usr/local/share/bash-completion/completions/stb-netacct",
+  "/usr/local/share/zsh/site-functions/_stb-netacct",
+  "/usr/local/share/fish/vendor_completions.d/stb-netacct.fish",
   "/run/stb-netacct",
   "/etc/stb-netacct",
   "/var/lib/stb-netacct",
   "/var/lib/private/stb-netacct",
   "/var/cache/stb-netacct",
   "/var/cache/private/stb-netacct",
+  TEXTFILE,
 ];
 
 /**
@@ -110,6 +126,7 @@ Deno.test({
       });
       console.log(`container booted in ${Date.now() - started} ms`);
       await box.exec(["systemctl", "start", LO_PEER]);
+      await box.exec(["install", "-d", "-m", "0755", "-o", "root", "-g", "root", TEXTFILE_DIR]);
 
       const readCounters = async (): Promise<CountersV1> =>
         JSON.parse((await box.exec(["cat", COUNTERS])).stdout);
@@ -173,6 +190,7 @@ Deno.test({
       };
       const restartUser = async (s: ServiceName) =>
         await box.execUser(["systemctl", "--user", "restart", unitName(s)]);
+      const ctx = { box, waitSample, now };
 
       await step(
         "install --backend ebpf as root: active, fresh, owned by cad, 0644",
@@ -203,6 +221,15 @@ Deno.test({
           const c = await readCounters();
           assert((await now()) - c.ts_unix < 2, "counters.json is not fresh");
           assertEquals(c.backend, "ebpf");
+          // The man page and completions came along, where man and the shells look.
+          const man = await box.exec(["sh", "-c", 'readlink -f "$(man -w stb-netacct)"']);
+          assertEquals(man.stdout.trim(), "/usr/local/share/man/man1/stb-netacct.1");
+          const bash = await box.exec([
+            "bash",
+            "-c",
+            ". /usr/local/share/bash-completion/completions/stb-netacct && complete -p stb-netacct",
+          ]);
+          assertStringIncludes(bash.stdout, "complete -F _stb_netacct stb-netacct");
         },
         true,
       );
@@ -276,6 +303,46 @@ Deno.test({
         assertStringIncludes(r.stdout, "nothing changed");
       });
 
+      await step("install refuses a config the unit cannot honour, naming the key", async () => {
+        await editConfig(box, (c) => ({ ...c, prometheus: { listen: "192.0.2.1:9877" } }));
+        const r = await box.exec([BIN, "install", "--backend", "ebpf"], { allowFail: true });
+        assertEquals(r.code, 2, `${r.stdout}${r.stderr}`);
+        assertStringIncludes(r.stderr, '"prometheus.listen" is "192.0.2.1:9877"');
+        assertStringIncludes(r.stderr, "--allow-remote-metrics");
+        const unit = (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
+        assert(!unit.includes("AF_INET"), "a refused install changed the unit");
+      });
+
+      await step("events, textfile and /metrics all work under the ebpf unit", async () => {
+        const listen = `127.0.0.1:${METRICS_PORT}`;
+        await editConfig(box, (c) => ({ ...c, prometheus: { listen } }));
+        const r = await box.exec([BIN, "install", "--backend", "ebpf"], { allowFail: true });
+        assertEquals(r.code, 0, `install with ${listen}: ${r.stderr}\n${r.stdout}`);
+        assertStringIncludes(r.stdout, "Restarted stb-netacct.service");
+        const unit = (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
+        for (
+          const line of [
+            "RestrictAddressFamilies=AF_UNIX AF_INET",
+            "IPAddressAllow=localhost",
+            `ReadWritePaths=-${TEXTFILE_DIR}`,
+            "SupplementaryGroups=stb-netacct-textfile",
+          ]
+        ) assertStringIncludes(unit, `${line}\n`);
+        // Connect events: a batch after the restart, then more batches, all in the file.
+        let seen = 0;
+        for (const s of ["server", "shell"] as const) {
+          const l = await logs();
+          await restartUser(s);
+          await waitDone({ ...zeroDone, [s]: l[s].done + 1 });
+          seen = await waitEvents(box, seen + 1);
+        }
+        const own = (await box.exec(["stat", "-c", "%U %a", EVENTS])).stdout.trim();
+        assertEquals(own, "cad 640");
+        const journal = (await box.exec(["journalctl", "-u", "stb-netacct", "-o", "cat"])).stdout;
+        assert(!/connect events: .*retrying/.test(journal), `events failed:\n${journal}`);
+        await checkPrometheus(ctx, "ebpf");
+      });
+
       for (const backend of ["nft", "iptables"]) {
         await t.step(
           `install --backend ${backend}: upgrade, counts under its own unit`,
@@ -310,6 +377,7 @@ Deno.test({
               got,
               flows,
             );
+            await checkPrometheus(ctx, backend);
           },
         );
       }
@@ -321,34 +389,44 @@ Deno.test({
         assertStringIncludes(s.stdout, "verdict   not running");
       });
 
-      await step("uninstall --purge: nothing left", async () => {
-        const r = await box.exec(["/usr/local/bin/stb-netacct", "uninstall", "--purge"], {
-          allowFail: true,
-        });
-        assertEquals(r.code, 0, `uninstall: ${r.stderr}\n${r.stdout}`);
-        for (const p of INSTALLED) {
-          const e = await box.exec(["test", "-e", p], { allowFail: true });
-          const l = await box.exec(["test", "-L", p], { allowFail: true });
-          assert(e.code !== 0 && l.code !== 0, `${p} is still there after uninstall --purge`);
-        }
-        const load = (await box.exec([
-          "systemctl",
-          "show",
-          "-p",
-          "LoadState",
-          "--value",
-          "stb-netacct.service",
-        ])).stdout.trim();
-        assertEquals(load, "not-found");
-        const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], {
-          allowFail: true,
-        });
-        assert(nft.code !== 0, "nft table inet stb_netacct is left");
-        const ipt = (await box.exec(["sh", "-c", "iptables-save; ip6tables-save"])).stdout;
-        assert(!/stb/i.test(ipt), `iptables rules left:\n${ipt}`);
+      await step("uninstall --purge of the running iptables service: nothing left", async () => {
+        await box.exec(["systemctl", "start", "stb-netacct.service"]);
+        await uninstallPurged(box, ["active"]);
         const s = await box.execUser([BIN, "status"], { allowFail: true });
         assertEquals(s.code, 5, s.stdout);
         assertStringIncludes(s.stdout, "verdict   not installed");
+      });
+
+      for (
+        const [backend, how, args, env] of [
+          ["nft", "without SUDO_USER", [], {}],
+          ["ebpf", "with --owner root", ["--owner", "root"], { SUDO_USER: "cad" }],
+        ] as const
+      ) {
+        await step(
+          `install --backend ${backend} by root ${how}: counters.json is root's`,
+          async () => {
+            const r = await box.exec([BIN, "install", "--backend", backend, ...args], {
+              allowFail: true,
+              env,
+            });
+            assertEquals(r.code, 0, `install: ${r.stderr}\n${r.stdout}`);
+            const st = (await box.exec(["stat", "-c", "%U:%G %a", COUNTERS])).stdout.trim();
+            assertEquals(st, "root:root 644");
+            assertEquals((await waitSample(await now())).backend, backend);
+            await uninstallPurged(box, ["active"]);
+          },
+        );
+      }
+
+      await step("uninstall --purge of a service failing in a restart loop", async () => {
+        const r = await box.exec([BIN, "install", "--backend", "iptables"], { allowFail: true });
+        assertEquals(r.code, 0, `install: ${r.stderr}\n${r.stdout}`);
+        // A config the sampler refuses (as an edit by hand could leave it): it exits, and
+        // systemd restarts it every 2 s until it gives up.
+        await editConfig(box, (c) => ({ ...c, interval_s: 99 }));
+        await box.exec(["systemctl", "restart", "stb-netacct.service"], { allowFail: true });
+        await uninstallPurged(box, ["activating", "failed"]);
       });
     } finally {
       await box.stop();
@@ -364,5 +442,122 @@ Deno.test({
       } catch { /* never created */ }
       console.log(`systemd test took ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }
+    if (box.v1Cgroup) {
+      assert(!existsOnHost(box.v1Cgroup), `${box.v1Cgroup} is left in the v1 name=systemd tree`);
+    }
   },
 });
+
+const zeroDone: Record<ServiceName, number> = { "host-agent": 0, server: 0, shell: 0 };
+
+function existsOnHost(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Rewrites the container's config with `change`, as an admin with an editor would. */
+async function editConfig(
+  box: Container,
+  change: (c: Record<string, unknown>) => Record<string, unknown>,
+): Promise<void> {
+  const config = JSON.parse((await box.exec(["cat", CONFIG])).stdout);
+  await box.exec(["sh", "-c", `cat > ${CONFIG}`], {
+    stdin: JSON.stringify(change(config), null, 2) + "\n",
+  });
+}
+
+/** Waits until `stb-netacct events` (as cad, the owner) lists at least `n` events. */
+async function waitEvents(box: Container, n: number): Promise<number> {
+  const until = Date.now() + 15000;
+  for (;;) {
+    const r = await box.execUser([BIN, "events", "--json"], { allowFail: true });
+    const count = r.code === 0 ? r.stdout.split("\n").filter((l) => l.trim()).length : 0;
+    if (count >= n) return count;
+    if (Date.now() > until) {
+      const j = await box.exec(["journalctl", "-u", "stb-netacct", "-n", "20", "-o", "cat"]);
+      throw new Error(`events.jsonl has ${count} events, not ${n}: ${r.stderr}\n${j.stdout}`);
+    }
+    await sleep(300);
+  }
+}
+
+interface Ctx {
+  box: Container;
+  waitSample: (after: number, timeoutMs?: number) => Promise<CountersV1>;
+  now: () => Promise<number>;
+}
+
+/** The textfile (node-exporter's directory) and /metrics on 127.0.0.1, both valid for promtool. */
+async function checkPrometheus({ box, waitSample, now }: Ctx, backend: string): Promise<void> {
+  await waitSample(await now());
+  const until = Date.now() + 15000;
+  let text = "";
+  while (!text.includes(`backend="${backend}"`)) {
+    if (Date.now() > until) throw new Error(`no textfile of the ${backend} run: ${text}`);
+    await sleep(300);
+    text = (await box.exec(["cat", TEXTFILE], { allowFail: true })).stdout;
+  }
+  const scraped = await box.exec([
+    "curl",
+    "-sSf",
+    "--max-time",
+    "5",
+    `http://127.0.0.1:${METRICS_PORT}/metrics`,
+  ], { allowFail: true });
+  assertEquals(scraped.code, 0, `scrape of /metrics under the ${backend} unit: ${scraped.stderr}`);
+  const outputs: [string, string][] = [["textfile", text], ["/metrics", scraped.stdout]];
+  for (const [what, body] of outputs) {
+    assertStringIncludes(body, 'stb_netacct_bytes_total{service="server",direction="tx"} ');
+    const check = await box.exec(["promtool", "check", "metrics"], {
+      allowFail: true,
+      stdin: body,
+    });
+    assertEquals(check.code, 0, `promtool on the ${what}: ${check.stdout}${check.stderr}`);
+  }
+}
+
+/**
+ * `uninstall --purge` of the service in one of `states` (as `systemctl is-active` says):
+ * finishes, leaves nothing (files, the textfile group and its ACL entry, rules), and a
+ * second run is a no-op.
+ */
+async function uninstallPurged(box: Container, states: string[]): Promise<void> {
+  const active = await box.exec(["systemctl", "is-active", "stb-netacct.service"], {
+    allowFail: true,
+  });
+  assert(states.includes(active.stdout.trim()), `the service is ${active.stdout}, not ${states}`);
+  const r = await box.exec(["/usr/local/bin/stb-netacct", "uninstall", "--purge"], {
+    allowFail: true,
+  });
+  assertEquals(r.code, 0, `uninstall of the running service: ${r.stderr}\n${r.stdout}`);
+  for (const p of INSTALLED) {
+    const e = await box.exec(["test", "-e", p], { allowFail: true });
+    const l = await box.exec(["test", "-L", p], { allowFail: true });
+    assert(e.code !== 0 && l.code !== 0, `${p} is still there after uninstall --purge`);
+  }
+  const load = (await box.exec([
+    "systemctl",
+    "show",
+    "-p",
+    "LoadState",
+    "--value",
+    "stb-netacct.service",
+  ])).stdout.trim();
+  assertEquals(load, "not-found");
+  const group = await box.exec(["getent", "group", "stb-netacct-textfile"], { allowFail: true });
+  assert(group.code !== 0, "the textfile group is left");
+  const dir = (await box.exec(["ls", "-ld", TEXTFILE_DIR])).stdout.split(" ")[0];
+  assertEquals(dir, "drwxr-xr-x", `${TEXTFILE_DIR} keeps an ACL entry or another mode`);
+  const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], { allowFail: true });
+  assert(nft.code !== 0, "nft table inet stb_netacct is left");
+  const ipt = (await box.exec(["sh", "-c", "iptables-save; ip6tables-save"])).stdout;
+  assert(!/stb/i.test(ipt), `iptables rules left:\n${ipt}`);
+  // The installed program is gone with it: run again from the build.
+  const second = await box.exec([BIN, "uninstall", "--purge"], { allowFail: true });
+  assertEquals(second.code, 0, `a second uninstall: ${second.stderr}`);
+  assertStringIncludes(second.stdout, "nothing to remove");
+}

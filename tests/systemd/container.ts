@@ -11,7 +11,8 @@
  *   network           a netns the test created (joined by veth to its peers)
  *
  * Teardown (`stop`) is safe to call at any point and twice: poweroff, cgroup.kill when
- * the container hangs, rmdir of its cgroups, removal of the work directory.
+ * the container hangs, rmdir of its cgroups (on a hybrid host also the copy nspawn makes in
+ * the v1 name=systemd hierarchy), removal of the work directory.
  */
 
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
@@ -95,9 +96,30 @@ export interface BootOptions {
   bindReadOnly?: string[];
 }
 
+/**
+ * The v1 `name=systemd` hierarchy's mount point on a hybrid host (the testbed's
+ * /sys/fs/cgroup/systemd), or null on pure cgroup2 (the user's Debian 12).
+ */
+export function parseNameSystemdMount(mountinfo: string): string | null {
+  for (const line of mountinfo.split("\n")) {
+    const [left, right] = line.split(" - ");
+    const fields = left?.split(" ") ?? [];
+    const [fstype, , options] = right?.split(" ") ?? [];
+    if (fstype === "cgroup" && (options ?? "").split(",").includes("name=systemd")) {
+      return fields[4] ?? null;
+    }
+  }
+  return null;
+}
+
 export class Container {
   readonly work: string;
   readonly cgroup: string;
+  /**
+   * Where nspawn mirrors the container's cgroup in the v1 name=systemd hierarchy (payload/,
+   * supervisor/) on a hybrid host; null on pure cgroup2.
+   */
+  readonly v1Cgroup: string | null;
   #nspawn: Deno.ChildProcess | null = null;
   #stage: string | null = null;
   #createdNspawnDir = false;
@@ -107,6 +129,8 @@ export class Container {
   constructor(readonly tag: string) {
     this.work = `/tmp/stbsd-${tag}`;
     this.cgroup = `${findCgroup2Mount().mountPoint}/stbsd-${tag}`;
+    const v1 = parseNameSystemdMount(Deno.readTextFileSync("/proc/self/mountinfo"));
+    this.v1Cgroup = v1 === null ? null : `${v1}/stbsd-${tag}`;
   }
 
   /** Boots and waits until the system and cad's user manager run. */
@@ -276,7 +300,8 @@ export class Container {
         await Promise.race([done, sleep(5000)]);
       }
     }
-    this.#removeCgroups(this.cgroup);
+    this.#removeCgroups(this.cgroup, killV2);
+    if (this.v1Cgroup) this.#removeCgroups(this.v1Cgroup, killV1);
     for (const path of [this.work, this.#stage]) {
       if (!path) continue;
       try {
@@ -294,17 +319,19 @@ export class Container {
     }
   }
 
-  #removeCgroups(dir: string): void {
+  /**
+   * Removes a cgroup tree, leaves first. `kill` empties one cgroup: cgroup.kill in v2; v1
+   * has none, so what is left there is killed by pid.
+   */
+  #removeCgroups(dir: string, kill: (dir: string) => void): void {
     let entries: Deno.DirEntry[];
     try {
       entries = [...Deno.readDirSync(dir)];
     } catch {
       return;
     }
-    try {
-      Deno.writeTextFileSync(`${dir}/cgroup.kill`, "1");
-    } catch { /* empty or gone */ }
-    for (const e of entries) if (e.isDirectory) this.#removeCgroups(`${dir}/${e.name}`);
+    kill(dir);
+    for (const e of entries) if (e.isDirectory) this.#removeCgroups(`${dir}/${e.name}`, kill);
     for (let i = 0; i < 50; i++) {
       try {
         Deno.removeSync(dir);
@@ -312,12 +339,27 @@ export class Container {
       } catch (e) {
         if (e instanceof Deno.errors.NotFound) return;
       }
+      kill(dir);
       // Killed processes take a moment to leave the cgroup.
       const until = Date.now() + 100;
       while (Date.now() < until) { /* short busy wait: sync teardown */ }
     }
     throw new Error(`cannot remove cgroup ${dir}: processes remain`);
   }
+}
+
+function killV2(dir: string): void {
+  try {
+    Deno.writeTextFileSync(`${dir}/cgroup.kill`, "1");
+  } catch { /* empty or gone */ }
+}
+
+function killV1(dir: string): void {
+  try {
+    for (const pid of Deno.readTextFileSync(`${dir}/cgroup.procs`).split("\n")) {
+      if (pid) Deno.kill(Number(pid), "SIGKILL");
+    }
+  } catch { /* empty or gone */ }
 }
 
 const ROOT_ENV = [
