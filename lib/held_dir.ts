@@ -57,6 +57,13 @@ export interface HoldOptions {
    * be root's or the running user's whatever this says.
    */
   owner?: DirOwner;
+  /**
+   * Accept ancestors other users own (still closed to group and others). Only for a
+   * directory `run` puts one file into: Debian's /var/lib/prometheus belongs to the
+   * prometheus user, and without a symlink on the way that user can only choose among
+   * directories already inside its own tree, none of which passes the final check.
+   */
+  othersOwnAncestors?: boolean;
   /** The running uid (tests pass another). */
   uid?: number;
 }
@@ -120,11 +127,15 @@ export function myUid(): number {
  * ancestor must be root's or the running user's, open to others only with the sticky bit
  * (/tmp), to group only when the group is root's.
  */
-export function distrust(st: FileStat, o: { uid: number; final: boolean; owner: DirOwner }) {
+export function distrust(
+  st: FileStat,
+  o: { uid: number; final: boolean; owner: DirOwner; othersOwnAncestors?: boolean },
+) {
   if (st.type !== "directory") return "is not a directory";
   if (o.final && o.owner === "any") return null;
   const selfOnly = o.final && o.owner === "self";
-  if (st.uid !== o.uid && (selfOnly || st.uid !== 0)) {
+  const anyOwner = !o.final && o.othersOwnAncestors === true;
+  if (st.uid !== o.uid && (selfOnly || st.uid !== 0) && !anyOwner) {
     return `is owned by uid ${st.uid}, not by ${selfOnly ? "" : "root or "}the user running ` +
       `stb-netacct (uid ${o.uid}), who alone may decide what is in it: ` +
       `\`chown ${o.uid === 0 ? "root" : o.uid}\` it or pick another directory`;
@@ -176,7 +187,12 @@ export class HeldDir {
         c.close(fd);
         fd = next.fd;
         const st = statAt(fd, "", at)!;
-        const why = distrust(st, { uid, final, owner: options.owner ?? "self" });
+        const why = distrust(st, {
+          uid,
+          final,
+          owner: options.owner ?? "self",
+          othersOwnAncestors: options.othersOwnAncestors,
+        });
         if (why !== null) {
           throw new DirError(
             `${options.what} "${path}": ${final ? "it" : `"${at}" on its way`} ${why}`,
@@ -398,7 +414,7 @@ function openDirAt(
 
 function realHint(path: string): string {
   try {
-    return ` ("${Deno.realPathSync(path)}")`;
+    return ` "${Deno.realPathSync(path)}"`;
   } catch {
     return "";
   }

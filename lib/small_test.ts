@@ -7,7 +7,6 @@ import {
   missingCaps,
   parseEffectiveCaps,
 } from "./capabilities.ts";
-import { writeFileAtomic } from "./atomic_write.ts";
 import { acquireLock, LockHeldError } from "./lock.ts";
 import { HeldDir } from "./held_dir.ts";
 import { describeError } from "./errors.ts";
@@ -32,57 +31,6 @@ Deno.test("capabilities from /proc status", () => {
   const sysAdmin = parseEffectiveCaps("CapEff:\t0000000000201000\n");
   assertEquals(missingCaps(sysAdmin, [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]), []);
   assertEquals(parseEffectiveCaps("garbage"), 0n);
-});
-
-Deno.test("writeFileAtomic publishes whole files with the mode asked, leaves no temp, ignores symlink traps", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
-    const target = `${dir}/counters.json`;
-    writeFileAtomic(target, "one\n", { mode: 0o644, uid: 65534, gid: 65534 });
-    writeFileAtomic(target, "two\n", { mode: 0o644, uid: 65534, gid: 65534 });
-    assertEquals(Deno.readTextFileSync(target), "two\n");
-    const st = Deno.statSync(target);
-    assertEquals([st.mode! & 0o777, st.uid, st.gid], [0o644, 65534, 65534]);
-    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["counters.json"]);
-    // A symlink planted at the final path is replaced, never written through.
-    Deno.writeTextFileSync(`${dir}/victim`, "keep");
-    Deno.removeSync(target);
-    Deno.symlinkSync(`${dir}/victim`, target);
-    writeFileAtomic(target, "three\n", { mode: 0o644, uid: null, gid: null });
-    assertEquals(Deno.readTextFileSync(`${dir}/victim`), "keep");
-    assertEquals(Deno.lstatSync(target).isFile, true);
-    // What a writer that died mid-write left at the temp name (a symlink, say) is removed,
-    // never written through.
-    Deno.symlinkSync(`${dir}/victim`, `${dir}/.counters.json.${Deno.pid}.tmp`);
-    writeFileAtomic(target, "four\n", { mode: 0o600, uid: null, gid: null });
-    assertEquals(Deno.readTextFileSync(`${dir}/victim`), "keep");
-    assertEquals(Deno.readTextFileSync(target), "four\n");
-    assertEquals(Deno.statSync(target).mode! & 0o777, 0o600);
-    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["counters.json", "victim"]);
-    // A missing directory fails loudly and leaves nothing.
-    assertThrows(() =>
-      writeFileAtomic(`${dir}/nope/x.json`, "x", { mode: 0o644, uid: null, gid: null })
-    );
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
-});
-
-Deno.test("writeFileAtomic gives the mode asked under a umask that would trim it", async () => {
-  const dir = Deno.makeTempDirSync();
-  try {
-    const target = `${dir}/counters.json`;
-    const module = new URL("./atomic_write.ts", import.meta.url).href;
-    const code = `const { writeFileAtomic } = await import(${JSON.stringify(module)});\n` +
-      `writeFileAtomic(${JSON.stringify(target)}, "x", { mode: 0o644, uid: null, gid: null });`;
-    const out = await new Deno.Command("sh", {
-      args: ["-c", 'umask 077 && exec "$0" eval "$1"', Deno.execPath(), code],
-    }).output();
-    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-    assertEquals(Deno.statSync(target).mode! & 0o777, 0o644);
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
 });
 
 /** Code for a child process that takes the lock `.lock` in `dir`. */

@@ -277,7 +277,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     backend,
     targets,
     mount,
-    outDir: files.dir.path,
+    outDir: () => files.dir,
     owner,
     log,
   });
