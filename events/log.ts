@@ -7,11 +7,16 @@
  *
  * Append-only, whole lines per write(2) with O_APPEND: a reader following the file sees
  * complete lines, or a last line still without its newline, which it holds until the rest
- * comes. The directory is root's and closed to others (run/output.ts checks), so nobody
- * can plant a link where the file is created.
+ * comes. Everything goes through the held output directory (lib/held_dir.ts) and one
+ * descriptor kept open between appends: created without following a symlink, then chmod
+ * and chown on that descriptor. A sampler that is not root keeps appending after the file
+ * became the owner's: it never reopens it by path.
  */
 
 import { COUNTERS_DIR } from "../lib/contract.ts";
+import type { HeldDir } from "../lib/held_dir.ts";
+import { writeAll } from "../lib/held_dir.ts";
+import { libc, O_APPEND, O_CREAT, O_EXCL, O_WRONLY, statAt } from "../lib/libc.ts";
 import type { UserIds } from "../lib/users.ts";
 import type { ConnectEvent } from "./collector.ts";
 
@@ -25,89 +30,118 @@ export function rotatedPath(path: string): string {
   return `${path}.1`;
 }
 
+/** The open file: its descriptor, the directory it is in, its inode, and its size. */
+interface Open {
+  fd: number;
+  dir: HeldDir;
+  ino: bigint;
+  size: number;
+}
+
 export class EventsLog {
   #encoder = new TextEncoder();
-  #size: number | null = null;
-  /**
-   * Held open across batches: the file is given to the owner after it is made, and a
-   * writer without CAP_DAC_OVERRIDE (the installed service's dynamic user) could not open
-   * it again by path.
-   */
-  #file: Deno.FsFile | null = null;
+  #open: Open | null = null;
+  readonly #rotated: string;
 
+  /** `dir`: the output directory as held now (it is held anew after it vanished). */
   constructor(
-    readonly path: string,
+    readonly dir: () => HeldDir,
     readonly owner: UserIds | null,
     readonly maxBytes = MAX_EVENTS_BYTES,
-  ) {}
+    readonly name = EVENTS_FILE_NAME,
+  ) {
+    this.#rotated = rotatedPath(name);
+  }
+
+  get path(): string {
+    return this.dir().pathOf(this.name);
+  }
 
   /** Appends the events as lines; rotates first when they would take the file past max. */
   append(events: ConnectEvent[]): void {
     if (events.length === 0) return;
     const bytes = this.#encoder.encode(events.map((e) => JSON.stringify(e) + "\n").join(""));
-    let size = this.#size ?? this.#currentSize();
-    if (size > 0 && size + bytes.length > this.maxBytes) {
-      this.#rotate();
-      size = 0;
+    let file = this.#current();
+    if (file.size > 0 && file.size + bytes.length > this.maxBytes) {
+      file.dir.rename(this.name, this.#rotated);
+      this.close();
+      file = this.#current();
     }
-    if (this.#file === null) {
-      const opened = this.#open(size === 0);
-      this.#file = opened.file;
-      if (opened.rotated) size = 0;
-    }
-    let off = 0;
-    while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
-    this.#size = size + bytes.length;
+    writeAll(file.fd, bytes, file.dir.pathOf(this.name));
+    file.size += bytes.length;
   }
 
-  /** Closes the held file; the next append opens it again. Safe twice. */
+  /** Closes the file (`run` stops, or it must be opened anew). Safe twice. */
   close(): void {
-    this.#file?.close();
-    this.#file = null;
+    if (this.#open) libc().close(this.#open.fd);
+    this.#open = null;
   }
 
-  #currentSize(): number {
-    try {
-      const st = Deno.lstatSync(this.path);
-      if (!st.isFile) {
-        throw new Error(
-          `"${this.path}" is not a regular file: remove it so events can be written there`,
-        );
-      }
-      return st.size;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return 0;
-      throw e;
-    }
-  }
-
-  #rotate(): void {
+  /**
+   * The open file, opened anew when the directory was held anew or the name no longer
+   * leads to it (removed, rotated by hand).
+   */
+  #current(): Open {
+    const dir = this.dir();
+    const o = this.#open;
+    if (o && o.dir === dir && dir.stat(this.name)?.ino === o.ino) return o;
     this.close();
-    Deno.renameSync(this.path, rotatedPath(this.path));
+    return this.#open = this.#openIn(dir);
   }
 
-  /** Opens for appending; a new file (or one this run has not written yet) is set up. */
-  #open(fresh: boolean): { file: Deno.FsFile; rotated: boolean } {
-    let file: Deno.FsFile;
-    try {
-      file = Deno.openSync(this.path, { append: true, create: true, mode: EVENTS_FILE_MODE });
-    } catch (e) {
-      // A file an earlier run gave to the owner, which this (unprivileged) writer cannot
-      // open: it becomes the previous generation and a new one begins.
-      if (!(e instanceof Deno.errors.PermissionDenied) || this.#size !== null) throw e;
-      this.#rotate();
-      return { file: this.#open(true).file, rotated: true };
-    }
-    if (fresh || this.#size === null) {
+  /**
+   * Opens `name` for appending, never through a symlink. A new file is given its mode and
+   * owner through the descriptor; one left by an earlier run is appended to if it is a
+   * regular file this user may still write, else set aside as the old generation.
+   */
+  #openIn(dir: HeldDir): Open {
+    const c = libc();
+    for (let attempt = 0;; attempt++) {
+      let fd: number;
       try {
-        // The umask may have trimmed the mode; a file left by an older run may differ.
-        Deno.chmodSync(this.path, EVENTS_FILE_MODE);
-        Deno.chownSync(this.path, this.owner?.uid ?? 0, 0);
+        fd = dir.open(this.name, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, EVENTS_FILE_MODE);
       } catch (e) {
-        file.close();
+        if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 2) throw e;
+        const kept = this.#reopen(dir);
+        if (kept) return kept;
+        dir.rename(this.name, this.#rotated); // a link, another type, or no longer ours to write
+        continue;
+      }
+      try {
+        // The umask may have trimmed the mode.
+        if (c.fchmod(fd, EVENTS_FILE_MODE) !== 0 || c.fchown(fd, this.#uid, 0) !== 0) {
+          throw new Error(`Cannot give ${dir.pathOf(this.name)} its mode and owner`);
+        }
+        const st = statAt(fd, "", dir.pathOf(this.name))!;
+        return { fd, dir, ino: st.ino, size: 0 };
+      } catch (e) {
+        c.close(fd);
         throw e;
       }
     }
-    return { file, rotated: false };
+  }
+
+  /**
+   * The existing file, when it is a regular file with the mode and owner this log gives
+   * and this process can still append to it.
+   */
+  #reopen(dir: HeldDir): Open | null {
+    let fd: number;
+    try {
+      fd = dir.open(this.name, O_WRONLY | O_APPEND);
+    } catch {
+      return null;
+    }
+    const st = statAt(fd, "", dir.pathOf(this.name))!;
+    if (st.type !== "file" || st.mode !== EVENTS_FILE_MODE || st.uid !== this.#uid) {
+      libc().close(fd);
+      return null;
+    }
+    return { fd, dir, ino: st.ino, size: st.size };
+  }
+
+  /** Who the file belongs to: the owner, else root (group root either way). */
+  get #uid(): number {
+    return this.owner?.uid ?? 0;
   }
 }

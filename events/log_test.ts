@@ -2,6 +2,7 @@ import { EVENTS_FILE_MODE, EventsLog, rotatedPath } from "./log.ts";
 import { runEvents } from "./mod.ts";
 import type { ConnectEvent } from "./collector.ts";
 import { assertEquals } from "../lib/test_assert.ts";
+import { HeldDir } from "../lib/held_dir.ts";
 
 function event(i: number, external = true): ConnectEvent {
   return {
@@ -28,12 +29,18 @@ async function collect(input: string, externalOnly = false): Promise<string[]> {
   return out;
 }
 
+/** The lines in one file (the reader would add the old generation). */
+async function lines(path: string): Promise<number> {
+  return (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "").length;
+}
+
 Deno.test("events log: appends lines, rotates past the limit, keeps one old generation", async () => {
   const dir = await Deno.makeTempDir({ prefix: "stb-events-log-" });
+  const held = HeldDir.hold(dir, { what: "test" });
   try {
     const path = `${dir}/events.jsonl`;
     const one = JSON.stringify(event(0)).length + 1;
-    const log = new EventsLog(path, null, 3 * one);
+    const log = new EventsLog(() => held, null, 3 * one);
     log.append([event(0), event(1)]);
     log.append([]);
     log.append([event(2)]);
@@ -50,7 +57,40 @@ Deno.test("events log: appends lines, rotates past the limit, keeps one old gene
     assertEquals((await collect(path, true)).length, 3, "--external-only");
     assertEquals((await Deno.stat(path)).mode! & 0o777, EVENTS_FILE_MODE);
     assertEquals((await Deno.stat(rotatedPath(path))).mode! & 0o777, EVENTS_FILE_MODE);
+    // Removed by hand: a new file, not appends into the removed one.
+    await Deno.remove(path);
+    log.append([event(7)]);
+    assertEquals(await lines(path), 1);
+    log.close();
   } finally {
+    held.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("events log: what stands at its name is never followed or appended to unless it is its own", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "stb-events-log-" });
+  const held = HeldDir.hold(dir, { what: "test" });
+  try {
+    const path = `${dir}/events.jsonl`;
+    await Deno.writeTextFile(`${dir}/victim`, "precious\n", { mode: 0o600 });
+    await Deno.symlink(`${dir}/victim`, path);
+    const log = new EventsLog(() => held, { uid: 65534, gid: 65534 });
+    log.append([event(0)]);
+    assertEquals(await Deno.readTextFile(`${dir}/victim`), "precious\n");
+    assertEquals(Deno.statSync(`${dir}/victim`).uid, 0, "the link's target is not chowned");
+    assertEquals(Deno.lstatSync(rotatedPath(path)).isSymlink, true, "the link was set aside");
+    const st = Deno.lstatSync(path);
+    assertEquals([st.isFile, st.uid, st.gid, st.mode! & 0o777], [true, 65534, 0, 0o640]);
+    log.close();
+    // A file of another owner or mode (an earlier config) is set aside too, not taken over.
+    await Deno.chmod(path, 0o644);
+    const again = new EventsLog(() => held, { uid: 65534, gid: 65534 });
+    again.append([event(1)]);
+    assertEquals([await lines(path), await lines(rotatedPath(path))], [1, 1]);
+    again.close();
+  } finally {
+    held.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

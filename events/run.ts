@@ -13,7 +13,8 @@ import type { Config } from "../lib/config.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import type { UserIds } from "../lib/users.ts";
 import { EventCollector } from "./collector.ts";
-import { EVENTS_FILE_NAME, EventsLog } from "./log.ts";
+import type { HeldDir } from "../lib/held_dir.ts";
+import { EventsLog } from "./log.ts";
 
 export interface EventsRuntime {
   readonly path: string;
@@ -28,8 +29,8 @@ export interface StartEventsOptions {
   backend: string;
   targets: ServiceTarget[];
   mount: Cgroup2Mount;
-  /** Directory of counters.json: events.jsonl goes beside it. */
-  outDir: string;
+  /** Directory of counters.json as held now: events.jsonl goes beside it. */
+  outDir: () => HeldDir;
   owner: UserIds | null;
   log: (message: string) => void;
 }
@@ -63,8 +64,8 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   } catch (e) {
     return unavailable((e as Error).message, e);
   }
-  const path = `${o.outDir}/${EVENTS_FILE_NAME}`;
-  const file = new EventsLog(path, o.owner);
+  const file = new EventsLog(o.outDir, o.owner);
+  const path = file.path;
   log(`connect events: writing ${path}`);
   let reportedDrops = 0;
   let reportedAt = -Infinity;

@@ -1,6 +1,5 @@
-import { assert, assertEquals, assertThrows } from "./test_assert.ts";
+import { assert, assertEquals } from "./test_assert.ts";
 import { osError, pathInfo } from "./libc.ts";
-import { writeFileAtomic } from "./atomic_write.ts";
 
 Deno.test("pathInfo: type and inode as lstat/stat see them, null when nothing is there", () => {
   const dir = Deno.makeTempDirSync();
@@ -35,22 +34,4 @@ Deno.test("osError: Deno's error classes and wording, with the failed call named
     osError(28, "write '/t'").message,
     "No space left on device (os error 28): write '/t'",
   );
-});
-
-Deno.test("writeFileAtomic: a missing directory is NotFound naming the temp file; a large file is whole", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
-    const e = assertThrows(() =>
-      writeFileAtomic(`${dir}/nope/x.json`, "x", { mode: 0o644, uid: null, gid: null })
-    );
-    assert(e instanceof Deno.errors.NotFound, String(e));
-    assert((e as Error).message.includes(`${dir}/nope/.x.json.`), (e as Error).message);
-    // Larger than one page, so a short write would show.
-    const big = "y".repeat(200_000);
-    writeFileAtomic(`${dir}/big`, big, { mode: 0o600, uid: null, gid: null });
-    assertEquals(Deno.readTextFileSync(`${dir}/big`), big);
-    assertEquals(Deno.statSync(`${dir}/big`).mode! & 0o777, 0o600);
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
 });

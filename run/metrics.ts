@@ -8,12 +8,12 @@
  * refuses them, and the scrape time is what dashboards want.
  */
 
-import { writeFileAtomic } from "../lib/atomic_write.ts";
+import { HeldDir } from "../lib/held_dir.ts";
 import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import type { Config } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
-import type { SampleContext, Sink } from "./sinks.ts";
+import { HEALTHY, type RunHealth, type SampleContext, type Sink } from "./sinks.ts";
 import { dirOf } from "./output.ts";
 
 export interface MetricsExtra {
@@ -21,6 +21,8 @@ export interface MetricsExtra {
   version: string;
   /** Seconds spent reading the backend and building this sample. */
   sampleDurationS: number;
+  /** Absent: nothing went wrong. */
+  health?: RunHealth;
 }
 
 /** Label values may hold any UTF-8; these three must be escaped (exposition format spec). */
@@ -85,6 +87,7 @@ type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_p
 /** The whole exposition of one sample. Pure: same sample, same text. */
 export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
   const services = Object.entries(counters.services);
+  const health = extra.health ?? HEALTHY;
   const byDirection = (rx: CountKey, tx: CountKey) =>
     services.flatMap(([service, s]): [Labels, number | bigint][] => [
       [{ service, direction: "rx" }, s[rx]],
@@ -115,6 +118,20 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
       type: "counter",
       help: "Connect events lost because the kernel ring buffer was full.",
       series: one(eventsDropped(counters)),
+    },
+    {
+      name: "stb_netacct_state_copies_rejected",
+      type: "gauge",
+      help: "Copies of the saved totals found empty, corrupt or unreadable when the sampler " +
+        "started; it continued from the newest good copy, or from zero when none was left.",
+      series: one(health.stateCopiesRejected),
+    },
+    {
+      name: "stb_netacct_destinations_errors_total",
+      type: "counter",
+      help: "Reads of the top destinations that failed (the last list was kept; counting " +
+        "goes on).",
+      series: one(health.destinationsErrors),
     },
     {
       name: "stb_netacct_sample_duration_seconds",
@@ -150,14 +167,6 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
   return families.flatMap(familyText).join("\n") + "\n";
 }
 
-function isDirectory(path: string): boolean {
-  try {
-    return pathInfo(path)?.isDirectory ?? false;
-  } catch {
-    return false; // unreadable (EACCES, ...): written once it can be
-  }
-}
-
 /**
  * How often the textfile is rewritten at most. node-exporter reads it when it is scraped,
  * every 15 s or more on a usual setup, so rewriting it every 0.5 s sample would only write
@@ -177,46 +186,79 @@ export interface TextfileOptions {
 }
 
 /**
+ * Holds the textfile's directory: no symlink on the way, no directory others may write,
+ * the directory itself root's (or this user's). Null when it does not exist.
+ */
+function holdTextfileDir(dir: string): HeldDir | null {
+  try {
+    return HeldDir.hold(dir, {
+      what: "Prometheus textfile directory",
+      owner: "root",
+      othersOwnAncestors: true,
+    });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
  * Writes the exposition to `path` (atomically, 0644) whenever its directory exists: a host
- * without node-exporter has no such directory and gets nothing. The file is removed on
- * close, because node-exporter would go on serving a stale file as if it were current.
+ * without node-exporter has no such directory and gets nothing. The directory is held open
+ * and the file written relative to it (lib/held_dir.ts); held anew when the path no longer
+ * leads there. The file is removed on close, because node-exporter would go on serving a
+ * stale file as if it were current.
  */
 export function textfileSink(options: TextfileOptions): Sink {
   const { path, version, log, everyMs = TEXTFILE_EVERY_MS, now = () => performance.now() } =
     options;
   const dir = dirOf(path);
+  const name = path.slice(dir.length + 1);
+  let held: HeldDir | null = null;
   let written = false;
   let closed = false;
   let nextWrite = -Infinity;
+  const release = () => {
+    held?.close();
+    held = null;
+  };
+  /** The directory as held, anew when the path no longer leads to it; null: absent. */
+  const current = (): HeldDir | null => {
+    if (held && pathInfo(dir, false)?.ino !== held.ino) release();
+    return held ??= holdTextfileDir(dir);
+  };
   return {
     name: `prometheus textfile ${path}`,
-    publish({ counters, sampleDurationS }) {
+    publish({ counters, sampleDurationS, health }) {
       if (closed || now() < nextWrite) return;
       // Looked for as often as written: a directory that appears is written within everyMs.
       nextWrite = now() + everyMs;
-      if (!isDirectory(dir)) {
-        if (written) {
-          log(`prometheus textfile: ${dir} is gone; writing again once it exists`);
-          written = false;
-        }
+      const d = current();
+      if (!d) {
+        if (written) log(`prometheus textfile: ${dir} is gone; writing again once it exists`);
+        written = false;
         return;
       }
-      writeFileAtomic(path, renderMetrics(counters, { version, sampleDurationS }), {
-        mode: 0o644,
-        uid: null,
-        gid: null,
-      });
+      try {
+        d.writeAtomic(name, renderMetrics(counters, { version, sampleDurationS, health }), {
+          mode: 0o644,
+          uid: null,
+          gid: null,
+        });
+      } catch (e) {
+        release(); // removed meanwhile, say: looked for again next time
+        throw e;
+      }
       if (!written) log(`prometheus textfile: writing ${path}`);
       written = true;
     },
     close() {
       if (closed) return;
       closed = true;
-      if (!written) return;
       try {
-        Deno.removeSync(path);
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        if (written && held) held.remove(name);
+      } finally {
+        release();
       }
     },
   };
@@ -263,7 +305,11 @@ export function listenSink(
       if (latest === null) {
         return new Response("No sample yet: try again in a moment\n", { status: 503 });
       }
-      body ??= renderMetrics(latest.counters, { version, sampleDurationS: latest.sampleDurationS });
+      body ??= renderMetrics(latest.counters, {
+        version,
+        sampleDurationS: latest.sampleDurationS,
+        health: latest.health,
+      });
       return new Response(req.method === "HEAD" ? null : body, {
         headers: { "content-type": METRICS_CONTENT_TYPE },
       });
