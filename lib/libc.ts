@@ -158,3 +158,13 @@ export function pathInfo(path: string, followSymlinks = true): PathInfo | null {
     isFile: type === S_IFREG,
   };
 }
+
+const AT_EMPTY_PATH = 0x1000;
+
+/** The inode number of what an open fd refers to (a cgroup directory's id). */
+export function fdInode(fd: number): bigint {
+  if (libc().statx(fd, cString(""), AT_EMPTY_PATH, STATX_INO, statxBuf) !== 0) {
+    throw osError(errno(), `statx of fd ${fd}`);
+  }
+  return statxView.getBigUint64(32, true); // stx_ino, as in pathInfo
+}
