@@ -160,7 +160,7 @@ export class EbpfBackend implements Backend {
   #object: TargetedObject | null = null;
   #maps: Maps | null = null;
   #counterBuffers: CounterBuffers | null = null;
-  #gsoCorrection = false;
+  #gsoCorrection = true;
   #dests: DestBuffers | null = null;
   #log: (message: string) => void = () => {};
 
@@ -202,7 +202,7 @@ export class EbpfBackend implements Backend {
   /** Opens and loads the object and fills its maps; `stop` undoes it. */
   #load(targets: ServiceTarget[], options: BackendOptions): TargetedObject {
     this.#log = options.log;
-    this.#gsoCorrection = options.gsoCorrection ?? false;
+    this.#gsoCorrection = options.gsoCorrection ?? true;
     // Prefixes up to /16 only fill the table; the tries hold what it leaves to them.
     const verdicts = prefixVerdicts(options.exclude);
     const trie = triePrefixes(options.exclude, verdicts);
