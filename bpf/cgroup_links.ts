@@ -17,7 +17,7 @@
  */
 
 import { type Cgroup2Mount, cgroupDir, type ServiceTarget } from "../lib/cgroup.ts";
-import { fdInode } from "../lib/libc.ts";
+import { statAt } from "../lib/libc.ts";
 import {
   cgroupLinkInfo,
   check,
@@ -155,7 +155,8 @@ export class CgroupLinks {
     const fd = openDirectory(dir, { missingOk: true });
     if (fd === null) return null;
     try {
-      const id = fdInode(fd);
+      const id = statAt(fd, "", dir)?.ino;
+      if (id === undefined) return null;
       for (const program of this.#o.programs) {
         const key = `${id}/${program.name}`;
         if (this.#links.has(key)) continue;

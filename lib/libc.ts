@@ -15,6 +15,20 @@ const SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
   // int open(const char *path /* buffer */, int flags /* i32 */, mode_t mode /* u32 */)
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  // int openat(int dirfd /* i32 */, const char *path /* buffer */, int flags /* i32 */,
+  //            mode_t mode /* u32 */)
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  // int mkdirat(int dirfd /* i32 */, const char *path /* buffer */, mode_t mode /* u32 */)
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // int renameat(int olddirfd /* i32 */, const char *oldpath /* buffer */,
+  //              int newdirfd /* i32 */, const char *newpath /* buffer */)
+  renameat: { parameters: ["i32", "buffer", "i32", "buffer"], result: "i32" },
+  // int unlinkat(int dirfd /* i32 */, const char *path /* buffer */, int flags /* i32 */)
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // int fsync(int fd /* i32 */)
+  fsync: { parameters: ["i32"], result: "i32" },
+  // int ftruncate(int fd /* i32 */, off_t length /* i64 */)
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   // ssize_t write(int fd /* i32 */, const void *buf /* buffer */, size_t count /* usize */)
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // int fchmod(int fd /* i32 */, mode_t mode /* u32 */)
@@ -72,13 +86,14 @@ const SYMBOLS = {
 
 export const O_RDONLY = 0, O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_EXCL = 0o200;
 export const O_DIRECTORY = 0o200000, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+export const O_APPEND = 0o2000;
 export const LOCK_EX = 2, LOCK_NB = 4;
 export const CLOCK_MONOTONIC = 1;
 export const EAGAIN = 11, EINTR = 4;
-const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
-const STATX_TYPE = 0x1, STATX_INO = 0x100;
-const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
-const ENOENT = 2, EEXIST = 17, EACCES = 13, EPERM = 1, ENOTDIR = 20;
+export const ENOENT = 2, EEXIST = 17, EACCES = 13, EPERM = 1, ENOTDIR = 20, ELOOP = 40;
+export const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100, AT_EMPTY_PATH = 0x1000;
+const STATX_TYPE = 0x1, STATX_INO = 0x100, STATX_BASIC_STATS = 0x7ff;
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
 
@@ -159,12 +174,56 @@ export function pathInfo(path: string, followSymlinks = true): PathInfo | null {
   };
 }
 
-const AT_EMPTY_PATH = 0x1000;
+/** What statx says of one file: its type, permission bits, owner, size and identity. */
+export interface FileStat {
+  type: "file" | "directory" | "symlink" | "other";
+  /** Permission bits with setuid/setgid/sticky (mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  ino: bigint;
+  /** dev_t as stat(2) returns it (major and minor encoded), for /proc/locks. */
+  dev: number;
+}
 
-/** The inode number of what an open fd refers to (a cgroup directory's id). */
-export function fdInode(fd: number): bigint {
-  if (libc().statx(fd, cString(""), AT_EMPTY_PATH, STATX_INO, statxBuf) !== 0) {
-    throw osError(errno(), `statx of fd ${fd}`);
+function typeOf(mode: number): FileStat["type"] {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return "file";
+    case S_IFDIR:
+      return "directory";
+    case S_IFLNK:
+      return "symlink";
+    default:
+      return "other";
   }
-  return statxView.getBigUint64(32, true); // stx_ino, as in pathInfo
+}
+
+/**
+ * statx of `name` relative to `dirfd` without following a final symlink, or of `dirfd`
+ * itself when `name` is "" (fstat). Null when nothing is there; other failures throw.
+ */
+export function statAt(dirfd: number, name: string, what: string): FileStat | null {
+  const flags = AT_SYMLINK_NOFOLLOW | (name === "" ? AT_EMPTY_PATH : 0);
+  if (libc().statx(dirfd, cString(name), flags, STATX_BASIC_STATS, statxBuf) !== 0) {
+    const e = errno();
+    if (e === ENOENT || e === ENOTDIR) return null;
+    throw osError(e, `statx '${what}'`);
+  }
+  // struct statx: stx_uid at 20, stx_gid at 24, stx_mode (u16) at 28, stx_ino at 32,
+  // stx_size at 40, stx_dev_major at 136, stx_dev_minor at 140 (the same on every arch).
+  const mode = statxView.getUint16(28, true);
+  const major = statxView.getUint32(136, true), minor = statxView.getUint32(140, true);
+  return {
+    type: typeOf(mode),
+    mode: mode & 0o7777,
+    uid: statxView.getUint32(20, true),
+    gid: statxView.getUint32(24, true),
+    size: Number(statxView.getBigUint64(40, true)),
+    ino: statxView.getBigUint64(32, true),
+    // glibc's makedev, as stat(2) and Deno's stat report it.
+    dev: (((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & 0xfff00) << 12)) >>> 0) +
+      (major - (major & 0xfff)) * 2 ** 32,
+  };
 }

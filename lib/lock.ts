@@ -5,17 +5,8 @@
  * no non-blocking lock, hence libc.
  */
 
-import {
-  cString,
-  libc,
-  LOCK_EX,
-  LOCK_NB,
-  O_CLOEXEC,
-  O_CREAT,
-  O_NOFOLLOW,
-  O_RDWR,
-  pathInfo,
-} from "./libc.ts";
+import { type HeldDir, readOpenFile, writeAll } from "./held_dir.ts";
+import { libc, LOCK_EX, LOCK_NB, O_CREAT, O_RDWR } from "./libc.ts";
 
 export class LockHeldError extends Error {
   override name = "LockHeldError";
@@ -23,52 +14,51 @@ export class LockHeldError extends Error {
 
 export interface Lock {
   release(): void;
-  /** Whether the file at the lock's path is still the one this lock holds (not removed). */
-  intact(): boolean;
+  /** Whether `dir` (the lock's directory, held anew) still has this lock's file. */
+  intactIn(dir: HeldDir): boolean;
 }
 
-function inodeAt(path: string): bigint | null {
-  return pathInfo(path, false)?.ino ?? null;
-}
-
-/** Takes an exclusive lock on `path` (created 0600), or throws LockHeldError naming the holder. */
-export function acquireLock(path: string): Lock {
+/**
+ * Takes an exclusive lock on `name` in `dir` (created 0600, never through a symlink), or
+ * throws LockHeldError naming the holder. The pid goes into the locked descriptor itself.
+ */
+export function acquireLock(dir: HeldDir, name: string): Lock {
   const c = libc();
-  const fd = c.open(
-    cString(path),
-    O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-    0o600,
-  );
-  if (fd < 0) throw new Error(`Cannot open lock file "${path}" (is it a symlink?)`);
+  const path = dir.pathOf(name);
+  let fd: number;
+  try {
+    fd = dir.open(name, O_RDWR | O_CREAT, 0o600);
+  } catch (e) {
+    throw new Error(`Cannot open lock file "${path}" (is it a symlink?)`, { cause: e });
+  }
   if (c.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    c.close(fd);
     let holder = "";
     try {
-      const pid = Deno.readTextFileSync(path).trim();
+      const pid = readOpenFile(fd, path, 64).trim();
       if (/^[0-9]+$/.test(pid)) holder = ` (pid ${pid})`;
     } catch { /* unreadable: name no pid */ }
+    c.close(fd);
     throw new LockHeldError(
       `Another stb-netacct run${holder} is already writing this output (lock "${path}"): ` +
         `stop it first (\`systemctl stop stb-netacct\`) or give --output another path`,
     );
   }
-  Deno.writeTextFileSync(path, `${Deno.pid}\n`);
-  const ino = inodeAt(path);
+  c.ftruncate(fd, 0n);
+  writeAll(fd, new TextEncoder().encode(`${Deno.pid}\n`), path);
+  const ino = dir.stat(name)?.ino ?? null;
   let held = true;
   return {
     release() {
       if (!held) return;
       held = false;
-      // Only our own file: after a removal the path may be another run's lock by now.
-      if (ino !== null && inodeAt(path) === ino) {
-        try {
-          Deno.removeSync(path);
-        } catch { /* already gone */ }
-      }
+      // Only our own file: after a removal the name may be another run's lock by now.
+      try {
+        if (ino !== null && dir.stat(name)?.ino === ino) dir.remove(name);
+      } catch { /* the directory is gone */ }
       c.close(fd);
     },
-    intact() {
-      return held && ino !== null && inodeAt(path) === ino;
+    intactIn(current: HeldDir) {
+      return held && ino !== null && current.same(dir) && current.stat(name)?.ino === ino;
     },
   };
 }
@@ -97,13 +87,14 @@ export function parseFlockHolder(procLocks: string, dev: number, ino: number): n
 }
 
 /**
- * The pid of the process holding the lock at `path`, as the kernel knows it (never the
- * file's content, which a crashed holder may have left for a pid since reused), or null.
+ * The pid of the process holding the lock `name` in `dir`, as the kernel knows it (never
+ * the file's content, which a crashed holder may have left for a pid since reused), or null.
  */
-export function lockHolder(path: string): number | null {
+export function lockHolder(dir: HeldDir, name: string): number | null {
   try {
-    const st = Deno.lstatSync(path);
-    return parseFlockHolder(Deno.readTextFileSync("/proc/locks"), st.dev, st.ino!);
+    const st = dir.stat(name);
+    if (st === null) return null;
+    return parseFlockHolder(Deno.readTextFileSync("/proc/locks"), st.dev, Number(st.ino));
   } catch {
     return null;
   }

@@ -9,6 +9,7 @@ import {
 } from "./capabilities.ts";
 import { writeFileAtomic } from "./atomic_write.ts";
 import { acquireLock, LockHeldError } from "./lock.ts";
+import { HeldDir } from "./held_dir.ts";
 import { describeError } from "./errors.ts";
 
 Deno.test("parsePasswdUser finds by name or uid", () => {
@@ -84,19 +85,28 @@ Deno.test("writeFileAtomic gives the mode asked under a umask that would trim it
   }
 });
 
+/** Code for a child process that takes the lock `.lock` in `dir`. */
+function lockIn(dir: string, then: string): string {
+  const url = (f: string) => JSON.stringify(new URL(f, import.meta.url).href);
+  return `import { acquireLock } from ${url("./lock.ts")};\n` +
+    `import { HeldDir } from ${url("./held_dir.ts")};\n` +
+    `const dir = HeldDir.hold(${JSON.stringify(dir)}, { what: "test" });\n${then}`;
+}
+
 Deno.test("acquireLock: one holder at a time, released on release and on process death", async () => {
-  const dir = Deno.makeTempDirSync();
+  const path = Deno.makeTempDirSync();
+  const dir = HeldDir.hold(path, { what: "test" });
   try {
-    const path = `${dir}/.lock`;
-    const held = acquireLock(path);
+    const held = acquireLock(dir, ".lock");
+    assertEquals(Deno.readTextFileSync(`${path}/.lock`), `${Deno.pid}\n`);
     // Another process must be refused (flock is per open file description).
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "eval",
-        `import {acquireLock} from "${new URL(
-          "./lock.ts",
-          import.meta.url,
-        )}"; try { acquireLock("${path}"); Deno.exit(0) } catch (e) { console.log(e.message); Deno.exit(3) }`,
+        lockIn(
+          path,
+          `try { acquireLock(dir, ".lock"); Deno.exit(0) } catch (e) { console.log(e.message); Deno.exit(3) }`,
+        ),
       ],
       stdout: "piped",
     });
@@ -105,28 +115,26 @@ Deno.test("acquireLock: one holder at a time, released on release and on process
     assertEquals(new TextDecoder().decode(out.stdout).includes(`pid ${Deno.pid}`), true);
     held.release();
     held.release();
-    acquireLock(path).release();
+    acquireLock(dir, ".lock").release();
     // A SIGKILLed holder leaves no stale lock.
     const holder = new Deno.Command(Deno.execPath(), {
       args: [
         "eval",
-        `import {acquireLock} from "${new URL(
-          "./lock.ts",
-          import.meta.url,
-        )}"; acquireLock("${path}"); console.log("held"); await new Promise(() => {})`,
+        lockIn(path, `acquireLock(dir, ".lock"); console.log("held"); await new Promise(() => {})`),
       ],
       stdout: "piped",
     }).spawn();
     const reader = holder.stdout.getReader();
     await reader.read();
-    assertThrows(() => acquireLock(path), LockHeldError, "already writing");
+    assertThrows(() => acquireLock(dir, ".lock"), LockHeldError, "already writing");
     holder.kill("SIGKILL");
     await holder.status;
     reader.releaseLock();
     await holder.stdout.cancel();
-    acquireLock(path).release();
+    acquireLock(dir, ".lock").release();
   } finally {
-    Deno.removeSync(dir, { recursive: true });
+    dir.close();
+    Deno.removeSync(path, { recursive: true });
   }
 });
 

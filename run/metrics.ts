@@ -13,7 +13,7 @@ import { pathInfo } from "../lib/libc.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import type { Config } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
-import type { SampleContext, Sink } from "./sinks.ts";
+import { HEALTHY, type RunHealth, type SampleContext, type Sink } from "./sinks.ts";
 import { dirOf } from "./output.ts";
 
 export interface MetricsExtra {
@@ -21,6 +21,8 @@ export interface MetricsExtra {
   version: string;
   /** Seconds spent reading the backend and building this sample. */
   sampleDurationS: number;
+  /** Absent: nothing went wrong. */
+  health?: RunHealth;
 }
 
 /** Label values may hold any UTF-8; these three must be escaped (exposition format spec). */
@@ -85,6 +87,7 @@ type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_p
 /** The whole exposition of one sample. Pure: same sample, same text. */
 export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
   const services = Object.entries(counters.services);
+  const health = extra.health ?? HEALTHY;
   const byDirection = (rx: CountKey, tx: CountKey) =>
     services.flatMap(([service, s]): [Labels, number | bigint][] => [
       [{ service, direction: "rx" }, s[rx]],
@@ -115,6 +118,20 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
       type: "counter",
       help: "Connect events lost because the kernel ring buffer was full.",
       series: one(eventsDropped(counters)),
+    },
+    {
+      name: "stb_netacct_state_copies_rejected",
+      type: "gauge",
+      help: "Copies of the saved totals found empty, corrupt or unreadable when the sampler " +
+        "started; it continued from the newest good copy, or from zero when none was left.",
+      series: one(health.stateCopiesRejected),
+    },
+    {
+      name: "stb_netacct_destinations_errors_total",
+      type: "counter",
+      help: "Reads of the top destinations that failed (the last list was kept; counting " +
+        "goes on).",
+      series: one(health.destinationsErrors),
     },
     {
       name: "stb_netacct_sample_duration_seconds",
@@ -190,7 +207,7 @@ export function textfileSink(options: TextfileOptions): Sink {
   let nextWrite = -Infinity;
   return {
     name: `prometheus textfile ${path}`,
-    publish({ counters, sampleDurationS }) {
+    publish({ counters, sampleDurationS, health }) {
       if (closed || now() < nextWrite) return;
       // Looked for as often as written: a directory that appears is written within everyMs.
       nextWrite = now() + everyMs;
@@ -201,7 +218,7 @@ export function textfileSink(options: TextfileOptions): Sink {
         }
         return;
       }
-      writeFileAtomic(path, renderMetrics(counters, { version, sampleDurationS }), {
+      writeFileAtomic(path, renderMetrics(counters, { version, sampleDurationS, health }), {
         mode: 0o644,
         uid: null,
         gid: null,
@@ -263,7 +280,11 @@ export function listenSink(
       if (latest === null) {
         return new Response("No sample yet: try again in a moment\n", { status: 503 });
       }
-      body ??= renderMetrics(latest.counters, { version, sampleDurationS: latest.sampleDurationS });
+      body ??= renderMetrics(latest.counters, {
+        version,
+        sampleDurationS: latest.sampleDurationS,
+        health: latest.health,
+      });
       return new Response(req.method === "HEAD" ? null : body, {
         headers: { "content-type": METRICS_CONTENT_TYPE },
       });

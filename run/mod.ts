@@ -17,7 +17,6 @@ import {
   type BackendChoice,
   BackendError,
   checkPrivileges,
-  type ServiceCounters,
   type ServiceTarget,
   type StartedBackend,
   startWithFallback,
@@ -40,7 +39,7 @@ import {
   MIN_INTERVAL_S,
   parseIntervalFlag,
 } from "../lib/interval.ts";
-import { type CountersV1, DEFAULT_COUNTERS_PATH, parseCounters } from "../lib/contract.ts";
+import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
@@ -51,14 +50,7 @@ import { Totals } from "./totals.ts";
 import { createSinks } from "./metrics.ts";
 import { Sampler } from "./sampler.ts";
 import { EpollSleep, RunSignals } from "./sleep.ts";
-import {
-  bootId,
-  DEFAULT_STATE_PATH,
-  FileStateStore,
-  loadState,
-  startingTotals,
-  StateError,
-} from "./state.ts";
+import { bootId, DEFAULT_STATE_PATH, type StartingState, StateFiles } from "./state.ts";
 import { Teardown } from "./teardown.ts";
 
 export interface RunOptions {
@@ -192,35 +184,38 @@ function currentTargets(mount: Cgroup2Mount, config: Config): ServiceTarget[] {
   }));
 }
 
-/** The counters.json a previous run left, if it is one; anything else is not a source of totals. */
-function readPublished(path: string): CountersV1 | null {
-  try {
-    return parseCounters(Deno.readTextFileSync(path));
-  } catch {
-    return null;
-  }
-}
+const COPY_LABELS = {
+  state: "saved totals",
+  backup: "backup of the saved totals",
+  runtime: "runtime copy of the totals",
+} as const;
 
-/** The totals to continue from: the saved state, or what the run that saved it published later. */
-function startTotals(opts: RunOptions): Record<string, ServiceCounters> | undefined {
-  let saved;
-  try {
-    saved = loadState(opts.statePath);
-  } catch (e) {
-    if (e instanceof StateError) throw new BackendError(e.message, { cause: e });
-    throw e;
+/**
+ * The totals to continue from: the newest good copy (run/state.ts). A bad copy is passed
+ * over loudly, never a reason to stop counting.
+ */
+function startTotals(state: StateFiles, opts: RunOptions): StartingState {
+  const start = state.load();
+  for (const r of start.rejected) {
+    opts.log(`WARNING: the ${COPY_LABELS[r.copy]} "${r.path}" cannot be used: ${r.reason}`);
   }
-  const start = startingTotals(saved, saved ? readPublished(opts.output) : null);
-  if (!start || !saved) return undefined;
-  const t = new Totals(Object.keys(opts.config.services), start.services).sum();
+  for (const f of start.foreign) {
+    opts.log(`the runtime copy "${f}" belongs to another state file; this run replaces it`);
+  }
+  const chosen = start.chosen;
+  if (!chosen) {
+    if (start.rejected.length > 0) {
+      opts.log("WARNING: no good copy of the saved totals is left: counting from zero");
+    }
+    return start;
+  }
+  const t = new Totals(Object.keys(opts.config.services), chosen.state.services).sum();
   opts.log(
-    (start.from === "state"
-      ? "continuing from saved totals"
-      : "continuing from the last published totals, newer than the saved ones") +
-      ` (rx ${t.rxBytes} B, tx ${t.txBytes} B` +
-      (saved.boot_id !== bootId() ? ", saved before the last reboot)" : ")"),
+    `continuing from the ${COPY_LABELS[chosen.copy]} "${chosen.path}" (rx ${t.rxBytes} B, ` +
+      `tx ${t.txBytes} B` +
+      (chosen.state.boot_id !== bootId() ? ", saved before the last reboot)" : ")"),
   );
-  return start.services;
+  return start;
 }
 
 export async function runSampler(opts: RunOptions): Promise<void> {
@@ -228,7 +223,6 @@ export async function runSampler(opts: RunOptions): Promise<void> {
   const mount = findCgroup2Mount();
   const owner = ownerIds(opts.config);
   const files = new OutputFiles({ output: opts.output, statePath: opts.statePath, owner });
-  files.prepare();
   const teardown = new Teardown();
   try {
     const sampler = await startSampler({ opts, mount, owner, files, teardown });
@@ -255,9 +249,13 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   teardown.add(() => sleeper.close());
   const signals = new RunSignals();
   teardown.add(() => signals.close());
+  // After the signals: a stop signal heard once their listeners are gone would end the
+  // process with the locks still in place.
+  files.prepare();
+  teardown.add(() => files.close());
   files.lock();
-  teardown.add(() => files.unlock());
-  const start = startTotals(opts);
+  const state = new StateFiles(files.places);
+  const start = startTotals(state, opts);
   const startedAt = Math.round(Date.now()) / 1000;
   const watch = new CgroupWatch(mount, Object.values(config.services), log);
   teardown.add(() => watch.close());
@@ -274,7 +272,15 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   teardown.add(() => started.backend.stop());
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
-  const events = startEvents({ config, backend, targets, mount, outDir: files.dir, owner, log });
+  const events = startEvents({
+    config,
+    backend,
+    targets,
+    mount,
+    outDir: files.dir.path,
+    owner,
+    log,
+  });
   if (events) teardown.addLogged(() => events.stop(), log);
   const sinks = await createSinks({ config, log });
   for (const sink of sinks) {
@@ -286,7 +292,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     watch,
     clock: { now: () => performance.now(), monotonicSeconds, unixSeconds: () => Date.now() / 1000 },
     sleeper: new EpollSleep(sleeper, signals, sinks.some((s) => s.servesBetweenSamples)),
-    state: new FileStateStore(opts.statePath),
+    state,
     output: files,
     sinks,
     events,
@@ -298,7 +304,8 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     fallbackReason: started.fallbackReason,
     startedAt,
     bootId: bootId(),
-    startTotals: start,
+    startTotals: start.chosen?.state.services,
+    stateCopiesRejected: start.rejected.length,
   });
   signals.attach(sampler);
   return sampler;

@@ -1,54 +1,38 @@
 /**
  * Where and how `run` publishes. A root daemon writing into a directory someone else
- * controls could be tricked into clobbering any file, so the directory must be root's
- * and closed to others; the file itself is created exclusively and renamed into place.
+ * controls could be tricked into clobbering any file, so the directory (and every one on
+ * the way to it) must be root's and closed to others; it is held open by descriptor and
+ * every file in it is created exclusively and renamed into place (lib/held_dir.ts).
  */
 
-import { writeFileAtomic } from "../lib/atomic_write.ts";
+import { DirError, HeldDir } from "../lib/held_dir.ts";
 import type { CountersV1, ServiceCountersV1 } from "../lib/contract.ts";
 import { serializeCounters } from "../lib/contract.ts";
 import type { DestinationCounters, ServiceCounters } from "../backends/backend.ts";
 import { BackendError } from "../lib/errors.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import type { UserIds } from "../lib/users.ts";
+import { RUNTIME_STATE_DIR, stateNames, type StatePlaces } from "./state.ts";
 
 export class OutputError extends Error {
   override name = "OutputError";
 }
 
 /**
- * Creates the output directory (0755, or `mode`: 0700 for a state directory only root
- * reads) if needed and refuses one others could write.
+ * Holds the directory `dir` (made 0755, or `mode`: 0700 for a state directory only root
+ * reads), refusing one that others could change, or a way to it that they could.
  */
-export function prepareOutputDir(dir: string, mode = 0o755): void {
+export function holdOutputDir(dir: string, mode = 0o755, what = "Output directory"): HeldDir {
   try {
-    Deno.mkdirSync(dir, { recursive: true, mode });
+    return HeldDir.hold(dir, { what, create: mode });
   } catch (e) {
-    if (!(e instanceof Deno.errors.AlreadyExists)) {
-      throw new OutputError(`Cannot create output directory "${dir}": ${(e as Error).message}`, {
+    if (e instanceof DirError) throw new OutputError(e.message, { cause: e });
+    if (e instanceof Error) {
+      throw new OutputError(`Cannot create ${what.toLowerCase()} "${dir}": ${e.message}`, {
         cause: e,
       });
     }
-  }
-  const st = Deno.lstatSync(dir);
-  if (st.isSymlink || !st.isDirectory) {
-    throw new OutputError(
-      `Output directory "${dir}" is a symlink or not a directory: point --output at a real directory`,
-    );
-  }
-  if (st.uid !== Deno.uid()) {
-    throw new OutputError(
-      `Output directory "${dir}" is owned by uid ${st.uid}, not by the user running stb-netacct ` +
-        `(uid ${Deno.uid()}): a root daemon must not write into someone else's directory; ` +
-        `use /run/stb-netacct or chown it`,
-    );
-  }
-  if (st.mode !== null && (st.mode & 0o022) !== 0) {
-    throw new OutputError(
-      `Output directory "${dir}" is writable by group or others (mode ${
-        (st.mode & 0o7777).toString(8)
-      }): run \`chmod go-w ${dir}\``,
-    );
+    throw e;
   }
 }
 
@@ -125,14 +109,6 @@ export function buildCounters(sample: SampleFacts): CountersV1 {
   return counters;
 }
 
-export function publish(path: string, counters: CountersV1, owner: UserIds | null): void {
-  writeFileAtomic(path, serializeCounters(counters), {
-    mode: 0o644,
-    uid: owner?.uid ?? null,
-    gid: owner?.gid ?? null,
-  });
-}
-
 export interface OutputPaths {
   /** counters.json. */
   output: string;
@@ -142,73 +118,155 @@ export interface OutputPaths {
   owner: UserIds | null;
 }
 
+interface Held {
+  out: HeldDir;
+  state: HeldDir;
+  /** The runtime copies of the totals (0700, inside the output directory). */
+  runtime: HeldDir;
+}
+
 /**
- * counters.json and the state file as `run` holds them: their directories (made and
- * checked), a lock on each so one `run` publishes per output and per state file, and the
- * atomic publish. A removed directory takes its lock file along, and a new run could lock
- * a fresh one while this one still counts: `recover` makes the directories again and
- * takes the locks again wherever the file is gone.
+ * counters.json and the copies of the totals as `run` holds them: their directories (made,
+ * checked and held open), a lock on each so one `run` publishes per output and per state
+ * file, and the atomic publish. A removed directory takes its lock file along, and a new
+ * run could lock a fresh one while this one still counts: `recover` holds the directories
+ * anew and takes the locks again wherever the file is gone.
  */
 export class OutputFiles {
   readonly path: string;
+  readonly #outName: string;
   readonly #outDir: string;
   readonly #stateDir: string;
   /** Saved totals are root's alone; beside counters.json the directory stays readable. */
   readonly #stateDirMode: number;
-  readonly #lockPaths: string[];
+  readonly #lockNames: { state: boolean; name: string }[];
   readonly #owner: UserIds | null;
+  readonly places: StatePlaces;
+  #held: Held | null = null;
   #locks: Lock[] = [];
+  /** Directories replaced while a lock in them was held; closed once the lock is retaken. */
+  #staleDirs: HeldDir[] = [];
 
   constructor(paths: OutputPaths) {
     this.path = paths.output;
     this.#owner = paths.owner;
     this.#outDir = dirOf(paths.output);
+    this.#outName = paths.output.slice(paths.output.lastIndexOf("/") + 1);
     this.#stateDir = dirOf(paths.statePath);
     this.#stateDirMode = this.#stateDir === this.#outDir ? 0o755 : 0o700;
-    this.#lockPaths = [
-      `${this.#outDir}/.${paths.output.slice(this.#outDir.length + 1)}.lock`,
-      `${paths.statePath}.lock`,
+    this.#lockNames = [
+      { state: false, name: `.${this.#outName}.lock` },
+      { state: true, name: stateNames(paths.statePath, this.#outName).lock },
     ];
+    this.places = {
+      statePath: paths.statePath,
+      outputName: this.#outName,
+      dirs: () => {
+        const h = this.#current();
+        return { state: h.state, runtime: h.runtime };
+      },
+    };
   }
 
-  /** Where counters.json (and events.jsonl beside it) go. */
-  get dir(): string {
-    return this.#outDir;
+  #current(): Held {
+    if (!this.#held) throw new Error(`${this.#outDir} is not held: call prepare() first`);
+    return this.#held;
   }
 
-  /** Makes and checks both directories. */
+  /** The output directory as held now: events.jsonl goes beside counters.json. */
+  get dir(): HeldDir {
+    return this.#current().out;
+  }
+
+  /** Makes, checks and holds the directories (again, after `recover`). */
   prepare(): void {
-    prepareOutputDir(this.#outDir);
-    prepareOutputDir(this.#stateDir, this.#stateDirMode);
+    const out = holdOutputDir(this.#outDir);
+    try {
+      const state = holdOutputDir(this.#stateDir, this.#stateDirMode, "State directory");
+      let runtime: HeldDir;
+      try {
+        runtime = out.sub(RUNTIME_STATE_DIR, 0o700, "Runtime state directory");
+      } catch (e) {
+        state.close();
+        throw e;
+      }
+      this.#replace({ out, state, runtime });
+    } catch (e) {
+      out.close();
+      throw e;
+    }
+  }
+
+  /** Keeps the held directories that are still the ones at their paths. */
+  #replace(fresh: Held): void {
+    const old = this.#held;
+    if (old) {
+      for (const k of ["out", "state", "runtime"] as const) {
+        if (old[k].same(fresh[k])) {
+          fresh[k].close();
+          fresh[k] = old[k];
+        } else {
+          // Locks held in a replaced directory are taken again by `recover`.
+          if (k !== "runtime") this.#staleDirs.push(old[k]);
+          else old[k].close();
+        }
+      }
+    }
+    this.#held = fresh;
   }
 
   /** Takes both locks; LockHeldError when another run holds one. */
   lock(): void {
-    for (const p of this.#lockPaths) this.#locks.push(acquireLock(p));
+    const h = this.#current();
+    for (const l of this.#lockNames) {
+      this.#locks.push(acquireLock(l.state ? h.state : h.out, l.name));
+    }
   }
 
   publish(counters: CountersV1): void {
-    publish(this.path, counters, this.#owner);
+    this.#current().out.writeAtomic(this.#outName, serializeCounters(counters), {
+      mode: 0o644,
+      uid: this.#owner?.uid ?? null,
+      gid: this.#owner?.gid ?? null,
+    });
   }
 
   /** Another run took a recreated lock: two samplers must never both publish. */
   recover(): void {
     this.prepare();
+    const h = this.#current();
     try {
-      this.#lockPaths.forEach((p, i) => {
+      this.#lockNames.forEach((l, i) => {
         const lock = this.#locks[i];
-        if (lock?.intact()) return;
+        const dir = l.state ? h.state : h.out;
+        if (lock?.intactIn(dir)) return;
         lock?.release();
-        this.#locks[i] = acquireLock(p);
+        this.#locks[i] = acquireLock(dir, l.name);
       });
     } catch (e) {
       if (e instanceof LockHeldError) throw new BackendError(e.message, { cause: e });
       throw e;
+    } finally {
+      for (const d of this.#staleDirs.splice(0)) d.close();
     }
   }
 
-  unlock(): void {
+  /**
+   * Releases the locks and the directories; the runtime copies' directory goes too when
+   * it is empty (after a clean stop).
+   */
+  close(): void {
     for (const l of this.#locks.reverse()) l.release();
     this.#locks = [];
+    for (const d of this.#staleDirs.splice(0)) d.close();
+    const h = this.#held;
+    this.#held = null;
+    if (!h) return;
+    h.runtime.close();
+    try {
+      h.out.removeDir(RUNTIME_STATE_DIR);
+    } catch { /* the directory is gone */ }
+    h.state.close();
+    h.out.close();
   }
 }

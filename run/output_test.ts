@@ -1,20 +1,20 @@
 import { assertEquals, assertThrows } from "../lib/test_assert.ts";
-import { buildCounters, OutputError, prepareOutputDir } from "./output.ts";
+import { buildCounters, holdOutputDir, OutputError } from "./output.ts";
 import { parseCounters, serializeCounters } from "../lib/contract.ts";
 
-Deno.test("prepareOutputDir creates 0755 and refuses directories others control", () => {
+Deno.test("holdOutputDir creates 0755 and refuses directories others control", () => {
   const base = Deno.makeTempDirSync();
   try {
-    prepareOutputDir(`${base}/run/stb`);
+    holdOutputDir(`${base}/run/stb`).close();
     assertEquals(Deno.statSync(`${base}/run/stb`).mode! & 0o777, 0o755);
     Deno.mkdirSync(`${base}/open`);
     Deno.chmodSync(`${base}/open`, 0o777);
-    assertThrows(() => prepareOutputDir(`${base}/open`), OutputError, "chmod go-w");
+    assertThrows(() => holdOutputDir(`${base}/open`), OutputError, "chmod go-w");
     Deno.mkdirSync(`${base}/theirs`, { mode: 0o755 });
     Deno.chownSync(`${base}/theirs`, 65534, 65534);
-    assertThrows(() => prepareOutputDir(`${base}/theirs`), OutputError, "owned by uid 65534");
+    assertThrows(() => holdOutputDir(`${base}/theirs`), OutputError, "owned by uid 65534");
     Deno.symlinkSync(`${base}/run/stb`, `${base}/link`);
-    assertThrows(() => prepareOutputDir(`${base}/link`), OutputError, "symlink");
+    assertThrows(() => holdOutputDir(`${base}/link`), OutputError, "symlink");
   } finally {
     Deno.removeSync(base, { recursive: true });
   }

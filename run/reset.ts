@@ -7,9 +7,14 @@
 
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
+import { HeldDir } from "../lib/held_dir.ts";
 import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
-import { resetRequestPath } from "./state.ts";
+import { PRIVATE_STATE_DIR, STATE_DIR } from "../install/unit.ts";
+import { RUNTIME_STATE_DIR, stateNames } from "./state.ts";
+import { dirOf } from "./output.ts";
 import { defaultStatePath } from "./mod.ts";
+
+type StateNames = ReturnType<typeof stateNames>;
 import { RESET_SIGNAL } from "./sleep.ts";
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
@@ -34,7 +39,7 @@ export function resetCommand() {
     .addHelpText("after", "\nExample:\n  sudo stb-netacct reset\n")
     .action(async (opts) => {
       const statePath = opts.state ?? defaultStatePath(opts.output);
-      await resetTotals(statePath, opts.timeout, (m) => console.log(m));
+      await resetTotals({ statePath, output: opts.output }, opts.timeout, (m) => console.log(m));
     });
 }
 
@@ -42,60 +47,137 @@ export function resetCommand() {
  * Tells the sampler holding the lock to look for the request now. Best effort: a sampler
  * that misses the signal still finds the request within seconds.
  */
-function signalHolder(lockPath: string): void {
-  const pid = lockHolder(lockPath);
+function signalHolder(dir: HeldDir, lockName: string): void {
+  const pid = lockHolder(dir, lockName);
   if (pid === null || pid === Deno.pid) return;
   try {
     Deno.kill(pid, RESET_SIGNAL);
   } catch { /* gone meanwhile */ }
 }
 
+/**
+ * Under the unit (DynamicUser=) /var/lib/stb-netacct is systemd's symlink to the private
+ * directory the service really uses; `reset` follows that one link, which only root made.
+ */
+function realStateDir(dir: string): string {
+  try {
+    if (dir === STATE_DIR && Deno.readLinkSync(dir) === "private/stb-netacct") {
+      return PRIVATE_STATE_DIR;
+    }
+  } catch { /* not a link */ }
+  return dir;
+}
+
+/**
+ * The directory, held, or null when it does not exist. Its owner is not judged: it may be
+ * the sampler's (a dynamic user's), which is why everything `reset` does in it is
+ * exclusive and no-follow; the way to it must be root's.
+ */
+function holdIfThere(dir: string, what: string): HeldDir | null {
+  try {
+    return HeldDir.hold(dir, { what, owner: "any" });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
+ * Drops the request for the running sampler: created exclusively and never through a
+ * symlink, so nothing planted at its name (by a compromised sampler, say) makes root
+ * write or truncate another file. A leftover request is reused; anything else there is
+ * removed (the entry itself, not what it points to) and the request made again.
+ */
+function dropRequest(dir: HeldDir, name: string): void {
+  for (let attempt = 0;; attempt++) {
+    try {
+      dir.createExclusive(name, `${Date.now()}\n`, 0o600);
+      return;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 2) throw e;
+      if (dir.stat(name)?.type === "file") return;
+      dir.remove(name);
+    }
+  }
+}
+
+/** Asks the running sampler to zero its totals and waits until it has. */
+async function resetRunning(dir: HeldDir, names: StateNames, timeoutS: number) {
+  dropRequest(dir, names.resetRequest);
+  signalHolder(dir, names.lock);
+  const deadline = Date.now() + timeoutS * 1000;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    if (dir.stat(names.resetRequest) === null) return true;
+  }
+  dir.remove(names.resetRequest);
+  return false;
+}
+
+/** No sampler runs: every copy of the totals goes, the runtime copy first. */
+function removeCopies(dir: HeldDir, names: StateNames, outputDir: string): string[] {
+  const removed: string[] = [];
+  const out = holdIfThere(outputDir, "Output directory");
+  try {
+    const runtime = out?.stat(RUNTIME_STATE_DIR)?.type === "directory"
+      ? out.sub(RUNTIME_STATE_DIR, 0o700, "Runtime state directory", "any")
+      : null;
+    try {
+      if (runtime?.remove(names.runtime)) removed.push(runtime.pathOf(names.runtime));
+    } finally {
+      runtime?.close();
+    }
+  } finally {
+    out?.close();
+  }
+  for (const name of [names.backup, names.state]) {
+    if (dir.remove(name)) removed.push(dir.pathOf(name));
+  }
+  dir.sync();
+  return removed;
+}
+
 export async function resetTotals(
-  statePath: string,
+  paths: { statePath: string; output: string },
   timeoutS: number,
   say: (m: string) => void,
 ): Promise<void> {
   if (Deno.uid() !== 0) {
     throw new Error("Resetting the totals needs root: run `sudo stb-netacct reset`");
   }
-  const stateDir = statePath.slice(0, statePath.lastIndexOf("/")) || "/";
-  try {
-    Deno.statSync(stateDir);
-  } catch {
+  const stateDir = realStateDir(dirOf(paths.statePath));
+  const outputName = paths.output.slice(paths.output.lastIndexOf("/") + 1);
+  const names = stateNames(paths.statePath, outputName);
+  const dir = holdIfThere(stateDir, "State directory");
+  if (!dir) {
     say(`Nothing to reset: ${stateDir} does not exist (no run has saved totals here).`);
     return;
   }
-  let lock;
   try {
-    lock = acquireLock(`${statePath}.lock`);
-  } catch (e) {
-    if (!(e instanceof LockHeldError)) throw e;
-    const request = resetRequestPath(statePath);
-    Deno.writeTextFileSync(request, `${Date.now()}\n`, { mode: 0o600 });
-    signalHolder(`${statePath}.lock`);
-    const deadline = Date.now() + timeoutS * 1000;
-    while (Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      try {
-        Deno.lstatSync(request);
-      } catch {
-        say("Totals reset: the running sampler zeroed them.");
-        return;
+    let lock;
+    try {
+      lock = acquireLock(dir, names.lock);
+    } catch (e) {
+      if (!(e instanceof LockHeldError)) throw e;
+      if (await resetRunning(dir, names, timeoutS)) {
+        return say("Totals reset: the running sampler zeroed them.");
       }
+      throw new Error(
+        `The running sampler did not pick up the reset within ${timeoutS} s: ` +
+          "check `stb-netacct status` and the journal (`journalctl -u stb-netacct`)",
+      );
     }
-    Deno.removeSync(request);
-    throw new Error(
-      `The running sampler did not pick up the reset within ${timeoutS} s: ` +
-        "check `stb-netacct status` and the journal (`journalctl -u stb-netacct`)",
-    );
-  }
-  try {
-    Deno.removeSync(statePath);
-    say(`Totals reset: removed ${statePath}; the next run starts from zero.`);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    say("Nothing to reset: no saved totals.");
+    try {
+      const removed = removeCopies(dir, names, dirOf(paths.output));
+      say(
+        removed.length > 0
+          ? `Totals reset: removed ${removed.join(", ")}; the next run starts from zero.`
+          : "Nothing to reset: no saved totals.",
+      );
+    } finally {
+      lock.release();
+    }
   } finally {
-    lock.release();
+    dir.close();
   }
 }

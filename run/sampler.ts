@@ -21,7 +21,7 @@ import { type CountersV1, MAX_DESTINATIONS } from "../lib/contract.ts";
 import type { WakeReason } from "../lib/sleeper.ts";
 import type { EventsRuntime } from "../events/run.ts";
 import { buildCounters, type ServiceState } from "./output.ts";
-import type { Sink } from "./sinks.ts";
+import { HEALTHY, type RunHealth, type Sink } from "./sinks.ts";
 import { type SavedRun, STATE_SAVE_MS } from "./state.ts";
 import { Totals } from "./totals.ts";
 
@@ -32,6 +32,8 @@ import { Totals } from "./totals.ts";
 export const TARGETS_POLL_MS = 10_000;
 /** Without the reset signal (it could not be sent) a request is still found this often. */
 export const RESET_POLL_MS = 2_000;
+/** After a failed save of the disk copy (disk full, directory gone) it is tried again this late. */
+export const STATE_RETRY_MS = 10_000;
 
 export interface SamplerClock {
   /** Milliseconds of a monotonic timer: when to sample, look for changes and save. */
@@ -49,9 +51,14 @@ export interface SamplerSleeper {
   wake(): void;
 }
 
-/** Where the totals outlive the process, and where `reset` leaves its request. */
+/** Where the totals outlive the process (run/state.ts), and where `reset` leaves its request. */
 export interface StateStore {
+  /** The runtime copy, every sample whose totals moved: cheap, survives a SIGKILL. */
+  keep(services: Record<string, ServiceCounters>, run: SavedRun): void;
+  /** The disk copy, durably: survives a power loss. */
   save(services: Record<string, ServiceCounters>, run: SavedRun): void;
+  /** After a clean stop whose final save succeeded: the runtime copy has nothing to add. */
+  discardRuntime(): void;
   resetRequested(): boolean;
   clearResetRequest(): void;
 }
@@ -97,8 +104,10 @@ export interface SamplerSettings {
   /** Unix seconds this run started, and the boot it runs in. */
   startedAt: number;
   bootId: string;
-  /** Totals to continue from (saved state or the last published sample). */
+  /** Totals to continue from (the newest good copy of the saved totals). */
   startTotals?: Record<string, ServiceCounters>;
+  /** Copies of the saved totals found unusable at start (a metric). */
+  stateCopiesRejected?: number;
 }
 
 /** What a cgroup did between two lookups, for the log. */
@@ -120,9 +129,14 @@ export class Sampler {
   #targets: ServiceTarget[];
   #stopping = false;
   #resetSignalled = false;
-  /** The totals' key at the last state save; -1n: save with the next sample, whatever. */
+  /** The totals' key at the last save of the disk copy; -1n: save with the next sample. */
   #savedStateKey = -1n;
   #nextStateSave = 0;
+  /** The totals' key in the runtime copy; -1n: write it with the next sample. */
+  #keptStateKey = -1n;
+  /** Why the last save of the disk copy failed (logged once), and when to try again. */
+  #saveFailure: string | null = null;
+  #saveRetryAt = 0;
   #nextResetPoll = 0;
   /**
    * Destinations change only with counted packets, which move the totals first (the
@@ -138,10 +152,12 @@ export class Sampler {
   /** Logged once per distinct failure of a sink, not every interval. */
   readonly #sinkFailures = new Map<string, string>();
   #ready = false;
+  readonly #health: RunHealth;
 
   constructor(parts: SamplerParts, settings: SamplerSettings) {
     this.#parts = parts;
     this.#settings = settings;
+    this.#health = { ...HEALTHY, stateCopiesRejected: settings.stateCopiesRejected ?? 0 };
     this.#targets = settings.targets;
     this.#totals = new Totals(settings.targets.map((t) => t.name), settings.startTotals ?? {});
   }
@@ -184,7 +200,16 @@ export class Sampler {
     }
     this.#parts.notify("STOPPING=1\nSTATUS=Stopping: writing the final sample");
     await this.sample(true);
+    if (this.#saveFailure === null) this.#discardRuntimeCopy();
     this.#parts.log("stopped; final totals written");
+  }
+
+  #discardRuntimeCopy(): void {
+    try {
+      this.#parts.state.discardRuntime();
+    } catch (e) {
+      this.#parts.log(`cannot remove the runtime copy of the totals: ${(e as Error).message}`);
+    }
   }
 
   /** Looks the service cgroups up and retargets the backend (and events) when they changed. */
@@ -220,7 +245,8 @@ export class Sampler {
     } catch (e) {
       if (e instanceof BackendError) throw e;
       log(`cannot publish ${output.path}: ${(e as Error).message}; recreating its directory`);
-      this.#savedStateKey = -1n; // the state file may have gone with its directory
+      // The copies of the totals may have gone with their directories.
+      this.#savedStateKey = this.#keptStateKey = -1n;
       try {
         output.recover();
         // Publish now rather than a whole interval late: readers judge staleness by gaps.
@@ -233,8 +259,10 @@ export class Sampler {
   }
 
   /**
-   * Reads the backend, folds the reading in and publishes: the state first when due, then
-   * counters.json, then the sinks. `final`: the last one, which saves changed totals now.
+   * Reads the backend, folds the reading in and publishes: the copies of the totals first
+   * (the runtime one when they moved, the disk one when due), then counters.json, then the
+   * sinks: what readers see is never ahead of what a restart continues from. `final`: the
+   * last one, which saves changed totals to disk now.
    */
   async sample(final = false): Promise<void> {
     const { backend, clock, output } = this.#parts;
@@ -258,6 +286,7 @@ export class Sampler {
     });
     if (this.#parts.events) counters.events_dropped_total = this.#parts.events.tick();
     const sampleDurationS = (clock.now() - sampleStart) / 1000;
+    this.#keepState(totalsKey);
     this.#saveStateIfDue({ totalsKey, sampleStart, final });
     output.publish(counters);
     await this.#publishToSinks(counters, sampleDurationS);
@@ -273,7 +302,9 @@ export class Sampler {
     if (!state.resetRequested()) return;
     this.#totals.reset();
     state.clearResetRequest();
-    this.#savedStateKey = -1n; // saved before it is published: a crash must not undo it
+    // Saved (both copies) before it is published: a crash must not undo it.
+    this.#savedStateKey = this.#keptStateKey = -1n;
+    this.#saveRetryAt = 0;
     log("totals reset on request");
   }
 
@@ -299,19 +330,49 @@ export class Sampler {
     return d.list;
   }
 
+  #savedRun(): SavedRun {
+    return {
+      startedAt: this.#settings.startedAt,
+      monotonicNow: this.#parts.clock.monotonicSeconds(),
+    };
+  }
+
+  /** The runtime copy whenever the totals moved; a failure is a publishing failure (recover). */
+  #keepState(totalsKey: bigint): void {
+    if (totalsKey === this.#keptStateKey) return;
+    this.#parts.state.keep(this.#totals.all(), this.#savedRun());
+    this.#keptStateKey = totalsKey;
+  }
+
   /**
-   * State before counters.json: the first sample's save names this run, which is what lets
-   * a successor trust this run's counters.json over the state (startingTotals). Then only
-   * when the totals moved and STATE_SAVE_MS has passed, or on the way out.
+   * The disk copy at the first sample, then only when the totals moved and STATE_SAVE_MS
+   * has passed, or on the way out. A failed save never stops counting: it is logged once
+   * (the runtime copy still holds the totals) and tried again after STATE_RETRY_MS, with
+   * the directories made and held anew.
    */
   #saveStateIfDue(s: { totalsKey: bigint; sampleStart: number; final: boolean }): void {
     const due = this.#savedStateKey === -1n ||
       (s.totalsKey !== this.#savedStateKey && (s.final || s.sampleStart >= this.#nextStateSave));
-    if (!due) return;
-    this.#parts.state.save(this.#totals.all(), {
-      startedAt: this.#settings.startedAt,
-      monotonicNow: this.#parts.clock.monotonicSeconds(),
-    });
+    if (!due || (!s.final && s.sampleStart < this.#saveRetryAt)) return;
+    const { state, log } = this.#parts;
+    try {
+      if (this.#saveFailure !== null) this.#parts.output.recover();
+      state.save(this.#totals.all(), this.#savedRun());
+      if (this.#saveFailure !== null) log("saving the totals again");
+      this.#saveFailure = null;
+    } catch (e) {
+      if (e instanceof BackendError) throw e;
+      const why = (e as Error).message;
+      if (this.#saveFailure !== why) {
+        log(
+          `cannot save the totals to disk: ${why}; counting goes on (the runtime copy holds ` +
+            `them), retrying every ${STATE_RETRY_MS / 1000} s`,
+        );
+      }
+      this.#saveFailure = why;
+      this.#saveRetryAt = s.sampleStart + STATE_RETRY_MS;
+      return;
+    }
     this.#savedStateKey = s.totalsKey;
     this.#nextStateSave = s.sampleStart + STATE_SAVE_MS;
   }
@@ -321,7 +382,7 @@ export class Sampler {
     const { log } = this.#parts;
     for (const sink of this.#parts.sinks) {
       try {
-        await sink.publish({ counters, sampleDurationS });
+        await sink.publish({ counters, sampleDurationS, health: this.#health });
         if (this.#sinkFailures.delete(sink.name)) log(`${sink.name}: publishing again`);
       } catch (e) {
         const why = (e as Error).message;

@@ -101,13 +101,26 @@ function setup(options: { intervalS?: number; watchFails?: boolean } = {}) {
       this.vanished = false;
     },
   };
+  const sum = (services: Record<string, { rxBytes: bigint }>) =>
+    Object.values(services).reduce((n, s) => n + s.rxBytes, 0n);
   const state = {
     saves: [] as { at: number; rx: bigint }[],
+    kept: [] as { at: number; rx: bigint }[],
     request: false,
+    /** Thrown by the next saves of the disk copy, while set. */
+    saveFailure: null as Error | null,
+    discarded: 0,
+    keep(services: Record<string, { rxBytes: bigint }>) {
+      this.kept.push({ at: time.ms, rx: sum(services) });
+      order.push("keep");
+    },
     save(services: Record<string, { rxBytes: bigint }>) {
-      const rx = Object.values(services).reduce((n, s) => n + s.rxBytes, 0n);
-      this.saves.push({ at: time.ms, rx });
+      if (this.saveFailure) throw this.saveFailure;
+      this.saves.push({ at: time.ms, rx: sum(services) });
       order.push("save");
+    },
+    discardRuntime() {
+      this.discarded++;
     },
     resetRequested() {
       return this.request;
@@ -330,7 +343,14 @@ Deno.test("sampler: a signalled reset request zeroes the totals with the next sa
   assertEquals(t.state.request, false, "the request is consumed");
   assertEquals(t.state.saves.map((s) => [s.at, s.rx]), [[0, 300n], [1500, 0n]]);
   // Saved before the zeroed sample is published: a crash in between must not undo the reset.
-  assertEquals(t.order.slice(0, 6), ["save", "publish", "publish", "publish", "save", "publish"]);
+  assertEquals(t.order.filter((o) => o !== "keep").slice(0, 6), [
+    "save",
+    "publish",
+    "publish",
+    "publish",
+    "save",
+    "publish",
+  ]);
   assert(t.logs.includes("totals reset on request"), t.logs.join("\n"));
 });
 
@@ -375,4 +395,62 @@ Deno.test("sampler: destinations are read while the totals move, once after, and
   // 3500: the retarget made them stale.
   assertEquals(readsAt, [0, 500, 1500, 2000, 3500]);
   assertEquals(t.published.at(-1)?.counters.destinations?.[0]?.port, 443);
+});
+
+Deno.test("sampler: the runtime copy is written whenever the totals moved, before counters.json", async () => {
+  const t = await started(setup());
+  t.backend.count("server", { rxBytes: 5n });
+  t.time.at(1200, () => t.backend.count("server", { rxBytes: 7n }));
+  t.time.at(3200, () => t.sampler.stop());
+  await t.sampler.run();
+  // 0: the first sample; 1500: the totals moved. Idle samples write nothing.
+  assertEquals(t.state.kept.map((k) => [k.at, k.rx]), [[0, 5n], [1500, 12n]]);
+  // 0: kept, saved, published; 1500: kept before it is published; 3200: the final save.
+  assertEquals(
+    t.order.join(" "),
+    "keep save publish publish publish keep publish publish publish publish save publish",
+  );
+  assertEquals(
+    t.state.discarded,
+    1,
+    "a clean stop with the disk copy saved drops the runtime copy",
+  );
+});
+
+Deno.test("sampler: a failed save of the disk copy never stops counting; logged once, retried", async () => {
+  const t = await started(setup());
+  t.state.saveFailure = new Error("No space left on device (os error 28): fsync 'state.json'");
+  const read = t.backend.read.bind(t.backend);
+  t.backend.read = () => {
+    t.backend.count("server", { rxBytes: 1n });
+    return read();
+  };
+  t.time.at(25_000, () => t.state.saveFailure = null);
+  t.time.at(40_000, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(times(t.published).length, 81, "counters.json every interval throughout");
+  assertEquals(
+    t.logs.filter((l) => l.startsWith("cannot save the totals")).length,
+    1,
+    t.logs.join("\n"),
+  );
+  assert(t.logs.includes("saving the totals again"), t.logs.join("\n"));
+  // Retried every STATE_RETRY_MS: saved at 30000 (the first retry after the disk recovered),
+  // and at the stop. Each retry holds the directories anew.
+  assertEquals(t.state.saves.map((s) => s.at), [30_000, 40_000]);
+  assertEquals(t.output.recovered, 3, "before the retries at 10000, 20000 and 30000");
+  assertEquals(t.state.kept.length, 81, "the runtime copy kept the totals meanwhile");
+});
+
+Deno.test("sampler: when the final save fails the runtime copy stays", async () => {
+  const t = await started(setup());
+  t.backend.count("server", { rxBytes: 5n });
+  t.time.at(700, () => {
+    t.backend.count("server", { rxBytes: 1n });
+    t.state.saveFailure = new Error("Input/output error (os error 5)");
+  });
+  t.time.at(1200, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(t.state.discarded, 0);
+  assertEquals(t.state.kept.at(-1)?.rx, 6n, "the runtime copy has the final totals");
 });

@@ -6,10 +6,21 @@
 
 import type { CountersV1 } from "../lib/contract.ts";
 
+/** How the run itself fares, beside the counts: what Prometheus alerts on. */
+export interface RunHealth {
+  /** Copies of the saved totals found unusable (empty, garbage) when this run started. */
+  stateCopiesRejected: number;
+  /** Reads of the top destinations that failed since this run started. */
+  destinationsErrors: number;
+}
+
+export const HEALTHY: Readonly<RunHealth> = { stateCopiesRejected: 0, destinationsErrors: 0 };
+
 export interface SampleContext {
   counters: CountersV1;
   /** Seconds spent reading the backend and building the sample this interval. */
   sampleDurationS: number;
+  health?: RunHealth;
 }
 
 export interface Sink {

@@ -1,32 +1,47 @@
 /**
- * Totals that outlive the process. `run` saves them (atomically, root-only) when it starts,
- * stops or resets, and otherwise at most once a minute: the state lives on disk
- * (/var/lib), and rewriting it every interval would write to disk twice a second for as
- * long as traffic flows. What a run published in between is in counters.json (on /run, a
- * tmpfs): a new run continues from whichever of the two is newer — after a SIGTERM, a
- * SIGKILL, a reboot or a backend change. Kernel counters of a new run start at zero, so
- * this loses at most the traffic of one interval after a SIGKILL (of up to a minute after a
- * power loss, which takes /run along) and can never count twice.
+ * Totals that outlive the process, in copies only the sampler's user can read or write
+ * (0600 files in directories others cannot write). counters.json, which belongs to the
+ * config's owner, is never read back: nothing the owner can write decides the totals.
+ *
+ * - the runtime copy, `.runtime-state/<output name>.state` beside counters.json (on /run,
+ *   a tmpfs: the unit's RuntimeDirectory), rewritten whenever the totals moved, every
+ *   interval, without fsync: cheap, and gone with a reboot. After a SIGKILL it holds the
+ *   totals of the last sample, so a restart loses at most one interval.
+ * - the disk copy, the state file (/var/lib/...), fsynced (file and directory) when the
+ *   run starts, at most once a minute while the totals move, at reset and at stop; the
+ *   previous good disk copy is kept beside it as `<state>.bak`. After a power loss it
+ *   holds the totals of at most a minute ago.
+ *
+ * Every write takes the next sequence number, and a new run continues from the good copy
+ * with the highest one (docs/design.md, "Saved totals"). A copy that is empty, garbage or
+ * unreadable is reported (log and metric) and passed over: the run starts from the next
+ * good copy, or from zero, and never refuses to count.
  */
 
-import { writeFileAtomic } from "../lib/atomic_write.ts";
-import { pathInfo } from "../lib/libc.ts";
 import type { ServiceCounters } from "../backends/backend.ts";
-import type { CountersV1 } from "../lib/contract.ts";
+import { type HeldDir } from "../lib/held_dir.ts";
 import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
 
 export const DEFAULT_STATE_PATH = "/var/lib/stb-netacct/state.json";
-/** A running sampler saves changed totals at most this often (and at start, stop and reset). */
+/** A running sampler saves changed totals to disk at most this often (and at start, stop, reset). */
 export const STATE_SAVE_MS = 60_000;
+/** The subdirectory of the output directory that holds the runtime copies (0700). */
+export const RUNTIME_STATE_DIR = ".runtime-state";
+/** A state file is a few hundred bytes per service; anything far larger is not one. */
+const MAX_STATE_BYTES = 1 << 20;
 
 export interface SavedState {
   schema: 1;
   boot_id: string;
   saved_unix: number;
-  /** CLOCK_MONOTONIC seconds at the save, comparable with counters.json's ts_monotonic. */
+  /** CLOCK_MONOTONIC seconds at the save. */
   saved_monotonic?: number;
-  /** `started_at` of the run that saved it: that run's counters.json carries the same. */
+  /** `started_at` of the run that saved it. */
   started_at?: number;
+  /** Orders the copies: every write of either copy takes the next number (absent: 0). */
+  seq: number;
+  /** Runtime copies: the state file they stand for (a copy of another one is not used). */
+  state_path?: string;
   services: Record<string, ServiceCounters>;
 }
 
@@ -40,22 +55,22 @@ export class StateError extends Error {
   override name = "StateError";
 }
 
-/** Parses a state file; anything malformed is an error naming the file (never silently zero). */
-export function parseState(text: string, path: string): SavedState {
+/** The copies, in the order they are named when they tie. */
+export type CopyName = "state" | "backup" | "runtime";
+export const COPY_NAMES: readonly CopyName[] = ["state", "backup", "runtime"];
+
+/** Parses a copy; anything malformed is a StateError saying what is wrong with it. */
+export function parseState(text: string): SavedState {
+  if (text.trim() === "") throw new StateError("it is empty");
   let raw: unknown;
   try {
     raw = parseExact(text);
   } catch (cause) {
-    throw new StateError(
-      `State file "${path}" is not valid JSON: move it away to start from zero, or restore it`,
-      { cause },
-    );
+    throw new StateError(`it is not valid JSON (${(cause as Error).message})`, { cause });
   }
   const o = raw as Record<string, unknown>;
   if (typeof o !== "object" || o === null || o.schema !== 1 || typeof o.services !== "object") {
-    throw new StateError(
-      `State file "${path}" is not a stb-netacct state (schema 1): move it away to start from zero`,
-    );
+    throw new StateError("it is not a stb-netacct state (schema 1)");
   }
   const services: Record<string, ServiceCounters> = {};
   for (const [name, v] of Object.entries(o.services as Record<string, unknown>)) {
@@ -63,9 +78,13 @@ export function parseState(text: string, path: string): SavedState {
     const rxBytes = asCount(s.rxBytes), txBytes = asCount(s.txBytes);
     const rxPackets = asCount(s.rxPackets), txPackets = asCount(s.txPackets);
     if (rxBytes === null || txBytes === null || rxPackets === null || txPackets === null) {
-      throw new StateError(`State file "${path}" has bad counters for service "${name}"`);
+      throw new StateError(`it has bad counters for service "${name}"`);
     }
     services[name] = { rxBytes, txBytes, rxPackets, txPackets };
+  }
+  const seq = o.seq === undefined ? 0 : o.seq;
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
+    throw new StateError(`its sequence number ${JSON.stringify(seq)} is not a count`);
   }
   return {
     schema: 1,
@@ -73,63 +92,71 @@ export function parseState(text: string, path: string): SavedState {
     saved_unix: typeof o.saved_unix === "number" ? o.saved_unix : 0,
     ...(typeof o.saved_monotonic === "number" ? { saved_monotonic: o.saved_monotonic } : {}),
     ...(typeof o.started_at === "number" ? { started_at: o.started_at } : {}),
+    seq,
+    ...(typeof o.state_path === "string" ? { state_path: o.state_path } : {}),
     services,
   };
 }
 
-export function loadState(path: string): SavedState | null {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new StateError(`Cannot read state file "${path}": ${(e as Error).message}`, { cause: e });
-  }
-  return parseState(text, path);
+/** One copy as found: its text, null when absent, or why it could not be read. */
+export interface FoundCopy {
+  copy: CopyName;
+  path: string;
+  text: string | null | Error;
 }
 
-export function saveState(
-  path: string,
-  services: Record<string, ServiceCounters>,
-  run: SavedRun,
-): void {
-  const state: SavedState = {
-    schema: 1,
-    boot_id: bootId(),
-    saved_unix: Date.now() / 1000,
-    saved_monotonic: run.monotonicNow,
-    started_at: run.startedAt,
-    services,
-  };
-  writeFileAtomic(path, stringifyExact(state) + "\n", { mode: 0o600, uid: null, gid: null });
+/** A copy that was there but could not be used, and why. */
+export interface RejectedCopy {
+  copy: CopyName;
+  path: string;
+  reason: string;
+}
+
+/** What a new run starts from. */
+export interface StartingState {
+  /** The copy chosen; null: none was good (or there was none), the run starts from zero. */
+  chosen: { copy: CopyName; path: string; state: SavedState } | null;
+  rejected: RejectedCopy[];
+  /** Runtime copies of another state file: passed over without alarm. */
+  foreign: string[];
+  /** Whether the disk copy was good: only a good one is kept as the backup. */
+  diskGood: boolean;
 }
 
 /**
- * The totals a new run starts from: none without a saved state (a first run, or `reset`
- * removed it), else the saved ones, unless counters.json was published later by the very
- * run that saved them (same boot, same start): that run died between two saves, and what
- * it published last is newer. Both only ever grow between resets, and a reset is saved at
- * once, so the later of the two is the right one.
+ * The good copy with the highest sequence number (ties: the disk copy, then the backup).
+ * A runtime copy counts only for the state file it names (`statePath`).
  */
-export function startingTotals(
-  saved: SavedState | null,
-  published: CountersV1 | null,
-): { services: Record<string, ServiceCounters>; from: "state" | "counters" } | null {
-  if (!saved) return null;
-  const sameRun = published !== null && saved.saved_monotonic !== undefined &&
-    published.boot_id === saved.boot_id && published.started_at === saved.started_at &&
-    published.ts_monotonic > saved.saved_monotonic;
-  if (!sameRun) return { services: saved.services, from: "state" };
-  const services = { ...saved.services };
-  for (const [name, s] of Object.entries(published.services)) {
-    services[name] = {
-      rxBytes: s.rx_bytes_total,
-      txBytes: s.tx_bytes_total,
-      rxPackets: s.rx_packets_total,
-      txPackets: s.tx_packets_total,
-    };
+export function chooseState(found: FoundCopy[], statePath: string): StartingState {
+  const out: StartingState = { chosen: null, rejected: [], foreign: [], diskGood: false };
+  for (const f of found) {
+    if (f.text === null) continue;
+    if (f.text instanceof Error) {
+      out.rejected.push({ copy: f.copy, path: f.path, reason: f.text.message });
+      continue;
+    }
+    let state: SavedState;
+    try {
+      state = parseState(f.text);
+    } catch (e) {
+      out.rejected.push({ copy: f.copy, path: f.path, reason: (e as Error).message });
+      continue;
+    }
+    if (f.copy === "runtime" && state.state_path !== statePath) {
+      out.foreign.push(f.path);
+      continue;
+    }
+    if (f.copy === "state") out.diskGood = true;
+    const best = out.chosen;
+    const rank = (c: CopyName) => COPY_NAMES.indexOf(c);
+    if (
+      !best || state.seq > best.state.seq ||
+      (state.seq === best.state.seq && rank(f.copy) < rank(best.copy))
+    ) {
+      out.chosen = { copy: f.copy, path: f.path, state };
+    }
   }
-  return { services, from: "counters" };
+  return out;
 }
 
 let cachedBootId: string | null = null;
@@ -146,28 +173,123 @@ export function bootId(): string {
   return cachedBootId;
 }
 
-/** Where a reset request is dropped for a running sampler to pick up. */
-export function resetRequestPath(statePath: string): string {
-  return `${statePath}.reset`;
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
 }
 
-/** The state file, and the reset request `reset` drops beside it. */
-export class FileStateStore {
-  readonly #resetRequest: string;
+/** Where the copies of one state file live, by name within their held directories. */
+export interface StatePlaces {
+  /** The state file's path (its identity, in messages and in runtime copies). */
+  statePath: string;
+  /** The output file's name: its runtime copy is `<name>.state`. */
+  outputName: string;
+  /** The state file's directory and the runtime copies' directory, as held now. */
+  dirs(): { state: HeldDir; runtime: HeldDir };
+}
 
-  constructor(readonly path: string) {
-    this.#resetRequest = resetRequestPath(path);
+/** The file names of a state's copies and of the reset request. */
+export function stateNames(statePath: string, outputName: string) {
+  const state = baseName(statePath);
+  return {
+    state,
+    backup: `${state}.bak`,
+    runtime: `${outputName}.state`,
+    resetRequest: `${state}.reset`,
+    lock: `${state}.lock`,
+  };
+}
+
+/**
+ * The copies of one run's totals (see the header) and the reset request `reset` drops
+ * beside the disk copy.
+ */
+export class StateFiles {
+  readonly path: string;
+  readonly #places: StatePlaces;
+  readonly #names: ReturnType<typeof stateNames>;
+  #seq = 0;
+  /** The disk copy is known good (loaded, or written by this run): it may become the backup. */
+  #diskGood = false;
+
+  constructor(places: StatePlaces) {
+    this.#places = places;
+    this.path = places.statePath;
+    this.#names = stateNames(places.statePath, places.outputName);
   }
 
+  /** Reads every copy and picks the one to continue from; never throws for a bad copy. */
+  load(): StartingState {
+    const { state, runtime } = this.#places.dirs();
+    const read = (dir: HeldDir, name: string): string | null | Error => {
+      try {
+        return dir.readText(name, MAX_STATE_BYTES);
+      } catch (e) {
+        return e as Error;
+      }
+    };
+    const n = this.#names;
+    const start = chooseState([
+      { copy: "state", path: state.pathOf(n.state), text: read(state, n.state) },
+      { copy: "backup", path: state.pathOf(n.backup), text: read(state, n.backup) },
+      { copy: "runtime", path: runtime.pathOf(n.runtime), text: read(runtime, n.runtime) },
+    ], this.path);
+    this.#diskGood = start.diskGood;
+    this.#seq = start.chosen?.state.seq ?? 0;
+    return start;
+  }
+
+  #render(services: Record<string, ServiceCounters>, run: SavedRun, runtime: boolean): string {
+    const state: SavedState = {
+      schema: 1,
+      boot_id: bootId(),
+      saved_unix: Date.now() / 1000,
+      saved_monotonic: run.monotonicNow,
+      started_at: run.startedAt,
+      seq: ++this.#seq,
+      ...(runtime ? { state_path: this.path } : {}),
+      services,
+    };
+    return stringifyExact(state) + "\n";
+  }
+
+  /** The runtime copy: every sample whose totals moved. Cheap: no fsync. */
+  keep(services: Record<string, ServiceCounters>, run: SavedRun): void {
+    this.#places.dirs().runtime.writeAtomic(
+      this.#names.runtime,
+      this.#render(services, run, true),
+      {
+        mode: 0o600,
+        uid: null,
+        gid: null,
+      },
+    );
+  }
+
+  /**
+   * The disk copy, durably: the new file is fsynced, the previous good one becomes the
+   * backup, both renames are made durable by one fsync of the directory.
+   */
   save(services: Record<string, ServiceCounters>, run: SavedRun): void {
-    saveState(this.path, services, run);
+    const dir = this.#places.dirs().state;
+    const n = this.#names;
+    const text = this.#render(services, run, false);
+    // A disk copy found bad stays out of the backup slot: the backup is the last good one.
+    if (this.#diskGood) dir.rename(n.state, n.backup);
+    dir.writeAtomic(n.state, text, { mode: 0o600, uid: null, gid: null, durable: true });
+    this.#diskGood = true;
+  }
+
+  /** After a clean stop the disk copy is current: the runtime copy has nothing to add. */
+  discardRuntime(): void {
+    const runtime = this.#places.dirs().runtime;
+    runtime.remove(this.#names.runtime);
   }
 
   resetRequested(): boolean {
-    return pathInfo(this.#resetRequest, false)?.isFile ?? false;
+    return this.#places.dirs().state.stat(this.#names.resetRequest)?.type === "file";
   }
 
   clearResetRequest(): void {
-    Deno.removeSync(this.#resetRequest);
+    this.#places.dirs().state.remove(this.#names.resetRequest);
   }
 }
