@@ -27,7 +27,7 @@ export interface BackendOptions {
   log: (message: string) => void;
   /**
    * Count a GSO/GRO aggregate as the packets it stands for on the wire (its repeated IP
-   * and TCP/UDP headers added). Only the ebpf backend can; others ignore it. Default off.
+   * and TCP/UDP headers added). Only the ebpf backend can; others ignore it. Default on.
    */
   gsoCorrection?: boolean;
 }

@@ -1,18 +1,16 @@
 /**
  * The ebpf backend: bpf/netacct.bpf.o, embedded in the code as bpf/netacct_object.ts (so
  * the compiled binary, the bundle and an installed copy need no file beside them), loaded
- * through libbpf (FFI) and linked once at the cgroup2 root, ingress and egress. Which
- * cgroups count is data, not attachment: the target ids in the `config` map, which
- * `retarget` rewrites (into the inactive slot, then flips `active`) when a service
- * restarts or appears, so counting never stops and totals, kept per service index in
+ * through libbpf (FFI) and linked, ingress and egress, at each service cgroup (not below
+ * another one), so its programs run for StB's packets only. Which service a packet counts
+ * for is data: the target ids in the `config` map, which `retarget` rewrites (into the
+ * inactive slot, then flips `active`) when a service restarts or appears, and then links
+ * the new cgroup and releases the gone one's link; totals, kept per service index in
  * per-CPU slots, survive every change.
  *
  * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
  * kernel's absolute levels. `start` measures the difference once (bpf/levels.ts: non-zero
  * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
- *
- * Nothing is pinned: the two BPF links live as long as this process's fds, so a crashed
- * daemon leaves nothing attached and `start` has no leftovers to clean.
  */
 
 import {
@@ -26,6 +24,8 @@ import {
 import { formatAddress, protocolName } from "../lib/cidr.ts";
 import { check, closeFd, decodeEmbeddedObject, lib, openDirectory } from "../bpf/libbpf.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
+import { attachPoints } from "../bpf/cgroup_links.ts";
+import { cgroupDir } from "../lib/cgroup.ts";
 import {
   COUNTER_SIZE,
   counterSlot,
@@ -160,7 +160,7 @@ export class EbpfBackend implements Backend {
   #object: TargetedObject | null = null;
   #maps: Maps | null = null;
   #counterBuffers: CounterBuffers | null = null;
-  #gsoCorrection = false;
+  #gsoCorrection = true;
   #dests: DestBuffers | null = null;
   #log: (message: string) => void = () => {};
 
@@ -168,11 +168,12 @@ export class EbpfBackend implements Backend {
     if (this.#object) throw new BackendError("The ebpf backend is already started: stop it first");
     try {
       const object = this.#load(targets, options);
-      object.link([PROG_INGRESS, PROG_EGRESS], options.mount.mountPoint);
+      const linked = object.linkAt([PROG_INGRESS, PROG_EGRESS], targets);
       const kernel = object.levelOffset ? ` (kernel: ${object.kernelLevels().join(",")})` : "";
       options.log(
         `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
-          `${object.levels.join(",")}${kernel}, programs linked at "${options.mount.mountPoint}"`,
+          `${object.levels.join(",")}${kernel}; programs linked at ${linked.cgroups} service ` +
+          `cgroup(s), and at each one that appears`,
       );
     } catch (e) {
       await this.stop();
@@ -181,15 +182,18 @@ export class EbpfBackend implements Backend {
   }
 
   /**
-   * Everything `start` does but attaching: the verifier checks the programs, the object's
-   * own maps take the exclusions and targets, the cgroup2 root is opened. Then all of it
-   * is closed: an unpinned, unattached object leaves nothing in the kernel.
+   * Everything `start` does but linking: the verifier checks the programs, the object's
+   * own maps take the exclusions and targets, the service cgroups that exist are opened.
+   * Then all of it is closed: an unpinned, unlinked object leaves nothing in the kernel.
    */
   async probe(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     if (this.#object) throw new BackendError("The ebpf backend is started: probe a new one");
     try {
       this.#load(targets, { ...options, log: () => {} });
-      closeFd(openDirectory(options.mount.mountPoint));
+      for (const p of attachPoints(targets)) {
+        const fd = openDirectory(cgroupDir(options.mount, p.path), { missingOk: true });
+        if (fd !== null) closeFd(fd);
+      }
     } finally {
       await this.stop();
     }
@@ -198,7 +202,7 @@ export class EbpfBackend implements Backend {
   /** Opens and loads the object and fills its maps; `stop` undoes it. */
   #load(targets: ServiceTarget[], options: BackendOptions): TargetedObject {
     this.#log = options.log;
-    this.#gsoCorrection = options.gsoCorrection ?? false;
+    this.#gsoCorrection = options.gsoCorrection ?? true;
     // Prefixes up to /16 only fill the table; the tries hold what it leaves to them.
     const verdicts = prefixVerdicts(options.exclude);
     const trie = triePrefixes(options.exclude, verdicts);
@@ -322,7 +326,7 @@ export class EbpfBackend implements Backend {
   }
 
   async stop(): Promise<void> {
-    // Reverse order of start: links (detach) first, then the object (programs and maps).
+    // Reverse order of start: links first, then the object (programs and maps).
     const errors = this.#object?.close() ?? [];
     this.#object = null;
     this.#maps = null;

@@ -366,8 +366,8 @@ Deno.test({
       const plain = new EbpfBackend(), corrected = new EbpfBackend();
       try {
         const targets = [{ name: "me", path: target, id: cgroupId(mount, target) }];
-        await plain.start(targets, options(mount));
-        await corrected.start(targets, { ...options(mount), gsoCorrection: true });
+        await plain.start(targets, { ...options(mount), gsoCorrection: false });
+        await corrected.start(targets, options(mount)); // the default corrects
         const ifindex = nonLoopbackIfindex();
         const local = parseIpv4("192.0.2.1")!;
         const a = parseIpv4("198.51.100.7")!, b = parseIpv6("2001:db8:1::7")!;
@@ -401,20 +401,24 @@ Deno.test({
               d,
             ) => [row(d), [Number(d.bytes), Number(d.packets)]]),
           );
-          // IPv6: 40-byte IP + 20-byte TCP header per extra segment; IPv4: 20 + 20.
+          // IPv6: 40-byte IP + 20-byte TCP header per extra segment; IPv4: 20 + 20. With the
+          // correction an aggregate is the segments it stands for, bytes and packets.
           const extra = (segs: number, hdr: number) => gso ? (segs - 1) * hdr : 0;
+          const segs = (n: number) => gso ? n : 1;
           assertEquals(got, {
             "tx tcp 198.51.100.7:443": [4 * l3(tcpA), 4],
             "tx udp 198.51.100.7:53": [2 * l3(udpA), 2],
-            "tx tcp 2001:db8:1::7:8443": [4 * (l3(tcpB) + extra(5, 60)), 4],
-            "rx tcp 203.0.113.5:80": [2 * (l3(inMapped) + extra(3, 60)), 2],
+            "tx tcp 2001:db8:1::7:8443": [4 * (l3(tcpB) + extra(5, 60)), 4 * segs(5)],
+            "rx tcp 203.0.113.5:80": [2 * (l3(inMapped) + extra(3, 60)), 2 * segs(3)],
           }, `destinations, gso_correction ${gso}`);
           const me = present((await backend.read()).me, "me");
           assertEquals(
-            [me.txBytes, me.rxBytes].map(Number),
+            [me.txBytes, me.rxBytes, me.txPackets, me.rxPackets].map(Number),
             [
               4 * l3(tcpA) + 2 * l3(udpA) + 4 * (l3(tcpB) + extra(5, 60)),
               2 * (l3(inMapped) + extra(3, 60)),
+              4 + 2 + 4 * segs(5),
+              2 * segs(3),
             ],
             `service counters, gso_correction ${gso}`,
           );

@@ -20,7 +20,7 @@
  * on the same traffic (same timing overhead, no work). CPU per GB is given both ways.
  */
 
-import { check, closeFd } from "../bpf/libbpf.ts";
+import { enableRunStats } from "../bpf/libbpf.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { ensurePackages } from "./tools.ts";
 import { type BenchLab, makeLab, sh } from "./lab.ts";
@@ -28,13 +28,6 @@ import { startRun } from "./cli.ts";
 import { median, processCpuSeconds } from "./stats.ts";
 
 const SERVER_IP = "198.51.100.2";
-
-/** The one libbpf symbol the backend never needs (annotated like bpf/libbpf.ts). */
-const STATS_SYMBOLS = {
-  /** int bpf_enable_stats(enum bpf_stats_type type): an fd; stats stay on while it is open */
-  bpf_enable_stats: { parameters: ["i32"], result: "i32" },
-} as const;
-const BPF_STATS_RUN_TIME = 0;
 
 interface ProgStats {
   runTimeNs: number;
@@ -161,13 +154,9 @@ async function main(): Promise<void> {
   const { lab, cleanup } = await makeLab();
   let run: Awaited<ReturnType<typeof startRun>> | null = null;
   let trivial: TrivialLinks | null = null;
-  let statsFd = -1;
-  const statsLib = Deno.dlopen("libbpf.so.1", STATS_SYMBOLS);
+  let stats: { close(): void } | null = null;
   try {
-    statsFd = check(
-      "Enabling BPF run-time stats (bpf_enable_stats)",
-      statsLib.symbols.bpf_enable_stats(BPF_STATS_RUN_TIME),
-    );
+    stats = enableRunStats();
     run = await startRun({
       backend: "ebpf",
       service: lab.cgroup,
@@ -313,8 +302,7 @@ async function main(): Promise<void> {
       console.error(`real_cost: ${(e as Error).message}`);
     }
     await run?.stop().catch((e) => console.error(`real_cost: ${(e as Error).message}`));
-    if (statsFd >= 0) closeFd(statsFd);
-    statsLib.close();
+    stats?.close();
     await cleanup();
   }
 }

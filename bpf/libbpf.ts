@@ -113,6 +113,85 @@ const LIBBPF_SYMBOLS = {
     parameters: ["pointer"], // struct bpf_link *link
     result: "i32",
   },
+  /** enum bpf_attach_type bpf_program__expected_attach_type(const struct bpf_program *prog)
+   *  (what libbpf derived from the program's SEC name, e.g. cgroup_skb/egress) */
+  bpf_program__expected_attach_type: {
+    parameters: ["pointer"], // const struct bpf_program *prog
+    result: "u32", // enum bpf_attach_type
+  },
+  /** int bpf_map__reuse_fd(struct bpf_map *map, int fd): before bpf_object__load, the
+   *  object uses this existing map (a pinned one) instead of creating its own; libbpf
+   *  duplicates the fd, the caller keeps its own */
+  bpf_map__reuse_fd: {
+    parameters: [
+      "pointer", // struct bpf_map *map
+      "i32", // int fd
+    ],
+    result: "i32",
+  },
+  /** int bpf_link_create(int prog_fd, int target_fd, enum bpf_attach_type attach_type,
+   *    const struct bpf_link_create_opts *opts) (BPF_LINK_CREATE; cgroup links are
+   *  multi-attach and detach when the last reference, fd or pin, goes) */
+  bpf_link_create: {
+    parameters: [
+      "i32", // int prog_fd
+      "i32", // int target_fd (a cgroup directory)
+      "u32", // enum bpf_attach_type attach_type
+      "pointer", // const struct bpf_link_create_opts *opts (NULL: defaults)
+    ],
+    result: "i32", // link fd, or -errno
+  },
+  /** int bpf_link_update(int link_fd, int new_prog_fd, const struct bpf_link_update_opts *opts)
+   *  (BPF_LINK_UPDATE: the link runs the new program from the next packet on, atomically) */
+  bpf_link_update: {
+    parameters: [
+      "i32", // int link_fd
+      "i32", // int new_prog_fd
+      "pointer", // const struct bpf_link_update_opts *opts (NULL: no old-program check)
+    ],
+    result: "i32",
+  },
+  /** int bpf_link_detach(int link_fd) (BPF_LINK_DETACH: detached now, whoever else holds
+   *  or pins the link) */
+  bpf_link_detach: {
+    parameters: ["i32"], // int link_fd
+    result: "i32",
+  },
+  /** int bpf_obj_pin(int fd, const char *pathname) (a file in a bpffs keeps the object) */
+  bpf_obj_pin: {
+    parameters: [
+      "i32", // int fd (map, program or link)
+      "buffer", // const char *pathname (NUL-terminated, in a bpffs)
+    ],
+    result: "i32",
+  },
+  /** int bpf_obj_get(const char *pathname): a new fd to a pinned object */
+  bpf_obj_get: {
+    parameters: ["buffer"], // const char *pathname (NUL-terminated)
+    result: "i32", // fd, or -errno
+  },
+  /** int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len) */
+  bpf_obj_get_info_by_fd: {
+    parameters: [
+      "i32", // int bpf_fd
+      "buffer", // void *info (struct bpf_map_info / bpf_link_info / bpf_prog_info)
+      "buffer", // __u32 *info_len (in: room, out: bytes filled)
+    ],
+    result: "i32",
+  },
+  /** int bpf_map_create(enum bpf_map_type map_type, const char *map_name, __u32 key_size,
+   *    __u32 value_size, __u32 max_entries, const struct bpf_map_create_opts *opts) */
+  bpf_map_create: {
+    parameters: [
+      "u32", // enum bpf_map_type map_type
+      "buffer", // const char *map_name (NUL-terminated, at most 15 characters)
+      "u32", // __u32 key_size
+      "u32", // __u32 value_size
+      "u32", // __u32 max_entries
+      "pointer", // const struct bpf_map_create_opts *opts (NULL: defaults)
+    ],
+    result: "i32", // map fd, or -errno
+  },
   /** int bpf_map__fd(const struct bpf_map *map) */
   bpf_map__fd: {
     parameters: ["pointer"], // const struct bpf_map *map
@@ -198,6 +277,12 @@ const LIBBPF_SYMBOLS = {
       "buffer", // struct bpf_test_run_opts *opts (layout: TEST_RUN_OPTS below)
     ],
     result: "i32",
+  },
+  /** int bpf_enable_stats(enum bpf_stats_type type): an fd; the kernel counts each
+   *  program's runs and run time while it is open (tests and benchmarks only) */
+  bpf_enable_stats: {
+    parameters: ["i32"], // enum bpf_stats_type type (BPF_STATS_RUN_TIME = 0)
+    result: "i32", // fd, or -errno
   },
   /** __u32 libbpf_major_version(void) */
   libbpf_major_version: { parameters: [], result: "u32" },
@@ -391,6 +476,15 @@ export function lib(): Libbpf {
   b.libbpf_set_print(printCallback.pointer);
   libbpf = b;
   return b;
+}
+
+/**
+ * Has the kernel count every program's runs (run_cnt) and run time until `close`: the
+ * BPF_ENABLE_STATS fd, so the kernel.bpf_stats_enabled sysctl others may use is untouched.
+ */
+export function enableRunStats(): { close(): void } {
+  const fd = check("Enabling BPF run-time stats (bpf_enable_stats)", lib().bpf_enable_stats(0));
+  return { close: () => closeFd(fd) };
 }
 
 /** The loaded libbpf's version, e.g. "1.1" (doctor reports it). */
@@ -720,37 +814,65 @@ export function objectMapFd(object: Deno.PointerObject, name: string, what: stri
   return check(`Getting the fd of map "${name}"`, b.bpf_map__fd(map));
 }
 
-export interface LinkRequest {
-  programs: readonly string[];
-  cgroupDir: string;
-  /** Where the links go, as they are made. */
-  links: Deno.PointerObject[];
-  /** The object in errors, e.g. "the BPF object". */
-  what: string;
+/** The attach type libbpf derived from a program's SEC name (cgroup_skb/egress, ...). */
+export function programAttachType(object: Deno.PointerObject, name: string, what: string) {
+  const b = lib();
+  const prog = checkPointer(
+    `Finding program "${name}" in ${what}`,
+    b.bpf_object__find_program_by_name(object, cString(name)),
+  );
+  return {
+    fd: check(`Getting the fd of program "${name}"`, b.bpf_program__fd(prog)),
+    attachType: b.bpf_program__expected_attach_type(prog),
+  };
 }
 
-/**
- * Links each named program of a loaded object to a cgroup directory. Links are pushed onto
- * `links` as they are made, so after a failure the caller's stop still destroys those.
- */
-export function linkPrograms(object: Deno.PointerObject, request: LinkRequest): void {
-  const { programs, cgroupDir, links, what } = request;
-  const b = lib();
-  const fd = openDirectory(cgroupDir);
-  try {
-    for (const prog of programs) {
-      const p = checkPointer(
-        `Finding program "${prog}" in ${what}`,
-        b.bpf_object__find_program_by_name(object, cString(prog)),
-      );
-      links.push(checkPointer(
-        `Attaching "${prog}" to the cgroup2 root "${cgroupDir}"`,
-        b.bpf_program__attach_cgroup(p, fd),
-      ));
-    }
-  } finally {
-    closeFd(fd);
-  }
+/** struct bpf_link_info (uapi): type, id, prog_id, then the union; the cgroup member's fields. */
+export const LINK_INFO = { size: 64, id: 4, prog_id: 8, cgroup_id: 16, attach_type: 24 } as const;
+/** struct bpf_map_info (uapi) up to map_flags: type, id, key, value and entry sizes. */
+export const MAP_INFO = {
+  size: 88,
+  type: 0,
+  id: 4,
+  key_size: 8,
+  value_size: 12,
+  max_entries: 16,
+} as const;
+
+/** BPF_OBJ_GET_INFO_BY_FD into a zeroed buffer of `size` bytes. */
+export function objectInfo(fd: number, size: number, what: string): DataView {
+  const info = new Uint8Array(size);
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, size, true);
+  check(`Reading the kernel's info on ${what}`, lib().bpf_obj_get_info_by_fd(fd, info, len));
+  return new DataView(info.buffer);
+}
+
+/** What the kernel says of a BPF link: its program, and its cgroup (0: the cgroup is gone). */
+export function cgroupLinkInfo(fd: number): { id: number; progId: number; cgroupId: bigint } {
+  const v = objectInfo(fd, LINK_INFO.size, "a BPF link");
+  return {
+    id: v.getUint32(LINK_INFO.id, true),
+    progId: v.getUint32(LINK_INFO.prog_id, true),
+    cgroupId: v.getBigUint64(LINK_INFO.cgroup_id, true),
+  };
+}
+
+/** The kernel's id of a map: unique while the map lives, never reused soon after. */
+export function mapId(fd: number): number {
+  return objectInfo(fd, MAP_INFO.size, "a BPF map").getUint32(MAP_INFO.id, true);
+}
+
+/** Pins a map, program or link at `path` (in a bpffs). */
+export function pinObject(fd: number, path: string): void {
+  check(`Pinning a BPF object at "${path}"`, lib().bpf_obj_pin(fd, cString(path)));
+}
+
+/** A new fd to the object pinned at `path`; null when nothing is pinned there. */
+export function openPinned(path: string): number | null {
+  const fd = lib().bpf_obj_get(cString(path));
+  if (fd === -2) return null;
+  return check(`Opening the BPF object pinned at "${path}"`, fd);
 }
 
 /**
@@ -775,11 +897,17 @@ export function closeLinksAndObject(
   return errors;
 }
 
-/** Opens a directory read-only for bpf_program__attach_cgroup; close it with `closeFd`. */
-export function openDirectory(path: string): number {
+/**
+ * Opens a directory read-only (a cgroup to link programs to); close it with `closeFd`.
+ * With `missingOk`, a directory that does not exist (a cgroup removed meanwhile) is null.
+ */
+export function openDirectory(path: string): number;
+export function openDirectory(path: string, opts: { missingOk: true }): number | null;
+export function openDirectory(path: string, opts?: { missingOk: true }): number | null {
   const fd = libcSymbols().open(cString(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) {
     const errno = lastErrno();
+    if (errno === 2 && opts?.missingOk) return null;
     throw new BackendError(
       `Cannot open cgroup directory "${path}": ${errnoName(errno)} (${strerror(errno)})`,
     );

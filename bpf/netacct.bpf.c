@@ -2,17 +2,19 @@
 /*
  * Per-service external traffic counter for stb-netacct.
  *
- * Attach points: cgroup_skb/ingress and cgroup_skb/egress, linked ONCE at the cgroup2
- * root. At the root every socket's packets pass by, so a service cgroup that is deleted
- * and recreated (service restart: new id) or that appears after the daemon started is
- * counted as soon as userspace writes its new id into the config; nothing is re-attached.
- * BPF links, not legacy attachments, so a crashed daemon leaves nothing behind.
+ * Attach points: cgroup_skb/ingress and cgroup_skb/egress, linked at each service cgroup
+ * (bpf/cgroup_links.ts), so only StB's sockets run this program; other cgroups' packets
+ * never do. A service cgroup that appears late or is recreated (service restart: new id)
+ * gets its id written into the config and is then linked, by userspace, as soon as the
+ * cgroup watch sees it. BPF links, not legacy attachments: they end with their last
+ * holder, and only a kept (pinned) link outlives the sampler.
  *
  * Per packet: loopback interface -> ignore; the socket's ancestor cgroup at each target
  * level (bpf_skb_ancestor_cgroup_id) is compared with the exact target ids of its bucket
- * in the active config slot: one global read, one inlined array lookup and usually an
- * empty bucket, no hash map (a hash lookup cost twice the rest of the uncounted path).
- * No match -> done, the cheap common case. Else the remote address (source on ingress,
+ * in the active config slot: one global read, one inlined array lookup, no hash map (a
+ * hash lookup cost twice the rest of the uncounted path); the deepest target wins, so a
+ * nested service's packets count for it. No match (a cgroup below a link that no longer
+ * is a target, for a moment) -> done. Else the remote address (source on ingress,
  * destination on egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its
  * first 16 bits alone from the `verdicts` table (65536 entries per family, written once
  * at start), unless an excluded prefix longer than /16 starts with them and no shorter
@@ -22,9 +24,9 @@
  * packet are added to a per-CPU slot, and to the remote endpoint's entry (address,
  * TCP/UDP port, protocol, direction, service) in the `dests` LRU hash, so userspace can
  * name the top destinations and a flood of new ones only evicts old ones. With
- * gso_correction, a GSO/GRO aggregate (one skb standing for gso_segs packets on the wire,
- * its headers present once) counts its missing headers too. Always returns 1: this
- * program observes, it never drops.
+ * gso_correction (the default), a GSO/GRO aggregate (one skb standing for gso_segs packets
+ * on the wire, its headers present once) counts as those packets, its missing headers
+ * included. Always returns 1: this program observes, it never drops.
  *
  * Retarget: userspace fills the inactive config slot, then flips `active` (a 4-byte write
  * of 0 or 1: only its lowest byte changes, so no read sees any other value). A packet
@@ -273,7 +275,8 @@ static __always_inline void flush_dest(struct netacct_pending *p)
 	__sync_fetch_and_add(&d->packets, p->packets);
 }
 
-static __always_inline void add_dest(struct netacct_dest_key *key, __u32 dir, __u64 len)
+static __always_inline void add_dest(struct netacct_dest_key *key, __u32 dir, __u64 len,
+				     __u64 pkts)
 {
 	struct netacct_pending *p = bpf_map_lookup_elem(&pending, &dir);
 
@@ -283,14 +286,14 @@ static __always_inline void add_dest(struct netacct_dest_key *key, __u32 dir, __
 
 	if (k[0] == q[0] && k[1] == q[1] && k[2] == q[2]) {
 		p->bytes += len;
-		p->packets += 1;
+		p->packets += pkts;
 		return;
 	}
 	if (p->packets)
 		flush_dest(p);
 	p->key = *key;
 	p->bytes = len;
-	p->packets = 1;
+	p->packets = pkts;
 }
 
 static __always_inline int account(struct __sk_buff *skb, int dir)
@@ -310,20 +313,23 @@ static __always_inline int account(struct __sk_buff *skb, int dir)
 		return 1;
 	key.service = svc;
 	key.dir = dir;
-	__u64 len = skb->len;
+	__u64 len = skb->len, pkts = 1;
 	__u32 l4len = parse_transport(skb, l4off, dir, &key);
 	__u32 segs = skb->gso_segs;
 
-	if (cfg->gso_correction && segs > 1 && l4off)
+	/* The wire carries the aggregate as gso_segs packets, each with its own headers. */
+	if (cfg->gso_correction && segs > 1 && l4off) {
 		len += (__u64)(segs - 1) * (l4off + l4len);
+		pkts = segs;
+	}
 	__u32 slot = (__u32)svc * 2 + dir;
 	struct netacct_counter *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		/* Per-CPU slot and cgroup_skb runs with migration disabled: plain adds suffice. */
 		c->bytes += len;
-		c->packets += 1;
+		c->packets += pkts;
 	}
-	add_dest(&key, dir, len);
+	add_dest(&key, dir, len, pkts);
 	return 1;
 }
 

@@ -59,7 +59,7 @@ enum netacct_dir {
  * bucket_mul: the odd multiplier of the bucket hash, chosen by userspace for this list.
  * levels: cgroup depths holding a target, deepest first, nr_levels of them in use.
  * gso_correction: when 1, a GSO/GRO aggregate counts as the packets it stands for on the
- * wire: skb->len + (gso_segs - 1) * (IP + TCP/UDP header length).
+ * wire: gso_segs packets of skb->len + (gso_segs - 1) * (IP + TCP/UDP header length) bytes.
  */
 struct netacct_config {
 	__u64 ids[NETACCT_MAX_TARGETS];

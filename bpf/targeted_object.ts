@@ -8,8 +8,10 @@
  *
  * Each service gets an index for the life of the object (its counter slot, its name in
  * events); target levels are counted from the cgroup2 mount and written with the offset
- * bpf/levels.ts measures (non-zero inside a cgroup namespace). Nothing is pinned: the links
- * die with this process's fds.
+ * bpf/levels.ts measures (non-zero inside a cgroup namespace). The programs are linked at
+ * the service cgroups themselves (bpf/cgroup_links.ts), so they run for StB's sockets only,
+ * and follow every target change: new targets go into the config first, then the cgroups
+ * that appeared are linked, so a new cgroup's first packet already finds its id.
  */
 
 import { BackendError } from "../lib/errors.ts";
@@ -17,14 +19,14 @@ import { type Cgroup2Mount, cgroupLevel, type ServiceTarget } from "../lib/cgrou
 import {
   check,
   checkPointer,
-  closeLinksAndObject,
   cString,
   decodeEmbeddedObject,
   lib,
-  linkPrograms,
   objectMapFd,
   openAndLoadObject,
+  programAttachType,
 } from "./libbpf.ts";
+import { attachPoints, CgroupLinks } from "./cgroup_links.ts";
 import {
   encodeConfig,
   encodeU32,
@@ -65,7 +67,8 @@ export class TargetedObject {
   /** The ELF image libbpf parsed; kept referenced while the object lives. */
   #bytes: Uint8Array<ArrayBuffer> | null;
   #pointer: Deno.PointerObject | null;
-  #links: Deno.PointerObject[] = [];
+  readonly #mount: Cgroup2Mount;
+  #links: CgroupLinks | null = null;
   #config: number;
   #activeMap: number;
   /** The config slot packets read now (the value of the `active` map). */
@@ -87,6 +90,7 @@ export class TargetedObject {
    */
   constructor(readonly spec: ObjectSpec, targets: ServiceTarget[], mount: Cgroup2Mount) {
     this.cpus = check("Counting possible CPUs", lib().libbpf_num_possible_cpus());
+    this.#mount = mount;
     this.register(targets);
     this.#bytes = decodeEmbeddedObject(spec.base64);
     this.#pointer = openAndLoadObject(this.#bytes, spec.name, spec.programs).pointer;
@@ -115,14 +119,35 @@ export class TargetedObject {
     return check(`Getting the fd of program "${name}"`, b.bpf_program__fd(prog));
   }
 
-  /** Links the named programs at the cgroup2 root; `close` detaches them. */
-  link(programs: readonly string[], mountPoint: string): void {
-    linkPrograms(this.#live(), {
-      programs,
-      cgroupDir: mountPoint,
-      links: this.#links,
+  /**
+   * Links the named programs at the cgroups of `targets` (attachPoints), and from then on
+   * wherever `applyTargets` says; `close` ends the links. With `pins`, links are pinned
+   * in its directory, and those an earlier run pinned there are taken over first.
+   */
+  linkAt(
+    programs: readonly string[],
+    targets: readonly ServiceTarget[],
+    pins: { dir: string; log: (message: string) => void } | null = null,
+  ): { adopted: number; cgroups: number } {
+    const object = this.#live();
+    const links = this.#links = new CgroupLinks({
+      mount: this.#mount,
+      programs: programs.map((name) => ({
+        name,
+        ...programAttachType(object, name, this.spec.object),
+      })),
       what: this.spec.object,
+      pinDir: pins?.dir ?? null,
+      log: pins?.log ?? (() => {}),
     });
+    const adopted = links.adopt();
+    links.sync(attachPoints(targets));
+    return { adopted, cgroups: links.cgroups.length };
+  }
+
+  /** The cgroups the programs are linked at now, by id. */
+  get linkedCgroups(): bigint[] {
+    return this.#links?.cgroups ?? [];
   }
 
   /** The service index of a registered name. */
@@ -161,7 +186,8 @@ export class TargetedObject {
 
   /**
    * Makes the programs follow exactly `targets` (registering new names first): the whole
-   * list goes into the config slot no packet reads, then `active` flips to it. Returns the
+   * list goes into the config slot no packet reads, then `active` flips to it; then, once
+   * linked, the links follow (new cgroups linked, gone ones released). Returns the
    * services that name a cgroup another one names too (the later one keeps it).
    */
   applyTargets(targets: ServiceTarget[], gsoCorrection = false): SharedCgroup[] {
@@ -178,6 +204,7 @@ export class TargetedObject {
       wanted.set(t.id, { id: t.id, service });
     }
     this.#switchTo(encodeConfig(this.kernelLevels(), [...wanted.values()], gsoCorrection));
+    this.#links?.sync(attachPoints(targets));
     return shared;
   }
 
@@ -198,11 +225,14 @@ export class TargetedObject {
   }
 
   /**
-   * Detaches the links newest first, then closes the object. Every step is tried; the
-   * errors come back for the owner to report. Safe to call twice.
+   * Ends the links (`keep`: pinned ones stay, see CgroupLinks.close), then closes the
+   * object. Every step is tried; the errors come back for the owner to report. Safe to
+   * call twice.
    */
-  close(): unknown[] {
-    const errors = closeLinksAndObject(this.#links, this.#pointer);
+  close(keep = false): unknown[] {
+    const errors = this.#links?.close(keep) ?? [];
+    this.#links = null;
+    if (this.#pointer) lib().bpf_object__close(this.#pointer);
     this.#pointer = null;
     this.#bytes = null;
     return errors;

@@ -30,6 +30,8 @@ export interface BackendReport {
   /** Why not usable, or what could not be checked. */
   reason?: string;
   fix?: string;
+  /** What its byte counts are (BACKEND_INFO), for the configured GSO correction. */
+  bytes: string;
 }
 
 export interface DoctorReport {
@@ -158,8 +160,24 @@ interface BackendCheck {
   targets: ServiceTarget[];
 }
 
+/** What `name` counts of an aggregate with this config (ebpf: its GSO correction). */
+function bytesNote(name: BackendName, config: Config | null): string {
+  if (name === "ebpf" && config && !config.gso_correction) {
+    return `${BACKEND_INFO.nft.bytes}, as "gso_correction": false asks`;
+  }
+  return BACKEND_INFO[name].bytes;
+}
+
 /** One backend's verdict: unusable for what is missing, unchecked without privileges, else probed. */
 async function judgeBackend(name: BackendName, check: BackendCheck): Promise<BackendReport> {
+  const report = await verdictOf(name, check);
+  return { ...report, bytes: bytesNote(name, check.config) };
+}
+
+async function verdictOf(
+  name: BackendName,
+  check: BackendCheck,
+): Promise<Omit<BackendReport, "bytes">> {
   const { host, config } = check;
   const missing = missingCaps(host.caps, BACKEND_INFO[name].capabilities).map(capabilityName);
   const prereq = prerequisiteMissing(name, host);
@@ -329,6 +347,7 @@ export function formatReport(r: DoctorReport): string {
       : `${b.verdict === "unchecked" ? "not checked" : "not usable"} because ${b.reason}` +
         (b.fix ? `; fix: ${b.fix}` : "");
     lines.push(`[${MARK[b.verdict]}] ${b.name.padEnd(9)} ${detail}`);
+    lines.push(`${" ".repeat(17)}bytes: ${b.bytes}`);
   }
   const ev = r.events;
   lines.push(

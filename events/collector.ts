@@ -1,10 +1,11 @@
 /**
  * Connect events from bpf/events.bpf.o (embedded as bpf/events_object.ts): loaded through
- * libbpf, its four cgroup/connect and cgroup/sendmsg programs linked once at the cgroup2
- * root, targets written into its own config map with netacct's encoder (same ids, same
- * buckets), records read from the ring buffer with ring_buffer__consume on the sampler's
- * tick: no thread, no blocking poll, and the libbpf callback runs synchronously inside the
- * consume call, on this thread.
+ * libbpf, its four cgroup/connect and cgroup/sendmsg programs linked at each service
+ * cgroup as the counting programs are (so other cgroups' connects run none of them, and a
+ * cgroup that appears is linked at once), targets written into its own config map with
+ * netacct's encoder (same ids, same buckets), records read from the ring buffer with
+ * ring_buffer__consume on the sampler's tick: no thread, no blocking poll, and the libbpf
+ * callback runs synchronously inside the consume call, on this thread.
  *
  * Target levels get the offset bpf/levels.ts measures at start, as the ebpf
  * backend's do: inside a cgroup namespace the mount's levels are not the kernel's.
@@ -15,7 +16,7 @@
 import { BackendError } from "../lib/errors.ts";
 import type { Cgroup2Mount, ServiceTarget } from "../lib/cgroup.ts";
 import { type Cidr, formatAddress, isExcluded, protocolName } from "../lib/cidr.ts";
-import { check, checkPointer, closeFd, lib, openDirectory } from "../bpf/libbpf.ts";
+import { check, checkPointer, lib } from "../bpf/libbpf.ts";
 import { encodeU32, MAX_SERVICES } from "../bpf/netacct_abi.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
 import { OBJECT_BASE64 } from "../bpf/events_object.ts";
@@ -92,7 +93,7 @@ export class EventCollector {
     if (this.#object) throw new BackendError("Connect events are already started");
     try {
       const object = this.#load(targets, options);
-      object.link(PROGRAMS, options.mount.mountPoint);
+      object.linkAt(PROGRAMS, targets);
       const b = lib();
       this.#callback = new Deno.UnsafeCallback(SAMPLE_FN, (_ctx, data, size) => {
         this.#take(data, Number(size));
@@ -108,12 +109,11 @@ export class EventCollector {
     }
   }
 
-  /** The verifier accepts the programs and the cgroup2 root opens; nothing is attached. */
+  /** The verifier accepts the programs; nothing is linked. */
   probe(targets: ServiceTarget[], options: EventCollectorOptions): void {
     if (this.#object) throw new BackendError("Connect events are started: probe a new one");
     try {
       this.#load(targets, options);
-      closeFd(openDirectory(options.mount.mountPoint));
     } finally {
       this.stop();
     }

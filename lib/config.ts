@@ -42,7 +42,10 @@ export interface Config {
   ct_mark: number;
   ct_mask: number;
   prometheus: PrometheusConfig;
-  /** ebpf only: count GSO/GRO aggregates as the packets they stand for on the wire. */
+  /**
+   * ebpf only (default true): count GSO/GRO aggregates as the packets they stand for on
+   * the wire; nft and iptables cannot (they see an aggregate's headers once).
+   */
   gso_correction: boolean;
   /** ebpf only: connect/first-datagram events of the services (events/collector.ts). */
   events: EventsConfig;
@@ -168,7 +171,7 @@ export function validateConfig(raw: unknown, source: string): Config {
     ct_mark: marks.mark,
     ct_mask: marks.mask,
     prometheus: parsePrometheus(o.prometheus),
-    gso_correction: parseFlag("gso_correction", o.gso_correction, false),
+    gso_correction: parseFlag("gso_correction", o.gso_correction, true),
     events: parseEvents(o.events),
     source,
   };

@@ -47,6 +47,12 @@ Deno.test("doctor as root: every backend usable, host unchanged, JSON for script
   for (const b of ["ebpf", "nft", "iptables"]) {
     assertMatch(text.stdout, new RegExp(`\\[ok  \\] ${b}\\s+usable`));
   }
+  // What each backend's byte counts are: the wire's for ebpf by default; nft and iptables
+  // say by how much they fall short on bulk TCP.
+  const bytesLines = text.stdout.split("\n").filter((l) => /^\s+bytes: /.test(l));
+  assertEquals(bytesLines.length, 3, text.stdout);
+  assertStringIncludes(bytesLines[0] ?? "", "as the wire carries them");
+  for (const l of bytesLines.slice(1)) assertMatch(l, /3\.4% \(IPv4\) to 4\.7% \(IPv6\) under/);
   const json = await doctor([], ["--json", "--backend", "nft"]);
   assertEquals(json.code, 0, json.stderr);
   const report = JSON.parse(json.stdout);

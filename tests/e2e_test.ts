@@ -17,7 +17,7 @@ import {
   assertEquals,
   bpfAttachedBy,
   type BpfAttachment,
-  bpfRootAttachments,
+  bpfAttachments,
   type Bytes,
   countedDelta,
   EXTERNAL_REMOTES,
@@ -46,7 +46,7 @@ import {
 
 const MOUNT = findCgroup2Mount().mountPoint;
 /** BPF programs at the cgroup2 root before the suite: anything new at the end is ours. */
-const BPF_BASELINE: BpfAttachment[] = await bpfRootAttachments(MOUNT);
+const BPF_BASELINE: BpfAttachment[] = await bpfAttachments(MOUNT);
 const TOLERANCE = 0.02;
 /** Bytes/s of the flow running while `graph --once` samples, each way. */
 const PACED_RATE = 2_000_000;

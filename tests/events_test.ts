@@ -10,7 +10,7 @@
 import {
   assert,
   assertEquals,
-  bpfRootAttachments,
+  bpfAttachments,
   cliArgv,
   flowsTo,
   Lab,
@@ -58,7 +58,7 @@ Deno.test({
   ignore: !isRoot,
   ...TEST_OPTIONS,
   async fn() {
-    const baseline = await bpfRootAttachments(MOUNT);
+    const baseline = await bpfAttachments(MOUNT);
     const env = await Lab.open(nativeLayout());
     const dir = await Deno.makeTempDir({ prefix: "stb-events-" });
     await Deno.chmod(dir, 0o755); // nobody must reach the file inside

@@ -21,7 +21,7 @@ import {
   assert,
   assertEquals,
   type BpfAttachment,
-  bpfRootAttachments,
+  bpfAttachments,
   DENO,
   l3Delta,
   Lab,
@@ -64,7 +64,7 @@ const TOLERANCE = 0.02;
 const SERVICE = "server";
 
 const MOUNT = findCgroup2Mount().mountPoint;
-const BPF_BASELINE: BpfAttachment[] = await bpfRootAttachments(MOUNT);
+const BPF_BASELINE: BpfAttachment[] = await bpfAttachments(MOUNT);
 const SOAK_DIR = new URL("./soak/", import.meta.url).pathname;
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const CLK_TCK = 100;

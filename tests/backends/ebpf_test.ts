@@ -136,16 +136,32 @@ Deno.test({
       await backend.start(targets(), options(mount, logs));
 
       const ourProgs = [progId(backend.programFd("ingress")), progId(backend.programFd("egress"))];
-      const links = (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id));
-      assertEquals(links.length, 2, "one link per program");
-      const rootId = Number(cgroupId(mount, "/") ?? -1);
-      for (const l of links) assertEquals(l.cgroup_id, rootId, "linked at the cgroup2 root");
+      const linkedAt = async () =>
+        (await bpftoolLinks()).filter((l) => ourProgs.includes(l.prog_id))
+          .map((l) => `${l.cgroup_id} ${l.attach_type}`).sort();
+      const svcId = Number(cgroupId(mount, svc));
+      assertEquals(
+        await linkedAt(),
+        [`${svcId} cgroup_inet_egress`, `${svcId} cgroup_inet_ingress`],
+        "one link per program, at the one target cgroup that exists",
+      );
       const zero = await backend.read();
       assertEquals(zero.svc, { rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n });
 
       const { ext, sent4 } = await countsExternal(backend, t);
       await countsDestinations(backend, { ...ext, sent4 }, t);
       await followsRestartAndLate({ backend, t, targets, ext });
+      const [newSvc, lateId] = targets().map((x) => Number(x.id));
+      assertEquals(
+        await linkedAt(),
+        [
+          `${newSvc} cgroup_inet_egress`,
+          `${newSvc} cgroup_inet_ingress`,
+          `${lateId} cgroup_inet_egress`,
+          `${lateId} cgroup_inet_ingress`,
+        ].sort(),
+        "linked at the recreated and the late cgroup; the removed cgroup's links released",
+      );
 
       // Stop twice: links gone from the kernel, no BPF fd left in this process.
       await backend.stop();
@@ -467,8 +483,8 @@ Deno.test({
       await lab.inPeer(["ethtool", "-K", PEER_IF, "tso", "off", "gso", "on", "gro", "off"]);
       const svc = lab.cgroups.path("/svc");
       const targets = [{ name: "svc", path: svc, id: cgroupId(mount, svc) }];
-      await plain.start(targets, options(mount));
-      await corrected.start(targets, { ...options(mount), gsoCorrection: true });
+      await plain.start(targets, { ...options(mount), gsoCorrection: false });
+      await corrected.start(targets, options(mount)); // the default corrects
       const t = new Transfers(lab);
       const wire0 = await lab.topology.linkCounters();
       const c0 = (await corrected.read()).svc!, p0 = (await plain.read()).svc!;

@@ -49,6 +49,11 @@ export class Lab {
   /**
    * Writes a `run` config for this env's services to `path`: `backend`'s ct mark bits (the
    * firewall backends) and `extra` settings, e.g. `{ interval_s: 5 }`. Returns `path`.
+   *
+   * The lab's byte reference is the veth's own counters, which carry a GSO aggregate as one
+   * packet with one set of headers, as every backend's hook sees it; so ebpf counts without
+   * its (default) GSO correction here unless `extra` says otherwise. The default, bytes as
+   * a wire carries them, is checked against a segmenting veth in tests/wire_bytes_test.ts.
    */
   async writeRunConfig(
     path: string,
@@ -59,6 +64,7 @@ export class Lab {
       path,
       JSON.stringify({
         services: this.cgroups.configServices(),
+        ...(backend === "ebpf" ? { gso_correction: false } : {}),
         ...extra,
         ...(CT_MARKS[backend] ?? {}),
       }),

@@ -1,8 +1,8 @@
 /**
  * What the suite must not leave behind, and how to count what a backend installed: network
- * namespaces, test cgroups, BPF programs attached at the cgroup2 root, the nft table
- * `stb_netacct`, iptables chains and jumps of ours. Each function lists what it finds so a
- * failure names the leftover.
+ * namespaces, test cgroups, BPF programs attached to any cgroup and held by nobody, pins in
+ * a bpffs, the nft table `stb_netacct`, iptables chains and jumps of ours. Each function
+ * lists what it finds so a failure names the leftover.
  */
 
 import { cgroupLeftovers } from "./cgroups.ts";
@@ -62,12 +62,19 @@ export interface BpfAttachment {
   id: number;
   attach_type: string;
   name: string;
+  /** The cgroup directory it is attached to. */
+  cgroup: string;
 }
 
-/** Programs attached directly at the cgroup2 root (where the ebpf backend attaches). */
-export async function bpfRootAttachments(mountPoint: string): Promise<BpfAttachment[]> {
-  const text = (await output(["bpftool", "-j", "cgroup", "show", mountPoint])).trim();
-  return text ? (JSON.parse(text) as BpfAttachment[]) : [];
+/** Programs attached to any cgroup under the cgroup2 mount (bpftool cgroup tree). */
+export async function bpfAttachments(mountPoint: string): Promise<BpfAttachment[]> {
+  const text = (await output(["bpftool", "-j", "cgroup", "tree", mountPoint])).trim();
+  const tree = text ? JSON.parse(text) as { cgroup: string; programs: BpfAttachment[] }[] : [];
+  // bpftool 7.1 writes a backslash in a JSON string as "\n" (systemd's "\x2d" comes out
+  // as "\nx2d"); no cgroup name of ours holds a newline.
+  return tree.flatMap((c) =>
+    c.programs.map((p) => ({ ...p, cgroup: c.cgroup.replaceAll("\n", "\\") }))
+  );
 }
 
 /**
@@ -104,35 +111,38 @@ export function bpfLinkHolders(): Map<number, number[]> {
   return holders;
 }
 
-/** Root attachments made through links that process `pid` holds (what one `run` attached). */
+/** Attachments made through links that process `pid` holds (what one `run` attached). */
 export async function bpfAttachedBy(mountPoint: string, pid: number): Promise<BpfAttachment[]> {
   const holders = bpfLinkHolders();
-  return (await bpfRootAttachments(mountPoint)).filter((a) => holders.get(a.id)?.includes(pid));
+  return (await bpfAttachments(mountPoint)).filter((a) => holders.get(a.id)?.includes(pid));
 }
 
+const key = (a: BpfAttachment) => `${a.id}/${a.attach_type}/${a.cgroup}`;
+
 /**
- * Root attachments that are nobody's and were not there in `baseline`: programs that stay
- * attached after the process that attached them is gone. Attachments held by a live
- * process are that process's business (other tests and benchmarks run beside this suite).
- * A link outlives its holder's /proc entry by a moment (the last fput of an exiting
- * process is deferred), so an orphan must still be there a second later to count.
+ * Attachments that are nobody's and were not there in `baseline`: programs that stay
+ * attached after the process that attached them is gone (pinned links among them).
+ * Attachments held by a live process are that process's business (other tests and
+ * benchmarks run beside this suite). A link outlives its holder's /proc entry by a moment
+ * (the last fput of an exiting process is deferred), so an orphan must still be there a
+ * second later to count.
  */
 export async function newBpfAttachments(
   mountPoint: string,
   baseline: BpfAttachment[],
 ): Promise<BpfAttachment[]> {
-  const known = new Set(baseline.map((b) => `${b.id}/${b.attach_type}`));
+  const known = new Set(baseline.map(key));
   const orphans = async () => {
     const holders = bpfLinkHolders();
-    return (await bpfRootAttachments(mountPoint)).filter((a) =>
-      !known.has(`${a.id}/${a.attach_type}`) && !holders.has(a.id)
+    return (await bpfAttachments(mountPoint)).filter((a) =>
+      !known.has(key(a)) && !holders.has(a.id)
     );
   };
   let found = await orphans();
   for (let i = 0; i < 5 && found.length > 0; i++) {
     await sleep(200);
-    const now = new Set((await orphans()).map((a) => `${a.id}/${a.attach_type}`));
-    found = found.filter((a) => now.has(`${a.id}/${a.attach_type}`));
+    const now = new Set((await orphans()).map(key));
+    found = found.filter((a) => now.has(key(a)));
   }
   return found;
 }
@@ -160,6 +170,29 @@ export function bpfPins(): string[] {
 }
 
 /**
+ * What `run` leaves in the kernel, as readable lines; empty means nothing: programs
+ * attached to a cgroup and held by no process, pins, and in each netns (undefined: the
+ * test's own) the nft table and iptables chains of ours.
+ */
+export async function kernelStateLeft(
+  mountPoint: string,
+  bpfBaseline: BpfAttachment[],
+  netnsPaths: (string | undefined)[] = [undefined],
+): Promise<string[]> {
+  const problems: string[] = [];
+  for (const a of await newBpfAttachments(mountPoint, bpfBaseline)) {
+    problems.push(`BPF program ${a.id} "${a.name}" (${a.attach_type}) attached at ${a.cgroup}`);
+  }
+  for (const pin of bpfPins()) problems.push(`BPF pin ${pin}`);
+  for (const ns of netnsPaths) {
+    const where = ns ?? "the test's netns";
+    for (const t of await nftTables(ns)) problems.push(`nft table ${t} in ${where}`);
+    for (const l of await iptablesLines(ns)) problems.push(`${l} in ${where}`);
+  }
+  return problems;
+}
+
+/**
  * Everything left over, as readable lines; empty means clean. `netnsPaths` are namespaces
  * still alive that `run` ran in (checked for rules after it stopped).
  */
@@ -171,14 +204,6 @@ export async function leftovers(
   const problems: string[] = [];
   for (const ns of await netnsLeftovers()) problems.push(`netns ${ns}`);
   for (const dir of cgroupLeftovers(mountPoint)) problems.push(`cgroup ${dir}`);
-  for (const a of await newBpfAttachments(mountPoint, bpfBaseline)) {
-    problems.push(`BPF program ${a.id} "${a.name}" (${a.attach_type}) attached at ${mountPoint}`);
-  }
-  for (const pin of bpfPins()) problems.push(`BPF pin ${pin}`);
-  for (const ns of [undefined, ...netnsPaths]) {
-    const where = ns ?? "the test's netns";
-    for (const t of await nftTables(ns)) problems.push(`nft table ${t} in ${where}`);
-    for (const l of await iptablesLines(ns)) problems.push(`${l} in ${where}`);
-  }
+  problems.push(...await kernelStateLeft(mountPoint, bpfBaseline, [undefined, ...netnsPaths]));
   return problems;
 }

@@ -1,19 +1,13 @@
 import { assert, assertEquals } from "./assert.ts";
 import { CGROUP_PREFIX } from "./cgroups.ts";
 import { oursOrStale, randomTag, run, RUN_SCOPE } from "./exec.ts";
-import {
-  bpfRootAttachments,
-  iptablesLines,
-  leftovers,
-  nftRuleCount,
-  nftTables,
-} from "./leftovers.ts";
+import { bpfAttachments, iptablesLines, leftovers, nftRuleCount, nftTables } from "./leftovers.ts";
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
 import { NETNS_PREFIX } from "./topology.ts";
 
 Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and clears when removed", async () => {
   const mount = findCgroup2Mount().mountPoint;
-  const baseline = await bpfRootAttachments(mount);
+  const baseline = await bpfAttachments(mount);
   const tag = RUN_SCOPE + randomTag();
   const ns = `${NETNS_PREFIX}${tag}-x`;
   const nsPath = `/run/netns/${ns}`;

@@ -11,3 +11,4 @@ export * from "./topology.ts";
 export type { FlowResult, TcpResult, UdpResult } from "./traffic.ts";
 export * from "./assert.ts";
 export * from "./measure.ts";
+export * from "./bpf_stats.ts";

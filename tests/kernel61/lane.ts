@@ -61,6 +61,14 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
     file: "tests/e2e_test.ts",
     tests: ["e2e ebpf / v2: ", "e2e nft / v2: ", "e2e iptables / v2: ", "e2e leftovers: "],
   },
+  // Programs linked at the service cgroups only: an outsider's traffic and connects run
+  // none of them; a late and a recreated service cgroup count from their first packet.
+  {
+    file: "tests/attach_test.ts",
+    tests: ["attach ebpf / v2: an outsider", "attach ebpf / v2: a late"],
+  },
+  // Bytes as the wire carries them (ebpf's default GSO correction), on this kernel too.
+  { file: "tests/wire_bytes_test.ts", tests: ["wire bytes: "] },
   // Connect events: through the CLI, and the ring buffer's overflow accounting.
   { file: "tests/events_test.ts", tests: ["events: connects and first datagrams"] },
   { file: "events/collector_test.ts", tests: ["events: a full ring buffer's losses"] },
