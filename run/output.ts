@@ -6,7 +6,7 @@
 
 import { writeFileAtomic } from "../lib/atomic_write.ts";
 import type { CountersV1, ServiceCountersV1 } from "../lib/contract.ts";
-import { serializeCounters } from "../lib/contract.ts";
+import { outputLockPath, serializeCounters } from "../lib/contract.ts";
 import type { DestinationCounters, ServiceCounters } from "../backends/backend.ts";
 import { BackendError } from "../lib/errors.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
@@ -166,7 +166,7 @@ export class OutputFiles {
     this.#stateDir = dirOf(paths.statePath);
     this.#stateDirMode = this.#stateDir === this.#outDir ? 0o755 : 0o700;
     this.#lockPaths = [
-      `${this.#outDir}/.${paths.output.slice(this.#outDir.length + 1)}.lock`,
+      outputLockPath(paths.output),
       `${paths.statePath}.lock`,
     ];
   }
