@@ -3,7 +3,7 @@
  * This file only wires the subcommands and turns failures into exit codes.
  */
 
-import { Command, CommanderError } from "@commander-js/extra-typings";
+import { Command, CommanderError, Help } from "@commander-js/extra-typings";
 import { runCommand } from "./run/mod.ts";
 import { graphCommand } from "./graph/mod.ts";
 import { resetCommand } from "./run/reset.ts";
@@ -17,9 +17,9 @@ import { verifyCommand, verifyProbeCommand } from "./verify/mod.ts";
 
 const program = new Command("stb-netacct")
   .description(
-    "Measure the external network traffic (download/upload) of the StB app, by cgroup v2.\n" +
-      "`run` (root) counts in the kernel and writes counters.json every 0.5 s; `graph`\n" +
-      "draws it in the terminal for any user. Loopback, private, link-local, CGNAT,\n" +
+    "Measure the external network traffic (download/upload) of the StB app, by cgroup v2. " +
+      "`run` (root) counts in the kernel and writes counters.json every 0.5 s; `graph` " +
+      "draws it in the terminal for any user. Loopback, private, link-local, CGNAT, " +
       "multicast and IPv6 ULA/link-local traffic never counts.",
   )
   .version(VERSION, "-V, --version")
@@ -40,13 +40,33 @@ const program = new Command("stb-netacct")
   .addHelpText(
     "after",
     "\nExamples:\n" +
-      "  sudo stb-netacct run --backend ebpf     # count, publish /run/stb-netacct/counters.json\n" +
+      "  sudo stb-netacct run --backend ebpf     # count; publish counters.json\n" +
       "  stb-netacct graph                       # live chart, no root needed\n" +
       "  stb-netacct help run                    # every option of a subcommand\n",
   );
 
+/**
+ * Help wraps to the terminal: a line break inside a paragraph of a description is a space
+ * (the wrap decides where lines end), an indented line keeps its place.
+ */
+const helpConfig = {
+  boxWrap(this: Help, text: string, width: number): string {
+    return Help.prototype.boxWrap.call(this, text.replace(/([^\n])\n(?=\S)/g, "$1 "), width);
+  },
+};
+/** The terminal's width when help goes to one; 80 into a pipe or a file. */
+const outputConfig = {
+  getOutHelpWidth: () => {
+    try {
+      return Deno.stdout.isTerminal() ? Deno.consoleSize().columns : 80;
+    } catch {
+      return 80;
+    }
+  },
+};
+program.configureHelp(helpConfig).configureOutput(outputConfig);
 for (const sub of program.commands) {
-  sub.exitOverride().showHelpAfterError(
+  sub.exitOverride().configureHelp(helpConfig).configureOutput(outputConfig).showHelpAfterError(
     `Usage: stb-netacct ${sub.name()} ${sub.usage()}\n(run 'stb-netacct ${sub.name()} --help' for every option)`,
   );
 }

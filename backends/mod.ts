@@ -37,7 +37,7 @@ const loaders: Record<BackendName, () => Promise<Backend>> = {
 /** What each backend needs to count, shown by --help and checked before `start`. */
 export const BACKEND_INFO: Record<BackendName, { summary: string; capabilities: number[] }> = {
   ebpf: {
-    summary: "cgroup_skb programs via libbpf (most accurate, survives cgroup re-creation)",
+    summary: "cgroup_skb BPF programs (most accurate; survives re-created cgroups)",
     capabilities: [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN],
   },
   nft: {
