@@ -23,10 +23,12 @@ import {
 import {
   CountersFileReader,
   DEFAULT_COUNTERS_PATH,
+  outputLockPath,
   pendingStuckOpens,
   staleAfterS,
 } from "../lib/contract.ts";
-import { EXIT, exitStatusHelp } from "../lib/health.ts";
+import { EXIT, exitOf, exitStatusHelp } from "../lib/health.ts";
+import { lockHolderIfKnown } from "../lib/lock_holder.ts";
 import { GraphModel, type StatusKind } from "./model.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 import { applyKey, decodeKeys, type View } from "./keys.ts";
@@ -65,6 +67,8 @@ export interface GraphIo {
   nowMono(): number;
   /** /proc/net/dev's text; throws with a reason when it cannot be had. */
   readProcNetDev(): Promise<string>;
+  /** Who holds the lock of the sampler writing `path` (see lib/lock_holder.ts). */
+  lockHolder(path: string): number | null | undefined;
   /** Calls `handler` on SIGINT/SIGTERM; returns the undo. */
   onStop(handler: () => void): () => void;
   /** Calls `handler` when the terminal is resized; returns the undo. */
@@ -110,6 +114,7 @@ export function denoIo(): GraphIo {
     nowUnix: () => Date.now() / 1000,
     nowMono: () => performance.now() / 1000,
     readProcNetDev,
+    lockHolder: (path) => lockHolderIfKnown(outputLockPath(absolutePath(path))),
     onStop(handler) {
       const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
       for (const s of signals) Deno.addSignalListener(s, handler);
@@ -228,23 +233,6 @@ const HOME = "\x1b[H";
 const CLEAR_EOL = "\x1b[K";
 const CLEAR_BELOW = "\x1b[J";
 
-/** The exit status of a frame's status, as `status` would give for the same file. */
-export function exitCodeOf(kind: StatusKind): number {
-  switch (kind) {
-    case "waiting":
-      return EXIT.not_running;
-    case "stale":
-    case "unknown":
-      return EXIT.stale;
-    case "malformed":
-      return EXIT.malformed;
-    case "unreadable":
-      return EXIT.unreadable;
-    default:
-      return EXIT.healthy;
-  }
-}
-
 class Stopper {
   stopped = false;
   #wake: (() => void) | null = null;
@@ -328,10 +316,15 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
   return 0;
 }
 
-/** Reads the counters file (and /proc/net/dev with --host) into the model. */
+/**
+ * Reads the counters file (and /proc/net/dev with --host) into the model; when the file is
+ * not fresh, also who holds the sampler's lock, to tell a stuck sampler from none.
+ */
 async function sample(run: GraphRun): Promise<void> {
   const { io, model } = run;
   model.update(await run.reader.read(), io.nowMono());
+  const v = model.verdict(io.nowUnix(), io.nowMono());
+  model.sampler = v === "stale" || v === "not running" ? io.lockHolder(run.opts.input) : null;
   if (run.opts.host) {
     let text: string | Error;
     try {
@@ -534,7 +527,7 @@ async function once(run: GraphRun): Promise<number> {
       bits: run.view.bits,
     }).join("\n") + "\n",
   );
-  const code = exitCodeOf(frame.status.kind);
+  const code = exitOf(frame.verdict);
   if (code !== EXIT.healthy) await io.writeError(`stb-netacct graph: ${frame.status.text}\n`);
   return code;
 }

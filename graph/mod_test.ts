@@ -68,6 +68,8 @@ function fakeIo(
     onWrite?: (io: FakeIo) => void;
     procNetDev?: () => Promise<string>;
     keyboard?: boolean;
+    /** Who holds the sampler's lock (default: nobody). */
+    lockHolder?: number | null | undefined;
   } = {},
 ): FakeIo {
   let stopHandler: (() => void) | null = null;
@@ -96,6 +98,7 @@ function fakeIo(
     nowUnix: () => Date.now() / 1000,
     nowMono: () => performance.now() / 1000,
     readProcNetDev: o.procNetDev ?? (() => Promise.reject(new Error("no host in this test"))),
+    lockHolder: () => "lockHolder" in o ? o.lockHolder : null,
     onStop(handler) {
       stopHandler = handler;
       io.stopListeners++;
@@ -186,14 +189,14 @@ Deno.test("--once: the verdict's exit status, the frame on stdout, the reason on
       [
         "stale",
         () => publish(`${dir}/stale`, counters(1000, 1, 1, Date.now() / 1000 - 30)),
-        3,
-        /stale: the last sample is \d+ s old/,
+        4,
+        /stale: the last sample is \d+ s old; no sampler holds its lock/,
       ],
       ["dir", () => Deno.mkdir(`${dir}/dir`), 6, /malformed: it is a directory/],
       [
         "absurd",
         () => publish(`${dir}/absurd`, counters(1000, 1, 1, 1e300)),
-        3,
+        4,
         /stale: its ts_unix is over 100 years in the future/,
       ],
     ];
@@ -208,6 +211,18 @@ Deno.test("--once: the verdict's exit status, the frame on stdout, the reason on
         throw new Error(`${name}: stderr ${JSON.stringify(err)}`);
       }
       if (!text.includes("status: ")) throw new Error(`${name}: no frame on stdout`);
+    }
+    // A sampler holds the lock but writes nothing: stale (3), the same as status says.
+    const stuck = fakeIo({ lockHolder: 4242 });
+    const code = await runGraph(opts(`${dir}/stale`, { once: true }), stuck);
+    const err = stuck.err.join("");
+    if (code !== 3 || !err.includes("a sampler (pid 4242) holds its lock but does not write")) {
+      throw new Error(`stuck sampler: exit ${code}: ${err}`);
+    }
+    // Where the lock cannot be read (no --allow-all): only "stale".
+    const unknown = fakeIo({ lockHolder: undefined });
+    if (await runGraph(opts(`${dir}/stale`, { once: true }), unknown) !== 3) {
+      throw new Error(`unknown holder: ${unknown.err}`);
     }
   });
 });

@@ -18,6 +18,8 @@ import {
 } from "../lib/contract.ts";
 import {
   clockProblem,
+  type FileVerdict,
+  fileVerdict,
   formatDuration,
   type Freshness,
   isImplausible,
@@ -106,6 +108,8 @@ export interface FrameData {
    */
   destinations: DestinationRow[] | null;
   status: Status;
+  /** The verdict `status` gives for this file (and its exit status, for --once). */
+  verdict: FileVerdict;
 }
 
 /** How long "counter reset" or "discontinuity" stays on the status line, at least. */
@@ -133,6 +137,12 @@ export class GraphModel {
   #destRates = new Map<string, number | null>();
   /** Seam for history (issue 20): copied into every frame. */
   today: { rx: bigint; tx: bigint } | null = null;
+  /**
+   * Who holds the sampler's lock on the file, as the reader last looked (a pid, null for
+   * nobody, undefined when it cannot tell): a stale file with a holder is a stuck sampler,
+   * without one no sampler at all.
+   */
+  sampler: number | null | undefined = undefined;
 
   readonly path: string;
   readonly interval: number;
@@ -277,21 +287,37 @@ export class GraphModel {
     return judgeFreshness(sampleClock(c, nowUnix), c.interval_s, this.#quiet(c, nowMono));
   }
 
+  /** The verdict on the file as status would give it (see lib/health.ts fileVerdict). */
+  verdict(nowUnix: number, nowMono: number): FileVerdict {
+    const read = this.#read;
+    if (read === null) return "not running";
+    return fileVerdict(read.kind, this.freshness(nowUnix, nowMono), this.sampler);
+  }
+
   status(nowUnix: number, nowMono: number): Status {
     const read = this.#read;
     const kept = this.#last !== null ? "; showing the last good values" : "";
     if (read === null) return { kind: "waiting", text: "waiting for the first read" };
     if (read.kind !== "ok") {
       const reason = printable(read.reason);
-      if (read.kind === "missing") return { kind: "waiting", text: `no counters file: ${reason}` };
-      return { kind: read.kind, text: `${read.kind}: ${reason}${kept}` };
+      if (read.kind !== "missing") {
+        return { kind: read.kind, text: `${read.kind}: ${reason}${kept}` };
+      }
+      if (typeof this.sampler !== "number") {
+        return { kind: "waiting", text: `no counters file: ${reason}` };
+      }
+      return {
+        kind: "stale",
+        text: `stale: no counters file, but a sampler (pid ${this.sampler}) holds its lock: ` +
+          "it is stuck or writes elsewhere",
+      };
     }
     const c = read.counters;
     const clock = sampleClock(c, nowUnix);
     const quiet = this.#quiet(c, nowMono);
     const freshness = judgeFreshness(clock, c.interval_s, quiet);
     const problem = clockProblem(clock);
-    if (freshness === "stale") return staleStatus(c, clock, quiet);
+    if (freshness === "stale") return staleStatus({ c, clock, quiet }, this.sampler);
     if (freshness === "unknown") {
       return { kind: "unknown", text: `${problem}; waiting to see the file change` };
     }
@@ -329,6 +355,7 @@ export class GraphModel {
       host: this.#hostView(),
       destinations: last?.destinations === undefined ? null : this.#destinationRows(last),
       status: this.status(nowUnix, nowMono),
+      verdict: this.verdict(nowUnix, nowMono),
     };
   }
 
@@ -427,24 +454,26 @@ function discontinuityStatus(what: string): Status {
   };
 }
 
+/** Why the sample is stale, and what the sampler's lock says about it. */
 function staleStatus(
-  c: CountersV1,
-  clock: ReturnType<typeof sampleClock>,
-  quiet: number | null,
+  f: { c: CountersV1; clock: ReturnType<typeof sampleClock>; quiet: number | null },
+  sampler: number | null | undefined,
 ): Status {
-  const limit = staleAfterS(c.interval_s);
-  const unchanged = `it has not changed for ${formatDuration(quiet ?? 0)}`;
-  const problem = clockProblem(clock);
-  const why = clock.kind === "dated" && clock.ageS > limit
-    ? `the last sample is ${formatDuration(clock.ageS)} old`
+  const limit = staleAfterS(f.c.interval_s);
+  const unchanged = `it has not changed for ${formatDuration(f.quiet ?? 0)}`;
+  const problem = clockProblem(f.clock);
+  const why = f.clock.kind === "dated" && f.clock.ageS > limit
+    ? `the last sample is ${formatDuration(f.clock.ageS)} old`
     : problem !== null
     ? `${problem}, and ${unchanged}`
     : unchanged;
-  return {
-    kind: "stale",
-    text: `stale: ${why}; the sampler writes every ${formatDuration(c.interval_s)}: is ` +
-      `"stb-netacct run" still running?`,
-  };
+  const every = `the sampler writes every ${formatDuration(f.c.interval_s)}`;
+  const who = sampler === undefined
+    ? `${every}: is "stb-netacct run" still running?`
+    : sampler === null
+    ? `no sampler holds its lock: none is running ("sudo stb-netacct run" starts one)`
+    : `a sampler (pid ${sampler}) holds its lock but does not write: it is stuck`;
+  return { kind: "stale", text: `stale: ${why}; ${who}` };
 }
 
 function destKey(d: DestinationV1): string {

@@ -176,7 +176,7 @@ function chartLines(f: FrameData, o: RenderOptions, rows: { rx: number; tx: numb
   const block = (dir: "rx" | "tx") => {
     const axis = axes[dir];
     const lines = noRates
-      ? emptyChart(rows[dir], columns, f.totals === null ? "" : "rates after the next sample")
+      ? emptyChart(rows[dir], columns, noRatesText(f))
       : plot(chartSeries(data, dir, o), axis, { rows: rows[dir], columns });
     return lines.map((line, i) => {
       const r = rows[dir] - 1 - i;
@@ -213,6 +213,14 @@ function chartSeries(data: SeriesSet, dir: "rx" | "tx", o: RenderOptions): Chart
     out.push({ values: s[dir], glyph: glyphOf(i), color: color(colorOf(i)) });
   });
   return out;
+}
+
+/** Why a chart is empty: nothing read yet, one sample so far, or a file not updated. */
+function noRatesText(f: FrameData): string {
+  if (f.totals === null) return "";
+  return f.status.kind === "stale"
+    ? "no rates: the file is not being updated"
+    : "rates after the next sample";
 }
 
 function emptyChart(rows: number, columns: number, message: string): string[] {

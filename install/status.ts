@@ -25,6 +25,7 @@ import {
   clockProblem,
   EXIT,
   exitStatusHelp,
+  fileVerdict,
   formatDuration,
   type Freshness,
   isImplausible,
@@ -139,7 +140,9 @@ function restartFix(service: ServiceFacts): string {
 export function judge(service: ServiceFacts, counters: CounterFacts): Judgement {
   const host = hostOf(service);
   const path = counters.path;
-  if (counters.kind === "unreadable") {
+  // What the file and its lock say, as graph --once says it; then what the service adds.
+  const base = fileVerdict(counters.kind, counters.freshness, counters.sampler_pid);
+  if (base === "unreadable") {
     return {
       verdict: "unreadable",
       fix: `${counters.reason}; the sampler publishes it readable by everyone (0644) in a ` +
@@ -148,18 +151,15 @@ export function judge(service: ServiceFacts, counters: CounterFacts): Judgement 
       note: null,
     };
   }
-  if (counters.kind === "malformed") return judgeMalformed(service, counters);
-  if (counters.kind === "ok" && counters.freshness === "fresh") {
-    return judgeHealthy(service, counters);
-  }
-  const writer = counters.sampler_pid !== null || host.active;
+  if (base === "malformed") return judgeMalformed(service, counters);
+  if (base === "healthy") return judgeHealthy(service, counters);
   const what = counters.kind === "missing"
     ? `${path} does not exist`
     : `${path} is not being updated (${staleWhy(counters)})`;
   if (host.installed && !host.active) {
     return { verdict: "not running", fix: `${what}: ${restartFix(service)}`, note: null };
   }
-  if (writer) {
+  if (base === "stale" || host.active) {
     const who = counters.sampler_pid !== null ? ` (pid ${counters.sampler_pid})` : "";
     const fix = host.active
       ? `${JOURNAL}; then run ${RESTART}`

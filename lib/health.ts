@@ -6,6 +6,9 @@
 
 import { type CountersV1, staleAfterS } from "./contract.ts";
 
+/** Fresh, stale, or not known yet (no believable date and no change seen so far). */
+export type Freshness = "fresh" | "stale" | "unknown";
+
 /**
  * Exit status per verdict, the same for `status` and `graph --once`; 1 and 2 stay "error"
  * and "usage error" as for every command.
@@ -19,17 +22,37 @@ export const EXIT = {
   unreadable: 7,
 } as const;
 
+/** What a counters file and its lock say; `status` refines it with the service manager. */
+export type FileVerdict = "healthy" | "stale" | "not running" | "malformed" | "unreadable";
+
+/**
+ * The verdict on a counters file by itself: read as `kind`, judged `freshness`, and who
+ * holds the sampler's lock (`sampler`: a pid, null for nobody, undefined when it cannot be
+ * known). A file that is not fresh is "stale" while a sampler holds its lock (stuck), and
+ * "not running" when none does; unknown, it is only "stale".
+ */
+export function fileVerdict(
+  kind: "ok" | "missing" | "malformed" | "unreadable",
+  freshness: Freshness | null,
+  sampler: number | null | undefined,
+): FileVerdict {
+  if (kind === "malformed" || kind === "unreadable") return kind;
+  if (kind === "ok" && freshness === "fresh") return "healthy";
+  if (sampler === undefined) return kind === "missing" ? "not running" : "stale";
+  return sampler !== null ? "stale" : "not running";
+}
+
+/** The exit status of a verdict (status's own "not installed" is EXIT.not_installed). */
+export function exitOf(v: FileVerdict): number {
+  return v === "not running" ? EXIT.not_running : EXIT[v];
+}
+
 /** The exit-status table for --help and the README; `graph` omits what it cannot know. */
 export function exitStatusHelp(command: "status" | "graph"): string {
   const rows: [number, string][] = [
     [EXIT.healthy, "healthy: counters.json is fresh"],
-    [EXIT.stale, "stale: counters.json is there but not being updated"],
-    [
-      EXIT.not_running,
-      command === "graph"
-        ? "not running: there is no counters.json (no sampler writes it)"
-        : "not running: no sampler writes counters.json (service stopped or failed)",
-    ],
+    [EXIT.stale, "stale: a sampler runs (holds the file's lock) but does not write it"],
+    [EXIT.not_running, "not running: no sampler writes counters.json (old or missing)"],
     ...(command === "status"
       ? [[EXIT.not_installed, "not installed: no service, no sampler, no counters"] as [
         number,
@@ -40,8 +63,11 @@ export function exitStatusHelp(command: "status" | "graph"): string {
     [EXIT.unreadable, "unreadable: this user may not read the file"],
     [1, "error, 2 usage error"],
   ];
+  const note = command === "graph"
+    ? "  (status judges the same file alike, and can also say 5: not installed)\n"
+    : "";
   return "\nExit status (the same numbers for status and graph --once):\n" +
-    rows.map(([code, text]) => `  ${code}  ${text}`).join("\n") + "\n";
+    rows.map(([code, text]) => `  ${code}  ${text}`).join("\n") + "\n" + note;
 }
 
 /**
@@ -64,9 +90,6 @@ export function sampleClock(c: CountersV1, nowUnix: number): SampleClock {
   if (age < -FUTURE_SLACK_S) return { kind: "future", aheadS: -age };
   return { kind: "dated", ageS: Math.max(0, age) };
 }
-
-/** Fresh, stale, or not known yet (no believable date and no change seen so far). */
-export type Freshness = "fresh" | "stale" | "unknown";
 
 /**
  * A sample's freshness: by its date when it has a believable one, else by whether the file
