@@ -443,9 +443,10 @@ async function redrawLoop(
         await sample(run);
         // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
         next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
-        // A tick always redraws on a terminal (staleness ages); plain output prints a
-        // line per tick only when no new sample was printed since the last one.
-        draw ||= io.isTerminal || !drawnSinceTick;
+        // A tick redraws only when no new sample was drawn since the last one: then the
+        // status must still age (stale) on a terminal, and plain output keeps its line per
+        // interval; while samples come, each is drawn once, which halves the work.
+        draw ||= !drawnSinceTick;
         drawnSinceTick = false;
       } else if (fileChanged) {
         fileChanged = false;
