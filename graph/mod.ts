@@ -27,7 +27,7 @@ import {
   pendingStuckOpens,
   staleAfterS,
 } from "../lib/contract.ts";
-import { EXIT, exitOf, exitStatusHelp } from "../lib/health.ts";
+import { EXIT, exitOf, exitStatusHelp, MAX_WATCH_S } from "../lib/health.ts";
 import { lockHolderIfKnown } from "../lib/lock_holder.ts";
 import { GraphModel, type StatusKind } from "./model.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
@@ -508,7 +508,7 @@ async function once(run: GraphRun): Promise<number> {
   const writerInterval = model.last?.interval_s ?? opts.interval;
   const judgeByChange = () => model.freshness(io.nowUnix(), io.nowMono()) === "unknown";
   const wait = judgeByChange() ? staleAfterS(writerInterval) + 0.3 : 2 * writerInterval;
-  const deadline = start + Math.min(20, Math.max(2 * opts.interval, wait));
+  const deadline = start + Math.min(MAX_WATCH_S, Math.max(2 * opts.interval, wait));
   const poll = Math.min(50, opts.interval * 250);
   const hostReady = () => !opts.host || io.nowMono() - start >= opts.interval;
   while (
@@ -518,6 +518,8 @@ async function once(run: GraphRun): Promise<number> {
     await new Promise((r) => setTimeout(r, poll));
     await sample(run);
   }
+  model.endWatch();
+  await sample(run);
   const frame = model.frame(io.nowUnix(), io.nowMono());
   const size = frameSize(io);
   await io.write(

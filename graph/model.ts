@@ -25,6 +25,7 @@ import {
   isImplausible,
   judgeFreshness,
   sampleClock,
+  type Watch,
 } from "../lib/health.ts";
 import { printable } from "../lib/text.ts";
 import { formatBytes } from "../lib/units.ts";
@@ -132,6 +133,7 @@ export class GraphModel {
   #firstSeenAt: number | null = null;
   #advancedAt: number | null = null;
   #notice: { at: number; status: Status } | null = null;
+  #watchDone = false;
   /** Destination bytes of the previous sample (by destKey) and their rates since. */
   #destPrev: { t: number; bytes: Map<string, bigint> } | null = null;
   #destRates = new Map<string, number | null>();
@@ -269,14 +271,20 @@ export class GraphModel {
     this.#hostTracker.push({ t: nowMono, rx: BigInt(totals.rx), tx: BigInt(totals.tx) });
   }
 
+  /** What this reader saw of the file changing, by its own timer; null before a sample. */
+  #watch(nowMono: number): Watch | null {
+    if (this.#firstSeenAt === null) return null;
+    const changed = this.#advancedAt !== null;
+    const since = this.#advancedAt ?? this.#firstSeenAt;
+    return { quietS: nowMono - since, changed, done: this.#watchDone };
+  }
+
   /**
-   * Seconds since the sample last changed as this reader saw it; before any change, the
-   * time watched once that is past the freshness limit; else null (too early to say).
+   * A one-shot reader (--once) is done watching: a file whose age is unknown and that was
+   * not seen to change is judged stale now, not "unknown".
    */
-  #quiet(c: CountersV1, nowMono: number): number | null {
-    if (this.#advancedAt !== null) return nowMono - this.#advancedAt;
-    const watched = this.#firstSeenAt === null ? 0 : nowMono - this.#firstSeenAt;
-    return watched > staleAfterS(c.interval_s) ? watched : null;
+  endWatch(): void {
+    this.#watchDone = true;
   }
 
   /** How fresh the current sample is; null when there is none. */
@@ -284,7 +292,7 @@ export class GraphModel {
     const read = this.#read;
     if (read?.kind !== "ok") return null;
     const c = read.counters;
-    return judgeFreshness(sampleClock(c, nowUnix), c.interval_s, this.#quiet(c, nowMono));
+    return judgeFreshness(sampleClock(c, nowUnix), c.interval_s, this.#watch(nowMono));
   }
 
   /** The verdict on the file as status would give it (see lib/health.ts fileVerdict). */
@@ -314,10 +322,10 @@ export class GraphModel {
     }
     const c = read.counters;
     const clock = sampleClock(c, nowUnix);
-    const quiet = this.#quiet(c, nowMono);
-    const freshness = judgeFreshness(clock, c.interval_s, quiet);
+    const watch = this.#watch(nowMono);
+    const freshness = judgeFreshness(clock, c.interval_s, watch);
     const problem = clockProblem(clock);
-    if (freshness === "stale") return staleStatus({ c, clock, quiet }, this.sampler);
+    if (freshness === "stale") return staleStatus({ c, clock, watch }, this.sampler);
     if (freshness === "unknown") {
       return { kind: "unknown", text: `${problem}; waiting to see the file change` };
     }
@@ -456,11 +464,14 @@ function discontinuityStatus(what: string): Status {
 
 /** Why the sample is stale, and what the sampler's lock says about it. */
 function staleStatus(
-  f: { c: CountersV1; clock: ReturnType<typeof sampleClock>; quiet: number | null },
+  f: { c: CountersV1; clock: ReturnType<typeof sampleClock>; watch: Watch | null },
   sampler: number | null | undefined,
 ): Status {
   const limit = staleAfterS(f.c.interval_s);
-  const unchanged = `it has not changed for ${formatDuration(f.quiet ?? 0)}`;
+  const quiet = formatDuration(f.watch?.quietS ?? 0);
+  const unchanged = f.watch?.changed === false
+    ? `it did not change in the ${quiet} watched`
+    : `it has not changed for ${quiet}`;
   const problem = clockProblem(f.clock);
   const why = f.clock.kind === "dated" && f.clock.ageS > limit
     ? `the last sample is ${formatDuration(f.clock.ageS)} old`

@@ -30,6 +30,7 @@ import {
   type Freshness,
   isImplausible,
   judgeFreshness,
+  MAX_WATCH_S,
   type SampleClock,
   sampleClock,
 } from "../lib/health.ts";
@@ -290,7 +291,7 @@ export async function counterFacts(path: string): Promise<CounterFacts> {
   if (first) {
     const byChange = sampleClock(first, Date.now() / 1000).kind !== "dated";
     const waitMs = byChange
-      ? staleAfterS(first.interval_s) * 1000 + 300
+      ? Math.min(staleAfterS(first.interval_s) + 0.3, MAX_WATCH_S) * 1000
       : Math.min(first.interval_s * 1000 + 300, 2500);
     while (Date.now() - t0 < waitMs) {
       await new Promise((res) => setTimeout(res, 100));
@@ -314,7 +315,11 @@ export async function counterFacts(path: string): Promise<CounterFacts> {
     changed,
     freshness: counters === null || clock === null
       ? null
-      : judgeFreshness(clock, counters.interval_s, changed ? 0 : watched),
+      : judgeFreshness(clock, counters.interval_s, {
+        quietS: changed ? 0 : watched,
+        changed,
+        done: true,
+      }),
     sampler_pid: lockHolder(outputLockPath(path)),
     rates: first && r.kind === "ok" ? ratesBetween(first, r.counters) : null,
   };

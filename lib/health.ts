@@ -91,20 +91,34 @@ export function sampleClock(c: CountersV1, nowUnix: number): SampleClock {
   return { kind: "dated", ageS: Math.max(0, age) };
 }
 
+/** What a reader saw of the file over time. */
+export interface Watch {
+  /** Seconds since it last saw the file change; before any change, how long it watched. */
+  quietS: number;
+  /** Whether it saw the file change at all. */
+  changed: boolean;
+  /** A one-shot reader that has finished watching: no change by now is the answer. */
+  done: boolean;
+}
+
+/** A one-shot reader (status, graph --once) waits at most this long to see a change. */
+export const MAX_WATCH_S = 20;
+
 /**
  * A sample's freshness: by its date when it has a believable one, else by whether the file
- * changed within the freshness limit. `quietS`: seconds since the reader last saw it change
- * (or since it started watching, once that is past the limit); null when it cannot say yet.
+ * was seen to change (and not stopped changing for longer than the freshness limit).
+ * "unknown" until a reader still watching can say; null `watch`: not watched at all.
  */
 export function judgeFreshness(
   clock: SampleClock,
   intervalS: number,
-  quietS: number | null,
+  watch: Watch | null,
 ): Freshness {
   const limit = staleAfterS(intervalS);
-  if (quietS !== null && quietS > limit) return "stale";
+  if (watch !== null && watch.quietS > limit) return "stale";
   if (clock.kind === "dated") return clock.ageS <= limit ? "fresh" : "stale";
-  return quietS === null ? "unknown" : "fresh";
+  if (watch?.changed) return "fresh";
+  return watch?.done ? "stale" : "unknown";
 }
 
 /**

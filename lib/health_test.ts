@@ -25,13 +25,18 @@ Deno.test("sampleClock: dated, undated, or in the future past the slack", () => 
 
 Deno.test("judgeFreshness: by date when believable, else by change; unknown until it can say", () => {
   const dated = (ageS: number) => ({ kind: "dated" as const, ageS });
+  const watch = (quietS: number, changed: boolean, done = false) => ({ quietS, changed, done });
   assertEquals(judgeFreshness(dated(1), 0.5, null), "fresh");
   assertEquals(judgeFreshness(dated(2.1), 0.5, null), "stale");
-  assertEquals(judgeFreshness(dated(5), 2, 0), "fresh");
-  assertEquals(judgeFreshness(dated(1), 0.5, 2.5), "stale");
+  assertEquals(judgeFreshness(dated(5), 2, watch(0, true)), "fresh");
+  assertEquals(judgeFreshness(dated(1), 0.5, watch(2.5, true)), "stale");
+  // No believable date: a change seen is the only evidence of life.
   assertEquals(judgeFreshness({ kind: "undated" }, 0.5, null), "unknown");
-  assertEquals(judgeFreshness({ kind: "undated" }, 0.5, 0.3), "fresh");
-  assertEquals(judgeFreshness({ kind: "future", aheadS: 9 }, 0.5, 2.1), "stale");
+  assertEquals(judgeFreshness({ kind: "undated" }, 0.5, watch(1, false)), "unknown");
+  assertEquals(judgeFreshness({ kind: "undated" }, 0.5, watch(1, false, true)), "stale");
+  assertEquals(judgeFreshness({ kind: "undated" }, 0.5, watch(0.3, true)), "fresh");
+  assertEquals(judgeFreshness({ kind: "future", aheadS: 9 }, 0.5, watch(2.1, true)), "stale");
+  assertEquals(judgeFreshness({ kind: "future", aheadS: 9 }, 10, watch(20, false, true)), "stale");
 });
 
 Deno.test("isImplausible: beyond 1 Tbit/s is no traffic", () => {
