@@ -31,33 +31,28 @@ function describe(v: unknown): string {
   return `${text.length > 40 ? `${text.slice(0, 40)}…` : text}`;
 }
 
+/** An integer from 0 to `max`. */
+const intTo = (max: number) => (v: unknown) =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= max;
+/** A string of `min` to `max` characters. */
+const textOf = (min: number, max: number) => (v: unknown) =>
+  typeof v === "string" && v.length >= min && v.length <= max;
+
 /** Each field of an event and the test its value must pass, in the order they print. */
 const FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
   ["ts_unix", "a Unix time", isUnixTime],
   ["ts_monotonic", "a number of seconds", (v) => typeof v === "number" && v >= 0 && v < 1e12],
   ["kind", '"connect" or "sendmsg"', (v) => v === "connect" || v === "sendmsg"],
-  ["service", "a name", (v) => typeof v === "string" && v.length > 0 && v.length <= 256],
-  [
-    "pid",
-    "a process id",
-    (v) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_U32,
-  ],
-  [
-    "tgid",
-    "a process id",
-    (v) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_U32,
-  ],
-  ["comm", "a process name", (v) => typeof v === "string" && v.length <= 64],
+  ["service", "a name", textOf(1, 256)],
+  ["pid", "a process id", intTo(MAX_U32)],
+  ["tgid", "a process id", intTo(MAX_U32)],
+  ["comm", "a process name", textOf(0, 64)],
   ["family", "4 or 6", (v) => v === 4 || v === 6],
-  ["protocol", "a protocol name", (v) => typeof v === "string" && v.length > 0 && v.length <= 16],
+  ["protocol", "a protocol name", textOf(1, 16)],
   ["address", "an IP address", (v) => typeof v === "string" && /^[0-9A-Fa-f:.]{2,45}$/.test(v)],
-  [
-    "port",
-    "a port",
-    (v) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 65535,
-  ],
+  ["port", "a port", intTo(65535)],
   ["external", "true or false", (v) => typeof v === "boolean"],
-]; // deno-fmt-ignore
+];
 
 /**
  * Parses one line of events.jsonl: the event with exactly the known fields, or the first
