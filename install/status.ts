@@ -251,19 +251,27 @@ function unitBackend(): { exists: boolean; backend: string | null } {
   }
 }
 
+/** A host without systemd: no unit, nothing known of a service. */
+export const NO_SERVICE: ServiceFacts = {
+  systemd: false,
+  unit_file: false,
+  load_state: null,
+  active_state: null,
+  sub_state: null,
+  unit_file_state: null,
+  result: null,
+  restarts: null,
+  since: null,
+  unit_backend: null,
+};
+
 async function serviceFacts(): Promise<ServiceFacts> {
   const booted = systemdBooted();
   const unit = unitBackend();
   const facts: ServiceFacts = {
+    ...NO_SERVICE,
     systemd: booted,
     unit_file: unit.exists,
-    load_state: null,
-    active_state: null,
-    sub_state: null,
-    unit_file_state: null,
-    result: null,
-    restarts: null,
-    since: null,
     unit_backend: unit.backend,
   };
   if (!booted) return facts;

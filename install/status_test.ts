@@ -6,20 +6,9 @@
 
 import { assert, assertEquals, assertMatch } from "../lib/test_assert.ts";
 import { outputLockPath } from "../lib/contract.ts";
-import { counterFacts, judge, type ServiceFacts, VERDICT_EXIT } from "./status.ts";
+import { counterFacts, judge, NO_SERVICE, type ServiceFacts, VERDICT_EXIT } from "./status.ts";
 
-const NO_SYSTEMD: ServiceFacts = {
-  systemd: false,
-  unit_file: false,
-  load_state: null,
-  active_state: null,
-  sub_state: null,
-  unit_file_state: null,
-  result: null,
-  restarts: null,
-  since: null,
-  unit_backend: null,
-};
+const NO_SYSTEMD: ServiceFacts = NO_SERVICE;
 const NOT_INSTALLED: ServiceFacts = { ...NO_SYSTEMD, systemd: true, load_state: "not-found" };
 const ACTIVE: ServiceFacts = {
   ...NO_SYSTEMD,

@@ -11,17 +11,21 @@ const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
  * count is shown the same way (three digits need no more than a double holds).
  */
 export function formatBytes(bytes: number | bigint): string {
-  const n = Number(bytes);
+  return scaled(Number(bytes), 1024, UNITS);
+}
+
+/** `n` in the largest of `units` (each `base` times the one before) that keeps it >= 1. */
+function scaled(n: number, base: number, units: string[]): string {
   if (!Number.isFinite(n) || n < 0) return "?";
   let unit = 0;
   let v = n;
   // Round first so 1023.9 B shows as "1.00 KiB", not "1024 B".
-  while (unit < UNITS.length - 1 && roundSig(v) >= 1024) {
-    v /= 1024;
+  while (unit < units.length - 1 && roundSig(v) >= base) {
+    v /= base;
     unit++;
   }
-  if (unit === 0) return `${Math.round(v)} B`;
-  return `${fixed3(v)} ${UNITS[unit]}`;
+  if (unit === 0) return `${Math.round(v)} ${units[0]}`;
+  return `${fixed3(v)} ${units[unit]}`;
 }
 
 /** A rate in bytes per second, e.g. "1.21 MiB/s". */
@@ -33,16 +37,7 @@ const BIT_UNITS = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s", "Pbit/s", "E
 
 /** A rate given in bytes per second, shown in bits: "0 bit/s", "8.39 Mbit/s". */
 export function formatBitRate(bytesPerSecond: number): string {
-  const n = bytesPerSecond * 8;
-  if (!Number.isFinite(n) || n < 0) return "?";
-  let unit = 0;
-  let v = n;
-  while (unit < BIT_UNITS.length - 1 && roundSig(v) >= 1000) {
-    v /= 1000;
-    unit++;
-  }
-  if (unit === 0) return `${Math.round(v)} ${BIT_UNITS[0]}`;
-  return `${fixed3(v)} ${BIT_UNITS[unit]}`;
+  return scaled(bytesPerSecond * 8, 1000, BIT_UNITS);
 }
 
 /** A rate in bytes per second, in bits or bytes as the reader chose. */

@@ -153,23 +153,7 @@ Deno.test("every --json output uses snake_case keys", async () => {
     });
     assertSnakeCase("status", JSON.parse(status.stdout));
     const events = `${dir}/events.jsonl`;
-    await Deno.writeTextFile(
-      events,
-      JSON.stringify({
-        ts_unix: 1795000000,
-        ts_monotonic: 5,
-        kind: "connect",
-        service: "server",
-        pid: 7,
-        tgid: 7,
-        comm: "stb",
-        family: 4,
-        protocol: "tcp",
-        address: "198.51.100.2",
-        port: 443,
-        external: true,
-      }) + "\n",
-    );
+    await Deno.copyFile(new URL("./testdata/event_connect.json", import.meta.url), events);
     const ev = await run(cliArgv(["events", "--input", events, "--json"]));
     assertSnakeCase("events", JSON.parse(ev.stdout));
     // Unprivileged, doctor loads nothing: it reports what it could not check.

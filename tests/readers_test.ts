@@ -251,20 +251,10 @@ Deno.test("file text cannot reach the terminal: graph, status and events show it
   });
 });
 
-const EVENT = {
-  ts_unix: 1795000000.25,
-  ts_monotonic: 5,
-  kind: "connect",
-  service: "server",
-  pid: 8,
-  tgid: 7,
-  comm: "stb",
-  family: 4,
-  protocol: "tcp",
-  address: "198.51.100.2",
-  port: 443,
-  external: true,
-};
+/** One connect event as `run` writes it (tests/testdata/event_connect.json). */
+const EVENT = JSON.parse(
+  Deno.readTextFileSync(new URL("./testdata/event_connect.json", import.meta.url)),
+);
 
 Deno.test("events: local time with its offset, --utc, bad lines counted and never printed", async () => {
   await withDir(async (dir) => {
