@@ -69,13 +69,13 @@ class Canvas {
     this.chars = Array.from({ length: rows }, () => new Array<string>(columns).fill(" "));
     this.colors = Array.from({ length: rows }, () => new Array<string>(columns).fill(""));
   }
-  /** Row counted from the bottom. */
-  set(row: number, col: number, ch: string, color: string): void {
+  /** Puts `mark` at `row` (counted from the bottom) and `col`, when that is on the canvas. */
+  set(row: number, col: number, mark: { ch: string; color: string }): void {
     const r = this.rows - 1 - row;
     const line = this.chars[r], colors = this.colors[r];
     if (line === undefined || colors === undefined || col < 0 || col >= this.columns) return;
-    line[col] = ch;
-    colors[col] = color;
+    line[col] = mark.ch;
+    colors[col] = mark.color;
   }
   /** Each row as text, colour runs opened and closed so nothing leaks past the row. */
   lines(): string[] {
@@ -105,15 +105,14 @@ function drawLine(canvas: Canvas, s: ChartSeries, rowOf: (v: number) => number):
       return;
     }
     const y = rowOf(v);
+    const mark = (ch: string) => ({ ch, color: s.color });
     if (prev === null || prev === y) {
-      canvas.set(y, x, "─", s.color);
+      canvas.set(y, x, mark("─"));
     } else {
       const up = y > prev;
-      canvas.set(prev, x, up ? "╯" : "╮", s.color);
-      canvas.set(y, x, up ? "╭" : "╰", s.color);
-      for (let r = Math.min(prev, y) + 1; r < Math.max(prev, y); r++) {
-        canvas.set(r, x, "│", s.color);
-      }
+      canvas.set(prev, x, mark(up ? "╯" : "╮"));
+      canvas.set(y, x, mark(up ? "╭" : "╰"));
+      for (let r = Math.min(prev, y) + 1; r < Math.max(prev, y); r++) canvas.set(r, x, mark("│"));
     }
     prev = y;
   });
@@ -136,9 +135,9 @@ export function plot(series: ChartSeries[], axis: RateAxis, size: {
       drawLine(canvas, s, rowOf);
       continue;
     }
-    const glyph = s.glyph;
+    const mark = { ch: s.glyph, color: s.color };
     s.values.forEach((v, x) => {
-      if (v !== null && v > 0) canvas.set(rowOf(v), x, glyph, s.color);
+      if (v !== null && v > 0) canvas.set(rowOf(v), x, mark);
     });
   }
   return canvas.lines();

@@ -361,7 +361,7 @@ async function live(run: GraphRun): Promise<void> {
       await io.write(ALT_SCREEN_ON);
       screen = true;
     }
-    await redrawLoop(run, stopper, wake, undoKeys !== null);
+    await redrawLoop(run, { stopper, wake, keys: undoKeys !== null });
   } catch (e) {
     // The reader went away (`graph | head`): a normal way to finish.
     if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
@@ -407,11 +407,10 @@ function onKeys(
  */
 async function redrawLoop(
   run: GraphRun,
-  stopper: Stopper,
-  wake: Wakeups,
-  keys: boolean,
+  loop: { stopper: Stopper; wake: Wakeups; keys: boolean },
 ): Promise<void> {
   const { io, opts, model } = run;
+  const { stopper, wake, keys } = loop;
   const period = opts.interval * 1000;
   let fileChanged = false;
   let undoWatch = null as (() => void) | null;
@@ -548,24 +547,25 @@ function parseNumber(flag: string, range: readonly [number, number]) {
   };
 }
 
+const GRAPH_DESCRIPTION =
+  "Draw StB's external download and upload rates from the counters file that " +
+  "`stb-netacct run` publishes: a chart per direction, each with its own round " +
+  "scale, one line per service (each its own glyph and colour, so they can be told " +
+  "apart without colour) and the total; a time axis over the same window of seconds " +
+  "whatever the terminal's width; a table per service with the rate now, its peak and " +
+  "average over the window, the total, and whether the service is present; and a " +
+  "status line (ok, no counters file, stale, malformed, counter reset, discontinuity, " +
+  "a clock that cannot be believed). Rates are in bytes per second in binary units " +
+  "(1 KiB/s = 1024 bytes per second), or in bits per second in decimal units with " +
+  "--bits. A bad or missing file never stops it: the last good values stay on screen " +
+  "and the status line says what is wrong. Keys: q or Esc quits, p pauses, b switches " +
+  "bits and bytes, s shows or hides the per-service lines. Without a terminal it " +
+  "prints one plain line per interval.";
+
 export function graphCommand() {
   return new Command("graph")
     .summary("live terminal chart of StB's download and upload, per service (no root needed)")
-    .description(
-      "Draw StB's external download and upload rates from the counters file that " +
-        "`stb-netacct run` publishes: a chart per direction, each with its own round " +
-        "scale, one line per service (each its own glyph and colour, so they can be told " +
-        "apart without colour) and the total; a time axis over the same window of seconds " +
-        "whatever the terminal's width; a table per service with the rate now, its peak and " +
-        "average over the window, the total, and whether the service is present; and a " +
-        "status line (ok, no counters file, stale, malformed, counter reset, discontinuity, " +
-        "a clock that cannot be believed). Rates are in bytes per second in binary units " +
-        "(1 KiB/s = 1024 bytes per second), or in bits per second in decimal units with " +
-        "--bits. A bad or missing file never stops it: the last good values stay on screen " +
-        "and the status line says what is wrong. Keys: q or Esc quits, p pauses, b switches " +
-        "bits and bytes, s shows or hides the per-service lines. Without a terminal it " +
-        "prints one plain line per interval.",
-    )
+    .description(GRAPH_DESCRIPTION)
     .option("--input <path>", "counters file to read", DEFAULT_COUNTERS_PATH)
     .addOption(
       new Option(

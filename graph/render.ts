@@ -240,12 +240,14 @@ type Column = "now" | "peak" | "average" | "total";
 const PRIORITY: Column[] = ["now", "total", "peak", "average"];
 const ORDER: Column[] = ["now", "peak", "average", "total"];
 
-function value(e: Entry, dir: "rx" | "tx", c: Column, bits: boolean): string {
+/** One cell of the table: `e`'s figure for `at.column` in direction `at.dir`. */
+function value(e: Entry, at: { dir: "rx" | "tx"; column: Column; bits: boolean }): string {
+  const { dir, column: c } = at;
   if (c === "total") return e.totals === null ? "—" : formatBytes(e.totals[dir]);
   const d = e.stats?.[dir];
   if (d === undefined) return "—";
   const v = c === "now" ? d.current : c === "peak" ? d.peak : d.average;
-  return v === null ? "—" : formatRateIn(v, bits);
+  return v === null ? "—" : formatRateIn(v, at.bits);
 }
 
 interface TableShape {
@@ -284,7 +286,8 @@ function tableLines(f: FrameData, o: RenderOptions, shape: TableShape): string[]
     return paint(name, e.color, o.color) + " ".repeat(nameWidth - width(name) + 1) +
       presence.padEnd(8) + " ";
   };
-  const cells = (e: Entry, dir: "rx" | "tx") => columns.map((c) => cell(value(e, dir, c, bits)));
+  const cells = (e: Entry, dir: "rx" | "tx") =>
+    columns.map((column) => cell(value(e, { dir, column, bits })));
   if (tall) {
     const lines = [head(" ".repeat(nameWidth + 11) + columns.map((c) => cell(c)).join(""))];
     for (const e of entries(f)) {
