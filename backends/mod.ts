@@ -47,7 +47,7 @@ export const BACKEND_INFO: Record<
   { summary: string; capabilities: number[]; bytes: string }
 > = {
   ebpf: {
-    summary: "cgroup_skb programs via libbpf (most accurate, survives cgroup re-creation)",
+    summary: "cgroup_skb BPF programs (most accurate; survives re-created cgroups)",
     capabilities: [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN],
     bytes: "as the wire carries them: a GSO/GRO aggregate as its segments, headers included " +
       '(unless "gso_correction": false)',

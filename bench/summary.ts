@@ -189,12 +189,25 @@ export function summarize(r: Json): TargetRow[] {
     );
   }
   for (const g of (r.graph_cpu ?? []) as Json[]) {
+    const drawn = g.services_drawn ? `, ${g.services_drawn} services drawn` : "";
     add(
-      `graph <= 1% of a core (${g.mode}, bench/graph_cpu.ts)`,
+      `graph <= 1% of a core at 0.5 s (${g.mode}${drawn}, bench/graph_cpu.ts)`,
       `${f(g.cpu_percent_of_one_core, 2)}%`,
       g.cpu_percent_of_one_core <= 1,
     );
   }
+  const gm = r.graph_memory;
+  if (gm) {
+    add(
+      `graph: memory flat over 10 min (${gm.mode}, ${gm.services_drawn} services drawn, ` +
+        `<= ${gm.growth_tolerance_mib} MiB)`,
+      `${f(gm.rss_growth_mib, 2)} MiB (RSS ${gm.rss_mib_start} -> ${gm.rss_mib_end} MiB)`,
+      gm.flat && gm.seconds >= 590,
+      `after ${gm.warmup_s} s warm-up` +
+        (gm.seconds < 590 ? `; window ${gm.seconds} s, not 10 min` : "") +
+        `; ${f(gm.cpu_percent_of_one_core, 2)}% of one core over the window`,
+    );
+  } else add("graph: memory flat over 10 min (three services drawn)", "not measured", null);
   const acc = r.accuracy;
   if (acc) {
     const gso = acc.worst_abs_error_pct?.["ebpf+gso"];

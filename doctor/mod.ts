@@ -21,6 +21,7 @@ import { capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { describeError } from "../lib/errors.ts";
+import { terminalJson } from "../lib/text.ts";
 
 export type Verdict = "usable" | "unusable" | "unchecked";
 
@@ -36,7 +37,8 @@ export interface BackendReport {
 
 export interface DoctorReport {
   kernel: string;
-  cgroup2: Cgroup2Mount | { error: string };
+  /** Where cgroup2 is mounted (snake_case, like every --json key), or why it is not. */
+  cgroup2: { mount_point: string; layout: Cgroup2Mount["layout"] } | { error: string };
   btf: boolean;
   bpffs: string | null;
   libbpf: { found: boolean; version?: string; error?: string };
@@ -131,7 +133,7 @@ async function hostFacts(): Promise<HostFacts> {
   let cgroup2: DoctorReport["cgroup2"];
   try {
     mount = findCgroup2Mount();
-    cgroup2 = mount;
+    cgroup2 = { mount_point: mount.mountPoint, layout: mount.layout };
   } catch (e) {
     cgroup2 = { error: (e as Error).message };
   }
@@ -321,7 +323,7 @@ export function formatReport(r: DoctorReport): string {
     "cgroup2",
     "error" in r.cgroup2
       ? `MISSING: ${r.cgroup2.error}`
-      : `${r.cgroup2.mountPoint} (${r.cgroup2.layout})`,
+      : `${r.cgroup2.mount_point} (${r.cgroup2.layout})`,
   );
   row("BTF", r.btf ? "/sys/kernel/btf/vmlinux" : "absent (not needed by stb-netacct)");
   row("bpffs", r.bpffs ?? "not mounted (not needed: programs are held by links)");
@@ -383,11 +385,11 @@ export function doctorCommand() {
   return new Command("doctor")
     .summary("check what this host offers each backend, and how to fix what it lacks")
     .description(
-      "Report the kernel, cgroup2 mount, BTF, bpffs, libbpf, nft and iptables versions,\n" +
-        "privileges, which configured service cgroups exist now, and per backend whether it\n" +
-        "is usable (as root each backend is probed without changing anything).\n" +
-        "Exit 0 when the chosen backend is usable, 1 when it is not, 3 when it could not be\n" +
-        "checked without root.",
+      "Report the kernel, cgroup2 mount, BTF, bpffs, libbpf, nft and iptables versions, " +
+        "privileges, which configured service cgroups exist now, and per backend whether it " +
+        "is usable (as root each backend is probed without changing anything). Exit 0 when " +
+        "the chosen backend is usable, 1 when it is not, 3 when it could not be checked " +
+        "without root.",
     )
     .addOption(
       new Option("-b, --backend <name>", "backend to judge").choices(BACKEND_CHOICES).default(
@@ -415,7 +417,7 @@ export function doctorCommand() {
         source: config?.source ?? opts.config,
         configured: opts.backend,
       });
-      console.log(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
+      console.log(opts.json ? terminalJson(JSON.stringify(report, null, 2)) : formatReport(report));
       const wanted = report.backends.filter((b) => backendsOf(opts.backend).includes(b.name));
       Deno.exit(report.ok ? 0 : wanted.some((b) => b.verdict === "unchecked") ? 3 : 1);
     });

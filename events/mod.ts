@@ -6,6 +6,8 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { UsageError } from "../lib/errors.ts";
+import { printable, terminalJson } from "../lib/text.ts";
+import { isoTime, isUnixTime } from "../lib/time.ts";
 import type { ConnectEvent } from "./collector.ts";
 import { DEFAULT_EVENTS_FILE, rotatedPath } from "./log.ts";
 
@@ -14,39 +16,88 @@ export interface EventsOptions {
   follow: boolean;
   json: boolean;
   externalOnly: boolean;
+  /** Times in UTC instead of local time. */
+  utc?: boolean;
 }
 
-/** Parses one line of events.jsonl; null for anything that is not an event. */
-export function parseEventLine(line: string): ConnectEvent | null {
+/** One line of events.jsonl: an event, or why it is not one. */
+export type ParsedLine = { event: ConnectEvent } | { invalid: string };
+
+const MAX_U32 = 4294967295;
+
+function describe(v: unknown): string {
+  if (v === undefined) return "missing";
+  const text = typeof v === "number" ? String(v) : JSON.stringify(v) ?? String(v);
+  return `${text.length > 40 ? `${text.slice(0, 40)}…` : text}`;
+}
+
+/** An integer from 0 to `max`. */
+const intTo = (max: number) => (v: unknown) =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= max;
+/** A string of `min` to `max` characters. */
+const textOf = (min: number, max: number) => (v: unknown) =>
+  typeof v === "string" && v.length >= min && v.length <= max;
+
+/** Each field of an event and the test its value must pass, in the order they print. */
+const FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
+  ["ts_unix", "a Unix time", isUnixTime],
+  ["ts_monotonic", "a number of seconds", (v) => typeof v === "number" && v >= 0 && v < 1e12],
+  ["kind", '"connect" or "sendmsg"', (v) => v === "connect" || v === "sendmsg"],
+  ["service", "a name", textOf(1, 256)],
+  ["pid", "a process id", intTo(MAX_U32)],
+  ["tgid", "a process id", intTo(MAX_U32)],
+  ["comm", "a process name", textOf(0, 64)],
+  ["family", "4 or 6", (v) => v === 4 || v === 6],
+  ["protocol", "a protocol name", textOf(1, 16)],
+  ["address", "an IP address", (v) => typeof v === "string" && /^[0-9A-Fa-f:.]{2,45}$/.test(v)],
+  ["port", "a port", intTo(65535)],
+  ["external", "true or false", (v) => typeof v === "boolean"],
+];
+
+/**
+ * Parses one line of events.jsonl: the event with exactly the known fields, or the first
+ * field that is wrong; null for an empty line. Nothing half-valid is ever returned.
+ */
+export function parseEventLine(line: string): ParsedLine | null {
   if (line.trim() === "") return null;
   let o: unknown;
   try {
     o = JSON.parse(line);
   } catch {
-    return null;
+    return { invalid: "it is not JSON" };
   }
-  if (typeof o !== "object" || o === null) return null;
+  if (typeof o !== "object" || o === null || Array.isArray(o)) {
+    return { invalid: "it is not a JSON object" };
+  }
   const e = o as Record<string, unknown>;
-  if (
-    typeof e.ts_unix !== "number" || typeof e.service !== "string" ||
-    typeof e.address !== "string" || typeof e.port !== "number" ||
-    typeof e.external !== "boolean"
-  ) return null;
-  return e as unknown as ConnectEvent;
+  const event: Record<string, unknown> = {};
+  for (const [key, what, ok] of FIELDS) {
+    if (!ok(e[key])) return { invalid: `"${key}" is ${describe(e[key])}, not ${what}` };
+    event[key] = e[key];
+  }
+  return { event: event as unknown as ConnectEvent };
 }
 
-/** One event as a line for people: time, service, what, where, who. */
-export function formatEvent(e: ConnectEvent): string {
-  const time = new Date(e.ts_unix * 1000).toISOString().replace("T", " ").replace("Z", "");
+/** One event as a line for people: time, service, what, where, who (made printable). */
+export function formatEvent(e: ConnectEvent, utc = false): string {
+  const time = isoTime(e.ts_unix, { utc, ms: true });
   const where = e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
   const what = e.kind === "sendmsg" ? `${e.protocol} send` : `${e.protocol} connect`;
-  return `${time} ${e.service} ${what} ${where} ${e.external ? "external" : "internal"} ` +
-    `pid ${e.tgid}${e.pid !== e.tgid ? `/${e.pid}` : ""} (${e.comm})`;
+  return printable(
+    `${time} ${e.service} ${what} ${where} ${e.external ? "external" : "internal"} ` +
+      `pid ${e.tgid}${e.pid !== e.tgid ? `/${e.pid}` : ""} (${e.comm})`,
+  );
 }
 
 function show(e: ConnectEvent, o: EventsOptions, write: (s: string) => void): void {
   if (o.externalOnly && !e.external) return;
-  write(o.json ? JSON.stringify(e) : formatEvent(e));
+  write(o.json ? terminalJson(JSON.stringify(e)) : formatEvent(e, o.utc ?? false));
+}
+
+/** Lines that were not events: how many, and where the first one was and why. */
+export interface Skipped {
+  count: number;
+  first: string | null;
 }
 
 function readError(path: string, e: unknown): Error {
@@ -91,24 +142,54 @@ async function readAll(file: Deno.FsFile, lines: LineBuffer, out: (l: string) =>
 /** Where `runEvents` prints, and until when it follows. */
 export interface EventsOutput {
   write: (line: string) => void;
+  /** Told about each line that is not an event, as it is skipped. */
+  skipped?: (where: string, why: string) => void;
   /** Polled while following: true ends it. */
   stopped?: () => boolean;
   /** How often a followed file is looked at. */
   pollMs?: number;
 }
 
+/** Parses and prints the lines of one file, counting the ones that are not events. */
+class Emitter {
+  readonly skipped: Skipped = { count: 0, first: null };
+  #file = "";
+  #line = 0;
+  constructor(readonly o: EventsOptions, readonly out: EventsOutput) {}
+
+  /** The lines that follow are from `file`, from its first line. */
+  begin(file: string): void {
+    this.#file = file;
+    this.#line = 0;
+  }
+
+  emit(line: string): void {
+    this.#line++;
+    const parsed = parseEventLine(line);
+    if (parsed === null) return;
+    if ("event" in parsed) {
+      show(parsed.event, this.o, this.out.write);
+      return;
+    }
+    const where = `${this.#file} line ${this.#line}`;
+    this.skipped.count++;
+    this.skipped.first ??= `${where}: ${parsed.invalid}`;
+    this.out.skipped?.(where, parsed.invalid);
+  }
+}
+
 /**
  * Prints the events in the file (the rotated generation first), then with `follow` keeps
- * printing new ones, across rotations, until `stopped()` says so.
+ * printing new ones, across rotations, until `stopped()` says so. Returns the lines that
+ * were not events (never printed).
  */
-export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<void> {
-  const { write, stopped = () => false, pollMs = 250 } = out;
-  const emit = (line: string) => {
-    const e = parseEventLine(line);
-    if (e) show(e, o, write);
-  };
+export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Skipped> {
+  const { stopped = () => false, pollMs = 250 } = out;
+  const emitter = new Emitter(o, out);
+  const emit = (line: string) => emitter.emit(line);
   try {
     const old = await Deno.open(rotatedPath(o.input), { read: true });
+    emitter.begin(rotatedPath(o.input));
     try {
       await readAll(old, new LineBuffer(), emit);
     } finally {
@@ -123,6 +204,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<vo
   } catch (e) {
     throw readError(o.input, e);
   }
+  emitter.begin(o.input);
   let lines = new LineBuffer();
   try {
     await readAll(file, lines, emit);
@@ -142,6 +224,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<vo
         file = await Deno.open(o.input, { read: true }).catch((e) => {
           throw readError(o.input, e);
         });
+        emitter.begin(o.input);
         lines = new LineBuffer();
         await readAll(file, lines, emit);
       }
@@ -149,6 +232,17 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<vo
   } finally {
     file.close();
   }
+  return emitter.skipped;
+}
+
+/** The stderr line about lines that were not events; null when there were none. */
+export function skippedReport(s: Skipped): string | null {
+  if (s.count === 0) return null;
+  return printable(
+    `stb-netacct events: skipped ${s.count} ${s.count === 1 ? "line that is" : "lines that are"} ` +
+      `not a valid event (first: ${s.first}); the file may be damaged or not written by ` +
+      "`stb-netacct run`",
+  );
 }
 
 export function eventsCommand() {
@@ -157,20 +251,24 @@ export function eventsCommand() {
     .description(
       "Print the connect events that `stb-netacct run` records with the ebpf backend: every " +
         "outbound connect, and the first datagram of each unconnected UDP socket, made by a " +
-        "process in StB's service cgroups (or below them): time, service, protocol, remote " +
+        "process in StB's service cgroups (or below them): time (local, ISO 8601 with the " +
+        "zone offset), service, protocol, remote " +
         "address and port, external or internal (by the same exclusions as the counters), " +
-        "process id and name. The file is readable by the configured owner and root only.",
+        "process id and name. The file is readable by the configured owner and root only. " +
+        "Lines that are not valid events are never printed: how many were skipped, and why " +
+        "the first was, goes to stderr.",
     )
     .option("-f, --follow", "keep printing new events as they come (Ctrl-C to stop)")
-    .option("--json", "one JSON object per line, as the file holds them")
+    .option("--json", "one JSON object per line, with the fields the file holds")
     .option("-e, --external-only", "only events whose remote address counts as external")
+    .option("--utc", "times in UTC (default: local time with its offset, ISO 8601)")
     .option("--input <path>", "events file", DEFAULT_EVENTS_FILE)
     .addHelpText(
       "after",
       "\nExamples:\n" +
         "  stb-netacct events                      # everything recorded so far\n" +
         "  stb-netacct events --follow --external-only\n" +
-        "  stb-netacct events --json | jq .address\n",
+        "  stb-netacct events --utc --json | jq .address\n",
     )
     .action(async (opts) => {
       const options: EventsOptions = {
@@ -178,19 +276,31 @@ export function eventsCommand() {
         follow: opts.follow ?? false,
         json: opts.json ?? false,
         externalOnly: opts.externalOnly ?? false,
+        utc: opts.utc ?? false,
       };
       if (options.input.trim() === "") throw new UsageError("--input must name a file");
       let stop = false;
       const onSignal = () => stop = true;
       const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
       for (const s of signals) Deno.addSignalListener(s, onSignal);
+      let skipped: Skipped = { count: 0, first: null };
       try {
-        await runEvents(options, { write: (line) => console.log(line), stopped: () => stop });
+        skipped = await runEvents(options, {
+          write: (line) => console.log(line),
+          // Following can last for days: say so as it happens, not only at the end.
+          skipped: options.follow
+            ? (where, why) =>
+              console.error(printable(`stb-netacct events: skipped ${where}: ${why}`))
+            : undefined,
+          stopped: () => stop,
+        });
       } catch (e) {
         if (e instanceof Deno.errors.BrokenPipe) return;
         throw e;
       } finally {
         for (const s of signals) Deno.removeSignalListener(s, onSignal);
       }
+      const report = skippedReport(skipped);
+      if (report !== null) console.error(report);
     });
 }

@@ -6,9 +6,10 @@
  * from the file itself (ts_unix against the wall clock, ts_monotonic advancing), since
  * reading CLOCK_MONOTONIC from Deno takes FFI.
  *
- * Live mode redraws once per interval in the terminal's alternate screen and puts the
- * terminal back on Ctrl-C or SIGTERM (signals only flip a flag; cleanup is in finally).
- * Without a terminal it prints one plain line per interval instead, with no escape codes.
+ * Live mode redraws once per interval in the terminal's alternate screen, reads keys from
+ * the terminal (q/Esc quit, p pause, b bits, s services) and puts the terminal back on quit,
+ * Ctrl-C or SIGTERM (signals and keys only flip flags; cleanup is in finally). Without a
+ * terminal it prints one plain line per interval instead, with no escape codes.
  */
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
@@ -19,9 +20,18 @@ import {
   MIN_INTERVAL_S,
   parseIntervalFlag,
 } from "../lib/interval.ts";
-import { GraphModel } from "./model.ts";
-import { CountersFileReader, DEFAULT_COUNTERS_PATH, pendingStuckOpens } from "../lib/contract.ts";
+import {
+  CountersFileReader,
+  DEFAULT_COUNTERS_PATH,
+  outputLockPath,
+  pendingStuckOpens,
+  staleAfterS,
+} from "../lib/contract.ts";
+import { EXIT, exitOf, exitStatusHelp, MAX_WATCH_S } from "../lib/health.ts";
+import { lockHolderIfKnown } from "../lib/lock_holder.ts";
+import { GraphModel, type StatusKind } from "./model.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
+import { applyKey, decodeKeys, type View } from "./keys.ts";
 
 export const DEFAULT_WINDOW_S = 60;
 export const WINDOW_RANGE = [5, 3600] as const;
@@ -36,6 +46,8 @@ export interface GraphOptions {
   host: boolean;
   /** False for --no-color; NO_COLOR and a non-terminal stdout also turn colour off. */
   color: boolean;
+  /** Rates in bits per second (--bits); the `b` key switches. */
+  bits?: boolean;
   /** False for --no-destinations: no top-destinations table under the chart. */
   destinations?: boolean;
 }
@@ -43,6 +55,8 @@ export interface GraphOptions {
 /** Everything runGraph touches outside itself, so tests can drive it. */
 export interface GraphIo {
   write(text: string): Promise<void>;
+  /** Writes to stderr: why --once failed. */
+  writeError(text: string): Promise<void>;
   isTerminal: boolean;
   /** Terminal size now, or null when there is no terminal. */
   size(): { columns: number; rows: number } | null;
@@ -53,10 +67,17 @@ export interface GraphIo {
   nowMono(): number;
   /** /proc/net/dev's text; throws with a reason when it cannot be had. */
   readProcNetDev(): Promise<string>;
+  /** Who holds the lock of the sampler writing `path` (see lib/lock_holder.ts). */
+  lockHolder(path: string): number | null | undefined;
   /** Calls `handler` on SIGINT/SIGTERM; returns the undo. */
   onStop(handler: () => void): () => void;
   /** Calls `handler` when the terminal is resized; returns the undo. */
   onResize(handler: () => void): () => void;
+  /**
+   * Calls `handler` with each read of the keyboard, the terminal in raw mode meanwhile;
+   * returns the undo (which puts the terminal back), or null when stdin is no terminal.
+   */
+  onKeys(handler: (bytes: Uint8Array) => void): (() => Promise<void>) | null;
   /**
    * Calls `handler` soon after something in the file's directory changes (the sampler
    * renames a new sample into place); returns the undo. Throws when it cannot watch (the
@@ -65,14 +86,16 @@ export interface GraphIo {
   onFileChange(path: string, handler: () => void): () => void;
 }
 
+async function writeAll(file: { write(p: Uint8Array): Promise<number> }, text: string) {
+  const bytes = new TextEncoder().encode(text);
+  let off = 0;
+  while (off < bytes.length) off += await file.write(bytes.subarray(off));
+}
+
 export function denoIo(): GraphIo {
-  const encoder = new TextEncoder();
   return {
-    async write(text) {
-      const bytes = encoder.encode(text);
-      let off = 0;
-      while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));
-    },
+    write: (text) => writeAll(Deno.stdout, text),
+    writeError: (text) => writeAll(Deno.stderr, text),
     isTerminal: Deno.stdout.isTerminal(),
     size() {
       try {
@@ -91,6 +114,7 @@ export function denoIo(): GraphIo {
     nowUnix: () => Date.now() / 1000,
     nowMono: () => performance.now() / 1000,
     readProcNetDev,
+    lockHolder: (path) => lockHolderIfKnown(outputLockPath(absolutePath(path))),
     onStop(handler) {
       const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
       for (const s of signals) Deno.addSignalListener(s, handler);
@@ -102,13 +126,16 @@ export function denoIo(): GraphIo {
       Deno.addSignalListener("SIGWINCH", handler);
       return () => Deno.removeSignalListener("SIGWINCH", handler);
     },
+    onKeys: keyboard,
     onFileChange(path, handler) {
-      const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+      // Events name absolute paths; a relative --input is relative to where we started.
+      const abs = absolutePath(path);
+      const dir = abs.slice(0, abs.lastIndexOf("/")) || "/";
       const watcher = Deno.watchFs(dir, { recursive: false });
       (async () => {
         try {
           for await (const event of watcher) {
-            if (event.paths.some((p) => p === path)) handler();
+            if (event.paths.some((p) => p === abs)) handler();
           }
         } catch { /* directory removed: the next tick re-arms */ }
       })();
@@ -118,6 +145,44 @@ export function denoIo(): GraphIo {
         } catch { /* already closed */ }
       };
     },
+  };
+}
+
+/** `path` made absolute against the working directory, "." and ".." resolved. */
+export function absolutePath(path: string): string {
+  const parts: string[] = [];
+  for (const p of (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`).split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") parts.pop();
+    else parts.push(p);
+  }
+  return "/" + parts.join("/");
+}
+
+/** The terminal's keys, in raw mode until the undo; null when stdin is no terminal. */
+function keyboard(handler: (bytes: Uint8Array) => void): (() => Promise<void>) | null {
+  if (!Deno.stdin.isTerminal()) return null;
+  try {
+    Deno.stdin.setRaw(true);
+  } catch {
+    return null;
+  }
+  const reader = Deno.stdin.readable.getReader();
+  const done = (async () => {
+    try {
+      for (;;) {
+        const r = await reader.read();
+        if (r.done) return;
+        handler(r.value);
+      }
+    } catch { /* cancelled, or stdin went away: no more keys */ }
+  })();
+  return async () => {
+    await reader.cancel().catch(() => {});
+    await done;
+    try {
+      Deno.stdin.setRaw(false);
+    } catch { /* the terminal is gone */ }
   };
 }
 
@@ -148,8 +213,19 @@ async function readProcNetDev(): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Size used when there is no terminal to ask (pipes, --once into a file). */
-const FALLBACK_SIZE = { columns: 80, rows: 24 };
+/**
+ * The frame's size: the terminal's; without one (pipes, --once into a file) COLUMNS and
+ * LINES when set, as shells and scripts set them, else 80x24.
+ */
+function frameSize(io: GraphIo): { columns: number; rows: number } {
+  const size = io.size();
+  if (size !== null) return size;
+  const env = (name: string, min: number) => {
+    const v = Number(io.env(name) ?? "");
+    return Number.isInteger(v) && v >= min && v <= 1000 ? v : null;
+  };
+  return { columns: env("COLUMNS", 20) ?? 80, rows: env("LINES", 5) ?? 24 };
+}
 
 const ALT_SCREEN_ON = "\x1b[?1049h\x1b[?25l";
 const ALT_SCREEN_OFF = "\x1b[?25h\x1b[?1049l";
@@ -209,12 +285,14 @@ interface GraphRun {
   model: GraphModel;
   reader: CountersFileReader;
   color: boolean;
+  view: View;
+  /** The reader's clocks when the view was paused: the frame stays as it was then. */
+  pausedAt: { unix: number; mono: number } | null;
 }
 
 /**
- * Runs the graph until stopped (or one frame with `once`). Returns the exit status:
- * 0, or 1 when `once` found no usable current data (file missing, unreadable,
- * malformed or stale).
+ * Runs the graph until stopped (or one frame with `once`). Returns the exit status: 0, or
+ * for `once` the verdict's status shared with `status` (lib/health.ts EXIT).
  */
 export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Promise<number> {
   validate(opts);
@@ -230,16 +308,23 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
     }),
     reader: new CountersFileReader(opts.input),
     color: opts.color && io.isTerminal && !noColor,
+    view: { paused: false, bits: opts.bits ?? false, services: true },
+    pausedAt: null,
   };
   if (opts.once) return await once(run);
   await live(run);
   return 0;
 }
 
-/** Reads the counters file (and /proc/net/dev with --host) into the model. */
+/**
+ * Reads the counters file (and /proc/net/dev with --host) into the model; when the file is
+ * not fresh, also who holds the sampler's lock, to tell a stuck sampler from none.
+ */
 async function sample(run: GraphRun): Promise<void> {
   const { io, model } = run;
   model.update(await run.reader.read(), io.nowMono());
+  const v = model.verdict(io.nowUnix(), io.nowMono());
+  model.sampler = v === "stale" || v === "not running" ? io.lockHolder(run.opts.input) : null;
   if (run.opts.host) {
     let text: string | Error;
     try {
@@ -251,46 +336,81 @@ async function sample(run: GraphRun): Promise<void> {
   }
 }
 
+/** What the loop is asked to do besides its ticks: set by signals, keys and resizes. */
+interface Wakeups {
+  redraw: boolean;
+  resumed: boolean;
+}
+
 /** Redraws until stopped, in the alternate screen on a terminal, which is put back after. */
 async function live(run: GraphRun): Promise<void> {
   const { io } = run;
   const stopper = new Stopper();
+  const wake: Wakeups = { redraw: false, resumed: false };
   const undoStop = io.onStop(() => stopper.stop());
-  const resize = { pending: false };
   const undoResize = io.isTerminal
     ? io.onResize(() => {
-      resize.pending = true;
+      wake.redraw = true;
       stopper.wake();
     })
     : () => {};
+  const undoKeys = io.isTerminal ? io.onKeys((b) => onKeys(run, b, { stopper, wake })) : null;
   let screen = false;
   try {
     if (io.isTerminal) {
       await io.write(ALT_SCREEN_ON);
       screen = true;
     }
-    await redrawLoop(run, stopper, resize);
+    await redrawLoop(run, { stopper, wake, keys: undoKeys !== null });
   } catch (e) {
     // The reader went away (`graph | head`): a normal way to finish.
     if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
   } finally {
+    await undoKeys?.();
     undoResize();
     undoStop();
     if (screen) await io.write(ALT_SCREEN_OFF).catch(() => {});
   }
 }
 
+/** Applies the keys of one read: quit stops, the others change the view and redraw. */
+function onKeys(
+  run: GraphRun,
+  bytes: Uint8Array,
+  loop: { stopper: Stopper; wake: Wakeups },
+): void {
+  for (const action of decodeKeys(bytes)) {
+    if (action === "quit") {
+      loop.stopper.stop();
+      return;
+    }
+    const was = run.view.paused;
+    run.view = applyKey(run.view, action);
+    if (!was && run.view.paused) {
+      run.pausedAt = { unix: run.io.nowUnix(), mono: run.io.nowMono() };
+    }
+    if (was && !run.view.paused) {
+      run.pausedAt = null;
+      loop.wake.resumed = true;
+    }
+    loop.wake.redraw = true;
+  }
+  loop.stopper.wake();
+}
+
 /**
  * The sampler renames each sample into place: a directory watch (inotify) wakes the loop
  * right after, so a frame follows the write closely without polling. Ticks still come
- * every interval, for staleness and the host line, and re-arm a watch that failed.
+ * every interval, for staleness and the host line, and re-arm a watch that failed. While
+ * paused nothing is read: the frame stays as it was, and the first tick after resuming
+ * takes the sampler's totals from where they are then.
  */
 async function redrawLoop(
   run: GraphRun,
-  stopper: Stopper,
-  resize: { pending: boolean },
+  loop: { stopper: Stopper; wake: Wakeups; keys: boolean },
 ): Promise<void> {
   const { io, opts, model } = run;
+  const { stopper, wake, keys } = loop;
   const period = opts.interval * 1000;
   let fileChanged = false;
   let undoWatch = null as (() => void) | null;
@@ -309,16 +429,23 @@ async function redrawLoop(
   try {
     while (!stopper.stopped) {
       const nowMs = io.nowMono() * 1000;
-      let draw = resize.pending;
-      resize.pending = false;
-      if (nowMs >= next) {
+      let draw = wake.redraw;
+      wake.redraw = false;
+      if (wake.resumed) {
+        wake.resumed = false;
+        next = nowMs;
+      }
+      if (run.view.paused) {
+        fileChanged = false;
+      } else if (nowMs >= next) {
         armWatch();
         await sample(run);
         // Skip ticks missed (suspend, slow terminal) instead of racing to catch up.
         next += period * Math.max(1, Math.ceil((nowMs - next + 1) / period));
-        // A tick always redraws on a terminal (staleness ages); plain output prints a
-        // line per tick only when no new sample was printed since the last one.
-        draw ||= io.isTerminal || !drawnSinceTick;
+        // A tick redraws only when no new sample was drawn since the last one: then the
+        // status must still age (stale) on a terminal, and plain output keeps its line per
+        // interval; while samples come, each is drawn once, which halves the work.
+        draw ||= !drawnSinceTick;
         drawnSinceTick = false;
       } else if (fileChanged) {
         fileChanged = false;
@@ -329,8 +456,8 @@ async function redrawLoop(
           drawnSinceTick = true;
         }
       }
-      if (draw) await drawFrame(run, screen);
-      await stopper.sleep(next - io.nowMono() * 1000);
+      if (draw) await drawFrame(run, screen, keys);
+      await stopper.sleep(run.view.paused ? 3_600_000 : next - io.nowMono() * 1000);
     }
   } finally {
     undoWatch?.();
@@ -338,49 +465,73 @@ async function redrawLoop(
 }
 
 /** The whole screen on a terminal (skipped when it would not change), else a plain line. */
-async function drawFrame(run: GraphRun, screen: { last: string }): Promise<void> {
-  const { io, model, opts } = run;
-  const frame = model.frame(io.nowUnix(), io.nowMono());
+async function drawFrame(run: GraphRun, screen: { last: string }, keys: boolean): Promise<void> {
+  const { io, model, opts, view } = run;
+  const at = run.pausedAt ?? { unix: io.nowUnix(), mono: io.nowMono() };
+  const frame = model.frame(at.unix, at.mono);
   if (!io.isTerminal) {
-    await io.write(renderPlainLine(frame) + "\n");
+    await io.write(renderPlainLine(frame, view.bits) + "\n");
     return;
   }
-  const size = io.size() ?? FALLBACK_SIZE;
-  const text = HOME +
-    renderFrame(frame, { ...size, color: run.color, destinations: opts.destinations })
-      .join(CLEAR_EOL + "\r\n") +
-    CLEAR_EOL + CLEAR_BELOW;
+  const size = frameSize(io);
+  const lines = renderFrame(frame, {
+    ...size,
+    color: run.color,
+    destinations: opts.destinations,
+    bits: view.bits,
+    services: view.services,
+    paused: view.paused,
+    keys,
+  });
+  const text = HOME + lines.join(CLEAR_EOL + "\r\n") + CLEAR_EOL + CLEAR_BELOW;
   if (text !== screen.last) await io.write(text);
   screen.last = text;
 }
 
+/** Whether the file said all it can: no use waiting longer for it. */
+function settled(kind: StatusKind): boolean {
+  return kind === "waiting" || kind === "malformed" || kind === "unreadable" || kind === "stale";
+}
+
+/**
+ * One frame from what the file tells within a short wait: a second sample for rates (up to
+ * two of the sampler's intervals), or, when its ts_unix cannot be believed, long enough to
+ * see whether it changes at all. The frame goes to stdout; when the verdict is not healthy
+ * its reason goes to stderr, and the exit status is the verdict's.
+ */
 async function once(run: GraphRun): Promise<number> {
   const { io, model, opts } = run;
   const start = io.nowMono();
   await sample(run);
-  const usable = () => {
-    const k = model.status(io.nowUnix(), io.nowMono()).kind;
-    return k === "ok" || k === "reset";
-  };
-  // A rate needs a second sample: wait up to two of the sampler's intervals for one.
-  if (usable()) {
-    const writerInterval = model.last?.interval_s ?? opts.interval;
-    const deadline = start + Math.min(20, 2 * Math.max(opts.interval, writerInterval));
-    const poll = Math.min(50, opts.interval * 250);
-    const hostReady = () => !opts.host || io.nowMono() - start >= opts.interval;
-    while (io.nowMono() < deadline && !(model.hasRate && hostReady())) {
-      await new Promise((r) => setTimeout(r, poll));
-      await sample(run);
-      if (!usable()) break;
-    }
+  const kind = () => model.status(io.nowUnix(), io.nowMono()).kind;
+  const writerInterval = model.last?.interval_s ?? opts.interval;
+  const judgeByChange = () => model.freshness(io.nowUnix(), io.nowMono()) === "unknown";
+  const wait = judgeByChange() ? staleAfterS(writerInterval) + 0.3 : 2 * writerInterval;
+  const deadline = start + Math.min(MAX_WATCH_S, Math.max(2 * opts.interval, wait));
+  const poll = Math.min(50, opts.interval * 250);
+  const hostReady = () => !opts.host || io.nowMono() - start >= opts.interval;
+  while (
+    !settled(kind()) && io.nowMono() < deadline &&
+    !(model.hasRate && hostReady() && !judgeByChange())
+  ) {
+    await new Promise((r) => setTimeout(r, poll));
+    await sample(run);
   }
+  model.endWatch();
+  await sample(run);
   const frame = model.frame(io.nowUnix(), io.nowMono());
-  const size = io.size() ?? FALLBACK_SIZE;
+  const size = frameSize(io);
   await io.write(
-    renderFrame(frame, { ...size, color: run.color, destinations: opts.destinations })
-      .join("\n") + "\n",
+    renderFrame(frame, {
+      ...size,
+      color: run.color,
+      destinations: opts.destinations,
+      bits: run.view.bits,
+    }).join("\n") + "\n",
   );
-  return usable() ? 0 : 1;
+  const code = exitOf(frame.verdict);
+  if (code !== EXIT.healthy) await io.writeError(`stb-netacct graph: ${frame.status.text}\n`);
+  return code;
 }
 
 function parseNumber(flag: string, range: readonly [number, number]) {
@@ -396,18 +547,25 @@ function parseNumber(flag: string, range: readonly [number, number]) {
   };
 }
 
+const GRAPH_DESCRIPTION =
+  "Draw StB's external download and upload rates from the counters file that " +
+  "`stb-netacct run` publishes: a chart per direction, each with its own round " +
+  "scale, one line per service (each its own glyph and colour, so they can be told " +
+  "apart without colour) and the total; a time axis over the same window of seconds " +
+  "whatever the terminal's width; a table per service with the rate now, its peak and " +
+  "average over the window, the total, and whether the service is present; and a " +
+  "status line (ok, no counters file, stale, malformed, counter reset, discontinuity, " +
+  "a clock that cannot be believed). Rates are in bytes per second in binary units " +
+  "(1 KiB/s = 1024 bytes per second), or in bits per second in decimal units with " +
+  "--bits. A bad or missing file never stops it: the last good values stay on screen " +
+  "and the status line says what is wrong. Keys: q or Esc quits, p pauses, b switches " +
+  "bits and bytes, s shows or hides the per-service lines. Without a terminal it " +
+  "prints one plain line per interval.";
+
 export function graphCommand() {
   return new Command("graph")
-    .summary("live terminal chart of StB's download and upload rates (no root needed)")
-    .description(
-      "Draw StB's external download (RX) and upload (TX) rates from the counters file that " +
-        "`stb-netacct run` publishes: a header with the current, peak and average rate over " +
-        "the window and the totals, a chart that fits the terminal and follows resizes, and a " +
-        "status line (ok, waiting for file, stale, malformed, counter reset). Rates are in " +
-        "binary units (1 KiB/s = 1024 bytes per second). A bad or missing file never stops " +
-        "it: the last good values stay on screen and the status line says what is wrong. " +
-        "Without a terminal it prints one plain line per interval.",
-    )
+    .summary("live terminal chart of StB's download and upload, per service (no root needed)")
+    .description(GRAPH_DESCRIPTION)
     .option("--input <path>", "counters file to read", DEFAULT_COUNTERS_PATH)
     .addOption(
       new Option(
@@ -423,10 +581,12 @@ export function graphCommand() {
         }`,
       ).argParser(parseNumber("--window", WINDOW_RANGE)).default(DEFAULT_WINDOW_S),
     )
+    .option("--bits", "rates in bits per second (kbit/s, Mbit/s) instead of bytes")
     .option(
       "--once",
-      "print one frame and exit (waits up to two intervals for a rate); exit 1 when the file " +
-        "is missing, unreadable, malformed or stale",
+      "print one frame and exit (waits up to two intervals for a rate), COLUMNS x LINES " +
+        "when stdout is no terminal (default 80x24); the exit status says whether the file " +
+        "is healthy (below), the reason goes to stderr",
     )
     .option(
       "--host",
@@ -441,10 +601,11 @@ export function graphCommand() {
     )
     .addHelpText(
       "after",
-      "\nExamples:\n" +
-        "  stb-netacct graph                              # live chart, Ctrl-C to quit\n" +
-        "  stb-netacct graph --host --window 300          # 5 minutes, with the host's traffic\n" +
-        "  stb-netacct graph --once --no-color            # one frame, for scripts\n" +
+      exitStatusHelp("graph") +
+        "\nExamples:\n" +
+        "  stb-netacct graph                          # live chart; q quits\n" +
+        "  stb-netacct graph --bits --window 300      # 5 minutes, in Mbit/s\n" +
+        "  stb-netacct graph --once --no-color        # one frame, for scripts\n" +
         "  stb-netacct graph --input /tmp/stb/counters.json --interval 1\n",
     )
     .action(async (opts, cmd) => {
@@ -455,6 +616,7 @@ export function graphCommand() {
         once: opts.once ?? false,
         host: opts.host ?? false,
         color: opts.color,
+        bits: opts.bits ?? false,
         destinations: opts.destinations,
       };
       try {

@@ -1,5 +1,12 @@
 import { CommanderError } from "@commander-js/extra-typings";
-import { denoIo, graphCommand, type GraphIo, type GraphOptions, runGraph } from "./mod.ts";
+import {
+  absolutePath,
+  denoIo,
+  graphCommand,
+  type GraphIo,
+  type GraphOptions,
+  runGraph,
+} from "./mod.ts";
 import { assert, assertStringIncludes } from "../lib/test_assert.ts";
 
 const MiB = 1024 * 1024;
@@ -42,6 +49,10 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
 
 interface FakeIo extends GraphIo {
   out: string[];
+  err: string[];
+  /** Sends bytes as if typed (when the fake terminal has a keyboard). */
+  type(text: string): void;
+  keysUndone: boolean;
   stop(): void;
   resize(): void;
   sizes: { columns: number; rows: number }[];
@@ -56,19 +67,29 @@ function fakeIo(
     sizes?: { columns: number; rows: number }[];
     onWrite?: (io: FakeIo) => void;
     procNetDev?: () => Promise<string>;
+    keyboard?: boolean;
+    /** Who holds the sampler's lock (default: nobody). */
+    lockHolder?: number | null | undefined;
   } = {},
 ): FakeIo {
   let stopHandler: (() => void) | null = null;
+  let keyHandler: ((b: Uint8Array) => void) | null = null;
   let resizeHandler: (() => void) | null = null;
   const sizes = o.sizes ?? [{ columns: 80, rows: 24 }];
   let frame = 0;
   const io: FakeIo = {
     out: [],
+    err: [],
+    keysUndone: false,
     sizes,
     stopListeners: 0,
     async write(text) {
       io.out.push(text);
       o.onWrite?.(io);
+      await Promise.resolve();
+    },
+    async writeError(text) {
+      io.err.push(text);
       await Promise.resolve();
     },
     isTerminal: o.tty ?? false,
@@ -77,6 +98,7 @@ function fakeIo(
     nowUnix: () => Date.now() / 1000,
     nowMono: () => performance.now() / 1000,
     readProcNetDev: o.procNetDev ?? (() => Promise.reject(new Error("no host in this test"))),
+    lockHolder: () => "lockHolder" in o ? o.lockHolder : null,
     onStop(handler) {
       stopHandler = handler;
       io.stopListeners++;
@@ -89,11 +111,29 @@ function fakeIo(
       resizeHandler = handler;
       return () => (resizeHandler = null);
     },
+    onKeys(handler) {
+      if (!o.keyboard) return null;
+      keyHandler = handler;
+      return () => {
+        keyHandler = null;
+        io.keysUndone = true;
+        return Promise.resolve();
+      };
+    },
     onFileChange: (path, handler) => denoIo().onFileChange(path, handler),
+    type: (text) => keyHandler?.(new TextEncoder().encode(text)),
     stop: () => stopHandler?.(),
     resize: () => resizeHandler?.(),
   };
   return io;
+}
+
+/** The table's rows of the total: ↓ and ↑ (two lines at 80 columns, one when wide). */
+function allRows(text: string): { rx: string; tx: string } {
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => l.startsWith("─ all"));
+  const rx = lines[at] ?? "";
+  return { rx, tx: rx.includes("↑") ? rx : lines[at + 1] ?? "" };
 }
 
 function opts(input: string, more: Partial<GraphOptions> = {}): GraphOptions {
@@ -112,16 +152,16 @@ Deno.test("--once waits for a second sample and shows its rates", async () => {
     const code = await running;
     const text = io.out.join("");
     if (code !== 0) throw new Error(`exit ${code}:\n${text}`);
-    const rx = text.split("\n").find((l) => l.startsWith("↓ RX"));
-    const tx = text.split("\n").find((l) => l.startsWith("↑ TX"));
-    if (!rx?.includes("1.00 MiB/s") || !rx.includes("5.30 MiB")) throw new Error(text);
-    if (!tx?.includes("100 KiB/s") || !tx.includes("1.03 MiB")) throw new Error(text);
+    const { rx, tx } = allRows(text);
+    if (!rx.includes("1.00 MiB/s") || !rx.includes("5.30 MiB")) throw new Error(text);
+    if (!tx.includes("100 KiB/s") || !tx.includes("1.03 MiB")) throw new Error(text);
+    if (io.err.length !== 0) throw new Error(`stderr on success: ${io.err}`);
     if (text.includes(ESC)) throw new Error("escape codes without a terminal");
     if (!text.includes("status: ok")) throw new Error(text);
   });
 });
 
-Deno.test("--once with one sample shows totals and 'collecting' within ~2 intervals", async () => {
+Deno.test("--once with one sample shows the totals and 'rates after the next sample'", async () => {
   await withTempDir(async (dir) => {
     const p = `${dir}/counters.json`;
     await publish(p, counters(1000, 2 * MiB, 0));
@@ -132,36 +172,57 @@ Deno.test("--once with one sample shows totals and 'collecting' within ~2 interv
     const text = io.out.join("");
     // The sampler's interval (0.5 s) bounds the wait: 2 × 0.5 s.
     if (took > 1500) throw new Error(`waited ${took} ms`);
-    if (code !== 0 || !text.includes("collecting") || !text.includes("2.00 MiB")) {
+    if (code !== 0 || !text.includes("rates after the next sample")) {
       throw new Error(`exit ${code}:\n${text}`);
+    }
+    if (!allRows(text).rx.includes("2.00 MiB") || /\d B\/s|iB\/s/.test(text)) {
+      throw new Error(`totals, and no rate, wanted:\n${text}`);
     }
   });
 });
 
-Deno.test("--once exits 1 with the status line for a missing, bad or stale file", async () => {
+Deno.test("--once: the verdict's exit status, the frame on stdout, the reason on stderr", async () => {
   await withTempDir(async (dir) => {
-    const cases: [string, () => Promise<void>, RegExp][] = [
-      ["missing", async () => {}, /status: waiting for file: it does not exist yet/],
-      [
-        "garbage",
-        () => publish(`${dir}/garbage`, "{{{"),
-        /status: malformed: it is not valid JSON/,
-      ],
+    const cases: [string, () => Promise<void>, number, RegExp][] = [
+      ["missing", async () => {}, 4, /no counters file: it does not exist yet/],
+      ["garbage", () => publish(`${dir}/garbage`, "{{{"), 6, /malformed: it is not valid JSON/],
       [
         "stale",
         () => publish(`${dir}/stale`, counters(1000, 1, 1, Date.now() / 1000 - 30)),
-        /status: stale: the last sample is \d+ s old/,
+        4,
+        /stale: the last sample is \d+ s old; no sampler holds its lock/,
       ],
-      ["dir", () => Deno.mkdir(`${dir}/dir`), /status: malformed: it is a directory/],
+      ["dir", () => Deno.mkdir(`${dir}/dir`), 6, /malformed: it is a directory/],
+      [
+        "absurd",
+        () => publish(`${dir}/absurd`, counters(1000, 1, 1, 1e300)),
+        4,
+        /stale: its ts_unix is over 100 years in the future/,
+      ],
     ];
-    for (const [name, setup, want] of cases) {
+    for (const [name, setup, want, reason] of cases) {
       await setup();
       const io = fakeIo();
-      const t0 = performance.now();
       const code = await runGraph(opts(`${dir}/${name}`, { once: true }), io);
       const text = io.out.join("").replaceAll("\n", " ");
-      if (code !== 1 || !want.test(text)) throw new Error(`${name}: exit ${code}\n${text}`);
-      if (performance.now() - t0 > 500) throw new Error(`${name}: --once waited for nothing`);
+      const err = io.err.join("");
+      if (code !== want) throw new Error(`${name}: exit ${code}, want ${want}\n${text}`);
+      if (!reason.test(err) || !err.startsWith("stb-netacct graph: ")) {
+        throw new Error(`${name}: stderr ${JSON.stringify(err)}`);
+      }
+      if (!text.includes("status: ")) throw new Error(`${name}: no frame on stdout`);
+    }
+    // A sampler holds the lock but writes nothing: stale (3), the same as status says.
+    const stuck = fakeIo({ lockHolder: 4242 });
+    const code = await runGraph(opts(`${dir}/stale`, { once: true }), stuck);
+    const err = stuck.err.join("");
+    if (code !== 3 || !err.includes("a sampler (pid 4242) holds its lock but does not write")) {
+      throw new Error(`stuck sampler: exit ${code}: ${err}`);
+    }
+    // Where the lock cannot be read (no --allow-all): only "stale".
+    const unknown = fakeIo({ lockHolder: undefined });
+    if (await runGraph(opts(`${dir}/stale`, { once: true }), unknown) !== 3) {
+      throw new Error(`unknown holder: ${unknown.err}`);
     }
   });
 });
@@ -188,7 +249,9 @@ Deno.test("live mode without a terminal prints plain lines and stops on a signal
     if (text.includes(ESC)) throw new Error("escape codes in plain mode");
     const lines = text.trimEnd().split("\n");
     if (lines.length !== io.out.length) throw new Error("not one line per write");
-    if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rx - tx - total rx 0 B/.test(lines[0] ?? "")) {
+    if (
+      !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d rx - tx - total rx 0 B/.test(lines[0] ?? "")
+    ) {
       throw new Error(String(lines[0]));
     }
     if (!lines.at(-1)!.includes("rx 100 KiB/s tx 10.0 KiB/s total rx 10.0 KiB")) {
@@ -464,9 +527,8 @@ Deno.test("graph --once in a subprocess with only --allow-read --allow-env", asy
     const stdout = new TextDecoder().decode(out.stdout);
     const stderr = new TextDecoder().decode(out.stderr);
     if (out.code !== 0) throw new Error(`exit ${out.code}\n${stdout}\n${stderr}`);
-    const rxLine = stdout.split("\n").find((l) => l.startsWith("↓ RX")) ?? "";
-    const txLine = stdout.split("\n").find((l) => l.startsWith("↑ TX")) ?? "";
-    if (!/^↓ RX +2\.00 MiB\/s/.test(rxLine) || !/^↑ TX +50\.0 KiB\/s/.test(txLine)) {
+    const { rx: rxLine, tx: txLine } = allRows(stdout);
+    if (!/↓ +2\.00 MiB\/s/.test(rxLine) || !/↑ +50\.0 KiB\/s/.test(txLine)) {
       throw new Error(`rates not shown:\n${stdout}\n${stderr}`);
     }
     if (stdout.includes(ESC)) throw new Error("escape codes in a pipe");
@@ -494,4 +556,58 @@ Deno.test("a new sample is drawn as soon as it is renamed into place, not at the
     assert(latencyMs < 1000, `the new sample took ${latencyMs.toFixed(0)} ms to be drawn`);
     assertStringIncludes(io.out.at(-1) ?? "", "6.00 MiB");
   });
+});
+
+Deno.test("keys: q quits, p pauses (nothing read meanwhile), b and s redraw the view", async () => {
+  await withTempDir(async (dir) => {
+    const p = `${dir}/counters.json`;
+    let t = 1000, rx = 0;
+    await publish(p, counters(t, rx, 0));
+    const frames = () => io.out.filter((f) => f.startsWith(`${ESC}[H`));
+    const io = fakeIo({ tty: true, keyboard: true });
+    const running = runGraph(opts(p, { interval: 0.1, window: 10 }), io);
+    const waitFor = async (what: string, ok: () => boolean) => {
+      const t0 = performance.now();
+      while (!ok()) {
+        if (performance.now() - t0 > 3000) throw new Error(`${what}: ${frames().at(-1)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await waitFor("first frame", () => frames().length > 0);
+    if (!frames().at(-1)!.includes("q quit · p pause · b bits · s hide services")) {
+      throw new Error("no keys line");
+    }
+    io.type("b");
+    await waitFor("bits", () => frames().at(-1)!.includes("b bytes"));
+    io.type("s");
+    await waitFor("services hidden", () => frames().at(-1)!.includes("s show services"));
+    io.type("p");
+    await waitFor("paused", () => frames().at(-1)!.includes("PAUSED"));
+    const paused = frames().length;
+    for (let i = 0; i < 5; i++) {
+      t += 0.1;
+      rx += 1000;
+      await publish(p, counters(t, rx, 0));
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    if (frames().length !== paused) throw new Error("redrawn while paused");
+    io.type(" ");
+    await waitFor("resumed with the newest sample", () => {
+      const f = frames().at(-1)!;
+      return !f.includes("PAUSED") && f.includes("4.88 KiB");
+    });
+    io.type("\x1b[A"); // an arrow key is not Esc
+    await new Promise((r) => setTimeout(r, 150));
+    io.type("q");
+    const code = await running;
+    if (code !== 0 || !io.keysUndone) throw new Error(`exit ${code}, keys undone ${io.keysUndone}`);
+    if (io.out.at(-1) !== `${ESC}[?25h${ESC}[?1049l`) throw new Error("terminal not restored");
+  });
+});
+
+Deno.test("absolutePath resolves a relative --input the way the directory watch reports it", () => {
+  const cwd = Deno.cwd();
+  assert(absolutePath("counters.json") === `${cwd}/counters.json`, absolutePath("counters.json"));
+  assert(absolutePath("./a/../b.json") === `${cwd}/b.json`, absolutePath("./a/../b.json"));
+  assert(absolutePath("/run//x/./y.json") === "/run/x/y.json", absolutePath("/run//x/./y.json"));
 });

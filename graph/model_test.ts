@@ -1,5 +1,6 @@
 import type { CountersV1 } from "../lib/contract.ts";
 import { GraphModel } from "./model.ts";
+import { hasControl } from "../lib/text.ts";
 
 const UNIX0 = 1795000000;
 
@@ -49,23 +50,150 @@ Deno.test("stale by ts_unix: older than three of its intervals, and at least 2 s
   expect(slow.status(UNIX0 + 6.1, 0).kind, "stale");
 });
 
-Deno.test("stale by ts_monotonic not advancing, when ts_unix says nothing", () => {
+Deno.test("no ts_unix: age unknown until the file is seen to change, stale when it does not", () => {
   const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
-  // An old-contract file without ts_unix (parseCounters gives 0).
+  // An old-contract file without ts_unix (parseCounters gives 0): one read proves nothing.
   m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 10);
-  expect(m.status(0, 11).kind, "ok");
-  // Rewritten (changed) but with the same sample: no advance.
-  m.update(ok(c(0, 0, 0, { ts_unix: 0 })), 11.9);
-  expect(m.status(0, 11.9).kind, "ok");
-  expect(m.status(0, 12.1).kind, "stale");
+  let s = m.status(0, 11);
+  expect(s.kind, "unknown");
+  if (!s.text.includes("no ts_unix")) throw new Error(s.text);
+  // Watched past the limit without a change: stale, and it says why.
+  s = m.status(0, 12.1);
+  expect(s.kind, "stale");
+  if (!s.text.includes("no ts_unix") || !s.text.includes("did not change in the 2.1 s watched")) {
+    throw new Error(s.text);
+  }
+  // It changes: live, but the status still says its age is unknown (not "ok").
   m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 12.2);
-  expect(m.status(0, 12.2).kind, "ok");
+  s = m.status(0, 12.3);
+  expect(s.kind, "clock");
+  if (!s.text.includes("no ts_unix")) throw new Error(s.text);
+  // Rewritten with the same sample: no advance; stale once that lasts past the limit.
+  m.update(ok(c(0.5, 10, 10, { ts_unix: 0 })), 13);
+  expect(m.status(0, 14.1).kind, "clock");
+  expect(m.status(0, 14.3).kind, "stale");
 });
 
-Deno.test("a wall clock set back does not make fresh samples stale", () => {
+Deno.test("a ts_unix in the future is reported as such, never 'ok'", () => {
   const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
   m.update(ok(c(0, 0, 0)), 0);
-  expect(m.status(UNIX0 - 3600, 0.2).kind, "ok");
+  // The clock is an hour behind the file's ts_unix.
+  let s = m.status(UNIX0 - 3600, 0.2);
+  expect(s.kind, "unknown");
+  if (!s.text.includes("1.0 h in the future")) throw new Error(s.text);
+  m.update(ok(c(0.5, 10, 10)), 0.5);
+  s = m.status(UNIX0 - 3600, 0.6);
+  expect(s.kind, "clock");
+  if (!s.text.includes("1.0 h in the future")) throw new Error(s.text);
+  // An absurd ts_unix is one more future date, never a crash.
+  const absurd = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  absurd.update(ok(c(0, 0, 0, { ts_unix: 1e300 })), 0);
+  s = absurd.status(UNIX0, 3);
+  expect(s.kind, "stale");
+  if (!s.text.includes("over 100 years in the future")) throw new Error(s.text);
+  // A second or two ahead is the same clock read twice, not a fault.
+  const near = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  near.update(ok(c(0, 0, 0)), 0);
+  expect(near.status(UNIX0 - 1.5, 0.1).kind, "ok");
+});
+
+Deno.test("an increase no link could carry is a discontinuity: announced, not drawn", () => {
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  m.update(ok(c(0, 1000, 1000)), 0);
+  m.update(ok(c(0.5, 2000, 2000)), 0.5);
+  // 10^15 bytes in half a second.
+  m.update(ok(c(1, 2000 + 1e15, 3000)), 1);
+  const f = m.frame(UNIX0 + 1, 1);
+  expect(f.status.kind, "discontinuity");
+  if (!f.status.text.includes("↓ all rose by 909 TiB in 0.5 s")) throw new Error(f.status.text);
+  // The step is no interval: the peak is the plausible one, and the next rates start anew.
+  expect(String(f.stats?.rx.peak), "2000");
+  expect(String(f.stats?.rx.current), "null");
+  m.update(ok(c(1.5, 2500 + 1e15, 3500)), 1.5);
+  expect(String(m.frame(UNIX0 + 1.5, 1.5).stats?.rx.current), "1000");
+  const cols = m.frame(UNIX0 + 1.5, 1.5).series(120).all.rx.filter((v) => v !== null);
+  if (cols.some((v) => v! > 1e6)) throw new Error(`the jump was drawn: ${cols}`);
+  // A service's jump alone is one too.
+  const svc = (rx: number) => ({
+    services: {
+      shell: {
+        rx_bytes_total: BigInt(rx),
+        tx_bytes_total: 0n,
+        rx_packets_total: 0n,
+        tx_packets_total: 0n,
+        cgroup: "/s",
+        present: true,
+      },
+    },
+  });
+  const m2 = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  m2.update(ok(c(0, 1e15 + 5, 0, svc(5))), 0);
+  m2.update(ok(c(0.5, 1e15 + 10, 0, svc(1e15))), 0.5);
+  const s2 = m2.status(UNIX0 + 0.5, 0.5);
+  expect(s2.kind, "discontinuity");
+  if (!s2.text.includes("↓ shell rose by")) throw new Error(s2.text);
+});
+
+Deno.test("per service: rates, peak, average and presence, in the file's order", () => {
+  const svc = (a: number, b: number, bPresent = true) => ({
+    services: {
+      "host-agent": {
+        rx_bytes_total: BigInt(a),
+        tx_bytes_total: 0n,
+        rx_packets_total: 0n,
+        tx_packets_total: 0n,
+        cgroup: "/a",
+        present: true,
+      },
+      "server": {
+        rx_bytes_total: BigInt(b),
+        tx_bytes_total: BigInt(b),
+        rx_packets_total: 0n,
+        tx_packets_total: 0n,
+        cgroup: "/b",
+        present: bPresent,
+      },
+    },
+  });
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  m.update(ok(c(0, 0, 0, svc(0, 0))), 0);
+  m.update(ok(c(0.5, 1500, 500, svc(1000, 500))), 0.5);
+  m.update(ok(c(1, 2000, 500, svc(1500, 500, false))), 1);
+  const f = m.frame(UNIX0 + 1, 1);
+  expect(f.services.map((s) => `${s.name}:${s.present}`).join(" "), "host-agent:true server:false");
+  const [a, b] = f.services;
+  expect(`${a?.stats?.rx.current} ${a?.stats?.rx.peak} ${a?.stats?.rx.average}`, "1000 2000 1500");
+  expect(`${b?.stats?.rx.current} ${b?.stats?.tx.peak}`, "0 1000");
+  expect(`${b?.totals.rx}`, "500");
+  const series = m.frame(UNIX0 + 1, 1).series(120);
+  expect(String(series.services.length), "2");
+  expect(String(series.services[0]!.rx.at(-1)), "1000");
+});
+
+Deno.test("file text is made printable on its way into a frame", () => {
+  const m = new GraphModel({ path: "/x", interval: 0.5, window: 60 });
+  m.update(
+    ok(c(0, 0, 0, {
+      backend: "ebpf\x1b[2J",
+      backend_fallback_reason: "\u009b31m",
+      services: {
+        "\x1b]0;pwned\x07": {
+          rx_bytes_total: 0n,
+          tx_bytes_total: 0n,
+          rx_packets_total: 0n,
+          tx_packets_total: 0n,
+          cgroup: "/a",
+          present: true,
+        },
+      },
+    })),
+    0,
+  );
+  m.update({ kind: "malformed", reason: "it is not valid JSON (\x1b[31mred)" }, 0.1);
+  const f = m.frame(UNIX0, 0.1);
+  const text = [f.backend, f.fallbackReason, f.services[0]?.name, f.status.text].join(" ");
+  if (hasControl(text)) throw new Error(JSON.stringify(text));
+  expect(f.services[0]?.name ?? "", "\\x1b]0;pwned\\x07");
 });
 
 Deno.test("counter reset is announced for a few seconds, then ok", () => {

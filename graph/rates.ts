@@ -101,6 +101,16 @@ export class RateTracker {
   }
 
   /**
+   * A new baseline on the same clock: the step to `s` is not traffic (a discontinuity), so
+   * no interval spans it; the history before it stays.
+   */
+  rebase(s: Sample): void {
+    if (this.#last !== null && s.t < this.#last.t) this.#intervals = [];
+    this.#last = s;
+    this.#resets++;
+  }
+
+  /**
    * Current, peak and average over the `window` seconds ending at the newest sample, or
    * null while the window holds no interval. A gap (samples missed) is one long interval:
    * its bytes are spread evenly over it, which is their true average.

@@ -45,6 +45,52 @@ function traffic(from: number, to: number, rx0 = 3 * 1024 ** 3, tx0 = 200 * MiB)
   return out;
 }
 
+type Rates = Record<string, [number, number]>;
+
+/**
+ * StB as it runs: host-agent downloads in waves, server moves a steady trickle both ways,
+ * shell starts halfway (absent before) and downloads steadily. Totals are their sums.
+ */
+function stbTraffic(from: number, to: number, absent: (i: number) => string[] = () => []) {
+  const out: CountersV1[] = [];
+  const tot: Record<string, [number, number]> = {
+    "host-agent": [2 * 1024 ** 3, 50 * MiB],
+    "server": [400 * MiB, 150 * MiB],
+    "shell": [20 * MiB, MiB],
+  };
+  for (let i = from; i <= to; i++) {
+    const t = i * 0.5;
+    const services: CountersV1["services"] = {};
+    let rx = 0n, tx = 0n;
+    for (const [name, [r, w]] of Object.entries(tot)) {
+      const present = !(name === "shell" && i < 50) && !absent(i).includes(name);
+      services[name] = {
+        rx_bytes_total: BigInt(r),
+        tx_bytes_total: BigInt(w),
+        rx_packets_total: 0n,
+        tx_packets_total: 0n,
+        cgroup: `/app.slice/${name}.service`,
+        present,
+      };
+      rx += BigInt(r);
+      tx += BigInt(w);
+    }
+    out.push({ ...counters(t, 0, 0, { services }), rx_bytes_total: rx, tx_bytes_total: tx });
+    const phase = (i % 40) / 40;
+    const rates: Rates = {
+      "host-agent": [(phase < 0.5 ? phase : 1 - phase) * 8 * MiB, 40 * 1024],
+      "server": [300 * 1024 + (i % 7) * 40 * 1024, 250 * 1024 + (i % 5) * 30 * 1024],
+      "shell": [i >= 50 ? 1.5 * MiB : 0, i >= 50 ? 80 * 1024 : 0],
+    };
+    for (const [name, [r, w]] of Object.entries(rates)) {
+      if (!services[name]?.present) continue;
+      tot[name]![0] += Math.round(r * 0.5);
+      tot[name]![1] += Math.round(w * 0.5);
+    }
+  }
+  return out;
+}
+
 function feed(m: GraphModel, samples: CountersV1[]): number {
   let now = 0;
   for (const c of samples) {
@@ -133,11 +179,16 @@ Deno.test("frame: wide terminal shows one column per interval", async () => {
   await snapshot("frame_wide_160x20.txt", lines);
 });
 
-Deno.test("frame: one sample shows totals and 'collecting'", async () => {
+Deno.test("frame: one sample shows the totals and 'rates after the next sample', no rates", async () => {
   const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
-  const now = feed(m, traffic(0, 0));
-  const lines = renderFrame(m.frame(UNIX0 + now, now), { columns: 80, rows: 20, color: false });
-  if (!lines[2]?.includes("collecting")) throw new Error(lines[2]);
+  const now = feed(m, stbTraffic(60, 60));
+  const lines = renderFrame(m.frame(UNIX0 + now, now), { columns: 80, rows: 24, color: false });
+  const text = lines.join("\n");
+  if (!text.includes("rates after the next sample")) throw new Error(text);
+  if (/\d B\/s|KiB\/s|MiB\/s /.test(lines.slice(-10).join("\n"))) {
+    throw new Error(`a rate: ${text}`);
+  }
+  if (!lines.find((l) => l.startsWith("─ all"))?.includes("GiB")) throw new Error(text);
   await snapshot("frame_collecting.txt", lines);
 });
 
@@ -172,7 +223,7 @@ Deno.test("frame: malformed file keeps the last good values", async () => {
   );
   const f = m.frame(UNIX0 + now, now);
   const lines = renderFrame(f, { columns: 100, rows: 18, color: false });
-  if (!lines[2]?.includes("GiB")) throw new Error("totals lost");
+  if (!lines.find((l) => l.startsWith("─ all"))?.includes("GiB")) throw new Error("totals lost");
   await snapshot("frame_malformed.txt", lines);
 });
 
@@ -331,4 +382,141 @@ Deno.test("frame: no destinations table for a sample without them, one line for 
     color: false,
   });
   if (without.some((l) => l.includes("destinations"))) throw new Error("table without data");
+});
+
+const ESC_RE = new RegExp(String.fromCharCode(27), "g");
+
+Deno.test("frame: three services at 80x24 and 120x40, colour adds nothing but colour", async () => {
+  for (const [columns, rows] of [[80, 24], [120, 40]] as const) {
+    const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+    const now = feed(m, stbTraffic(0, 130));
+    const f = m.frame(UNIX0 + now + 0.2, now + 0.2);
+    const bare = renderFrame(f, { columns, rows, color: false, keys: true });
+    const colored = renderFrame(f, { columns, rows, color: true, keys: true });
+    plain(bare);
+    fits(bare, columns, rows);
+    fits(colored, columns, rows);
+    assertEqualLines(colored.map((l) => l.replace(ANSI_SGR, "")), bare);
+    if (!colored.join("").match(ESC_RE)) throw new Error("no colour");
+    await snapshot(`frame_stb_${columns}x${rows}.txt`, bare);
+    await snapshot(`frame_stb_color_${columns}x${rows}.txt`, colored);
+    // The legend names every service by its glyph, and each glyph is in the chart.
+    const legend = bare.find((l) => l.startsWith("↓ download")) ?? "";
+    for (const item of ["● host-agent", "▲ server", "■ shell", "─ all"]) {
+      if (!legend.includes(item)) throw new Error(`legend lacks ${item}: ${legend}`);
+    }
+    const chart = bare.slice(2, bare.findIndex((l) => l.startsWith("↑ upload"))).join("\n");
+    for (const g of ["●", "▲", "■"]) if (!chart.includes(g)) throw new Error(`no ${g}:\n${chart}`);
+    // Each service has its row (or two) in the table: now, peak, average, total, present.
+    for (const name of ["host-agent", "server", "shell"]) {
+      if (!bare.some((l) => l.includes(name) && l.includes("present"))) throw new Error(name);
+    }
+  }
+});
+
+function assertEqualLines(actual: string[], expected: string[]): void {
+  actual.forEach((l, i) => {
+    if (l !== expected[i]) throw new Error(`line ${i}:\n${l}\n${expected[i]}`);
+  });
+  if (actual.length !== expected.length) throw new Error("line counts differ");
+}
+
+Deno.test("frame: an absent service is not drawn and says so in the table", async () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const now = feed(m, stbTraffic(60, 130, (i) => i > 100 ? ["server"] : []));
+  const lines = renderFrame(m.frame(UNIX0 + now, now), { columns: 80, rows: 24, color: false });
+  const row = lines.find((l) => l.startsWith("▲ server")) ?? "";
+  if (!/▲ server +absent/.test(row)) throw new Error(row);
+  await snapshot("frame_absent_80x24.txt", lines);
+});
+
+Deno.test("frame: bits, services hidden, paused: the keys line says what the keys do now", async () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const now = feed(m, stbTraffic(0, 130));
+  const f = m.frame(UNIX0 + now, now);
+  const o = { columns: 80, rows: 24, color: false, keys: true };
+  const normal = renderFrame(f, o);
+  if (!normal.at(-1)!.endsWith("q quit · p pause · b bits · s hide services")) {
+    throw new Error(normal.at(-1));
+  }
+  const bits = renderFrame(f, { ...o, bits: true });
+  if (!bits.join("\n").includes("Mbit/s") || bits.join("\n").includes("MiB/s")) {
+    throw new Error(bits.join("\n"));
+  }
+  if (!bits.at(-1)!.includes("b bytes")) throw new Error(bits.at(-1));
+  const hidden = renderFrame(f, { ...o, services: false, paused: true });
+  const chart = hidden.slice(2, hidden.findIndex((l) => l.startsWith("↑ upload"))).join("");
+  if (/[●▲■]/.test(chart)) throw new Error(`service lines drawn while hidden:\n${chart}`);
+  if (!hidden[1]!.includes("(services hidden)")) throw new Error(hidden[1]);
+  if (!hidden.at(-1)!.includes("PAUSED · q quit · p resume")) throw new Error(hidden.at(-1));
+  await snapshot(
+    "frame_bits_hidden_paused_80x24.txt",
+    renderFrame(f, { ...o, bits: true, services: false, paused: true }),
+  );
+});
+
+Deno.test("frame: the window in seconds is the same whatever the width", () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const now = feed(m, stbTraffic(0, 130));
+  const f = m.frame(UNIX0 + now, now);
+  for (const columns of [60, 80, 120, 200]) {
+    const lines = renderFrame(f, { columns, rows: 30, color: false });
+    const axis = lines.find((l) => l.trimEnd().endsWith("now")) ?? "";
+    if (!axis.includes("-60 s") || !axis.includes("-30 s")) throw new Error(`${columns}: ${axis}`);
+    if (lines.some((l) => l.includes("per column"))) throw new Error("per-column seconds shown");
+  }
+});
+
+Deno.test("frame: today's totals go in the title when a history provides them", () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const now = feed(m, stbTraffic(0, 10));
+  if (
+    renderFrame(m.frame(UNIX0 + now, now), { columns: 100, rows: 24, color: false })[0]!.includes(
+      "today",
+    )
+  ) {
+    throw new Error("today shown without a history");
+  }
+  m.today = { rx: 5n * 1024n ** 3n, tx: 300n * 1024n * 1024n };
+  const title = renderFrame(m.frame(UNIX0 + now, now), {
+    columns: 100,
+    rows: 24,
+    color: false,
+  })[0]!;
+  if (!title.startsWith("StB external traffic · today ↓ 5.00 GiB ↑ 300 MiB")) {
+    throw new Error(title);
+  }
+});
+
+Deno.test("frame: a discontinuity is on the status line and never on the chart", async () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const all = stbTraffic(0, 104);
+  const before = all.slice(0, 101);
+  const jump = 10n ** 15n;
+  const after = all.slice(101).map((c) => ({
+    ...c,
+    rx_bytes_total: c.rx_bytes_total + jump,
+    services: {
+      ...c.services,
+      server: { ...c.services.server!, rx_bytes_total: c.services.server!.rx_bytes_total + jump },
+    },
+  }));
+  const now = feed(m, [...before, ...after.slice(0, 1)]);
+  const f = m.frame(UNIX0 + now, now);
+  const lines = renderFrame(f, { columns: 80, rows: 24, color: false });
+  if (f.status.kind !== "discontinuity") throw new Error(f.status.text);
+  const top = lines[2] ?? "";
+  if (/TiB|PiB/.test(top)) throw new Error(`the jump sets the scale: ${top}`);
+  await snapshot("frame_discontinuity_80x24.txt", lines);
+});
+
+Deno.test("frame: a ts_unix in the future, and a file without one, say so on the status line", () => {
+  for (const ts of [UNIX0 + 7200, 0]) {
+    const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+    const now = feed(m, stbTraffic(0, 20).map((c) => ({ ...c, ts_unix: ts })));
+    const lines = renderFrame(m.frame(UNIX0, now), { columns: 80, rows: 24, color: false });
+    const status = lines.find((l) => l.startsWith("status:")) ?? "";
+    const want = ts === 0 ? "no ts_unix" : "2.0 h in the future";
+    if (!status.startsWith("status: clock:") || !status.includes(want)) throw new Error(status);
+  }
 });

@@ -407,7 +407,7 @@ export function installCommand() {
       "owner of counters.json in a new config (default: $SUDO_USER, else root)",
     )
     .option("-n, --dry-run", "print every file and command, change nothing", false)
-    .option("-f, --force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
+    .option("--force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
     .option(
       "--allow-remote-metrics",
       'serve /metrics on a non-loopback "prometheus.listen" address (anyone who reaches it ' +

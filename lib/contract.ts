@@ -10,12 +10,22 @@
  */
 
 import { asCount, parseExact, stringifyExact } from "./exact_json.ts";
+import { DEFAULT_INTERVAL_S, isInterval, MAX_INTERVAL_S, MIN_INTERVAL_S } from "./interval.ts";
 
 export const SCHEMA_VERSION = 1;
 
 /** Where `run` publishes by default: on /run, a tmpfs; the service's RuntimeDirectory=. */
 export const COUNTERS_DIR = "/run/stb-netacct";
 export const DEFAULT_COUNTERS_PATH = `${COUNTERS_DIR}/counters.json`;
+
+/**
+ * The lock a sampler holds while it writes `output` (a hidden file beside it): readers ask
+ * the kernel who holds it (/proc/locks) to tell a stuck sampler from none at all.
+ */
+export function outputLockPath(output: string): string {
+  const slash = output.lastIndexOf("/");
+  return `${output.slice(0, slash + 1)}.${output.slice(slash + 1)}.lock`;
+}
 
 /**
  * The one freshness rule of graph, status, install and verify: a sample is stale once it is
@@ -182,6 +192,13 @@ export function parseCounters(text: string): CountersV1 {
       `"ts_monotonic" is ${JSON.stringify(o.ts_monotonic)}, not a non-negative number`,
     );
   }
+  if (o.interval_s !== undefined && !isInterval(o.interval_s)) {
+    // Freshness is judged in intervals: 1e300 would make any sample fresh forever.
+    throw new ContractError(
+      `"interval_s" is ${describeValue(o.interval_s)}, not ${MIN_INTERVAL_S} to ` +
+        `${MAX_INTERVAL_S} seconds`,
+    );
+  }
   const services: Record<string, ServiceCountersV1> = {};
   if (typeof o.services === "object" && o.services !== null && !Array.isArray(o.services)) {
     for (const [name, sv] of Object.entries(o.services as Record<string, unknown>)) {
@@ -214,7 +231,7 @@ export function parseCounters(text: string): CountersV1 {
     tx_packets_total: countOr(o.tx_packets_total),
     ts_monotonic: o.ts_monotonic as number,
     ts_unix: isTime(o.ts_unix) ? o.ts_unix : 0,
-    interval_s: isTime(o.interval_s) && o.interval_s > 0 ? o.interval_s : 0.5,
+    interval_s: isInterval(o.interval_s) ? o.interval_s : DEFAULT_INTERVAL_S,
     services,
     ...(destinations ? { destinations } : {}),
     ...(isCount(o.events_dropped_total) ? { events_dropped_total: o.events_dropped_total } : {}),

@@ -7,6 +7,7 @@
 
 import { type HeldDir, readOpenFile, writeAll } from "./held_dir.ts";
 import { libc, LOCK_EX, LOCK_NB, O_CREAT, O_RDWR } from "./libc.ts";
+import { parseFlockHolder } from "./lock_holder.ts";
 
 export class LockHeldError extends Error {
   override name = "LockHeldError";
@@ -63,34 +64,15 @@ export function acquireLock(dir: HeldDir, name: string): Lock {
   };
 }
 
-/**
- * The pid holding a flock on the file with this device and inode, from /proc/locks text
- * ("1: FLOCK  ADVISORY  WRITE 4242 fe:00:131075 0 EOF", device as hex major:minor), or null.
- */
-export function parseFlockHolder(procLocks: string, dev: number, ino: number): number | null {
-  // dev_t as stat(2) returns it (new_encode_dev), split the way /proc/locks prints it.
-  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
-  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-  for (const line of procLocks.split("\n")) {
-    const f = line.trim().split(/\s+/);
-    // A blocked waiter is printed as "1: -> FLOCK ...": only holders count.
-    if (f[1] !== "FLOCK" || f[3] !== "WRITE") continue;
-    const [maj = "", min = "", inode = ""] = f[5]?.split(":") ?? [];
-    if (
-      parseInt(maj, 16) === major && parseInt(min, 16) === minor && Number(inode) === ino
-    ) {
-      const pid = Number(f[4]);
-      return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
-    }
-  }
-  return null;
-}
+// Who holds a lock by path is read without FFI, so graph can ask too: lib/lock_holder.ts.
+export { lockHolder, parseFlockHolder } from "./lock_holder.ts";
 
 /**
- * The pid of the process holding the lock `name` in `dir`, as the kernel knows it (never
- * the file's content, which a crashed holder may have left for a pid since reused), or null.
+ * The pid of the process holding the lock `name` in the held `dir`, as the kernel knows it
+ * (never the file's content, which a crashed holder may have left for a pid since reused),
+ * or null.
  */
-export function lockHolder(dir: HeldDir, name: string): number | null {
+export function lockHolderIn(dir: HeldDir, name: string): number | null {
   try {
     const st = dir.stat(name);
     if (st === null) return null;

@@ -1,4 +1,4 @@
-import { formatBytes, formatRate, niceCeiling } from "./units.ts";
+import { formatBitRate, formatBytes, formatRate, isOneTwoFive, roundSteps } from "./units.ts";
 
 function eq<T>(actual: T, expected: T): void {
   if (actual !== expected) throw new Error(`expected ${expected}, got ${actual}`);
@@ -27,10 +27,31 @@ Deno.test("formatRate appends per second", () => {
   eq(formatRate(0.4), "0 B/s");
 });
 
-Deno.test("niceCeiling rounds up to 1-2-5 steps within a unit", () => {
-  eq(niceCeiling(0), 1024);
-  eq(niceCeiling(1500), 2 * 1024);
-  eq(niceCeiling(3 * 1024 * 1024), 5 * 1024 * 1024);
-  eq(niceCeiling(600 * 1024), 1024 * 1024);
-  eq(niceCeiling(10, 1), 10);
+Deno.test("formatBitRate: bits with decimal prefixes, three significant digits", () => {
+  eq(formatBitRate(0), "0 bit/s");
+  eq(formatBitRate(124), "992 bit/s");
+  eq(formatBitRate(125), "1.00 kbit/s");
+  eq(formatBitRate(1024 * 1024), "8.39 Mbit/s");
+  eq(formatBitRate(1.25e9), "10.0 Gbit/s");
+  eq(formatBitRate(-1), "?");
+  eq(formatBitRate(NaN), "?");
+});
+
+Deno.test("roundSteps: 1-2-5 of each unit, in order, bytes binary and bits decimal", () => {
+  const bytes = [...roundSteps(false)].slice(8, 12).map((s) => `${s.m} ${s.unit}`);
+  eq(bytes.join(", "), "500 B/s, 1 KiB/s, 2 KiB/s, 5 KiB/s");
+  const kib = [...roundSteps(false)].find((s) => s.unit === "KiB/s" && s.m === 1)!;
+  eq(kib.bytesPerSecond, 1024);
+  const mbit = [...roundSteps(true)].find((s) => s.unit === "Mbit/s" && s.m === 2)!;
+  eq(mbit.bytesPerSecond, 250_000);
+  let prev = 0;
+  for (const s of roundSteps(true)) {
+    if (s.bytesPerSecond <= prev || !isOneTwoFive(s.m)) throw new Error(JSON.stringify(s));
+    prev = s.bytesPerSecond;
+  }
+});
+
+Deno.test("isOneTwoFive", () => {
+  eq([1, 2, 5, 10, 20, 50, 1000, 5000].every(isOneTwoFive), true);
+  eq([0, 3, 4, 15, 25, 2.5, -1, 1200].some(isOneTwoFive), false);
 });

@@ -7,7 +7,7 @@
 
 import { DirError, HeldDir } from "../lib/held_dir.ts";
 import type { CountersV1, ServiceCountersV1 } from "../lib/contract.ts";
-import { serializeCounters } from "../lib/contract.ts";
+import { outputLockPath, serializeCounters } from "../lib/contract.ts";
 import type { DestinationCounters, ServiceCounters } from "../backends/backend.ts";
 import { BackendError } from "../lib/errors.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
@@ -155,7 +155,7 @@ export class OutputFiles {
     this.#stateDir = dirOf(paths.statePath);
     this.#stateDirMode = this.#stateDir === this.#outDir ? 0o755 : 0o700;
     this.#lockNames = [
-      { state: false, name: `.${this.#outName}.lock` },
+      { state: false, name: outputLockPath(this.#outName) },
       { state: true, name: stateNames(paths.statePath, this.#outName).lock },
     ];
     this.places = {

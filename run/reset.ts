@@ -8,7 +8,7 @@
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { HeldDir } from "../lib/held_dir.ts";
-import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
+import { acquireLock, LockHeldError, lockHolderIn } from "../lib/lock.ts";
 import { PRIVATE_STATE_DIR, STATE_DIR } from "../install/unit.ts";
 import { RUNTIME_STATE_DIR, stateNames } from "./state.ts";
 import { dirOf } from "./output.ts";
@@ -48,7 +48,7 @@ export function resetCommand() {
  * that misses the signal still finds the request within seconds.
  */
 function signalHolder(dir: HeldDir, lockName: string): void {
-  const pid = lockHolder(dir, lockName);
+  const pid = lockHolderIn(dir, lockName);
   if (pid === null || pid === Deno.pid) return;
   try {
     Deno.kill(pid, RESET_SIGNAL);

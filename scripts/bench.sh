@@ -22,8 +22,10 @@ trap 'exit 130' INT TERM
 quick=${BENCH_QUICK:-}
 if [ -n "$quick" ]; then
   footprint_s=${BENCH_FOOTPRINT_S:-25} warmup_s=5 tp_runs="--runs 1 --seconds 2" bursts=6 graph_s=5
+  graph_mem="--memory-seconds 30 --memory-warmup 5"
 else
   footprint_s=${BENCH_FOOTPRINT_S:-600} warmup_s=300 tp_runs="--runs 4 --seconds 4" bursts=40 graph_s=20
+  graph_mem="--memory-seconds 600 --memory-warmup 120"
 fi
 t0=$(date +%s)
 step() { echo; echo "== $1 ($(($(date +%s) - t0)) s) =="; }
@@ -43,8 +45,9 @@ step "latency: burst to counters.json and to graph"
 "$DENO" run -A bench/latency.ts "$tmp/latency.json" --bursts "$bursts"
 step "scale: services and exclusion prefixes"
 "$DENO" run -A bench/scale.ts "$tmp/scale.json" ${quick:+--quick}
-step "graph CPU on a terminal, a pipe and with --host (bench/graph_cpu.ts)"
-"$DENO" run -A bench/graph_cpu.ts --seconds "$graph_s" --json "$tmp/graph_cpu.json" || true
+step "graph CPU with three services on a terminal, a pipe and with --host; its memory over 10 min"
+# shellcheck disable=SC2086 # $graph_mem is a list of flags
+"$DENO" run -A bench/graph_cpu.ts --seconds "$graph_s" $graph_mem --json "$tmp/graph_cpu.json" || true
 step "CPU and memory of run and graph over ${footprint_s} s after ${warmup_s} s warm-up"
 "$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s" --warmup "$warmup_s"
 

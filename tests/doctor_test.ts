@@ -59,7 +59,7 @@ Deno.test("doctor as root: every backend usable, host unchanged, JSON for script
   assertEquals(report.configured_backend, "nft");
   assertEquals(report.ok, true);
   assertEquals(report.services.length, 3);
-  assertEquals(report.cgroup2.mountPoint, findCgroup2Mount().mountPoint);
+  assertEquals(report.cgroup2.mount_point, findCgroup2Mount().mountPoint);
   // The verifier's work per program: every program of the three objects, counted.
   const verified = (report.verifier as { object: string; program: string; insns: number }[])
     .map((v) => `${v.object}/${v.program}`).sort();

@@ -198,14 +198,18 @@ async function assertNothingCounted(cli: RunningCli, env: Lab, s0: Sample, s1: S
 }
 
 /** Rates `graph --once` prints on its download (RX) and upload (TX) lines, in bytes/s. */
+/** The total's rates now from graph's table: "─ all ... ↓ <now> ..." and its "↑ <now>" row. */
 function graphRates(text: string): { down: number; up: number } {
   const unit: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
-  const rate = /([\d.]+)\s*(B|KiB|MiB|GiB)\/s/;
-  const rateOn = (label: RegExp) => {
-    const m = text.split("\n").filter((l) => label.test(l)).map((l) => rate.exec(l)).find((x) => x);
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => l.startsWith("─ all"));
+  const rateAfter = (line: string | undefined, arrow: string) => {
+    const m = new RegExp(`${arrow} +([\\d.]+) (B|KiB|MiB|GiB)/s`).exec(line ?? "");
     return m ? Number(m[1]) * (unit[m[2] ?? ""] ?? NaN) : -1;
   };
-  return { down: rateOn(/download|\bRX\b/i), up: rateOn(/upload|\bTX\b/i) };
+  // Two rows per entry (↓ then ↑) at this width, one with both on a wide terminal.
+  const upLine = lines[at]?.includes("↑") ? lines[at] : lines[at + 1];
+  return { down: rateAfter(lines[at], "↓"), up: rateAfter(upLine, "↑") };
 }
 
 async function scenario(backend: string, layout: LayoutName): Promise<void> {

@@ -8,7 +8,14 @@
 
 import { assert, assertEquals, assertMatch } from "../lib/test_assert.ts";
 import { fuzzSeed, gen } from "../lib/fuzz.ts";
-import { formatStatus, judge, type ServiceFacts } from "../install/status.ts";
+import {
+  type CounterFacts,
+  formatStatus,
+  judge,
+  NO_SERVICE,
+  type ServiceFacts,
+} from "../install/status.ts";
+import { hasControl, printable } from "../lib/text.ts";
 import { CountersFileReader } from "../lib/contract.ts";
 import { cliArgv, run } from "./harness/mod.ts";
 
@@ -28,18 +35,7 @@ const GOOD = {
   services: { s: { rx_bytes_total: 10, tx_bytes_total: 20, cgroup: "/x", present: true } },
 }; // deno-fmt-ignore
 const VALUES = [-1, NaN, null, "12", [], {}, 1e400, -0, 2 ** 60, true, "", { a: { b: [] } }];
-const SERVICE: ServiceFacts = {
-  systemd: false,
-  unitFile: false,
-  loadState: null,
-  activeState: null,
-  subState: null,
-  unitFileState: null,
-  result: null,
-  restarts: null,
-  since: null,
-  unitBackend: null,
-}; // deno-fmt-ignore
+const SERVICE: ServiceFacts = NO_SERVICE;
 
 Deno.test(`status fuzz: ${N} bad counters files never crash the reader, verdict or report`, async () => {
   const seed = fuzzSeed();
@@ -65,31 +61,56 @@ Deno.test(`status fuzz: ${N} bad counters files never crash the reader, verdict 
           text = "[".repeat(1 + g.int(5000)) + "]".repeat(g.int(5000));
           break;
         case 3:
-          text = Array.from({ length: g.int(200) }, () => String.fromCharCode(g.int(0x3000))).join("");
+          text = Array.from({ length: g.int(200) }, () => String.fromCharCode(g.int(0x3000))).join(
+            "",
+          );
           break;
         case 4: {
           const at = g.int(base.length);
-          text = base.slice(0, at) + g.pick(["{", "}", '"', ",", "\u0000", "NaN", "-"]) + base.slice(at);
+          text = base.slice(0, at) + g.pick(["{", "}", '"', ",", "\u0000", "NaN", "-"]) +
+            base.slice(at);
           break;
         }
         default:
-          text = base.replace(/"rx_bytes_total":10/, `"rx_bytes_total":${g.pick(["-5", "1e999", "NaN", "0.5", '"x"'])}`);
+          text = base.replace(
+            /"rx_bytes_total":10/,
+            `"rx_bytes_total":${g.pick(["-5", "1e999", "NaN", "0.5", '"x"'])}`,
+          );
       }
       await Deno.writeTextFile(path, text);
       const where = `case ${i} (seed ${seed}): ${JSON.stringify(text.slice(0, 120))}`;
       const r = await new CountersFileReader(path).read();
-      const facts = {
-        path, kind: r.kind, reason: r.kind === "ok" ? null : r.reason,
-        counters: r.kind === "ok" ? r.counters : null, ageS: r.kind === "ok" ? 0 : null, rates: null,
+      const facts: CounterFacts = {
+        path,
+        kind: r.kind,
+        reason: r.kind === "ok" ? null : r.reason,
+        counters: r.kind === "ok" ? r.counters : null,
+        clock: r.kind === "ok" ? "dated" : null,
+        age_s: r.kind === "ok" ? 0 : null,
+        ahead_s: null,
+        watched_s: 1,
+        changed: true,
+        freshness: r.kind === "ok" ? "fresh" : null,
+        sampler_pid: null,
+        rates: null,
       }; // deno-fmt-ignore
       if (r.kind !== "ok") assert(r.reason.length > 3, `${where}: no reason`);
-      const { verdict, fix } = judge(SERVICE, facts);
+      const { verdict, fix, note } = judge(SERVICE, facts);
       const report = formatStatus({
-        verdict, fix, exit_code: 0, service: SERVICE, counters: facts,
-        config: { path: "/c", source: "built-in defaults", error: null }, cgroups: {},
+        verdict,
+        fix,
+        note,
+        exit_code: 0,
+        service: SERVICE,
+        counters: facts,
+        config: { path: "/c", source: "built-in defaults", error: null },
+        cgroups: {},
       }); // deno-fmt-ignore
       assert(report.includes("verdict"), `${where}: report without verdict`);
-      if (r.kind !== "ok") assert(report.includes(r.reason), `${where}: reason not shown`);
+      if (r.kind !== "ok") {
+        assert(report.includes(printable(r.reason)), `${where}: reason not shown`);
+      }
+      assert(!hasControl(report.replaceAll("\n", "")), `${where}: a control character`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -124,7 +145,9 @@ Deno.test("status on a directory, FIFO, huge, truncated, garbage or nested file:
       const t0 = Date.now();
       const r = await run(cliArgv(["status", "--config", cfg]), { allowFail: true, env: { NO_COLOR: "1" } });
       assert(Date.now() - t0 < 8000, `${what}: status took ${Date.now() - t0} ms`);
-      assert([3, 4, 5].includes(r.code), `${what}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      // Each is a file that is there but is no counters file: "malformed" (exit 6).
+      assertEquals(r.code, 6, `${what}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      assertMatch(r.stdout, /^verdict {3}malformed: /m, what);
       assertMatch(r.stdout, /^counters .*$/m, `${what}: counters line`);
       assertMatch(r.stdout.split("\n").find((l) => l.startsWith("counters")) ?? "", want, what);
       assertEquals(r.stderr.includes("Uncaught"), false, `${what}: crashed: ${r.stderr}`);

@@ -92,16 +92,16 @@ export function verifyCommand() {
   return new Command("verify")
     .summary("prove on this host that the running sampler counts what it should (root)")
     .description(
-      "Run the acceptance plan against the running `run`; print PASS/FAIL per check\n" +
-        "with figures. Probes run in a temporary child cgroup of the first configured\n" +
-        "service that exists, so the sampler must count them as that service: their\n" +
-        "loopback and private-address traffic must not count. With --external-url, a\n" +
-        "download by a process outside every service must not count, and the same\n" +
-        "download from inside must count by about its size. Nothing outside this host\n" +
+      "Run the acceptance plan against the running `run`; print PASS/FAIL per check " +
+        "with figures. Probes run in a temporary child cgroup of the first configured " +
+        "service that exists, so the sampler must count them as that service: their " +
+        "loopback and private-address traffic must not count. With --external-url, a " +
+        "download by a process outside every service must not count, and the same " +
+        "download from inside must count by about its size. Nothing outside this host " +
         "is contacted without --external-url. Exit status 0 when nothing failed, else 1.",
     )
     .option("-c, --config <path>", "config file `run` uses", DEFAULT_CONFIG_PATH)
-    .option("-i, --input <path>", 'counters file (default: config "output")')
+    .option("--input <path>", 'counters file (default: config "output")')
     .option(
       "-u, --external-url <url>",
       "http(s) file to download, a few MB or more (StB's own traffic must be small next to it)",
@@ -110,7 +110,7 @@ export function verifyCommand() {
     .option("-t, --timeout <seconds>", "longest wait for one probe or sample", parseTimeout, 60)
     .addHelpText(
       "after",
-      "\nChecks: " + CHECKS.join(", ") + "\n" +
+      "\nChecks:\n  " + CHECKS.join(",\n  ") + "\n" +
         "\nExamples:\n" +
         "  sudo stb-netacct verify\n" +
         "  sudo stb-netacct verify --external-url \\\n" +
