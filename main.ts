@@ -14,6 +14,7 @@ import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/error
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
 import { verifyCommand, verifyProbeCommand } from "./verify/mod.ts";
+import { reportCommand } from "./history/report.ts";
 
 const program = new Command("stb-netacct")
   .description(
@@ -29,6 +30,7 @@ const program = new Command("stb-netacct")
   .exitOverride()
   .addCommand(runCommand())
   .addCommand(graphCommand())
+  .addCommand(reportCommand())
   .addCommand(eventsCommand())
   .addCommand(doctorCommand())
   .addCommand(installCommand())
@@ -42,6 +44,7 @@ const program = new Command("stb-netacct")
     "\nExamples:\n" +
       "  sudo stb-netacct run --backend ebpf     # count, publish /run/stb-netacct/counters.json\n" +
       "  stb-netacct graph                       # live chart, no root needed\n" +
+      "  stb-netacct report                      # how much per day, the last 30 days\n" +
       "  stb-netacct help run                    # every option of a subcommand\n",
   );
 

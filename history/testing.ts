@@ -65,10 +65,11 @@ export class FakeSampler {
   constructor(
     public unix: number,
     readonly path: string,
-    options: Partial<RecorderOptions> & { zone?: string } = {},
+    options: Partial<Omit<RecorderOptions, "zone">> & { zone?: string } = {},
   ) {
-    this.zoneName = options.zone ?? "Europe/Berlin";
-    this.recorder = this.start(options);
+    const { zone, ...recorder } = options;
+    this.zoneName = zone ?? "Europe/Berlin";
+    this.recorder = this.start(recorder);
   }
 
   /** A new recorder on the same database (a restart); the old one must be closed or dropped. */
