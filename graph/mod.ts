@@ -22,6 +22,8 @@ import {
 import { GraphModel } from "./model.ts";
 import { CountersFileReader, DEFAULT_COUNTERS_PATH, pendingStuckOpens } from "../lib/contract.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
+import { defaultHistoryPath } from "../history/paths.ts";
+import { type TodayTotals, todayTotals } from "../history/today.ts";
 
 export const DEFAULT_WINDOW_S = 60;
 export const WINDOW_RANGE = [5, 3600] as const;
@@ -209,7 +211,12 @@ interface GraphRun {
   model: GraphModel;
   reader: CountersFileReader;
   color: boolean;
+  /** Today's totals from the history beside the input, read once a minute. */
+  today: { path: string; value: TodayTotals | null; readAt: number };
 }
+
+/** How often graph reads today's totals from history (written once a minute). */
+const TODAY_EVERY_S = 60;
 
 /**
  * Runs the graph until stopped (or one frame with `once`). Returns the exit status:
@@ -230,6 +237,7 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
     }),
     reader: new CountersFileReader(opts.input),
     color: opts.color && io.isTerminal && !noColor,
+    today: { path: defaultHistoryPath(opts.input), value: null, readAt: -Infinity },
   };
   if (opts.once) return await once(run);
   await live(run);
@@ -240,6 +248,10 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
 async function sample(run: GraphRun): Promise<void> {
   const { io, model } = run;
   model.update(await run.reader.read(), io.nowMono());
+  if (io.nowMono() - run.today.readAt >= TODAY_EVERY_S) {
+    run.today.readAt = io.nowMono();
+    run.today.value = todayTotals(run.today.path, io.nowUnix());
+  }
   if (run.opts.host) {
     let text: string | Error;
     try {
@@ -340,7 +352,7 @@ async function redrawLoop(
 /** The whole screen on a terminal (skipped when it would not change), else a plain line. */
 async function drawFrame(run: GraphRun, screen: { last: string }): Promise<void> {
   const { io, model, opts } = run;
-  const frame = model.frame(io.nowUnix(), io.nowMono());
+  const frame = { ...model.frame(io.nowUnix(), io.nowMono()), today: run.today.value };
   if (!io.isTerminal) {
     await io.write(renderPlainLine(frame) + "\n");
     return;
@@ -374,7 +386,7 @@ async function once(run: GraphRun): Promise<number> {
       if (!usable()) break;
     }
   }
-  const frame = model.frame(io.nowUnix(), io.nowMono());
+  const frame = { ...model.frame(io.nowUnix(), io.nowMono()), today: run.today.value };
   const size = io.size() ?? FALLBACK_SIZE;
   await io.write(
     renderFrame(frame, { ...size, color: run.color, destinations: opts.destinations })

@@ -8,6 +8,7 @@
  * advanced within the last few intervals of the reader's own timer.
  */
 
+import type { TodayTotals } from "../history/today.ts";
 import {
   type CountersV1,
   type DestinationV1,
@@ -64,6 +65,8 @@ export interface FrameData {
    */
   destinations: DestinationRow[] | null;
   status: Status;
+  /** Today's totals from history (history/today.ts), when there is history to read. */
+  today?: TodayTotals | null;
 }
 
 /** How long "counter reset" stays on the status line, at least. */

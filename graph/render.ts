@@ -11,6 +11,7 @@
 import asciichartJs from "asciichart";
 import type { FrameData, Status, StatusKind } from "./model.ts";
 import { formatBytes, formatRate, niceCeiling } from "../lib/units.ts";
+import { describeToday } from "../history/today.ts";
 
 /** The part of asciichart 1.5 used here; the package ships no types of its own. */
 interface AsciiChart {
@@ -132,6 +133,10 @@ function headerLines(f: FrameData, o: RenderOptions): string[] {
       on,
     ),
   ];
+  // Beside the running totals, what today came to, and from when (history lags a minute).
+  if (f.today) {
+    lines.push(fit(" ".repeat(ROW_LABEL) + describeToday(f.today, formatBytes), o.columns));
+  }
   if (f.host !== null) {
     const h = f.host;
     const now = h.error !== null

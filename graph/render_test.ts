@@ -332,3 +332,30 @@ Deno.test("frame: no destinations table for a sample without them, one line for 
   });
   if (without.some((l) => l.includes("destinations"))) throw new Error("table without data");
 });
+
+Deno.test("frame: today's totals from history under the running totals, with when they count from", () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const now = feed(m, traffic(0, 10));
+  const today = {
+    since: UNIX0 - 3600,
+    rx: 5n * BigInt(MiB),
+    tx: BigInt(MiB),
+    recordedUntil: UNIX0,
+  };
+  const lines = renderFrame({ ...m.frame(UNIX0 + 5, now), today }, {
+    columns: 100,
+    rows: 30,
+    color: false,
+  });
+  const i = lines.findIndex((l) => l.includes("today since"));
+  if (i !== 4) {
+    throw new Error(`today's line is line ${i}, not right under RX/TX:\n${lines.join("\n")}`);
+  }
+  if (
+    !/^ {6}today since \d\d:\d\d: ↓ 5\.00 MiB ↑ 1\.00 MiB \(history to \d\d:\d\d\)$/.test(lines[i]!)
+  ) {
+    throw new Error(`today's line: ${lines[i]}`);
+  }
+  const without = renderFrame(m.frame(UNIX0 + 5, now), { columns: 100, rows: 30, color: false });
+  if (without.some((l) => l.includes("today"))) throw new Error("a today line without history");
+});

@@ -3,7 +3,6 @@
  * `graph` read it (reader.ts). This module names where it lives and starts the recorder.
  */
 
-import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import type { HistoryConfig } from "../lib/config.ts";
 import { hostZone } from "./calendar.ts";
 import { clearRequestPath } from "./db.ts";
@@ -11,18 +10,7 @@ import { HistoryRecorder } from "./recorder.ts";
 
 export { HistoryRecorder } from "./recorder.ts";
 export { HistoryReader } from "./reader.ts";
-
-/**
- * Beside the state directory, not in it: the state directory is root's alone (0700, or
- * systemd's private one for the service), and history is for the owner to read too.
- */
-export const DEFAULT_HISTORY_DIR = "/var/lib/stb-netacct-history";
-export const DEFAULT_HISTORY_PATH = `${DEFAULT_HISTORY_DIR}/history.sqlite`;
-
-/** Like the state: the default output's history is the default one, another's is beside it. */
-export function defaultHistoryPath(output: string): string {
-  return output === DEFAULT_COUNTERS_PATH ? DEFAULT_HISTORY_PATH : `${output}.history.sqlite`;
-}
+export { DEFAULT_HISTORY_DIR, DEFAULT_HISTORY_PATH, defaultHistoryPath } from "./paths.ts";
 
 export interface StartHistory {
   path: string;

@@ -105,6 +105,23 @@ export class HistoryReader {
     return out;
   }
 
+  /** The day row of a local date ("2025-03-30"), all services; null when it has none. */
+  dayRow(key: string): HistoryRow | null {
+    if (this.empty) return null;
+    const rows = this.#db.prepare(
+      "SELECT start_unix, end_unix, service, rx_bytes, tx_bytes, rx_packets, tx_packets " +
+        "FROM days WHERE day = ?",
+    ).all(key);
+    if (rows.length === 0) return null;
+    const row: HistoryRow = { key, start: Infinity, end: -Infinity, services: new Map() };
+    for (const r of rows) {
+      row.start = Math.min(row.start, Number(r.start_unix));
+      row.end = Math.max(row.end, Number(r.end_unix));
+      row.services.set(String(r.service), countsOf(r));
+    }
+    return row;
+  }
+
   /** Every service history has rows for, in name order. */
   services(): string[] {
     if (this.empty) return [];

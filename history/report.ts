@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { UsageError } from "../lib/errors.ts";
 import { hostZone } from "./calendar.ts";
-import { DEFAULT_HISTORY_PATH } from "./mod.ts";
+import { DEFAULT_HISTORY_PATH } from "./paths.ts";
 import { parseTime, resolveTime, TIME_FORMS, type TimeSpec } from "./range.ts";
 import { HistoryReader } from "./reader.ts";
 import { buildReport, type ReportUnit } from "./report_data.ts";
