@@ -20,6 +20,7 @@ import { VERSION } from "../lib/version.ts";
 import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
 import {
   CACHE_DIR,
+  HISTORY_DIR,
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
   renderUnit,
@@ -154,6 +155,8 @@ interface InstallPlan {
   commands: string[][];
   /** The unit was active before (a change restarts it). */
   active: boolean;
+  /** The history directory is to be made (kept as it is when there: upgrades keep history). */
+  makeHistoryDir: boolean;
 }
 
 export async function install(opts: InstallOptions, say: Say = console.log): Promise<void> {
@@ -164,7 +167,7 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   }
   const plan = await planInstall(opts, booted, say);
   if (opts.dryRun) return describePlan(plan, opts, say);
-  if (plan.changed.length === 0 && plan.commands.length === 0) {
+  if (plan.changed.length === 0 && plan.commands.length === 0 && !plan.makeHistoryDir) {
     const fresh = await waitFresh(0, 3, say);
     say(
       `stb-netacct ${VERSION} is already installed and running (backend ` +
@@ -204,6 +207,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
   const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
   files.push(unitFile);
   const changed = files.filter((f) => f.state !== "unchanged");
+  const makeHistoryDir = !exists(HISTORY_DIR);
   let state = new Map<string, string>();
   if (booted) state = await showUnit(UNIT_NAME).catch(() => new Map());
   const active = state.get("ActiveState") === "active";
@@ -213,7 +217,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     commands.push(["daemon-reload"]);
   }
   if (!enabled) commands.push(["enable", UNIT_NAME]);
-  if (changed.length > 0 && active) commands.push(["restart", UNIT_NAME]);
+  if ((changed.length > 0 || makeHistoryDir) && active) commands.push(["restart", UNIT_NAME]);
   else if (!active) commands.push(["reset-failed", UNIT_NAME], ["start", UNIT_NAME]);
   return {
     booted,
@@ -225,6 +229,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     configExists,
     commands,
     active,
+    makeHistoryDir,
   };
 }
 
@@ -244,6 +249,7 @@ function describePlan(p: InstallPlan, opts: InstallOptions, say: Say): void {
   if (p.configExists && !opts.force) {
     say(`keep  ${DEFAULT_CONFIG_PATH} (exists; --force resets it)`);
   }
+  say(`${p.makeHistoryDir ? "make " : "keep "} ${HISTORY_DIR}/ (traffic history)`);
   for (const c of p.commands) say(`run   systemctl ${c.join(" ")}`);
   say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
   if (!p.booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
@@ -257,10 +263,15 @@ async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
     say(`${f.state === "new" ? "Wrote" : "Updated"} ${f.path}`);
   }
   if (!p.configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
+  if (p.makeHistoryDir) {
+    // Root's until the service takes it (history/files.ts); an existing one is left alone.
+    Deno.mkdirSync(HISTORY_DIR, { mode: 0o755 });
+    say(`Made ${HISTORY_DIR}/ for the traffic history`);
+  }
   const since = Date.now() / 1000;
   for (const c of p.commands) await systemctl(...c);
   say(
-    p.active && p.changed.length > 0
+    p.active && (p.changed.length > 0 || p.makeHistoryDir)
       ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
       : `Enabled and started ${UNIT_NAME}`,
   );
@@ -384,7 +395,7 @@ function installedPaths(purge: boolean): string[] {
     RUNTIME_DIR,
     CACHE_DIR,
     PRIVATE_CACHE_DIR,
-    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR] : []),
+    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR, HISTORY_DIR] : []),
   ];
 }
 
@@ -444,9 +455,14 @@ export function uninstallCommand() {
     .description(
       `Stop and disable ${UNIT_NAME}, remove the unit, ${BIN_PATH},\n` +
         `${LIB_ROOT}/, ${RUNTIME_DIR}/ and any rules a backend left behind.\n` +
-        `The config ${DEFAULT_CONFIG_PATH} is kept unless --purge is given.`,
+        `The config ${DEFAULT_CONFIG_PATH} and the traffic history are kept unless --purge is\n` +
+        `given.`,
     )
-    .option("--purge", `also remove ${CONFIG_DIR}/ and the state directory`, false)
+    .option(
+      "--purge",
+      `also remove ${CONFIG_DIR}/, the state directory and the history (${HISTORY_DIR}/)`,
+      false,
+    )
     .option("-n, --dry-run", "print what would be removed, change nothing", false)
     .addHelpText(
       "after",

@@ -11,7 +11,7 @@ import { acquireLock, LockHeldError, lockHolder } from "../lib/lock.ts";
 import { resetRequestPath } from "./state.ts";
 import { defaultStatePath } from "./mod.ts";
 import { RESET_SIGNAL } from "./sleep.ts";
-import { defaultHistoryPath } from "../history/mod.ts";
+import { defaultHistoryPath } from "../history/paths.ts";
 import { historyWriter, removeHistory, requestClear, withdrawClear } from "../history/clear.ts";
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
