@@ -101,7 +101,11 @@ export class HistoryWriter {
    */
   open(nowUnix: number): { aside: string; why: string } | null {
     this.close();
-    prepareDirectory(dirOf(this.path), this.ownerGid);
+    const dir = dirOf(this.path);
+    prepareDirectory(dir, this.ownerGid);
+    // Whether a file can be made here at all (a read-only or full file system), in the
+    // system's own words, before the lock file's creation would fail with less of a reason.
+    Deno.removeSync(Deno.makeTempFileSync({ dir, prefix: ".probe-" }));
     prepareLockFile(`${this.path}.lock`);
     this.#lock = acquireLock(`${this.path}.lock`);
     try {
