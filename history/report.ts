@@ -59,8 +59,8 @@ export function reportCommand() {
     .option("--history-db <path>", "the history database", DEFAULT_HISTORY_PATH)
     .addHelpText(
       "after",
-      "\nRows are the buckets that start in [--since, --until): local days and months, " +
-        "so a day with a DST change has 23 or 25 hours.\n\nExamples:\n" +
+      "\nRows are the buckets that start in [--since, --until): hours, and days and months\n" +
+        "of the local calendar (a day with a DST change has 23 or 25 hours).\n\nExamples:\n" +
         "  stb-netacct report                          # the last 30 days\n" +
         "  stb-netacct report --hours --since today    # today, hour by hour\n" +
         "  stb-netacct report --months --service server\n" +
