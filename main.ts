@@ -15,6 +15,7 @@ import { describeError, EXIT_FAILURE, EXIT_USAGE, UsageError } from "./lib/error
 import { ConfigError } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
 import { verifyCommand, verifyProbeCommand } from "./verify/mod.ts";
+import { reportCommand } from "./history/report.ts";
 import { completionsCommand, manpageCommand } from "./cli/mod.ts";
 
 /**
@@ -53,6 +54,7 @@ export function buildProgram() {
     .exitOverride()
     .addCommand(runCommand())
     .addCommand(graphCommand())
+    .addCommand(reportCommand())
     .addCommand(eventsCommand())
     .addCommand(doctorCommand())
     .addCommand(installCommand())
@@ -68,6 +70,7 @@ export function buildProgram() {
       "\nExamples:\n" +
         "  sudo stb-netacct run --backend ebpf     # count; publish counters.json\n" +
         "  stb-netacct graph                       # live chart, no root needed\n" +
+        "  stb-netacct report                      # how much per day, the last 30 days\n" +
         "  stb-netacct help run                    # every option of a subcommand\n",
     );
   program.configureHelp(helpConfig).configureOutput(outputConfig);

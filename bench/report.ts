@@ -396,6 +396,41 @@ if (sc) {
   out.push("");
 }
 
+const hist = r.history;
+if (hist) {
+  out.push("## History", "");
+  out.push(
+    "`bench/history.ts` drives the recorder `run` uses (`history/recorder.ts`) with a fake " +
+      "clock and writes a real database: the CPU figure in a process with `run`'s V8 flags, " +
+      `${hist.cpu.simulated_s / 3600} simulated hours of samples every 0.5 s from three ` +
+      "services against the same walk without history; the size after a synthetic " +
+      `${hist.year.days === 365 ? "year" : `${hist.year.days} days`} at the default ` +
+      "retention (a sample a minute, each one a batch, on tmpfs so that half a million " +
+      "fsyncs do not take an hour: the file is the same size anywhere); the time of the real " +
+      "CLI's `report --days --since 1y` over that database.",
+    "",
+    table(
+      ["figure", "value"],
+      [
+        ["history CPU, % of one core", hist.cpu.cpu_pct_of_one_core.toFixed(4)],
+        ["record() per sample (batches included), µs", hist.cpu.record_us_per_sample.toFixed(1)],
+        ["database after the synthetic span, MB", (hist.year.size_bytes / 1e6).toFixed(2)],
+        ["rows kept (minute, hour, day, month × services)", JSON.stringify(hist.year.rows)],
+        ["writing the span, s", hist.year.write_s.toFixed(0)],
+        [
+          "report --days, CLI median ms (table / --json)",
+          `${hist.report.cli_table.median_ms.toFixed(0)} / ${
+            hist.report.cli_json.median_ms.toFixed(0)
+          }`,
+        ],
+        ["the CLI's start alone (--version), ms", hist.report.cli_start.median_ms.toFixed(0)],
+        ["open + query + render in-process, ms", hist.report.in_process.median_ms.toFixed(1)],
+      ],
+    ),
+    "",
+  );
+}
+
 await Deno.mkdir(new URL("../docs/", import.meta.url), { recursive: true }).catch(() => {});
 await Deno.writeTextFile(outPath, out.join("\n") + "\n");
 // The page is part of the repo: keep it as `deno fmt` would write it.

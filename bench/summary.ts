@@ -208,6 +208,7 @@ export function summarize(r: Json): TargetRow[] {
         `; ${f(gm.cpu_percent_of_one_core, 2)}% of one core over the window`,
     );
   } else add("graph: memory flat over 10 min (three services drawn)", "not measured", null);
+  historyRows(r.history, add);
   const acc = r.accuracy;
   if (acc) {
     const gso = acc.worst_abs_error_pct?.["ebpf+gso"];
@@ -259,6 +260,43 @@ export function summarize(r: Json): TargetRow[] {
     }
   }
   return rows;
+}
+
+/** History's three targets (bench/history.ts): run's CPU, a year's size, report's time. */
+function historyRows(
+  h: Json,
+  add: (target: string, measured: string, ok: boolean | null, note?: string) => void,
+): void {
+  if (!h) return;
+  const c = h.cpu, y = h.year, rep = h.report;
+  add(
+    "history costs run <= 0.05% of a core at 0.5 s (fake clock, run's V8 flags)",
+    `${f(c.cpu_pct_of_one_core, 4)}%`,
+    c.target_met,
+    `${c.simulated_s / 3600} simulated hours: record() ${f(c.record_us_per_sample, 1)} µs a ` +
+      `sample, the minute's batch included; bounded by its wall time, ${
+        f(c.record_wall_pct_of_one_core, 4)
+      }%`,
+  );
+  add(
+    "a year of history at default retention < 20 MB",
+    `${f(y.size_bytes / 1e6, 2)} MB`,
+    y.target_met,
+    y.days === 365
+      ? `${y.samples} samples, a batch a minute, through the recorder; rows ${
+        JSON.stringify(y.rows)
+      }`
+      : `only ${y.days} days (BENCH_QUICK): not a year`,
+  );
+  add(
+    "report --days over a year < 200 ms",
+    `${f(Math.max(rep.cli_table.median_ms, rep.cli_json.median_ms), 0)} ms`,
+    rep.target_met,
+    `median of 7 runs of the CLI (table ${f(rep.cli_table.median_ms, 0)}, --json ${
+      f(rep.cli_json.median_ms, 0)
+    } ms); its start alone ${f(rep.cli_start.median_ms, 0)} ms; open, query and render ` +
+      `in-process ${f(rep.in_process.median_ms, 1)} ms for ${rep.in_process.rows} rows`,
+  );
 }
 
 /**

@@ -32,6 +32,8 @@ import { lockHolderIfKnown } from "../lib/lock_holder.ts";
 import { GraphModel, type StatusKind } from "./model.ts";
 import { renderFrame, renderPlainLine } from "./render.ts";
 import { applyKey, decodeKeys, type View } from "./keys.ts";
+import { defaultHistoryPath } from "../history/paths.ts";
+import { type TodayTotals, todayTotals } from "../history/today.ts";
 
 export const DEFAULT_WINDOW_S = 60;
 export const WINDOW_RANGE = [5, 3600] as const;
@@ -288,7 +290,12 @@ interface GraphRun {
   view: View;
   /** The reader's clocks when the view was paused: the frame stays as it was then. */
   pausedAt: { unix: number; mono: number } | null;
+  /** Today's totals from the history beside the input, read once a minute. */
+  today: { path: string; value: TodayTotals | null; readAt: number };
 }
+
+/** How often graph reads today's totals from history (written once a minute). */
+const TODAY_EVERY_S = 60;
 
 /**
  * Runs the graph until stopped (or one frame with `once`). Returns the exit status: 0, or
@@ -310,6 +317,7 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
     color: opts.color && io.isTerminal && !noColor,
     view: { paused: false, bits: opts.bits ?? false, services: true },
     pausedAt: null,
+    today: { path: defaultHistoryPath(opts.input), value: null, readAt: -Infinity },
   };
   if (opts.once) return await once(run);
   await live(run);
@@ -325,6 +333,11 @@ async function sample(run: GraphRun): Promise<void> {
   model.update(await run.reader.read(), io.nowMono());
   const v = model.verdict(io.nowUnix(), io.nowMono());
   model.sampler = v === "stale" || v === "not running" ? io.lockHolder(run.opts.input) : null;
+  if (io.nowMono() - run.today.readAt >= TODAY_EVERY_S) {
+    run.today.readAt = io.nowMono();
+    run.today.value = todayTotals(run.today.path, io.nowUnix());
+    model.today = run.today.value;
+  }
   if (run.opts.host) {
     let text: string | Error;
     try {

@@ -10,6 +10,7 @@
  * A step no link could carry is a discontinuity: a new baseline, like a reset, never a rate.
  */
 
+import type { TodayTotals } from "../history/today.ts";
 import {
   type CountersV1,
   type DestinationV1,
@@ -97,10 +98,10 @@ export interface FrameData {
   /** The sample's services, in the file's order. */
   services: ServiceView[];
   /**
-   * Today's totals, when a history provides them (issue 20); absent or null: not shown.
-   * The graph itself keeps no history.
+   * Today's totals from history (history/today.ts), when there is history to read; absent
+   * or null: not shown. The graph itself keeps no history.
    */
-  today?: { rx: bigint; tx: bigint } | null;
+  today?: TodayTotals | null;
   series(columns: number): SeriesSet;
   host: HostView | null;
   /**
@@ -137,8 +138,8 @@ export class GraphModel {
   /** Destination bytes of the previous sample (by destKey) and their rates since. */
   #destPrev: { t: number; bytes: Map<string, bigint> } | null = null;
   #destRates = new Map<string, number | null>();
-  /** Seam for history (issue 20): copied into every frame. */
-  today: { rx: bigint; tx: bigint } | null = null;
+  /** Today's totals from history, as the reader last read them: copied into every frame. */
+  today: TodayTotals | null = null;
   /**
    * Who holds the sampler's lock on the file, as the reader last looked (a pid, null for
    * nobody, undefined when it cannot tell): a stale file with a holder is a stuck sampler,

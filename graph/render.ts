@@ -16,6 +16,7 @@ import type { DirectionStats } from "./rates.ts";
 import { type ChartSeries, plot, rateAxis, timeAxis } from "./chart.ts";
 import { formatBytes, formatRateIn } from "../lib/units.ts";
 import { isoTime } from "../lib/time.ts";
+import { describeToday } from "../history/today.ts";
 
 export interface RenderOptions {
   columns: number;
@@ -90,7 +91,7 @@ function cell(text: string, w = CELL): string {
 }
 
 function titleLine(f: FrameData, o: RenderOptions): string {
-  const today = f.today ? ` · today ↓ ${formatBytes(f.today.rx)} ↑ ${formatBytes(f.today.tx)}` : "";
+  const today = f.today ? ` · ${describeToday(f.today, formatBytes)}` : "";
   const backend = f.backend === null
     ? ""
     : ` · backend ${f.backend}${f.fallbackReason ? ` (fallback: ${f.fallbackReason})` : ""}`;

@@ -477,15 +477,21 @@ Deno.test("frame: today's totals go in the title when a history provides them", 
   ) {
     throw new Error("today shown without a history");
   }
-  m.today = { rx: 5n * 1024n ** 3n, tx: 300n * 1024n * 1024n };
+  m.today = {
+    since: UNIX0 - 3600,
+    rx: 5n * 1024n ** 3n,
+    tx: 300n * 1024n * 1024n,
+    recordedUntil: UNIX0,
+  };
   const title = renderFrame(m.frame(UNIX0 + now, now), {
-    columns: 100,
+    columns: 140,
     rows: 24,
     color: false,
   })[0]!;
-  if (!title.startsWith("StB external traffic · today ↓ 5.00 GiB ↑ 300 MiB")) {
-    throw new Error(title);
-  }
+  // Labelled with the time they count from, and how far history goes (it lags a minute).
+  const want =
+    /^StB external traffic · today since \d\d:\d\d: ↓ 5\.00 GiB ↑ 300 MiB \(history to \d\d:\d\d\)/;
+  if (!want.test(title)) throw new Error(title);
 });
 
 Deno.test("frame: a discontinuity is on the status line and never on the chart", async () => {

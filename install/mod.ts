@@ -21,7 +21,14 @@ import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
 import { documentationFiles } from "../cli/mod.ts";
 import { BIN_PATH, currentProgram, LIB_ROOT, type ProgramFile } from "./program.ts";
-import { renderUnit, RUNTIME_DIR, TEXTFILE_GROUP, UNIT_NAME, UNIT_PATH } from "./unit.ts";
+import {
+  HISTORY_DIR,
+  renderUnit,
+  RUNTIME_DIR,
+  TEXTFILE_GROUP,
+  UNIT_NAME,
+  UNIT_PATH,
+} from "./unit.ts";
 import { serviceFeatures } from "./service_config.ts";
 import {
   createTextfileGroup,
@@ -170,6 +177,8 @@ interface InstallPlan {
   /** The unit was active before (a change restarts it). */
   active: boolean;
   access: TextfileAccess;
+  /** The history directory is to be made (kept as it is when there: upgrades keep history). */
+  makeHistoryDir: boolean;
 }
 
 export async function install(opts: InstallOptions, say: Say = console.log): Promise<void> {
@@ -180,7 +189,10 @@ export async function install(opts: InstallOptions, say: Say = console.log): Pro
   }
   const plan = await planInstall(opts, booted, say);
   if (opts.dryRun) return describePlan(plan, opts, say);
-  if (plan.changed.length === 0 && plan.commands.length === 0 && !accessChanges(plan.access)) {
+  if (
+    plan.changed.length === 0 && plan.commands.length === 0 && !accessChanges(plan.access) &&
+    !plan.makeHistoryDir
+  ) {
     const fresh = await waitFresh(0, 3, say);
     say(
       `stb-netacct ${VERSION} is already installed and running (backend ` +
@@ -227,6 +239,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
   const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
   files.push(unitFile);
   const changed = files.filter((f) => f.state !== "unchanged");
+  const makeHistoryDir = !exists(HISTORY_DIR);
   let state = new Map<string, string>();
   if (booted) state = await showUnit(UNIT_NAME).catch(() => new Map());
   const active = state.get("ActiveState") === "active";
@@ -236,7 +249,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     commands.push(["daemon-reload"]);
   }
   if (!enabled) commands.push(["enable", UNIT_NAME]);
-  const restart = changed.length > 0 || accessChanges(access);
+  const restart = changed.length > 0 || accessChanges(access) || makeHistoryDir;
   if (restart && active) commands.push(["restart", UNIT_NAME]);
   else if (!active) commands.push(["reset-failed", UNIT_NAME], ["start", UNIT_NAME]);
   return {
@@ -250,6 +263,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     commands,
     active,
     access,
+    makeHistoryDir,
   };
 }
 
@@ -283,6 +297,7 @@ function describePlan(p: InstallPlan, opts: InstallOptions, say: Say): void {
   if (p.access.createGroup) say(`run   groupadd --system ${TEXTFILE_GROUP}`);
   if (p.access.grant) say(`grant ${TEXTFILE_GROUP} write access to ${p.access.dir} (an ACL entry)`);
   describeAccess(p.access, say);
+  say(`${p.makeHistoryDir ? "make " : "keep "} ${HISTORY_DIR}/ (traffic history)`);
   for (const c of p.commands) say(`run   systemctl ${c.join(" ")}`);
   say(`then  wait up to ${opts.timeout} s for a fresh ${RUNTIME_DIR}/counters.json`);
   if (!p.booted) say(`Note: ${notSystemdMessage(opts.backend)}`);
@@ -307,6 +322,11 @@ async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
     say(`${f.state === "new" ? "Wrote" : "Updated"} ${f.path}`);
   }
   if (!p.configText) say(`Kept ${DEFAULT_CONFIG_PATH} (yours; --force resets it to the defaults)`);
+  if (p.makeHistoryDir) {
+    // Root's until the service takes it (history/files.ts); an existing one is left alone.
+    Deno.mkdirSync(HISTORY_DIR, { mode: 0o755 });
+    say(`Made ${HISTORY_DIR}/ for the traffic history`);
+  }
   const since = Date.now() / 1000;
   for (const c of p.commands) {
     try {
@@ -319,7 +339,7 @@ async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
     }
   }
   say(
-    p.active && (p.changed.length > 0 || accessChanges(p.access))
+    p.active && (p.changed.length > 0 || accessChanges(p.access) || p.makeHistoryDir)
       ? `Restarted ${UNIT_NAME} (${upgrading ? "upgraded" : "changed"})`
       : `Enabled and started ${UNIT_NAME}`,
   );

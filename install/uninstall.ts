@@ -14,6 +14,7 @@ import { COMPLETION_PATHS, MANPAGE_PATH } from "../cli/mod.ts";
 import { BIN_PATH, LIB_ROOT } from "./program.ts";
 import {
   CACHE_DIR,
+  HISTORY_DIR,
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
   RUNTIME_DIR,
@@ -42,7 +43,7 @@ function installedPaths(purge: boolean): string[] {
     RUNTIME_DIR,
     CACHE_DIR,
     PRIVATE_CACHE_DIR,
-    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR] : []),
+    ...(purge ? [CONFIG_DIR, STATE_DIR, PRIVATE_STATE_DIR, HISTORY_DIR] : []),
   ];
 }
 
@@ -222,10 +223,14 @@ export function uninstallCommand() {
       `Stop and disable ${UNIT_NAME}, remove the unit, ${BIN_PATH},\n` +
         `${LIB_ROOT}/, ${RUNTIME_DIR}/, the man page and completions, the\n` +
         `Prometheus textfile access install gave, and any rules a backend left behind.\n` +
-        `The config ${DEFAULT_CONFIG_PATH} is kept unless --purge is given. It finishes\n` +
-        `whatever state the service is in; run again, it changes nothing.`,
+        `The config ${DEFAULT_CONFIG_PATH} and the traffic history are kept unless --purge\n` +
+        `is given. It finishes whatever state the service is in; run again, it changes nothing.`,
     )
-    .option("--purge", `also remove ${CONFIG_DIR}/ and the state directory`, false)
+    .option(
+      "--purge",
+      `also remove ${CONFIG_DIR}/, the state directory and the history (${HISTORY_DIR}/)`,
+      false,
+    )
     .option("-n, --dry-run", "print what would be removed, change nothing", false)
     .addHelpText(
       "after",

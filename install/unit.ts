@@ -11,6 +11,7 @@
 import { BACKEND_INFO, type BackendChoice, type BackendName, backendsOf } from "../backends/mod.ts";
 import { DEFAULT_CONFIG_PATH } from "../lib/config.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
+import { DEFAULT_HISTORY_DIR } from "../history/paths.ts";
 
 export const UNIT_NAME = "stb-netacct.service";
 export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;
@@ -22,6 +23,12 @@ export const PRIVATE_STATE_DIR = "/var/lib/private/stb-netacct";
 /** CacheDirectory=: deno's DENO_DIR (V8 code cache) for the fallback build. */
 export const CACHE_DIR = "/var/cache/stb-netacct";
 export const PRIVATE_CACHE_DIR = "/var/cache/private/stb-netacct";
+/**
+ * Traffic history, which the config's owner reads too: not under StateDirectory=, which a
+ * dynamic user's unit keeps where only root can reach (/var/lib/private). install makes it
+ * root's; the service takes it with CAP_CHOWN and gives it back to root when it stops.
+ */
+export const HISTORY_DIR = DEFAULT_HISTORY_DIR;
 
 /** Kernel capability names by number; lib/capabilities.ts only names the ones `run` checks. */
 const CAP_NAMES: Record<number, string> = {
@@ -155,6 +162,8 @@ export function renderUnit(
     "CacheDirectory=stb-netacct",
     "CacheDirectoryMode=0700",
     "Environment=DENO_DIR=%C/stb-netacct",
+    // Nothing stays owned by a dynamic uid systemd may hand to another unit later.
+    `ExecStopPost=-+/bin/chown -R -h 0 ${HISTORY_DIR}`,
     ...sandboxLines(sandboxFor(backend), options.features ?? NO_FEATURES),
     "",
     "[Install]",
@@ -176,7 +185,7 @@ function sandboxLines(sb: Sandbox, features: UnitFeatures): string[] {
     `AmbientCapabilities=${sb.capabilities.join(" ")}`,
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
-    `ReadWritePaths=${RUNTIME_DIR}`,
+    `ReadWritePaths=${RUNTIME_DIR} -${HISTORY_DIR}`,
     // "-": a node-exporter removed later must not keep the service from starting.
     ...(textfileDir ? [`ReadWritePaths=-${textfileDir}`] : []),
     "ProtectHome=yes",

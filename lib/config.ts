@@ -16,6 +16,7 @@ import {
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
 import { DEFAULT_COUNTERS_PATH } from "./contract.ts";
 import { DEFAULT_INTERVAL_S, INTERVAL_FIX, isInterval } from "./interval.ts";
+import { defaultRetention, parseRetention, type Retention, TIERS } from "../history/retention.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
 export const MAX_CONFIG_BYTES = 1 << 20;
@@ -49,6 +50,8 @@ export interface Config {
   gso_correction: boolean;
   /** ebpf only: connect/first-datagram events of the services (events/collector.ts). */
   events: EventsConfig;
+  /** Traffic history for `report` (history/): on or off, and how long each resolution stays. */
+  history: HistoryConfig;
   /** Where the config came from, for messages ("built-in defaults" when no file). */
   source: string;
 }
@@ -69,6 +72,7 @@ const KNOWN_KEYS = [
   "prometheus",
   "gso_correction",
   "events",
+  "history",
 ] as const;
 
 /** Levenshtein distance, one row of the table at a time. */
@@ -173,6 +177,7 @@ export function validateConfig(raw: unknown, source: string): Config {
     prometheus: parsePrometheus(o.prometheus),
     gso_correction: parseFlag("gso_correction", o.gso_correction, true),
     events: parseEvents(o.events),
+    history: parseHistory(o.history),
     source,
   };
 }
@@ -335,6 +340,59 @@ function parseEvents(v: unknown): EventsConfig {
     );
   }
   return { enabled, required };
+}
+
+export interface HistoryConfig {
+  /** `run` records history (default true). */
+  enabled: boolean;
+  retention: Retention;
+}
+
+const HISTORY_KEYS = ["enabled", "retention"] as const;
+
+/** Refuses a key not in `known` with a guess, under `prefix` ("history."). */
+function checkKeys(o: Record<string, unknown>, known: readonly string[], prefix: string): void {
+  for (const key of Object.keys(o)) {
+    if (known.includes(key)) continue;
+    const guess = didYouMean(key, known);
+    throw new ConfigError(
+      `Unknown key "${prefix}${key}"` +
+        (guess ? `: did you mean "${prefix}${guess}"?` : `: known keys are ${known.join(", ")}`),
+    );
+  }
+}
+
+/** "history": {"enabled": true, "retention": {"minutes": "48h", ...}}; absent: the defaults. */
+function parseHistory(v: unknown): HistoryConfig {
+  const out: HistoryConfig = { enabled: true, retention: defaultRetention() };
+  if (v === undefined) return out;
+  const example = '{"enabled": true, "retention": {"minutes": "48h", "hours": "90d", ' +
+    '"days": "5y", "months": "forever"}}';
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(`"history" is ${show(v)}: it must be an object like ${example}`);
+  }
+  const o = v as Record<string, unknown>;
+  checkKeys(o, HISTORY_KEYS, "history.");
+  out.enabled = parseFlag("history.enabled", o.enabled, true);
+  if (o.retention === undefined) return out;
+  const r = o.retention;
+  if (typeof r !== "object" || r === null || Array.isArray(r)) {
+    throw new ConfigError(
+      `"history.retention" is ${show(r)}: it must be an object like ` +
+        `{"minutes": "48h", "hours": "90d", "days": "5y", "months": "forever"}`,
+    );
+  }
+  const ro = r as Record<string, unknown>;
+  checkKeys(ro, TIERS, "history.retention.");
+  for (const tier of TIERS) {
+    if (ro[tier] === undefined) continue;
+    const parsed = parseRetention(tier, ro[tier]);
+    if (parsed !== null && typeof parsed === "object") {
+      throw new ConfigError(`"history.retention.${tier}" is ${show(ro[tier])}: ${parsed.error}`);
+    }
+    out.retention[tier] = parsed;
+  }
+  return out;
 }
 
 /** Where `run` also publishes the counters in Prometheus text format; null turns one off. */

@@ -66,8 +66,58 @@ Deno.test("every bad config names the field, the value and the fix", () => {
     [{ interval_s: "0.5" }, '"interval_s" in test.json is "0.5"'],
     [{ ct_mark: 0 }, '"ct_mark" is 0'],
     [{ ct_mark: "0x100", ct_mask: "0xff" }, "has bits outside"],
+    [{ history: true }, '"history" is true: it must be an object like'],
+    [
+      { history: { enable: false } },
+      'Unknown key "history.enable": did you mean "history.enabled"?',
+    ],
+    [{ history: { enabled: "no" } }, '"history.enabled" is "no": use true or false'],
+    [{ history: { retention: "48h" } }, '"history.retention" is "48h": it must be an object'],
+    [
+      { history: { retention: { minute: "48h" } } },
+      'Unknown key "history.retention.minute": did you mean "history.retention.minutes"?',
+    ],
+    [
+      { history: { retention: { hours: "90 days" } } },
+      '"history.retention.hours" is "90 days": use a number and a unit (h, d, w, mo, y)',
+    ],
+    [{ history: { retention: { days: 30 } } }, '"history.retention.days" is 30: use a number'],
+    [
+      { history: { retention: { minutes: "30m" } } },
+      '"history.retention.minutes" is "30m": use a number and a unit',
+    ],
+    [
+      { history: { retention: { hours: "12h" } } },
+      '"history.retention.hours" is "12h": keep hours rows at least 1d (e.g. "90d")',
+    ],
+    [{ history: { retention: { months: "0y" } } }, '"history.retention.months" is "0y"'],
   ];
   for (const [raw, want] of cases) assertThrows(() => validateConfig(raw, SRC), ConfigError, want);
+});
+
+Deno.test("history: on by default with vnstat's retention; each resolution configurable", () => {
+  const d = validateConfig({}, SRC).history;
+  assertEquals(d.enabled, true);
+  assertEquals(d.retention, {
+    minutes: 48 * 3600,
+    hours: 90 * 86400,
+    days: d.retention.days,
+    months: null,
+  });
+  assertEquals(Math.round(d.retention.days! / 86400), 1826);
+  const c = validateConfig({
+    history: {
+      enabled: false,
+      retention: { minutes: "2d", hours: "26w", days: "forever", months: "10y" },
+    },
+  }, SRC).history;
+  assertEquals(c.enabled, false);
+  assertEquals([c.retention.minutes, c.retention.hours, c.retention.days], [
+    2 * 86400,
+    26 * 7 * 86400,
+    null,
+  ]);
+  assertEquals(Math.round(c.retention.months! / 86400), 3652);
 });
 
 Deno.test("didYouMean finds near misses only", () => {

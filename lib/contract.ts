@@ -115,6 +115,20 @@ export interface CountersV1 {
   destinations?: DestinationV1[];
   /** Optional (ebpf with connect events): events lost since the run started. */
   events_dropped_total?: number;
+  /** Optional (history on): whether history is being written, and its faults so far. */
+  history?: HistoryStatusV1;
+}
+
+/** What counters.json says about the history database (history/). */
+export interface HistoryStatusV1 {
+  /** "paused" while writes fail (retried every minute; counting goes on regardless). */
+  state: "recording" | "paused";
+  /** Why it is paused. */
+  reason?: string;
+  /** Corrupt or unreadable databases moved aside, and new ones started, since `run` started. */
+  databases_replaced_total: number;
+  /** Batches that failed to be written since `run` started (kept, and written later). */
+  write_failures_total: number;
 }
 
 /**
@@ -235,6 +249,24 @@ export function parseCounters(text: string): CountersV1 {
     services,
     ...(destinations ? { destinations } : {}),
     ...(isCount(o.events_dropped_total) ? { events_dropped_total: o.events_dropped_total } : {}),
+    ...(parseHistoryStatus(o.history) ?? {}),
+  };
+}
+
+/** Tolerant like the other optional fields: anything malformed means no history status. */
+function parseHistoryStatus(v: unknown): { history: HistoryStatusV1 } | null {
+  if (typeof v !== "object" || v === null) return null;
+  const h = v as Record<string, unknown>;
+  if (h.state !== "recording" && h.state !== "paused") return null;
+  return {
+    history: {
+      state: h.state,
+      ...(typeof h.reason === "string" ? { reason: h.reason.slice(0, 300) } : {}),
+      databases_replaced_total: isCount(h.databases_replaced_total)
+        ? h.databases_replaced_total
+        : 0,
+      write_failures_total: isCount(h.write_failures_total) ? h.write_failures_total : 0,
+    },
   };
 }
 

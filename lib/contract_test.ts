@@ -99,6 +99,7 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
       "backend_fallback_reason",
       "destinations",
       "events_dropped_total",
+      "history",
     ].sort(),
   );
   assertEquals(

@@ -79,6 +79,34 @@ function eventsDropped(counters: CountersV1): number {
   return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
+/** History's state and faults (counters.json "history"), when `run` records history. */
+function historyFamilies(counters: CountersV1): Family[] {
+  const h = counters.history;
+  if (!h) return [];
+  return [
+    {
+      name: "stb_netacct_history_recording",
+      type: "gauge",
+      help: "1 while history is written, 0 while it is paused (a full disk, an unwritable " +
+        "directory); counting goes on either way.",
+      series: one(h.state === "recording" ? 1 : 0),
+    },
+    {
+      name: "stb_netacct_history_databases_replaced_total",
+      type: "counter",
+      help: "Corrupt or unreadable history databases moved aside and started anew since run " +
+        "started.",
+      series: one(h.databases_replaced_total),
+    },
+    {
+      name: "stb_netacct_history_write_failures_total",
+      type: "counter",
+      help: "History batches that failed to be written since run started (kept and retried).",
+      series: one(h.write_failures_total),
+    },
+  ];
+}
+
 /** One unlabelled series. */
 const one = (value: number | bigint): [Labels, number | bigint][] => [[{}, value]];
 
@@ -157,6 +185,7 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
       help: "Unix time the sampler started (totals continue across restarts from saved state).",
       series: one(counters.started_at),
     },
+    ...historyFamilies(counters),
     {
       name: "stb_netacct_build_info",
       type: "gauge",

@@ -52,6 +52,7 @@ import { Sampler } from "./sampler.ts";
 import { EpollSleep, RunSignals } from "./sleep.ts";
 import { bootId, DEFAULT_STATE_PATH, type StartingState, StateFiles } from "./state.ts";
 import { Teardown } from "./teardown.ts";
+import { defaultHistoryPath, startHistory } from "../history/mod.ts";
 
 export interface RunOptions {
   backend: BackendChoice;
@@ -60,6 +61,8 @@ export interface RunOptions {
   /** Saved totals; a new run continues from them. */
   statePath: string;
   intervalS: number;
+  /** The history database `run` writes; null: history off (--no-history). */
+  historyPath: string | null;
   log: (message: string) => void;
 }
 
@@ -112,6 +115,12 @@ export function runCommand() {
         'config "prometheus.listen", else off)',
       parseMetricsListenFlag,
     )
+    .option(
+      "--history-db <path>",
+      "where history goes, for `report` (default: /var/lib/stb-netacct-history/history.sqlite " +
+        "for the default output, else OUTPUT.history.sqlite)",
+    )
+    .option("--no-history", 'record no history (as the config\'s "history.enabled": false)')
     .addHelpText(
       "after",
       "\nBackends:\n" +
@@ -135,6 +144,7 @@ export function runCommand() {
         output,
         statePath: opts.state ?? defaultStatePath(output),
         intervalS: opts.interval ?? config.interval_s,
+        historyPath: opts.history ? opts.historyDb ?? defaultHistoryPath(output) : null,
         log: (m) => console.error(`stb-netacct: ${m}`),
       });
     });
@@ -290,6 +300,16 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   for (const sink of sinks) {
     teardown.addLogged(() => sink.close(), (m) => log(`${sink.name}: ${m}`));
   }
+  if (opts.historyPath === null) log("history: off (--no-history)");
+  const history = opts.historyPath === null ? null : startHistory({
+    path: opts.historyPath,
+    config: config.history,
+    ownerGid: owner?.gid ?? null,
+    statePath: opts.statePath,
+    log,
+  });
+  // Closed after the final sample: its batch is the one transaction at stop.
+  if (history) teardown.addLogged(() => history.close(), log);
   const sampler = new Sampler({
     backend: started.backend,
     lookupTargets: () => currentTargets(mount, config),
@@ -300,6 +320,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     output: files,
     sinks,
     events,
+    history,
     notify: (state) => tellSystemd(state, log),
     log,
   }, {

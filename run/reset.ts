@@ -14,8 +14,11 @@ import { RUNTIME_STATE_DIR, stateNames } from "./state.ts";
 import { dirOf } from "./output.ts";
 import { defaultStatePath } from "./mod.ts";
 
-type StateNames = ReturnType<typeof stateNames>;
 import { RESET_SIGNAL } from "./sleep.ts";
+import { defaultHistoryPath } from "../history/paths.ts";
+import { historyWriter, removeHistory, requestClear, withdrawClear } from "../history/clear.ts";
+
+type StateNames = ReturnType<typeof stateNames>;
 
 /** A commander argument parser, so a bad value gets the usage line like every flag. */
 function parseTimeout(value: string): number {
@@ -31,15 +34,27 @@ export function resetCommand() {
     .summary("zero the saved and published totals (root)")
     .description(
       "Zero rx/tx totals on purpose. If `run` is running it zeroes them on its next sample\n" +
-        "(readers see a counter reset); otherwise the saved state is removed.",
+        "(readers see a counter reset); otherwise the saved state is removed. The traffic\n" +
+        "history (`report`) is kept unless --history is given.",
     )
     .option("-o, --output <path>", "the counters file of the run to reset", DEFAULT_COUNTERS_PATH)
     .option("-s, --state <path>", "its state file (default: as `run` derives it from --output)")
     .option("--timeout <seconds>", "how long to wait for a running sampler", parseTimeout, 5)
-    .addHelpText("after", "\nExample:\n  sudo stb-netacct reset\n")
+    .option("--history", "also clear the traffic history that `report` shows", false)
+    .option("--history-db <path>", "its history (default: as `run` derives it from --output)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sudo stb-netacct reset              # totals only; history kept\n" +
+        "  sudo stb-netacct reset --history    # totals and history\n",
+    )
     .action(async (opts) => {
       const statePath = opts.state ?? defaultStatePath(opts.output);
-      await resetTotals({ statePath, output: opts.output }, opts.timeout, (m) => console.log(m));
+      const historyPath = opts.history ? opts.historyDb ?? defaultHistoryPath(opts.output) : null;
+      await resetTotals(
+        { statePath, output: opts.output, historyPath },
+        opts.timeout,
+        (m) => console.log(m),
+      );
     });
 }
 
@@ -137,14 +152,57 @@ function removeCopies(dir: HeldDir, names: StateNames, outputDir: string): strin
   return removed;
 }
 
+/** What to reset: the totals of the run saving `statePath`, and the history when not null. */
+export interface ResetTarget {
+  statePath: string;
+  /** The counters file of that run: its runtime copy of the totals is beside it. */
+  output: string;
+  historyPath: string | null;
+}
+
 export async function resetTotals(
-  paths: { statePath: string; output: string },
+  target: ResetTarget,
   timeoutS: number,
   say: (m: string) => void,
 ): Promise<void> {
   if (Deno.uid() !== 0) {
     throw new Error("Resetting the totals needs root: run `sudo stb-netacct reset`");
   }
+  const { statePath, historyPath } = target;
+  // A running sampler writing the history clears it itself, with the totals.
+  const sampler = historyPath === null ? null : historyWriter(historyPath);
+  if (sampler !== null) requestClear(statePath);
+  try {
+    await resetState(target, timeoutS, say);
+  } catch (e) {
+    // Not left for a later plain `reset` to find.
+    if (sampler !== null) withdrawClear(statePath);
+    throw e;
+  }
+  if (historyPath === null) {
+    say("History kept (`stb-netacct reset --history` clears it too).");
+  } else if (sampler !== null) {
+    if (withdrawClear(statePath)) {
+      throw new Error(
+        `The totals were reset, but the running sampler (pid ${sampler}) did not clear the ` +
+          `history ${historyPath}: its log says why (\`journalctl -u stb-netacct\`)`,
+      );
+    }
+    say(`History cleared: the running sampler emptied ${historyPath}.`);
+  } else {
+    say(
+      removeHistory(historyPath)
+        ? `History cleared: removed ${historyPath}.`
+        : `No history to clear at ${historyPath}.`,
+    );
+  }
+}
+
+async function resetState(
+  paths: { statePath: string; output: string },
+  timeoutS: number,
+  say: (m: string) => void,
+): Promise<void> {
   const stateDir = realStateDir(dirOf(paths.statePath));
   const outputName = paths.output.slice(paths.output.lastIndexOf("/") + 1);
   const names = stateNames(paths.statePath, outputName);

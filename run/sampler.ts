@@ -21,7 +21,7 @@ import { type CountersV1, MAX_DESTINATIONS } from "../lib/contract.ts";
 import type { WakeReason } from "../lib/sleeper.ts";
 import type { EventsRuntime } from "../events/run.ts";
 import { buildCounters, type ServiceState } from "./output.ts";
-import { HEALTHY, type RunHealth, type Sink } from "./sinks.ts";
+import { HEALTHY, type HistorySink, type RunHealth, type Sink } from "./sinks.ts";
 import { type SavedRun, STATE_SAVE_MS } from "./state.ts";
 import { Totals } from "./totals.ts";
 
@@ -90,6 +90,8 @@ export interface SamplerParts {
   output: CountersOutput;
   sinks: Sink[];
   events: EventsRuntime | null;
+  /** Traffic history (history/); absent or null when it is off. */
+  history?: HistorySink | null;
   /** sd_notify: "READY=1" once counting, "STOPPING=1" on the way out. */
   notify: (state: string) => void;
   log: (message: string) => void;
@@ -285,6 +287,10 @@ export class Sampler {
       destinations: await this.#destinationsFor(totalsKey),
     });
     if (this.#parts.events) counters.events_dropped_total = this.#parts.events.tick();
+    this.#toHistory((h) => {
+      h.record(counters);
+      counters.history = h.status();
+    });
     const sampleDurationS = (clock.now() - sampleStart) / 1000;
     this.#keepState(totalsKey);
     this.#saveStateIfDue({ totalsKey, sampleStart, final });
@@ -301,6 +307,7 @@ export class Sampler {
     this.#nextResetPoll = sampleStart + RESET_POLL_MS;
     if (!state.resetRequested()) return;
     this.#totals.reset();
+    this.#toHistory((h) => h.totalsReset()); // before the request goes: `reset` waits for it
     state.clearResetRequest();
     // Saved (both copies) before it is published: a crash must not undo it.
     this.#savedStateKey = this.#keptStateKey = -1n;
@@ -375,6 +382,23 @@ export class Sampler {
     }
     this.#savedStateKey = s.totalsKey;
     this.#nextStateSave = s.sampleStart + STATE_SAVE_MS;
+  }
+
+  /**
+   * History contains its own failures; should one escape, it is logged like a sink's and
+   * the sample goes on: an optional feature never stops counting.
+   */
+  #toHistory(use: (history: HistorySink) => void): void {
+    const history = this.#parts.history;
+    if (!history) return;
+    try {
+      use(history);
+      this.#sinkFailures.delete("history");
+    } catch (e) {
+      const why = (e as Error).message;
+      if (this.#sinkFailures.get("history") !== why) this.#parts.log(`history: ${why}`);
+      this.#sinkFailures.set("history", why);
+    }
   }
 
   /** A failing sink is logged once per distinct failure and retried every interval. */

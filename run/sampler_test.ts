@@ -11,7 +11,7 @@ import type { CountersV1 } from "../lib/contract.ts";
 import type { WakeReason } from "../lib/sleeper.ts";
 import { RESET_POLL_MS, Sampler, TARGETS_POLL_MS } from "./sampler.ts";
 import { STATE_SAVE_MS } from "./state.ts";
-import type { Sink } from "./sinks.ts";
+import type { HistorySink, Sink } from "./sinks.ts";
 
 const SERVER = "/user.slice/app.slice/server.service";
 const SHELL = "/user.slice/app.slice/shell.service";
@@ -68,7 +68,9 @@ interface Published {
 }
 
 /** Everything a test drives and inspects, around one Sampler. */
-function setup(options: { intervalS?: number; watchFails?: boolean } = {}) {
+function setup(
+  options: { intervalS?: number; watchFails?: boolean; history?: HistorySink } = {},
+) {
   const time = new FakeTime();
   const backend = new StubBackend();
   let targets: ServiceTarget[] = [
@@ -144,6 +146,7 @@ function setup(options: { intervalS?: number; watchFails?: boolean } = {}) {
     output,
     sinks: [sink],
     events: null,
+    history: options.history ?? null,
     notify: (s) => void notes.push(s.split("\n")[0] ?? ""),
     log: (m) => void logs.push(m),
   }, {
@@ -453,4 +456,70 @@ Deno.test("sampler: when the final save fails the runtime copy stays", async () 
   await t.sampler.run();
   assertEquals(t.state.discarded, 0);
   assertEquals(t.state.kept.at(-1)?.rx, 6n, "the runtime copy has the final totals");
+});
+
+/** A history that notes what the sampler tells it, and can be made to throw. */
+function fakeHistory(order: string[] = []) {
+  const h = {
+    recorded: [] as bigint[],
+    resets: 0,
+    broken: false,
+    order,
+    record(c: CountersV1) {
+      if (h.broken) throw new Error("disk on fire");
+      h.recorded.push(c.rx_bytes_total);
+      h.order.push("history");
+    },
+    totalsReset() {
+      h.resets++;
+      h.order.push("history reset");
+    },
+    status: () => ({
+      state: "recording" as const,
+      databases_replaced_total: 2,
+      write_failures_total: 0,
+    }),
+    close() {},
+  };
+  return h;
+}
+
+Deno.test("sampler: history gets every sample before it is published, its status goes along", async () => {
+  const history = fakeHistory();
+  const t = await started(setup({ history }));
+  history.order = t.order;
+  t.backend.count("server", { rxBytes: 100n });
+  t.time.at(1200, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(history.recorded, [100n, 100n, 100n, 100n], "every sample, the final one too");
+  assertEquals(t.order.filter((o) => o !== "save").slice(0, 2), ["history", "publish"]);
+  assertEquals(t.published.at(-1)?.counters.history?.databases_replaced_total, 2);
+});
+
+Deno.test("sampler: a history that throws never stops a sample; it is logged once", async () => {
+  const history = fakeHistory();
+  history.broken = true;
+  const t = await started(setup({ history }));
+  t.time.at(1200, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(times(t.published), [0, 500, 1000, 1200]);
+  assertEquals(t.logs.filter((l) => l === "history: disk on fire").length, 1);
+});
+
+Deno.test("sampler: a reset tells history before the request is cleared", async () => {
+  const history = fakeHistory();
+  const t = await started(setup({ history }));
+  const cleared: number[] = [];
+  const clear = t.state.clearResetRequest.bind(t.state);
+  t.state.clearResetRequest = () => {
+    cleared.push(history.resets);
+    clear();
+  };
+  t.time.at(600, () => {
+    t.state.request = true;
+    t.sampler.requestReset();
+  });
+  t.time.at(1200, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(cleared, [1], "history was told first");
 });

@@ -4,7 +4,7 @@
  * stops counting, because counters.json is the contract and the rest are conveniences.
  */
 
-import type { CountersV1 } from "../lib/contract.ts";
+import type { CountersV1, HistoryStatusV1 } from "../lib/contract.ts";
 
 /** How the run itself fares, beside the counts: what Prometheus alerts on. */
 export interface RunHealth {
@@ -34,4 +34,19 @@ export interface Sink {
   publish(sample: SampleContext): Promise<void> | void;
   /** Releases what the sink holds (sockets, files it owns). Safe twice. */
   close(): Promise<void> | void;
+}
+
+/**
+ * History (history/): sees every sample's totals and writes them to disk in batches, at
+ * most one a minute. Optional like a Sink, and stricter: it contains its own failures.
+ */
+export interface HistorySink {
+  /** Takes one published sample (before it is published, so its status goes along). */
+  record(counters: CountersV1): void;
+  /** The totals were just zeroed on request; clears history too when that was asked. */
+  totalsReset(): void;
+  /** What counters.json and Prometheus say about history. */
+  status(): HistoryStatusV1;
+  /** Writes what is pending (the one transaction at stop) and lets the database go. */
+  close(): void;
 }

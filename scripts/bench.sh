@@ -48,6 +48,8 @@ step "scale: services and exclusion prefixes"
 step "graph CPU with three services on a terminal, a pipe and with --host; its memory over 10 min"
 # shellcheck disable=SC2086 # $graph_mem is a list of flags
 "$DENO" run -A bench/graph_cpu.ts --seconds "$graph_s" $graph_mem --json "$tmp/graph_cpu.json" || true
+step "history: run's CPU for it, a year's size, report --days over a year (bench/history.ts)"
+"$DENO" run -A bench/history.ts "$tmp/history.json" ${quick:+--quick}
 step "CPU and memory of run and graph over ${footprint_s} s after ${warmup_s} s warm-up"
 "$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s" --warmup "$warmup_s"
 

@@ -176,16 +176,22 @@ Deno.test("one sampler per output; SIGTERM writes a final sample and cleans up; 
     }
     const { code, stderr } = await first.output();
     assertEquals(code, 0, new TextDecoder().decode(stderr));
-    // Only the published file and the saved state remain: no temp files, no locks.
-    assertEquals([...Deno.readDirSync(`${dir}/run`)].map((e) => e.name).sort(), [
-      "counters.json",
-      "counters.json.state",
-    ]);
-    // Offline reset removes the saved totals.
+    // Only the published file, the saved state and the history remain: no temp files, no locks.
+    const names = () => [...Deno.readDirSync(`${dir}/run`)].map((e) => e.name).sort();
+    assertEquals(names(), ["counters.json", "counters.json.history.sqlite", "counters.json.state"]);
+    // Offline reset removes the saved totals, and says it keeps the history.
     const reset = await cli(["reset", "--output", out]);
     assertEquals(reset.code, 0, reset.all);
     assertStringIncludes(reset.stdout, "Totals reset");
-    assertEquals([...Deno.readDirSync(`${dir}/run`)].map((e) => e.name), ["counters.json"]);
+    assertStringIncludes(
+      reset.stdout,
+      "History kept (`stb-netacct reset --history` clears it too)",
+    );
+    assertEquals(names(), ["counters.json", "counters.json.history.sqlite"]);
+    const both = await cli(["reset", "--output", out, "--history"]);
+    assertEquals(both.code, 0, both.all);
+    assertStringIncludes(both.stdout, `History cleared: removed ${out}.history.sqlite`);
+    assertEquals(names(), ["counters.json"]);
   });
 });
 
@@ -224,12 +230,20 @@ Deno.test("reset while run runs: the sampler is signalled and zeroes the totals 
         const tookMs = performance.now() - started;
         assertEquals(reset.code, 0, reset.all);
         assertStringIncludes(reset.stdout, "the running sampler zeroed them");
+        assertStringIncludes(reset.stdout, "History kept");
         assertEquals(
           tookMs < 800 + cliStartMs,
           true,
           `reset ${i + 1} took ${tookMs} ms (starting the CLI: ${cliStartMs} ms)`,
         );
       }
+      // --history: the sampler, the one writer of the history, empties it with the reset.
+      const withHistory = await cli(["reset", "--output", out, "--history", "--timeout", "3"]);
+      assertEquals(withHistory.code, 0, withHistory.all);
+      assertStringIncludes(
+        withHistory.stdout,
+        `History cleared: the running sampler emptied ${out}.history.sqlite`,
+      );
       await sleep(300);
       const after = JSON.parse(await Deno.readTextFile(out));
       assertEquals([after.rx_bytes_total, after.tx_bytes_total], [0, 0]);

@@ -173,8 +173,10 @@ Deno.test("the output directory removed under a running sampler: it recreates it
       const o = await child.output();
       assertEquals(o.code, 0, new TextDecoder().decode(o.stderr));
     }
+    // The history went with the directory; the sampler started a new one beside the output.
     assertEquals([...Deno.readDirSync(`${dir}/pub`)].map((e) => e.name).sort(), [
       "counters.json",
+      "counters.json.history.sqlite",
       "counters.json.state",
     ]);
   });

@@ -61,7 +61,9 @@ const INSTALLED = [
   "/var/cache/stb-netacct",
   "/var/cache/private/stb-netacct",
   TEXTFILE,
+  "/var/lib/stb-netacct-history",
 ];
+const HISTORY = "/var/lib/stb-netacct-history/history.sqlite";
 
 /**
  * Counted bytes against payload: headers make it a little more (TCP/IP headers once per
@@ -284,6 +286,41 @@ Deno.test({
         );
       });
 
+      await step(
+        "report as cad: the history holds what was counted; only the service writes it",
+        async () => {
+          // The restart above wrote the stopping run's last batch; the new run starts where
+          // it ended, so the history is every byte counted since install.
+          const c = await readCounters();
+          const r = await box.execUser([BIN, "report", "--days", "--since", "2d", "--json"], {
+            allowFail: true,
+          });
+          assertEquals(r.code, 0, `report as cad: ${r.stderr}`);
+          const doc = JSON.parse(r.stdout);
+          assertEquals(
+            [BigInt(doc.totals.rx_bytes), BigInt(doc.totals.tx_bytes)],
+            [BigInt(c.rx_bytes_total), BigInt(c.tx_bytes_total)],
+            "history total against counters.json",
+          );
+          for (const s of SERVICES) {
+            assertEquals(
+              BigInt(doc.totals.services[s].tx_bytes),
+              BigInt(c.services[s]!.tx_bytes_total),
+            );
+          }
+          // The dynamic user writes it; cad's group reads it; nobody else.
+          const st = (await box.exec(["stat", "-c", "%U %G %a", HISTORY])).stdout.trim();
+          assertEquals(st, "stb-netacct cad 640");
+          const w = await box.execUser(["truncate", "-s", "0", HISTORY], { allowFail: true });
+          assert(w.code !== 0, "cad could truncate the history");
+          const other = await box.exec(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN, "report"],
+            { allowFail: true },
+          );
+          assertEquals(other.code, 1, `report as nobody: ${other.stdout}${other.stderr}`);
+        },
+      );
+
       await step("graph --once and status as cad", async () => {
         const g = await box.execUser([BIN, "graph", "--once"], { allowFail: true });
         assertEquals(g.code, 0, `graph --once: ${g.stderr}`);
@@ -384,6 +421,11 @@ Deno.test({
 
       await step("status exit codes: stopped is 'not running'", async () => {
         await box.exec(["systemctl", "stop", "stb-netacct.service"]);
+        // Given back to root at stop: no file stays owned by a dynamic uid.
+        const owners =
+          (await box.exec(["stat", "-c", "%u", HISTORY.replace(/\/[^/]+$/, ""), HISTORY]))
+            .stdout.trim().split("\n");
+        assertEquals(owners, ["0", "0"], "history owners after stop");
         const s = await box.execUser([BIN, "status"], { allowFail: true });
         assertEquals(s.code, 4, s.stdout);
         assertStringIncludes(s.stdout, "verdict   not running");

@@ -58,6 +58,8 @@ export interface RunCliOptions {
   interval?: number;
   /** Saved totals; default: beside the output (`run` derives OUTPUT.state). */
   state?: string;
+  /** More `run` flags (e.g. --history-db PATH). */
+  extraArgs?: string[];
 }
 
 /** One `run` process. Its stderr is collected so failures can quote it. */
@@ -86,6 +88,7 @@ export class RunningCli {
         "--interval",
         String(this.interval),
         ...(options.state ? ["--state", options.state] : []),
+        ...(options.extraArgs ?? []),
       ]),
     ];
     const child = command(argv, {
