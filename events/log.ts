@@ -13,7 +13,6 @@
  * became the owner's: it never reopens it by path.
  */
 
-import { COUNTERS_DIR } from "../lib/contract.ts";
 import type { HeldDir } from "../lib/held_dir.ts";
 import { writeAll } from "../lib/held_dir.ts";
 import { libc, O_APPEND, O_CREAT, O_EXCL, O_WRONLY, statAt } from "../lib/libc.ts";
@@ -21,7 +20,6 @@ import type { UserIds } from "../lib/users.ts";
 import type { ConnectEvent } from "./collector.ts";
 
 export const EVENTS_FILE_NAME = "events.jsonl";
-export const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
 export const MAX_EVENTS_BYTES = 1 << 20;
 export const EVENTS_FILE_MODE = 0o640;
 

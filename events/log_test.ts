@@ -150,14 +150,17 @@ Deno.test({
       await Deno.writeTextFile(
         driver,
         `import { EventsLog } from ${JSON.stringify(new URL("./log.ts", import.meta.url).href)};
+import { HeldDir } from ${JSON.stringify(new URL("../lib/held_dir.ts", import.meta.url).href)};
 const e = (i: number) => (${event.toString()})(i);
-const log = new EventsLog(Deno.args[0], { uid: 1, gid: 1 });
+const dir = HeldDir.hold(Deno.args[0], { what: "Output directory", owner: "any" });
+const log = new EventsLog(() => dir, { uid: 1, gid: 1 });
 for (let i = 0; i < 3; i++) log.append([e(i)]);
 log.close();
 // A restart: the file is the owner's now and cannot be opened again by this writer.
-const again = new EventsLog(Deno.args[0], { uid: 1, gid: 1 });
+const again = new EventsLog(() => dir, { uid: 1, gid: 1 });
 again.append([e(3)]);
 again.close();
+dir.close();
 `,
         { mode: 0o644 },
       );
@@ -174,8 +177,10 @@ again.close();
           "--no-lock",
           "--allow-read",
           "--allow-write",
+          "--allow-ffi",
+          "--allow-sys",
           driver,
-          `${out}/events.jsonl`,
+          out,
         ],
         env: { DENO_DIR: `${dir}/deno` },
         stdout: "piped",

@@ -9,7 +9,10 @@ import { UsageError } from "../lib/errors.ts";
 import { printable, terminalJson } from "../lib/text.ts";
 import { isoTime, isUnixTime } from "../lib/time.ts";
 import type { ConnectEvent } from "./collector.ts";
-import { DEFAULT_EVENTS_FILE, rotatedPath } from "./log.ts";
+import { EVENTS_FILE_NAME, rotatedPath } from "./log.ts";
+import { COUNTERS_DIR } from "../lib/contract.ts";
+
+const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
 
 export interface EventsOptions {
   input: string;

@@ -185,7 +185,9 @@ function sandboxLines(sb: Sandbox, features: UnitFeatures): string[] {
     `AmbientCapabilities=${sb.capabilities.join(" ")}`,
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
-    `ReadWritePaths=${RUNTIME_DIR} -${HISTORY_DIR}`,
+    `ReadWritePaths=${RUNTIME_DIR}`,
+    // The history outlives the service's own directories (see docs/service.md).
+    `ReadWritePaths=-${HISTORY_DIR}`,
     // "-": a node-exporter removed later must not keep the service from starting.
     ...(textfileDir ? [`ReadWritePaths=-${textfileDir}`] : []),
     "ProtectHome=yes",

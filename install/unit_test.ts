@@ -143,7 +143,8 @@ Deno.test("renderUnit: the textfile directory and /metrics are opened only as fa
   const v4 = lines({ textfileDir: null, listen: { family: "AF_INET", remote: false } });
   assert(v4.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET"));
   assert(v4.includes("IPAddressDeny=any") && v4.includes("IPAddressAllow=localhost"));
-  assert(!v4.some((l) => l.startsWith("ReadWritePaths=-")));
+  assert(!v4.includes("ReadWritePaths=-/var/lib/prometheus/node-exporter"));
+  assert(v4.includes("ReadWritePaths=-/var/lib/stb-netacct-history"), "history, always");
   const v6 = lines({ textfileDir: null, listen: { family: "AF_INET6", remote: false } });
   assert(v6.includes("RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET6"));
   const remote = lines({ textfileDir: null, listen: { family: "AF_INET", remote: true } });

@@ -37,6 +37,9 @@ check types "$DENO" check main.ts '**/*.ts'
 check bpf-object sh bpf/check_object.sh
 
 export STB_NETACCT_BIN="${STB_NETACCT_BIN:-$(pwd)/stb-netacct}"
+# A suite killed before its cleanup ran left namespaces and cgroups: they would fail every
+# leftover check of this one. Only those of processes that are gone are removed.
+"$DENO" run --allow-all --no-prompt tests/harness/sweep.ts
 "$DENO" test --allow-all --no-prompt "$@" 2>&1 | tee "$log"
 # Deno's summary: "ok | 12 passed (3 steps) | 0 failed (1s)" or "FAILED | 9 passed | 2 failed".
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -n 1)

@@ -120,7 +120,7 @@ function deepestFirst(dir: string): string[] {
   return [...subdirs(dir).flatMap(deepestFirst), dir];
 }
 
-async function killAndRemove(dir: string): Promise<void> {
+export async function killAndRemove(dir: string): Promise<void> {
   try {
     Deno.statSync(dir);
   } catch {

@@ -4,6 +4,7 @@ import { oursOrStale, randomTag, run, RUN_SCOPE } from "./exec.ts";
 import { bpfAttachments, iptablesLines, leftovers, nftRuleCount, nftTables } from "./leftovers.ts";
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
 import { NETNS_PREFIX } from "./topology.ts";
+import { sweepStale } from "./sweep.ts";
 
 Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and clears when removed", async () => {
   const mount = findCgroup2Mount().mountPoint;
@@ -61,3 +62,39 @@ Deno.test("leftovers: names of this run and of dead runs are ours, a live run's 
   assert(oursOrStale(`${CGROUP_PREFIX}${RUN_SCOPE}abcd`, CGROUP_PREFIX), "cgroup prefix");
   assert(!oursOrStale(`${NETNS_PREFIX}abcd-c`, NETNS_PREFIX), "no run scope: not made here");
 });
+
+Deno.test("sweep: a killed run's namespace and cgroup go, a live run's stay", async () => {
+  const mount = findCgroup2Mount().mountPoint;
+  const dead = `2147483646x${randomTag()}`;
+  const live = `1x${randomTag()}`; // pid 1 is always alive: another run's, to be kept
+  const made = [`${NETNS_PREFIX}${dead}-c`, `${NETNS_PREFIX}${live}-c`];
+  const cgroups = [`${mount}/${CGROUP_PREFIX}${dead}`, `${mount}/${CGROUP_PREFIX}${live}`];
+  try {
+    for (const ns of made) await run(["ip", "netns", "add", ns]);
+    for (const cg of cgroups) Deno.mkdirSync(`${cg}/child`, { recursive: true });
+    const removed = await sweepStale(mount);
+    assert(removed.includes(`netns ${made[0]}`), removed.join("; "));
+    assert(removed.includes(`cgroup ${cgroups[0]}`), removed.join("; "));
+    assert(!removed.some((l) => l.includes(live)), `a live run's was removed: ${removed}`);
+    const names = (await run(["ip", "netns", "list"])).stdout;
+    assert(!names.includes(made[0]!) && names.includes(made[1]!), names);
+    assert(!existsDir(cgroups[0]!) && existsDir(cgroups[1]!), "cgroups");
+  } finally {
+    for (const ns of made) await run(["ip", "netns", "del", ns], { allowFail: true });
+    for (const cg of cgroups) {
+      for (const d of [`${cg}/child`, cg]) {
+        try {
+          Deno.removeSync(d);
+        } catch { /* removed by the sweep, or never made */ }
+      }
+    }
+  }
+});
+
+function existsDir(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
