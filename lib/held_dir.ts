@@ -64,6 +64,13 @@ export interface HoldOptions {
    * directories already inside its own tree, none of which passes the final check.
    */
   othersOwnAncestors?: boolean;
+  /**
+   * The directory itself may be group-writable: only for the Prometheus textfile
+   * directory, which install opens to the service's own group with an ACL entry (the mode's
+   * group bits then show the ACL mask). Files there are only ever created exclusively and
+   * renamed into place, so another writer can replace them but never redirect the write.
+   */
+  groupWritable?: boolean;
   /** The running uid (tests pass another). */
   uid?: number;
 }
@@ -129,7 +136,13 @@ export function myUid(): number {
  */
 export function distrust(
   st: FileStat,
-  o: { uid: number; final: boolean; owner: DirOwner; othersOwnAncestors?: boolean },
+  o: {
+    uid: number;
+    final: boolean;
+    owner: DirOwner;
+    othersOwnAncestors?: boolean;
+    groupWritable?: boolean;
+  },
 ) {
   if (st.type !== "directory") return "is not a directory";
   if (o.final && o.owner === "any") return null;
@@ -141,7 +154,7 @@ export function distrust(
       `\`chown ${o.uid === 0 ? "root" : o.uid}\` it or pick another directory`;
   }
   const sticky = !o.final && (st.mode & 0o1000) !== 0;
-  const groupOk = !o.final && st.gid === 0;
+  const groupOk = o.final ? o.groupWritable === true : st.gid === 0;
   if (((st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && !groupOk)) && !sticky) {
     return `is writable by ${(st.mode & 0o002) !== 0 ? "others" : `group ${st.gid}`} (mode ` +
       `${st.mode.toString(8)}), who could swap what root writes there: \`chmod go-w\` it`;
@@ -192,6 +205,7 @@ export class HeldDir {
           final,
           owner: options.owner ?? "self",
           othersOwnAncestors: options.othersOwnAncestors,
+          groupWritable: options.groupWritable,
         });
         if (why !== null) {
           throw new DirError(

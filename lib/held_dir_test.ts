@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertThrows } from "./test_assert.ts";
-import { DirError, HeldDir } from "./held_dir.ts";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "./test_assert.ts";
+import { DirError, distrust, HeldDir } from "./held_dir.ts";
 
 const NOBODY = 65534;
 
@@ -131,4 +131,16 @@ Deno.test("a held directory keeps its identity when its path is swapped for a sy
       dir.close();
     }
   });
+});
+
+Deno.test("distrust: a group-writable directory is refused unless it may be (the textfile ACL)", () => {
+  const dir = { type: "directory" as const, uid: 0, gid: 0, mode: 0o775, ino: 1n, dev: 1, size: 0 };
+  const final = { uid: 0, final: true, owner: "root" as const };
+  assertStringIncludes(distrust(dir, final) ?? "", "writable by group 0");
+  assertEquals(distrust(dir, { ...final, groupWritable: true }), null);
+  // Never for others, whatever the option says.
+  assertStringIncludes(
+    distrust({ ...dir, mode: 0o777 }, { ...final, groupWritable: true }) ?? "",
+    "writable by others",
+  );
 });

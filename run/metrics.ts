@@ -216,7 +216,8 @@ export interface TextfileOptions {
 
 /**
  * Holds the textfile's directory: no symlink on the way, no directory others may write,
- * the directory itself root's (or this user's). Null when it does not exist.
+ * the directory itself root's (or this user's); its group may write, since install opens
+ * it to the service's own group with an ACL entry. Null when it does not exist.
  */
 function holdTextfileDir(dir: string): HeldDir | null {
   try {
@@ -224,6 +225,7 @@ function holdTextfileDir(dir: string): HeldDir | null {
       what: "Prometheus textfile directory",
       owner: "root",
       othersOwnAncestors: true,
+      groupWritable: true,
     });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;

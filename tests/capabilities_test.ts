@@ -3,13 +3,16 @@
  * holding exactly BACKEND_INFO's capabilities as ambient ones (what the systemd unit grants),
  * and fails without any single one of them. The backend is driven directly, past `run`'s own
  * privilege check, so it is the kernel that says no. nft and iptables run in a throwaway
- * network namespace; ebpf attaches at the cgroup2 root and detaches when the driver exits.
+ * network namespace; ebpf links its programs at a throwaway service cgroup, with the
+ * connect-event programs `run` starts beside it by default: counting through cgroup_skb
+ * links needs CAP_BPF and CAP_PERFMON, the cgroup_sock_addr event programs CAP_NET_ADMIN.
  */
 
 import { BACKEND_INFO, BACKEND_NAMES, type BackendName } from "../backends/mod.ts";
 import { capabilityName } from "../lib/capabilities.ts";
 import { assertEquals, assertStringIncludes } from "../lib/test_assert.ts";
 import { run } from "./harness/mod.ts";
+import { findCgroup2Mount } from "../lib/cgroup.ts";
 
 const NOBODY = 65534;
 
@@ -21,9 +24,13 @@ import { findCgroup2Mount } from ${
 import { DEFAULT_EXCLUDE, parseCidr } from ${
   JSON.stringify(new URL("../lib/cidr.ts", import.meta.url).href)
 };
+import { EventCollector } from ${
+  JSON.stringify(new URL("../events/collector.ts", import.meta.url).href)
+};
 const backend = await loadBackend(Deno.args[0]);
+let collector = null;
 try {
-  await backend.start([{ name: "svc", path: "/stb-caps-absent", id: null }], {
+  await backend.start([{ name: "svc", path: Deno.args[1], id: null }], {
     mount: findCgroup2Mount(),
     exclude: DEFAULT_EXCLUDE.map(parseCidr),
     ctMark: 0x510000,
@@ -31,11 +38,21 @@ try {
     log: () => {},
   });
   await backend.read();
+  if (Deno.args[0] === "ebpf") {
+    // What run starts beside the ebpf backend by default: the connect-event programs.
+    collector = new EventCollector();
+    collector.start([{ name: "svc", path: Deno.args[1], id: null }], {
+      mount: findCgroup2Mount(),
+      exclude: DEFAULT_EXCLUDE.map(parseCidr),
+      monotonicNow: () => performance.now() / 1000,
+    });
+  }
   console.log("started");
 } catch (e) {
   console.log("refused: " + e.message);
   Deno.exitCode = 1;
 } finally {
+  collector?.stop();
   await backend.stop();
 }
 `;
@@ -45,7 +62,12 @@ function capArg(cap: number): string {
   return capabilityName(cap).replace(/^CAP_/, "").toLowerCase();
 }
 
-async function startWith(dir: string, backend: BackendName, caps: number[]) {
+async function startWith(
+  at: { dir: string; service: string },
+  backend: BackendName,
+  caps: number[],
+) {
+  const { dir, service } = at;
   const list = caps.map((c) => `+${capArg(c)}`).join(",");
   const setpriv = [
     "setpriv",
@@ -64,6 +86,7 @@ async function startWith(dir: string, backend: BackendName, caps: number[]) {
     "--no-lock",
     `${dir}/driver.ts`,
     backend,
+    service,
   ];
   return await run(argv, { allowFail: true, env: { DENO_DIR: `${dir}/deno`, HOME: dir } });
 }
@@ -77,17 +100,21 @@ for (const backend of BACKEND_NAMES) {
     sanitizeResources: false,
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: "stb-caps-" });
+      const mount = findCgroup2Mount().mountPoint;
+      const service = `/stb-caps-${Deno.pid}x${backend}`;
+      Deno.mkdirSync(mount + service);
+      const at = { dir, service };
       try {
         await Deno.chmod(dir, 0o755);
         await Deno.writeTextFile(`${dir}/driver.ts`, DRIVER, { mode: 0o644 });
         await Deno.mkdir(`${dir}/deno`);
         await Deno.chown(`${dir}/deno`, NOBODY, NOBODY);
 
-        const full = await startWith(dir, backend, needed);
+        const full = await startWith(at, backend, needed);
         assertEquals(full.code, 0, `with all: ${full.stdout}${full.stderr}`);
         assertStringIncludes(full.stdout, "started");
         for (const cap of needed) {
-          const less = await startWith(dir, backend, needed.filter((c) => c !== cap));
+          const less = await startWith(at, backend, needed.filter((c) => c !== cap));
           assertEquals(
             less.code,
             1,
@@ -97,6 +124,7 @@ for (const backend of BACKEND_NAMES) {
         }
       } finally {
         await Deno.remove(dir, { recursive: true });
+        Deno.removeSync(mount + service);
       }
     },
   });
