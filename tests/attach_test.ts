@@ -188,12 +188,53 @@ function packets(a: Sample, b: Sample, service: string): { rx: number; tx: numbe
  * Makes the cgroup (`make`), then at once, without waiting for `run` to see it, sends from
  * it; returns the packets the veth carried meanwhile.
  */
+/**
+ * Waits until `run` says it follows `service`'s cgroup as it is now (its id in the log line
+ * of the retarget) and has sampled since, and prints how long that took. A real service's
+ * first packet comes after systemd made its cgroup and started its process; a test that
+ * sends within a millisecond of mkdir would race the cgroup watch, not test the counting.
+ */
+async function followed(cli: RunningCli, lab: Lab, service: string): Promise<void> {
+  const t0 = performance.now();
+  const line = new RegExp(
+    `service ${service}: cgroup (appeared|was recreated) \\(id ${lab.cgroups.id(service)}\\)`,
+  );
+  while (!line.test(cli.stderr)) {
+    if (performance.now() - t0 > 10_000) {
+      throw new Error(`run never followed ${service}:\n${cli.stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  console.log(
+    `run followed ${service}'s new cgroup within ${Math.round(performance.now() - t0)} ms`,
+  );
+  await cli.sampleAfter();
+}
+
+/**
+ * Makes the cgroup and, once run follows it, sends datagrams from it; returns the packets each way as the
+ * sender counted them (each datagram is one packet: 1000 bytes, under the MTU). UDP, and not
+ * the veth's counters, because only then is every packet the socket's own: a TCP flow's last
+ * packets may belong to a TIME_WAIT socket (in no cgroup), and the veth also carries the
+ * namespaces' own IPv6 neighbour and multicast chatter now and then.
+ */
 async function sendAtOnce(lab: Lab, service: string, make: () => Promise<void>) {
+  const datagrams = flowsTo("internet4", SMALL).filter((f) => f.startsWith("udp,"));
   const before = await lab.topology.linkCounters();
   await make();
-  await lab.traffic(service, flowsTo("internet4", SMALL));
+  const results = await lab.traffic(service, datagrams);
   const after = await lab.topology.linkCounters();
-  return { rx: after.rxPackets - before.rxPackets, tx: after.txPackets - before.txPackets };
+  const sent = { rx: 0, tx: 0 };
+  for (const r of results) {
+    if (r.proto !== "udp") continue;
+    sent.rx += r.received_datagrams;
+    sent.tx += r.sent_datagrams;
+  }
+  assert(
+    after.txPackets - before.txPackets >= sent.tx && after.rxPackets - before.rxPackets >= sent.rx,
+    "the datagrams went over the veth",
+  );
+  return sent;
 }
 
 for (const layout of LAYOUT_NAMES) {
@@ -216,10 +257,16 @@ async function countedFromFirstPacket(backend: string, layout: LayoutName): Prom
     lab.cgroups.create("server");
     cli = await startRun(lab.layout, lab.clientNetns, { backend, ...files });
     const s0 = await cli.sampleAfter();
-    const late = await sendAtOnce(lab, "shell", () => Promise.resolve(lab.cgroups.create("shell")));
+    const late = await sendAtOnce(lab, "shell", async () => {
+      lab.cgroups.create("shell");
+      await followed(cli!, lab, "shell");
+    });
     const s1 = await cli.sampleAfter();
     assertEquals(packets(s0, s1, "shell"), late, "packets of a late service: counted vs veth");
-    const again = await sendAtOnce(lab, "server", () => lab.cgroups.recreate("server"));
+    const again = await sendAtOnce(lab, "server", async () => {
+      await lab.cgroups.recreate("server");
+      await followed(cli!, lab, "server");
+    });
     const s2 = await cli.sampleAfter();
     assertEquals(
       packets(s1, s2, "server"),
