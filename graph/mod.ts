@@ -13,13 +13,8 @@
  */
 
 import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
-import {
-  DEFAULT_INTERVAL_S,
-  isInterval,
-  MAX_INTERVAL_S,
-  MIN_INTERVAL_S,
-  parseIntervalFlag,
-} from "../lib/interval.ts";
+import { DEFAULT_INTERVAL_S, isInterval, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/interval.ts";
+import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import {
   CountersFileReader,
   DEFAULT_COUNTERS_PATH,

@@ -33,12 +33,8 @@ import {
   parseListenAddress,
 } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
-import {
-  DEFAULT_INTERVAL_S,
-  MAX_INTERVAL_S,
-  MIN_INTERVAL_S,
-  parseIntervalFlag,
-} from "../lib/interval.ts";
+import { DEFAULT_INTERVAL_S, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/interval.ts";
+import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
