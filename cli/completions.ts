@@ -5,7 +5,7 @@
  * `install` installs all three where each shell looks.
  */
 
-import type { CliArgument, CliCommand, CliModel, CliOption } from "./model.ts";
+import type { CliCommand, CliModel, CliOption } from "./model.ts";
 
 export const SHELLS = ["bash", "zsh", "fish"] as const;
 export type Shell = typeof SHELLS[number];
@@ -61,8 +61,16 @@ function bashValue(kind: ValueKind): string {
   return `COMPREPLY=($(compgen -W "${kind.choices.join(" ")}" -- "$cur"))`;
 }
 
-/** One `case` branch: values of the option before the cursor, else options or arguments. */
-function bashBranch(label: string, options: CliOption[], args: CliArgument[], more = ""): string {
+/**
+ * One `case` branch: values of the option before the cursor, else options or arguments
+ * (`more`, the words to offer, when there are none).
+ */
+function bashBranch(
+  label: string,
+  takes: Pick<CliCommand, "options" | "arguments">,
+  more = "",
+): string {
+  const { options, arguments: args } = takes;
   const valued = options.filter((o) => o.value !== null);
   const values = valued.map((o) =>
     `        ${flags(o).map(word).join("|")}) ${
@@ -98,9 +106,9 @@ function bash(model: CliModel, head: string): string {
     `    esac`,
     `  done`,
     `  case $cmd in`,
-    bashBranch('""', model.options, [], `$(compgen -W "${all}" -- "$cur")`),
+    bashBranch('""', { options: model.options, arguments: [] }, `$(compgen -W "${all}" -- "$cur")`),
     `    help) COMPREPLY=($(compgen -W "${names.join(" ")}" -- "$cur")); return ;;`,
-    ...model.commands.map((c) => bashBranch(word(c.name), c.options, c.arguments)),
+    ...model.commands.map((c) => bashBranch(word(c.name), c)),
     `  esac`,
     `}`,
     `complete -F ${fn} ${model.name}`,

@@ -1,7 +1,7 @@
 /**
  * The collector on the real kernel: a process in a target cgroup makes more connects than
  * the ring buffer holds between two polls, and every connect is either an event or a drop.
- * Root only (it links cgroup programs at the cgroup2 root and makes a cgroup).
+ * Root only (it makes a cgroup and links cgroup programs at it).
  *
  *   deno test -A events/collector_test.ts
  */

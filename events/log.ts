@@ -36,19 +36,29 @@ interface Open {
   size: number;
 }
 
+export interface EventsLogOptions {
+  /** The user the file is given to (group root), so they may read it; null: root keeps it. */
+  owner: UserIds | null;
+  /** Rotate past this size; default MAX_EVENTS_BYTES. */
+  maxBytes?: number;
+  /** The file's name in the directory; default EVENTS_FILE_NAME. */
+  name?: string;
+}
+
 export class EventsLog {
   #encoder = new TextEncoder();
   #open: Open | null = null;
   readonly #rotated: string;
+  readonly owner: UserIds | null;
+  readonly maxBytes: number;
+  readonly name: string;
 
   /** `dir`: the output directory as held now (it is held anew after it vanished). */
-  constructor(
-    readonly dir: () => HeldDir,
-    readonly owner: UserIds | null,
-    readonly maxBytes = MAX_EVENTS_BYTES,
-    readonly name = EVENTS_FILE_NAME,
-  ) {
-    this.#rotated = rotatedPath(name);
+  constructor(readonly dir: () => HeldDir, opts: EventsLogOptions) {
+    this.owner = opts.owner;
+    this.maxBytes = opts.maxBytes ?? MAX_EVENTS_BYTES;
+    this.name = opts.name ?? EVENTS_FILE_NAME;
+    this.#rotated = rotatedPath(this.name);
   }
 
   get path(): string {

@@ -40,7 +40,7 @@ Deno.test("events log: appends lines, rotates past the limit, keeps one old gene
   try {
     const path = `${dir}/events.jsonl`;
     const one = JSON.stringify(event(0)).length + 1;
-    const log = new EventsLog(() => held, null, 3 * one);
+    const log = new EventsLog(() => held, { owner: null, maxBytes: 3 * one });
     log.append([event(0), event(1)]);
     log.append([]);
     log.append([event(2)]);
@@ -75,7 +75,7 @@ Deno.test("events log: what stands at its name is never followed or appended to 
     const path = `${dir}/events.jsonl`;
     await Deno.writeTextFile(`${dir}/victim`, "precious\n", { mode: 0o600 });
     await Deno.symlink(`${dir}/victim`, path);
-    const log = new EventsLog(() => held, { uid: 65534, gid: 65534 });
+    const log = new EventsLog(() => held, { owner: { uid: 65534, gid: 65534 } });
     log.append([event(0)]);
     assertEquals(await Deno.readTextFile(`${dir}/victim`), "precious\n");
     assertEquals(Deno.statSync(`${dir}/victim`).uid, 0, "the link's target is not chowned");
@@ -85,7 +85,7 @@ Deno.test("events log: what stands at its name is never followed or appended to 
     log.close();
     // A file of another owner or mode (an earlier config) is set aside too, not taken over.
     await Deno.chmod(path, 0o644);
-    const again = new EventsLog(() => held, { uid: 65534, gid: 65534 });
+    const again = new EventsLog(() => held, { owner: { uid: 65534, gid: 65534 } });
     again.append([event(1)]);
     assertEquals([await lines(path), await lines(rotatedPath(path))], [1, 1]);
     again.close();
@@ -153,11 +153,11 @@ Deno.test({
 import { HeldDir } from ${JSON.stringify(new URL("../lib/held_dir.ts", import.meta.url).href)};
 const e = (i: number) => (${event.toString()})(i);
 const dir = HeldDir.hold(Deno.args[0], { what: "Output directory", owner: "any" });
-const log = new EventsLog(() => dir, { uid: 1, gid: 1 });
+const log = new EventsLog(() => dir, { owner: { uid: 1, gid: 1 } });
 for (let i = 0; i < 3; i++) log.append([e(i)]);
 log.close();
 // A restart: the file is the owner's now and cannot be opened again by this writer.
-const again = new EventsLog(() => dir, { uid: 1, gid: 1 });
+const again = new EventsLog(() => dir, { owner: { uid: 1, gid: 1 } });
 again.append([e(3)]);
 again.close();
 dir.close();

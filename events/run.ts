@@ -64,7 +64,7 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   } catch (e) {
     return unavailable((e as Error).message, e);
   }
-  const file = new EventsLog(o.outDir, o.owner);
+  const file = new EventsLog(o.outDir, { owner: o.owner });
   const path = file.path;
   log(`connect events: writing ${path}`);
   let reportedDrops = 0;

@@ -15,11 +15,22 @@ export interface CalendarBucket {
   end: number;
 }
 
-/** Wall-clock fields of an instant in a zone, and the zone's offset then. */
-export interface LocalTime {
+/** A date of the proleptic Gregorian calendar, with no zone: month and day from 1. */
+export interface CivilDate {
   year: number;
   month: number;
   day: number;
+}
+
+/** A local wall-clock time on a civil date; a field left out is 0 (midnight). */
+export interface WallTime extends CivilDate {
+  hour?: number;
+  minute?: number;
+  second?: number;
+}
+
+/** Wall-clock fields of an instant in a zone, and the zone's offset then. */
+export interface LocalTime extends CivilDate {
   hour: number;
   minute: number;
   second: number;
@@ -29,10 +40,10 @@ export interface LocalTime {
 
 const pad = (n: number, w = 2) => String(n).padStart(w, "0");
 
-/** The date `days` after year-month-day in the proleptic Gregorian calendar. */
-function addDays(y: number, m: number, d: number, days: number): [number, number, number] {
-  const t = new Date(Date.UTC(y, m - 1, d + days));
-  return [t.getUTCFullYear(), t.getUTCMonth() + 1, t.getUTCDate()];
+/** The date `days` after `date`. */
+function addDays(date: CivilDate, days: number): CivilDate {
+  const t = new Date(Date.UTC(date.year, date.month - 1, date.day + days));
+  return { year: t.getUTCFullYear(), month: t.getUTCMonth() + 1, day: t.getUTCDate() };
 }
 
 /** Whether `name` is an IANA time zone this runtime's ICU knows. */
@@ -78,59 +89,61 @@ export class Zone {
   }
 
   /**
-   * The first instant of the local date year-month-day, or null when this zone skipped
+   * The first instant of the local `date`, or null when this zone skipped
    * that date (Pacific/Apia skipped 2011-12-30). Local midnight is tried with each
    * offset in effect around it; a candidate counts when the second before it is another
    * date, so the day starts at the first of two midnights (clocks back at 01:00) and at
    * the jump where midnight itself was skipped (clocks forward at 00:00).
    */
-  dayStart(year: number, month: number, day: number): number | null {
-    const base = Date.UTC(year, month - 1, day) / 1000;
+  dayStart(date: CivilDate): number | null {
+    const base = Date.UTC(date.year, date.month - 1, date.day) / 1000;
     // Offsets lie within -12 h..+14 h, so local midnight falls within base -14 h..+12 h.
     const offsets = new Set([base - 50_400, base, base + 43_200].map((t) => this.local(t).offsetS));
     let best: number | null = null;
     for (const off of offsets) {
       const t = base - off;
-      if (!this.#isDate(t, year, month, day) || this.#isDate(t - 1, year, month, day)) continue;
+      if (!this.#isDate(t, date) || this.#isDate(t - 1, date)) continue;
       if (best === null || t < best) best = t;
     }
     return best;
   }
 
-  #isDate(t: number, year: number, month: number, day: number): boolean {
+  #isDate(t: number, date: CivilDate): boolean {
     const l = this.local(t);
-    return l.year === year && l.month === month && l.day === day;
+    return l.year === date.year && l.month === date.month && l.day === date.day;
   }
 
-  /** The first instant of the first date this zone has on or after year-month-day. */
-  #startOnOrAfter(year: number, month: number, day: number): number {
-    let [y, m, d] = [year, month, day];
+  /** The first instant of the first date this zone has on or after `date`. */
+  #startOnOrAfter(date: CivilDate): number {
+    let d = date;
     for (let i = 0; i < 3; i++) {
-      const s = this.dayStart(y, m, d);
+      const s = this.dayStart(d);
       if (s !== null) return s;
-      [y, m, d] = addDays(y, m, d, 1);
+      d = addDays(d, 1);
     }
     // No zone skips three dates; midnight by the offset at noon is the honest guess.
-    const base = Date.UTC(year, month - 1, day) / 1000;
+    const base = Date.UTC(date.year, date.month - 1, date.day) / 1000;
     return base - this.local(base + 43_200).offsetS;
   }
 
   /** The local day holding `unixS`. */
   dayOf(unixS: number): CalendarBucket {
     const l = this.local(unixS);
-    const start = this.#startOnOrAfter(l.year, l.month, l.day);
-    const end = this.#startOnOrAfter(...addDays(l.year, l.month, l.day, 1));
+    const start = this.#startOnOrAfter(l);
+    const end = this.#startOnOrAfter(addDays(l, 1));
     return { key: `${l.year}-${pad(l.month)}-${pad(l.day)}`, start, end };
   }
 
   /** The local month holding `unixS`. */
   monthOf(unixS: number): CalendarBucket {
     const l = this.local(unixS);
-    const next = l.month === 12 ? [l.year + 1, 1] : [l.year, l.month + 1];
+    const next = l.month === 12
+      ? { year: l.year + 1, month: 1 }
+      : { year: l.year, month: l.month + 1 };
     return {
       key: `${l.year}-${pad(l.month)}`,
-      start: this.#startOnOrAfter(l.year, l.month, 1),
-      end: this.#startOnOrAfter(next[0]!, next[1]!, 1),
+      start: this.#startOnOrAfter({ year: l.year, month: l.month, day: 1 }),
+      end: this.#startOnOrAfter({ ...next, day: 1 }),
     };
   }
 
@@ -143,9 +156,10 @@ export class Zone {
       `${pad(l.second)}${sign}${pad(Math.floor(off / 60))}:${pad(off % 60)}`;
   }
 
-  /** The local wall-clock instant year-month-day hour:minute, or the first instant after a gap. */
-  instantOf(year: number, month: number, day: number, hour = 0, minute = 0, second = 0): number {
-    const start = this.#startOnOrAfter(year, month, day);
+  /** The instant the local wall clock reads `at`, or the first instant after a gap. */
+  instantOf(at: WallTime): number {
+    const { year, month, day, hour = 0, minute = 0, second = 0 } = at;
+    const start = this.#startOnOrAfter({ year, month, day });
     if (hour === 0 && minute === 0 && second === 0) return start;
     const base = Date.UTC(year, month - 1, day, hour, minute, second) / 1000;
     const candidates = [...new Set([start, base - 50_400, base + 43_200])]

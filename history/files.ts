@@ -39,10 +39,11 @@ function ensureOurs(path: string, st: Deno.FileInfo, what: string): void {
   );
 }
 
-/** Sets group and mode where they differ (the file is ours by now). */
-function settle(path: string, st: Deno.FileInfo, gid: number | null, mode: number): void {
-  if (gid !== null && st.gid !== gid) Deno.chownSync(path, null, gid);
-  if (((st.mode ?? 0) & 0o7777) !== mode) Deno.chmodSync(path, mode);
+/** Sets group (null: leave it) and mode where they differ (the file is ours by now). */
+function settle(path: string, want: { gid: number | null; mode: number }): void {
+  const st = Deno.lstatSync(path);
+  if (want.gid !== null && st.gid !== want.gid) Deno.chownSync(path, null, want.gid);
+  if (((st.mode ?? 0) & 0o7777) !== want.mode) Deno.chmodSync(path, want.mode);
 }
 
 /**
@@ -58,7 +59,7 @@ export function prepareDirectory(dir: string, ownerGid: number | null): void {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
     const mode = ownerGid === null ? 0o700 : 0o750;
     Deno.mkdirSync(dir, { recursive: true, mode });
-    settle(dir, Deno.lstatSync(dir), ownerGid, mode);
+    settle(dir, { gid: ownerGid, mode });
     return;
   }
   if (st.isSymlink || !st.isDirectory) {
@@ -69,7 +70,7 @@ export function prepareDirectory(dir: string, ownerGid: number | null): void {
   }
   const took = st.uid === 0 && Deno.uid() !== 0;
   ensureOurs(dir, st, "directory");
-  if (took) settle(dir, Deno.lstatSync(dir), ownerGid, ownerGid === null ? 0o700 : 0o750);
+  if (took) settle(dir, { gid: ownerGid, mode: ownerGid === null ? 0o700 : 0o750 });
   const mode = (Deno.lstatSync(dir).mode ?? 0) & 0o7777;
   if ((mode & 0o022) !== 0) {
     throw new HistoryError(
@@ -102,7 +103,7 @@ export function prepareFiles(path: string, ownerGid: number | null): void {
       );
     }
     ensureOurs(p, st, "file");
-    settle(p, Deno.lstatSync(p), ownerGid, mode);
+    settle(p, { gid: ownerGid, mode });
   }
 }
 

@@ -57,22 +57,23 @@ export function parseTime(text: string): TimeSpec | null {
   return null;
 }
 
-/** The local calendar date `days` after the date of `unix` in `zone`, at the same time. */
-function shiftLocal(zone: Zone, unix: number, days: number, months = 0): number {
+/** The local date `by` months and days after that of `unix` in `zone`, at the same time. */
+function shiftLocal(zone: Zone, unix: number, by: { days?: number; months?: number }): number {
+  const { days = 0, months = 0 } = by;
   const l = zone.local(unix);
   const total = l.year * 12 + (l.month - 1) + months;
   const y = Math.floor(total / 12), m = total % 12 + 1;
   // The 31st a month ago in a 30-day month: the month's last day.
   const last = new Date(Date.UTC(y, m, 0)).getUTCDate();
   const t = new Date(Date.UTC(y, m - 1, Math.min(l.day, last) + days));
-  return zone.instantOf(
-    t.getUTCFullYear(),
-    t.getUTCMonth() + 1,
-    t.getUTCDate(),
-    l.hour,
-    l.minute,
-    l.second,
-  );
+  return zone.instantOf({
+    year: t.getUTCFullYear(),
+    month: t.getUTCMonth() + 1,
+    day: t.getUTCDate(),
+    hour: l.hour,
+    minute: l.minute,
+    second: l.second,
+  });
 }
 
 /** The instant `spec` means at `nowUnix` in `zone`. */
@@ -83,12 +84,19 @@ export function resolveTime(spec: TimeSpec, nowUnix: number, zone: Zone): number
     case "instant":
       return spec.unix;
     case "month":
-      return zone.instantOf(spec.y, spec.m, 1);
+      return zone.instantOf({ year: spec.y, month: spec.m, day: 1 });
     case "local":
-      return zone.instantOf(spec.y, spec.m, spec.d, spec.hh, spec.mm, spec.ss);
+      return zone.instantOf({
+        year: spec.y,
+        month: spec.m,
+        day: spec.d,
+        hour: spec.hh,
+        minute: spec.mm,
+        second: spec.ss,
+      });
     case "day": {
-      const l = zone.local(shiftLocal(zone, nowUnix, spec.offsetDays));
-      return zone.instantOf(l.year, l.month, l.day);
+      const l = zone.local(shiftLocal(zone, nowUnix, { days: spec.offsetDays }));
+      return zone.instantOf({ year: l.year, month: l.month, day: l.day });
     }
     case "ago":
       switch (spec.unit) {
@@ -97,13 +105,13 @@ export function resolveTime(spec: TimeSpec, nowUnix: number, zone: Zone): number
         case "h":
           return nowUnix - spec.n * 3600;
         case "d":
-          return shiftLocal(zone, nowUnix, -spec.n);
+          return shiftLocal(zone, nowUnix, { days: -spec.n });
         case "w":
-          return shiftLocal(zone, nowUnix, -7 * spec.n);
+          return shiftLocal(zone, nowUnix, { days: -7 * spec.n });
         case "mo":
-          return shiftLocal(zone, nowUnix, 0, -spec.n);
+          return shiftLocal(zone, nowUnix, { months: -spec.n });
         case "y":
-          return shiftLocal(zone, nowUnix, 0, -12 * spec.n);
+          return shiftLocal(zone, nowUnix, { months: -12 * spec.n });
       }
   }
 }

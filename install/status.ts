@@ -441,15 +441,23 @@ export function formatStatus(r: StatusReport): string {
   if (c) {
     const rate = r.counters.rates;
     /** One row: `totals` (rx, tx bytes), and rates when two samples were seen. */
-    const line = (name: string, totals: { rx: bigint; tx: bigint }, rr?: Rates, tag = "") =>
-      `  ${name.padEnd(12)} down ${(rr ? formatRate(rr.rx) : "-").padStart(12)}  up ${
+    const line = (
+      name: string,
+      totals: { rx: bigint; tx: bigint },
+      more: { rates?: Rates | undefined; tag?: string },
+    ) => {
+      const rr = more.rates, tag = more.tag ?? "";
+      return `  ${name.padEnd(12)} down ${(rr ? formatRate(rr.rx) : "-").padStart(12)}  up ${
         (rr ? formatRate(rr.tx) : "-").padStart(12)
       }   totals down ${formatBytes(totals.rx)}, up ${formatBytes(totals.tx)}${tag}`;
+    };
     out.push("traffic   (external only; rates over the last sample)");
-    out.push(line("all", { rx: c.rx_bytes_total, tx: c.tx_bytes_total }, rate ?? undefined));
+    out.push(
+      line("all", { rx: c.rx_bytes_total, tx: c.tx_bytes_total }, { rates: rate ?? undefined }),
+    );
     for (const [n, sv] of Object.entries(c.services)) {
       const totals = { rx: sv.rx_bytes_total, tx: sv.tx_bytes_total };
-      out.push(line(n, totals, rate?.services[n], sv.present ? "" : "   (absent)"));
+      out.push(line(n, totals, { rates: rate?.services[n], tag: sv.present ? "" : "   (absent)" }));
     }
   }
   out.push(`cgroups   (config: ${r.config.source})`);

@@ -130,7 +130,7 @@ export async function uninstall(
     await step("reloading systemd", () => systemctl("daemon-reload").then(() => {}));
     await systemctl("reset-failed", UNIT_NAME).catch(() => "");
   }
-  finish({ ...facts, installed }, opts.purge, problems, say);
+  finish({ facts, installed, purge: opts.purge, problems }, say);
 }
 
 async function stopService(f: UninstallFacts, say: Say): Promise<void> {
@@ -181,12 +181,18 @@ function pruneDocDirectories(): void {
   }
 }
 
-function finish(
-  f: UninstallFacts & { installed: boolean },
-  purge: boolean,
-  problems: string[],
-  say: Say,
-): void {
+/** What uninstall found and did, for its last word. */
+interface UninstallOutcome {
+  facts: UninstallFacts;
+  /** Some installed path was there before the removals. */
+  installed: boolean;
+  purge: boolean;
+  /** The steps that failed, each with its error. */
+  problems: string[];
+}
+
+function finish(done: UninstallOutcome, say: Say): void {
+  const { facts: f, installed, purge, problems } = done;
   if (!purge && exists(CONFIG_DIR)) {
     say(`Kept ${CONFIG_DIR} (your config; \`uninstall --purge\` removes it)`);
   }
@@ -197,7 +203,7 @@ function finish(
         `again: it finishes the job`,
     );
   }
-  const nothing = !f.loaded && !f.running && f.groupId === null && !f.installed;
+  const nothing = !f.loaded && !f.running && f.groupId === null && !installed;
   say(
     nothing ? "stb-netacct was not installed; nothing to remove." : "stb-netacct is uninstalled.",
   );

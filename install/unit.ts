@@ -197,8 +197,8 @@ function sandboxLines(sb: Sandbox, features: UnitFeatures): string[] {
     "ProtectKernelModules=yes",
     "ProtectKernelLogs=yes",
     "ProtectKernelTunables=yes",
-    // Read-only cgroupfs: the ebpf backend only opens the cgroup2 root to link programs
-    // to it and stats service cgroups; no cgroup is written.
+    // Read-only cgroupfs: the ebpf backend only opens the service cgroups to link its
+    // programs at them, and stats them; no cgroup is written.
     "ProtectControlGroups=yes",
     "ProtectClock=yes",
     "ProtectHostname=yes",

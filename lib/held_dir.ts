@@ -75,6 +75,15 @@ export interface HoldOptions {
   uid?: number;
 }
 
+export interface SubOptions {
+  /** What the subdirectory is for, in messages: "Runtime state directory". */
+  what: string;
+  /** Its permission bits (e.g. 0700): made with them, set to them when they differ. */
+  mode: number;
+  /** "any": someone else's directory is accepted and its mode left alone; default "self". */
+  owner?: DirOwner;
+}
+
 export interface WriteOptions {
   /** Permission bits of the file. */
   mode: number;
@@ -251,10 +260,11 @@ export class HeldDir {
   }
 
   /**
-   * A subdirectory only this user may enter (`mode`, e.g. 0700), made when missing. A
+   * A subdirectory only this user may enter (`opts.mode`, e.g. 0700), made when missing. A
    * symlink there is refused, and so is someone else's directory unless `owner` is "any".
    */
-  sub(name: string, mode: number, what: string, owner: DirOwner = "self"): HeldDir {
+  sub(name: string, opts: SubOptions): HeldDir {
+    const { mode, what, owner = "self" } = opts;
     const at = this.pathOf(name);
     const next = openDirAt(this.fd, name, { at, mode, what, path: at });
     const c = libc();

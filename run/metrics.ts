@@ -112,16 +112,15 @@ const one = (value: number | bigint): [Labels, number | bigint][] => [[{}, value
 
 type CountKey = "rx_bytes_total" | "tx_bytes_total" | "rx_packets_total" | "tx_packets_total";
 
-/** The whole exposition of one sample. Pure: same sample, same text. */
-export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
+/** Traffic per StB service, and whether each runs. */
+function serviceFamilies(counters: CountersV1): Family[] {
   const services = Object.entries(counters.services);
-  const health = extra.health ?? HEALTHY;
   const byDirection = (rx: CountKey, tx: CountKey) =>
     services.flatMap(([service, s]): [Labels, number | bigint][] => [
       [{ service, direction: "rx" }, s[rx]],
       [{ service, direction: "tx" }, s[tx]],
     ]);
-  const families: Family[] = [
+  return [
     {
       name: "stb_netacct_bytes_total",
       type: "counter",
@@ -141,6 +140,13 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
       help: "1 when the service's cgroup exists at this sample (the service runs), else 0.",
       series: services.map(([service, s]): [Labels, number] => [{ service }, s.present ? 1 : 0]),
     },
+  ];
+}
+
+/** The sampler's own state: what it lost or rejected, its timing. */
+function samplerFamilies(counters: CountersV1, extra: MetricsExtra): Family[] {
+  const health = extra.health ?? HEALTHY;
+  return [
     {
       name: "stb_netacct_events_dropped_total",
       type: "counter",
@@ -185,6 +191,14 @@ export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string
       help: "Unix time the sampler started (totals continue across restarts from saved state).",
       series: one(counters.started_at),
     },
+  ];
+}
+
+/** The whole exposition of one sample. Pure: same sample, same text. */
+export function renderMetrics(counters: CountersV1, extra: MetricsExtra): string {
+  const families: Family[] = [
+    ...serviceFamilies(counters),
+    ...samplerFamilies(counters, extra),
     ...historyFamilies(counters),
     {
       name: "stb_netacct_build_info",

@@ -185,7 +185,7 @@ export class OutputFiles {
       const state = holdOutputDir(this.#stateDir, this.#stateDirMode, "State directory");
       let runtime: HeldDir;
       try {
-        runtime = out.sub(RUNTIME_STATE_DIR, 0o700, "Runtime state directory");
+        runtime = out.sub(RUNTIME_STATE_DIR, { mode: 0o700, what: "Runtime state directory" });
       } catch (e) {
         state.close();
         throw e;

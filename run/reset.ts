@@ -135,7 +135,7 @@ function removeCopies(dir: HeldDir, names: StateNames, outputDir: string): strin
   const out = holdIfThere(outputDir, "Output directory");
   try {
     const runtime = out?.stat(RUNTIME_STATE_DIR)?.type === "directory"
-      ? out.sub(RUNTIME_STATE_DIR, 0o700, "Runtime state directory", "any")
+      ? out.sub(RUNTIME_STATE_DIR, { mode: 0o700, what: "Runtime state directory", owner: "any" })
       : null;
     try {
       if (runtime?.remove(names.runtime)) removed.push(runtime.pathOf(names.runtime));

@@ -18,7 +18,7 @@ function withFiles(fn: (f: StateFiles, paths: { state: string; runtime: string }
   const base = Deno.makeTempDirSync();
   const state = HeldDir.hold(`${base}/lib`, { what: "test", create: 0o700 });
   const out = HeldDir.hold(`${base}/run`, { what: "test", create: 0o755 });
-  const runtime = out.sub(RUNTIME_STATE_DIR, 0o700, "test");
+  const runtime = out.sub(RUNTIME_STATE_DIR, { mode: 0o700, what: "test" });
   try {
     const files = new StateFiles({
       statePath: `${base}/lib/state.json`,
