@@ -9,6 +9,7 @@ import {
   CidrError,
   DEFAULT_EXCLUDE,
   findOverlaps,
+  isExcluded,
   parseCidr,
   parseIpv4,
   parseIpv6,
@@ -401,14 +402,20 @@ export interface PrometheusConfig {
   textfile: string | null;
   /** Address `/metrics` is served on. */
   listen: { hostname: string; port: number } | null;
+  /** The explicit consent to serve `/metrics` on a non-loopback address. */
+  allowRemote: boolean;
 }
 
 /** Where Debian's prometheus-node-exporter textfile collector looks. */
 export const DEFAULT_PROMETHEUS_TEXTFILE = "/var/lib/prometheus/node-exporter/stb_netacct.prom";
-const PROMETHEUS_KEYS = ["textfile", "listen"] as const;
+const PROMETHEUS_KEYS = ["textfile", "listen", "allow_remote"] as const;
 
 function parsePrometheus(v: unknown): PrometheusConfig {
-  const out: PrometheusConfig = { textfile: DEFAULT_PROMETHEUS_TEXTFILE, listen: null };
+  const out: PrometheusConfig = {
+    textfile: DEFAULT_PROMETHEUS_TEXTFILE,
+    listen: null,
+    allowRemote: false,
+  };
   if (v === undefined) return out;
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new ConfigError(
@@ -453,7 +460,38 @@ function parsePrometheus(v: unknown): PrometheusConfig {
     }
     out.listen = parseListenAddress(o.listen, '"prometheus.listen"');
   }
+  if (o.allow_remote !== undefined) {
+    if (typeof o.allow_remote !== "boolean") {
+      throw new ConfigError(
+        `"prometheus.allow_remote" is ${show(o.allow_remote)}: use true or false`,
+      );
+    }
+    out.allowRemote = o.allow_remote;
+  }
+  if (out.listen) checkListenAllowed(out.listen, out.allowRemote, '"prometheus.listen"');
   return out;
+}
+
+const LOOPBACK_LISTEN: Cidr[] = ["127.0.0.0/8", "::1/128"].map((c) => parseCidr(c));
+
+/**
+ * /metrics shows StB's traffic to whoever reaches it, so it is served on loopback only,
+ * unless the config says `"prometheus.allow_remote": true`. `what` names the setting.
+ */
+export function checkListenAllowed(
+  listen: { hostname: string; port: number },
+  allowRemote: boolean,
+  what: string,
+): void {
+  const bytes = parseIpv4(listen.hostname) ?? parseIpv6(listen.hostname);
+  if (allowRemote || (bytes && isExcluded(bytes, LOOPBACK_LISTEN))) return;
+  const shown = listen.hostname.includes(":") ? `[${listen.hostname}]` : listen.hostname;
+  throw new ConfigError(
+    `${what} is "${shown}:${listen.port}", which is not a loopback address: anyone who ` +
+      `can reach it would see StB's traffic. Use "127.0.0.1:${listen.port}" (scrape it ` +
+      `locally or through a proxy), or set "prometheus.allow_remote": true in the config ` +
+      `to serve it there on purpose`,
+  );
 }
 
 /**
@@ -485,14 +523,26 @@ export function parseListenAddress(
         `brackets), ${example}`,
     );
   }
-  if (bytes.every((b) => b === 0)) {
-    throw fail(
-      `that listens on every network of this host and would show StB's traffic to anyone ` +
-        `who can reach it: name one address, ${example}`,
-    );
+  const wildcard = `that listens on every network of this host and would show StB's ` +
+    `traffic to anyone who can reach it: name one address, ${example}`;
+  if (bytes.every((b) => b === 0)) throw fail(wildcard);
+  if (bytes.length === 16 && bytes.subarray(0, 10).every((b) => b === 0)) {
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible) are IPv4 in IPv6 clothes: the
+    // socket listens on the IPv4 address, so ::ffff:0.0.0.0 is the IPv4 wildcard.
+    const v4 = bytes.subarray(12).join(".");
+    const mapped = bytes[10] === 0xff && bytes[11] === 0xff;
+    if (mapped && v4 === "0.0.0.0") throw fail(wildcard);
+    if (mapped || (bytes[10] === 0 && bytes[11] === 0 && !isLoopback6(bytes))) {
+      throw fail(
+        `an IPv4 address written as IPv6: write the IPv4 address itself, like ` +
+          `"${v4 === "0.0.0.0" ? "127.0.0.1" : v4}:${port}"`,
+      );
+    }
   }
   return { hostname: host, port };
 }
+
+const isLoopback6 = (b: Uint8Array) => b.subarray(0, 15).every((x) => x === 0) && b[15] === 1;
 
 /** The interval rule (lib/interval.ts) for a config value; `what` names it in the error. */
 export function checkInterval(v: unknown, what: string): number {

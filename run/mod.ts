@@ -26,6 +26,7 @@ import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts"
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
   checkConfigTrusted,
+  checkListenAllowed,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
@@ -111,8 +112,9 @@ export function runCommand() {
     )
     .option(
       "--metrics-listen <address>",
-      "also serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9877 (default: " +
-        'config "prometheus.listen", else off)',
+      "also serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9877; loopback " +
+        'only unless the config says "prometheus.allow_remote": true (default: config ' +
+        '"prometheus.listen", else off)',
       parseMetricsListenFlag,
     )
     .option(
@@ -135,6 +137,7 @@ export function runCommand() {
     .action(async (opts, cmd) => {
       let config = trustedConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
       if (opts.metricsListen) {
+        checkListenAllowed(opts.metricsListen, config.prometheus.allowRemote, "--metrics-listen");
         config = { ...config, prometheus: { ...config.prometheus, listen: opts.metricsListen } };
       }
       const output = opts.output ?? config.output;
