@@ -8,7 +8,6 @@
 import { Command, Option } from "@commander-js/extra-typings";
 import { AUTO, BACKEND_CHOICES, type BackendChoice } from "../backends/mod.ts";
 import {
-  checkConfigTrusted,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
@@ -16,6 +15,7 @@ import {
   loadConfig,
   validateConfig,
 } from "../lib/config.ts";
+import { loadTrustedConfig } from "../lib/trusted_config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
@@ -117,8 +117,7 @@ function newConfigOwner(owner: string | undefined): string | null {
 function installedConfig(text: string | null): Config {
   try {
     if (text !== null) return validateConfig(JSON.parse(text), JSON.stringify(DEFAULT_CONFIG_PATH));
-    checkConfigTrusted(DEFAULT_CONFIG_PATH, 0);
-    return loadConfig(DEFAULT_CONFIG_PATH, true);
+    return loadTrustedConfig(DEFAULT_CONFIG_PATH, true, 0);
   } catch (e) {
     if (e instanceof ConfigError) {
       throw new UsageError(

@@ -281,9 +281,19 @@ function parseOutput(v: unknown): string {
   return v;
 }
 
+/** The highest uid: (uid_t)-1 = 4294967295 is chown's "leave unchanged", never a user. */
+export const MAX_UID = 4294967294;
+
 function parseOwner(v: unknown): string | null {
   if (v === undefined || v === null) return null;
-  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return String(v);
+  const numeric = typeof v === "number" || (typeof v === "string" && /^[0-9]+$/.test(v));
+  if (numeric && !(Number.isInteger(Number(v)) && Number(v) >= 0 && Number(v) <= MAX_UID)) {
+    throw new ConfigError(
+      `"owner" is ${show(v)}: a uid is 0 to ${MAX_UID} (4294967295 means "no owner" to ` +
+        `chown): use the owner's user name such as "cad", or their uid (\`id -u cad\`)`,
+    );
+  }
+  if (typeof v === "number") return String(v);
   if (typeof v === "string" && OWNER.test(v)) return v;
   throw new ConfigError(`"owner" is ${show(v)}: use a user name such as "cad" or a numeric uid`);
 }
@@ -584,6 +594,11 @@ export function loadConfig(path: string, explicit: boolean): Config {
       cause: e,
     });
   }
+  return configFromText(text, path);
+}
+
+/** The config in `text`, read from `path` (named in errors). */
+export function configFromText(text: string, path: string): Config {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -598,42 +613,36 @@ export function loadConfig(path: string, explicit: boolean): Config {
 
 /**
  * A root daemon must not take orders from a file other users can change: the config
- * decides which traffic counts and where root writes. Refuses (ConfigError, so exit 2) a
- * config, or the directory holding it, that is owned by someone other than root or the
- * user running us, or that group or others may write (a group write bit is fine when the
- * group is root's). Stat follows a symlink: the file judged is the one that is read.
- * A missing file is not judged here (loadConfig decides what absence means).
+ * decides which traffic counts and where root writes. Throws (ConfigError, so exit 2) why
+ * `p`, the config or the directory holding it, fails: owned by someone other than root or
+ * `uid` (the user running us), or writable by group or others (a group write bit is fine
+ * when the group is root's; a sticky directory keeps others from replacing the file).
+ * lib/trusted_config.ts applies it to the file it opened.
  */
-export function checkConfigTrusted(path: string, uid = Deno.uid()): void {
-  let real: string;
-  try {
-    real = Deno.realPathSync(path);
-  } catch {
-    return;
+export function checkTrust(
+  p: string,
+  st: { uid: number | null; gid: number | null; mode: number | null; isDirectory: boolean },
+  uid: number | null,
+): void {
+  const mode = (st.mode ?? 0) & 0o7777;
+  const isDir = st.isDirectory;
+  const shown = isDir ? `Directory ${show(p)} holding the config` : `Config ${show(p)}`;
+  if (st.uid !== 0 && st.uid !== uid) {
+    throw new ConfigError(
+      `${shown} is owned by uid ${st.uid}, so that user could change what root counts and ` +
+        `where it writes: \`chown root:root ${p}\` (and \`chmod go-w ${p}\`)`,
+    );
   }
-  const slash = real.lastIndexOf("/");
-  const dir = slash > 0 ? real.slice(0, slash) : "/";
-  for (const p of [real, dir]) {
-    const st = Deno.statSync(p);
-    const mode = (st.mode ?? 0) & 0o7777;
-    const shown = p === real ? `Config ${show(p)}` : `Directory ${show(p)} holding the config`;
-    if (st.uid !== 0 && st.uid !== uid) {
-      throw new ConfigError(
-        `${shown} is owned by uid ${st.uid}, so that user could change what root counts and ` +
-          `where it writes: \`chown root:root ${p}\` (and \`chmod go-w ${p}\`)`,
-      );
-    }
-    // The sticky bit (/tmp) keeps others from replacing a file they do not own.
-    const othersWrite = (mode & 0o002) !== 0 && !(p === dir && (mode & 0o1000) !== 0);
-    const groupWrite = (mode & 0o020) !== 0 && st.gid !== 0 &&
-      !(p === dir && (mode & 0o1000) !== 0);
-    if (othersWrite || groupWrite) {
-      throw new ConfigError(
-        `${shown} is writable by ${othersWrite ? "others" : `group ${st.gid}`} ` +
-          `(mode ${mode.toString(8)}), so other users could change what root counts: ` +
-          `\`chmod go-w ${p}\``,
-      );
-    }
+  // The sticky bit (/tmp) keeps others from replacing a file they do not own.
+  const sticky = isDir && (mode & 0o1000) !== 0;
+  const othersWrite = (mode & 0o002) !== 0 && !sticky;
+  const groupWrite = (mode & 0o020) !== 0 && st.gid !== 0 && !sticky;
+  if (othersWrite || groupWrite) {
+    throw new ConfigError(
+      `${shown} is writable by ${othersWrite ? "others" : `group ${st.gid}`} ` +
+        `(mode ${mode.toString(8)}), so other users could change what root counts: ` +
+        `\`chmod go-w ${p}\``,
+    );
   }
 }
 

@@ -25,14 +25,13 @@ import { CAP_CHOWN, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
-  checkConfigTrusted,
   checkListenAllowed,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
-  loadConfig,
   parseListenAddress,
 } from "../lib/config.ts";
+import { loadTrustedConfig } from "../lib/trusted_config.ts";
 import { UsageError } from "../lib/errors.ts";
 import {
   DEFAULT_INTERVAL_S,
@@ -161,8 +160,7 @@ export function defaultStatePath(output: string): string {
 /** Refused before it is even parsed: a config others can change must not steer root. */
 function trustedConfig(path: string, explicit: boolean): Config {
   try {
-    checkConfigTrusted(path);
-    return loadConfig(path, explicit);
+    return loadTrustedConfig(path, explicit);
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
     throw e;
@@ -271,6 +269,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   files.prepare();
   teardown.add(() => files.close());
   files.lock();
+  files.checkExisting();
   const state = new StateFiles(files.places);
   const start = startTotals(state, opts);
   const startedAt = Math.round(Date.now()) / 1000;
