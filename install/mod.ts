@@ -442,9 +442,9 @@ export function installCommand() {
         "  ./stb-netacct install --dry-run                 # what would happen\n" +
         "\nThe unit is made from the config: the Prometheus textfile's directory is\n" +
         "opened for it, /metrics may use a loopback socket (any address when the config\n" +
-        'says "prometheus.allow_remote": true), and a config the confined\n' +
-        "service could not honour is refused, naming the key and the fix. The man page\n" +
-        "and bash, zsh and fish completions are installed with it.\n" +
+        'says "prometheus.allow_remote": true), and a config the confined service\n' +
+        "could not honour is refused, naming the key and the fix. The man page and\n" +
+        "bash, zsh and fish completions are installed with it.\n" +
         "\nWithout systemd as PID 1 it refuses and prints the `run` command to use instead.\n",
     )
     .action(async (opts, cmd) => {

@@ -46,7 +46,12 @@ async function httpGet(
     `const body = await r.text(); ` +
     `console.log(JSON.stringify({ status: r.status, body, ms: performance.now() - t0 })); } ` +
     `catch (e) { console.log(JSON.stringify({ status: 0, body: String(e), ms: 0 })); }`;
-  const r = await run([
+  return JSON.parse((await evalInClient(env, code)).stdout);
+}
+
+/** `deno eval CODE ARGS...` inside the client netns. */
+function evalInClient(env: Lab, code: string, args: string[] = []) {
+  return run([
     "nsenter",
     `--net=${env.clientNetns}`,
     "--",
@@ -54,8 +59,8 @@ async function httpGet(
     "eval",
     "--no-config",
     code,
+    ...args,
   ]);
-  return JSON.parse(r.stdout);
 }
 
 /** Series name+labels -> value, from an exposition. */
@@ -289,17 +294,7 @@ Deno.test({
       child = startRunWith(env, ["--backend", "nft", "--config", config, "--output", output]);
       await sampleAfter(output, started);
       const t0 = Date.now() / 1000;
-      const attack = run([
-        "nsenter",
-        `--net=${env.clientNetns}`,
-        "--",
-        DENO,
-        "eval",
-        "--no-config",
-        SLOW_CLIENTS,
-        String(PORT),
-        "200",
-      ]);
+      const attack = evalInClient(env, SLOW_CLIENTS, [String(PORT), "200"]);
       // counters.json goes on every interval while the clients are held.
       const seen = new Set<number>();
       while (Date.now() / 1000 < t0 + 4) {
