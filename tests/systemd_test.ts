@@ -559,7 +559,10 @@ async function checkPrometheus({ box, waitSample, now }: Ctx, backend: string): 
   const until = Date.now() + 15000;
   let text = "";
   while (!text.includes(`backend="${backend}"`)) {
-    if (Date.now() > until) throw new Error(`no textfile of the ${backend} run: ${text}`);
+    if (Date.now() > until) {
+      const j = await box.exec(["journalctl", "-u", "stb-netacct", "-n", "20", "-o", "cat"]);
+      throw new Error(`no textfile of the ${backend} run: ${text}\n${j.stdout}`);
+    }
     await sleep(300);
     text = (await box.exec(["cat", TEXTFILE], { allowFail: true })).stdout;
   }
