@@ -24,6 +24,7 @@ export class StubBackend implements Backend {
   #counters = new Map<string, ServiceCounters>();
   #destinations: DestinationCounters[] = [];
   #readFailure: Error | null = null;
+  #destinationsFailure: Error | null = null;
   #started = false;
 
   constructor(name = "stub") {
@@ -48,6 +49,11 @@ export class StubBackend implements Backend {
   /** The next `read` throws this. */
   failNextRead(error: Error): void {
     this.#readFailure = error;
+  }
+
+  /** Every readDestinations throws this while set (null: they succeed again). */
+  failDestinations(error: Error | null): void {
+    this.#destinationsFailure = error;
   }
 
   get started(): boolean {
@@ -82,6 +88,7 @@ export class StubBackend implements Backend {
   /** The destinations the test set, as ebpf reports them (most bytes first). */
   async readDestinations(limit: number): Promise<DestinationCounters[]> {
     this.calls.push("readDestinations");
+    if (this.#destinationsFailure) throw this.#destinationsFailure;
     return await Promise.resolve(this.#destinations.slice(0, limit));
   }
 

@@ -325,9 +325,13 @@ static __always_inline int account(struct __sk_buff *skb, int dir)
 	__u32 slot = (__u32)svc * 2 + dir;
 	struct netacct_counter *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
-		/* Per-CPU slot and cgroup_skb runs with migration disabled: plain adds suffice. */
-		c->bytes += len;
-		c->packets += pkts;
+		/*
+		 * Atomic although per CPU: egress runs in process context with softirqs
+		 * enabled, and a softirq on this CPU (an ACK, a timer's retransmit) can run
+		 * egress for the same slot between a plain add's load and store.
+		 */
+		__sync_fetch_and_add(&c->bytes, len);
+		__sync_fetch_and_add(&c->packets, pkts);
 	}
 	add_dest(&key, dir, len, pkts);
 	return 1;

@@ -59,6 +59,16 @@ export interface EventCollectorOptions {
 
 /** Events held between polls at most; more are counted as dropped (a stalled reader). */
 const MAX_PENDING = 65536;
+/**
+ * Records one poll takes at most (half the ring). A connect flood refills the ring as fast
+ * as it is read, and libbpf's consume loop runs until the ring is empty: unbounded, it
+ * would hold the sampler's tick (and its signal checks) as long as the flood lasts. What
+ * is left waits in the ring for the next poll; what the full ring refuses meanwhile the
+ * kernel counts as dropped.
+ */
+export const MAX_RECORDS_PER_POLL = 2048;
+/** What the callback returns to end a consume early: libbpf hands it back as the result. */
+const STOP_CONSUME = -125; // -ECANCELED
 
 const EVENTS = {
   name: "events",
@@ -79,6 +89,8 @@ export class EventCollector {
   #callback: Deno.UnsafeCallback<typeof SAMPLE_FN> | null = null;
   #maps: { events: number; dropped: number } | null = null;
   #pending: ConnectEvent[] = [];
+  /** Records the callback was handed in this poll. */
+  #taken = 0;
   #overflow = 0;
   /** The kernel's `dropped` sum as last read, and the polls in a row that found nothing. */
   #kernelDropped = 0;
@@ -97,7 +109,8 @@ export class EventCollector {
       const b = lib();
       this.#callback = new Deno.UnsafeCallback(SAMPLE_FN, (_ctx, data, size) => {
         this.#take(data, Number(size));
-        return 0;
+        // Consumed already: libbpf moved past it before calling us.
+        return ++this.#taken >= MAX_RECORDS_PER_POLL ? STOP_CONSUME : 0;
       });
       this.#ring = checkPointer(
         "Opening the connect events ring buffer",
@@ -124,10 +137,17 @@ export class EventCollector {
     this.#object.applyTargets(targets);
   }
 
-  /** Every event recorded since the last poll, oldest first. */
+  /**
+   * The events recorded since the last poll, oldest first: at most MAX_RECORDS_PER_POLL,
+   * the rest in the next polls.
+   */
   poll(): ConnectEvent[] {
     if (!this.#ring) throw new BackendError("Connect events are not started");
-    const records = check("Reading connect events", lib().ring_buffer__consume(this.#ring));
+    this.#taken = 0;
+    const rc = lib().ring_buffer__consume(this.#ring);
+    const records = rc === STOP_CONSUME && this.#taken >= MAX_RECORDS_PER_POLL
+      ? this.#taken
+      : check("Reading connect events", rc);
     this.#emptyPolls = records > 0 ? 0 : this.#emptyPolls + 1;
     return this.#pending.splice(0);
   }

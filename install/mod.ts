@@ -8,7 +8,6 @@
 import { Command, Option } from "@commander-js/extra-typings";
 import { AUTO, BACKEND_CHOICES, type BackendChoice } from "../backends/mod.ts";
 import {
-  checkConfigTrusted,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
@@ -16,6 +15,7 @@ import {
   loadConfig,
   validateConfig,
 } from "../lib/config.ts";
+import { loadTrustedConfig } from "../lib/trusted_config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { lookupUser } from "../lib/users.ts";
 import { VERSION } from "../lib/version.ts";
@@ -117,8 +117,7 @@ function newConfigOwner(owner: string | undefined): string | null {
 function installedConfig(text: string | null): Config {
   try {
     if (text !== null) return validateConfig(JSON.parse(text), JSON.stringify(DEFAULT_CONFIG_PATH));
-    checkConfigTrusted(DEFAULT_CONFIG_PATH, 0);
-    return loadConfig(DEFAULT_CONFIG_PATH, true);
+    return loadTrustedConfig(DEFAULT_CONFIG_PATH, true, 0);
   } catch (e) {
     if (e instanceof ConfigError) {
       throw new UsageError(
@@ -156,8 +155,6 @@ interface InstallOptions {
   dryRun: boolean;
   force: boolean;
   timeout: number;
-  /** The admin's opt-in to serve /metrics on a non-loopback address. */
-  allowRemoteMetrics: boolean;
   /** Man page and completions, rendered from the program (cli/). */
   docs: { path: string; text: string }[];
 }
@@ -222,9 +219,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
         `edit its "owner", or add --force to reset the file to the defaults`,
     );
   }
-  const features = serviceFeatures(installedConfig(configText), DEFAULT_CONFIG_PATH, {
-    allowRemoteMetrics: opts.allowRemoteMetrics,
-  });
+  const features = serviceFeatures(installedConfig(configText), DEFAULT_CONFIG_PATH);
   const access = planAccess(features.textfileDir);
   const files: PlannedFile[] = program.files.map((f) => plan(f, f.text !== undefined));
   files.push(...opts.docs.map((d) => plan({ path: d.path, mode: 0o644, text: d.text }, false)));
@@ -428,12 +423,6 @@ export function installCommand() {
     )
     .option("-n, --dry-run", "print every file and command, change nothing", false)
     .option("--force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
-    .option(
-      "--allow-remote-metrics",
-      'serve /metrics on a non-loopback "prometheus.listen" address (anyone who reaches it ' +
-        "sees StB's traffic)",
-      false,
-    )
     .addOption(
       new Option("--timeout <seconds>", "how long to wait for fresh counters")
         .default(FRESH_TIMEOUT_S)
@@ -452,9 +441,10 @@ export function installCommand() {
         "  sudo ./stb-netacct install --backend nft --owner cad\n" +
         "  ./stb-netacct install --dry-run                 # what would happen\n" +
         "\nThe unit is made from the config: the Prometheus textfile's directory is\n" +
-        "opened for it, /metrics may use a loopback socket, and a config the confined\n" +
-        "service could not honour is refused, naming the key and the fix. The man page\n" +
-        "and bash, zsh and fish completions are installed with it.\n" +
+        "opened for it, /metrics may use a loopback socket (any address when the config\n" +
+        'says "prometheus.allow_remote": true), and a config the confined service\n' +
+        "could not honour is refused, naming the key and the fix. The man page and\n" +
+        "bash, zsh and fish completions are installed with it.\n" +
         "\nWithout systemd as PID 1 it refuses and prints the `run` command to use instead.\n",
     )
     .action(async (opts, cmd) => {
@@ -464,7 +454,6 @@ export function installCommand() {
         dryRun: opts.dryRun,
         force: opts.force,
         timeout: opts.timeout,
-        allowRemoteMetrics: opts.allowRemoteMetrics,
         docs: documentationFiles(cmd),
       });
     });

@@ -20,23 +20,14 @@ export const TEXTFILE_ROOTS = ["/var/lib/", "/srv/"];
 const PLAIN_PATH = /^\/[A-Za-z0-9._@+\/-]+$/;
 const LOOPBACK: Cidr[] = ["127.0.0.0/8", "::1/128"].map((c) => parseCidr(c));
 
-export interface ServiceConfigOptions {
-  /** The admin's explicit consent to serve /metrics on a non-loopback address. */
-  allowRemoteMetrics: boolean;
-}
-
 const dirOf = (p: string) => p.slice(0, p.lastIndexOf("/")) || "/";
 
 /** The unit's features for `config` (read from `source`), or a UsageError naming the fix. */
-export function serviceFeatures(
-  config: Config,
-  source: string,
-  options: ServiceConfigOptions,
-): UnitFeatures {
+export function serviceFeatures(config: Config, source: string): UnitFeatures {
   checkOutput(config.output, source);
   return {
     textfileDir: textfileDir(config.prometheus.textfile, source),
-    listen: listenNeeds(config.prometheus.listen, source, options),
+    listen: listenNeeds(config.prometheus, source),
   };
 }
 
@@ -68,11 +59,15 @@ function textfileDir(textfile: string | null, source: string): string | null {
   return dir;
 }
 
+/**
+ * The socket family, and whether peers beyond this host may connect: only when the config
+ * says "prometheus.allow_remote" (lib/config.ts refuses a non-loopback listen otherwise).
+ */
 function listenNeeds(
-  listen: Config["prometheus"]["listen"],
+  prometheus: Config["prometheus"],
   source: string,
-  options: ServiceConfigOptions,
 ): UnitFeatures["listen"] {
+  const listen = prometheus.listen;
   if (listen === null) return null;
   const v4 = parseIpv4(listen.hostname);
   const bytes = v4 ?? parseIpv6(listen.hostname);
@@ -84,13 +79,11 @@ function listenNeeds(
   }
   const family = v4 ? "AF_INET" : "AF_INET6";
   if (isExcluded(bytes, LOOPBACK)) return { family, remote: false };
-  if (options.allowRemoteMetrics) return { family, remote: true };
-  const shown = v4 ? listen.hostname : `[${listen.hostname}]`;
+  if (prometheus.allowRemote) return { family, remote: true };
+  // validateConfig refuses this already; kept so a Config built elsewhere cannot slip by.
   throw new UsageError(
-    `"prometheus.listen" is "${shown}:${listen.port}" in ${source}, which is not a loopback ` +
-      `address: the installed service serves /metrics to this host only, since anyone who ` +
-      `can reach it sees StB's traffic. Use "127.0.0.1:${listen.port}" (scrape it locally ` +
-      `or through a proxy), or add --allow-remote-metrics to install to serve it there on ` +
-      `purpose`,
+    `"prometheus.listen" is not a loopback address in ${source}: use ` +
+      `"127.0.0.1:${listen.port}", or set "prometheus.allow_remote": true to serve it there ` +
+      `on purpose`,
   );
 }

@@ -1,11 +1,11 @@
-import { validateConfig } from "../lib/config.ts";
+import { ConfigError, validateConfig } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { serviceFeatures } from "./service_config.ts";
-import { assertEquals, assertThrows } from "../lib/test_assert.ts";
+import { assertEquals, assertStringIncludes, assertThrows } from "../lib/test_assert.ts";
 
 const SOURCE = '"/etc/stb-netacct/config.json"';
-const features = (raw: Record<string, unknown>, allowRemoteMetrics = false) =>
-  serviceFeatures(validateConfig(raw, SOURCE), SOURCE, { allowRemoteMetrics });
+const features = (raw: Record<string, unknown>) =>
+  serviceFeatures(validateConfig(raw, SOURCE), SOURCE);
 
 Deno.test("service config: the defaults open node-exporter's directory and no socket", () => {
   assertEquals(features({}), { textfileDir: "/var/lib/prometheus/node-exporter", listen: null });
@@ -33,17 +33,19 @@ Deno.test("service config: /metrics on loopback gets its family, elsewhere only 
   });
   assertEquals(features({ prometheus: { listen: "localhost:9877" } }).listen?.family, "AF_INET");
   for (const listen of ["192.0.2.7:9877", "[2001:db8::7]:9877", "[::ffff:0.0.0.0]:9877"]) {
-    assertThrows(
-      () => features({ prometheus: { listen } }),
-      UsageError,
-      '"prometheus.listen" is',
-    );
-    assertThrows(() => features({ prometheus: { listen } }), UsageError, "--allow-remote-metrics");
+    const e = assertThrows(() => features({ prometheus: { listen } }), ConfigError);
+    assertStringIncludes(e.message, '"prometheus.listen" is');
   }
-  assertEquals(features({ prometheus: { listen: "192.0.2.7:9877" } }, true).listen, {
-    family: "AF_INET",
-    remote: true,
-  });
+  // The config's own consent, the same key `run` obeys.
+  assertEquals(
+    features({ prometheus: { listen: "192.0.2.7:9877", allow_remote: true } }).listen,
+    { family: "AF_INET", remote: true },
+  );
+  assertEquals(
+    features({ prometheus: { listen: "127.0.0.1:9877", allow_remote: true } }).listen?.remote,
+    false,
+    "loopback stays loopback",
+  );
 });
 
 Deno.test("service config: what the confined service cannot write is refused with the fix", () => {

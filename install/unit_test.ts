@@ -32,6 +32,7 @@ const VARIANTS: {
       { family: "AF_INET" as const, remote: false },
       { family: "AF_INET6" as const, remote: false },
       { family: "AF_INET" as const, remote: true },
+      { family: "AF_INET6" as const, remote: true },
     ].map((listen) => ({
       name: `${backend}, textfile ${textfileDir ? "on" : "off"}, listen ${
         listen ? `${listen.family}${listen.remote ? " remote" : " loopback"}` : "off"

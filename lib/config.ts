@@ -9,6 +9,7 @@ import {
   CidrError,
   DEFAULT_EXCLUDE,
   findOverlaps,
+  isExcluded,
   parseCidr,
   parseIpv4,
   parseIpv6,
@@ -280,9 +281,19 @@ function parseOutput(v: unknown): string {
   return v;
 }
 
+/** The highest uid: (uid_t)-1 = 4294967295 is chown's "leave unchanged", never a user. */
+export const MAX_UID = 4294967294;
+
 function parseOwner(v: unknown): string | null {
   if (v === undefined || v === null) return null;
-  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return String(v);
+  const numeric = typeof v === "number" || (typeof v === "string" && /^[0-9]+$/.test(v));
+  if (numeric && !(Number.isInteger(Number(v)) && Number(v) >= 0 && Number(v) <= MAX_UID)) {
+    throw new ConfigError(
+      `"owner" is ${show(v)}: a uid is 0 to ${MAX_UID} (4294967295 means "no owner" to ` +
+        `chown): use the owner's user name such as "cad", or their uid (\`id -u cad\`)`,
+    );
+  }
+  if (typeof v === "number") return String(v);
   if (typeof v === "string" && OWNER.test(v)) return v;
   throw new ConfigError(`"owner" is ${show(v)}: use a user name such as "cad" or a numeric uid`);
 }
@@ -401,14 +412,20 @@ export interface PrometheusConfig {
   textfile: string | null;
   /** Address `/metrics` is served on. */
   listen: { hostname: string; port: number } | null;
+  /** The explicit consent to serve `/metrics` on a non-loopback address. */
+  allowRemote: boolean;
 }
 
 /** Where Debian's prometheus-node-exporter textfile collector looks. */
 export const DEFAULT_PROMETHEUS_TEXTFILE = "/var/lib/prometheus/node-exporter/stb_netacct.prom";
-const PROMETHEUS_KEYS = ["textfile", "listen"] as const;
+const PROMETHEUS_KEYS = ["textfile", "listen", "allow_remote"] as const;
 
 function parsePrometheus(v: unknown): PrometheusConfig {
-  const out: PrometheusConfig = { textfile: DEFAULT_PROMETHEUS_TEXTFILE, listen: null };
+  const out: PrometheusConfig = {
+    textfile: DEFAULT_PROMETHEUS_TEXTFILE,
+    listen: null,
+    allowRemote: false,
+  };
   if (v === undefined) return out;
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new ConfigError(
@@ -453,7 +470,38 @@ function parsePrometheus(v: unknown): PrometheusConfig {
     }
     out.listen = parseListenAddress(o.listen, '"prometheus.listen"');
   }
+  if (o.allow_remote !== undefined) {
+    if (typeof o.allow_remote !== "boolean") {
+      throw new ConfigError(
+        `"prometheus.allow_remote" is ${show(o.allow_remote)}: use true or false`,
+      );
+    }
+    out.allowRemote = o.allow_remote;
+  }
+  if (out.listen) checkListenAllowed(out.listen, out.allowRemote, '"prometheus.listen"');
   return out;
+}
+
+const LOOPBACK_LISTEN: Cidr[] = ["127.0.0.0/8", "::1/128"].map((c) => parseCidr(c));
+
+/**
+ * /metrics shows StB's traffic to whoever reaches it, so it is served on loopback only,
+ * unless the config says `"prometheus.allow_remote": true`. `what` names the setting.
+ */
+export function checkListenAllowed(
+  listen: { hostname: string; port: number },
+  allowRemote: boolean,
+  what: string,
+): void {
+  const bytes = parseIpv4(listen.hostname) ?? parseIpv6(listen.hostname);
+  if (allowRemote || (bytes && isExcluded(bytes, LOOPBACK_LISTEN))) return;
+  const shown = listen.hostname.includes(":") ? `[${listen.hostname}]` : listen.hostname;
+  throw new ConfigError(
+    `${what} is "${shown}:${listen.port}", which is not a loopback address: anyone who ` +
+      `can reach it would see StB's traffic. Use "127.0.0.1:${listen.port}" (scrape it ` +
+      `locally or through a proxy), or set "prometheus.allow_remote": true in the config ` +
+      `to serve it there on purpose`,
+  );
 }
 
 /**
@@ -485,14 +533,26 @@ export function parseListenAddress(
         `brackets), ${example}`,
     );
   }
-  if (bytes.every((b) => b === 0)) {
-    throw fail(
-      `that listens on every network of this host and would show StB's traffic to anyone ` +
-        `who can reach it: name one address, ${example}`,
-    );
+  const wildcard = `that listens on every network of this host and would show StB's ` +
+    `traffic to anyone who can reach it: name one address, ${example}`;
+  if (bytes.every((b) => b === 0)) throw fail(wildcard);
+  if (bytes.length === 16 && bytes.subarray(0, 10).every((b) => b === 0)) {
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible) are IPv4 in IPv6 clothes: the
+    // socket listens on the IPv4 address, so ::ffff:0.0.0.0 is the IPv4 wildcard.
+    const v4 = bytes.subarray(12).join(".");
+    const mapped = bytes[10] === 0xff && bytes[11] === 0xff;
+    if (mapped && v4 === "0.0.0.0") throw fail(wildcard);
+    if (mapped || (bytes[10] === 0 && bytes[11] === 0 && !isLoopback6(bytes))) {
+      throw fail(
+        `an IPv4 address written as IPv6: write the IPv4 address itself, like ` +
+          `"${v4 === "0.0.0.0" ? "127.0.0.1" : v4}:${port}"`,
+      );
+    }
   }
   return { hostname: host, port };
 }
+
+const isLoopback6 = (b: Uint8Array) => b.subarray(0, 15).every((x) => x === 0) && b[15] === 1;
 
 /** The interval rule (lib/interval.ts) for a config value; `what` names it in the error. */
 export function checkInterval(v: unknown, what: string): number {
@@ -534,6 +594,11 @@ export function loadConfig(path: string, explicit: boolean): Config {
       cause: e,
     });
   }
+  return configFromText(text, path);
+}
+
+/** The config in `text`, read from `path` (named in errors). */
+export function configFromText(text: string, path: string): Config {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -548,42 +613,36 @@ export function loadConfig(path: string, explicit: boolean): Config {
 
 /**
  * A root daemon must not take orders from a file other users can change: the config
- * decides which traffic counts and where root writes. Refuses (ConfigError, so exit 2) a
- * config, or the directory holding it, that is owned by someone other than root or the
- * user running us, or that group or others may write (a group write bit is fine when the
- * group is root's). Stat follows a symlink: the file judged is the one that is read.
- * A missing file is not judged here (loadConfig decides what absence means).
+ * decides which traffic counts and where root writes. Throws (ConfigError, so exit 2) why
+ * `p`, the config or the directory holding it, fails: owned by someone other than root or
+ * `uid` (the user running us), or writable by group or others (a group write bit is fine
+ * when the group is root's; a sticky directory keeps others from replacing the file).
+ * lib/trusted_config.ts applies it to the file it opened.
  */
-export function checkConfigTrusted(path: string, uid = Deno.uid()): void {
-  let real: string;
-  try {
-    real = Deno.realPathSync(path);
-  } catch {
-    return;
+export function checkTrust(
+  p: string,
+  st: { uid: number | null; gid: number | null; mode: number | null; isDirectory: boolean },
+  uid: number | null,
+): void {
+  const mode = (st.mode ?? 0) & 0o7777;
+  const isDir = st.isDirectory;
+  const shown = isDir ? `Directory ${show(p)} holding the config` : `Config ${show(p)}`;
+  if (st.uid !== 0 && st.uid !== uid) {
+    throw new ConfigError(
+      `${shown} is owned by uid ${st.uid}, so that user could change what root counts and ` +
+        `where it writes: \`chown root:root ${p}\` (and \`chmod go-w ${p}\`)`,
+    );
   }
-  const slash = real.lastIndexOf("/");
-  const dir = slash > 0 ? real.slice(0, slash) : "/";
-  for (const p of [real, dir]) {
-    const st = Deno.statSync(p);
-    const mode = (st.mode ?? 0) & 0o7777;
-    const shown = p === real ? `Config ${show(p)}` : `Directory ${show(p)} holding the config`;
-    if (st.uid !== 0 && st.uid !== uid) {
-      throw new ConfigError(
-        `${shown} is owned by uid ${st.uid}, so that user could change what root counts and ` +
-          `where it writes: \`chown root:root ${p}\` (and \`chmod go-w ${p}\`)`,
-      );
-    }
-    // The sticky bit (/tmp) keeps others from replacing a file they do not own.
-    const othersWrite = (mode & 0o002) !== 0 && !(p === dir && (mode & 0o1000) !== 0);
-    const groupWrite = (mode & 0o020) !== 0 && st.gid !== 0 &&
-      !(p === dir && (mode & 0o1000) !== 0);
-    if (othersWrite || groupWrite) {
-      throw new ConfigError(
-        `${shown} is writable by ${othersWrite ? "others" : `group ${st.gid}`} ` +
-          `(mode ${mode.toString(8)}), so other users could change what root counts: ` +
-          `\`chmod go-w ${p}\``,
-      );
-    }
+  // The sticky bit (/tmp) keeps others from replacing a file they do not own.
+  const sticky = isDir && (mode & 0o1000) !== 0;
+  const othersWrite = (mode & 0o002) !== 0 && !sticky;
+  const groupWrite = (mode & 0o020) !== 0 && st.gid !== 0 && !sticky;
+  if (othersWrite || groupWrite) {
+    throw new ConfigError(
+      `${shown} is writable by ${othersWrite ? "others" : `group ${st.gid}`} ` +
+        `(mode ${mode.toString(8)}), so other users could change what root counts: ` +
+        `\`chmod go-w ${p}\``,
+    );
   }
 }
 

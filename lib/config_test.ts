@@ -22,6 +22,10 @@ Deno.test("an empty config means the StB defaults", () => {
 Deno.test("the file install writes is itself valid", () => {
   const c = validateConfig(JSON.parse(defaultConfigJson("cad")), SRC);
   assertEquals(c.owner, "cad");
+  // The range's ends: root, and the highest uid there is.
+  assertEquals(validateConfig({ owner: 0 }, "t").owner, "0");
+  assertEquals(validateConfig({ owner: 4294967294 }, "t").owner, "4294967294");
+  assertEquals(validateConfig({ owner: "4294967294" }, "t").owner, "4294967294");
   assertEquals(c.exclude.length, 15);
 });
 
@@ -62,6 +66,12 @@ Deno.test("every bad config names the field, the value and the fix", () => {
     [{ output: "relative.json" }, '"output" is "relative.json"'],
     [{ output: "/run/../etc/passwd" }, '".." is not allowed'],
     [{ owner: "Bad User" }, '"owner" is "Bad User"'],
+    [{ owner: 9999999999 }, '"owner" is 9999999999: a uid is 0 to 4294967294'],
+    [{ owner: "9999999999" }, '"owner" is "9999999999": a uid is 0 to 4294967294'],
+    [{ owner: 4294967295 }, '"owner" is 4294967295: a uid is 0 to 4294967294 (4294967295 means'],
+    [{ owner: "4294967295" }, "use the owner's user name"],
+    [{ owner: -1 }, '"owner" is -1: a uid is 0 to'],
+    [{ owner: 1.5 }, '"owner" is 1.5: a uid is 0 to'],
     [{ interval_s: 0.01 }, "from 0.1 to 10"],
     [{ interval_s: "0.5" }, '"interval_s" in test.json is "0.5"'],
     [{ ct_mark: 0 }, '"ct_mark" is 0'],

@@ -15,6 +15,7 @@ import type { Config } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
 import { HEALTHY, type RunHealth, type SampleContext, type Sink } from "./sinks.ts";
 import { dirOf } from "./output.ts";
+import { type HttpAnswer, type HttpLimits, serveHttp } from "./metrics_http.ts";
 
 export interface MetricsExtra {
   /** stb-netacct's version, for build_info. */
@@ -316,62 +317,43 @@ export interface ListenAddress {
 
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
+export interface ListenOptions {
+  /** stb-netacct's version, for build_info. */
+  version: string;
+  log: (message: string) => void;
+  /** Timeout and caps for clients (run/metrics_http.ts); tests shorten them. */
+  limits?: HttpLimits;
+}
+
 /**
  * Serves the latest sample's exposition at `/metrics` (404 elsewhere, 405 for anything but
- * GET/HEAD, 503 before the first sample). Fails at once when the address cannot be bound,
- * so `run` stops with the reason instead of running without the endpoint it was asked for.
+ * GET/HEAD, 503 before the first sample), with a timeout for slow clients and caps on
+ * connections and request size. Fails at once when the address cannot be bound, so `run`
+ * stops with the reason instead of running without the endpoint it was asked for.
  */
 export function listenSink(
   address: ListenAddress,
-  version: string,
-  log: (message: string) => void,
+  options: ListenOptions,
 ): Sink & { readonly port: number } {
+  const { version, log } = options;
   /** Rendered when scraped, not every sample: scrapes come far less often than samples. */
   let latest: SampleContext | null = null;
   let body: string | null = null;
-  const controller = new AbortController();
-  let server: Deno.HttpServer<Deno.NetAddr>;
   const shown = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  try {
-    server = Deno.serve({
-      hostname: address.hostname,
-      port: address.port,
-      signal: controller.signal,
-      onListen: () => {},
-      onError: () => new Response("internal error\n", { status: 500 }),
-    }, (req) => {
-      const url = new URL(req.url);
-      if (url.pathname !== "/metrics") {
-        return new Response("Not found: metrics are at /metrics\n", { status: 404 });
-      }
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        return new Response("Method not allowed\n", { status: 405, headers: { allow: "GET" } });
-      }
-      if (latest === null) {
-        return new Response("No sample yet: try again in a moment\n", { status: 503 });
-      }
-      body ??= renderMetrics(latest.counters, {
-        version,
-        sampleDurationS: latest.sampleDurationS,
-        health: latest.health,
-      });
-      return new Response(req.method === "HEAD" ? null : body, {
-        headers: { "content-type": METRICS_CONTENT_TYPE },
-      });
+  const server = serveHttp(listenOn(address, shown), (method, path): HttpAnswer => {
+    if (path !== "/metrics") return { status: 404, body: "Not found: metrics are at /metrics\n" };
+    if (method !== "GET" && method !== "HEAD") {
+      return { status: 405, headers: { allow: "GET, HEAD" }, body: "Method not allowed\n" };
+    }
+    if (latest === null) return { status: 503, body: "No sample yet: try again in a moment\n" };
+    body ??= renderMetrics(latest.counters, {
+      version,
+      sampleDurationS: latest.sampleDurationS,
+      health: latest.health,
     });
-  } catch (e) {
-    const why = e instanceof Deno.errors.AddrInUse
-      ? "the address is in use"
-      : e instanceof Deno.errors.AddrNotAvailable
-      ? "no interface of this host has that address"
-      : (e as Error).message;
-    throw new Error(
-      `Cannot serve metrics on ${shown}:${address.port}: ${why}; ` +
-        "pick another address with --metrics-listen or the config key prometheus.listen",
-      { cause: e },
-    );
-  }
-  const port = server.addr.port;
+    return { status: 200, headers: { "content-type": METRICS_CONTENT_TYPE }, body };
+  }, options.limits);
+  const port = server.port;
   log(`prometheus: serving http://${shown}:${port}/metrics`);
   let closed = false;
   return {
@@ -385,10 +367,27 @@ export function listenSink(
     async close() {
       if (closed) return;
       closed = true;
-      controller.abort();
-      await server.finished;
+      await server.close();
     },
   };
+}
+
+/** The bound socket, or an error naming the address, why and the fix. */
+function listenOn(address: ListenAddress, shown: string): Deno.Listener {
+  try {
+    return Deno.listen({ hostname: address.hostname, port: address.port, transport: "tcp" });
+  } catch (e) {
+    const why = e instanceof Deno.errors.AddrInUse
+      ? "the address is in use"
+      : e instanceof Deno.errors.AddrNotAvailable
+      ? "no interface of this host has that address"
+      : (e as Error).message;
+    throw new Error(
+      `Cannot serve metrics on ${shown}:${address.port}: ${why}; ` +
+        "pick another address with --metrics-listen or the config key prometheus.listen",
+      { cause: e },
+    );
+  }
 }
 
 export interface SinkOptions {
@@ -405,7 +404,7 @@ export function createSinks(options: SinkOptions): Promise<Sink[]> {
       sinks.push(textfileSink({ path: config.prometheus.textfile, version: VERSION, log }));
     }
     if (config.prometheus.listen !== null) {
-      sinks.push(listenSink(config.prometheus.listen, VERSION, log));
+      sinks.push(listenSink(config.prometheus.listen, { version: VERSION, log }));
     }
   } catch (e) {
     // Those made before the failure are closed by nobody else.

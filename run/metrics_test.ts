@@ -230,7 +230,10 @@ Deno.test("textfile sink: close leaves a file it never wrote alone", async () =>
 
 Deno.test("listen sink: /metrics after the first sample, 404 elsewhere, closed on close", async () => {
   const logs: string[] = [];
-  const sink = listenSink({ hostname: "127.0.0.1", port: 0 }, "0.1.0", (m) => logs.push(m));
+  const sink = listenSink({ hostname: "127.0.0.1", port: 0 }, {
+    version: "0.1.0",
+    log: (m) => logs.push(m),
+  });
   const base = `http://127.0.0.1:${sink.port}`;
   try {
     let r = await fetch(`${base}/metrics`);
@@ -263,11 +266,82 @@ Deno.test("listen sink: /metrics after the first sample, 404 elsewhere, closed o
   assert(refused, "still serving after close");
 });
 
+/** Opens a connection and sends `text`; resolves when the server closes it (ms after open). */
+async function heldFor(
+  port: number,
+  text: string,
+): Promise<{ conn: Deno.Conn; closed: Promise<number> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const t0 = performance.now();
+  await conn.write(new TextEncoder().encode(text));
+  const closed = (async () => {
+    const buf = new Uint8Array(4096);
+    // Given up on (and counted as held forever) after 5 s, so a server that never drops
+    // it fails the test instead of hanging it.
+    const giveUp = setTimeout(() => conn.close(), 5000);
+    try {
+      while ((await conn.read(buf)) !== null) { /* an answer, then the close */ }
+    } catch {
+      return Infinity;
+    } finally {
+      clearTimeout(giveUp);
+    }
+    return performance.now() - t0;
+  })();
+  return { conn, closed };
+}
+
+Deno.test("listen sink: slow clients are dropped after the timeout, beyond the cap at once; big heads 431", async () => {
+  const limits = { timeoutMs: 600, maxConnections: 16, maxRequestBytes: 1024 };
+  const sink = listenSink({ hostname: "127.0.0.1", port: 0 }, {
+    version: "0",
+    log: () => {},
+    limits,
+  });
+  const conns: Deno.Conn[] = [];
+  try {
+    await sink.publish({ counters: sample(), sampleDurationS: 0.001 });
+    // 200 clients that send half a request and wait.
+    const slow = [];
+    for (let i = 0; i < 200; i++) {
+      const c = await heldFor(sink.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+      conns.push(c.conn);
+      slow.push(c.closed);
+    }
+    const times = await Promise.all(slow);
+    const held = times.filter((ms) => ms >= limits.timeoutMs - 50);
+    assertEquals(held.length, limits.maxConnections, `held: ${held.map(Math.round)}`);
+    assert(
+      held.every((ms) => ms < limits.timeoutMs + 1000),
+      `dropped late: ${held.map(Math.round)}`,
+    );
+    // Once they are gone, a scrape is answered.
+    const r = await fetch(`http://127.0.0.1:${sink.port}/metrics`);
+    assertEquals(r.status, 200);
+    assertStringIncludes(await r.text(), "stb_netacct_bytes_total");
+    // A head over the cap is refused, not buffered.
+    const big = await fetch(`http://127.0.0.1:${sink.port}/metrics`, {
+      headers: { "x-pad": "a".repeat(2000) },
+    });
+    assertEquals(big.status, 431);
+    await big.body?.cancel();
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await sink.close();
+  }
+});
+
 Deno.test("listen sink: a taken port is an error naming the address and the fix", () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const port = (holder.addr as Deno.NetAddr).port;
-    const e = assertThrows(() => listenSink({ hostname: "127.0.0.1", port }, "0", () => {}));
+    const e = assertThrows(() =>
+      listenSink({ hostname: "127.0.0.1", port }, { version: "0", log: () => {} })
+    );
     assertStringIncludes(e.message, `127.0.0.1:${port}: the address is in use`);
     assertStringIncludes(e.message, "--metrics-listen");
   } finally {

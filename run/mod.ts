@@ -25,13 +25,13 @@ import { CAP_CHOWN, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
 import { type Cgroup2Mount, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import {
-  checkConfigTrusted,
+  checkListenAllowed,
   type Config,
   ConfigError,
   DEFAULT_CONFIG_PATH,
-  loadConfig,
   parseListenAddress,
 } from "../lib/config.ts";
+import { loadTrustedConfig } from "../lib/trusted_config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { DEFAULT_INTERVAL_S, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/interval.ts";
 import { parseIntervalFlag } from "../lib/interval_flag.ts";
@@ -107,8 +107,9 @@ export function runCommand() {
     )
     .option(
       "--metrics-listen <address>",
-      "also serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9877 (default: " +
-        'config "prometheus.listen", else off)',
+      "also serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9877; loopback " +
+        'only unless the config says "prometheus.allow_remote": true (default: config ' +
+        '"prometheus.listen", else off)',
       parseMetricsListenFlag,
     )
     .option(
@@ -131,6 +132,7 @@ export function runCommand() {
     .action(async (opts, cmd) => {
       let config = trustedConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
       if (opts.metricsListen) {
+        checkListenAllowed(opts.metricsListen, config.prometheus.allowRemote, "--metrics-listen");
         config = { ...config, prometheus: { ...config.prometheus, listen: opts.metricsListen } };
       }
       const output = opts.output ?? config.output;
@@ -154,8 +156,7 @@ export function defaultStatePath(output: string): string {
 /** Refused before it is even parsed: a config others can change must not steer root. */
 function trustedConfig(path: string, explicit: boolean): Config {
   try {
-    checkConfigTrusted(path);
-    return loadConfig(path, explicit);
+    return loadTrustedConfig(path, explicit);
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message, { cause: e });
     throw e;
@@ -264,6 +265,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   files.prepare();
   teardown.add(() => files.close());
   files.lock();
+  files.checkExisting();
   const state = new StateFiles(files.places);
   const start = startTotals(state, opts);
   const startedAt = Math.round(Date.now()) / 1000;

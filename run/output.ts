@@ -7,9 +7,15 @@
 
 import { DirError, HeldDir } from "../lib/held_dir.ts";
 import type { CountersV1, ServiceCountersV1 } from "../lib/contract.ts";
-import { outputLockPath, serializeCounters } from "../lib/contract.ts";
+import {
+  DEFAULT_COUNTERS_PATH,
+  MAX_COUNTERS_BYTES,
+  outputLockPath,
+  parseCounters,
+  serializeCounters,
+} from "../lib/contract.ts";
 import type { DestinationCounters, ServiceCounters } from "../backends/backend.ts";
-import { BackendError } from "../lib/errors.ts";
+import { BackendError, UsageError } from "../lib/errors.ts";
 import { acquireLock, type Lock, LockHeldError } from "../lib/lock.ts";
 import type { UserIds } from "../lib/users.ts";
 import { RUNTIME_STATE_DIR, stateNames, type StatePlaces } from "./state.ts";
@@ -221,6 +227,41 @@ export class OutputFiles {
     for (const l of this.#lockNames) {
       this.#locks.push(acquireLock(l.state ? h.state : h.out, l.name));
     }
+  }
+
+  /**
+   * Refuses an `output` that names a file stb-netacct did not write: `run` replaces it
+   * every interval, so "output": "/etc/shadow" would destroy that file. Absent is fine;
+   * so is a regular file holding a counters sample (schema 1), an empty one (what a power
+   * loss can leave; nothing to lose) or one the configured owner owns (run gave it to
+   * them, and what they write there must not stop counting).
+   */
+  checkExisting(): void {
+    const out = this.#current().out;
+    const st = out.stat(this.#outName);
+    if (st === null) return;
+    let why: string | null = null;
+    if (st.type !== "file") why = `is a ${st.type === "other" ? "special file" : st.type}`;
+    else if (
+      st.size === 0 || (this.#owner && this.#owner.uid !== 0 && st.uid === this.#owner.uid)
+    ) {
+      return;
+    } else {
+      try {
+        const text = out.readText(this.#outName, MAX_COUNTERS_BYTES) ?? "";
+        parseCounters(text);
+        // run always writes the schema; parseCounters lets readers go without it.
+        if (JSON.parse(text).schema !== 1) throw new Error("no schema");
+      } catch {
+        why = "is not a counters file stb-netacct wrote";
+      }
+    }
+    if (why === null) return;
+    throw new UsageError(
+      `The output "${this.path}" exists and ${why}, and run would replace it: point ` +
+        `"output" (or --output) at a new file, like "${DEFAULT_COUNTERS_PATH}", or remove ` +
+        `the file if it is a stale one of yours`,
+    );
   }
 
   publish(counters: CountersV1): void {

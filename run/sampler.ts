@@ -327,13 +327,31 @@ export class Sampler {
     return services;
   }
 
+  /**
+   * Destinations are optional: a failed read (the batch lookup's ENOSPC while the LRU
+   * churns, say) keeps the last list, is counted (a metric), logged once, and tried again
+   * with the next sample. Whatever it throws, counting goes on.
+   */
   async #destinationsFor(totalsKey: bigint): Promise<DestinationCounters[] | undefined> {
     const d = this.#destinations;
-    if (d.stale || totalsKey !== d.key) {
+    if (!d.stale && totalsKey === d.key) return d.list;
+    try {
       d.list = await this.#parts.backend.readDestinations?.(MAX_DESTINATIONS);
-      d.stale = totalsKey !== d.key;
-      d.key = totalsKey;
+    } catch (e) {
+      this.#health.destinationsErrors++;
+      const why = (e as Error).message;
+      if (this.#sinkFailures.get("destinations") !== why) {
+        this.#parts.log(
+          `cannot read the top destinations: ${why}; the last list is kept, counting goes on`,
+        );
+      }
+      this.#sinkFailures.set("destinations", why);
+      d.stale = true;
+      return d.list;
     }
+    if (this.#sinkFailures.delete("destinations")) this.#parts.log("destinations: reading again");
+    d.stale = totalsKey !== d.key;
+    d.key = totalsKey;
     return d.list;
   }
 

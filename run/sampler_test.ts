@@ -11,7 +11,7 @@ import type { CountersV1 } from "../lib/contract.ts";
 import type { WakeReason } from "../lib/sleeper.ts";
 import { RESET_POLL_MS, Sampler, TARGETS_POLL_MS } from "./sampler.ts";
 import { STATE_SAVE_MS } from "./state.ts";
-import type { HistorySink, Sink } from "./sinks.ts";
+import type { HistorySink, RunHealth, Sink } from "./sinks.ts";
 
 const SERVER = "/user.slice/app.slice/server.service";
 const SHELL = "/user.slice/app.slice/shell.service";
@@ -132,7 +132,16 @@ function setup(
     },
   };
   const sunk: number[] = [];
-  const sink: Sink = { name: "test sink", publish: () => void sunk.push(time.ms), close() {} };
+  /** The health each sample carried to the sinks. */
+  const healths: RunHealth[] = [];
+  const sink: Sink = {
+    name: "test sink",
+    publish: ({ health }) => {
+      sunk.push(time.ms);
+      if (health) healths.push({ ...health });
+    },
+    close() {},
+  };
   const notes: string[] = [];
   const logs: string[] = [];
   const retargetedAt: number[] = [];
@@ -180,6 +189,7 @@ function setup(
     published,
     order,
     sunk,
+    healths,
     notes,
     logs,
     retargetedAt,
@@ -398,6 +408,42 @@ Deno.test("sampler: destinations are read while the totals move, once after, and
   // 3500: the retarget made them stale.
   assertEquals(readsAt, [0, 500, 1500, 2000, 3500]);
   assertEquals(t.published.at(-1)?.counters.destinations?.[0]?.port, 443);
+});
+
+Deno.test("sampler: a failing destinations read keeps the last list, is counted and logged once", async () => {
+  const t = await started(setup());
+  const dest = {
+    service: "server",
+    direction: "tx" as const,
+    address: "198.51.100.7",
+    port: 8443,
+    protocol: "tcp" as const,
+    bytes: 10n,
+    packets: 1n,
+  };
+  t.backend.setDestinations([dest]);
+  // Totals move every sample, so destinations are read every sample.
+  const read = t.backend.read.bind(t.backend);
+  t.backend.read = () => {
+    t.backend.count("server", { txBytes: 1n });
+    return read();
+  };
+  const enospc = new Error("bpf_map_lookup_batch: No space left on device (os error 28)");
+  t.time.at(1200, () => t.backend.failDestinations(enospc));
+  t.time.at(2200, () => t.backend.failDestinations(new BackendError("map fd closed")));
+  t.time.at(3200, () => t.backend.failDestinations(null));
+  t.time.at(4200, () => t.sampler.stop());
+  await t.sampler.run();
+  assertEquals(times(t.published), [0, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4200]);
+  for (const p of t.published) {
+    assertEquals(p.counters.destinations?.[0]?.port, 8443, "the last list stands");
+  }
+  // Failed at 1500, 2000 (ENOSPC), 2500, 3000 (the other error).
+  assertEquals(t.healths.map((h) => h.destinationsErrors), [0, 0, 0, 1, 2, 3, 4, 4, 4, 4]);
+  const failures = t.logs.filter((l) => l.startsWith("cannot read the top destinations"));
+  assertEquals(failures.length, 2, "each distinct failure once: " + t.logs.join("\n"));
+  assert(failures[0]?.includes("No space left on device"), failures[0]);
+  assert(t.logs.includes("destinations: reading again"), t.logs.join("\n"));
 });
 
 Deno.test("sampler: the runtime copy is written whenever the totals moved, before counters.json", async () => {

@@ -46,7 +46,12 @@ async function httpGet(
     `const body = await r.text(); ` +
     `console.log(JSON.stringify({ status: r.status, body, ms: performance.now() - t0 })); } ` +
     `catch (e) { console.log(JSON.stringify({ status: 0, body: String(e), ms: 0 })); }`;
-  const r = await run([
+  return JSON.parse((await evalInClient(env, code)).stdout);
+}
+
+/** `deno eval CODE ARGS...` inside the client netns. */
+function evalInClient(env: Lab, code: string, args: string[] = []) {
+  return run([
     "nsenter",
     `--net=${env.clientNetns}`,
     "--",
@@ -54,8 +59,8 @@ async function httpGet(
     "eval",
     "--no-config",
     code,
+    ...args,
   ]);
-  return JSON.parse(r.stdout);
 }
 
 /** Series name+labels -> value, from an exposition. */
@@ -241,11 +246,105 @@ Deno.test({
   },
 });
 
+/**
+ * Inside the client netns: opens `count` connections to `port`, sends each half a request,
+ * and prints when the server closed each one (ms after it was opened).
+ */
+const SLOW_CLIENTS = `
+const [port, count] = Deno.args.map(Number);
+const half = new TextEncoder().encode("GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n");
+const closed = [];
+for (let i = 0; i < count; i++) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const t0 = performance.now();
+  await conn.write(half);
+  closed.push((async () => {
+    const buf = new Uint8Array(4096);
+    // Held past 10 s: given up on and reported as -1, so a server that never drops it fails.
+    const giveUp = setTimeout(() => conn.close(), 10000);
+    try { while ((await conn.read(buf)) !== null) {} } catch { return -1; }
+    clearTimeout(giveUp);
+    conn.close();
+    return performance.now() - t0;
+  })());
+}
+console.log(JSON.stringify(await Promise.all(closed)));
+`;
+
+Deno.test({
+  name: "metrics: 200 slow clients are dropped after the timeout while samples go on",
+  ...TEST_OPTIONS,
+  async fn() {
+    const env = await Lab.open("hybrid");
+    const dir = await Deno.makeTempDir({ prefix: "stb-metrics-slow-" });
+    let child: Deno.ChildProcess | null = null;
+    try {
+      env.cgroups.create("server");
+      const output = `${dir}/counters.json`;
+      const config = `${dir}/config.json`;
+      await Deno.writeTextFile(
+        config,
+        JSON.stringify({
+          services: env.cgroups.configServices(),
+          interval_s: 0.5,
+          prometheus: { textfile: null, listen: `127.0.0.1:${PORT}` },
+        }),
+      );
+      const started = Date.now() / 1000;
+      child = startRunWith(env, ["--backend", "nft", "--config", config, "--output", output]);
+      await sampleAfter(output, started);
+      const t0 = Date.now() / 1000;
+      const attack = evalInClient(env, SLOW_CLIENTS, [String(PORT), "200"]);
+      // counters.json goes on every interval while the clients are held.
+      const seen = new Set<number>();
+      while (Date.now() / 1000 < t0 + 4) {
+        const s = await readSample(output);
+        if (s) seen.add(s.ts_unix);
+        await sleep(100);
+      }
+      const closedMs: number[] = JSON.parse((await attack).stdout);
+      assert(seen.size >= 6, `samples while held: ${seen.size}`);
+      assertEquals(closedMs.length, 200);
+      const held = closedMs.filter((ms) => ms >= 1000 || ms < 0);
+      // At most the cap is held, and each only until the timeout.
+      assert(held.length > 0 && held.length <= 16, `held: ${held.length}`);
+      assert(held.every((ms) => ms > 0 && ms < 5000 + 2000), `held until: ${held}`);
+      const http = await httpGet(env, `http://127.0.0.1:${PORT}/metrics`);
+      assertEquals(http.status, 200, `a scrape after the attack: ${http.body}`);
+      const after = await sampleAfter(output);
+      assert(after.ts_unix > t0, "still sampling");
+      console.log(
+        `held ${held.length} of 200, closed after ${Math.round(Math.min(...held))}-` +
+          `${Math.round(Math.max(...held))} ms; ${seen.size} samples meanwhile`,
+      );
+      child.kill("SIGTERM");
+      const st = await child.output();
+      child = null;
+      assertEquals(st.code, 0, `run exit code: ${new TextDecoder().decode(st.stderr)}`);
+    } finally {
+      if (child) {
+        child.kill("SIGKILL");
+        await child.output();
+      }
+      await env.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test({
   name: "metrics: bad listen values exit 2, a taken port exits 1 leaving nothing installed",
   ...TEST_OPTIONS,
   async fn() {
-    for (const v of ["0.0.0.0:9877", "[::]:9877", "127.0.0.1:99999", "example.com:9877", "9877"]) {
+    const badValues = [
+      "0.0.0.0:9877",
+      "[::]:9877",
+      "[::ffff:0.0.0.0]:9877",
+      "127.0.0.1:99999",
+      "example.com:9877",
+      "9877",
+    ];
+    for (const v of badValues) {
       const r = await run(cliArgv(["run", "--metrics-listen", v]), { allowFail: true });
       assertEquals(r.code, 2, `--metrics-listen ${v}: ${r.stderr}`);
       assert(r.stderr.includes(`'${v}' is invalid`), r.stderr);
@@ -266,6 +365,37 @@ Deno.test({
       const bad = await run(cliArgv(["run", "--config", config]), { allowFail: true });
       assertEquals(bad.code, 2, `config prometheus.listen wildcard: ${bad.stderr}`);
       assert(bad.stderr.includes('"prometheus.listen" is "0.0.0.0:1"'), bad.stderr);
+      // The IPv4 wildcard in IPv6 clothes, and a public address without the config's consent.
+      const refusals: [string, string][] = [
+        ["[::ffff:0.0.0.0]:1", "listens on every network of this host"],
+        ["192.0.2.1:1", '"prometheus.allow_remote": true'],
+      ];
+      for (const [listen, fix] of refusals) {
+        await Deno.writeTextFile(
+          config,
+          JSON.stringify({
+            services: env.cgroups.configServices(),
+            prometheus: { textfile: null, listen },
+          }),
+        );
+        const r = await run(cliArgv(["run", "--config", config]), { allowFail: true });
+        assertEquals(r.code, 2, `config prometheus.listen ${listen}: ${r.stderr}`);
+        assert(r.stderr.includes(`"prometheus.listen" is "${listen}"`), r.stderr);
+        assert(r.stderr.includes(fix), r.stderr);
+        assert(r.stderr.includes('"127.0.0.1:') || r.stderr.includes("[::1]"), r.stderr);
+      }
+      await Deno.writeTextFile(
+        config,
+        JSON.stringify({ services: env.cgroups.configServices(), prometheus: { textfile: null } }),
+      );
+      const flag = await run(
+        cliArgv(["run", "--config", config, "--metrics-listen", "192.0.2.1:9"]),
+        {
+          allowFail: true,
+        },
+      );
+      assertEquals(flag.code, 2, flag.stderr);
+      assert(flag.stderr.includes('--metrics-listen is "192.0.2.1:9"'), flag.stderr);
 
       await Deno.writeTextFile(
         config,

@@ -97,12 +97,31 @@ Deno.test("run refuses a config (or its directory) other users could change: exi
     const ok = `${dir}/ok.json`;
     await Deno.writeTextFile(ok, ABSENT);
     await Deno.chmod(ok, 0o644);
-    const { checkConfigTrusted } = await import("../lib/config.ts");
-    checkConfigTrusted(ok);
+    const { loadTrustedConfig } = await import("../lib/trusted_config.ts");
+    loadTrustedConfig(ok, true);
     const sticky = await Deno.makeTempDir({ dir, prefix: "t" });
     await Deno.chmod(sticky, 0o1777);
     await Deno.writeTextFile(`${sticky}/c.json`, ABSENT);
-    checkConfigTrusted(`${sticky}/c.json`);
+    loadTrustedConfig(`${sticky}/c.json`, true);
+  });
+});
+
+Deno.test("run refuses an output that names a file it did not write, and leaves that file alone", async () => {
+  await withDir(async (dir) => {
+    const cfg = `${dir}/config.json`;
+    await Deno.writeTextFile(cfg, ABSENT);
+    // Like "/etc/shadow": root's, not a counters file.
+    const victim = `${dir}/etc/shadow`;
+    await Deno.mkdir(`${dir}/etc`, { mode: 0o755 });
+    const secret = "root:$y$j9T$secret:19000:0:99999:7:::\n";
+    await Deno.writeTextFile(victim, secret, { mode: 0o640 });
+    const r = await cli(["run", "--backend", "ebpf", "--config", cfg, "--output", victim]);
+    assertEquals(r.code, 2, r.all);
+    assertStringIncludes(r.stderr, `The output "${victim}" exists and is not a counters file`);
+    assertStringIncludes(r.stderr, "at a new file");
+    assertEquals(await Deno.readTextFile(victim), secret);
+    assertEquals((await Deno.stat(victim)).mode! & 0o777, 0o640);
+    assertEquals([...Deno.readDirSync(`${dir}/etc`)].map((e) => e.name), ["shadow"], "left behind");
   });
 });
 

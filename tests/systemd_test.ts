@@ -232,6 +232,7 @@ Deno.test({
             ". /usr/local/share/bash-completion/completions/stb-netacct && complete -p stb-netacct",
           ]);
           assertStringIncludes(bash.stdout, "complete -F _stb_netacct stb-netacct");
+          await assertExposure(box, "ebpf, textfile, no /metrics");
         },
         true,
       );
@@ -345,7 +346,7 @@ Deno.test({
         const r = await box.exec([BIN, "install", "--backend", "ebpf"], { allowFail: true });
         assertEquals(r.code, 2, `${r.stdout}${r.stderr}`);
         assertStringIncludes(r.stderr, '"prometheus.listen" is "192.0.2.1:9877"');
-        assertStringIncludes(r.stderr, "--allow-remote-metrics");
+        assertStringIncludes(r.stderr, '"prometheus.allow_remote": true');
         const unit = (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
         assert(!unit.includes("AF_INET"), "a refused install changed the unit");
       });
@@ -365,6 +366,7 @@ Deno.test({
             "SupplementaryGroups=stb-netacct-textfile",
           ]
         ) assertStringIncludes(unit, `${line}\n`);
+        await assertExposure(box, "ebpf, textfile, /metrics on loopback");
         // Connect events: a batch after the restart, then more batches, all in the file.
         let seen = 0;
         for (const s of ["server", "shell"] as const) {
@@ -390,6 +392,7 @@ Deno.test({
             const unit =
               (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
             assertStringIncludes(unit, "AmbientCapabilities=CAP_CHOWN CAP_NET_ADMIN\n");
+            await assertExposure(box, `${backend}, textfile, /metrics on loopback`);
             const before = await waitSample(await now());
             assertEquals(before.backend, backend);
             await restartUser("shell");
@@ -455,6 +458,7 @@ Deno.test({
             assertEquals(r.code, 0, `install: ${r.stderr}\n${r.stdout}`);
             const st = (await box.exec(["stat", "-c", "%U:%G %a", COUNTERS])).stdout.trim();
             assertEquals(st, "root:root 644");
+            await assertExposure(box, `${backend}, installed ${how}`);
             assertEquals((await waitSample(await now())).backend, backend);
             await uninstallPurged(box, ["active"]);
           },
@@ -501,6 +505,22 @@ function existsOnHost(path: string): boolean {
   }
 }
 
+/**
+ * The installed unit as systemd 252 itself rates it (`systemd-analyze security`, online):
+ * each variant install renders must stay at or below 2.0 ("OK"). Returns the score.
+ */
+async function assertExposure(box: Container, what: string): Promise<number> {
+  const r = await box.exec(["systemd-analyze", "security", "--no-pager", "stb-netacct.service"], {
+    allowFail: true,
+  });
+  const m = r.stdout.match(/Overall exposure level for \S+: ([0-9.]+)/);
+  assert(m !== null, `no exposure line for ${what}: ${r.stdout.slice(-300)} ${r.stderr}`);
+  const score = Number(m[1]);
+  console.log(`exposure of the installed unit, ${what}: ${score}`);
+  assert(score <= 2.0, `exposure ${score} > 2.0 for the installed unit, ${what}`);
+  return score;
+}
+
 /** Rewrites the container's config with `change`, as an admin with an editor would. */
 async function editConfig(
   box: Container,
@@ -539,7 +559,10 @@ async function checkPrometheus({ box, waitSample, now }: Ctx, backend: string): 
   const until = Date.now() + 15000;
   let text = "";
   while (!text.includes(`backend="${backend}"`)) {
-    if (Date.now() > until) throw new Error(`no textfile of the ${backend} run: ${text}`);
+    if (Date.now() > until) {
+      const j = await box.exec(["journalctl", "-u", "stb-netacct", "-n", "20", "-o", "cat"]);
+      throw new Error(`no textfile of the ${backend} run: ${text}\n${j.stdout}`);
+    }
     await sleep(300);
     text = (await box.exec(["cat", TEXTFILE], { allowFail: true })).stdout;
   }
