@@ -394,7 +394,7 @@ Deno.test({
             await startRun(env.layout, env.clientNetns, {
               backend,
               config: await files.writeConfig(backend, backend),
-              output: `${files.dir}/${backend}.json`,
+              output: `${files.dir}/${backend}-counters.json`,
             }),
           );
         }

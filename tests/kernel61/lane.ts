@@ -86,7 +86,7 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
 
 const LABEL = "kernel-6.1";
 const FAILURE_TAIL = 40;
-const DEFAULT_TIMEOUT_S = 540;
+const DEFAULT_TIMEOUT_S = 720;
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 function escapeRegExp(s: string): string {
