@@ -16,7 +16,10 @@
  */
 
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
-import { run, type RunResult, sleep } from "../harness/exec.ts";
+import { run, RUN_SCOPE, type RunResult, sleep } from "../harness/exec.ts";
+
+/** Prefix of the container's cgroups; the run scope in the name lets a later suite sweep a killed one. */
+export const CONTAINER_CGROUP_PREFIX = "stbsd-";
 
 export const NSPAWN_PACKAGE = "systemd-container=252.38-1~deb12u1";
 export const USER = "cad";
@@ -128,9 +131,9 @@ export class Container {
 
   constructor(readonly tag: string) {
     this.work = `/tmp/stbsd-${tag}`;
-    this.cgroup = `${findCgroup2Mount().mountPoint}/stbsd-${tag}`;
+    this.cgroup = `${findCgroup2Mount().mountPoint}/${CONTAINER_CGROUP_PREFIX}${RUN_SCOPE}${tag}`;
     const v1 = parseNameSystemdMount(Deno.readTextFileSync("/proc/self/mountinfo"));
-    this.v1Cgroup = v1 === null ? null : `${v1}/stbsd-${tag}`;
+    this.v1Cgroup = v1 === null ? null : `${v1}/${CONTAINER_CGROUP_PREFIX}${RUN_SCOPE}${tag}`;
   }
 
   /** Boots and waits until the system and cad's user manager run. */
