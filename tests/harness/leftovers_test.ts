@@ -5,6 +5,7 @@ import { bpfAttachments, iptablesLines, leftovers, nftRuleCount, nftTables } fro
 import { findCgroup2Mount } from "../../lib/cgroup.ts";
 import { NETNS_PREFIX } from "./topology.ts";
 import { sweepStale } from "./sweep.ts";
+import { CONTAINER_CGROUP_PREFIX, parseNameSystemdMount } from "../systemd/container.ts";
 
 Deno.test("leftovers: the check sees each kind of leftover (so it can fail) and clears when removed", async () => {
   const mount = findCgroup2Mount().mountPoint;
@@ -69,16 +70,25 @@ Deno.test("sweep: a killed run's namespace and cgroup go, a live run's stay", as
   const live = `1x${randomTag()}`; // pid 1 is always alive: another run's, to be kept
   const made = [`${NETNS_PREFIX}${dead}-c`, `${NETNS_PREFIX}${live}-c`];
   const cgroups = [`${mount}/${CGROUP_PREFIX}${dead}`, `${mount}/${CGROUP_PREFIX}${live}`];
+  // The systemd test's container cgroup, and on a hybrid host its v1 name=systemd mirror.
+  const v1 = parseNameSystemdMount(Deno.readTextFileSync("/proc/self/mountinfo"));
+  for (const root of v1 === null ? [mount] : [mount, v1]) {
+    cgroups.push(`${root}/${CONTAINER_CGROUP_PREFIX}${dead}`);
+    cgroups.push(`${root}/${CONTAINER_CGROUP_PREFIX}${live}`);
+  }
   try {
     for (const ns of made) await run(["ip", "netns", "add", ns]);
     for (const cg of cgroups) Deno.mkdirSync(`${cg}/child`, { recursive: true });
     const removed = await sweepStale(mount);
     assert(removed.includes(`netns ${made[0]}`), removed.join("; "));
-    assert(removed.includes(`cgroup ${cgroups[0]}`), removed.join("; "));
+    for (const cg of cgroups.filter((c) => c.includes(dead))) {
+      assert(removed.includes(`cgroup ${cg}`), `${cg} not in: ${removed.join("; ")}`);
+      assert(!existsDir(cg), `${cg} is still there`);
+    }
     assert(!removed.some((l) => l.includes(live)), `a live run's was removed: ${removed}`);
     const names = (await run(["ip", "netns", "list"])).stdout;
     assert(!names.includes(made[0]!) && names.includes(made[1]!), names);
-    assert(!existsDir(cgroups[0]!) && existsDir(cgroups[1]!), "cgroups");
+    assert(cgroups.filter((c) => c.includes(live)).every(existsDir), "a live run's cgroups");
   } finally {
     for (const ns of made) await run(["ip", "netns", "del", ns], { allowFail: true });
     for (const cg of cgroups) {

@@ -11,7 +11,7 @@ import { CGROUP_PREFIX, cgroupLeftovers, killAndRemove } from "./cgroups.ts";
 import { processExists, run } from "./exec.ts";
 import { netnsLeftovers } from "./leftovers.ts";
 import { NETNS_PREFIX } from "./topology.ts";
-import { CONTAINER_CGROUP_PREFIX } from "../systemd/container.ts";
+import { CONTAINER_CGROUP_PREFIX, parseNameSystemdMount } from "../systemd/container.ts";
 
 /** Whether `name` (prefix + pid + "x" + tag) was made by a process that is gone. */
 function stale(name: string, prefix: string): boolean {
@@ -27,14 +27,18 @@ export async function sweepStale(mountPoint = findCgroup2Mount().mountPoint): Pr
     await run(["ip", "netns", "del", ns]);
     removed.push(`netns ${ns}`);
   }
-  // The systemd test's container cgroups (tests/systemd/container.ts) sit beside ours.
-  const containers = [...Deno.readDirSync(mountPoint)]
-    .filter((e) => e.isDirectory && e.name.startsWith(CONTAINER_CGROUP_PREFIX))
-    .map((e) => `${mountPoint}/${e.name}`);
-  for (const dir of containers) {
-    if (!stale(dir.slice(mountPoint.length + 1), CONTAINER_CGROUP_PREFIX)) continue;
-    await killAndRemove(dir);
-    removed.push(`cgroup ${dir}`);
+  // The systemd test's container cgroups (tests/systemd/container.ts) sit beside ours, and
+  // on a hybrid host nspawn mirrors each in the v1 name=systemd hierarchy too.
+  const v1 = parseNameSystemdMount(Deno.readTextFileSync("/proc/self/mountinfo"));
+  for (const root of v1 === null ? [mountPoint] : [mountPoint, v1]) {
+    const containers = [...Deno.readDirSync(root)]
+      .filter((e) => e.isDirectory && e.name.startsWith(CONTAINER_CGROUP_PREFIX))
+      .filter((e) => stale(e.name, CONTAINER_CGROUP_PREFIX))
+      .map((e) => `${root}/${e.name}`);
+    for (const dir of containers) {
+      await killAndRemove(dir);
+      removed.push(`cgroup ${dir}`);
+    }
   }
   for (const dir of cgroupLeftovers(mountPoint)) {
     if (!stale(dir.slice(mountPoint.length + 1), CGROUP_PREFIX)) continue;
