@@ -284,6 +284,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   teardown.add(() => started.backend.stop());
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
+  const ebpfSkipped = started.skipped?.find((s) => s.backend === "ebpf")?.reason ?? null;
   const events = startEvents({
     config,
     backend,
@@ -292,6 +293,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     outDir: () => files.dir,
     owner,
     log,
+    ebpfSkipped,
   });
   if (events) teardown.addLogged(() => events.stop(), log);
   const sinks = await createSinks({ config, log });
@@ -329,6 +331,9 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     bootId: bootId(),
     startTotals: start.chosen?.state.services,
     stateCopiesRejected: start.rejected.length,
+    // Attempts this start: auto's ebpf that fell back, and event programs that were refused.
+    ebpfAttachFailures: (ebpfSkipped === null ? 0 : 1) +
+      (events === null && config.events.enabled && backend === "ebpf" ? 1 : 0),
   });
   signals.attach(sampler);
   return sampler;
