@@ -26,6 +26,7 @@ import {
   nativeLayout,
   output,
   REMOTES,
+  run,
   type RunningCli,
   type Sample,
   SERVICE_NAMES,
@@ -40,6 +41,7 @@ const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const MOUNT = findCgroup2Mount().mountPoint;
 const SMALL = { tcpUp: 100_000, tcpDown: 100_000, udpCount: 10, udpSize: 300 };
 const NOBODY = 65534;
+const METRICS_PORT = 9878;
 
 type Line = Record<string, unknown>;
 
@@ -288,7 +290,12 @@ async function withoutCapBpf(layout: LayoutName): Promise<void> {
       cli = await startRun(
         { ...env.layout, wrap: (netns) => [...env.layout.wrap(netns), ...setpriv] },
         env.clientNetns,
-        { backend: "auto", config, output: `${dir}/counters.json`, extraArgs: ["--no-history"] },
+        {
+          backend: "auto",
+          config,
+          output: `${dir}/counters.json`,
+          extraArgs: ["--no-history", "--metrics-listen", `127.0.0.1:${METRICS_PORT}`],
+        },
       );
     } finally {
       await Deno.remove(config);
@@ -309,6 +316,14 @@ async function withoutCapBpf(layout: LayoutName): Promise<void> {
     ]);
     assertEquals(lines[0]!.reason, "needs CAP_BPF");
     assert(String(lines[1]!.reason).includes("need the ebpf backend"), String(lines[1]!.reason));
+    // Prometheus counts it (the textfile renders the same exposition: run/metrics_test.ts).
+    const metrics = await env.inClient(["curl", "-sf", `http://127.0.0.1:${METRICS_PORT}/metrics`]);
+    assert(/^stb_netacct_ebpf_attach_failures_total 1$/m.test(metrics), metrics);
+    const promtool = await run(["promtool", "check", "metrics"], {
+      stdin: metrics,
+      allowFail: true,
+    });
+    assertEquals(promtool.code, 0, promtool.stdout + promtool.stderr);
     // Readable as the owner, with the reason.
     const shown = await output(cliArgv(["events", "--input", `${dir}/events.jsonl`]));
     assert(
