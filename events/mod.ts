@@ -318,13 +318,20 @@ export function eventsCommand() {
         "process in StB's service cgroups (or below them): time (local, ISO 8601 with the " +
         "zone offset), service, protocol, remote " +
         "address and port, external or internal (by the same exclusions as the counters), " +
-        "process id and name. The file is readable by the configured owner and root only. " +
+        "process id and name, and the socket's cookie (the kernel's SO_COOKIE: one socket's " +
+        "events share it). Each run also records at its start whether its eBPF programs " +
+        "(counting, connect events) were attached, or why they could not be (a missing " +
+        "capability, another backend, a refused program). " +
+        "The file is readable by the configured owner and root only. " +
         "Lines that are not valid events are never printed: how many were skipped, and why " +
         "the first was, goes to stderr.",
     )
     .option("-f, --follow", "keep printing new events as they come (Ctrl-C to stop)")
     .option("--json", "one JSON object per line, with the fields the file holds")
-    .option("-e, --external-only", "only events whose remote address counts as external")
+    .option(
+      "-e, --external-only",
+      "only connects whose remote address counts as external (no attach lines)",
+    )
     .option("--utc", "times in UTC (default: local time with its offset, ISO 8601)")
     .option("--input <path>", "events file", DEFAULT_EVENTS_FILE)
     .addHelpText(
@@ -332,7 +339,7 @@ export function eventsCommand() {
       "\nExamples:\n" +
         "  stb-netacct events                      # everything recorded so far\n" +
         "  stb-netacct events --follow --external-only\n" +
-        "  stb-netacct events --utc --json | jq .address\n",
+        "  stb-netacct events --utc --json | jq 'select(.address) | .address'\n",
     )
     .action(async (opts) => {
       const options: EventsOptions = {
