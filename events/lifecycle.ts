@@ -84,3 +84,24 @@ export function unavailableEvent(
     reason,
   };
 }
+
+/** What a run start did with eBPF, for `attachFailures`. */
+export interface EbpfStart {
+  /** Why `auto` could not count with ebpf (it tried); null when it did not try or ebpf counts. */
+  ebpfSkipped: string | null;
+  /** The backend that counts. */
+  backend: string;
+  eventsEnabled: boolean;
+  /** Whether the connect-event programs were attached. */
+  eventsStarted: boolean;
+}
+
+/**
+ * eBPF program sets a run start tried and could not attach: auto's ebpf that fell back, and
+ * event programs refused while ebpf counts. A backend chosen by name, or events turned off,
+ * tried nothing, and events that need a backend that fell back are that one failure.
+ */
+export function attachFailures(s: EbpfStart): number {
+  const events = s.eventsEnabled && s.backend === "ebpf" && !s.eventsStarted;
+  return (s.ebpfSkipped === null ? 0 : 1) + (events ? 1 : 0);
+}

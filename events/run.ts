@@ -19,6 +19,7 @@ import type { UserIds } from "../lib/users.ts";
 import { EventCollector } from "./collector.ts";
 import type { HeldDir } from "../lib/held_dir.ts";
 import { EventsLog } from "./log.ts";
+import { CAP_NET_ADMIN, capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
 import { attachedEvent, type LifecycleEvent, unavailableEvent } from "./lifecycle.ts";
 
 export interface EventsRuntime {
@@ -78,6 +79,13 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   };
   if (o.backend !== "ebpf") {
     return unavailable(`they need the ebpf backend, and this run counts with ${o.backend}`);
+  }
+  // Said as the backends say it, rather than as the EPERM the kernel would answer.
+  const missing = missingCaps(effectiveCaps(), [CAP_NET_ADMIN]);
+  if (missing.length > 0) {
+    return unavailable(
+      `they need ${missing.map(capabilityName).join(", ")}, which this process lacks`,
+    );
   }
   const collector = new EventCollector();
   try {

@@ -37,6 +37,7 @@ import { DEFAULT_INTERVAL_S, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/inter
 import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
+import { attachFailures } from "../events/lifecycle.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
 import { sdNotify } from "../lib/sd_notify.ts";
@@ -331,9 +332,12 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     bootId: bootId(),
     startTotals: start.chosen?.state.services,
     stateCopiesRejected: start.rejected.length,
-    // Attempts this start: auto's ebpf that fell back, and event programs that were refused.
-    ebpfAttachFailures: (ebpfSkipped === null ? 0 : 1) +
-      (events === null && config.events.enabled && backend === "ebpf" ? 1 : 0),
+    ebpfAttachFailures: attachFailures({
+      ebpfSkipped,
+      backend,
+      eventsEnabled: config.events.enabled,
+      eventsStarted: events !== null,
+    }),
   });
   signals.attach(sampler);
   return sampler;
