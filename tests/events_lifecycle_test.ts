@@ -3,7 +3,8 @@
  * CLI:
  *
  * - a socket's events carry its cookie, the one the kernel hands its process through
- *   getsockopt(SO_COOKIE); two events of one socket share it, other sockets' differ; the
+ *   getsockopt(SO_COOKIE) and sock_diag shows (`ss -e`, sk:HEX); two events of one socket
+ *   share it, other sockets' differ; the
  *   file starts with one `ebpf_attached` line each for the counting and the event programs;
  * - `"events": {"enabled": false}`: no event program is loaded (the kernel's list of what
  *   `run` holds), counting goes on, events.jsonl is never written;
@@ -78,7 +79,7 @@ async function programsHeldBy(pid: number): Promise<string[]> {
  * connect to the LAN (internal).
  */
 const SOCKETS = `
-import json, os, socket, struct, sys
+import json, os, socket, struct, subprocess, sys
 v4, v6, lan, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def cookie(s):
     return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, 57, 8))[0]  # SO_COOKIE
@@ -97,7 +98,9 @@ except OSError:
     pass
 d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 d.connect((lan, port))
-print(json.dumps({"pid": os.getpid(), "a": cookie(a), "b": cookie(b), "c": cookie(c), "t": cookie(t), "d": cookie(d)}))
+# sock_diag's view of the same sockets while they are open: ss -e prints the cookie as sk:HEX.
+ss = subprocess.run(["ss", "-e", "-uan"], capture_output=True, text=True).stdout
+print(json.dumps({"pid": os.getpid(), "a": cookie(a), "b": cookie(b), "c": cookie(c), "t": cookie(t), "d": cookie(d), "ss": ss}))
 `;
 
 Deno.test({
@@ -139,7 +142,12 @@ Deno.test({
         REMOTES.lan,
         String(UDP_PORT),
       ]);
-      const kernel = JSON.parse(out) as Record<"pid" | "a" | "b" | "c" | "t" | "d", number>;
+      const kernel = JSON.parse(out) as Record<"pid" | "a" | "b" | "c" | "t" | "d", number> & {
+        ss: string;
+      };
+      for (const k of ["a", "b", "c", "d"] as const) {
+        assert(kernel.ss.includes(` sk:${kernel[k].toString(16)} `), `${k}: ${kernel.ss}`);
+      }
       const s = await cli.sampleAfter() as Sample & { ebpf_attach_failures_total?: number };
       assertEquals(s.ebpf_attach_failures_total, 0);
       const lines = await readLines(`${dir}/events.jsonl`);
