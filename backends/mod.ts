@@ -100,6 +100,8 @@ export interface StartedBackend {
   backend: Backend;
   /** Why the backends tried before it did not start (auto only), else null. */
   fallbackReason: string | null;
+  /** The same, one reason per backend skipped (auto only; empty when the first started). */
+  skipped?: { backend: BackendName; reason: string }[];
 }
 
 /**
@@ -111,22 +113,31 @@ export async function startWithFallback(
   targets: ServiceTarget[],
   options: BackendOptions,
 ): Promise<StartedBackend> {
+  const skipped: { backend: BackendName; reason: string }[] = [];
   const reasons: string[] = [];
+  const skip = (backend: BackendName, reason: string) => {
+    skipped.push({ backend, reason });
+    reasons.push(`${backend}: ${reason}`);
+  };
   for (const name of backendsOf(choice)) {
     const missing = missingCaps(effectiveCaps(), BACKEND_INFO[name].capabilities);
     if (missing.length > 0) {
-      reasons.push(`${name}: needs ${missing.map(capabilityName).join(", ")}`);
+      skip(name, `needs ${missing.map(capabilityName).join(", ")}`);
       continue;
     }
     let backend: Backend | null = null;
     try {
       backend = await loadBackend(name);
       await backend.start(targets, options);
-      return { backend, fallbackReason: reasons.length > 0 ? reasons.join("; ") : null };
+      return {
+        backend,
+        fallbackReason: reasons.length > 0 ? reasons.join("; ") : null,
+        skipped,
+      };
     } catch (e) {
       await backend?.stop().catch(() => {});
       if (choice !== AUTO) throw e;
-      reasons.push(`${name}: ${(e as Error).message}`);
+      skip(name, (e as Error).message);
     }
   }
   throw new BackendError(`No backend could start: ${reasons.join("; ")}`);

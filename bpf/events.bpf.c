@@ -4,15 +4,16 @@
  *
  * Attach points: cgroup/connect4, cgroup/connect6 (every connect(2), TCP and UDP) and
  * cgroup/sendmsg4, cgroup/sendmsg6 (datagrams an unconnected UDP socket sends with an
- * address), linked ONCE at the cgroup2 root like netacct and for the same reason: a
- * restarted service (new cgroup id) needs a retarget, never a re-attach.
+ * address), linked at each service cgroup like netacct's programs.
  *
  * The calling task's ancestor cgroup at each target level (these hooks run in the context
  * of the process calling connect or sendmsg, and cannot read the socket's cgroup) is
- * matched against the same config netacct reads (targets.h). A match writes one struct netacct_event to the `events`
- * ring buffer; a full buffer adds one to the per-CPU `dropped` counter instead, so an
- * overflow is counted, never silent. sendmsg reports only a socket's first datagram: the
- * socket is marked in socket-local storage, which the kernel frees with the socket.
+ * matched against the same config netacct reads (targets.h). A match writes one struct
+ * netacct_event to the `events` ring buffer; a full buffer adds one to the per-CPU
+ * `dropped` counter instead, so an overflow is counted, never silent. Each record carries
+ * the socket's cookie (bpf_get_socket_cookie: what getsockopt SO_COOKIE returns), so one
+ * socket's events can be told from another's. sendmsg reports only a socket's first
+ * datagram: the socket is marked in socket-local storage, which the kernel frees with it.
  * Internal or external is judged in userspace, by the same exclusion list as the counters.
  * Always returns 1: these programs observe, they never refuse a connect or a datagram.
  */
@@ -116,6 +117,7 @@ static __always_inline int report(struct bpf_sock_addr *ctx, int family, int kin
 	e->proto = ctx->protocol;
 	e->kind = kind;
 	e->pad = 0;
+	e->cookie = bpf_get_socket_cookie(ctx);
 	if (family == 4) {
 		out[0] = ctx->user_ip4;
 		out[1] = out[2] = out[3] = 0;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * The record events.bpf.c writes to its ring buffer. The one TypeScript mirror is
- * events/abi.ts: change both together (its tests pin every size and offset).
+ * bpf/events_abi.ts: change both together (its tests pin every size and offset).
  */
 #ifndef NETACCT_EVENTS_H
 #define NETACCT_EVENTS_H
@@ -28,6 +28,7 @@ struct netacct_event {
 	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, ... */
 	__u8 kind; /* enum netacct_event_kind */
 	__u8 pad;
+	__u64 cookie; /* the socket's cookie (SO_COOKIE): one socket's events share it */
 };
 
 #endif /* NETACCT_EVENTS_H */

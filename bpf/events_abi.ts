@@ -25,7 +25,7 @@ export const PROGRAMS = [
 /**
  * struct netacct_event: __u64 ts_ns at 0, __u32 pid at 8, __u32 tgid at 12, __u8 comm[16]
  * at 16, __u8 addr[16] at 32, __u16 service at 48, __u16 port at 50, __u8 family at 52,
- * proto at 53, kind at 54, pad at 55; sizeof 56.
+ * proto at 53, kind at 54, pad at 55, __u64 cookie at 56; sizeof 64.
  */
 export const EVENT_OFFSETS = {
   ts_ns: 0,
@@ -39,8 +39,9 @@ export const EVENT_OFFSETS = {
   proto: 53,
   kind: 54,
   pad: 55,
+  cookie: 56,
 } as const;
-export const EVENT_SIZE = 56;
+export const EVENT_SIZE = 64;
 
 export interface RawEvent {
   /** CLOCK_MONOTONIC seconds. */
@@ -55,6 +56,8 @@ export interface RawEvent {
   port: number;
   proto: number;
   kind: number;
+  /** The socket's cookie (SO_COOKIE), a u64: exact. */
+  cookie: bigint;
 }
 
 const decoder = new TextDecoder();
@@ -79,5 +82,6 @@ export function decodeEvent(buf: Uint8Array): RawEvent {
     port: view.getUint16(EVENT_OFFSETS.port, true),
     proto: view.getUint8(EVENT_OFFSETS.proto),
     kind: view.getUint8(EVENT_OFFSETS.kind),
+    cookie: view.getBigUint64(EVENT_OFFSETS.cookie, true),
   };
 }

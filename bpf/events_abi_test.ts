@@ -59,6 +59,8 @@ Deno.test("events abi: decodes a record (little-endian, NUL-padded comm, IPv4 in
   buf[EVENT_OFFSETS.family] = 4;
   buf[EVENT_OFFSETS.proto] = 6;
   buf[EVENT_OFFSETS.kind] = KIND_SENDMSG;
+  // Above 2^53: a double would round it.
+  v.setBigUint64(EVENT_OFFSETS.cookie, (1n << 63n) + 3n, true);
   assertEquals(decodeEvent(buf), {
     tsMonotonic: 2.5,
     pid: 4321,
@@ -70,6 +72,7 @@ Deno.test("events abi: decodes a record (little-endian, NUL-padded comm, IPv4 in
     port: 443,
     proto: 6,
     kind: KIND_SENDMSG,
+    cookie: (1n << 63n) + 3n,
   });
   buf[EVENT_OFFSETS.family] = 6;
   assertEquals(decodeEvent(buf).addr.length, 16);

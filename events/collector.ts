@@ -47,6 +47,12 @@ export interface ConnectEvent {
   port: number;
   /** False when the remote is in the exclusions (internal: never counted). */
   external: boolean;
+  /**
+   * The socket's cookie (the kernel's SO_COOKIE, a u64 written as an exact JSON integer):
+   * the events of one socket share it, another socket's differ. Absent in files written
+   * before it existed.
+   */
+  cookie?: bigint;
 }
 
 export interface EventCollectorOptions {
@@ -217,6 +223,7 @@ export class EventCollector {
       address: formatAddress(raw.addr),
       port: raw.port,
       external: !isExcluded(raw.addr, opts.exclude),
+      cookie: raw.cookie,
     });
   }
 

@@ -17,7 +17,8 @@ import type { HeldDir } from "../lib/held_dir.ts";
 import { writeAll } from "../lib/held_dir.ts";
 import { libc, O_APPEND, O_CREAT, O_EXCL, O_WRONLY, statAt } from "../lib/libc.ts";
 import type { UserIds } from "../lib/users.ts";
-import type { ConnectEvent } from "./collector.ts";
+import { stringifyExact } from "../lib/exact_json.ts";
+import type { EventLine } from "./lifecycle.ts";
 
 export const EVENTS_FILE_NAME = "events.jsonl";
 export const MAX_EVENTS_BYTES = 1 << 20;
@@ -66,9 +67,9 @@ export class EventsLog {
   }
 
   /** Appends the events as lines; rotates first when they would take the file past max. */
-  append(events: ConnectEvent[]): void {
+  append(events: EventLine[]): void {
     if (events.length === 0) return;
-    const bytes = this.#encoder.encode(events.map((e) => JSON.stringify(e) + "\n").join(""));
+    const bytes = this.#encoder.encode(events.map((e) => stringifyExact(e) + "\n").join(""));
     let file = this.#current();
     if (file.size > 0 && file.size + bytes.length > this.maxBytes) {
       file.dir.rename(this.name, this.#rotated);

@@ -10,6 +10,8 @@ import { printable, terminalJson } from "../lib/text.ts";
 import { isoTime, isUnixTime } from "../lib/time.ts";
 import type { ConnectEvent } from "./collector.ts";
 import { EVENTS_FILE_NAME, rotatedPath } from "./log.ts";
+import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
+import { EBPF_PROGRAMS, type EventLine, isLifecycle, type LifecycleEvent } from "./lifecycle.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
 
 const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
@@ -23,14 +25,17 @@ export interface EventsOptions {
   utc?: boolean;
 }
 
-/** One line of events.jsonl: an event, or why it is not one. */
-export type ParsedLine = { event: ConnectEvent } | { invalid: string };
+/** One line of events.jsonl: an event (a connect or a lifecycle line), or why it is not one. */
+export type ParsedLine = { event: EventLine } | { invalid: string };
 
 const MAX_U32 = 4294967295;
 
 function describe(v: unknown): string {
   if (v === undefined) return "missing";
-  const text = typeof v === "number" ? String(v) : JSON.stringify(v) ?? String(v);
+  // parseExact gives a bigint for an integer past 2^53, which JSON.stringify refuses.
+  const text = typeof v === "number" || typeof v === "bigint"
+    ? String(v)
+    : stringifyExact(v) ?? String(v);
   return `${text.length > 40 ? `${text.slice(0, 40)}…` : text}`;
 }
 
@@ -57,6 +62,39 @@ const FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
   ["external", "true or false", (v) => typeof v === "boolean"],
 ];
 
+/** Fields a connect event may lack (files written before they existed). */
+const OPTIONAL_FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
+  ["cookie", "a socket cookie (an integer from 0 to 2^64 - 1)", (v) => asCount(v) !== null],
+];
+
+const TIMES: [string, string, (v: unknown) => boolean][] = FIELDS.slice(0, 2);
+const programsOk = (v: unknown) => EBPF_PROGRAMS.includes(v as never);
+const PROGRAMS_TEXT = EBPF_PROGRAMS.map((p) => `"${p}"`).join(" or ");
+
+/** The fields of each lifecycle line (events/lifecycle.ts), in the order they print. */
+const LIFECYCLE_FIELDS: Record<
+  LifecycleEvent["kind"],
+  [string, string, (v: unknown) => boolean][]
+> = {
+  ebpf_attached: [
+    ...TIMES,
+    ["kind", '"ebpf_attached"', (v) => v === "ebpf_attached"],
+    ["programs", PROGRAMS_TEXT, programsOk],
+    [
+      "services",
+      "a list of service names",
+      (v) => Array.isArray(v) && v.length <= 1024 && v.every(textOf(1, 256)),
+    ],
+  ],
+  ebpf_unavailable: [
+    ...TIMES,
+    ["kind", '"ebpf_unavailable"', (v) => v === "ebpf_unavailable"],
+    ["programs", PROGRAMS_TEXT, programsOk],
+    ["backend", "a backend name", textOf(1, 32)],
+    ["reason", "a reason", textOf(1, 4000)],
+  ],
+};
+
 /**
  * Parses one line of events.jsonl: the event with exactly the known fields, or the first
  * field that is wrong; null for an empty line. Nothing half-valid is ever returned.
@@ -65,7 +103,7 @@ export function parseEventLine(line: string): ParsedLine | null {
   if (line.trim() === "") return null;
   let o: unknown;
   try {
-    o = JSON.parse(line);
+    o = parseExact(line);
   } catch {
     return { invalid: "it is not JSON" };
   }
@@ -74,27 +112,50 @@ export function parseEventLine(line: string): ParsedLine | null {
   }
   const e = o as Record<string, unknown>;
   const event: Record<string, unknown> = {};
-  for (const [key, what, ok] of FIELDS) {
+  const lifecycle = e.kind === "ebpf_attached" || e.kind === "ebpf_unavailable";
+  const fields = lifecycle ? LIFECYCLE_FIELDS[e.kind as LifecycleEvent["kind"]] : FIELDS;
+  for (const [key, what, ok] of fields) {
     if (!ok(e[key])) return { invalid: `"${key}" is ${describe(e[key])}, not ${what}` };
     event[key] = e[key];
   }
-  return { event: event as unknown as ConnectEvent };
+  if (!lifecycle) {
+    for (const [key, what, ok] of OPTIONAL_FIELDS) {
+      if (e[key] === undefined) continue;
+      if (!ok(e[key])) return { invalid: `"${key}" is ${describe(e[key])}, not ${what}` };
+      event[key] = asCount(e[key]);
+    }
+  }
+  return { event: event as unknown as EventLine };
 }
 
 /** One event as a line for people: time, service, what, where, who (made printable). */
-export function formatEvent(e: ConnectEvent, utc = false): string {
+export function formatEvent(e: EventLine, utc = false): string {
   const time = isoTime(e.ts_unix, { utc, ms: true });
+  if (isLifecycle(e)) return printable(`${time} ${formatLifecycle(e)}`);
   const where = e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
   const what = e.kind === "sendmsg" ? `${e.protocol} send` : `${e.protocol} connect`;
   return printable(
     `${time} ${e.service} ${what} ${where} ${e.external ? "external" : "internal"} ` +
-      `pid ${e.tgid}${e.pid !== e.tgid ? `/${e.pid}` : ""} (${e.comm})`,
+      `pid ${e.tgid}${e.pid !== e.tgid ? `/${e.pid}` : ""} (${e.comm})` +
+      (e.cookie === undefined ? "" : ` cookie ${e.cookie}`),
   );
 }
 
-function show(e: ConnectEvent, o: EventsOptions, write: (s: string) => void): void {
-  if (o.externalOnly && !e.external) return;
-  write(o.json ? terminalJson(JSON.stringify(e)) : formatEvent(e, o.utc ?? false));
+const PROGRAM_NAMES = { counting: "counting programs", events: "connect-event programs" };
+
+function formatLifecycle(e: LifecycleEvent): string {
+  if (e.kind === "ebpf_attached") {
+    const at = e.services.length === 0 ? "no service cgroup yet" : e.services.join(", ");
+    return `ebpf ${PROGRAM_NAMES[e.programs]} attached (${at})`;
+  }
+  const instead = e.programs === "counting" ? `counting with ${e.backend}` : "no connect events";
+  return `ebpf ${PROGRAM_NAMES[e.programs]} unavailable, ${instead}: ${e.reason}`;
+}
+
+/** --external-only: connect events to external remotes; lifecycle lines are no connections. */
+function show(e: EventLine, o: EventsOptions, write: (s: string) => void): void {
+  if (o.externalOnly && (isLifecycle(e) || !e.external)) return;
+  write(o.json ? terminalJson(stringifyExact(e)) : formatEvent(e, o.utc ?? false));
 }
 
 /** Lines that were not events: how many, and where the first one was and why. */
@@ -257,13 +318,20 @@ export function eventsCommand() {
         "process in StB's service cgroups (or below them): time (local, ISO 8601 with the " +
         "zone offset), service, protocol, remote " +
         "address and port, external or internal (by the same exclusions as the counters), " +
-        "process id and name. The file is readable by the configured owner and root only. " +
+        "process id and name, and the socket's cookie (the kernel's SO_COOKIE: one socket's " +
+        "events share it). Each run also records at its start whether its eBPF programs " +
+        "(counting, connect events) were attached, or why they could not be (a missing " +
+        "capability, another backend, a refused program). " +
+        "The file is readable by the configured owner and root only. " +
         "Lines that are not valid events are never printed: how many were skipped, and why " +
         "the first was, goes to stderr.",
     )
     .option("-f, --follow", "keep printing new events as they come (Ctrl-C to stop)")
     .option("--json", "one JSON object per line, with the fields the file holds")
-    .option("-e, --external-only", "only events whose remote address counts as external")
+    .option(
+      "-e, --external-only",
+      "only connects whose remote address counts as external (no attach lines)",
+    )
     .option("--utc", "times in UTC (default: local time with its offset, ISO 8601)")
     .option("--input <path>", "events file", DEFAULT_EVENTS_FILE)
     .addHelpText(
@@ -271,7 +339,7 @@ export function eventsCommand() {
       "\nExamples:\n" +
         "  stb-netacct events                      # everything recorded so far\n" +
         "  stb-netacct events --follow --external-only\n" +
-        "  stb-netacct events --utc --json | jq .address\n",
+        "  stb-netacct events --utc --json | jq 'select(.address) | .address'\n",
     )
     .action(async (opts) => {
       const options: EventsOptions = {

@@ -4,6 +4,10 @@
  * is the job: when they cannot work here (another backend, an old kernel, a refused
  * program) `run` logs the one reason and goes on without them, unless the config says
  * `"events": {"required": true}`, then `run` fails with that reason.
+ *
+ * With events on, the file also gets one line at start about each set of eBPF programs
+ * (events/lifecycle.ts): attached, or unavailable and why, so a reader can tell "no
+ * connects" from "no events".
  */
 
 import { BackendError } from "../lib/errors.ts";
@@ -15,6 +19,8 @@ import type { UserIds } from "../lib/users.ts";
 import { EventCollector } from "./collector.ts";
 import type { HeldDir } from "../lib/held_dir.ts";
 import { EventsLog } from "./log.ts";
+import { CAP_NET_ADMIN, capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
+import { attachedEvent, type LifecycleEvent, unavailableEvent } from "./lifecycle.ts";
 
 export interface EventsRuntime {
   readonly path: string;
@@ -33,14 +39,34 @@ export interface StartEventsOptions {
   outDir: () => HeldDir;
   owner: UserIds | null;
   log: (message: string) => void;
+  /** Why `auto` could not count with ebpf (it tried, then fell back); null: it did not try. */
+  ebpfSkipped?: string | null;
 }
 
 /** Null when events are off or unavailable (the reason logged); throws when required. */
 export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   const { config, log } = o;
   if (!config.events.enabled) return null;
+  const file = new EventsLog(o.outDir, { owner: o.owner });
+  const note = (e: LifecycleEvent) => {
+    try {
+      file.append([e]);
+    } catch (err) {
+      log(`connect events: cannot write ${file.path}: ${(err as Error).message}`);
+    }
+  };
+  const now = () => ({ unixS: Date.now() / 1000, monotonicS: monotonicSeconds() });
+  const present = o.targets.filter((t) => t.id !== null).map((t) => t.name);
+  if (o.backend === "ebpf") note(attachedEvent(now(), "counting", present));
+  else if (o.ebpfSkipped) {
+    note(
+      unavailableEvent(now(), { programs: "counting", backend: o.backend, reason: o.ebpfSkipped }),
+    );
+  }
   const unavailable = (why: string, cause?: unknown): null => {
     const message = `Connect events are unavailable: ${why}`;
+    note(unavailableEvent(now(), { programs: "events", backend: o.backend, reason: why }));
+    file.close();
     if (config.events.required) {
       throw new BackendError(
         `${message} (the config says "events": {"required": true}; set it to false to ` +
@@ -54,6 +80,13 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   if (o.backend !== "ebpf") {
     return unavailable(`they need the ebpf backend, and this run counts with ${o.backend}`);
   }
+  // Said as the backends say it, rather than as the EPERM the kernel would answer.
+  const missing = missingCaps(effectiveCaps(), [CAP_NET_ADMIN]);
+  if (missing.length > 0) {
+    return unavailable(
+      `they need ${missing.map(capabilityName).join(", ")}, which this process lacks`,
+    );
+  }
   const collector = new EventCollector();
   try {
     collector.start(o.targets, {
@@ -64,7 +97,7 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
   } catch (e) {
     return unavailable((e as Error).message, e);
   }
-  const file = new EventsLog(o.outDir, { owner: o.owner });
+  note(attachedEvent(now(), "events", present));
   const path = file.path;
   log(`connect events: writing ${path}`);
   let reportedDrops = 0;

@@ -115,6 +115,11 @@ export interface CountersV1 {
   destinations?: DestinationV1[];
   /** Optional (ebpf with connect events): events lost since the run started. */
   events_dropped_total?: number;
+  /**
+   * eBPF programs `run` tried to attach at start and could not (auto fell back from ebpf;
+   * the connect-event programs were refused); the reasons are in the log and events.jsonl.
+   */
+  ebpf_attach_failures_total?: number;
   /** Optional (history on): whether history is being written, and its faults so far. */
   history?: HistoryStatusV1;
 }
@@ -249,6 +254,9 @@ export function parseCounters(text: string): CountersV1 {
     services,
     ...(destinations ? { destinations } : {}),
     ...(isCount(o.events_dropped_total) ? { events_dropped_total: o.events_dropped_total } : {}),
+    ...(isCount(o.ebpf_attach_failures_total)
+      ? { ebpf_attach_failures_total: o.ebpf_attach_failures_total }
+      : {}),
     ...(parseHistoryStatus(o.history) ?? {}),
   };
 }

@@ -98,6 +98,7 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
       ...Object.keys(sample),
       "backend_fallback_reason",
       "destinations",
+      "ebpf_attach_failures_total",
       "events_dropped_total",
       "history",
     ].sort(),

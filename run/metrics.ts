@@ -80,6 +80,12 @@ function eventsDropped(counters: CountersV1): number {
   return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
+/** eBPF programs `run` could not attach at start (`ebpf_attach_failures_total`); 0 when absent. */
+function ebpfAttachFailures(counters: CountersV1): number {
+  const v = counters.ebpf_attach_failures_total;
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+}
+
 /** History's state and faults (counters.json "history"), when `run` records history. */
 function historyFamilies(counters: CountersV1): Family[] {
   const h = counters.history;
@@ -153,6 +159,14 @@ function samplerFamilies(counters: CountersV1, extra: MetricsExtra): Family[] {
       type: "counter",
       help: "Connect events lost because the kernel ring buffer was full.",
       series: one(eventsDropped(counters)),
+    },
+    {
+      name: "stb_netacct_ebpf_attach_failures_total",
+      type: "counter",
+      help: "eBPF programs the sampler could not attach when it started (auto fell back from " +
+        "ebpf, or the connect-event programs were refused); the reasons are in its log and in " +
+        "events.jsonl. Counting goes on either way.",
+      series: one(ebpfAttachFailures(counters)),
     },
     {
       name: "stb_netacct_state_copies_rejected",

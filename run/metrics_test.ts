@@ -128,6 +128,17 @@ Deno.test("renderMetrics: events_dropped_total comes from the sample once events
   );
 });
 
+Deno.test("renderMetrics: ebpf_attach_failures_total is a counter from the sample, 0 when absent", () => {
+  const render = (c: CountersV1) => renderMetrics(c, { version: "1", sampleDurationS: 0 });
+  const name = "stb_netacct_ebpf_attach_failures_total";
+  assertEquals(valueOf(render(sample()), name), 0);
+  const failed = render({ ...sample(), ebpf_attach_failures_total: 2 });
+  assertEquals(valueOf(failed, name), 2);
+  assertStringIncludes(failed, `# TYPE ${name} counter\n`);
+  const bad = { ...sample(), ebpf_attach_failures_total: -1 } as CountersV1;
+  assertEquals(valueOf(render(bad), name), 0);
+});
+
 Deno.test("label values escape backslash, quote and newline; values print as Go parses them", () => {
   assertEquals(escapeLabelValue('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
   assertEquals(formatValue(NaN), "NaN");

@@ -37,6 +37,7 @@ import { DEFAULT_INTERVAL_S, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/inter
 import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
+import { attachFailures } from "../events/lifecycle.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
 import { sdNotify } from "../lib/sd_notify.ts";
@@ -284,6 +285,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   teardown.add(() => started.backend.stop());
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
+  const ebpfSkipped = started.skipped?.find((s) => s.backend === "ebpf")?.reason ?? null;
   const events = startEvents({
     config,
     backend,
@@ -292,6 +294,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     outDir: () => files.dir,
     owner,
     log,
+    ebpfSkipped,
   });
   if (events) teardown.addLogged(() => events.stop(), log);
   const sinks = await createSinks({ config, log });
@@ -329,6 +332,12 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     bootId: bootId(),
     startTotals: start.chosen?.state.services,
     stateCopiesRejected: start.rejected.length,
+    ebpfAttachFailures: attachFailures({
+      ebpfSkipped,
+      backend,
+      eventsEnabled: config.events.enabled,
+      eventsStarted: events !== null,
+    }),
   });
   signals.attach(sampler);
   return sampler;

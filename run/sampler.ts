@@ -110,6 +110,8 @@ export interface SamplerSettings {
   startTotals?: Record<string, ServiceCounters>;
   /** Copies of the saved totals found unusable at start (a metric). */
   stateCopiesRejected?: number;
+  /** eBPF programs this run tried and could not attach (counters.json, a metric). */
+  ebpfAttachFailures?: number;
 }
 
 /** What a cgroup did between two lookups, for the log. */
@@ -287,6 +289,7 @@ export class Sampler {
       destinations: await this.#destinationsFor(totalsKey),
     });
     if (this.#parts.events) counters.events_dropped_total = this.#parts.events.tick();
+    counters.ebpf_attach_failures_total = this.#settings.ebpfAttachFailures ?? 0;
     this.#toHistory((h) => {
       h.record(counters);
       counters.history = h.status();

@@ -117,6 +117,11 @@ function assertSameTotals(text: string, s: Sample, what: string, laterS = 2): vo
     `${what} last sample ${ts} vs counters.json ${s.ts_unix}`,
   );
   assertEquals(m.get("stb_netacct_events_dropped_total"), 0, `${what} events dropped`);
+  assertEquals(
+    m.get("stb_netacct_ebpf_attach_failures_total"),
+    (s as Sample & { ebpf_attach_failures_total?: number }).ebpf_attach_failures_total,
+    `${what} ebpf attach failures`,
+  );
   const dur = m.get("stb_netacct_sample_duration_seconds")!;
   assert(dur > 0 && dur < 0.5, `${what} sample duration ${dur}`);
 }

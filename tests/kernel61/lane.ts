@@ -76,6 +76,18 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
     tests: ["events: connects and first datagrams", "events: a connect flood on every CPU"],
   },
   { file: "events/collector_test.ts", tests: ["events: a full ring buffer's losses"] },
+  // The socket cookie (bpf_get_socket_cookie in cgroup/connect and sendmsg) against SO_COOKIE;
+  // events off loads no event program; without CAP_BPF auto counts with nft and says why;
+  // without CAP_NET_ADMIN the event programs are unavailable with that reason.
+  {
+    file: "tests/events_lifecycle_test.ts",
+    tests: [
+      "events lifecycle: a socket's events share",
+      "events lifecycle / v2: events off",
+      "events lifecycle / v2: without CAP_BPF",
+      "events lifecycle: event programs without CAP_NET_ADMIN",
+    ],
+  },
   // The installed service's write access to node-exporter's directory: one POSIX ACL entry,
   // set through a descriptor reached without following symlinks.
   {
