@@ -6,8 +6,10 @@
  *   deno test -A tests/verify_test.ts       (STB_NETACCT_BIN=./stb-netacct to test the build)
  *
  * verify must pass on a correct setup, contact nothing without --external-url, leave no
- * cgroup or probe behind, and fail naming the check when its config points at a cgroup the
- * sampler does not count.
+ * cgroup, probe or namespace behind, and fail naming the check when its config points at a
+ * cgroup the sampler does not count. With ebpf its boundary probe must also catch a sampler
+ * whose exclusions lack CGNAT (cgnat-ignored fails, and says the config lacks it); with nft
+ * the boundary checks are skipped with the reason.
  */
 
 import {
@@ -24,6 +26,7 @@ import {
   type RunResult,
   startRun,
 } from "./harness/mod.ts";
+import { DEFAULT_EXCLUDE } from "../lib/cidr.ts";
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const HTTP_PORT = 8089;
@@ -86,6 +89,21 @@ function probeCgroups(env: Lab): string[] {
   return found;
 }
 
+/** Links verify's boundary probe names (they live in its own namespaces, never here). */
+async function boundaryLinksIn(netnsPath: string): Promise<string[]> {
+  const r = await run(["nsenter", `--net=${netnsPath}`, "--", "ip", "-j", "link", "show"]);
+  return (JSON.parse(r.stdout) as { ifname: string }[]).map((l) => l.ifname)
+    .filter((n) => /^(stbv|tailscale)/.test(n));
+}
+
+function netnsNames(): string[] {
+  try {
+    return [...Deno.readDirSync("/run/netns")].map((e) => e.name).sort();
+  } catch {
+    return [];
+  }
+}
+
 function verdicts(out: string): Record<string, string> {
   const v: Record<string, string> = {};
   for (const line of out.split("\n")) {
@@ -96,14 +114,29 @@ function verdicts(out: string): Record<string, string> {
 }
 
 async function verify(env: Lab, args: string[]): Promise<RunResult> {
+  const netns0 = netnsNames();
+  const t0 = Date.now();
   const r = await run([...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])], {
     allowFail: true,
   });
-  console.log(`verify ${args.join(" ")}\n${r.stdout}${r.stderr}`);
-  assertEquals(probeProcesses(), [], "probe processes left running");
+  console.log(`verify ${args.join(" ")} (${Date.now() - t0} ms)\n${r.stdout}${r.stderr}`);
+  assertEquals(probeProcesses(), [], "probe processes left running (they hold its namespaces)");
   assertEquals(probeCgroups(env), [], "probe cgroups left behind");
+  assertEquals(netnsNames(), netns0, "verify added or removed a named netns");
+  assertEquals(await boundaryLinksIn(env.clientNetns), [], "boundary links in the host netns");
   return r;
 }
+
+const BOUNDARY_PASS = {
+  "public4-counted": "PASS",
+  "public6-counted": "PASS",
+  "rfc1918-ignored": "PASS",
+  "cgnat-ignored": "PASS",
+  "ula-ignored": "PASS",
+  "onlink6": "PASS",
+  "vpn-interface": "PASS",
+};
+const BOUNDARY_SKIP = Object.fromEntries(Object.keys(BOUNDARY_PASS).map((k) => [k, "SKIP"]));
 
 async function scenario(backend: string, layout: LayoutName): Promise<void> {
   const env = await Lab.open(layout);
@@ -129,13 +162,29 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
     const local = await verify(env, common);
     const link1 = await env.topology.linkCounters();
     assertEquals(local.code, 0, "verify without --external-url exit code");
+    const boundary = backend === "ebpf" ? BOUNDARY_PASS : BOUNDARY_SKIP;
     assertEquals(verdicts(local.stdout), {
       "sampler": "PASS",
       "loopback-ignored": "PASS",
-      "private-ignored": "PASS",
+      ...boundary,
       "outsider-ignored": "SKIP",
       "service-counted": "SKIP",
     });
+    if (backend !== "ebpf") {
+      assert(
+        /^SKIP\s+cgnat-ignored\s+the nft backend's rules see only/m.test(local.stdout),
+        "the skip names the reason",
+      );
+    } else {
+      // The on-link check uses the host's (here: the client netns's) on-link global prefix.
+      assert(
+        /^PASS\s+onlink6\s+must count \(internal_onlink is off.*2001:db8:1::\/64/m.test(
+          local.stdout,
+        ),
+        "onlink6 probes the host's on-link 2001:db8:1::/64 and says why it must count",
+      );
+      assert(/^PASS\s+vpn-interface\s+.*over tailscale0/m.test(local.stdout), "vpn link named");
+    }
     assert(
       link1.txBytes - link0.txBytes < 1024,
       `verify without --external-url sent ${link1.txBytes - link0.txBytes} bytes out of the host`,
@@ -149,14 +198,17 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
     assertEquals(verdicts(full.stdout), {
       "sampler": "PASS",
       "loopback-ignored": "PASS",
-      "private-ignored": "PASS",
+      ...boundary,
       "outsider-ignored": "PASS",
       "service-counted": "PASS",
     });
     const moved = countedDelta(s0, s1, "host-agent");
+    // ebpf also counted the counted boundary exchanges (public4, public6, onlink6, vpn).
+    const exchanged = backend === "ebpf" ? 4 * boundaryBytes(full.stdout) : 0;
     assert(
-      moved.rx > BLOB_BYTES && moved.rx < BLOB_BYTES * 1.1,
-      `host-agent rx moved ${moved.rx} B around verify: expected one ${BLOB_BYTES} B download`,
+      moved.rx > BLOB_BYTES + exchanged && moved.rx < (BLOB_BYTES + exchanged) * 1.1,
+      `host-agent rx moved ${moved.rx} B around verify: expected one ${BLOB_BYTES} B ` +
+        `download and ${exchanged} B of boundary exchanges`,
     );
 
     // A config naming a cgroup the sampler does not count: the counted check fails by name.
@@ -185,6 +237,53 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
     );
     assert(/counts "host-agent" at/.test(wrong.stdout), "the mismatch with counters.json");
 
+    if (backend === "ebpf") {
+      // The boundary probe catches the wrong cgroup too, without any download.
+      const wrongLocal = await verify(env, [
+        "--config",
+        wrongConfig,
+        "--input",
+        output,
+        "--timeout",
+        "30",
+      ]);
+      assertEquals(wrongLocal.code, 1, "verify exit code with the wrong cgroup, no URL");
+      assert(
+        /^FAIL\s+public4-counted\s+must count .*nothing was counted/m.test(wrongLocal.stdout),
+        "public4-counted fails saying nothing was counted",
+      );
+      assertEquals(verdicts(wrongLocal.stdout)["cgnat-ignored"], "PASS", "ignored still holds");
+
+      // A sampler whose exclusions lack CGNAT: cgnat-ignored fails, and only it.
+      const stop0 = await cli.stop("SIGTERM");
+      cli = null;
+      assertEquals(stop0.code, 0, `run exit code; stderr:\n${stop0.stderr}`);
+      const noCgnat = `${dir}/no-cgnat.json`;
+      await Deno.writeTextFile(
+        noCgnat,
+        JSON.stringify({
+          services: env.cgroups.configServices(),
+          exclude: DEFAULT_EXCLUDE.filter((p) => p !== "100.64.0.0/10"),
+          ...base,
+        }),
+      );
+      cli = await startRun(env.layout, env.clientNetns, { backend, config: noCgnat, output });
+      const mutated = await verify(env, ["--config", noCgnat, ...common.slice(2)]);
+      assertEquals(mutated.code, 1, "verify exit code against a sampler counting CGNAT");
+      const v = verdicts(mutated.stdout);
+      assertEquals(v["cgnat-ignored"], "FAIL", "cgnat-ignored verdict");
+      assertEquals(
+        Object.entries(v).filter(([, x]) => x === "FAIL").map(([k]) => k),
+        ["cgnat-ignored"],
+        "only the CGNAT check fails",
+      );
+      assert(
+        /^FAIL\s+cgnat-ignored\s+must not count .*counted \d+% of traffic that must not count.*do not cover CGNAT 100\.64\.0\.0\/10/m
+          .test(mutated.stdout),
+        "the failure says what was counted and that the config lacks CGNAT",
+      );
+    }
+
     const stop = await cli.stop("SIGTERM");
     cli = null;
     assertEquals(stop.code, 0, `run exit code; stderr:\n${stop.stderr}`);
@@ -196,7 +295,16 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
   }
 }
 
-for (const [backend, layout] of [["nft", "hybrid"], ["ebpf", "v2"]] as const) {
+/** Bytes each way of one boundary exchange, as verify printed it ("exchanged 8.00 MiB"). */
+function boundaryBytes(out: string): number {
+  const m = /exchanged (\d+\.\d+) MiB each way/.exec(out);
+  assert(m !== null, "verify names the size of its boundary exchanges");
+  return Math.round(Number(m[1]) * 1024 * 1024);
+}
+
+for (
+  const [backend, layout] of [["nft", "hybrid"], ["ebpf", "v2"], ["ebpf", "hybrid"]] as const
+) {
   Deno.test({
     name: `verify ${backend} / ${layout}: passes on a correct setup, fails on the wrong cgroup`,
     ...TEST_OPTIONS,
