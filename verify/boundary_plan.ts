@@ -33,7 +33,12 @@ export const DEFAULT_VPN_NAME = "tailscale0";
 
 /** What this host's own network namespace uses, as far as picking addresses is concerned. */
 export interface HostView {
-  /** Every prefix of an address or a route (default routes left out). */
+  /**
+   * Every prefix of an address, or of a route in the main or local table (default routes
+   * left out). Policy tables are left out too: tailscale routes all of 100.64.0.0/10 to
+   * tailscale0 in its table 52, and neither that nor an exit node's default makes a network
+   * connected to this host.
+   */
   used: Cidr[];
   /** Own addresses, exact. */
   addresses: Uint8Array[];
@@ -98,9 +103,9 @@ export function parseHostView(
         slash < 0 ? r.dst : r.dst.slice(0, slash),
         slash < 0 ? null : Number(r.dst.slice(slash + 1)),
       );
-      if (!prefix || prefix.prefixLen === 0) continue;
-      used.push(prefix);
       const main = r.table === undefined || r.table === "main";
+      if (!prefix || prefix.prefixLen === 0 || !(main || r.table === "local")) continue;
+      used.push(prefix);
       const unicast = r.type === undefined || r.type === "unicast";
       if (
         prefix.family === 6 && main && unicast && r.gateway === undefined &&
