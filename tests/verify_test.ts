@@ -127,6 +127,45 @@ async function verify(env: Lab, args: string[]): Promise<RunResult> {
   return r;
 }
 
+/**
+ * verify interrupted by SIGINT (Ctrl-C) once its boundary probe is wired and sending: it
+ * must stop, say so, exit 1 and leave nothing (checked as after any verify).
+ */
+async function interruptedVerify(env: Lab, args: string[]): Promise<void> {
+  const netns0 = netnsNames();
+  const argv = [...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])];
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const deadline = Date.now() + 60_000;
+  while (!/^\S+\s+public4-counted/m.test(out) && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  assert(/public4-counted/.test(out), `verify never reached the boundary checks:\n${out}`);
+  child.kill("SIGINT"); // nsenter and the launcher exec: this is verify itself
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const status = await child.status;
+  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  console.log(`verify interrupted:\n${out}${stderr}`);
+  assertEquals(status.code, 1, "exit code after SIGINT");
+  assert(/interrupted; cleaning up/.test(out), "verify says it was interrupted");
+  assertEquals(probeProcesses(), [], "probe processes left running after SIGINT");
+  assertEquals(probeCgroups(env), [], "probe cgroups left behind after SIGINT");
+  assertEquals(netnsNames(), netns0, "named netns changed after SIGINT");
+  assertEquals(await boundaryLinksIn(env.clientNetns), [], "boundary links after SIGINT");
+}
+
 const BOUNDARY_PASS = {
   "public4-counted": "PASS",
   "public6-counted": "PASS",
@@ -238,6 +277,8 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
     assert(/counts "host-agent" at/.test(wrong.stdout), "the mismatch with counters.json");
 
     if (backend === "ebpf") {
+      await interruptedVerify(env, common);
+
       // The boundary probe catches the wrong cgroup too, without any download.
       const wrongLocal = await verify(env, [
         "--config",
