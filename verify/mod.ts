@@ -130,13 +130,19 @@ export function verifyCommand() {
   return new Command("verify")
     .summary("prove on this host that the running sampler counts what it should (root)")
     .description(
-      "Run the acceptance plan against the running `run`; print PASS/FAIL per check " +
-        "with figures. Probes run in a temporary child cgroup of the first configured " +
-        "service that exists, so the sampler must count them as that service: their " +
-        "loopback and private-address traffic must not count. With --external-url, a " +
-        "download by a process outside every service must not count, and the same " +
-        "download from inside must count by about its size. Nothing outside this host " +
-        "is contacted without --external-url. Exit status 0 when nothing failed, else 1.",
+      "Run the acceptance plan against the running `run`; print PASS/FAIL/SKIP per check " +
+        "with what it proved and the figures. Probes run in a temporary child cgroup of the " +
+        "first configured service that exists, so the sampler must count them as that " +
+        "service. The boundary checks (public4-counted to vpn-interface) run a probe in a " +
+        "network namespace of its own, wired to a peer namespace that holds one address of " +
+        "each kind (public, RFC 1918, CGNAT, ULA, on-link global IPv6, and one behind an " +
+        "interface named like a VPN); nothing reaches this host's own network, routes or " +
+        "addresses, and the namespaces go with the probe. They need the ebpf backend: nft " +
+        "and iptables rules see only the sampler's own namespace, so with those the " +
+        "boundary checks are skipped. With --external-url, a download by a process outside " +
+        "every service must not count, and the same download from inside must count by " +
+        "about its size. Nothing outside this host is contacted without --external-url. " +
+        "Exit status 0 when nothing failed, else 1.",
     )
     .option("-c, --config <path>", "config file `run` uses", DEFAULT_CONFIG_PATH)
     .option("--input <path>", 'counters file (default: config "output")')
@@ -148,13 +154,9 @@ export function verifyCommand() {
     .option("-t, --timeout <seconds>", "longest wait for one probe or sample", parseTimeout, 60)
     .addHelpText(
       "after",
-      "\nChecks (each prints PASS, FAIL or SKIP with what it proved):\n" +
-        CHECKS.map((c) => `  ${c.padEnd(17)} ${CHECK_HELP[c]}\n`).join("") +
-        "\nThe boundary checks (public4-counted to vpn-interface) run a probe in a network " +
-        "namespace of its own, wired to a peer namespace that holds one address of each " +
-        "kind; nothing reaches this host's own network, routes or addresses. They need the " +
-        "ebpf backend: nft and iptables rules see only the sampler's own namespace, so with " +
-        "them these checks are skipped (use --external-url there).\n" +
+      () =>
+        "\nChecks:\n" +
+        CHECKS.map((c) => hanging(`  ${c.padEnd(17)} ${CHECK_HELP[c]}`, 20)).join("") +
         "\nExamples:\n" +
         "  sudo stb-netacct verify\n" +
         "  sudo stb-netacct verify --external-url \\\n" +
@@ -177,6 +179,24 @@ export function verifyCommand() {
       });
       if (results.some((r) => r.verdict === "FAIL")) Deno.exit(1);
     });
+}
+
+/** Greedy wrap to the help's width (the terminal's, else 80), continuation lines indented. */
+function hanging(line: string, indent: number): string {
+  let width = 80;
+  try {
+    if (Deno.stdout.isTerminal()) width = Deno.consoleSize().columns;
+  } catch { /* not a terminal */ }
+  const out: string[] = [];
+  let cur = "";
+  for (const word of line.split(/(?<=\S) (?=\S)/)) {
+    if (cur !== "" && cur.length + 1 + word.length > width) {
+      out.push(cur);
+      cur = " ".repeat(indent) + word.trimStart();
+    } else cur = cur === "" ? word : `${cur} ${word}`;
+  }
+  out.push(cur);
+  return out.join("\n") + "\n";
 }
 
 /** argv that runs this same program: compiled binary, fallback launcher, or source. */
@@ -631,7 +651,9 @@ class Verification {
   async #boundaryChecks(target: ProbeTarget, bg: Background, backend: string): Promise<void> {
     const skip = this.#boundarySkip(backend);
     if (skip !== null) {
-      for (const c of BOUNDARY_CHECKS) this.#report(c, "SKIP", skip);
+      const [first, ...rest] = BOUNDARY_CHECKS;
+      this.#report(first, "SKIP", skip);
+      for (const c of rest) this.#report(c, "SKIP", `as ${first}: ${skip.split(":")[0]}`);
       return;
     }
     const config = this.opts.config as BoundaryConfig;
