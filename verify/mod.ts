@@ -383,6 +383,15 @@ function ownCgroup(): string | null {
   return line ? line.slice(3) : null;
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function within(path: string, ancestor: string): boolean {
   return path === ancestor || path.startsWith(ancestor + "/");
 }
@@ -451,6 +460,7 @@ class Verification {
       if (target === null) return this.results;
       const backend = this.#readSample()?.backend ?? "";
       const background = await this.#background(target);
+      this.#sweep(mount);
       this.#cgroup = new ProbeCgroup(mount, target.path);
       this.#cgroup.make();
       await this.#localChecks(target, background);
@@ -464,6 +474,33 @@ class Verification {
       return this.results;
     } finally {
       await this.#cleanup();
+    }
+  }
+
+  /**
+   * Removes the probe cgroups of an earlier verify that was killed (SIGKILL skips cleanup):
+   * its probes exit when their stdin closes, which leaves the cgroup empty. One whose verify
+   * still runs (its pid in the name is alive) is left alone.
+   */
+  #sweep(mount: Cgroup2Mount): void {
+    for (const path of Object.values(this.opts.config.services)) {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = [...Deno.readDirSync(cgroupDir(mount, path))];
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        const pid = e.name.startsWith(PROBE_CGROUP_PREFIX)
+          ? Number(e.name.slice(PROBE_CGROUP_PREFIX.length))
+          : NaN;
+        if (!e.isDirectory || !Number.isSafeInteger(pid) || pidAlive(pid)) continue;
+        const dir = `${cgroupDir(mount, path)}/${e.name}`;
+        try {
+          Deno.removeSync(dir);
+          this.opts.print(`      removed ${dir}, left by a verify that was killed`);
+        } catch { /* still has processes: left for the next run */ }
+      }
     }
   }
 
