@@ -27,6 +27,7 @@ import {
   startRun,
 } from "./harness/mod.ts";
 import { DEFAULT_EXCLUDE } from "../lib/cidr.ts";
+import { validateConfig } from "../lib/config.ts";
 
 const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const HTTP_PORT = 8089;
@@ -115,6 +116,7 @@ function verdicts(out: string): Record<string, string> {
 
 async function verify(env: Lab, args: string[]): Promise<RunResult> {
   const netns0 = netnsNames();
+  const links0 = await boundaryLinksIn(env.clientNetns);
   const t0 = Date.now();
   const r = await run([...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])], {
     allowFail: true,
@@ -123,7 +125,7 @@ async function verify(env: Lab, args: string[]): Promise<RunResult> {
   assertEquals(probeProcesses(), [], "probe processes left running (they hold its namespaces)");
   assertEquals(probeCgroups(env), [], "probe cgroups left behind");
   assertEquals(netnsNames(), netns0, "verify added or removed a named netns");
-  assertEquals(await boundaryLinksIn(env.clientNetns), [], "boundary links in the host netns");
+  assertEquals(await boundaryLinksIn(env.clientNetns), links0, "verify changed the host's links");
   return r;
 }
 
@@ -352,6 +354,8 @@ async function cgnatMutation(layout: LayoutName): Promise<void> {
   let cli: RunningCli | null = null;
   try {
     env.cgroups.create("host-agent");
+    // The host has a tailscale0 (the user's does): the probe's one takes its index.
+    const tsIndex = await addDummy(env, "tailscale0");
     const noCgnat = `${dir}/no-cgnat.json`;
     const output = `${dir}/counters.json`;
     await Deno.writeTextFile(
@@ -390,6 +394,14 @@ async function cgnatMutation(layout: LayoutName): Promise<void> {
         .test(mutated.stdout),
       "the failure says what was counted and that the config lacks CGNAT",
     );
+    assert(
+      new RegExp(
+        `^PASS\\s+vpn-interface\\s+.*"tailscale0" \\(index ${tsIndex}, as this host's\\)`,
+        "m",
+      )
+        .test(mutated.stdout),
+      "the probe's tailscale0 has the host's index",
+    );
     const stop = await cli.stop("SIGTERM");
     cli = null;
     assertEquals(stop.code, 0, `run exit code; stderr:\n${stop.stderr}`);
@@ -407,6 +419,87 @@ for (const layout of ["v2", "hybrid"] as const) {
     fn: () => cgnatMutation(layout),
   });
 }
+
+/** An interface in the lab's host (client) netns; its ifindex. Gone with the netns. */
+async function addDummy(env: Lab, name: string): Promise<number> {
+  const ns = ["nsenter", `--net=${env.clientNetns}`, "--", "ip"];
+  // A veth with its peer beside it: this kernel may lack the dummy driver.
+  await run([...ns, "link", "add", name, "type", "veth", "peer", "name", `${name}p`]);
+  const r = await run([...ns, "-j", "link", "show", name]);
+  return (JSON.parse(r.stdout) as { ifindex: number }[])[0]!.ifindex;
+}
+
+/** Whether this build's config knows the keys of issue 18's items 1 and 2. */
+const HAS_INTERFACE_KEYS = (() => {
+  try {
+    validateConfig({ exclude_interfaces: ["tailscale0"], internal_onlink: true }, "probe");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * exclude_interfaces and internal_onlink, both ways: verify reading a config with both,
+ * first against a sampler run with that config (every check passes; vpn-interface and
+ * onlink6 must not count), then against one run without them (those two fail by name).
+ * Runs once the config has the keys (they come with the backends that honour them).
+ */
+async function interfaceOptions(layout: LayoutName): Promise<void> {
+  const env = await Lab.open(layout);
+  const dir = await Deno.makeTempDir({ prefix: "stb-verify-e2e-" });
+  let cli: RunningCli | null = null;
+  try {
+    env.cgroups.create("host-agent");
+    await addDummy(env, "tailscale0");
+    const base = {
+      services: env.cgroups.configServices(),
+      interval_s: 0.5,
+      prometheus: { textfile: null },
+    };
+    const withKeys = `${dir}/with.json`;
+    const without = `${dir}/without.json`;
+    await Deno.writeTextFile(
+      withKeys,
+      JSON.stringify({ ...base, exclude_interfaces: ["tailscale0"], internal_onlink: true }),
+    );
+    await Deno.writeTextFile(without, JSON.stringify(base));
+    const output = `${dir}/counters.json`;
+    const args = ["--config", withKeys, "--input", output, "--timeout", "60"];
+    for (const runConfig of [withKeys, without]) {
+      cli = await startRun(env.layout, env.clientNetns, {
+        backend: "ebpf",
+        config: runConfig,
+        output,
+      });
+      const r = await verify(env, args);
+      const honoured = runConfig === withKeys;
+      assertEquals(r.code, honoured ? 0 : 1, `verify exit code, sampler config ${runConfig}`);
+      const v = verdicts(r.stdout);
+      assertEquals(
+        [v["vpn-interface"], v["onlink6"], v["public4-counted"], v["cgnat-ignored"]],
+        honoured ? ["PASS", "PASS", "PASS", "PASS"] : ["FAIL", "FAIL", "PASS", "PASS"],
+        `verdicts against a sampler run with ${runConfig}`,
+      );
+      assert(/^\S+\s+vpn-interface\s+must not count \("exclude_interfaces" lists/m.test(r.stdout));
+      assert(/^\S+\s+onlink6\s+must not count \(internal_onlink is on/m.test(r.stdout));
+      const stop = await cli.stop("SIGTERM");
+      cli = null;
+      assertEquals(stop.code, 0, `run exit code; stderr:\n${stop.stderr}`);
+    }
+  } finally {
+    await cli?.stop("SIGKILL");
+    await env.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "verify boundary ebpf / v2: exclude_interfaces and internal_onlink, honoured or not",
+  ignore: !HAS_INTERFACE_KEYS,
+  ...TEST_OPTIONS,
+  fn: () => interfaceOptions("v2"),
+});
 
 /** Bytes each way of one boundary exchange, as verify printed it ("exchanged 8.00 MiB"). */
 function boundaryBytes(out: string): number {

@@ -5,7 +5,8 @@
  *   stbv0 ──────────────────────── veth ───────────────────────────── stbv1
  *     one address per check, on-link (public, RFC 1918, CGNAT, ULA, on-link global IPv6)
  *   tailscale0 (or the first "exclude_interfaces" name) ── veth ────── stbvpn1
- *     a CGNAT /32 as tailscale has, a public /32 routed over it
+ *     a CGNAT /32 as tailscale has, a public /32 routed over it; the ifindex of the host's
+ *     interface of that name, when it has one (the sampler knows interfaces by index)
  *
  * Both namespaces are anonymous: each belongs to its process (started under
  * `unshare --net`), and the veths live inside them, so nothing is added to this host's own
@@ -109,56 +110,37 @@ export async function wireBoundary(
     }
     await ipIn(pid, ["link", "set", "lo", "up"]);
   }
-  await ip([
-    "link",
-    "add",
-    PROBE_LINK,
-    "netns",
-    String(probe),
-    "type",
-    "veth",
-    "peer",
-    "name",
-    PEER_LINK,
-    "netns",
-    String(sink),
-  ]); // deno-fmt-ignore
+  /** A veth from the probe's namespace (`name`, at `index` if asked) to the sink's. */
+  const veth = (name: string, peer: string, index: number | null) =>
+    ip([
+      ...["link", "add", name, ...(index === null ? [] : ["index", String(index)])],
+      ...["netns", String(probe), "type", "veth", "peer", "name", peer, "netns", String(sink)],
+    ]);
+  // The VPN-like link first, so that the index it asks for is still free in the namespace.
+  const vpn = plan.targets.find((t) => t.via === "vpn");
+  if (vpn) await veth(plan.vpnName, PEER_VPN_LINK, plan.vpnIndex);
+  await veth(PROBE_LINK, PEER_LINK, null);
   for (const t of plan.targets.filter((t) => t.via === "main")) {
     const v6 = t.family === 6 ? ["nodad"] : [];
-    await ipIn(probe, ["addr", "add", `${t.probeAddress}/${t.prefixLen}`, "dev", PROBE_LINK, ...v6]);
+    await ipIn(probe, [
+      "addr",
+      "add",
+      `${t.probeAddress}/${t.prefixLen}`,
+      "dev",
+      PROBE_LINK,
+      ...v6,
+    ]);
     await ipIn(sink, ["addr", "add", `${t.peerAddress}/${t.prefixLen}`, "dev", PEER_LINK, ...v6]);
   }
   await ipIn(probe, ["link", "set", PROBE_LINK, "up"]);
   await ipIn(sink, ["link", "set", PEER_LINK, "up"]);
-  const vpn = plan.targets.find((t) => t.via === "vpn");
   if (vpn) {
-    await ip([
-      "link",
-      "add",
-      plan.vpnName,
-      "netns",
-      String(probe),
-      "type",
-      "veth",
-      "peer",
-      "name",
-      PEER_VPN_LINK,
-      "netns",
-      String(sink),
-    ]); // deno-fmt-ignore
-    await ipIn(probe, ["addr", "add", `${vpn.probeAddress}/32`, "dev", plan.vpnName]);
+    const [src, dst] = [vpn.probeAddress, vpn.peerAddress];
+    await ipIn(probe, ["addr", "add", `${src}/32`, "dev", plan.vpnName]);
     await ipIn(probe, ["link", "set", plan.vpnName, "up"]);
-    await ipIn(sink, ["addr", "add", `${vpn.peerAddress}/32`, "dev", PEER_VPN_LINK]);
+    await ipIn(sink, ["addr", "add", `${dst}/32`, "dev", PEER_VPN_LINK]);
     await ipIn(sink, ["link", "set", PEER_VPN_LINK, "up"]);
-    await ipIn(probe, [
-      "route",
-      "add",
-      `${vpn.peerAddress}/32`,
-      "dev",
-      plan.vpnName,
-      "src",
-      vpn.probeAddress,
-    ]);
-    await ipIn(sink, ["route", "add", `${vpn.probeAddress}/32`, "dev", PEER_VPN_LINK]);
+    await ipIn(probe, ["route", "add", `${dst}/32`, "dev", plan.vpnName, "src", src]);
+    await ipIn(sink, ["route", "add", `${src}/32`, "dev", PEER_VPN_LINK]);
   }
 }

@@ -7,7 +7,9 @@
  * The one exception is on purpose: the on-link check reuses one of this host's own on-link
  * global IPv6 prefixes (inside the probe's namespaces only), since `internal_onlink` is about
  * the host's connected networks as the sampler sees them, and the sampler sees its own
- * namespace's routes, not the probe's.
+ * namespace's routes, not the probe's. Likewise the VPN-like interface takes the ifindex of
+ * the host's interface of that name: the sampler knows interfaces by the indexes of its own
+ * namespace, and a packet carries its device's index, not its name.
  */
 
 import { type Cidr, cidrContains, formatAddress, isExcluded, parseCidr } from "../lib/cidr.ts";
@@ -44,9 +46,12 @@ export interface HostView {
   addresses: Uint8Array[];
   /** On-link global IPv6 prefixes (main table, no gateway, not on lo) with their device. */
   onlink6: { prefix: Cidr; dev: string }[];
+  /** Interface name -> ifindex. */
+  links: Record<string, number>;
 }
 
 interface IpAddrJson {
+  ifindex?: number;
   ifname?: string;
   addr_info?: { local?: string; prefixlen?: number }[];
 }
@@ -84,7 +89,11 @@ export function parseHostView(
 ): HostView {
   const used: Cidr[] = [];
   const addresses: Uint8Array[] = [];
+  const links: Record<string, number> = {};
   for (const link of JSON.parse(addrJson) as IpAddrJson[]) {
+    if (typeof link.ifname === "string" && Number.isSafeInteger(link.ifindex)) {
+      links[link.ifname] = link.ifindex!;
+    }
     for (const a of link.addr_info ?? []) {
       if (typeof a.local !== "string") continue;
       const exact = tryCidr(a.local, null);
@@ -116,7 +125,7 @@ export function parseHostView(
       }
     }
   }
-  return { used, addresses, onlink6 };
+  return { used, addresses, onlink6, links };
 }
 
 /** One remote the probe sends to, and what the sampler must make of it. */
@@ -140,6 +149,8 @@ export interface BoundaryPlan {
   targets: BoundaryTarget[];
   /** The VPN-like interface made in the probe's namespace. */
   vpnName: string;
+  /** Its ifindex: that of the host's interface of the same name, when there is one. */
+  vpnIndex: number | null;
   /** Checks that cannot run here, with the reason. */
   skipped: { check: BoundaryCheck; reason: string }[];
   /** Hints about the config (an internal class it does not exclude). */
@@ -301,10 +312,18 @@ export function planBoundary(o: PlanOptions): BoundaryPlan {
   } else skipped.push({ check: "onlink6", reason: noV6 });
 
   const vpnName = o.excludeInterfaces[0] ?? DEFAULT_VPN_NAME;
+  const vpnIndex = o.host.links[vpnName] ?? null;
+  const excluded = o.excludeInterfaces.includes(vpnName);
   const remote = pick(CANDIDATES.vpnRemote, true);
   const source = pick(CANDIDATES.vpnSource, false);
-  if (remote && source) {
-    const excluded = o.excludeInterfaces.includes(vpnName);
+  if (excluded && vpnIndex === null) {
+    skipped.push({
+      check: "vpn-interface",
+      reason: `this host has no interface "${vpnName}" now, and the sampler knows interfaces ` +
+        "by this host's own: one of that name in the probe's namespace would prove nothing " +
+        "(run verify while it is up)",
+    });
+  } else if (remote && source) {
     targets.push({
       check: "vpn-interface",
       family: 4,
@@ -313,7 +332,8 @@ export function planBoundary(o: PlanOptions): BoundaryPlan {
       prefixLen: 32,
       via: "vpn",
       expect: excluded ? "ignored" : "counted",
-      label: `public IPv4 routed over an interface named "${vpnName}"`,
+      label: `public IPv4 routed over an interface named "${vpnName}"` +
+        (vpnIndex === null ? "" : ` (index ${vpnIndex}, as this host's)`),
       reason: excluded
         ? `"exclude_interfaces" lists "${vpnName}"`
         : `"exclude_interfaces" does not list "${vpnName}"`,
@@ -323,5 +343,5 @@ export function planBoundary(o: PlanOptions): BoundaryPlan {
   }
   const order = (c: BoundaryCheck) => BOUNDARY_CHECKS.indexOf(c);
   targets.sort((a, b) => order(a.check) - order(b.check));
-  return { targets, vpnName, skipped, notes };
+  return { targets, vpnName, vpnIndex, skipped, notes };
 }

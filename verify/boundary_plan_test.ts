@@ -76,7 +76,7 @@ Deno.test("parseHostView: junk entries are skipped, not fatal", () => {
   const h = parseHostView('[{"ifname":"x","addr_info":[{"local":"nope","prefixlen":8},{}]}]', [
     '[{"dst":"10.0.0.0/99"},{"dst":"what"},{},{"dst":"default"}]',
   ]);
-  assertEquals(h, { used: [], addresses: [], onlink6: [] });
+  assertEquals(h, { used: [], addresses: [], onlink6: [], links: {} });
 });
 
 Deno.test("planBoundary on the testbed: the host's 192.0.2.0/24 is avoided", () => {
@@ -89,7 +89,7 @@ Deno.test("planBoundary on the testbed: the host's 192.0.2.0/24 is avoided", () 
   const onlink = target(plan, "onlink6")!;
   assertEquals(onlink.expect, "counted");
   assertMatch(onlink.reason, /no on-link global IPv6/);
-  assertEquals(plan.vpnName, "tailscale0");
+  assertEquals([plan.vpnName, plan.vpnIndex], ["tailscale0", null]);
   assertEquals(target(plan, "vpn-interface")!.expect, "counted");
   assertEquals(plan.notes, {});
 });
@@ -110,8 +110,14 @@ Deno.test("planBoundary on the desktop: its LAN prefix, internal_onlink and excl
   assertEquals(on.vpnName, "tailscale0");
   assertEquals(target(on, "vpn-interface")!.expect, "ignored");
   assertMatch(target(on, "vpn-interface")!.reason, /lists "tailscale0"/);
-  // The first excluded name is the one made, whatever it is.
-  assertEquals(planBoundary(options({ host: h, excludeInterfaces: ["wg0"] })).vpnName, "wg0");
+  // The probe's tailscale0 takes the host's tailscale0's index: the sampler knows it by that.
+  assertEquals(h.links["tailscale0"], 5);
+  assertEquals([on.vpnIndex, off.vpnIndex], [5, 5]);
+  // The first excluded name is the one made; one this host lacks proves nothing: skipped.
+  const wg = planBoundary(options({ host: h, excludeInterfaces: ["wg0"] }));
+  assertEquals([wg.vpnName, wg.vpnIndex], ["wg0", null]);
+  assertEquals(wg.skipped.map((s) => s.check), ["vpn-interface"]);
+  assertMatch(wg.skipped[0]!.reason, /no interface "wg0" now/);
   // Tailscale's 100.64.0.0/10 route (its table 52) does not stop the CGNAT check.
   assertMatch(target(off, "cgnat-ignored")!.peerAddress, /^100\.127\./);
   assertEquals(off.skipped, []);
