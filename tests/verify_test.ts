@@ -114,13 +114,12 @@ function verdicts(out: string): Record<string, string> {
   return v;
 }
 
-async function verify(env: Lab, args: string[]): Promise<RunResult> {
+async function verify(env: Lab, args: string[], prefix: string[] = []): Promise<RunResult> {
   const netns0 = netnsNames();
   const links0 = await boundaryLinksIn(env.clientNetns);
   const t0 = Date.now();
-  const r = await run([...env.layout.wrap(env.clientNetns), ...cliArgv(["verify", ...args])], {
-    allowFail: true,
-  });
+  const argv = [...env.layout.wrap(env.clientNetns), ...prefix, ...cliArgv(["verify", ...args])];
+  const r = await run(argv, { allowFail: true });
   console.log(`verify ${args.join(" ")} (${Date.now() - t0} ms)\n${r.stdout}${r.stderr}`);
   assertEquals(probeProcesses(), [], "probe processes left running (they hold its namespaces)");
   assertEquals(probeCgroups(env), [], "probe cgroups left behind");
@@ -315,6 +314,20 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
 
     if (backend === "ebpf") {
       await interruptedVerify(env, common);
+
+      // Without ip and unshare the boundary checks cannot be set up: they fail, saying why.
+      const noTools = await verify(env, common, ["env", "PATH=/var/empty"]);
+      assertEquals(noTools.code, 1, "verify exit code without ip/unshare");
+      assert(
+        /^FAIL\s+public4-counted\s+the boundary probe could not be set up: .*"ip".*iproute2/m
+          .test(noTools.stdout),
+        "the failure names the missing tool",
+      );
+      assertEquals(
+        Object.entries(verdicts(noTools.stdout)).filter(([, x]) => x === "FAIL").length,
+        7,
+        "every boundary check fails, nothing else",
+      );
 
       // The boundary probe catches the wrong cgroup too, without any download.
       const wrongLocal = await verify(env, [

@@ -41,7 +41,7 @@ async function run(argv: string[]): Promise<{ code: number; stdout: string; stde
     out = await new Deno.Command(argv[0]!, { args: argv.slice(1), stdin: "null" }).output();
   } catch (e) {
     throw new BoundaryError(
-      `Cannot run "${argv[0]}": ${(e as Error).message}: install iproute2 and util-linux`,
+      `Cannot run "${argv[0]}": ${(e as Error).message}`,
       { cause: e },
     );
   }

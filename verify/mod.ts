@@ -687,29 +687,39 @@ class Verification {
    */
   async #boundaryChecks(target: ProbeTarget, bg: Background, backend: string): Promise<void> {
     const skip = this.#boundarySkip(backend);
-    if (skip !== null) {
+    const all = (verdict: Verdict, why: string) => {
       const [first, ...rest] = BOUNDARY_CHECKS;
-      this.#report(first, "SKIP", skip);
-      for (const c of rest) this.#report(c, "SKIP", `as ${first}: ${skip.split(":")[0]}`);
-      return;
-    }
+      this.#report(first, verdict, why);
+      for (const c of rest) this.#report(c, verdict, `as ${first}: ${why.split(":")[0]}`);
+    };
+    if (skip !== null) return all("SKIP", skip);
     const config = this.opts.config as BoundaryConfig;
-    const plan = planBoundary({
-      host: await readHostView(),
-      exclude: config.exclude,
-      excludeInterfaces: config.exclude_interfaces ?? [],
-      internalOnlink: config.internal_onlink ?? false,
-      ipv6: ipv6Enabled(),
-    });
     const { timeoutS } = this.opts;
-    const sink = new Probe(["sink"], ["unshare", "--net", "--"]);
-    this.#probes.push(sink);
-    const { port } = await sink.ready(timeoutS);
-    const probe = new Probe(["boundary"], ["unshare", "--net", "--"]);
-    this.#probes.push(probe);
-    await probe.ready(timeoutS);
-    await wireBoundary(plan, { probe: probe.pid, sink: sink.pid });
-    this.#cgroup?.enter(probe.pid);
+    let plan: BoundaryPlan, probe: Probe, port: number | undefined;
+    try {
+      plan = planBoundary({
+        host: await readHostView(),
+        exclude: config.exclude,
+        excludeInterfaces: config.exclude_interfaces ?? [],
+        internalOnlink: config.internal_onlink ?? false,
+        ipv6: ipv6Enabled(),
+      });
+      const sink = new Probe(["sink"], ["unshare", "--net", "--"]);
+      this.#probes.push(sink);
+      ({ port } = await sink.ready(timeoutS));
+      probe = new Probe(["boundary"], ["unshare", "--net", "--"]);
+      this.#probes.push(probe);
+      await probe.ready(timeoutS);
+      await wireBoundary(plan, { probe: probe.pid, sink: sink.pid });
+      this.#cgroup?.enter(probe.pid);
+    } catch (e) {
+      if (e instanceof Stopped) throw e;
+      return all(
+        "FAIL",
+        `the boundary probe could not be set up: ${(e as Error).message} ` +
+          "(it needs ip from iproute2, unshare and nsenter from util-linux, and veth)",
+      );
+    }
     const bytes = probeSize(bg.total, {
       windowS: 5,
       min: MIN_BOUNDARY_BYTES,
