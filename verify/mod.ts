@@ -84,7 +84,7 @@ export const CHECK_HELP: Record<CheckName, string> = {
     '"exclude_interfaces" lists it',
   "outsider-ignored": "(--external-url) a download by a process outside every service " +
     "does not count",
-  "service-counted": "(--external-url) the same download from inside a service counts, ±10%",
+  "service-counted": "(--external-url) the same download from inside a service counts, within 10%",
 };
 /** Seconds of StB's own traffic measured before the probes. */
 const BASELINE_S = 2;
