@@ -94,12 +94,13 @@ async function runIn(pid: number, argv: string[]): Promise<string> {
 
 /**
  * Wires the probe's namespace (that of `probePid`) to the sink's (`sinkPid`) as the plan
- * says. Everything made is inside those two namespaces.
+ * says. Everything made is inside those two namespaces. Returns why the VPN-like link could
+ * not be made (null when it was, or was not planned).
  */
 export async function wireBoundary(
   plan: BoundaryPlan,
   pids: { probe: number; sink: number },
-): Promise<void> {
+): Promise<{ vpnSkipped: string | null }> {
   const { probe, sink } = pids;
   for (const pid of [probe, sink]) {
     // Addresses usable at once (no DAD wait), and no router solicitations.
@@ -110,14 +111,34 @@ export async function wireBoundary(
     }
     await ipIn(pid, ["link", "set", "lo", "up"]);
   }
-  /** A veth from the probe's namespace (`name`, at `index` if asked) to the sink's. */
+  /**
+   * A veth from the probe's namespace (`name`, at `index` if asked) to the sink's, made from
+   * inside the probe's: Linux 6.1 refuses an index that the *caller's* namespace uses
+   * (rtnetlink looks it up there first), and the host's interface has that very index.
+   */
   const veth = (name: string, peer: string, index: number | null) =>
-    ip([
+    ipIn(probe, [
       ...["link", "add", name, ...(index === null ? [] : ["index", String(index)])],
-      ...["netns", String(probe), "type", "veth", "peer", "name", peer, "netns", String(sink)],
+      ...["type", "veth", "peer", "name", peer, "netns", String(sink)],
     ]);
-  // The VPN-like link first, so that the index it asks for is still free in the namespace.
-  const vpn = plan.targets.find((t) => t.via === "vpn");
+  // The VPN-like link first, so that the index it asks for is still free in the namespace,
+  // unless a device every new namespace gets (sit0, tunl0, ... of loaded tunnel modules)
+  // holds it: then no interface there can pass for the host's.
+  let vpn = plan.targets.find((t) => t.via === "vpn");
+  let vpnSkipped: string | null = null;
+  if (vpn && plan.vpnIndex !== null) {
+    const links = JSON.parse(await ipIn(probe, ["-j", "link", "show"])) as {
+      ifindex: number;
+      ifname: string;
+    }[];
+    const holder = links.find((l) => l.ifindex === plan.vpnIndex);
+    if (holder) {
+      vpnSkipped = `the host's "${plan.vpnName}" has index ${plan.vpnIndex}, which every new ` +
+        `network namespace here gives to "${holder.ifname}", so the probe's interface ` +
+        "cannot pass for it";
+      vpn = undefined;
+    }
+  }
   if (vpn) await veth(plan.vpnName, PEER_VPN_LINK, plan.vpnIndex);
   await veth(PROBE_LINK, PEER_LINK, null);
   for (const t of plan.targets.filter((t) => t.via === "main")) {
@@ -143,4 +164,5 @@ export async function wireBoundary(
     await ipIn(probe, ["route", "add", `${dst}/32`, "dev", plan.vpnName, "src", src]);
     await ipIn(sink, ["route", "add", `${src}/32`, "dev", PEER_VPN_LINK]);
   }
+  return { vpnSkipped };
 }

@@ -710,7 +710,14 @@ class Verification {
       probe = new Probe(["boundary"], ["unshare", "--net", "--"]);
       this.#probes.push(probe);
       await probe.ready(timeoutS);
-      await wireBoundary(plan, { probe: probe.pid, sink: sink.pid });
+      const { vpnSkipped } = await wireBoundary(plan, { probe: probe.pid, sink: sink.pid });
+      if (vpnSkipped !== null) {
+        plan = {
+          ...plan,
+          targets: plan.targets.filter((t) => t.via !== "vpn"),
+          skipped: [...plan.skipped, { check: "vpn-interface", reason: vpnSkipped }],
+        };
+      }
       this.#cgroup?.enter(probe.pid);
     } catch (e) {
       if (e instanceof Stopped) throw e;
