@@ -110,6 +110,45 @@ export function judgeCounted(o: Observation, size: number): Judgement {
 }
 
 /**
+ * TCP/IP headers on top of a TCP payload, at most: IPv6 with timestamps is 72 bytes a
+ * 1428-byte segment (5%), and the ACKs of the other direction add up to half that again.
+ */
+export const EXCHANGE_OVERHEAD = 0.1;
+
+/**
+ * A TCP exchange that must count, `bytes` of payload each way: each direction must move by
+ * at least the payload (less 2%: the background estimate is an estimate) and by no more
+ * than the payload plus headers and a little slack.
+ */
+export function judgeExchanged(o: Observation, bytes: number): Judgement {
+  const { counted, bg, what } = o;
+  const figures = `${what}; ${describe(o)}`;
+  if (Math.max(bg.rx, bg.tx) > MAX_BACKGROUND_SHARE * bytes) {
+    return {
+      verdict: "FAIL",
+      detail: `inconclusive: StB's own traffic is too large next to the probe's ` +
+        `${formatBytes(bytes)}: retry while StB is quieter; ${figures}`,
+    };
+  }
+  const low = 0.98 * bytes;
+  const high = (1 + EXCHANGE_OVERHEAD) * bytes + COUNTED_SLACK_BYTES;
+  const share = (n: number) => `${(n / bytes * 100).toFixed(1)}%`;
+  const excess = { rx: counted.rx - bg.rx, tx: counted.tx - bg.tx };
+  const bad = (["rx", "tx"] as const).filter((d) => excess[d] < low || excess[d] > high);
+  if (bad.length > 0) {
+    const why = counted.rx === 0 && counted.tx === 0
+      ? "nothing was counted: the sampler does not count this traffic"
+      : bad.map((d) => `${d} moved ${share(excess[d])} of the payload`).join(", ") +
+        `, expected 98-${(100 * (1 + EXCHANGE_OVERHEAD)).toFixed(0)}%`;
+    return { verdict: "FAIL", detail: `${why}; ${figures}` };
+  }
+  return {
+    verdict: "PASS",
+    detail: `rx moved ${share(excess.rx)}, tx ${share(excess.tx)} of the payload; ${figures}`,
+  };
+}
+
+/**
  * Bytes each way for the local probes: at least `min`, and enough that 10% of it exceeds
  * what StB's own rate could add during a window of `windowS` seconds, three times over.
  */

@@ -1,7 +1,12 @@
 import { assertEquals, assertMatch } from "../lib/test_assert.ts";
-import { background, judgeCounted, judgeIgnored, probeSize, signedBytes } from "./judge.ts";
-import { privateLocalAddress } from "./mod.ts";
-import { DEFAULT_EXCLUDE, parseCidr } from "../lib/cidr.ts";
+import {
+  background,
+  judgeCounted,
+  judgeExchanged,
+  judgeIgnored,
+  probeSize,
+  signedBytes,
+} from "./judge.ts";
 
 const MiB = 1024 * 1024;
 const quiet = { rx: 0, tx: 0 };
@@ -118,13 +123,27 @@ Deno.test("signedBytes: lib/units.ts's formatBytes with the sign of the change",
   assertEquals(signedBytes(-2048), "-2.00 KiB");
 });
 
-Deno.test("privateLocalAddress picks an excluded address that is neither loopback nor link-local", () => {
-  const ex = DEFAULT_EXCLUDE.map(parseCidr);
-  assertEquals(privateLocalAddress(["127.0.0.1", "::1", "fe80::1%eth0", "198.51.100.1"], ex), null);
-  assertEquals(
-    privateLocalAddress(["198.51.100.1", "fd00::1", "192.168.50.1"], ex),
-    "192.168.50.1",
-  );
-  assertEquals(privateLocalAddress(["2001:db8::1", "fd00::1"], ex), "fd00::1");
-  assertEquals(privateLocalAddress(["192.168.1.2"], [parseCidr("10.0.0.0/8")]), null);
+Deno.test("judgeExchanged: both directions within payload and headers, else names the side", () => {
+  const bytes = 8 * MiB;
+  const o = (rx: number, tx: number, bg = quiet) => ({
+    counted: { rx, tx },
+    bg,
+    seconds: 2,
+    what: "probe",
+  });
+  assertEquals(judgeExchanged(o(bytes * 1.05, bytes * 1.04), bytes).verdict, "PASS");
+  // What StB itself sent meanwhile is taken off first.
+  const bg = { rx: 100_000, tx: 50_000 };
+  assertEquals(judgeExchanged(o(bytes + 100_000, bytes + 50_000, bg), bytes).verdict, "PASS");
+  const nothing = judgeExchanged(o(0, 0), bytes);
+  assertEquals(nothing.verdict, "FAIL");
+  assertMatch(nothing.detail, /^nothing was counted/);
+  const half = judgeExchanged(o(bytes * 1.05, bytes / 2), bytes);
+  assertEquals(half.verdict, "FAIL");
+  assertMatch(half.detail, /^tx moved 50\.0% of the payload, expected 98-110%/);
+  // Counted twice is as wrong as not at all.
+  assertMatch(judgeExchanged(o(bytes * 2.1, bytes * 2.1), bytes).detail, /^rx moved 210\.0%.*tx/);
+  const loud = judgeExchanged(o(bytes, bytes, { rx: bytes, tx: 0 }), bytes);
+  assertEquals(loud.verdict, "FAIL");
+  assertMatch(loud.detail, /^inconclusive/);
 });

@@ -6,17 +6,19 @@
  *
  *   sampler           counters.json is fresh and the probe's service is known to it
  *   loopback-ignored  TCP over 127.0.0.1 from inside the service: must not count
- *   private-ignored   TCP to a private (excluded) address of this host: must not count
+ *   public4-counted … vpn-interface
+ *                     the boundary probe (boundary.ts): TCP from inside the service, in a
+ *                     namespace of its own, to a peer namespace holding one remote of each
+ *                     class; each must count or not as the config says (ebpf backend only)
  *   outsider-ignored  a download by a process outside every service: must not count
  *   service-counted   the same download from inside the service: must count, ±10%
  *
- * The last two contact --external-url and run only when it is given. Every cgroup and
- * process verify makes is removed in `finally`; signals only set a flag.
+ * The last two contact --external-url and run only when it is given. Every cgroup, process
+ * and namespace verify makes is removed in `finally`; signals only set a flag.
  */
 
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { type Cgroup2Mount, cgroupDir, findCgroup2Mount } from "../lib/cgroup.ts";
-import { formatAddress, isExcluded, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 import { type Config, ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { type CountersV1, isFresh, parseCounters } from "../lib/contract.ts";
 import { UsageError } from "../lib/errors.ts";
@@ -25,19 +27,27 @@ import {
   background,
   type Bytes,
   judgeCounted,
+  judgeExchanged,
   judgeIgnored,
   type Judgement,
   probeSize,
   type Verdict,
 } from "./judge.ts";
 import type { ProbeResult } from "./probe.ts";
+import { ipv6Enabled, readHostView, wireBoundary } from "./boundary.ts";
+import {
+  BOUNDARY_CHECKS,
+  type BoundaryPlan,
+  type BoundaryTarget,
+  planBoundary,
+} from "./boundary_plan.ts";
 
 export { verifyProbeCommand } from "./probe.ts";
 
 export const CHECKS = [
   "sampler",
   "loopback-ignored",
-  "private-ignored",
+  ...BOUNDARY_CHECKS,
   "outsider-ignored",
   "service-counted",
 ] as const;
@@ -48,6 +58,34 @@ export const PROBE_CGROUP_PREFIX = "stb-netacct-verify-";
 
 const MIN_LOCAL_BYTES = 16 * 1024 * 1024;
 const MAX_LOCAL_BYTES = 1024 * 1024 * 1024;
+/** Bytes each way per boundary check, at least: 10% of it dwarfs a quiet StB's traffic. */
+const MIN_BOUNDARY_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The config keys of interface exclusion and on-link networks, read when this build's config
+ * has them (they arrive with the backends that honour them); absent, their defaults hold.
+ */
+type BoundaryConfig = Config & {
+  exclude_interfaces?: readonly string[];
+  internal_onlink?: boolean;
+};
+
+/** What each check proves, for --help and docs/commands.md. */
+export const CHECK_HELP: Record<CheckName, string> = {
+  "sampler": "counters.json is fresh; a configured service cgroup exists to probe from",
+  "loopback-ignored": "TCP over 127.0.0.1 from inside the service does not count",
+  "public4-counted": "TCP to a public IPv4 (documentation) address counts, both ways",
+  "public6-counted": "TCP to a public IPv6 (2001:db8::/32) address counts, both ways",
+  "rfc1918-ignored": "TCP to an RFC 1918 address does not count",
+  "cgnat-ignored": "TCP to a CGNAT 100.64.0.0/10 (tailscale) address does not count",
+  "ula-ignored": "TCP to an IPv6 ULA (fc00::/7) does not count",
+  "onlink6": "TCP to a global IPv6 peer on an on-link network counts unless internal_onlink",
+  "vpn-interface": "a public address over an interface named like a VPN counts unless " +
+    '"exclude_interfaces" lists it',
+  "outsider-ignored": "(--external-url) a download by a process outside every service " +
+    "does not count",
+  "service-counted": "(--external-url) the same download from inside a service counts, within 10%",
+};
 /** Seconds of StB's own traffic measured before the probes. */
 const BASELINE_S = 2;
 
@@ -92,13 +130,19 @@ export function verifyCommand() {
   return new Command("verify")
     .summary("prove on this host that the running sampler counts what it should (root)")
     .description(
-      "Run the acceptance plan against the running `run`; print PASS/FAIL per check " +
-        "with figures. Probes run in a temporary child cgroup of the first configured " +
-        "service that exists, so the sampler must count them as that service: their " +
-        "loopback and private-address traffic must not count. With --external-url, a " +
-        "download by a process outside every service must not count, and the same " +
-        "download from inside must count by about its size. Nothing outside this host " +
-        "is contacted without --external-url. Exit status 0 when nothing failed, else 1.",
+      "Run the acceptance plan against the running `run`; print PASS/FAIL/SKIP per check " +
+        "with what it proved and the figures. Probes run in a temporary child cgroup of the " +
+        "first configured service that exists, so the sampler must count them as that " +
+        "service. The boundary checks (public4-counted to vpn-interface) run a probe in a " +
+        "network namespace of its own, wired to a peer namespace that holds one address of " +
+        "each kind (public, RFC 1918, CGNAT, ULA, on-link global IPv6, and one behind an " +
+        "interface named like a VPN); nothing reaches this host's own network, routes or " +
+        "addresses, and the namespaces go with the probe. They need the ebpf backend: nft " +
+        "and iptables rules see only the sampler's own namespace, so with those the " +
+        "boundary checks are skipped. With --external-url, a download by a process outside " +
+        "every service must not count, and the same download from inside must count by " +
+        "about its size. Nothing outside this host is contacted without --external-url. " +
+        "Exit status 0 when nothing failed, else 1.",
     )
     .option("-c, --config <path>", "config file `run` uses", DEFAULT_CONFIG_PATH)
     .option("--input <path>", 'counters file (default: config "output")')
@@ -110,7 +154,9 @@ export function verifyCommand() {
     .option("-t, --timeout <seconds>", "longest wait for one probe or sample", parseTimeout, 60)
     .addHelpText(
       "after",
-      "\nChecks:\n  " + CHECKS.join(",\n  ") + "\n" +
+      () =>
+        "\nChecks:\n" +
+        CHECKS.map((c) => hanging(`  ${c.padEnd(17)} ${CHECK_HELP[c]}`, 20)).join("") +
         "\nExamples:\n" +
         "  sudo stb-netacct verify\n" +
         "  sudo stb-netacct verify --external-url \\\n" +
@@ -133,6 +179,24 @@ export function verifyCommand() {
       });
       if (results.some((r) => r.verdict === "FAIL")) Deno.exit(1);
     });
+}
+
+/** Greedy wrap to the help's width (the terminal's, else 80), continuation lines indented. */
+function hanging(line: string, indent: number): string {
+  let width = 80;
+  try {
+    if (Deno.stdout.isTerminal()) width = Deno.consoleSize().columns;
+  } catch { /* not a terminal */ }
+  const out: string[] = [];
+  let cur = "";
+  for (const word of line.split(/(?<=\S) (?=\S)/)) {
+    if (cur !== "" && cur.length + 1 + word.length > width) {
+      out.push(cur);
+      cur = " ".repeat(indent) + word.trimStart();
+    } else cur = cur === "" ? word : `${cur} ${word}`;
+  }
+  out.push(cur);
+  return out.join("\n") + "\n";
 }
 
 /** argv that runs this same program: compiled binary, fallback launcher, or source. */
@@ -162,8 +226,11 @@ class Probe {
   #stderr = "";
   #stderrDone: Promise<void>;
 
-  constructor(args: string[]) {
-    const argv = selfArgv(["verify-probe", ...args]);
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+
+  /** `wrap` goes before the program, e.g. `unshare --net --` for a namespace of its own. */
+  constructor(args: string[], wrap: string[] = []) {
+    const argv = [...wrap, ...selfArgv(["verify-probe", ...args])] as [string, ...string[]];
     const child = new Deno.Command(argv[0], {
       args: argv.slice(1),
       stdin: "piped",
@@ -173,6 +240,7 @@ class Probe {
       env: probeEnv(),
     }).spawn();
     this.#child = child;
+    this.#writer = child.stdin.getWriter();
     this.#lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     this.#stderrDone = (async () => {
       for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) {
@@ -215,19 +283,27 @@ class Probe {
     return line;
   }
 
-  async ready(timeoutS: number): Promise<void> {
+  /** Waits for the probe's first line; the sink's carries its port. */
+  async ready(timeoutS: number): Promise<{ port?: number }> {
     const line = await this.#line(timeoutS, "start");
     if (!line.includes('"ready":true')) {
       throw new VerifyError(`the probe said ${JSON.stringify(line)} instead of ready`);
     }
+    return JSON.parse(line) as { port?: number };
   }
 
   /** Lets the probe send and waits for what it reports. */
   async go(timeoutS: number): Promise<ProbeResult> {
-    const w = this.#child.stdin.getWriter();
-    await w.write(new TextEncoder().encode("go\n"));
-    await w.close();
+    await this.#writer.write(new TextEncoder().encode("go\n"));
+    await this.#writer.close();
     const line = await this.#line(timeoutS, "finish");
+    return JSON.parse(line) as ProbeResult;
+  }
+
+  /** One request line to a probe that keeps running (`boundary`); its reply. */
+  async ask(request: string, timeoutS: number): Promise<ProbeResult> {
+    await this.#writer.write(new TextEncoder().encode(request + "\n"));
+    const line = await this.#line(timeoutS, "answer");
     return JSON.parse(line) as ProbeResult;
   }
 
@@ -235,6 +311,7 @@ class Probe {
     try {
       this.#child.kill("SIGKILL");
     } catch { /* exited already */ }
+    this.#writer.close().catch(() => {});
     await this.#child.status;
     await this.#stderrDone;
   }
@@ -306,25 +383,17 @@ function ownCgroup(): string | null {
   return line ? line.slice(3) : null;
 }
 
-function within(path: string, ancestor: string): boolean {
-  return path === ancestor || path.startsWith(ancestor + "/");
+function pidAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-/** A local address of this host that the exclusions cover (not loopback, not link-local). */
-export function privateLocalAddress(
-  addresses: string[],
-  exclude: Config["exclude"],
-): string | null {
-  const candidates = addresses.flatMap((a) => {
-    const bytes = a.includes(":") ? parseIpv6(a.replace(/%.*$/, "")) : parseIpv4(a);
-    if (!bytes) return [];
-    const v4 = bytes.length === 4;
-    if (v4 && bytes[0] === 127) return [];
-    if (!v4 && (bytes.every((b, i) => b === (i === 15 ? 1 : 0)) || bytes[0] === 0xfe)) return [];
-    return isExcluded(bytes, exclude) ? [{ text: formatAddress(bytes), v4 }] : [];
-  });
-  // IPv4 first: the most common private range on a desktop.
-  return (candidates.find((c) => c.v4) ?? candidates[0])?.text ?? null;
+function within(path: string, ancestor: string): boolean {
+  return path === ancestor || path.startsWith(ancestor + "/");
 }
 
 class Stopped extends Error {}
@@ -389,10 +458,13 @@ class Verification {
       const mount = findCgroup2Mount();
       const target = this.#checkSampler(mount);
       if (target === null) return this.results;
+      const backend = this.#readSample()?.backend ?? "";
       const background = await this.#background(target);
+      this.#sweep(mount);
       this.#cgroup = new ProbeCgroup(mount, target.path);
       this.#cgroup.make();
       await this.#localChecks(target, background);
+      await this.#boundaryChecks(target, background, backend);
       await this.#externalChecks(target, background);
       return this.results;
     } catch (e) {
@@ -402,6 +474,33 @@ class Verification {
       return this.results;
     } finally {
       await this.#cleanup();
+    }
+  }
+
+  /**
+   * Removes the probe cgroups of an earlier verify that was killed (SIGKILL skips cleanup):
+   * its probes exit when their stdin closes, which leaves the cgroup empty. One whose verify
+   * still runs (its pid in the name is alive) is left alone.
+   */
+  #sweep(mount: Cgroup2Mount): void {
+    for (const path of Object.values(this.opts.config.services)) {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = [...Deno.readDirSync(cgroupDir(mount, path))];
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        const pid = e.name.startsWith(PROBE_CGROUP_PREFIX)
+          ? Number(e.name.slice(PROBE_CGROUP_PREFIX.length))
+          : NaN;
+        if (!e.isDirectory || !Number.isSafeInteger(pid) || pidAlive(pid)) continue;
+        const dir = `${cgroupDir(mount, path)}/${e.name}`;
+        try {
+          Deno.removeSync(dir);
+          this.opts.print(`      removed ${dir}, left by a verify that was killed`);
+        } catch { /* still has processes: left for the next run */ }
+      }
     }
   }
 
@@ -562,20 +661,125 @@ class Verification {
       this.#report(name, j.verdict, j.detail);
     };
     await local("loopback-ignored", "127.0.0.1", "127.0.0.1");
-    let addresses: string[] = [];
-    try {
-      addresses = Deno.networkInterfaces().map((i) => i.address);
-    } catch { /* judged as "no address" below */ }
-    const priv = privateLocalAddress(addresses, this.opts.config.exclude);
-    if (priv === null) {
-      this.#report(
-        "private-ignored",
-        "SKIP",
-        "this host has no address in the excluded (private) ranges to send to",
-      );
-    } else {
-      await local("private-ignored", priv, `private address ${priv}`);
+  }
+
+  /** Why the boundary checks cannot run here, or null when they can. */
+  #boundarySkip(backend: string): string | null {
+    if (backend !== "ebpf") {
+      return `the ${backend} backend's rules see only the sampler's own network namespace, ` +
+        "and the boundary probe runs in one of its own so as never to touch this host's " +
+        "routes: these checks need the ebpf backend (--external-url checks counting here)";
     }
+    const own = ownCgroup();
+    const inside = own === null
+      ? undefined
+      : Object.entries(this.opts.config.services).find(([, path]) => within(own, path))?.[0];
+    if (inside !== undefined) {
+      return `verify itself runs inside service "${inside}", so would its peer: ` +
+        "run it from a login shell";
+    }
+    return null;
+  }
+
+  /**
+   * The boundary probe: one TCP exchange per remote class from inside the service, each in
+   * its own window of samples, judged against what the config says must (not) count.
+   */
+  async #boundaryChecks(target: ProbeTarget, bg: Background, backend: string): Promise<void> {
+    const skip = this.#boundarySkip(backend);
+    const all = (verdict: Verdict, why: string) => {
+      const [first, ...rest] = BOUNDARY_CHECKS;
+      this.#report(first, verdict, why);
+      for (const c of rest) this.#report(c, verdict, `as ${first}: ${why.split(":")[0]}`);
+    };
+    if (skip !== null) return all("SKIP", skip);
+    const config = this.opts.config as BoundaryConfig;
+    const { timeoutS } = this.opts;
+    let plan: BoundaryPlan, probe: Probe, port: number | undefined;
+    try {
+      plan = planBoundary({
+        host: await readHostView(),
+        exclude: config.exclude,
+        excludeInterfaces: config.exclude_interfaces ?? [],
+        internalOnlink: config.internal_onlink ?? false,
+        ipv6: ipv6Enabled(),
+      });
+      const sink = new Probe(["sink"], ["unshare", "--net", "--"]);
+      this.#probes.push(sink);
+      ({ port } = await sink.ready(timeoutS));
+      probe = new Probe(["boundary"], ["unshare", "--net", "--"]);
+      this.#probes.push(probe);
+      await probe.ready(timeoutS);
+      const { vpnSkipped } = await wireBoundary(plan, { probe: probe.pid, sink: sink.pid });
+      if (vpnSkipped !== null) {
+        plan = {
+          ...plan,
+          targets: plan.targets.filter((t) => t.via !== "vpn"),
+          skipped: [...plan.skipped, { check: "vpn-interface", reason: vpnSkipped }],
+        };
+      }
+      this.#cgroup?.enter(probe.pid);
+    } catch (e) {
+      if (e instanceof Stopped) throw e;
+      return all(
+        "FAIL",
+        `the boundary probe could not be set up: ${(e as Error).message} ` +
+          "(it needs ip from iproute2, unshare and nsenter from util-linux, and veth)",
+      );
+    }
+    const bytes = probeSize(bg.total, {
+      windowS: 5,
+      min: MIN_BOUNDARY_BYTES,
+      max: MAX_LOCAL_BYTES,
+    });
+    for (const c of BOUNDARY_CHECKS) {
+      const t = plan.targets.find((t) => t.check === c);
+      if (!t) {
+        const reason = plan.skipped.find((s) => s.check === c)?.reason ?? "not planned";
+        this.#report(c, "SKIP", reason);
+        continue;
+      }
+      await this.#boundaryCheck({ target, bg, plan, t, port: port ?? 0, probe, bytes });
+    }
+  }
+
+  async #boundaryCheck(o: {
+    target: ProbeTarget;
+    bg: Background;
+    plan: BoundaryPlan;
+    t: BoundaryTarget;
+    port: number;
+    probe: Probe;
+    bytes: number;
+  }): Promise<void> {
+    const { target, bg, plan, t, port, probe, bytes } = o;
+    const a = await this.#sampleAfter();
+    const result = await probe.ask(`send ${t.peerAddress} ${port} ${bytes}`, this.opts.timeoutS);
+    const b = await this.#sampleAfter(await this.#sampleAfter().then((s) => s.ts_unix));
+    const seconds = b.ts_unix - a.ts_unix;
+    const link = t.via === "vpn" ? plan.vpnName : "a veth";
+    const what = `probe in ${target.service} exchanged ${formatBytes(bytes)} each way with ` +
+      `${t.label} ${t.peerAddress} over ${link}`;
+    if (!result.ok) {
+      this.#report(t.check, "FAIL", `the probe could not reach ${t.peerAddress}: ${result.error}`);
+      return;
+    }
+    const j = t.expect === "counted"
+      ? judgeExchanged({
+        counted: diff(serviceBytes(a, target.service), serviceBytes(b, target.service)),
+        bg: background(bg.service, seconds),
+        seconds,
+        what,
+      }, bytes)
+      : judgeIgnored({
+        counted: diff(totalBytes(a), totalBytes(b)),
+        bg: background(bg.total, seconds),
+        seconds,
+        what,
+      }, bytes);
+    const must = t.expect === "counted" ? "must count" : "must not count";
+    const note = j.verdict === "FAIL" && plan.notes[t.check] ? `; ${plan.notes[t.check]}` : "";
+    this.#report(t.check, j.verdict, `${must} (${t.reason}): ${j.detail}${note}`);
   }
 
   /** With --external-url: a download from outside must not count, from inside must. */
@@ -643,7 +847,7 @@ class Verification {
 
   /** Probes, then the probe cgroup, then the signal listeners; the tally last. */
   async #cleanup(): Promise<void> {
-    for (const p of this.#probes) await p.stop();
+    for (const p of [...this.#probes].reverse()) await p.stop();
     try {
       await this.#cgroup?.remove();
     } finally {

@@ -6,6 +6,12 @@
  *
  * Protocol on stdio, one JSON line each: the probe prints {"ready":true}, waits for a line
  * "go" on stdin (by then it sits in its cgroup), does its traffic and prints a ProbeResult.
+ *
+ * The boundary probe (`boundary`) and its far end (`sink`) run in network namespaces of
+ * their own (verify starts them under `unshare --net`): `boundary` answers each line
+ * "send HOST PORT BYTES" with a ProbeResult, `sink` echoes what each connection sends. Both
+ * exit when stdin ends, so their namespaces (and the veths in them) go with verify even
+ * when verify itself is killed.
  */
 
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
@@ -85,6 +91,93 @@ async function localRoundTrip(host: string, bytes: number): Promise<ProbeResult>
   }
 }
 
+/**
+ * TCP to the sink: `bytes` out, the write side shut, then the sink's echo of the same count
+ * back; so both directions carry a known payload.
+ */
+async function exchange(host: string, port: number, bytes: number): Promise<ProbeResult> {
+  const conn = await Deno.connect({ hostname: host, port });
+  try {
+    const sent = await writeAll(conn, bytes);
+    await conn.closeWrite();
+    const received = await readAll(conn, Number.MAX_SAFE_INTEGER);
+    const ok = sent === bytes && received === bytes;
+    return {
+      ok,
+      sent,
+      received,
+      ...(ok ? {} : { error: `moved ${sent}/${received} of ${bytes} bytes` }),
+    };
+  } finally {
+    conn.close();
+  }
+}
+
+/** Lines of stdin, one at a time; null at its end. */
+function stdinLines(): () => Promise<string | null> {
+  const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return async () => {
+    while (!buffer.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) return null;
+      buffer += value;
+    }
+    const i = buffer.indexOf("\n");
+    const line = buffer.slice(0, i);
+    buffer = buffer.slice(i + 1);
+    return line;
+  };
+}
+
+async function runBoundaryProbe(): Promise<void> {
+  console.log(JSON.stringify({ ready: true, pid: Deno.pid }));
+  const next = stdinLines();
+  for (let line = await next(); line !== null; line = await next()) {
+    const [verb, host, port, bytes] = line.trim().split(" ");
+    let result: ProbeResult;
+    try {
+      if (verb !== "send" || !host || !Number(port) || !Number(bytes)) {
+        throw new Error(`expected "send HOST PORT BYTES", got ${JSON.stringify(line)}`);
+      }
+      result = await exchange(host, Number(port), Number(bytes));
+    } catch (e) {
+      result = { ok: false, sent: 0, received: 0, error: (e as Error).message };
+    }
+    console.log(JSON.stringify(result));
+  }
+}
+
+async function echoCount(conn: Deno.Conn): Promise<void> {
+  try {
+    const got = await readAll(conn, Number.MAX_SAFE_INTEGER);
+    await writeAll(conn, got);
+  } catch {
+    /* the probe went away: nothing to report */
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+async function runSink(): Promise<void> {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: "::", port: 0 });
+  } catch {
+    listener = Deno.listen({ hostname: "0.0.0.0", port: 0 }); // IPv6 disabled
+  }
+  const port = (listener.addr as Deno.NetAddr).port;
+  console.log(JSON.stringify({ ready: true, pid: Deno.pid, port }));
+  const next = stdinLines();
+  (async () => {
+    while (await next() !== null) { /* only the end matters */ }
+    Deno.exit(0);
+  })();
+  for await (const conn of listener) echoCount(conn);
+}
+
 async function fetchUrl(url: string, timeoutS: number): Promise<ProbeResult> {
   const res = await fetch(url, {
     signal: AbortSignal.timeout(timeoutS * 1000),
@@ -141,5 +234,11 @@ export function verifyProbeCommand() {
     .requiredOption("--url <url>", "http(s) URL to GET")
     .requiredOption("--timeout <seconds>", "give up after", Number)
     .action((o) => runProbe(() => fetchUrl(o.url, o.timeout)));
+  cmd.command("boundary")
+    .description("send to the sink on request (in the probe's namespace)")
+    .action(() => runBoundaryProbe());
+  cmd.command("sink")
+    .description("echo what each TCP connection sends (in the peer namespace)")
+    .action(() => runSink());
   return cmd;
 }

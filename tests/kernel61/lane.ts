@@ -88,6 +88,10 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
       "events lifecycle: event programs without CAP_NET_ADMIN",
     ],
   },
+  // verify's boundary probe on the user's kernel: its own namespaces, a service's child
+  // cgroup; public, RFC 1918, ULA, on-link and VPN-named checks pass, CGNAT (not excluded by
+  // that sampler's config) fails by name; nothing left.
+  { file: "tests/verify_test.ts", tests: ["verify boundary ebpf / v2: a sampler counting CGNAT"] },
   // The installed service's write access to node-exporter's directory: one POSIX ACL entry,
   // set through a descriptor reached without following symlinks.
   {
