@@ -174,9 +174,15 @@ const bpf = r.bpf_prog_test_run;
 if (bpf) {
   out.push("## Per-packet cost (BPF_PROG_TEST_RUN)", "");
   out.push(
-    `${bpf.repeat} repetitions × ${bpf.rounds} rounds, median; floor = a return-1 cgroup_skb ` +
-      `program measured the same way (${bpf.floor_ns.ipv4} ns here; the targets were set where ` +
-      `it was ${bpf.targets?.floor_when_set_ns ?? 19} ns, hence the over-floor budgets +31/+11).`,
+    `${bpf.repeat} repetitions × ${bpf.rounds} rounds, cases interleaved round by round, ` +
+      `median; floor = a return-1 cgroup_skb program measured the same way in the same run ` +
+      `(${bpf.floor_ns.ipv4} ns IPv4, ${bpf.floor_ns.ipv6} ns IPv6 here; it moves between 19 ` +
+      `and 37 ns from day to day on this VM, so the targets are over it: a counted packet ` +
+      `<= floor + ${bpf.targets?.table_over_floor_ns ?? 25} ns judged by the verdict table, ` +
+      `<= floor + ${bpf.targets?.trie_over_floor_ns ?? 35} ns when the LPM trie judges it). ` +
+      `The uncounted rows are a packet of a cgroup below a service link that is no target ` +
+      `(a moment after a retarget); a packet of any other cgroup runs no program at all ` +
+      `(see "Cost to other traffic").`,
     "",
   );
   out.push(table(
