@@ -84,6 +84,68 @@ function overFloorNote(rows: Json[] | undefined, paths: string[]): string | unde
     : undefined;
 }
 
+/** What a ratio's 95% interval says about "ratio >= target" (bench/paired_throughput.ts). */
+function verdictOf(ci: [number, number], target: number): string {
+  return ci[0] >= target ? "PASS" : ci[1] < target ? "MISS" : "within noise";
+}
+
+function confidenceNote(verdict: string, ci: [number, number], n: number): string {
+  return verdict === "within noise"
+    ? `within noise: the 95% interval of the median over ${n} pairs (${ci.join("..")}) ` +
+      `holds the target ratio 0.99, so the verdict is the median's and another run may differ`
+    : `${verdict} with 95% confidence: the whole interval of the median over ${n} pairs ` +
+      `(${ci.join("..")}) is ${verdict === "PASS" ? "above" : "below"} the target ratio 0.99`;
+}
+
+type Add = (target: string, measured: string, ok: boolean | null, note?: string) => void;
+
+/** bench/outsider_cost.ts: ebpf's program runs for another cgroup's traffic and connects. */
+function outsiderRows(oc: Json, add: Add): void {
+  const e = (oc?.rows as Json[] | undefined)?.find((x) => x.backend === "ebpf");
+  if (!e) {
+    add("ebpf: 0 program runs for another cgroup's traffic and connects", "not measured", null);
+    return;
+  }
+  const noise = `machine CPU vs no backend ${e.ns_per_packet_vs_none} ns per veth packet ` +
+    `(${e.ns_per_packet_vs_none_min}..${e.ns_per_packet_vs_none_max} over ${oc.rounds} ` +
+    `rounds${e.within_noise ? ": within noise" : ""})`;
+  add(
+    `ebpf: 0 program runs while another cgroup moves ~${Math.round(oc.mb / 1000)} GB ` +
+      `(BPF run counters)`,
+    `${e.runs_per_outsider_transfer} runs over ${e.outsider_packets} packets`,
+    e.runs_per_outsider_transfer === 0,
+    `${e.programs} programs; the service's traffic ran them ${e.runs_for_service_check} ` +
+      `times right after, so the counters work; ${noise}`,
+  );
+  add(
+    "ebpf: 0 runs of the connect programs for another cgroup's connects",
+    `${e.runs_per_outsider_connects} runs over ${oc.connects} TCP connects and ` +
+      `${oc.connects} UDP sends`,
+    e.runs_per_outsider_connects === 0,
+  );
+}
+
+/**
+ * bench/fault_loss.ts: bytes lost per fault. Lost within 0.1% of the window's wire bytes
+ * counts as none: the comparison's own noise (the control window) is far below that.
+ */
+function faultRows(fl: Json, add: Add): void {
+  for (const row of (fl?.rows ?? []) as Json[]) {
+    const faults = (row.windows as Json[]).filter((w) => w.fault !== "control");
+    const ok = faults.every((w) => Math.abs(w.lost_bytes) <= w.wire_bytes * 0.001);
+    const control = (row.windows as Json[]).find((w) => w.fault === "control");
+    add(
+      `${row.backend}: no bytes lost per fault (SIGKILL, restart, upgrade)`,
+      faults.map((w) => `${w.fault} ${w.lost_bytes} B (${w.lost_intervals} intervals)`)
+        .join(", "),
+      ok,
+      `UDP at ${fl.rate_mbit} Mbit/s, run interval ${fl.interval_s} s; a window with no ` +
+        `fault missed ${control?.missing_bytes} B of ${control?.wire_bytes}; within 0.1% of ` +
+        `a window's wire bytes counts as none`,
+    );
+  }
+}
+
 export function summarize(r: Json): TargetRow[] {
   const rows: TargetRow[] = [];
   const add = (target: string, measured: string, ok: boolean | null, note?: string) =>
@@ -132,14 +194,28 @@ export function summarize(r: Json): TargetRow[] {
   const t1g = r.throughput?.rates?.["1G"]?.configurations as Json[] | undefined;
   const cfg = (list: Json[] | undefined, name: string) => list?.find((c) => c.name === name);
   const eb = cfg(tmax, "ebpf");
+  const pt = r.paired_throughput;
+  if (pt) {
+    add(
+      "ebpf throughput loss <= 1% (paired: service vs outsider cgroup, one run)",
+      `${f(pt.loss_pct, 2)}% (ratio ${pt.ratio}, 95% interval ${pt.ratio_ci95.join("..")}, ` +
+        `pairs ${pt.ratio_min}..${pt.ratio_max})`,
+      pt.target_met,
+      confidenceNote(pt.verdict, pt.ratio_ci95, pt.pairs),
+    );
+  }
   if (eb?.paired_ratios) {
+    const ci = eb.paired_ratio_ci95 as [number, number] | undefined;
     add(
       "ebpf throughput loss <= 1% (median of per-round ratios to none)",
-      `${
-        f(eb.paired_loss_pct, 2)
-      }% (ratio ${eb.paired_ratio}, rounds ${eb.paired_ratio_min}..${eb.paired_ratio_max})`,
+      `${f(eb.paired_loss_pct, 2)}% (ratio ${eb.paired_ratio}, ${
+        ci ? `95% interval ${ci.join("..")}, ` : ""
+      }rounds ${eb.paired_ratio_min}..${eb.paired_ratio_max})`,
       eb.paired_loss_pct <= 1,
-      lossNote(cfg(tmax, "none"), eb, tcp, cfg(tmax, "floor")),
+      [
+        ...(ci ? [confidenceNote(verdictOf(ci, 0.99), ci, eb.paired_ratios.length)] : []),
+        lossNote(cfg(tmax, "none"), eb, tcp, cfg(tmax, "floor")),
+      ].join("; "),
     );
   } else if (eb) {
     // Results from before the paired ratios: judged as they were then.
@@ -152,6 +228,8 @@ export function summarize(r: Json): TargetRow[] {
       } Gbit/s over the runs`,
     );
   } else add("ebpf throughput loss <= 1%", "not measured", null);
+  outsiderRows(r.outsider_cost, add);
+  faultRows(r.fault_loss, add);
   const fp = r.footprint;
   const span = (s: number) => s >= 120 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`;
   if (fp?.run) {

@@ -44,7 +44,7 @@ import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { type BenchLab, command, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
 import { type RunProcess, startRun } from "./cli.ts";
-import { median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
+import { bootstrapMedianInterval, median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
 import {
   type CaptureFigures,
   captureFigures,
@@ -293,6 +293,8 @@ export interface ConfigurationResult {
   paired_loss_pct: number;
   paired_ratio_min: number;
   paired_ratio_max: number;
+  /** 95% percentile-bootstrap interval of paired_ratio (bench/stats.ts). */
+  paired_ratio_ci95: [number, number];
   /** Counted tx bytes / bytes iperf3 sent, per run (null for "none" and the monitors). */
   counted_ratio: (number | null)[];
   sender_cpu_pct_median: number;
@@ -434,6 +436,9 @@ export async function measureThroughput(
       paired_loss_pct: round((1 - pm) * 100, 2),
       paired_ratio_min: round(Math.min(...paired), 4),
       paired_ratio_max: round(Math.max(...paired), 4),
+      paired_ratio_ci95: (({ low, high }) => [round(low, 4), round(high, 4)] as [number, number])(
+        bootstrapMedianInterval(paired),
+      ),
       counted_ratio: r.counted,
       sender_cpu_pct_median: round(median(r.cpu), 1),
       monitor_cpu_pct: r.monitor,
