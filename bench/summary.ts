@@ -80,7 +80,8 @@ function overFloorNote(rows: Json[] | undefined, paths: string[]): string | unde
   return parts.length
     ? `rows (IPv4/IPv6, ingress/egress): ${
       parts.join(", ")
-    }; medians move by 1-2 ns run to run here`
+    }; between runs these move by up to ~10 ns here: a run whose floor is high (31-34 ns ` +
+      `against 27-28) is slower throughout, which subtracting the floor does not cancel`
     : undefined;
 }
 
