@@ -89,7 +89,8 @@ if (tp) {
         "Gbit/s divided by the same round's *none* (min..max over rounds), which the VM's " +
         "drift moves far less than *ratio to none* (median over median, kept for comparison). " +
         "*floor* (at the highest rate) links two return-1 cgroup_skb programs " +
-        "(bench/trivial.bpf.c) at the cgroup2 root, where ebpf links its own: what running any " +
+        "(bench/trivial.bpf.c) at the client's cgroup, where ebpf links its own (runs before " +
+        "2026-12 linked both at the cgroup2 root): what running any " +
         "cgroup_skb program on these packets costs, against which ebpf's loss is to be read. " +
         "*kernel capture %* is what nethogs' and iftop's packet capture costs in the kernel, " +
         "charged to other processes (the receive softirq, the sender): samples of " +
@@ -310,7 +311,8 @@ const rc = r.real_cost;
 if (rc) {
   out.push("## Real-traffic cost (BPF_ENABLE_STATS) and CPU per GB", "");
   out.push(
-    "run_time_ns / run_cnt of the programs `run --backend ebpf` links at the cgroup2 root, " +
+    "run_time_ns / run_cnt of the programs `run --backend ebpf` links (at the service " +
+      "cgroups; at the cgroup2 root in runs before 2026-12), " +
       "with a trivial return-1 program linked to the client cgroup's egress on the same " +
       "traffic. The kernel's timing of each run costs tens of ns here (the testbed notes saw " +
       "~130 ns), so raw figures are upper bounds; *net* subtracts the trivial program's " +
