@@ -61,6 +61,14 @@ out.push(
   "",
   "## Targets",
   "",
+  "How sure each verdict is: program runs and bytes lost are exact readings of kernel and " +
+    "device counters, so their verdicts hold as stated (a fault's loss depends on where in " +
+    "the sampling interval it strikes); the per-packet rows are medians over rounds, each " +
+    "against the floor measured between its own slices, but whole runs move by up to ~10 ns " +
+    "on this VM, so a verdict within that of its target can flip from run to run (the note " +
+    "gives the rows' spread); throughput verdicts give the 95% interval of their median and " +
+    'say "within noise" when it holds the target, where only the median decides.',
+  "",
   table(
     ["target", "measured", "verdict", "note"],
     summarize(r).map((t) => [t.target, t.measured, `**${t.verdict}**`, t.note ?? ""]),
