@@ -21,14 +21,18 @@
  *   excluded  — in the target cgroup, internal remote address the table settles (192.168.x,
  *               fd00::): not counted;
  *   excluded_trie — internal only by the trie's answer (203.0.113.7, 2001:db8::7);
- *   uncounted — in a sibling cgroup whose id's bucket holds no target: a non-StB
- *               packet, the common case;
+ *   uncounted — in a sibling cgroup whose id's bucket holds no target (with the
+ *               programs linked at the service cgroups only a cgroup below one that
+ *               is no target, for a moment, meets this; other cgroups run nothing);
  *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
  *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
  * Every case checks the counters moved exactly as the path implies, and that the verdict
  * table holds for its remote address the verdict its path needs (bpf/netacct_abi.ts prefixVerdicts,
  * what the backend writes), so a figure can not come from a path other than the one its row
- * names. Cases are interleaved round by round and the median is reported.
+ * names. Cases are interleaved round by round and the median is reported; "over floor" is
+ * the median over rounds of the case minus the floor run right before it (paired, so the
+ * VM's drift between cases cancels), and the targets are judged on it in the same run:
+ * counted <= floor + 25 ns (verdict table), counted_trie <= floor + 35 ns (LPM trie).
  */
 
 import { median } from "./stats.ts";
@@ -56,11 +60,19 @@ import {
 import { type Cgroup2Mount, cgroupDir, cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
 import { DEFAULT_EXCLUDE, parseCidr, parseIpv4, parseIpv6 } from "../lib/cidr.ts";
 
-// The issue's targets, set where the trivial floor measured 19 ns; on a slower or busier
-// machine the floor moves, so each row is also judged by what it adds over the floor.
-const TARGET_COUNTED_NS = 50;
-const TARGET_UNCOUNTED_NS = 30;
-const TARGET_FLOOR_NS = 19;
+/**
+ * The targets, restated against the floor measured in the same run (the VM's floor moves
+ * between 19 and 37 ns from day to day, so absolute ns are not comparable between runs): a
+ * counted packet may add this much over a return-1 program, judged by the 16-bit verdict
+ * table (every address with the default exclusions but 0000::/16), or also by the LPM trie
+ * (an address a user exclusion longer than /16 starts near). A packet of another cgroup
+ * runs none of the programs (bench/outsider_cost.ts), so it has no ns target here.
+ */
+export const TARGET_TABLE_OVER_FLOOR_NS = 25;
+export const TARGET_TRIE_OVER_FLOOR_NS = 35;
+
+/** Slices of each case's repetitions, each paired with a slice of the floor. */
+const CHUNKS = 10;
 
 /** Longer than /16, so that some addresses (and only those) ask the trie. */
 const EXTRA_EXCLUDE = ["203.0.113.0/24", "2001:db8::/32"];
@@ -82,6 +94,8 @@ interface Case {
   path: Path;
   kernelNs: number[];
   wallNs: number[];
+  /** The floor measured right before each of this case's rounds (same family and frame). */
+  floorNs: number[];
 }
 
 function parseArgs(args: string[]) {
@@ -262,13 +276,21 @@ async function main(): Promise<void> {
 
     const cases: Case[] = [];
     for (const family of ["ipv4", "ipv6"] as const) {
-      cases.push({ program: "trivial", family, path: "floor", kernelNs: [], wallNs: [] });
+      cases.push({
+        program: "trivial",
+        family,
+        path: "floor",
+        kernelNs: [],
+        wallNs: [],
+        floorNs: [],
+      });
       cases.push({
         program: "trivial_ancestor",
         family,
         path: "floor_ancestor",
         kernelNs: [],
         wallNs: [],
+        floorNs: [],
       });
       for (
         const path of [
@@ -281,7 +303,7 @@ async function main(): Promise<void> {
         ] as const
       ) {
         for (const program of ["ingress", "egress"] as const) {
-          cases.push({ program, family, path, kernelNs: [], wallNs: [] });
+          cases.push({ program, family, path, kernelNs: [], wallNs: [], floorNs: [] });
         }
       }
     }
@@ -309,47 +331,67 @@ async function main(): Promise<void> {
           ? collider
           : svc;
         joinCgroup(cgroupDir(mount, where));
+        // Paired: the case's repetitions in CHUNKS slices, each right after a slice of
+        // the floor on the same frame, so bursts of other sessions' load (which move a
+        // whole case by 10+ ns here) fall on both sides of the difference alike.
+        const chunk = Math.ceil(repeat / CHUNKS);
+        let caseNs = 0, floorNs = 0, wallNs = 0, retval = 1;
         const before = total(await backend.read());
-        const r = testRun(fds[c.program], { frame, ifindex, repeat });
+        for (let k = 0; k < CHUNKS; k++) {
+          if (c.program !== "trivial") {
+            floorNs += testRun(fds.trivial, { frame, ifindex, repeat: chunk }).durationNs;
+          }
+          const r = testRun(fds[c.program], { frame, ifindex, repeat: chunk });
+          caseNs += r.durationNs;
+          wallNs += r.wallNsPerRun;
+          if (r.retval !== 1) retval = r.retval;
+        }
         joinCgroup(cgroupDir(mount, home));
         const counted = total(await backend.read()) - before;
-        const want = c.path.startsWith("counted") ? repeat : 0;
-        if (r.retval !== 1 || counted !== want) {
+        const want = c.path.startsWith("counted") ? chunk * CHUNKS : 0;
+        if (retval !== 1 || counted !== want) {
           throw new Error(
-            `${c.program} ${c.family} ${c.path}: retval ${r.retval}, counted ${counted} ` +
+            `${c.program} ${c.family} ${c.path}: retval ${retval}, counted ${counted} ` +
               `packets, expected retval 1 and ${want}: the measured path is not the named one`,
           );
         }
-        c.kernelNs.push(r.durationNs);
-        c.wallNs.push(r.wallNsPerRun);
+        c.kernelNs.push(caseNs / CHUNKS);
+        c.wallNs.push(wallNs / CHUNKS);
+        if (c.program !== "trivial") c.floorNs.push(floorNs / CHUNKS);
       }
     }
 
     const floorOf = (p: Path, f: Family) =>
-      median(cases.find((c) => c.path === p && c.family === f)!.kernelNs);
+      Number(median(cases.find((c) => c.path === p && c.family === f)!.kernelNs).toFixed(1));
     const floor = (f: Family) => floorOf("floor", f);
+    /** Median over rounds of (case - the floor slices measured between its slices). */
+    const pairedOver = (c: Case) =>
+      c.program === "trivial" ? 0 : median(c.kernelNs.map((ns, i) => ns - c.floorNs[i]!));
+    const ancestorCase = (f: Family) =>
+      cases.find((c) => c.path === "floor_ancestor" && c.family === f)!;
     const rows = cases.map((c) => ({
       program: c.program,
       family: c.family,
       path: c.path,
-      ns_per_packet: median(c.kernelNs),
+      ns_per_packet: Number(median(c.kernelNs).toFixed(1)),
       ns_per_packet_wall: Number(median(c.wallNs).toFixed(2)),
-      over_floor_ns: median(c.kernelNs) - floor(c.family),
+      over_floor_ns: Number(pairedOver(c).toFixed(1)),
       // Beyond what the one unavoidable helper call costs on this machine.
-      over_floor_ancestor_ns: median(c.kernelNs) - floorOf("floor_ancestor", c.family),
-      target_ns: c.path.startsWith("counted")
-        ? TARGET_COUNTED_NS
-        : c.path === "uncounted"
-        ? TARGET_UNCOUNTED_NS
+      over_floor_ancestor_ns: Number(
+        (pairedOver(c) - pairedOver(ancestorCase(c.family))).toFixed(1),
+      ),
+      target_over_floor_ns: c.path === "counted"
+        ? TARGET_TABLE_OVER_FLOOR_NS
+        : c.path === "counted_trie"
+        ? TARGET_TRIE_OVER_FLOOR_NS
         : null,
-    })).map((r) => ({
-      ...r,
-      target_over_floor_ns: r.target_ns === null ? null : r.target_ns - TARGET_FLOOR_NS,
     }));
     // "counted" covers both counted paths: the worst counted packet is the trie one.
     const of = (p: Path) => rows.filter((r) => r.path === p || r.path === `${p}_trie`);
     const worstOver = (p: Path) => Math.max(...of(p).map((r) => r.over_floor_ns));
     const worst = (p: Path) => Math.max(...of(p).map((r) => r.ns_per_packet));
+    const worstOverPath = (p: Path) =>
+      Math.max(...rows.filter((r) => r.path === p).map((r) => r.over_floor_ns));
     const result = {
       bpf_prog_test_run: {
         method: "BPF_PROG_TEST_RUN (bpf_prog_test_run_opts), median of rounds; " +
@@ -364,8 +406,8 @@ async function main(): Promise<void> {
         floor_ns: { ipv4: floor("ipv4"), ipv6: floor("ipv6") },
         // What one bpf_skb_ancestor_cgroup_id call costs here, included in every netacct row.
         ancestor_helper_ns: {
-          ipv4: floorOf("floor_ancestor", "ipv4") - floor("ipv4"),
-          ipv6: floorOf("floor_ancestor", "ipv6") - floor("ipv6"),
+          ipv4: Number(pairedOver(ancestorCase("ipv4")).toFixed(1)),
+          ipv6: Number(pairedOver(ancestorCase("ipv6")).toFixed(1)),
         },
         worst_counted_ns: worst("counted"),
         // The default exclusions leave every counted IPv4 packet to the table: no trie.
@@ -378,16 +420,15 @@ async function main(): Promise<void> {
         worst_uncounted_over_floor_ancestor_ns: Math.max(
           ...of("uncounted").map((r) => r.over_floor_ancestor_ns),
         ),
+        // Judged in this run, each against this run's floor of its own family.
+        worst_counted_table_over_floor_ns: worstOverPath("counted"),
+        worst_counted_trie_over_floor_ns: worstOverPath("counted_trie"),
         targets: {
-          counted_ns: TARGET_COUNTED_NS,
-          uncounted_ns: TARGET_UNCOUNTED_NS,
-          floor_when_set_ns: TARGET_FLOOR_NS,
+          table_over_floor_ns: TARGET_TABLE_OVER_FLOOR_NS,
+          trie_over_floor_ns: TARGET_TRIE_OVER_FLOOR_NS,
         },
-        counted_target_met: worst("counted") <= TARGET_COUNTED_NS,
-        uncounted_target_met: worst("uncounted") <= TARGET_UNCOUNTED_NS,
-        counted_over_floor_budget_met: worstOver("counted") <= TARGET_COUNTED_NS - TARGET_FLOOR_NS,
-        uncounted_over_floor_budget_met:
-          worstOver("uncounted") <= TARGET_UNCOUNTED_NS - TARGET_FLOOR_NS,
+        table_target_met: worstOverPath("counted") <= TARGET_TABLE_OVER_FLOOR_NS,
+        trie_target_met: worstOverPath("counted_trie") <= TARGET_TRIE_OVER_FLOOR_NS,
         rows,
       },
     };
@@ -404,19 +445,25 @@ async function main(): Promise<void> {
           r.program.padEnd(16),
           r.family.padEnd(6),
           r.path.padEnd(20),
-          String(r.ns_per_packet).padStart(9),
+          r.ns_per_packet.toFixed(1).padStart(9),
           r.ns_per_packet_wall.toFixed(2).padStart(15),
-          String(r.over_floor_ns).padStart(11),
-          r.target_ns === null
+          r.over_floor_ns.toFixed(1).padStart(11),
+          r.target_over_floor_ns === null
             ? ""
-            : `  <= ${r.target_ns} ${
-              r.ns_per_packet <= r.target_ns ? "ok" : "missed"
-            }, +${r.target_over_floor_ns} over floor ${
-              r.over_floor_ns <= r.target_over_floor_ns! ? "ok" : "missed"
+            : `  floor + ${r.target_over_floor_ns} ${
+              r.over_floor_ns <= r.target_over_floor_ns ? "PASS" : "MISS"
             }`,
         ].join(" "),
       );
     }
+    const t = result.bpf_prog_test_run;
+    console.log(
+      `floor ${t.floor_ns.ipv4}/${t.floor_ns.ipv6} ns (IPv4/IPv6); counted, table: worst ` +
+        `+${t.worst_counted_table_over_floor_ns} ns (target +${TARGET_TABLE_OVER_FLOOR_NS}) ` +
+        `${t.table_target_met ? "PASS" : "MISS"}; counted, trie: worst ` +
+        `+${t.worst_counted_trie_over_floor_ns} ns (target +${TARGET_TRIE_OVER_FLOOR_NS}) ` +
+        `${t.trie_target_met ? "PASS" : "MISS"}`,
+    );
     if (out) {
       await Deno.writeTextFile(out, JSON.stringify(result, null, 2) + "\n");
       console.log(`wrote ${out}`);

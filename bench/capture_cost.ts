@@ -91,9 +91,12 @@ export interface LinkStats {
   ifindex: number;
   rxPackets: number;
   txPackets: number;
+  /** Bytes as the device counts them (L2: with the Ethernet header). */
+  rxBytes: number;
+  txBytes: number;
 }
 
-/** `ip -j -s link show DEV` to the device's ifindex and packet counters. */
+/** `ip -j -s link show DEV` to the device's ifindex and packet and byte counters. */
 export function parseLinkStats(text: string): LinkStats {
   const links = JSON.parse(text);
   const l = Array.isArray(links) ? links[0] : undefined;
@@ -103,7 +106,13 @@ export function parseLinkStats(text: string): LinkStats {
       `ip -j -s link printed no device with packet counters: "${text.slice(0, 200)}"`,
     );
   }
-  return { ifindex: l.ifindex, rxPackets: s.rx.packets, txPackets: s.tx.packets };
+  return {
+    ifindex: l.ifindex,
+    rxPackets: s.rx.packets,
+    txPackets: s.tx.packets,
+    rxBytes: s.rx.bytes,
+    txBytes: s.tx.bytes,
+  };
 }
 
 export async function linkStats(netns: string, dev: string): Promise<LinkStats> {

@@ -62,9 +62,12 @@ Deno.test("captureFigures turns samples into % of one core and ns per packet", (
   );
 });
 
-Deno.test("parseLinkStats reads ifindex and packet counters of `ip -j -s link`", () => {
-  const s = parseLinkStats(testdata("ip_link_stats_lo.json"));
+Deno.test("parseLinkStats reads ifindex, packet and byte counters of `ip -j -s link`", () => {
+  const text = testdata("ip_link_stats_lo.json");
+  const s = parseLinkStats(text);
+  const raw = JSON.parse(text)[0].stats64;
   assertEquals(s.ifindex, 1);
   assertEquals(s.rxPackets > 0 && s.txPackets > 0, true);
+  assertEquals([s.rxBytes, s.txBytes], [raw.rx.bytes, raw.tx.bytes]);
   assertThrows(() => parseLinkStats("[]"), Error, "no device with packet counters");
 });

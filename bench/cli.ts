@@ -31,6 +31,13 @@ export interface RunRequest {
   intervalS?: number;
   /** More config keys. */
   extraConfig?: Record<string, unknown>;
+  /**
+   * Start against what an earlier run left (counters.json and its saved state), as a
+   * restart does, and resolve once this run has published (a new `started_at`).
+   */
+  keepState?: boolean;
+  /** argv of the CLI instead of cliCommand() (an upgrade: another copy of the program). */
+  cli?: string[];
 }
 
 /**
@@ -42,15 +49,21 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
   const config = `${dir}/config.json`;
   const output = `${dir}/counters.json`;
   const log = `${dir}/run-${backend}.log`;
-  await Deno.remove(output).catch(() => {});
-  await Deno.remove(`${output}.state`).catch(() => {});
+  const startedAt = (text: string): unknown => JSON.parse(text).started_at;
+  let previous: unknown = undefined;
+  if (req.keepState) {
+    previous = await Deno.readTextFile(output).then(startedAt, () => undefined);
+  } else {
+    await Deno.remove(output).catch(() => {});
+    await Deno.remove(`${output}.state`).catch(() => {});
+  }
   await Deno.writeTextFile(
     config,
     JSON.stringify({ services: { bench: service }, output, interval_s: intervalS, ...extraConfig }),
   );
   const argv = [
     ...(netns ? ["nsenter", `--net=/run/netns/${netns}`] : []),
-    ...cliCommand(),
+    ...(req.cli ?? cliCommand()),
     "run",
     "--backend",
     backend,
@@ -89,8 +102,8 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
   for (let waited = 0;; waited += 50) {
     try {
       const text = await Deno.readTextFile(output);
-      JSON.parse(text);
-      break;
+      // A restart: the file the last run wrote is there already; wait for this run's.
+      if (previous === undefined || startedAt(text) !== previous) break;
     } catch { /* not yet */ }
     if (exited || waited > 30_000) {
       await stop().catch(() => {});

@@ -282,7 +282,7 @@ async function main(): Promise<void> {
     const result = {
       real_cost: {
         method: "bpf(BPF_ENABLE_STATS) fd; run_time_ns/run_cnt deltas from bpftool over each " +
-          "iperf3 run; netacct programs linked at the cgroup2 root by `run --backend ebpf`, " +
+          "iperf3 run; netacct programs linked at the service cgroup by `run --backend ebpf`, " +
           "trivial return-1 program linked to the client cgroup's egress as the floor",
         kernel: Deno.osRelease(),
         rounds,

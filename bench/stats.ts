@@ -34,3 +34,35 @@ export function systemBusySeconds(): number {
 
 /** Linux reports /proc times in USER_HZ, 100 on every architecture that matters here. */
 const USER_HZ = 100;
+
+/**
+ * A percentile bootstrap interval of the median of `xs`: `resamples` draws with replacement
+ * (a fixed-seed generator, so the same figures give the same interval), the `level` share
+ * of their medians in the middle. With few values it is wide, as it should be: it says how
+ * far the median could move if the rounds were run again under the same noise.
+ */
+export function bootstrapMedianInterval(
+  xs: number[],
+  level = 0.95,
+  resamples = 4000,
+): { low: number; high: number } {
+  if (xs.length === 0) return { low: NaN, high: NaN };
+  let seed = 0x9e3779b9;
+  const next = () => {
+    // xorshift32: deterministic, good enough to pick indexes.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const medians: number[] = [];
+  for (let r = 0; r < resamples; r++) {
+    medians.push(median(xs.map(() => xs[Math.floor(next() * xs.length)]!)));
+  }
+  medians.sort((a, b) => a - b);
+  const tail = (1 - level) / 2;
+  return {
+    low: medians[Math.floor(tail * (resamples - 1))]!,
+    high: medians[Math.ceil((1 - tail) * (resamples - 1))]!,
+  };
+}

@@ -21,8 +21,8 @@
  * external for the default exclusions, so every packet takes the counted path) and a
  * target cgroup that holds the iperf3 client. Configuration "none" is the baseline; each
  * backend configuration runs the real CLI, `run --backend NAME`, inside the client netns
- * (nft and iptables rules only see their own netns; ebpf, linked at the cgroup2 root, sees
- * every netns), from before the iperf3 run until after it. Configurations alternate run by
+ * (nft and iptables rules only see their own netns; ebpf, linked at the service cgroup,
+ * sees its sockets in every netns), from before the iperf3 run until after it. Configurations alternate run by
  * run (veth throughput drifts over minutes): each round runs every configuration once, in
  * the given order, then reversed in the next round. Each backend's counters.json must show
  * the bytes iperf3 sent, so a figure can not come from a backend that counted nothing.
@@ -39,12 +39,11 @@
  * Everything made (netns, cgroups, processes, mounts, temp files) is removed in `finally`.
  */
 
-import { findCgroup2Mount } from "../lib/cgroup.ts";
 import { ensurePackages } from "./tools.ts";
 import { linkTrivial, type TrivialLinks } from "./trivial.ts";
 import { type BenchLab, command, endProcess, makeLab, SERVER_IP, sh } from "./lab.ts";
 import { type RunProcess, startRun } from "./cli.ts";
-import { median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
+import { bootstrapMedianInterval, median, processCpuSeconds, systemBusySeconds } from "./stats.ts";
 import {
   type CaptureFigures,
   captureFigures,
@@ -132,16 +131,16 @@ export const NONE: Configuration = {
 };
 
 /**
- * The floor: bench/trivial.bpf.o's return-1 programs linked at the cgroup2 root, both
- * directions, where `run --backend ebpf` links netacct's. What any cgroup_skb program costs
+ * The floor: bench/trivial.bpf.o's return-1 programs linked at the client's cgroup, both
+ * directions, where `run --backend ebpf` links netacct's (the service cgroup). What any cgroup_skb program costs
  * the traffic, against which ebpf's loss is to be read; not judged itself.
  */
 export function floorConfiguration(): Configuration {
   let links: TrivialLinks | null = null;
   return {
     name: FLOOR,
-    async setup() {
-      links = await linkTrivial(findCgroup2Mount().mountPoint, ["trivial", "trivial_ingress"]);
+    async setup(lab) {
+      links = await linkTrivial(lab.cgroupDir, ["trivial", "trivial_ingress"]);
     },
     counted: () => Promise.resolve(null),
     pid: () => null,
@@ -293,6 +292,8 @@ export interface ConfigurationResult {
   paired_loss_pct: number;
   paired_ratio_min: number;
   paired_ratio_max: number;
+  /** 95% percentile-bootstrap interval of paired_ratio (bench/stats.ts). */
+  paired_ratio_ci95: [number, number];
   /** Counted tx bytes / bytes iperf3 sent, per run (null for "none" and the monitors). */
   counted_ratio: (number | null)[];
   sender_cpu_pct_median: number;
@@ -434,6 +435,9 @@ export async function measureThroughput(
       paired_loss_pct: round((1 - pm) * 100, 2),
       paired_ratio_min: round(Math.min(...paired), 4),
       paired_ratio_max: round(Math.max(...paired), 4),
+      paired_ratio_ci95: (({ low, high }) => [round(low, 4), round(high, 4)] as [number, number])(
+        bootstrapMedianInterval(paired),
+      ),
       counted_ratio: r.counted,
       sender_cpu_pct_median: round(median(r.cpu), 1),
       monitor_cpu_pct: r.monitor,

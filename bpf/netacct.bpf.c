@@ -147,27 +147,32 @@ static __always_inline int table_verdict(int v6, const __u8 *addr)
 	return v6 ? t->v6[k] : t->v4[k];
 }
 
-static __always_inline int excluded_v4(const __u8 *addr)
+/* Word copies into the trie keys: a byte-wise memcpy of 16 bytes was 48 instructions. */
+static __always_inline int excluded_v4(const __u32 *addr)
 {
-	int verdict = table_verdict(0, addr);
+	int verdict = table_verdict(0, (const __u8 *)addr);
 
 	if (verdict != NETACCT_ASK_TRIE)
 		return verdict;
 	struct netacct_lpm_v4 key = { .prefixlen = 32 };
 
-	__builtin_memcpy(key.addr, addr, 4);
+	*(__u32 *)key.addr = addr[0];
 	return bpf_map_lookup_elem(&exclude_v4, &key) != 0;
 }
 
-static __always_inline int excluded_v6(const __u8 *addr)
+static __always_inline int excluded_v6(const __u32 *addr)
 {
-	int verdict = table_verdict(1, addr);
+	int verdict = table_verdict(1, (const __u8 *)addr);
 
 	if (verdict != NETACCT_ASK_TRIE)
 		return verdict;
 	struct netacct_lpm_v6 key = { .prefixlen = 128 };
+	__u32 *k = (__u32 *)key.addr;
 
-	__builtin_memcpy(key.addr, addr, 16);
+	k[0] = addr[0];
+	k[1] = addr[1];
+	k[2] = addr[2];
+	k[3] = addr[3];
 	return bpf_map_lookup_elem(&exclude_v6, &key) != 0;
 }
 
@@ -199,7 +204,7 @@ static __always_inline int parse_remote(struct __sk_buff *skb, int dir,
 	switch (ip[0] >> 4) {
 	case 4: /* saddr at offset 12, daddr at 16 */
 		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 16 : 12));
-		if (excluded_v4((const __u8 *)w))
+		if (excluded_v4(w))
 			return 1;
 		out[0] = w[0];
 		key->family = 4;
@@ -209,12 +214,12 @@ static __always_inline int parse_remote(struct __sk_buff *skb, int dir,
 	case 6: /* saddr at offset 8, daddr at 24 */
 		w = (const __u32 *)(ip + (dir == NETACCT_DIR_TX ? 24 : 8));
 		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff)) {
-			if (excluded_v4((const __u8 *)(w + 3)))
+			if (excluded_v4(w + 3))
 				return 1;
 			out[0] = w[3];
 			key->family = 4;
 		} else {
-			if (excluded_v6((const __u8 *)w))
+			if (excluded_v6(w))
 				return 1;
 			out[0] = w[0];
 			out[1] = w[1];

@@ -52,6 +52,8 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
     file: "backends/ebpf_test.ts",
     tests: ["ebpf programs judge addresses as configured", "ebpf program finds a target among"],
   },
+  // The LPM-trie path (exclusions longer than /16), IPv4, IPv6 and mapped, both directions.
+  { file: "bpf/trie_path_test.ts", tests: ["netacct trie path"] },
   // What a user's first check says on this kernel.
   { file: "tests/doctor_test.ts", tests: ["doctor --json as root: every backend usable"] },
   // Counting through the real CLI on the user's layout: external counted; internal,
