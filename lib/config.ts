@@ -284,7 +284,9 @@ function parseInterfaces(v: unknown): string[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) {
     throw new ConfigError(
-      `"exclude_interfaces" is ${show(v)}: it must be a list of interface names like ["tailscale0"]`,
+      `"exclude_interfaces" is ${
+        show(v)
+      }: it must be a list of interface names like ["tailscale0"]`,
     );
   }
   if (v.length > MAX_EXCLUDE_INTERFACES) {
@@ -297,7 +299,9 @@ function parseInterfaces(v: unknown): string[] {
   return v.map((name, i) => {
     if (typeof name !== "string") {
       throw new ConfigError(
-        `"exclude_interfaces[${i}]" is ${show(name)}: write interface names as strings like "tailscale0"`,
+        `"exclude_interfaces[${i}]" is ${
+          show(name)
+        }: write interface names as strings like "tailscale0"`,
       );
     }
     const problem = interfaceNameProblem(name);
@@ -313,7 +317,9 @@ function parseInterfaces(v: unknown): string[] {
       );
     }
     if (seen.has(name)) {
-      throw new ConfigError(`Interface "${name}" is listed twice in "exclude_interfaces": remove one`);
+      throw new ConfigError(
+        `Interface "${name}" is listed twice in "exclude_interfaces": remove one`,
+      );
     }
     seen.add(name);
     return name;

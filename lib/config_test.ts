@@ -159,7 +159,10 @@ Deno.test("loadConfig: absent default path gives defaults, absent explicit path 
 Deno.test("exclude_interfaces: none by default, names kept in order", () => {
   assertEquals(validateConfig({}, SRC).exclude_interfaces, []);
   assertEquals(validateConfig({}, SRC).internal_onlink, false);
-  const c = validateConfig({ exclude_interfaces: ["tailscale0", "wg0"], internal_onlink: true }, SRC);
+  const c = validateConfig(
+    { exclude_interfaces: ["tailscale0", "wg0"], internal_onlink: true },
+    SRC,
+  );
   assertEquals(c.exclude_interfaces, ["tailscale0", "wg0"]);
   assertEquals(c.internal_onlink, true);
 });
@@ -168,7 +171,10 @@ Deno.test("exclude_interfaces refuses what cannot name an interface, quoting it"
   const cases: [unknown, RegExp][] = [
     ["tailscale0", /must be a list of interface names/],
     [[1], /"exclude_interfaces\[0\]" is 1: write interface names as strings/],
-    [["wg0", "a-very-long-ifname0"], /"exclude_interfaces\[1\]" is "a-very-long-ifname0".*at most 15 bytes/],
+    [
+      ["wg0", "a-very-long-ifname0"],
+      /"exclude_interfaces\[1\]" is "a-very-long-ifname0".*at most 15 bytes/,
+    ],
     [["eth0/1"], /"eth0\/1", which cannot name an interface.*ip link/],
     [["wg0", "wg0"], /"wg0" is listed twice/],
     [["lo"], /loopback never counts anyway/],

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "./test_assert.ts";
-import { interfaceIndex, interfaceNameProblem, InterfaceIndexes } from "./interfaces.ts";
+import { interfaceIndex, InterfaceIndexes, interfaceNameProblem } from "./interfaces.ts";
 
 Deno.test("interfaceNameProblem accepts what the kernel accepts", () => {
   for (const ok of ["tailscale0", "wg0", "enp0s31f6", "a", "x".repeat(15), "br-1a2b.100", "é"]) {
@@ -36,8 +36,11 @@ Deno.test("interfaceIndex finds lo and nothing for a name that is not there", ()
 Deno.test("InterfaceIndexes reports changes only, and logs a missing name once", () => {
   const table = new Map<string, number>([["wg0", 7]]);
   const logs: string[] = [];
-  const r = new InterfaceIndexes(["wg0", "tailscale0"], (m) => logs.push(m), (n) =>
-    table.get(n) ?? 0);
+  const r = new InterfaceIndexes(
+    ["wg0", "tailscale0"],
+    (m) => logs.push(m),
+    (n) => table.get(n) ?? 0,
+  );
   assertEquals(r.resolve(), [7]);
   assertEquals(r.resolve(), null);
   assertEquals(logs.length, 1); // tailscale0 missing, said once

@@ -28,7 +28,10 @@ function prefixOf(family: 4 | 6, bytes: Uint8Array, prefixLen: number): Cidr | n
   if (prefixLen < MIN_ONLINK_PREFIX[family] || prefixLen > max) return null;
   const text = family === 4
     ? `${Array.from(bytes).join(".")}/${prefixLen}`
-    : `${Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16)).join(":")}/${prefixLen}`;
+    : `${
+      Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16))
+        .join(":")
+    }/${prefixLen}`;
   try {
     return parseCidr(text);
   } catch {
@@ -99,7 +102,9 @@ export function onlinkAdditions(found: Cidr[], exclude: readonly Cidr[]): Cidr[]
     !kept.some((o) => o.text !== c.text && cidrContains(o, c)) &&
     kept.findIndex((o) => o.text === c.text) === i
   );
-  return widest.sort((a, b) => a.family - b.family || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0));
+  return widest.sort((a, b) =>
+    a.family - b.family || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0)
+  );
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -146,7 +151,9 @@ export class OnlinkWatch {
       this.#failed = false;
     } catch (e) {
       // Counting goes on with the prefixes known so far.
-      if (!this.#failed) this.log(`internal_onlink: cannot read the routes: ${(e as Error).message}`);
+      if (!this.#failed) {
+        this.log(`internal_onlink: cannot read the routes: ${(e as Error).message}`);
+      }
       this.#failed = true;
       return null;
     }
@@ -156,7 +163,9 @@ export class OnlinkWatch {
     const first = this.#last === null;
     this.#last = key;
     this.log(
-      `internal_onlink: ${first ? "" : "now "}internal as on-link: ${key || "no network beyond the exclusions"}`,
+      `internal_onlink: ${first ? "" : "now "}internal as on-link: ${
+        key || "no network beyond the exclusions"
+      }`,
     );
     return now;
   }
