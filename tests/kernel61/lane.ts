@@ -50,7 +50,17 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // The programs' address table and target buckets, packet by packet (BPF_PROG_TEST_RUN).
   {
     file: "backends/ebpf_test.ts",
-    tests: ["ebpf programs judge addresses as configured", "ebpf program finds a target among"],
+    tests: [
+      "ebpf programs judge addresses as configured",
+      "ebpf program finds a target among",
+      "ebpf programs skip an excluded interface",
+    ],
+  },
+  // exclude_interfaces and internal_onlink through the real CLI: a late and renamed
+  // tailscale0, an on-link route that appears while `run` runs.
+  {
+    file: "tests/exclusions_test.ts",
+    tests: ["exclusions ebpf / v2: ", "exclusions nft / v2: internal_onlink"],
   },
   // What a user's first check says on this kernel.
   { file: "tests/doctor_test.ts", tests: ["doctor --json as root: every backend usable"] },
