@@ -446,6 +446,15 @@ export class EbpfBackend implements Backend {
     }
   }
 
+  /**
+   * Puts these ifindexes in the excluded-interface set directly, for bench/bpf_bench.ts;
+   * the next `read` writes the resolved names back when they differ from the last ones.
+   */
+  writeSkipIfindexes(indexes: number[]): void {
+    if (!this.#maps) throw new BackendError("The ebpf backend is not started");
+    this.#writeSkipIfs(indexes);
+  }
+
   /** A loaded program's fd, for BPF_PROG_TEST_RUN in ebpf_test.ts and bench/bpf_bench.ts. */
   programFd(direction: "ingress" | "egress"): number {
     if (!this.#object) throw new BackendError("The ebpf backend is not started");
