@@ -188,6 +188,27 @@ if (bpf) {
   out.push("");
 }
 
+const ex = r.exclusion_refresh;
+if (bpf || ex) {
+  out.push("## Excluded interfaces and on-link networks", "");
+  const check = bpf?.interface_check_ns;
+  if (check !== undefined) {
+    out.push(
+      `Per packet, a full \`exclude_interfaces\` set (15 ifindexes, none the packet's) adds ` +
+        `${check} ns to a counted packet (rows \`counted_skip_ifs\` against \`counted\` above); ` +
+        "without the key the check is one load and a branch, inside the `counted` rows.",
+      "",
+    );
+  }
+  if (ex) {
+    out.push(
+      `Per sample, \`run\` resolves the excluded names (${ex.resolve_2_names_us} µs for two) and ` +
+        `re-reads the on-link routes (${ex.read_routes_us} µs): ${ex.method}.`,
+      "",
+    );
+  }
+}
+
 const rc = r.real_cost;
 if (rc) {
   out.push("## Real-traffic cost (BPF_ENABLE_STATS) and CPU per GB", "");

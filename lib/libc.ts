@@ -55,6 +55,9 @@ const SYMBOLS = {
   vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
   // unsigned int if_nametoindex(const char *ifname /* buffer */): 0 when there is none
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
+  // ssize_t pread(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */,
+  //               off_t offset /* i64 */)
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   // ssize_t read(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */)
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // int epoll_create1(int flags /* i32 */)

@@ -12,6 +12,7 @@
  */
 
 import { type Cidr, cidrContains, parseCidr } from "./cidr.ts";
+import { check, cString, errno, libc, O_CLOEXEC, O_RDONLY, osError } from "./libc.ts";
 
 export const MIN_ONLINK_PREFIX = { 4: 8, 6: 32 } as const;
 
@@ -119,34 +120,87 @@ export const PROC_ROUTES: OnlinkSources = {
   ipv6: "/proc/net/ipv6_route",
 };
 
-function readOrEmpty(path: string): string {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (e) {
-    // No IPv6 in this kernel or netns: nothing connected there.
-    if (e instanceof Deno.errors.NotFound) return "";
-    throw e;
+/**
+ * A small /proc file's bytes, read with open + pread + close through libc: a third of what
+ * Deno.readTextFileSync costs here, on a path `run` takes twice a second. Empty when the
+ * file does not exist (no IPv6 in this kernel or netns: nothing connected there).
+ */
+export class ProcFile {
+  #buf = new Uint8Array(16384);
+  readonly #path: Uint8Array<ArrayBuffer>;
+
+  constructor(readonly path: string) {
+    this.#path = cString(path);
+  }
+
+  /** The whole file, in a buffer the next read reuses. */
+  read(): Uint8Array {
+    const c = libc();
+    const fd = c.open(this.#path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) {
+      const e = errno();
+      if (e === 2) return new Uint8Array(0); // ENOENT
+      throw osError(e, `opening ${this.path}`);
+    }
+    try {
+      let size = 0;
+      while (true) {
+        if (size === this.#buf.length) {
+          const bigger = new Uint8Array(this.#buf.length * 2);
+          bigger.set(this.#buf);
+          this.#buf = bigger;
+        }
+        const rest = this.#buf.subarray(size);
+        const n = Number(c.pread(fd, rest, BigInt(rest.length), BigInt(size)));
+        check(n, `reading ${this.path}`);
+        if (n === 0) return this.#buf.subarray(0, size);
+        size += n;
+      }
+    } finally {
+      c.close(fd);
+    }
   }
 }
+
+function sameBytes(a: Uint8Array, b: Uint8Array | null): boolean {
+  if (b === null || a.length !== b.length) return false;
+  // A plain loop: `every` with a closure cost 10 µs per KiB under run's --lite-mode.
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const decoder = new TextDecoder();
 
 /** The on-link prefixes, re-read on every `poll`. */
 export class OnlinkWatch {
   #last: string | null = null;
+  #bytes4: Uint8Array | null = null;
+  #bytes6: Uint8Array | null = null;
+  readonly #v4: ProcFile;
+  readonly #v6: ProcFile;
   #failed = false;
 
   constructor(
     readonly exclude: readonly Cidr[],
     readonly log: (message: string) => void,
     readonly sources: OnlinkSources = PROC_ROUTES,
-  ) {}
+  ) {
+    this.#v4 = new ProcFile(sources.ipv4);
+    this.#v6 = new ProcFile(sources.ipv6);
+  }
 
   /** The connected prefixes beyond `exclude` now, or null when unchanged since the last poll. */
   poll(): Cidr[] | null {
     let found: Cidr[];
     try {
+      const v4 = this.#v4.read(), v6 = this.#v6.read();
+      // The usual case: the same bytes (no column there moves with traffic), nothing to parse.
+      if (sameBytes(v4, this.#bytes4) && sameBytes(v6, this.#bytes6)) return null;
+      this.#bytes4 = v4.slice();
+      this.#bytes6 = v6.slice();
       found = [
-        ...parseIpv4Routes(readOrEmpty(this.sources.ipv4), LITTLE_ENDIAN),
-        ...parseIpv6Routes(readOrEmpty(this.sources.ipv6)),
+        ...parseIpv4Routes(decoder.decode(v4), LITTLE_ENDIAN),
+        ...parseIpv6Routes(decoder.decode(v6)),
       ];
       this.#failed = false;
     } catch (e) {
