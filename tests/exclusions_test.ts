@@ -23,10 +23,12 @@ import {
   cliArgv,
   CLIENT_IF,
   countedDelta,
+  iptablesLines,
   Lab,
   LAYOUT_NAMES,
   type LayoutName,
   measureFlows,
+  nftTables,
   parseLinkCounters,
   PEER_IF,
   REMOTES,
@@ -93,6 +95,9 @@ async function withRun(
     const stop = await cli.stop("SIGTERM");
     cli = null;
     assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
+    // The on-link sets and chain go with the rest.
+    const left = [...await nftTables(env.clientNetns), ...await iptablesLines(env.clientNetns)];
+    assertEquals(left, [], "left installed after SIGTERM");
   } finally {
     await cli?.stop("SIGKILL");
     await Deno.remove(dir, { recursive: true });
