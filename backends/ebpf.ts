@@ -448,7 +448,7 @@ export class EbpfBackend implements Backend {
 
   /**
    * Puts these ifindexes in the excluded-interface set directly, for bench/bpf_bench.ts;
-   * the next `read` writes the resolved names back when they differ from the last ones.
+   * they stay until the configured names next resolve differently (a `read` after a change).
    */
   writeSkipIfindexes(indexes: number[]): void {
     if (!this.#maps) throw new BackendError("The ebpf backend is not started");
