@@ -20,6 +20,18 @@ export interface BackendOptions {
   mount: Cgroup2Mount;
   /** Remote prefixes that never count (already validated, IPv4 and IPv6 mixed). */
   exclude: Cidr[];
+  /**
+   * Interfaces (by name) whose traffic never counts, besides lo. A name that does not
+   * exist yet counts from the moment it appears; a renamed interface is judged by its new
+   * name, within one sample.
+   */
+  excludeInterfaces?: string[];
+  /**
+   * The prefixes of the host's directly connected networks (lib/onlink.ts) count as
+   * internal too, kept current: `read` re-reads them and updates the exclusions in place,
+   * never touching `exclude` and never resetting a counter.
+   */
+  internalOnlink?: boolean;
   /** Conntrack mark bits the firewall backends may use (value within mask). */
   ctMark: number;
   ctMask: number;

@@ -8,6 +8,12 @@
  * the new cgroup and releases the gone one's link; totals, kept per service index in
  * per-CPU slots, survive every change.
  *
+ * Excluded interfaces and on-link prefixes (config exclude_interfaces, internal_onlink):
+ * `read` first resolves the names to ifindexes again and re-reads the connected routes
+ * (lib/interfaces.ts, lib/onlink.ts) and writes what changed: the `skip_ifs` global, and
+ * the exclusion trie and verdict table as the static exclusions plus the on-link prefixes.
+ * So a change takes effect within one sample; a failure there is logged and counting goes on.
+ *
  * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
  * kernel's absolute levels. `start` measures the difference once (bpf/levels.ts: non-zero
  * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
@@ -21,7 +27,9 @@ import {
   type DestinationCounters,
   type ServiceTarget,
 } from "./backend.ts";
-import { formatAddress, protocolName } from "../lib/cidr.ts";
+import { type Cidr, formatAddress, protocolName } from "../lib/cidr.ts";
+import { InterfaceIndexes } from "../lib/interfaces.ts";
+import { OnlinkWatch } from "../lib/onlink.ts";
 import { check, closeFd, decodeEmbeddedObject, lib, openDirectory } from "../bpf/libbpf.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
 import { attachPoints } from "../bpf/cgroup_links.ts";
@@ -34,6 +42,7 @@ import {
   DIR_RX,
   DIR_TX,
   encodeLpmKey,
+  encodeSkipIfs,
   encodeU32,
   encodeVerdicts,
   MAP_ACTIVE,
@@ -43,6 +52,7 @@ import {
   MAP_EXCLUDE_V4,
   MAP_EXCLUDE_V6,
   MAP_PENDING,
+  MAP_SKIP_IFS,
   MAP_VERDICTS,
   MAX_DESTS,
   MAX_EXCLUDE,
@@ -80,6 +90,7 @@ interface Maps {
   counters: number;
   dests: number;
   pending: number;
+  skipIfs: number;
 }
 
 /**
@@ -163,6 +174,15 @@ export class EbpfBackend implements Backend {
   #gsoCorrection = true;
   #dests: DestBuffers | null = null;
   #log: (message: string) => void = () => {};
+  /** The config's exclusions: always in the trie/table, whatever the on-link prefixes do. */
+  #static: Cidr[] = [];
+  /** Prefixes in the tries now, by text; and the verdict table as last written. */
+  #trie = new Map<string, Cidr>();
+  #verdicts: Uint8Array | null = null;
+  #interfaces: InterfaceIndexes | null = null;
+  #onlink: OnlinkWatch | null = null;
+  /** The last refresh failure, logged once until it changes. */
+  #refreshError = "";
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     if (this.#object) throw new BackendError("The ebpf backend is already started: stop it first");
@@ -203,9 +223,47 @@ export class EbpfBackend implements Backend {
   #load(targets: ServiceTarget[], options: BackendOptions): TargetedObject {
     this.#log = options.log;
     this.#gsoCorrection = options.gsoCorrection ?? true;
+    this.#static = options.exclude;
+    this.#trie = new Map();
+    this.#verdicts = null;
+    this.#onlink = options.internalOnlink ? new OnlinkWatch(options.exclude, options.log) : null;
+    const names = options.excludeInterfaces ?? [];
+    this.#interfaces = names.length ? new InterfaceIndexes(names, options.log) : null;
+    // Checked before loading anything: the limits hold for the config's own list.
+    this.#exclusionPlan(options.exclude);
+    const object = this.#object = new TargetedObject(NETACCT, targets, options.mount);
+    this.#maps = {
+      verdicts: object.mapFd(MAP_VERDICTS),
+      excludeV4: object.mapFd(MAP_EXCLUDE_V4),
+      excludeV6: object.mapFd(MAP_EXCLUDE_V6),
+      counters: object.mapFd(MAP_COUNTERS),
+      dests: object.mapFd(MAP_DESTS),
+      pending: object.mapFd(MAP_PENDING),
+      skipIfs: object.mapFd(MAP_SKIP_IFS),
+    };
+    if (object.levelOffset !== 0) {
+      options.log(
+        `ebpf: cgroup namespace detected: levels offset by ${object.levelOffset} ` +
+          `("${options.mount.mountPoint}" is not the kernel's cgroup root)`,
+      );
+    }
+    // Before the programs are attached, so no packet counts by a partial list.
+    this.#writeExclusions(this.#onlink?.poll() ?? []);
+    const indexes = this.#interfaces?.resolve();
+    if (indexes) this.#writeSkipIfs(indexes);
+    this.#applyTargets(object, targets);
+    return object;
+  }
+
+  /**
+   * The trie prefixes and verdict table for the static exclusions plus `dynamic`; throws
+   * when the tries would hold more than they can.
+   */
+  #exclusionPlan(dynamic: Cidr[]) {
+    const all = [...this.#static, ...dynamic];
     // Prefixes up to /16 only fill the table; the tries hold what it leaves to them.
-    const verdicts = prefixVerdicts(options.exclude);
-    const trie = triePrefixes(options.exclude, verdicts);
+    const verdicts = prefixVerdicts(all);
+    const trie = triePrefixes(all, verdicts);
     for (const family of [4, 6] as const) {
       const count = trie.filter((c) => c.family === family).length;
       if (count > MAX_EXCLUDE) {
@@ -215,43 +273,78 @@ export class EbpfBackend implements Backend {
         );
       }
     }
-    const object = this.#object = new TargetedObject(NETACCT, targets, options.mount);
-    const maps = this.#maps = {
-      verdicts: object.mapFd(MAP_VERDICTS),
-      excludeV4: object.mapFd(MAP_EXCLUDE_V4),
-      excludeV6: object.mapFd(MAP_EXCLUDE_V6),
-      counters: object.mapFd(MAP_COUNTERS),
-      dests: object.mapFd(MAP_DESTS),
-      pending: object.mapFd(MAP_PENDING),
-    };
-    if (object.levelOffset !== 0) {
-      options.log(
-        `ebpf: cgroup namespace detected: levels offset by ${object.levelOffset} ` +
-          `("${options.mount.mountPoint}" is not the kernel's cgroup root)`,
-      );
-    }
+    return { trie, verdicts: encodeVerdicts(verdicts) };
+  }
+
+  /**
+   * Makes the tries and the verdict table say "internal" for the static exclusions plus
+   * `dynamic`. In an order no packet can be misjudged by: new trie entries first (no
+   * verdict sends a packet to them yet), then the table, then the entries it no longer
+   * sends packets to are removed.
+   */
+  #writeExclusions(dynamic: Cidr[]): void {
+    const maps = this.#maps!;
+    const plan = this.#exclusionPlan(dynamic);
     const b = lib();
     const one = new Uint8Array([1]);
-    for (const cidr of trie) {
+    const want = new Map(plan.trie.map((c) => [c.text, c]));
+    for (const [text, cidr] of want) {
+      if (this.#trie.has(text)) continue;
       const fd = cidr.family === 4 ? maps.excludeV4 : maps.excludeV6;
       check(
         `Adding excluded prefix "${cidr.text}"`,
         b.bpf_map_update_elem(fd, encodeLpmKey(cidr), one, 0n),
       );
+      this.#trie.set(text, cidr);
     }
-    // Once, before the programs are attached and after the tries hold every prefix the
-    // table defers to: exclusions never change while the programs run.
+    const old = this.#verdicts;
+    if (
+      !old || old.length !== plan.verdicts.length || !old.every((v, i) => v === plan.verdicts[i])
+    ) {
+      // Only the bytes of changed entries differ; each is one byte, so a packet reads the
+      // old or the new verdict of its entry.
+      check(
+        "Writing the verdicts of the excluded prefixes",
+        b.bpf_map_update_elem(maps.verdicts, encodeU32(0), plan.verdicts, 0n),
+      );
+      this.#verdicts = plan.verdicts;
+    }
+    for (const [text, cidr] of this.#trie) {
+      if (want.has(text)) continue;
+      const fd = cidr.family === 4 ? maps.excludeV4 : maps.excludeV6;
+      check(`Removing on-link prefix "${text}"`, b.bpf_map_delete_elem(fd, encodeLpmKey(cidr)));
+      this.#trie.delete(text);
+    }
+  }
+
+  #writeSkipIfs(indexes: number[]): void {
     check(
-      "Writing the verdicts of the excluded prefixes",
-      b.bpf_map_update_elem(maps.verdicts, encodeU32(0), encodeVerdicts(verdicts), 0n),
+      "Writing the excluded interfaces",
+      lib().bpf_map_update_elem(this.#maps!.skipIfs, encodeU32(0), encodeSkipIfs(indexes), 0n),
     );
-    this.#applyTargets(object, targets);
-    return object;
+  }
+
+  /** Follows the excluded interfaces and on-link prefixes; never stops counting. */
+  #refresh(): void {
+    try {
+      const indexes = this.#interfaces?.resolve();
+      if (indexes) this.#writeSkipIfs(indexes);
+      const onlink = this.#onlink?.poll();
+      if (onlink) this.#writeExclusions(onlink);
+      this.#refreshError = "";
+    } catch (e) {
+      const said = e instanceof Error ? e.message : String(e);
+      if (said !== this.#refreshError) {
+        this.#log(`ebpf: cannot follow excluded interfaces or on-link networks: ${said}`);
+      }
+      this.#refreshError = said;
+    }
   }
 
   async read(): Promise<CounterSample> {
     const maps = this.#maps, object = this.#object;
     if (!maps || !object) throw new BackendError("The ebpf backend is not started");
+    this.#refresh();
     const names = object.names;
     const slots = names.length * 2;
     if (this.#counterBuffers?.slots !== slots) {
@@ -332,6 +425,8 @@ export class EbpfBackend implements Backend {
     this.#maps = null;
     this.#counterBuffers = null;
     this.#dests = null;
+    this.#interfaces = null;
+    this.#onlink = null;
     await Promise.resolve();
     if (errors.length > 0) {
       throw new BackendError("Stopping the ebpf backend failed", { cause: errors[0] });
@@ -349,6 +444,15 @@ export class EbpfBackend implements Backend {
           `its traffic counts for "${s.kept}"`,
       );
     }
+  }
+
+  /**
+   * Puts these ifindexes in the excluded-interface set directly, for bench/bpf_bench.ts;
+   * they stay until the configured names next resolve differently (a `read` after a change).
+   */
+  writeSkipIfindexes(indexes: number[]): void {
+    if (!this.#maps) throw new BackendError("The ebpf backend is not started");
+    this.#writeSkipIfs(indexes);
   }
 
   /** A loaded program's fd, for BPF_PROG_TEST_RUN in ebpf_test.ts and bench/bpf_bench.ts. */

@@ -61,6 +61,39 @@ function options(mount: Cgroup2Mount, logs: string[] = []): BackendOptions {
 }
 
 Deno.test({
+  name: "ebpf programs skip an excluded interface by its ifindex (BPF_PROG_TEST_RUN)",
+  ignore: !isRoot,
+  sanitizeResources: false,
+  async fn() {
+    await inTargetCgroup(async (mount, target) => {
+      const ifindex = nonLoopbackIfindex();
+      const name = [...Deno.readDirSync("/sys/class/net")].map((e) => e.name).find((n) =>
+        Number(Deno.readTextFileSync(`/sys/class/net/${n}/ifindex`).trim()) === ifindex
+      )!;
+      const frame = craftPacket({ src: parseIpv4("192.0.2.1")!, dst: parseIpv4("198.51.100.9")! });
+      for (const [names, counted] of [[[name], 0], [["stb-absent0"], 3]] as const) {
+        const backend = new EbpfBackend();
+        const logs: string[] = [];
+        try {
+          await backend.start(
+            [{ name: "me", path: target, id: cgroupId(mount, target) }],
+            { ...options(mount, logs), excludeInterfaces: [...names] },
+          );
+          joinCgroup(cgroupDir(mount, target));
+          const before = present((await backend.read()).me, "me");
+          testRun(backend.programFd("egress"), { frame, ifindex, repeat: 3 });
+          const now = present((await backend.read()).me, "me");
+          assertEquals(Number(now.txPackets - before.txPackets), counted, `excluding ${names}`);
+          if (counted) assert(logs.some((l) => l.includes('"stb-absent0"')), logs.join("\n"));
+        } finally {
+          await backend.stop();
+        }
+      }
+    });
+  },
+});
+
+Deno.test({
   name: "ebpf programs judge addresses as configured (BPF_PROG_TEST_RUN from a target cgroup)",
   ignore: !isRoot,
   sanitizeResources: false,

@@ -2,11 +2,22 @@
  * iptables backend (iptables-nft as on Debian 12): three chains of its own in the mangle
  * table of each family, reached by one jump at the top of OUTPUT and of PREROUTING.
  *
- *   STB_NETACCT_OUT  (from OUTPUT):     lo -> RETURN; flows not yet marked -> STB_NETACCT_MARK;
- *                                       one counting rule per service on its connmark
+ *   STB_NETACCT_OUT  (from OUTPUT):     lo, excluded interfaces (`-o NAME`: by name, so one
+ *                                       that appears or is renamed later just works) ->
+ *                                       RETURN; flows not yet marked -> STB_NETACCT_MARK (or
+ *                                       STB_NETACCT_LINK); one counting rule per service on
+ *                                       its connmark
+ *   STB_NETACCT_LINK (internal_onlink): on-link destinations -> RETURN (the flow stays
+ *                                       unmarked); else goto STB_NETACCT_MARK
  *   STB_NETACCT_MARK:                   excluded destinations -> RETURN; `-m cgroup --path`
  *                                       per existing service cgroup -> CONNMARK --set-xmark
- *   STB_NETACCT_IN   (from PREROUTING): lo -> RETURN; one counting rule per service
+ *   STB_NETACCT_IN   (from PREROUTING): lo, excluded interfaces -> RETURN; one counting
+ *                                       rule per service
+ *
+ * On-link prefixes are judged when a flow is marked, like the static exclusions: `read`
+ * re-reads the connected routes (lib/onlink.ts) and, when they changed, rebuilds
+ * STB_NETACCT_LINK alone (no ipset needed; counting rules untouched), so new flows to a
+ * network that became on-link count no more.
  *
  * Counting rules carry stable comments ("stb-netacct tx <svc>") so a read finds them in
  * `iptables-save -c`. xt_cgroup binds a path to the cgroup at insert time (and refuses a
@@ -33,6 +44,7 @@ import { cgroupId } from "../lib/cgroup.ts";
 import { runTool, ToolError } from "./exec.ts";
 import {
   addCounter,
+  exclusionsByFamily,
   FirewallRun,
   hex32,
   markPlan,
@@ -40,10 +52,12 @@ import {
   zeroSample,
 } from "./firewall.ts";
 import { LibnftablesRunner, type NftRunner } from "./nft_libnftables.ts";
+import { OnlinkWatch } from "../lib/onlink.ts";
 
 export const CHAIN_OUT = "STB_NETACCT_OUT";
 export const CHAIN_MARK = "STB_NETACCT_MARK";
 export const CHAIN_IN = "STB_NETACCT_IN";
+export const CHAIN_LINK = "STB_NETACCT_LINK";
 const OUR_CHAINS = [CHAIN_OUT, CHAIN_MARK, CHAIN_IN];
 const CHAIN_PREFIX = "STB_NETACCT_";
 const JUMP_COMMENT = "stb-netacct";
@@ -188,6 +202,10 @@ export interface IptablesPlan {
   services: PlannedService[];
   ctMask: number;
   exclude: Record<IpFamily, string[]>;
+  /** Interfaces whose traffic never counts, by name. */
+  skipInterfaces: string[];
+  /** On-link prefixes per family, or null without internal_onlink (no LINK chain then). */
+  onlink: Record<IpFamily, string[]> | null;
 }
 
 const markSpec = (value: number, mask: number) =>
@@ -203,8 +221,18 @@ function markRules(plan: IptablesPlan, family: IpFamily): string[] {
   ];
 }
 
+function linkRules(plan: IptablesPlan, family: IpFamily): string[] {
+  return [
+    ...(plan.onlink?.[family] ?? []).map((c) => `-A ${CHAIN_LINK} -d ${c} -j RETURN`),
+    `-A ${CHAIN_LINK} -g ${CHAIN_MARK}`,
+  ];
+}
+
 /** Our chains and jumps, as one atomic `iptables-restore --noflush` script. */
 export function iptablesInstallScript(plan: IptablesPlan, family: IpFamily): string {
+  const chains = plan.onlink ? [...OUR_CHAINS, CHAIN_LINK] : OUR_CHAINS;
+  const skip = (flag: string, chain: string) =>
+    plan.skipInterfaces.map((n) => `-A ${chain} ${flag} ${n} -j RETURN`);
   const count = (chain: string, dir: string) =>
     plan.services.map((s) =>
       `-A ${chain} -m connmark --mark ${markSpec(s.mark, plan.ctMask)} ` +
@@ -212,12 +240,17 @@ export function iptablesInstallScript(plan: IptablesPlan, family: IpFamily): str
     );
   return [
     "*mangle",
-    ...OUR_CHAINS.map((c) => `:${c} - [0:0]`),
+    ...chains.map((c) => `:${c} - [0:0]`),
     `-A ${CHAIN_OUT} -o lo -j RETURN`,
-    `-A ${CHAIN_OUT} -m connmark --mark ${markSpec(0, plan.ctMask)} -j ${CHAIN_MARK}`,
+    ...skip("-o", CHAIN_OUT),
+    `-A ${CHAIN_OUT} -m connmark --mark ${markSpec(0, plan.ctMask)} -j ${
+      plan.onlink ? CHAIN_LINK : CHAIN_MARK
+    }`,
     ...count(CHAIN_OUT, "tx"),
     ...markRules(plan, family),
+    ...(plan.onlink ? linkRules(plan, family) : []),
     `-A ${CHAIN_IN} -i lo -j RETURN`,
+    ...skip("-i", CHAIN_IN),
     ...count(CHAIN_IN, "rx"),
     `-I OUTPUT 1 -m comment --comment ${JUMP_COMMENT} -j ${CHAIN_OUT}`,
     `-I PREROUTING 1 -m comment --comment ${JUMP_COMMENT} -j ${CHAIN_IN}`,
@@ -229,6 +262,11 @@ export function iptablesInstallScript(plan: IptablesPlan, family: IpFamily): str
 /** Rebuilds only the attribution chain; counting rules and their counters stay. */
 export function iptablesRetargetScript(plan: IptablesPlan, family: IpFamily): string {
   return ["*mangle", `-F ${CHAIN_MARK}`, ...markRules(plan, family), "COMMIT", ""].join("\n");
+}
+
+/** Rebuilds only the on-link chain; nothing else changes. */
+export function iptablesOnlinkScript(plan: IptablesPlan, family: IpFamily): string {
+  return ["*mangle", `-F ${CHAIN_LINK}`, ...linkRules(plan, family), "COMMIT", ""].join("\n");
 }
 
 const FAMILIES: IpFamily[] = [4, 6];
@@ -252,7 +290,18 @@ export function iptablesPlan(targets: ServiceTarget[], options: BackendOptions):
     }
   }
   const { services, ctMask, v4, v6 } = markPlan(targets, options);
-  return { services, ctMask, exclude: { 4: v4, 6: v6 } };
+  return {
+    services,
+    ctMask,
+    exclude: { 4: v4, 6: v6 },
+    skipInterfaces: [...(options.excludeInterfaces ?? [])],
+    onlink: options.internalOnlink ? { 4: [], 6: [] } : null,
+  };
+}
+
+function onlinkByFamily(prefixes: Parameters<typeof exclusionsByFamily>[0]) {
+  const { v4, v6 } = exclusionsByFamily(prefixes);
+  return { 4: v4, 6: v6 };
 }
 
 const NFT_FAMILY_OF: Record<IpFamily, string> = { 4: "ip", 6: "ip6" };
@@ -262,6 +311,8 @@ export class IptablesBackend implements Backend {
   /** Set while reads go through libnftables; null: iptables-save. */
   #nft: NftRunner | null = null;
   #run: FirewallRun<IptablesPlan> | null = null;
+  #onlink: OnlinkWatch | null = null;
+  #onlinkError = "";
 
   /** `read: "save"` reads through iptables-save even where libnftables loads (benchmarks). */
   constructor(readonly preference: { read?: "auto" | "save" } = {}) {}
@@ -274,6 +325,9 @@ export class IptablesBackend implements Backend {
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     const run = this.#run = new FirewallRun(iptablesPlan(targets, options), options);
+    this.#onlink = options.internalOnlink ? new OnlinkWatch(options.exclude, options.log) : null;
+    const onlink = this.#onlink?.poll();
+    if (onlink) run.plan.onlink = onlinkByFamily(onlink);
     try {
       await this.#removeOurs();
       await this.#apply(iptablesInstallScript);
@@ -392,6 +446,7 @@ export class IptablesBackend implements Backend {
     const run = this.#run;
     if (!run) throw new BackendError("iptables backend read before start");
     const plan = run.plan;
+    await this.#followOnlink(run);
     if (this.#nft) {
       const raw = await this.#readNft();
       if (raw) return run.totals.update(raw);
@@ -423,6 +478,30 @@ export class IptablesBackend implements Backend {
     return run.totals.update(raw);
   }
 
+  /** Rebuilds the on-link chain when the routes changed; a failure is logged, counting goes on. */
+  async #followOnlink(run: FirewallRun<IptablesPlan>): Promise<void> {
+    const now = this.#onlink?.poll();
+    if (!now) return;
+    const before = run.plan.onlink;
+    run.plan.onlink = onlinkByFamily(now);
+    try {
+      for (const f of FAMILIES) {
+        await runTool(TOOLS[f].restore, ["--noflush"], {
+          stdin: iptablesOnlinkScript(run.plan, f),
+        });
+      }
+      this.#onlinkError = "";
+    } catch (e) {
+      run.plan.onlink = before;
+      const said = e instanceof Error ? e.message : String(e);
+      if (said !== this.#onlinkError) {
+        run.options.log(`iptables: cannot update ${CHAIN_LINK}: ${said}`);
+      }
+      this.#onlinkError = said;
+      this.#onlink = new OnlinkWatch(run.options.exclude, () => {}); // try again next read
+    }
+  }
+
   async retarget(targets: ServiceTarget[]): Promise<void> {
     const run = this.#run;
     if (!run) throw new BackendError("iptables backend retarget before start");
@@ -434,6 +513,7 @@ export class IptablesBackend implements Backend {
     this.#nft = null;
     await this.#removeOurs();
     this.#run = null;
+    this.#onlink = null;
   }
 
   /** Deletes every chain of ours and every jump to one, in both families. */

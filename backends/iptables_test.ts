@@ -2,6 +2,7 @@ import { assertEquals } from "../lib/test_assert.ts";
 import {
   iptablesCleanupScript,
   iptablesInstallScript,
+  iptablesOnlinkScript,
   type IptablesPlan,
   iptablesRetargetScript,
   parseIptablesCounters,
@@ -150,6 +151,8 @@ Deno.test("iptables scripts: cgroup paths quoted for restore, absent cgroups lef
     ],
     ctMask: 0x00ff0000,
     exclude: { 4: ["10.0.0.0/8"], 6: ["fc00::/7"] },
+    skipInterfaces: [],
+    onlink: null,
   };
   const v4 = iptablesInstallScript(plan, 4);
   for (
@@ -163,7 +166,7 @@ Deno.test("iptables scripts: cgroup paths quoted for restore, absent cgroups lef
   ) {
     if (!v4.includes(needle)) throw new Error(`install script lacks ${needle}:\n${v4}`);
   }
-  if (v4.includes("sh.service") || v4.includes("fc00")) throw new Error(v4);
+  if (v4.includes("sh.service") || v4.includes("fc00") || v4.includes("LINK")) throw new Error(v4);
   const re6 = iptablesRetargetScript(plan, 6);
   assertEquals(re6.split("\n").slice(0, 3), [
     "*mangle",
@@ -171,4 +174,36 @@ Deno.test("iptables scripts: cgroup paths quoted for restore, absent cgroups lef
     "-A STB_NETACCT_MARK -d fc00::/7 -j RETURN",
   ]);
   if (re6.includes("comment")) throw new Error("retarget must not touch the counting rules");
+});
+
+Deno.test("iptables scripts: excluded interfaces RETURN by name, on-link flows stay unmarked", () => {
+  const plan: IptablesPlan = {
+    services: [{ name: "server", path: "/s.service", mark: 0x510000, present: true }],
+    ctMask: 0x00ff0000,
+    exclude: { 4: ["10.0.0.0/8"], 6: ["fc00::/7"] },
+    skipInterfaces: ["tailscale0"],
+    onlink: { 4: ["203.0.113.0/24"], 6: ["2001:db8:1::/64"] },
+  };
+  const v4 = iptablesInstallScript(plan, 4).split("\n");
+  const at = (line: string) => {
+    const i = v4.indexOf(line);
+    if (i < 0) throw new Error(`install script lacks ${line}:\n${v4.join("\n")}`);
+    return i;
+  };
+  at(":STB_NETACCT_LINK - [0:0]");
+  const mark = at("-A STB_NETACCT_OUT -m connmark --mark 0x0/0xff0000 -j STB_NETACCT_LINK");
+  if (at("-A STB_NETACCT_OUT -o tailscale0 -j RETURN") > mark) {
+    throw new Error("interface after marking");
+  }
+  at("-A STB_NETACCT_IN -i tailscale0 -j RETURN");
+  const link = at("-A STB_NETACCT_LINK -d 203.0.113.0/24 -j RETURN");
+  if (at("-A STB_NETACCT_LINK -g STB_NETACCT_MARK") < link) throw new Error("goto before on-link");
+  assertEquals(iptablesOnlinkScript(plan, 6).split("\n"), [
+    "*mangle",
+    "-F STB_NETACCT_LINK",
+    "-A STB_NETACCT_LINK -d 2001:db8:1::/64 -j RETURN",
+    "-A STB_NETACCT_LINK -g STB_NETACCT_MARK",
+    "COMMIT",
+    "",
+  ]);
 });

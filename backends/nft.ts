@@ -1,11 +1,18 @@
 /**
  * nftables backend: one table of its own, `inet stb_netacct`, never touching any other.
  *
- *   output (hook output):  lo -> return; flows not yet marked whose remote address is not
+ *   output (hook output):  lo and the excluded interfaces (by name: `oifname`, so one that
+ *                          appears or is renamed later is judged by its name then) ->
+ *                          return; an on-link remote (set onlink4/6) -> return; flows not yet marked whose remote address is not
  *                          excluded -> chain `attribute`, which sets the service's ct mark
  *                          when `socket cgroupv2` matches; then one counter lookup
  *                          `ct mark & mask` -> "tx_<svc>".
- *   input  (hook input):   lo -> return; `ct mark & mask` -> "rx_<svc>".
+ *   input  (hook input):   lo, excluded interfaces, on-link remotes -> return;
+ *                          `ct mark & mask` -> "rx_<svc>".
+ *
+ * The on-link sets exist only with "internal_onlink"; `read` re-reads the connected routes
+ * (lib/onlink.ts) and, when they changed, replaces the sets' elements in one transaction
+ * (counters untouched).
  *
  * A reply carries no socket, so RX is attributed through the conntrack mark set on the
  * flow's outgoing packets; only the bits of `ct_mask` are written (tailscale, firewalld
@@ -31,8 +38,16 @@ import {
 } from "./backend.ts";
 import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
 import { ToolError } from "./exec.ts";
-import { FirewallRun, hex32, markPlan, type PlannedService } from "./firewall.ts";
+import {
+  exclusionsByFamily,
+  FirewallRun,
+  hex32,
+  markPlan,
+  type PlannedService,
+} from "./firewall.ts";
 import { type NftRunner, openNftRunner } from "./nft_libnftables.ts";
+import type { Cidr } from "../lib/cidr.ts";
+import { OnlinkWatch } from "../lib/onlink.ts";
 
 export const NFT_FAMILY = "inet";
 export const NFT_TABLE = "stb_netacct";
@@ -95,6 +110,10 @@ export interface NftPlan {
   cgroupPrefix: string;
   excludeV4: string[];
   excludeV6: string[];
+  /** Interfaces whose traffic never counts, by name. */
+  skipInterfaces: string[];
+  /** On-link prefixes per family (IPv4 also IPv4-mapped in v6), or null without internal_onlink. */
+  onlink: { v4: string[]; v6: string[] } | null;
 }
 
 export const txCounter = (service: string) => `tx_${service}`;
@@ -121,9 +140,13 @@ function counterMap(plan: NftPlan, counter: (name: string) => string): string {
  */
 export function nftRuleset(plan: NftPlan): string {
   const mask = hex32(plan.ctMask);
-  const set = (name: string, type: string, elems: string[]) =>
-    `  set ${name} {\n    type ${type}; flags interval; auto-merge;\n` +
-    (elems.length ? `    elements = { ${elems.join(", ")} }\n` : "") + "  }\n";
+  const names = plan.skipInterfaces.map((n) => `"${n}"`).join(", ");
+  const skip = (key: string) => names ? `    ${key} { ${names} } return\n` : "";
+  const onlink = (dir: "daddr" | "saddr") =>
+    plan.onlink ? `    ip ${dir} @onlink4 return\n    ip6 ${dir} @onlink6 return\n` : "";
+  const onlinkSets = plan.onlink
+    ? set("onlink4", "ipv4_addr", plan.onlink.v4) + set("onlink6", "ipv6_addr", plan.onlink.v6)
+    : "";
   const counters = plan.services.map((s) =>
     `  counter ${txCounter(s.name)} {}\n  counter ${rxCounter(s.name)} {}\n`
   ).join("");
@@ -131,14 +154,16 @@ export function nftRuleset(plan: NftPlan): string {
   return `table ${TABLE} {}
 delete table ${TABLE}
 table ${TABLE} {
-${counters}${set("excl4", "ipv4_addr", plan.excludeV4)}${set("excl6", "ipv6_addr", plan.excludeV6)}
+${counters}${set("excl4", "ipv4_addr", plan.excludeV4)}${
+    set("excl6", "ipv6_addr", plan.excludeV6)
+  }${onlinkSets}
   chain attribute {
 ${attribute}  }
 
   chain output {
     type filter hook output priority filter; policy accept;
     oif "lo" return
-    ct mark & ${mask} == 0 ip daddr != @excl4 jump attribute
+${skip("oifname")}${onlink("daddr")}    ct mark & ${mask} == 0 ip daddr != @excl4 jump attribute
     ct mark & ${mask} == 0 ip6 daddr != @excl6 jump attribute
     ${counterMap(plan, txCounter)}
   }
@@ -146,10 +171,34 @@ ${attribute}  }
   chain input {
     type filter hook input priority filter; policy accept;
     iif "lo" return
-    ${counterMap(plan, rxCounter)}
+${skip("iifname")}${onlink("saddr")}    ${counterMap(plan, rxCounter)}
   }
 }
 `;
+}
+
+const set = (name: string, type: string, elems: string[]) =>
+  `  set ${name} {\n    type ${type}; flags interval; auto-merge;\n` +
+  (elems.length ? `    elements = { ${elems.join(", ")} }\n` : "") + "  }\n";
+
+/** The on-link prefixes per family as the sets hold them. */
+export function onlinkElements(prefixes: Cidr[]): { v4: string[]; v6: string[] } {
+  return exclusionsByFamily(prefixes);
+}
+
+/** Replaces the on-link sets' elements in one transaction; counters and rules stay. */
+export function nftOnlinkBatch(onlink: { v4: string[]; v6: string[] }): string {
+  return [
+    ...(["v4", "v6"] as const).flatMap((f) => {
+      const name = `onlink${f === "v4" ? 4 : 6}`;
+      const elems = onlink[f];
+      return [
+        `flush set ${TABLE} ${name}`,
+        ...(elems.length ? [`add element ${TABLE} ${name} { ${elems.join(", ")} }`] : []),
+      ];
+    }),
+    "",
+  ].join("\n");
 }
 
 /** Replaces the `attribute` chain's rules only, keeping the counters. */
@@ -191,6 +240,8 @@ export function nftPlan(targets: ServiceTarget[], options: BackendOptions): NftP
     cgroupPrefix: nftCgroupPrefix(options.mount.mountPoint),
     excludeV4: v4,
     excludeV6: v6,
+    skipInterfaces: [...(options.excludeInterfaces ?? [])],
+    onlink: options.internalOnlink ? { v4: [], v6: [] } : null,
   };
 }
 
@@ -198,6 +249,8 @@ export class NftBackend implements Backend {
   readonly name = "nft";
   #runner: NftRunner | null = null;
   #run: FirewallRun<NftPlan> | null = null;
+  #onlink: OnlinkWatch | null = null;
+  #onlinkError = "";
 
   /** `via: "binary"` uses the nft binary even where libnftables loads (benchmarks). */
   constructor(readonly preference: { via?: "library" | "binary" } = {}) {}
@@ -218,6 +271,9 @@ export class NftBackend implements Backend {
 
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     const run = this.#run = new FirewallRun(nftPlan(targets, options), options);
+    this.#onlink = options.internalOnlink ? new OnlinkWatch(options.exclude, options.log) : null;
+    const onlink = this.#onlink?.poll();
+    if (onlink) run.plan.onlink = onlinkElements(onlink);
     this.#openRunner(options.log);
     try {
       await this.#load((plan) => nftRuleset(plan));
@@ -267,6 +323,7 @@ export class NftBackend implements Backend {
     const run = this.#run;
     if (!run) throw new BackendError("nft backend read before start");
     const plan = run.plan;
+    await this.#followOnlink(run);
     let counters: Map<string, NftCounter>;
     try {
       counters = parseNftCounters(
@@ -297,6 +354,26 @@ export class NftBackend implements Backend {
     return run.totals.update(raw);
   }
 
+  /** Puts changed on-link prefixes into the sets; a failure is logged, counting goes on. */
+  async #followOnlink(run: FirewallRun<NftPlan>): Promise<void> {
+    const now = this.#onlink?.poll();
+    if (!now) return;
+    const elements = onlinkElements(now);
+    try {
+      await this.#runner!.run(nftOnlinkBatch(elements));
+      run.plan.onlink = elements;
+      this.#onlinkError = "";
+    } catch (e) {
+      const said = e instanceof Error ? e.message : String(e);
+      if (said !== this.#onlinkError) {
+        run.options.log(`nft: cannot update the on-link sets: ${said}`);
+      }
+      this.#onlinkError = said;
+      // Forget what was seen, so the next read tries again.
+      this.#onlink = new OnlinkWatch(run.options.exclude, () => {});
+    }
+  }
+
   async retarget(targets: ServiceTarget[]): Promise<void> {
     const run = this.#run;
     if (!run) throw new BackendError("nft backend retarget before start");
@@ -312,6 +389,7 @@ export class NftBackend implements Backend {
       runner.close();
       this.#runner = null;
       this.#run = null;
+      this.#onlink = null;
     }
   }
 

@@ -1,6 +1,7 @@
 import { assertEquals } from "../lib/test_assert.ts";
 import {
   nftCgroupPrefix,
+  nftOnlinkBatch,
   type NftPlan,
   nftRetargetBatch,
   nftRuleset,
@@ -68,6 +69,8 @@ const plan: NftPlan = {
   cgroupPrefix: "unified/",
   excludeV4: ["10.0.0.0/8"],
   excludeV6: [],
+  skipInterfaces: [],
+  onlink: null,
 };
 
 Deno.test("nftRuleset: absent cgroups get no rule, every service gets counters", () => {
@@ -96,4 +99,47 @@ Deno.test("nftRuleset: absent cgroups get no rule, every service gets counters",
     throw new Error(batch);
   }
   if (batch.includes("counter")) throw new Error("retarget must not touch counters");
+});
+
+Deno.test("nftRuleset: excluded interfaces by name and on-link sets return before marking and counting", () => {
+  const plain = nftRuleset(plan);
+  for (const absent of ["oifname", "iifname", "onlink"]) {
+    if (plain.includes(absent)) throw new Error(`${absent} without the options:\n${plain}`);
+  }
+  const text = nftRuleset({
+    ...plan,
+    skipInterfaces: ["tailscale0", "wg0"],
+    onlink: { v4: ["203.0.113.0/24"], v6: ["2001:db8:1::/64"] },
+  });
+  const output = text.slice(text.indexOf("chain output"), text.indexOf("chain input"));
+  const input = text.slice(text.indexOf("chain input"));
+  for (
+    const [part, needles] of [
+      [output, [
+        'oifname { "tailscale0", "wg0" } return',
+        "ip daddr @onlink4 return",
+        "ip6 daddr @onlink6 return",
+      ]],
+      [input, [
+        'iifname { "tailscale0", "wg0" } return',
+        "ip saddr @onlink4 return",
+        "ip6 saddr @onlink6 return",
+      ]],
+      [text, ["set onlink4", "elements = { 203.0.113.0/24 }", "elements = { 2001:db8:1::/64 }"]],
+    ] as const
+  ) {
+    for (const n of needles) {
+      if (!part.includes(n)) throw new Error(`lacks ${n}:\n${part}`);
+      // Before anything marks or counts.
+      if (part !== text && part.indexOf(n) > part.indexOf("ct mark")) {
+        throw new Error(`${n} too late`);
+      }
+    }
+  }
+  const batch = nftOnlinkBatch({ v4: [], v6: ["2001:db8:1::/64"] });
+  assertEquals(
+    batch,
+    "flush set inet stb_netacct onlink4\nflush set inet stb_netacct onlink6\n" +
+      "add element inet stb_netacct onlink6 { 2001:db8:1::/64 }\n",
+  );
 });

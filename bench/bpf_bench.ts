@@ -26,6 +26,10 @@
  *               is no target, for a moment, meets this; other cgroups run nothing);
  *   uncounted_bucket_hit — in a sibling whose id shares the target's bucket (1 in
  *               ID_BUCKETS non-StB cgroups per target): pays one id comparison that misses.
+ *   counted_skip_ifs — `counted` with a full excluded-interface set (exclude_interfaces:
+ *               MAX_SKIP_IFS ifindexes, none the packet's): the most the interface check
+ *               adds to a packet; without exclude_interfaces (`counted`) it is one load.
+ *   excluded_interface — the packet's own ifindex last in a full set: not counted.
  * Every case checks the counters moved exactly as the path implies, and that the verdict
  * table holds for its remote address the verdict its path needs (bpf/netacct_abi.ts prefixVerdicts,
  * what the backend writes), so a figure can not come from a path other than the one its row
@@ -54,6 +58,7 @@ import {
   ID_BUCKETS,
   INTERNAL,
   MAX_SERVICES,
+  MAX_SKIP_IFS,
   prefixVerdicts,
   verdictKey,
 } from "../bpf/netacct_abi.ts";
@@ -85,7 +90,9 @@ type Path =
   | "excluded"
   | "excluded_trie"
   | "uncounted"
-  | "uncounted_bucket_hit";
+  | "uncounted_bucket_hit"
+  | "counted_skip_ifs"
+  | "excluded_interface";
 type Family = "ipv4" | "ipv6";
 
 interface Case {
@@ -257,6 +264,8 @@ async function main(): Promise<void> {
       uncounted: counted,
       uncounted_bucket_hit: counted,
       counted,
+      counted_skip_ifs: counted,
+      excluded_interface: counted,
       counted_trie: remote("203.0.5.7", "2001:dead::7", ASK_TRIE),
       excluded: remote("192.168.1.7", "fd00::7", INTERNAL),
       excluded_trie: remote("203.0.113.7", "2001:db8::7", ASK_TRIE),
@@ -300,6 +309,8 @@ async function main(): Promise<void> {
           "excluded_trie",
           "counted",
           "counted_trie",
+          "counted_skip_ifs",
+          "excluded_interface",
         ] as const
       ) {
         for (const program of ["ingress", "egress"] as const) {
@@ -330,6 +341,15 @@ async function main(): Promise<void> {
           : c.path === "uncounted_bucket_hit"
           ? collider
           : svc;
+        // Ifindexes no interface here has (the list is compared, never resolved).
+        const others = Array.from({ length: MAX_SKIP_IFS - 1 }, (_, i) => 1_000_000 + i);
+        backend.writeSkipIfindexes(
+          c.path === "counted_skip_ifs"
+            ? [...others, 1_000_100]
+            : c.path === "excluded_interface"
+            ? [...others, ifindex]
+            : [],
+        );
         joinCgroup(cgroupDir(mount, where));
         // Paired: the case's repetitions in CHUNKS slices, each right after a slice of
         // the floor on the same frame, so bursts of other sessions' load (which move a
@@ -415,6 +435,15 @@ async function main(): Promise<void> {
           ...rows.filter((r) => r.path === "counted").map((r) => r.ns_per_packet),
         ),
         worst_uncounted_ns: worst("uncounted"),
+        // What a full exclude_interfaces set adds to a counted packet (none is one load).
+        interface_check_ns: Math.max(
+          ...rows.filter((r) => r.path === "counted_skip_ifs").map((r) =>
+            r.ns_per_packet -
+            rows.find((o) =>
+              o.path === "counted" && o.program === r.program && o.family === r.family
+            )!.ns_per_packet
+          ),
+        ),
         worst_counted_over_floor_ns: worstOver("counted"),
         worst_uncounted_over_floor_ns: worstOver("uncounted"),
         worst_uncounted_over_floor_ancestor_ns: Math.max(

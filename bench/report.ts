@@ -315,6 +315,39 @@ if (fl) {
   out.push("");
 }
 
+const ex = r.exclusion_refresh;
+const ic = r.interface_check;
+const fullSet = bpf?.interface_check_ns;
+if (ex || ic || fullSet !== undefined) {
+  out.push("## Excluded interfaces and on-link networks", "");
+  if (ic) {
+    out.push(
+      `Per packet (ns, BPF_PROG_TEST_RUN, floor ${ic.floor_ns} ns): a counted packet ` +
+        `${ic.counted_before_ns} before \`exclude_interfaces\` existed, ` +
+        `${ic.counted_no_interfaces_ns} with the check and no interface listed (one load and a ` +
+        `branch: below the noise), ${ic.counted_full_set_ns} with a full set of 15 that does not ` +
+        `hold the packet's interface (+${ic.full_set_over_counted_ns_median} ns median over ` +
+        `\`counted\` in the same run, ${ic.full_set_over_counted_ns_range.join(" to ")}); a ` +
+        `packet through an excluded interface costs ${ic.excluded_interface_ns} (it stops ` +
+        `there). ${ic.method}.`,
+      "",
+    );
+  } else if (fullSet !== undefined) {
+    out.push(
+      `Per packet, a full \`exclude_interfaces\` set (15 ifindexes, none the packet's) adds ` +
+        `${fullSet} ns to a counted packet (rows \`counted_skip_ifs\` against \`counted\`).`,
+      "",
+    );
+  }
+  if (ex) {
+    out.push(
+      `Per sample, \`run\` resolves the excluded names (${ex.resolve_2_names_us} µs for two) and ` +
+        `re-reads the on-link routes (${ex.read_routes_us} µs): ${ex.method}.`,
+      "",
+    );
+  }
+}
+
 const rc = r.real_cost;
 if (rc) {
   out.push("## Real-traffic cost (BPF_ENABLE_STATS) and CPU per GB", "");

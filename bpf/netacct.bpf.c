@@ -9,7 +9,8 @@
  * cgroup watch sees it. BPF links, not legacy attachments: they end with their last
  * holder, and only a kept (pinned) link outlives the sampler.
  *
- * Per packet: loopback interface -> ignore; the socket's ancestor cgroup at each target
+ * Per packet: loopback interface, or one of `skip_ifs` (config exclude_interfaces) ->
+ * ignore; the socket's ancestor cgroup at each target
  * level (bpf_skb_ancestor_cgroup_id) is compared with the exact target ids of its bucket
  * in the active config slot: one global read, one inlined array lookup, no hash map (a
  * hash lookup cost twice the rest of the uncounted path); the deepest target wins, so a
@@ -17,7 +18,7 @@
  * is a target, for a moment) -> done. Else the remote address (source on ingress,
  * destination on egress; IPv4-mapped IPv6 as IPv4) is judged internal or external: by its
  * first 16 bits alone from the `verdicts` table (65536 entries per family, written once
- * at start), unless an excluded prefix longer than /16 starts with them and no shorter
+ * at start, rewritten when on-link prefixes change), unless an excluded prefix longer than /16 starts with them and no shorter
  * one holds them all (of the defaults, only ::1/128 and ::/128 in 0000::/16); only then
  * by a lookup in the excluded-prefix LPM trie (a call that cost more than the rest of the
  * counted path), which holds just those longer prefixes. External: skb->len and one
@@ -49,6 +50,9 @@
  * 4-byte value of the one-entry array map libbpf makes of ".data.active".
  */
 __u32 active SEC(".data.active");
+
+/* Excluded interfaces; like `active`, a global in its own section, read with no lookup. */
+struct netacct_skip_ifs skip_ifs SEC(".data.skipifs");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -301,9 +305,27 @@ static __always_inline void add_dest(struct netacct_dest_key *key, __u32 dir, __
 	p->packets = pkts;
 }
 
+/*
+ * Whether the packet's interface is excluded: one load when none is (the default), else a
+ * compare per slot, unrolled (unused slots hold NETACCT_NO_IFINDEX, which matches nothing).
+ */
+static __always_inline int skipped_interface(__u32 ifindex)
+{
+	if (!skip_ifs.count)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < NETACCT_MAX_SKIP_IFS; i++) {
+		if (skip_ifs.ifindex[i] == ifindex)
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline int account(struct __sk_buff *skb, int dir)
 {
-	if (skb->ifindex == LOOPBACK_IFINDEX)
+	__u32 ifindex = skb->ifindex;
+
+	if (ifindex == LOOPBACK_IFINDEX || skipped_interface(ifindex))
 		return 1;
 	struct netacct_config *cfg = active_config();
 	if (!cfg)

@@ -32,6 +32,9 @@
 /* Remote endpoints the `dests` LRU map remembers (least recently used ones make room). */
 #define NETACCT_MAX_DESTS 4096
 
+/* Interfaces besides loopback whose packets never count (config "exclude_interfaces"). */
+#define NETACCT_MAX_SKIP_IFS 15
+
 /* Entries per family of struct netacct_verdicts: one per value of an address's first 16 bits. */
 #define NETACCT_VERDICT_KEYS 65536
 
@@ -78,11 +81,27 @@ struct netacct_config {
  * addr[1] << 8 | addr[0]): a 2-byte load is a value the verifier knows is below 65536,
  * where Linux 6.1 forgets the bounds of an OR of two bytes. Derived from the excluded prefixes, so every remote
  * address that no prefix longer than /16 starts near is judged without an LPM trie lookup.
- * Written once before the programs are attached: exclusions never change while they run.
+ * Written before the programs are attached, and again when on-link prefixes (config
+ * "internal_onlink") change: trie entries are added before an entry turns ASK_TRIE and
+ * removed after it stops being one, and only the entries that change differ.
  */
 struct netacct_verdicts {
 	__u8 v4[NETACCT_VERDICT_KEYS];
 	__u8 v6[NETACCT_VERDICT_KEYS];
+};
+
+/* An ifindex no interface has (they are positive ints): what unused skip_ifs slots hold. */
+#define NETACCT_NO_IFINDEX 0xffffffff
+
+/*
+ * The `skip_ifs` global: packets through ifindex[0..count) never count; the other slots
+ * hold NETACCT_NO_IFINDEX. Userspace resolves
+ * the configured names in its own network namespace and rewrites it when one appears, goes
+ * or is renamed; a packet may see the list of just before or after such a change.
+ */
+struct netacct_skip_ifs {
+	__u32 count;
+	__u32 ifindex[NETACCT_MAX_SKIP_IFS];
 };
 
 /* Value of the per-CPU `counters` array and of the `dests` map. */

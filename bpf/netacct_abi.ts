@@ -14,6 +14,8 @@ export const BUCKET_SLOTS = 4;
 export const MAX_EXCLUDE = 131072;
 export const MAX_DESTS = 4096;
 export const VERDICT_KEYS = 65536;
+export const MAX_SKIP_IFS = 15;
+export const NO_IFINDEX = 0xffffffff;
 
 /** enum netacct_verdict: what a remote address's first 16 bits alone say. */
 export const EXTERNAL = 0;
@@ -27,6 +29,8 @@ export const DIR_TX = 1;
 /** Map and program names in netacct.bpf.c. */
 /** The global `active` (a __u32), alone in its section: libbpf's one-entry array of it. */
 export const MAP_ACTIVE = ".data.active";
+/** The global `skip_ifs` (struct netacct_skip_ifs), alone in its section. */
+export const MAP_SKIP_IFS = ".data.skipifs";
 export const MAP_CONFIG = "config";
 export const MAP_VERDICTS = "verdicts";
 export const MAP_EXCLUDE_V4 = "exclude_v4";
@@ -78,6 +82,9 @@ export const PENDING_SIZE = DEST_KEY_SIZE + COUNTER_SIZE;
 export const LPM_V4_SIZE = 8;
 export const LPM_V6_SIZE = 20;
 
+/** sizeof(struct netacct_skip_ifs): __u32 count, __u32 ifindex[15]. */
+export const SKIP_IFS_SIZE = 4 + 4 * MAX_SKIP_IFS;
+
 /** Host byte order of the machine running both sides (x86-64 and arm64: little endian). */
 const LE = true;
 
@@ -89,6 +96,20 @@ export function counterSlot(serviceIndex: number, dir: number): number {
 export function encodeU32(value: number, out = new Uint8Array(4)): Uint8Array<ArrayBuffer> {
   new DataView(out.buffer, out.byteOffset, 4).setUint32(0, value, LE);
   return out as Uint8Array<ArrayBuffer>;
+}
+
+/** struct netacct_skip_ifs for these ifindexes (at most MAX_SKIP_IFS), the rest unused. */
+export function encodeSkipIfs(indexes: readonly number[]): Uint8Array<ArrayBuffer> {
+  if (indexes.length > MAX_SKIP_IFS) {
+    throw new RangeError(
+      `${indexes.length} interfaces, struct netacct_skip_ifs holds ${MAX_SKIP_IFS}`,
+    );
+  }
+  const out = new Uint8Array(SKIP_IFS_SIZE);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, indexes.length, LE);
+  for (let i = 0; i < MAX_SKIP_IFS; i++) view.setUint32(4 + 4 * i, indexes[i] ?? NO_IFINDEX, LE);
+  return out;
 }
 
 export interface TargetEntry {

@@ -14,6 +14,7 @@ import {
   DIR_TX,
   encodeConfig,
   encodeLpmKey,
+  encodeSkipIfs,
   encodeU32,
   encodeVerdicts,
   EXTERNAL,
@@ -26,7 +27,9 @@ import {
   MAX_EXCLUDE,
   MAX_LEVELS,
   MAX_SERVICES,
+  MAX_SKIP_IFS,
   MAX_TARGETS,
+  NO_IFINDEX,
   PENDING_SIZE,
   prefixVerdicts,
   sumCounterWords,
@@ -56,6 +59,11 @@ Deno.test("netacct_abi constants match bpf/netacct.h", () => {
   assertEquals(MAX_EXCLUDE, define("NETACCT_MAX_EXCLUDE"));
   assertEquals(MAX_DESTS, define("NETACCT_MAX_DESTS"));
   assertEquals(VERDICT_KEYS, define("NETACCT_VERDICT_KEYS"));
+  assertEquals(MAX_SKIP_IFS, define("NETACCT_MAX_SKIP_IFS"));
+  assertEquals(
+    NO_IFINDEX,
+    Number(header.match(/^#define NETACCT_NO_IFINDEX\s+(0x[0-9a-f]+)/m)?.[1]),
+  );
   assertEquals(Number(header.match(/NETACCT_DIR_RX = (\d+)/)?.[1]), DIR_RX);
   assertEquals(Number(header.match(/NETACCT_DIR_TX = (\d+)/)?.[1]), DIR_TX);
   assertEquals(
@@ -470,4 +478,18 @@ Deno.test("netacct_abi sums per-CPU counters, including values above 2^32", () =
   assertEquals(sumCounterWords(words, 0, 3), { bytes: 5_000_000_001n + 2n ** 40n, packets: 10n });
   assertEquals(sumCounterWords(words, 0, 1), { bytes: 5_000_000_000n, packets: 7n });
   assertEquals(sumCounterWords(words, 4, 2), { bytes: 1n + 2n ** 40n, packets: 3n }, "from a word");
+});
+
+Deno.test("encodeSkipIfs: count, the ifindexes, then unused slots that match no interface", () => {
+  const bytes = encodeSkipIfs([3, 7]);
+  const view = new DataView(bytes.buffer);
+  assertEquals(bytes.length, 4 + 4 * MAX_SKIP_IFS);
+  assertEquals([view.getUint32(0, true), view.getUint32(4, true), view.getUint32(8, true)], [
+    2,
+    3,
+    7,
+  ]);
+  assertEquals(view.getUint32(12, true), NO_IFINDEX);
+  assertEquals(new DataView(encodeSkipIfs([]).buffer).getUint32(0, true), 0);
+  assertThrows(() => encodeSkipIfs(Array.from({ length: 16 }, (_, i) => i + 1)));
 });

@@ -213,6 +213,8 @@ async function verdictOf(
     await backend.probe(check.targets, {
       mount: host.mount,
       exclude: config.exclude,
+      excludeInterfaces: config.exclude_interfaces,
+      internalOnlink: config.internal_onlink,
       ctMark: config.ct_mark,
       ctMask: config.ct_mask,
       log: () => {},

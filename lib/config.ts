@@ -17,6 +17,7 @@ import {
 import { CgroupError, validateCgroupPath } from "./cgroup.ts";
 import { DEFAULT_COUNTERS_PATH } from "./contract.ts";
 import { DEFAULT_INTERVAL_S, INTERVAL_FIX, isInterval } from "./interval.ts";
+import { interfaceNameProblem, MAX_EXCLUDE_INTERFACES } from "./interfaces.ts";
 import { defaultRetention, parseRetention, type Retention, TIERS } from "../history/retention.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/stb-netacct/config.json";
@@ -36,6 +37,10 @@ export interface Config {
   /** Service name -> cgroup path relative to the cgroup2 mount, in config order. */
   services: Record<string, string>;
   exclude: Cidr[];
+  /** Interfaces whose traffic never counts, by name (lo never counts anyway). */
+  exclude_interfaces: string[];
+  /** The host's directly connected networks count as internal, kept current (default false). */
+  internal_onlink: boolean;
   output: string;
   /** User name or numeric uid that owns counters.json; null keeps root. */
   owner: string | null;
@@ -65,6 +70,8 @@ const KNOWN_KEYS = [
   "services",
   "exclude",
   "exclude_extra",
+  "exclude_interfaces",
+  "internal_onlink",
   "output",
   "owner",
   "interval_s",
@@ -161,6 +168,8 @@ export function validateConfig(raw: unknown, source: string): Config {
   // In this order, so that of several bad keys the same one is reported first.
   const services = parseServices(o.services);
   const exclude = parseExclusions(o.exclude, o.exclude_extra);
+  const exclude_interfaces = parseInterfaces(o.exclude_interfaces);
+  const internal_onlink = parseFlag("internal_onlink", o.internal_onlink, false);
   const output = parseOutput(o.output);
   const owner = parseOwner(o.owner);
   const interval_s = o.interval_s === undefined
@@ -170,6 +179,8 @@ export function validateConfig(raw: unknown, source: string): Config {
   return {
     services,
     exclude,
+    exclude_interfaces,
+    internal_onlink,
     output,
     owner,
     interval_s,
@@ -266,6 +277,53 @@ function parseExclusions(exclude: unknown, excludeExtra: unknown): Cidr[] {
     }
   }
   return [...base, ...extra];
+}
+
+/** "exclude_interfaces": names as the kernel allows them; one that does not exist yet is fine. */
+function parseInterfaces(v: unknown): string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) {
+    throw new ConfigError(
+      `"exclude_interfaces" is ${
+        show(v)
+      }: it must be a list of interface names like ["tailscale0"]`,
+    );
+  }
+  if (v.length > MAX_EXCLUDE_INTERFACES) {
+    throw new ConfigError(
+      `"exclude_interfaces" lists ${v.length} interfaces: at most ${MAX_EXCLUDE_INTERFACES} ` +
+        `are supported; exclude a VPN's addresses with "exclude_extra" instead`,
+    );
+  }
+  const seen = new Set<string>();
+  return v.map((name, i) => {
+    if (typeof name !== "string") {
+      throw new ConfigError(
+        `"exclude_interfaces[${i}]" is ${
+          show(name)
+        }: write interface names as strings like "tailscale0"`,
+      );
+    }
+    const problem = interfaceNameProblem(name);
+    if (problem) {
+      throw new ConfigError(
+        `"exclude_interfaces[${i}]" is ${show(name)}, which cannot name an interface: ` +
+          `${problem}; write the name \`ip link\` shows, like "tailscale0"`,
+      );
+    }
+    if (name === "lo") {
+      throw new ConfigError(
+        `"exclude_interfaces[${i}]" is "lo": loopback never counts anyway; remove it`,
+      );
+    }
+    if (seen.has(name)) {
+      throw new ConfigError(
+        `Interface "${name}" is listed twice in "exclude_interfaces": remove one`,
+      );
+    }
+    seen.add(name);
+    return name;
+  });
 }
 
 function parseOutput(v: unknown): string {

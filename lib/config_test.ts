@@ -155,3 +155,38 @@ Deno.test("loadConfig: absent default path gives defaults, absent explicit path 
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("exclude_interfaces: none by default, names kept in order", () => {
+  assertEquals(validateConfig({}, SRC).exclude_interfaces, []);
+  assertEquals(validateConfig({}, SRC).internal_onlink, false);
+  const c = validateConfig(
+    { exclude_interfaces: ["tailscale0", "wg0"], internal_onlink: true },
+    SRC,
+  );
+  assertEquals(c.exclude_interfaces, ["tailscale0", "wg0"]);
+  assertEquals(c.internal_onlink, true);
+});
+
+Deno.test("exclude_interfaces refuses what cannot name an interface, quoting it", () => {
+  const cases: [unknown, RegExp][] = [
+    ["tailscale0", /must be a list of interface names/],
+    [[1], /"exclude_interfaces\[0\]" is 1: write interface names as strings/],
+    [
+      ["wg0", "a-very-long-ifname0"],
+      /"exclude_interfaces\[1\]" is "a-very-long-ifname0".*at most 15 bytes/,
+    ],
+    [["eth0/1"], /"eth0\/1", which cannot name an interface.*ip link/],
+    [["wg0", "wg0"], /"wg0" is listed twice/],
+    [["lo"], /loopback never counts anyway/],
+    [Array.from({ length: 16 }, (_, i) => `wg${i}`), /at most 15/],
+  ];
+  for (const [v, msg] of cases) {
+    const e = assertThrows(() => validateConfig({ exclude_interfaces: v }, SRC), ConfigError);
+    assertEquals(msg.test(e.message), true, e.message);
+  }
+  assertThrows(
+    () => validateConfig({ internal_onlink: "yes" }, SRC),
+    ConfigError,
+    '"internal_onlink" is "yes": use true or false',
+  );
+});

@@ -53,6 +53,11 @@ const SYMBOLS = {
   // va_list is passed as a pointer on x86-64 and arm64 alike, so a va_list libbpf hands its
   // print callback is forwarded as is (bpf/libbpf.ts).
   vsnprintf: { parameters: ["buffer", "usize", "pointer", "pointer"], result: "i32" },
+  // unsigned int if_nametoindex(const char *ifname /* buffer */): 0 when there is none
+  if_nametoindex: { parameters: ["buffer"], result: "u32" },
+  // ssize_t pread(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */,
+  //               off_t offset /* i64 */)
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   // ssize_t read(int fd /* i32 */, void *buf /* buffer */, size_t count /* usize */)
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // int epoll_create1(int flags /* i32 */)

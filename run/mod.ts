@@ -277,6 +277,8 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   const started = await startWithFallback(opts.backend, targets, {
     mount,
     exclude: config.exclude,
+    excludeInterfaces: config.exclude_interfaces,
+    internalOnlink: config.internal_onlink,
     ctMark: config.ct_mark,
     ctMask: config.ct_mask,
     log,

@@ -34,6 +34,8 @@ step() { echo; echo "== $1 ($(($(date +%s) - t0)) s) =="; }
 
 step "per-packet cost of the BPF programs (BPF_PROG_TEST_RUN)"
 "$DENO" run -A bench/bpf_bench.ts "$tmp/bpf.json" ${quick:+--repeat 1000000 --rounds 5}
+step "per-sample cost of following exclude_interfaces and internal_onlink"
+"$DENO" run -A bench/exclusion_cost.ts "$tmp/exclusion_cost.json" ${quick:+--samples 2000}
 step "real-traffic cost of the BPF programs (BPF_ENABLE_STATS) and CPU per GB"
 "$DENO" run -A bench/real_cost.ts "$tmp/real_cost.json" ${quick:+--rounds 1 --seconds 2}
 step "cost to other traffic: an outsider cgroup's ~1 GB and connects (BPF run counters)"

@@ -50,10 +50,17 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // The programs' address table and target buckets, packet by packet (BPF_PROG_TEST_RUN).
   {
     file: "backends/ebpf_test.ts",
-    tests: ["ebpf programs judge addresses as configured", "ebpf program finds a target among"],
+    tests: [
+      "ebpf programs judge addresses as configured",
+      "ebpf program finds a target among",
+      "ebpf programs skip an excluded interface",
+    ],
   },
   // The LPM-trie path (exclusions longer than /16), IPv4, IPv6 and mapped, both directions.
   { file: "bpf/trie_path_test.ts", tests: ["netacct trie path"] },
+  // exclude_interfaces and internal_onlink through the real CLI: a late and renamed
+  // tailscale0, an on-link route that appears while `run` runs (about 70 s in the guest).
+  { file: "tests/exclusions_test.ts", tests: ["exclusions ebpf / v2: "] },
   // What a user's first check says on this kernel.
   { file: "tests/doctor_test.ts", tests: ["doctor --json as root: every backend usable"] },
   // Counting through the real CLI on the user's layout: external counted; internal,
