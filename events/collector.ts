@@ -47,6 +47,8 @@ export interface ConnectEvent {
   port: number;
   /** False when the remote is in the exclusions (internal: never counted). */
   external: boolean;
+  /** The DNS name StB resolved for `address` (names/), when `run` saw the answer. */
+  name?: string;
 }
 
 export interface EventCollectorOptions {

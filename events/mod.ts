@@ -11,6 +11,8 @@ import { isoTime, isUnixTime } from "../lib/time.ts";
 import type { ConnectEvent } from "./collector.ts";
 import { EVENTS_FILE_NAME, rotatedPath } from "./log.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
+import { isHostName } from "../names/dns.ts";
+import { type PtrResolver, ReverseNames } from "../names/reverse.ts";
 
 const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
 
@@ -21,7 +23,15 @@ export interface EventsOptions {
   externalOnly: boolean;
   /** Times in UTC instead of local time. */
   utc?: boolean;
+  /**
+   * Reverse DNS (PTR) for addresses `run` gave no name, shown in the lines for people
+   * (not in --json); only when true (the command sets it unless -n/--no-resolve).
+   */
+  resolve?: boolean;
 }
+
+/** How long printing waits for reverse lookups, at most, before it shows addresses. */
+const RESOLVE_WAIT_MS = 1500;
 
 /** One line of events.jsonl: an event, or why it is not one. */
 export type ParsedLine = { event: ConnectEvent } | { invalid: string };
@@ -78,13 +88,24 @@ export function parseEventLine(line: string): ParsedLine | null {
     if (!ok(e[key])) return { invalid: `"${key}" is ${describe(e[key])}, not ${what}` };
     event[key] = e[key];
   }
+  if (e.name !== undefined) {
+    if (typeof e.name !== "string" || !isHostName(e.name)) {
+      return { invalid: `"name" is ${describe(e.name)}, not a DNS name` };
+    }
+    event.name = e.name;
+  }
   return { event: event as unknown as ConnectEvent };
 }
 
-/** One event as a line for people: time, service, what, where, who (made printable). */
-export function formatEvent(e: ConnectEvent, utc = false): string {
+/**
+ * One event as a line for people: time, service, what, where (the name first when known:
+ * the one `run` saw StB resolve, else `reverse`'s), who (made printable).
+ */
+export function formatEvent(e: ConnectEvent, utc = false, reverse?: string): string {
   const time = isoTime(e.ts_unix, { utc, ms: true });
-  const where = e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+  const name = e.name ?? reverse;
+  const where = (name ? `${name} ` : "") +
+    (e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`);
   const what = e.kind === "sendmsg" ? `${e.protocol} send` : `${e.protocol} connect`;
   return printable(
     `${time} ${e.service} ${what} ${where} ${e.external ? "external" : "internal"} ` +
@@ -92,9 +113,14 @@ export function formatEvent(e: ConnectEvent, utc = false): string {
   );
 }
 
-function show(e: ConnectEvent, o: EventsOptions, write: (s: string) => void): void {
-  if (o.externalOnly && !e.external) return;
-  write(o.json ? terminalJson(JSON.stringify(e)) : formatEvent(e, o.utc ?? false));
+function show(
+  e: ConnectEvent,
+  o: EventsOptions,
+  out: { write: (s: string) => void; reverse: ReverseNames | null },
+): void {
+  if (o.json) return out.write(terminalJson(JSON.stringify(e)));
+  const reverse = e.name === undefined ? out.reverse?.lookup(e.address) : undefined;
+  out.write(formatEvent(e, o.utc ?? false, reverse));
 }
 
 /** Lines that were not events: how many, and where the first one was and why. */
@@ -151,6 +177,8 @@ export interface EventsOutput {
   stopped?: () => boolean;
   /** How often a followed file is looked at. */
   pollMs?: number;
+  /** The PTR lookup for `resolve` (default: the system's resolver). */
+  ptr?: PtrResolver;
 }
 
 /** Parses and prints the lines of one file, counting the ones that are not events. */
@@ -158,7 +186,23 @@ class Emitter {
   readonly skipped: Skipped = { count: 0, first: null };
   #file = "";
   #line = 0;
-  constructor(readonly o: EventsOptions, readonly out: EventsOutput) {}
+  /** Events read and not printed yet: printed by `flush`, after their names are looked up. */
+  #batch: ConnectEvent[] = [];
+  readonly #reverse: ReverseNames | null;
+  constructor(readonly o: EventsOptions, readonly out: EventsOutput) {
+    this.#reverse = o.resolve === true && !o.json ? new ReverseNames(out.ptr) : null;
+  }
+
+  /** Prints what was read; with reverse DNS, after a bounded wait for the names. */
+  async flush(): Promise<void> {
+    const batch = this.#batch;
+    this.#batch = [];
+    if (this.#reverse && batch.length > 0) {
+      for (const e of batch) if (e.name === undefined) this.#reverse.lookup(e.address);
+      await this.#reverse.settle(RESOLVE_WAIT_MS);
+    }
+    for (const e of batch) show(e, this.o, { write: this.out.write, reverse: this.#reverse });
+  }
 
   /** The lines that follow are from `file`, from its first line. */
   begin(file: string): void {
@@ -171,7 +215,7 @@ class Emitter {
     const parsed = parseEventLine(line);
     if (parsed === null) return;
     if ("event" in parsed) {
-      show(parsed.event, this.o, this.out.write);
+      if (!this.o.externalOnly || parsed.event.external) this.#batch.push(parsed.event);
       return;
     }
     const where = `${this.#file} line ${this.#line}`;
@@ -195,6 +239,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
     emitter.begin(rotatedPath(o.input));
     try {
       await readAll(old, new LineBuffer(), emit);
+      await emitter.flush();
     } finally {
       old.close();
     }
@@ -211,9 +256,11 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
   let lines = new LineBuffer();
   try {
     await readAll(file, lines, emit);
+    await emitter.flush();
     while (o.follow && !stopped()) {
       await new Promise((r) => setTimeout(r, pollMs));
       await readAll(file, lines, emit);
+      await emitter.flush();
       // Rotated (a new file at the path): the old one is finished, read it to its end
       // above, then continue with the new one from its start.
       let now: Deno.FileInfo | null = null;
@@ -223,6 +270,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
       const mine = await file.stat();
       if (now !== null && now.ino !== mine.ino) {
         await readAll(file, lines, emit);
+        await emitter.flush();
         file.close();
         file = await Deno.open(o.input, { read: true }).catch((e) => {
           throw readError(o.input, e);
@@ -230,6 +278,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
         emitter.begin(o.input);
         lines = new LineBuffer();
         await readAll(file, lines, emit);
+        await emitter.flush();
       }
     }
   } finally {
@@ -265,6 +314,11 @@ export function eventsCommand() {
     .option("--json", "one JSON object per line, with the fields the file holds")
     .option("-e, --external-only", "only events whose remote address counts as external")
     .option("--utc", "times in UTC (default: local time with its offset, ISO 8601)")
+    .option(
+      "-n, --no-resolve",
+      "no reverse DNS: show the name `run` saw StB resolve, or the bare address (by " +
+        "default an address without one is looked up (PTR), waiting at most 1.5 s)",
+    )
     .option("--input <path>", "events file", DEFAULT_EVENTS_FILE)
     .addHelpText(
       "after",
@@ -280,6 +334,7 @@ export function eventsCommand() {
         json: opts.json ?? false,
         externalOnly: opts.externalOnly ?? false,
         utc: opts.utc ?? false,
+        resolve: opts.resolve,
       };
       if (options.input.trim() === "") throw new UsageError("--input must name a file");
       let stop = false;

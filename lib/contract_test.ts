@@ -100,6 +100,7 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
       "destinations",
       "events_dropped_total",
       "history",
+      "names",
     ].sort(),
   );
   assertEquals(

@@ -8,6 +8,8 @@
  * whole; in a complete message a record running past the end is malformed.
  */
 
+import { formatAddress } from "../lib/cidr.ts";
+
 export const TYPE_A = 1;
 export const TYPE_CNAME = 5;
 export const TYPE_PTR = 12;
@@ -167,31 +169,12 @@ interface Record {
   value: string;
 }
 
-function formatV4(b: Uint8Array, at: number): string {
-  return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
-}
-
-/** IPv6 text as RFC 5952 writes it (the longest run of zero groups as "::"). */
-function formatV6(b: Uint8Array, at: number): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push((b[at + 2 * i]! << 8) | b[at + 2 * i + 1]!);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${formatV4(b, at + 12)}`;
-  }
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
-  if (best < 0) return hex(groups);
-  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+/** Address text as the destinations and events write it; IPv4-mapped IPv6 as IPv4. */
+function addressText(b: Uint8Array, at: number, len: 4 | 16): string {
+  const bytes = b.subarray(at, at + len);
+  const mapped = len === 16 && bytes.subarray(0, 10).every((x) => x === 0) &&
+    bytes[10] === 0xff && bytes[11] === 0xff;
+  return formatAddress(mapped ? bytes.subarray(12) : bytes);
 }
 
 /**
@@ -243,11 +226,14 @@ function readRecord(r: Reader, at: number): { record: Record | null; next: numbe
   const bad = (what: string) => new DnsParseError(`${what} record of ${len} bytes at ${at}`);
   if (type === TYPE_A) {
     if (len !== 4) throw bad("an A");
-    return { record: { owner: owner.name, type, ttl, value: formatV4(r.bytes, data) }, next };
+    return { record: { owner: owner.name, type, ttl, value: addressText(r.bytes, data, 4) }, next };
   }
   if (type === TYPE_AAAA) {
     if (len !== 16) throw bad("an AAAA");
-    return { record: { owner: owner.name, type, ttl, value: formatV6(r.bytes, data) }, next };
+    return {
+      record: { owner: owner.name, type, ttl, value: addressText(r.bytes, data, 16) },
+      next,
+    };
   }
   if (type === TYPE_CNAME) {
     const target = readName(r, data);

@@ -37,6 +37,7 @@ import { DEFAULT_INTERVAL_S, MAX_INTERVAL_S, MIN_INTERVAL_S } from "../lib/inter
 import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
+import { startNames } from "../names/run.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
 import { sdNotify } from "../lib/sd_notify.ts";
@@ -284,6 +285,8 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   teardown.add(() => started.backend.stop());
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
+  const names = startNames({ config, backend, targets, mount, log });
+  if (names) teardown.addLogged(() => names.stop(), log);
   const events = startEvents({
     config,
     backend,
@@ -292,6 +295,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     outDir: () => files.dir,
     owner,
     log,
+    names,
   });
   if (events) teardown.addLogged(() => events.stop(), log);
   const sinks = await createSinks({ config, log });
@@ -318,6 +322,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     output: files,
     sinks,
     events,
+    names,
     history,
     notify: (state) => tellSystemd(state, log),
     log,
