@@ -431,6 +431,29 @@ if (hist) {
   );
 }
 
+const dns = r.dns_parse;
+if (dns) {
+  out.push("## Names: DNS parsing", "");
+  out.push(
+    "`bench/dns_parse.ts` parses DNS answers captured from the lab's DNS server " +
+      "(`names/testdata/`) in a process with `run`'s V8 flags, " +
+      `${dns.answers_per_case} times each: \`parseDnsAnswer\` alone, and the whole path ` +
+      "an answer takes in `run` (its query remembered, the answer parsed and matched to it, " +
+      "its addresses put in the name cache). Per answer, in µs:",
+    "",
+    table(
+      ["answer", "bytes", "parse, µs", "query + answer + cache, µs"],
+      (dns.rows as Json[]).map((x) => [
+        x.answer,
+        String(x.bytes),
+        x.parse_us.toFixed(2),
+        x.query_answer_cache_us.toFixed(2),
+      ]),
+    ),
+    "",
+  );
+}
+
 await Deno.mkdir(new URL("../docs/", import.meta.url), { recursive: true }).catch(() => {});
 await Deno.writeTextFile(outPath, out.join("\n") + "\n");
 // The page is part of the repo: keep it as `deno fmt` would write it.
