@@ -454,6 +454,22 @@ if (dns) {
   );
 }
 
+const cap = r.dns_capture_cost;
+if (cap) {
+  out.push(
+    "`bench/dns_capture_cost.ts` times the DNS capture programs (`bpf/dns.bpf.c`, linked at the " +
+      "service cgroups beside the counting ones) on StB packets that are not DNS, by " +
+      `BPF_PROG_TEST_RUN (${cap.repeat} repeats, median of ${cap.rounds} rounds), next to a ` +
+      "program that only returns 1:",
+    "",
+    table(
+      ["packet", "ns", "over the floor, ns"],
+      (cap.rows as Json[]).map((x) => [x.case, String(x.ns), String(x.over_floor_ns)]),
+    ),
+    "",
+  );
+}
+
 await Deno.mkdir(new URL("../docs/", import.meta.url), { recursive: true }).catch(() => {});
 await Deno.writeTextFile(outPath, out.join("\n") + "\n");
 // The page is part of the repo: keep it as `deno fmt` would write it.

@@ -79,6 +79,7 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // Names: DNS answers captured on a service's sockets (also from a stub on loopback) name
   // its destinations and connect events; bad answers change nothing; reverse DNS and -n.
   { file: "tests/names_test.ts", tests: ["names / v2: "] },
+  { file: "bpf/dns_capture_test.ts", tests: ["dns capture: "] },
   // The installed service's write access to node-exporter's directory: one POSIX ACL entry,
   // set through a descriptor reached without following symlinks.
   {
