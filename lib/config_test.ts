@@ -155,3 +155,19 @@ Deno.test("loadConfig: absent default path gives defaults, absent explicit path 
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("names: on by default, off with enabled false; anything else is refused", () => {
+  assertEquals(validateConfig({}, SRC).names, { enabled: true });
+  assertEquals(validateConfig({ names: { enabled: false } }, SRC).names, { enabled: false });
+  assertThrows(() => validateConfig({ names: true }, SRC), ConfigError, '"names" is true');
+  assertThrows(
+    () => validateConfig({ names: { enable: false } }, SRC),
+    ConfigError,
+    'Unknown key "names.enable"',
+  );
+  assertThrows(
+    () => validateConfig({ names: { enabled: "no" } }, SRC),
+    ConfigError,
+    '"names.enabled"',
+  );
+});

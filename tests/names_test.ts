@@ -300,3 +300,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "names: off by config, or with nft, counting goes on without them (one logged reason)",
+  ignore: !isRoot,
+  ...TEST_OPTIONS,
+  async fn() {
+    const lab = await Lab.open(nativeLayout());
+    const dir = await Deno.makeTempDir({ prefix: "stb-names-off-" });
+    let cli: RunningCli | null = null;
+    try {
+      for (const name of SERVICE_NAMES) lab.cgroups.create(name);
+      for (const [backend, names] of [["ebpf", { enabled: false }], ["nft", undefined]] as const) {
+        const config = await lab.writeRunConfig(`${dir}/${backend}.json`, backend, {
+          interval_s: 0.2,
+          ...(names ? { names } : {}),
+        });
+        cli = await startRun(lab.layout, lab.clientNetns, {
+          backend,
+          config,
+          output: `${dir}/${backend}/counters.json`,
+        });
+        await lab.traffic("server", [tcp("198.51.100.2")]);
+        const s = await cli.sampleAfter() as WithNames;
+        assert(s.tx_bytes_total > 0, `${backend}: counting goes on`);
+        assertEquals(s.names, undefined, `${backend}: no names status`);
+        assert((s.destinations ?? []).every((d) => d.name === undefined), backend);
+        const stop = await cli.stop();
+        cli = null;
+        assertEquals(stop.code, 0, stop.stderr);
+        const said = stop.stderr.split("\n").filter((l) => l.includes("DNS capture"));
+        if (backend === "nft") {
+          assertEquals(said.length, 1, stop.stderr);
+          assert(said[0]!.includes("needs the ebpf backend"), said[0]);
+        } else {
+          assertEquals(said, [], "off by config: nothing to say");
+        }
+      }
+    } finally {
+      await cli?.stop("SIGKILL");
+      await lab.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
