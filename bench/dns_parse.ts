@@ -2,7 +2,8 @@
  * What naming destinations costs `run` per DNS answer: parseDnsAnswer alone, and the
  * whole path an answer takes in the sampler (its query remembered, the answer parsed and
  * matched, its addresses put in the name cache), on answers captured from the lab's DNS
- * server (names/testdata/). Measured in a process with `run`'s own V8 flags
+ * server (names/testdata/), and an answer no query waits for (dropped after its
+ * question). Measured in a process with `run`'s own V8 flags
  * (scripts/deno_flags.txt: an interpreter, no optimizing compiler), as `run` pays it.
  *
  *   deno run -A bench/dns_parse.ts [OUT.json] [--answers N]
@@ -63,11 +64,18 @@ function measure(): Record<string, unknown>[] {
       }
     }) * 1000 / n;
     if (tracker.stats.answers_used_total !== n * ROUNDS) throw new Error(`${what}: not all used`);
+    // The same answer with no query waiting: dropped after its question, records unread.
+    const unasked = new NameTracker(() => 0);
+    const unaskedUs = median(ROUNDS, () => {
+      for (let i = 0; i < n; i++) unasked.answer(bytes, true);
+    }) * 1000 / n;
+    if (unasked.stats.answers_used_total !== 0) throw new Error(`${what}: unasked used`);
     rows.push({
       answer: what,
       bytes: bytes.length,
       parse_us: parseUs,
       query_answer_cache_us: pathUs,
+      unasked_us: unaskedUs,
     });
   }
   return rows;
@@ -97,7 +105,9 @@ if (inner) {
     console.log(
       `  ${String(r.answer).padEnd(26)} ${String(r.bytes).padStart(4)} B  parse ` +
         `${Number(r.parse_us).toFixed(2)} µs  query+answer+cache ` +
-        `${Number(r.query_answer_cache_us).toFixed(2)} µs`,
+        `${Number(r.query_answer_cache_us).toFixed(2)} µs  unasked ${
+          Number(r.unasked_us).toFixed(2)
+        } µs`,
     );
   }
   if (out) {

@@ -439,15 +439,17 @@ if (dns) {
       "(`names/testdata/`) in a process with `run`'s V8 flags, " +
       `${dns.answers_per_case} times each: \`parseDnsAnswer\` alone, and the whole path ` +
       "an answer takes in `run` (its query remembered, the answer parsed and matched to it, " +
-      "its addresses put in the name cache). Per answer, in µs:",
+      "its addresses put in the name cache), and an answer no query waits for (dropped after " +
+      "its question, what a remote sending answers unasked costs). Per answer, in µs:",
     "",
     table(
-      ["answer", "bytes", "parse, µs", "query + answer + cache, µs"],
+      ["answer", "bytes", "parse, µs", "query + answer + cache, µs", "unasked, µs"],
       (dns.rows as Json[]).map((x) => [
         x.answer,
         String(x.bytes),
         x.parse_us.toFixed(2),
         x.query_answer_cache_us.toFixed(2),
+        x.unasked_us?.toFixed(2) ?? "",
       ]),
     ),
     "",

@@ -79,6 +79,12 @@ export class PendingQueries {
     while (this.#queries.size > this.max) this.#queries.delete(this.#queries.keys().next().value!);
   }
 
+  /** Whether such a query waits (and has not expired); it goes on waiting. */
+  has(id: number, name: string, type: number): boolean {
+    const expires = this.#queries.get(`${id}/${type}/${name}`);
+    return expires !== undefined && expires > this.now();
+  }
+
   /** Whether such a query waits (it then no longer does: one answer per query). */
   take(id: number, name: string, type: number): boolean {
     const key = `${id}/${type}/${name}`;

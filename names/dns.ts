@@ -161,6 +161,19 @@ export function parseDnsQuery(bytes: Uint8Array): DnsQuery | null {
   return { id: h.id, name: q.name, type };
 }
 
+/**
+ * The id and question of an answer, read without its records: what decides whether the
+ * answer is worth parsing (a query for it must be waiting). Null when it is not a
+ * standard answer with one question.
+ */
+export function peekDnsAnswer(bytes: Uint8Array): DnsQuery | null {
+  const r = new Reader(bytes);
+  const h = readHeader(r);
+  if (!h.response || h.opcode !== 0 || h.qd !== 1) return null;
+  const q = readName(r, 12);
+  return { id: h.id, name: q.name, type: r.u16(q.next) };
+}
+
 interface Record {
   owner: string;
   type: number;

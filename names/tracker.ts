@@ -7,7 +7,7 @@
  * address by a name StB did not ask for.
  */
 
-import { DnsParseError, parseDnsAnswer, parseDnsQuery } from "./dns.ts";
+import { DnsParseError, parseDnsAnswer, parseDnsQuery, peekDnsAnswer } from "./dns.ts";
 import { NameCache, PendingQueries } from "./cache.ts";
 
 /** What was captured, as counters.json's `names` publishes it. */
@@ -51,11 +51,18 @@ export class NameTracker {
     }
   }
 
-  /** An answer StB received. */
+  /**
+   * An answer StB received. Its question is read first: an answer no query waits for is
+   * dropped before its records are parsed, so what a remote sends unasked costs little.
+   */
   answer(bytes: Uint8Array, complete: boolean): void {
     this.stats.answers_total++;
     let a;
     try {
+      const q = peekDnsAnswer(bytes);
+      if (q && !this.queries.has(q.id, q.name, q.type)) {
+        return this.#ignore(`no query for ${q.name} (id ${q.id}) is waiting`);
+      }
       a = parseDnsAnswer(bytes, complete);
     } catch {
       this.stats.malformed_total++;
