@@ -174,7 +174,7 @@ export function peekDnsAnswer(bytes: Uint8Array): DnsQuery | null {
   return { id: h.id, name: q.name, type: r.u16(q.next) };
 }
 
-interface Record {
+interface ResourceRecord {
   owner: string;
   type: number;
   ttl: number;
@@ -208,7 +208,7 @@ export function parseDnsAnswer(bytes: Uint8Array, complete = true): DnsAnswer {
   if (qclass !== CLASS_IN) return { kind: "ignored", reason: `class ${qclass}` };
   if (h.rcode !== 0) return { kind: "ignored", reason: `rcode ${h.rcode}` };
   if (h.an > MAX_RECORDS) throw new DnsParseError(`${h.an} answer records`);
-  const records: Record[] = [];
+  const records: ResourceRecord[] = [];
   let at = q.next + 4;
   for (let i = 0; i < h.an; i++) {
     try {
@@ -223,7 +223,7 @@ export function parseDnsAnswer(bytes: Uint8Array, complete = true): DnsAnswer {
   return resolveChain({ id: h.id, name: q.name, type }, records);
 }
 
-function readRecord(r: Reader, at: number): { record: Record | null; next: number } {
+function readRecord(r: Reader, at: number): { record: ResourceRecord | null; next: number } {
   const owner = readName(r, at);
   const p = owner.next;
   const type = r.u16(p);
@@ -265,10 +265,10 @@ export function isHostName(name: string): boolean {
 
 function resolveChain(
   q: { id: number; name: string; type: number },
-  records: Record[],
+  records: ResourceRecord[],
 ): DnsAnswer {
   if (!isHostName(q.name)) return { kind: "ignored", reason: "the asked name is not a host name" };
-  const cname = new Map<string, Record>();
+  const cname = new Map<string, ResourceRecord>();
   for (const rec of records) if (rec.type === TYPE_CNAME) cname.set(rec.owner, rec);
   // Walk from the asked name; the TTL of each name is the least along the way.
   const chain = [q.name];
