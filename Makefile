@@ -1,6 +1,6 @@
 # stb-netacct. `make help` lists the targets.
 DENO ?= node_modules/.bin/deno
-BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o \
+BPF_OBJECTS = bpf/netacct.bpf.o bpf/events.bpf.o bpf/dns.bpf.o bpf/calibrate.bpf.o bench/trivial.bpf.o \
   bpf/testdata/refused.bpf.o
 
 .PHONY: help deps test-deps build bpf check-bpf check test test-kernel61 bench soak clean
@@ -31,6 +31,9 @@ bpf/netacct.bpf.o: bpf/netacct.bpf.c bpf/netacct.h bpf/targets.h
 bpf/events.bpf.o: bpf/events.bpf.c bpf/events.h bpf/netacct.h bpf/targets.h
 	sh bpf/build.sh bpf/events.bpf.c $@
 
+bpf/dns.bpf.o: bpf/dns.bpf.c bpf/dns.h bpf/netacct.h
+	sh bpf/build.sh bpf/dns.bpf.c $@
+
 bpf/calibrate.bpf.o: bpf/calibrate.bpf.c
 	sh bpf/build.sh bpf/calibrate.bpf.c $@
 
@@ -46,10 +49,13 @@ bpf/netacct_object.ts: bpf/netacct.bpf.o
 bpf/events_object.ts: bpf/events.bpf.o
 	sh bpf/embed.sh $< $@
 
+bpf/dns_object.ts: bpf/dns.bpf.o
+	sh bpf/embed.sh $< $@
+
 bpf/calibrate_object.ts: bpf/calibrate.bpf.o
 	sh bpf/embed.sh $< $@
 
-bpf: $(BPF_OBJECTS) bpf/netacct_object.ts bpf/events_object.ts bpf/calibrate_object.ts
+bpf: $(BPF_OBJECTS) bpf/netacct_object.ts bpf/events_object.ts bpf/dns_object.ts bpf/calibrate_object.ts
 
 check-bpf:
 	sh bpf/check_object.sh

@@ -149,7 +149,7 @@ async function main(): Promise<void> {
     madeCgroup = true;
     const hz = await clockTicks();
     run = await startRun({ backend, service, dir: tmp, netns: null });
-    const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", "0.5"];
+    const argv = [...cliCommand(), "graph", "--input", run.output, "--interval", "0.5", "-n"];
     graph = command(argv, {
       stdin: "null",
       stdout: "piped",

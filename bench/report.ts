@@ -592,6 +592,47 @@ if (hist) {
   );
 }
 
+const dns = r.dns_parse;
+if (dns) {
+  out.push("## Names: DNS parsing", "");
+  out.push(
+    "`bench/dns_parse.ts` parses DNS answers captured from the lab's DNS server " +
+      "(`names/testdata/`) in a process with `run`'s V8 flags, " +
+      `${dns.answers_per_case} times each: \`parseDnsAnswer\` alone, and the whole path ` +
+      "an answer takes in `run` (its query remembered, the answer parsed and matched to it, " +
+      "its addresses put in the name cache), and an answer no query waits for (dropped after " +
+      "its question, what a remote sending answers unasked costs). Per answer, in µs:",
+    "",
+    table(
+      ["answer", "bytes", "parse, µs", "query + answer + cache, µs", "unasked, µs"],
+      (dns.rows as Json[]).map((x) => [
+        x.answer,
+        String(x.bytes),
+        x.parse_us.toFixed(2),
+        x.query_answer_cache_us.toFixed(2),
+        x.unasked_us?.toFixed(2) ?? "",
+      ]),
+    ),
+    "",
+  );
+}
+
+const cap = r.dns_capture_cost;
+if (cap) {
+  out.push(
+    "`bench/dns_capture_cost.ts` times the DNS capture programs (`bpf/dns.bpf.c`, linked at the " +
+      "service cgroups beside the counting ones) on StB packets that are not DNS, by " +
+      `BPF_PROG_TEST_RUN (${cap.repeat} repeats, median of ${cap.rounds} rounds), next to a ` +
+      "program that only returns 1:",
+    "",
+    table(
+      ["packet", "ns", "over the floor, ns"],
+      (cap.rows as Json[]).map((x) => [x.case, String(x.ns), String(x.over_floor_ns)]),
+    ),
+    "",
+  );
+}
+
 await Deno.mkdir(new URL("../docs/", import.meta.url), { recursive: true }).catch(() => {});
 await Deno.writeTextFile(outPath, out.join("\n") + "\n");
 // The page is part of the repo: keep it as `deno fmt` would write it.

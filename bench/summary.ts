@@ -278,6 +278,24 @@ export function summarize(r: Json): TargetRow[] {
     );
   } else add("graph: memory flat over 10 min (three services drawn)", "not measured", null);
   historyRows(r.history, add);
+  const capRows = (r.dns_capture_cost?.rows ?? []) as Json[];
+  if (capRows.length > 0) {
+    const worst = Math.max(...capRows.slice(1).map((x) => x.over_floor_ns));
+    add(
+      "names: DNS capture adds <= 10 ns to a packet that is not DNS (BPF_PROG_TEST_RUN)",
+      `+${worst} ns over the return-1 floor`,
+      worst <= 10,
+      "bench/dns_capture_cost.ts: TCP and UDP, ingress and egress",
+    );
+  }
+  for (const d of (r.dns_parse?.rows ?? []) as Json[]) {
+    add(
+      `names: a DNS answer (${d.answer}) parsed, matched, cached in run <= 50 µs`,
+      `${f(d.query_answer_cache_us, 1)} µs (parse alone ${f(d.parse_us, 1)} µs)`,
+      d.query_answer_cache_us <= 50,
+      "run's V8 flags; bench/dns_parse.ts",
+    );
+  }
   const acc = r.accuracy;
   if (acc) {
     const gso = acc.worst_abs_error_pct?.["ebpf+gso"];

@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then
-  set -- bpf/netacct.bpf.c bpf/netacct.bpf.o bpf/events.bpf.c bpf/events.bpf.o \
+  set -- bpf/netacct.bpf.c bpf/netacct.bpf.o bpf/events.bpf.c bpf/events.bpf.o bpf/dns.bpf.c bpf/dns.bpf.o \
     bpf/calibrate.bpf.c bpf/calibrate.bpf.o bench/trivial.bpf.c bench/trivial.bpf.o \
     bpf/testdata/refused.bpf.c bpf/testdata/refused.bpf.o
 fi

@@ -9,6 +9,7 @@
 
 import { OBJECT_BASE64 as NETACCT } from "./netacct_object.ts";
 import { OBJECT_BASE64 as EVENTS } from "./events_object.ts";
+import { OBJECT_BASE64 as DNS } from "./dns_object.ts";
 import { OBJECT_BASE64 as CALIBRATE } from "./calibrate_object.ts";
 import { decodeEmbeddedObject, lib, openAndLoadObject } from "./libbpf.ts";
 import { assert, assertEquals } from "../lib/test_assert.ts";
@@ -23,6 +24,7 @@ const OBJECTS: [file: string, name: string, base64: string, programs: string[]][
     "events_sendmsg4",
     "events_sendmsg6",
   ]],
+  ["dns.bpf.o", "dns", DNS, ["dns_ingress", "dns_egress"]],
   ["calibrate.bpf.o", "calibrate", CALIBRATE, ["calibrate_egress"]],
 ];
 

@@ -53,6 +53,8 @@ export interface ConnectEvent {
    * before it existed.
    */
   cookie?: bigint;
+  /** The DNS name StB resolved for `address` (names/), when `run` saw the answer. */
+  name?: string;
 }
 
 export interface EventCollectorOptions {

@@ -13,6 +13,8 @@ import { EVENTS_FILE_NAME, rotatedPath } from "./log.ts";
 import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
 import { EBPF_PROGRAMS, type EventLine, isLifecycle, type LifecycleEvent } from "./lifecycle.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
+import { isHostName } from "../names/dns.ts";
+import { type PtrResolver, ReverseNames } from "../names/reverse.ts";
 
 const DEFAULT_EVENTS_FILE = `${COUNTERS_DIR}/${EVENTS_FILE_NAME}`;
 
@@ -23,7 +25,15 @@ export interface EventsOptions {
   externalOnly: boolean;
   /** Times in UTC instead of local time. */
   utc?: boolean;
+  /**
+   * Reverse DNS (PTR) for addresses `run` gave no name, shown in the lines for people
+   * (not in --json); only when true (the command sets it unless -n/--no-resolve).
+   */
+  resolve?: boolean;
 }
+
+/** How long printing waits for reverse lookups, at most, before it shows addresses. */
+const RESOLVE_WAIT_MS = 1500;
 
 /** One line of events.jsonl: an event (a connect or a lifecycle line), or why it is not one. */
 export type ParsedLine = { event: EventLine } | { invalid: string };
@@ -65,6 +75,7 @@ const FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
 /** Fields a connect event may lack (files written before they existed). */
 const OPTIONAL_FIELDS: [keyof ConnectEvent, string, (v: unknown) => boolean][] = [
   ["cookie", "a socket cookie (an integer from 0 to 2^64 - 1)", (v) => asCount(v) !== null],
+  ["name", "a DNS name", (v) => typeof v === "string" && isHostName(v)],
 ];
 
 const TIMES: [string, string, (v: unknown) => boolean][] = FIELDS.slice(0, 2);
@@ -122,17 +133,22 @@ export function parseEventLine(line: string): ParsedLine | null {
     for (const [key, what, ok] of OPTIONAL_FIELDS) {
       if (e[key] === undefined) continue;
       if (!ok(e[key])) return { invalid: `"${key}" is ${describe(e[key])}, not ${what}` };
-      event[key] = asCount(e[key]);
+      event[key] = key === "cookie" ? asCount(e[key]) : e[key];
     }
   }
   return { event: event as unknown as EventLine };
 }
 
-/** One event as a line for people: time, service, what, where, who (made printable). */
-export function formatEvent(e: EventLine, utc = false): string {
+/**
+ * One event as a line for people: time, service, what, where (the name first when known:
+ * the one `run` saw StB resolve, else `reverse`'s), who (made printable).
+ */
+export function formatEvent(e: EventLine, utc = false, reverse?: string): string {
   const time = isoTime(e.ts_unix, { utc, ms: true });
   if (isLifecycle(e)) return printable(`${time} ${formatLifecycle(e)}`);
-  const where = e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+  const name = e.name ?? reverse;
+  const where = (name ? `${name} ` : "") +
+    (e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`);
   const what = e.kind === "sendmsg" ? `${e.protocol} send` : `${e.protocol} connect`;
   return printable(
     `${time} ${e.service} ${what} ${where} ${e.external ? "external" : "internal"} ` +
@@ -153,9 +169,17 @@ function formatLifecycle(e: LifecycleEvent): string {
 }
 
 /** --external-only: connect events to external remotes; lifecycle lines are no connections. */
-function show(e: EventLine, o: EventsOptions, write: (s: string) => void): void {
+function show(
+  e: EventLine,
+  o: EventsOptions,
+  out: { write: (s: string) => void; reverse: ReverseNames | null },
+): void {
   if (o.externalOnly && (isLifecycle(e) || !e.external)) return;
-  write(o.json ? terminalJson(stringifyExact(e)) : formatEvent(e, o.utc ?? false));
+  if (o.json) return out.write(terminalJson(stringifyExact(e)));
+  const reverse = !isLifecycle(e) && e.name === undefined
+    ? out.reverse?.lookup(e.address)
+    : undefined;
+  out.write(formatEvent(e, o.utc ?? false, reverse));
 }
 
 /** Lines that were not events: how many, and where the first one was and why. */
@@ -212,6 +236,8 @@ export interface EventsOutput {
   stopped?: () => boolean;
   /** How often a followed file is looked at. */
   pollMs?: number;
+  /** The PTR lookup for `resolve` (default: the system's resolver). */
+  ptr?: PtrResolver;
 }
 
 /** Parses and prints the lines of one file, counting the ones that are not events. */
@@ -219,7 +245,25 @@ class Emitter {
   readonly skipped: Skipped = { count: 0, first: null };
   #file = "";
   #line = 0;
-  constructor(readonly o: EventsOptions, readonly out: EventsOutput) {}
+  /** Events read and not printed yet: printed by `flush`, after their names are looked up. */
+  #batch: EventLine[] = [];
+  readonly #reverse: ReverseNames | null;
+  constructor(readonly o: EventsOptions, readonly out: EventsOutput) {
+    this.#reverse = o.resolve === true && !o.json ? new ReverseNames(out.ptr) : null;
+  }
+
+  /** Prints what was read; with reverse DNS, after a bounded wait for the names. */
+  async flush(): Promise<void> {
+    const batch = this.#batch;
+    this.#batch = [];
+    if (this.#reverse && batch.length > 0) {
+      for (const e of batch) {
+        if (!isLifecycle(e) && e.name === undefined) this.#reverse.lookup(e.address);
+      }
+      await this.#reverse.settle(RESOLVE_WAIT_MS);
+    }
+    for (const e of batch) show(e, this.o, { write: this.out.write, reverse: this.#reverse });
+  }
 
   /** The lines that follow are from `file`, from its first line. */
   begin(file: string): void {
@@ -232,7 +276,7 @@ class Emitter {
     const parsed = parseEventLine(line);
     if (parsed === null) return;
     if ("event" in parsed) {
-      show(parsed.event, this.o, this.out.write);
+      this.#batch.push(parsed.event);
       return;
     }
     const where = `${this.#file} line ${this.#line}`;
@@ -256,6 +300,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
     emitter.begin(rotatedPath(o.input));
     try {
       await readAll(old, new LineBuffer(), emit);
+      await emitter.flush();
     } finally {
       old.close();
     }
@@ -272,9 +317,11 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
   let lines = new LineBuffer();
   try {
     await readAll(file, lines, emit);
+    await emitter.flush();
     while (o.follow && !stopped()) {
       await new Promise((r) => setTimeout(r, pollMs));
       await readAll(file, lines, emit);
+      await emitter.flush();
       // Rotated (a new file at the path): the old one is finished, read it to its end
       // above, then continue with the new one from its start.
       let now: Deno.FileInfo | null = null;
@@ -284,6 +331,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
       const mine = await file.stat();
       if (now !== null && now.ino !== mine.ino) {
         await readAll(file, lines, emit);
+        await emitter.flush();
         file.close();
         file = await Deno.open(o.input, { read: true }).catch((e) => {
           throw readError(o.input, e);
@@ -291,6 +339,7 @@ export async function runEvents(o: EventsOptions, out: EventsOutput): Promise<Sk
         emitter.begin(o.input);
         lines = new LineBuffer();
         await readAll(file, lines, emit);
+        await emitter.flush();
       }
     }
   } finally {
@@ -333,6 +382,11 @@ export function eventsCommand() {
       "only connects whose remote address counts as external (no attach lines)",
     )
     .option("--utc", "times in UTC (default: local time with its offset, ISO 8601)")
+    .option(
+      "-n, --no-resolve",
+      "no reverse DNS: show the name `run` saw StB resolve, or the bare address (by " +
+        "default an address without one is looked up (PTR), waiting at most 1.5 s)",
+    )
     .option("--input <path>", "events file", DEFAULT_EVENTS_FILE)
     .addHelpText(
       "after",
@@ -348,6 +402,7 @@ export function eventsCommand() {
         json: opts.json ?? false,
         externalOnly: opts.externalOnly ?? false,
         utc: opts.utc ?? false,
+        resolve: opts.resolve,
       };
       if (options.input.trim() === "") throw new UsageError("--input must name a file");
       let stop = false;

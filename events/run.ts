@@ -16,7 +16,7 @@ import type { Cgroup2Mount } from "../lib/cgroup.ts";
 import type { Config } from "../lib/config.ts";
 import { monotonicSeconds } from "../lib/clock.ts";
 import type { UserIds } from "../lib/users.ts";
-import { EventCollector } from "./collector.ts";
+import { type ConnectEvent, EventCollector } from "./collector.ts";
 import type { HeldDir } from "../lib/held_dir.ts";
 import { EventsLog } from "./log.ts";
 import { CAP_NET_ADMIN, capabilityName, effectiveCaps, missingCaps } from "../lib/capabilities.ts";
@@ -41,6 +41,22 @@ export interface StartEventsOptions {
   log: (message: string) => void;
   /** Why `auto` could not count with ebpf (it tried, then fell back); null: it did not try. */
   ebpfSkipped?: string | null;
+  /** Names events' addresses by the DNS answers StB received (names/run.ts), when on. */
+  names?: { refresh(): void; nameOf(address: string): string | undefined } | null;
+}
+
+/**
+ * Adds the name StB resolved for each event's address. The answer came before the connect,
+ * so taking in what the DNS capture holds after the events were read names every one.
+ */
+function named(events: ConnectEvent[], names: StartEventsOptions["names"]): ConnectEvent[] {
+  if (!names || events.length === 0) return events;
+  names.refresh();
+  for (const e of events) {
+    const name = names.nameOf(e.address);
+    if (name !== undefined) e.name = name;
+  }
+  return events;
 }
 
 /** Null when events are off or unavailable (the reason logged); throws when required. */
@@ -108,7 +124,7 @@ export function startEvents(o: StartEventsOptions): EventsRuntime | null {
     retarget: (targets) => collector.retarget(targets),
     tick() {
       try {
-        file.append(collector.poll());
+        file.append(named(collector.poll(), o.names ?? null));
         if (failure !== null) log("connect events: publishing again");
         failure = null;
       } catch (e) {

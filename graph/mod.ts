@@ -29,6 +29,7 @@ import { renderFrame, renderPlainLine } from "./render.ts";
 import { applyKey, decodeKeys, type View } from "./keys.ts";
 import { defaultHistoryPath } from "../history/paths.ts";
 import { type TodayTotals, todayTotals } from "../history/today.ts";
+import { ReverseNames } from "../names/reverse.ts";
 
 export const DEFAULT_WINDOW_S = 60;
 export const WINDOW_RANGE = [5, 3600] as const;
@@ -47,6 +48,11 @@ export interface GraphOptions {
   bits?: boolean;
   /** False for --no-destinations: no top-destinations table under the chart. */
   destinations?: boolean;
+  /**
+   * Reverse DNS (PTR, in the background) for destinations `run` gave no name; only when
+   * true (the command sets it unless -n/--no-resolve).
+   */
+  resolve?: boolean;
 }
 
 /** Everything runGraph touches outside itself, so tests can drive it. */
@@ -287,7 +293,12 @@ interface GraphRun {
   pausedAt: { unix: number; mono: number } | null;
   /** Today's totals from the history beside the input, read once a minute. */
   today: { path: string; value: TodayTotals | null; readAt: number };
+  /** Reverse DNS for destinations without a name; null with --no-resolve. */
+  reverse: ReverseNames | null;
 }
+
+/** How long `--once` waits for reverse lookups before it prints its frame anyway. */
+const ONCE_RESOLVE_MS = 1500;
 
 /** How often graph reads today's totals from history (written once a minute). */
 const TODAY_EVERY_S = 60;
@@ -313,7 +324,10 @@ export async function runGraph(opts: GraphOptions, io: GraphIo = denoIo()): Prom
     view: { paused: false, bits: opts.bits ?? false, services: true },
     pausedAt: null,
     today: { path: defaultHistoryPath(opts.input), value: null, readAt: -Infinity },
+    reverse: opts.resolve === true ? new ReverseNames() : null,
   };
+  const reverse = run.reverse;
+  if (reverse) run.model.nameOf = (address) => reverse.lookup(address);
   if (opts.once) return await once(run);
   await live(run);
   return 0;
@@ -356,6 +370,13 @@ async function live(run: GraphRun): Promise<void> {
   const stopper = new Stopper();
   const wake: Wakeups = { redraw: false, resumed: false };
   const undoStop = io.onStop(() => stopper.stop());
+  // A name found in the background shows in the next frame, drawn at once.
+  if (run.reverse) {
+    run.reverse.onName = () => {
+      wake.redraw = true;
+      stopper.wake();
+    };
+  }
   const undoResize = io.isTerminal
     ? io.onResize(() => {
       wake.redraw = true;
@@ -527,6 +548,11 @@ async function once(run: GraphRun): Promise<number> {
   }
   model.endWatch();
   await sample(run);
+  if (run.reverse) {
+    // One frame, no later one to show a name in: starts the lookups, waits a little.
+    model.frame(io.nowUnix(), io.nowMono());
+    await run.reverse.settle(ONCE_RESOLVE_MS);
+  }
   const frame = model.frame(io.nowUnix(), io.nowMono());
   const size = frameSize(io);
   await io.write(
@@ -603,6 +629,11 @@ export function graphCommand() {
     )
     .option("--no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")
     .option(
+      "-n, --no-resolve",
+      "no reverse DNS: destinations show the name `run` saw StB resolve, or their address " +
+        "(by default, an address without one is looked up (PTR) in the background)",
+    )
+    .option(
       "--no-destinations",
       "hide the top-destinations table (the 5 busiest remote endpoints now, with their " +
         "rates and totals; shown when the sampler's backend reports them: ebpf)",
@@ -626,6 +657,7 @@ export function graphCommand() {
         color: opts.color,
         bits: opts.bits ?? false,
         destinations: opts.destinations,
+        resolve: opts.resolve,
       };
       try {
         validate(options);

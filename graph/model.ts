@@ -68,6 +68,8 @@ export interface DestinationRow {
   /** Bytes per second between the last two samples; null for an endpoint new in the last. */
   rate: number | null;
   total: bigint;
+  /** Its DNS name: the one `run` saw StB resolve, else reverse DNS's (made printable). */
+  name?: string;
 }
 
 /** One service of the sample: its figures and whether its cgroup exists now. */
@@ -146,6 +148,8 @@ export class GraphModel {
    * without one no sampler at all.
    */
   sampler: number | null | undefined = undefined;
+  /** Names addresses `run` gave no name (reverse DNS); never waits. */
+  nameOf: ((address: string) => string | undefined) | null = null;
 
   readonly path: string;
   readonly interval: number;
@@ -410,14 +414,19 @@ export class GraphModel {
   }
 
   #destinationRows(c: CountersV1): DestinationRow[] {
-    const rows = (c.destinations ?? []).map((d) => ({
-      service: printable(d.service),
-      direction: d.direction,
-      endpoint: printable(endpoint(d)),
-      protocol: printable(d.protocol),
-      rate: this.#destRates.get(destKey(d)) ?? null,
-      total: d.bytes,
-    }));
+    const rows = (c.destinations ?? []).map((d) => {
+      const row: DestinationRow = {
+        service: printable(d.service),
+        direction: d.direction,
+        endpoint: printable(endpoint(d)),
+        protocol: printable(d.protocol),
+        rate: this.#destRates.get(destKey(d)) ?? null,
+        total: d.bytes,
+      };
+      const name = d.name ?? this.nameOf?.(d.address);
+      if (name !== undefined) row.name = printable(name);
+      return row;
+    });
     return rows.sort((a, b) =>
       (b.rate ?? -1) - (a.rate ?? -1) || (b.total > a.total ? 1 : b.total < a.total ? -1 : 0)
     );

@@ -323,7 +323,8 @@ function destinationLines(f: FrameData, o: RenderOptions, room: number): string[
     title,
     ...rows.map((d) => {
       const arrow = d.direction === "rx" ? "↓" : "↑";
-      const text = fit(`${arrow} ${d.endpoint} ${d.protocol} · ${d.service}`, left - 1);
+      const where = d.name === undefined ? d.endpoint : `${d.name} ${d.endpoint}`;
+      const text = fit(`${arrow} ${where} ${d.protocol} · ${d.service}`, left - 1);
       return text + " ".repeat(Math.max(0, left - width(text))) +
         cell(d.rate === null ? "—" : formatRateIn(d.rate, o.bits ?? false)) +
         (cells > 1 ? cell(formatBytes(d.total)) : "");

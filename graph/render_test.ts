@@ -526,3 +526,33 @@ Deno.test("frame: a ts_unix in the future, and a file without one, say so on the
     if (!status.startsWith("status: clock:") || !status.includes(want)) throw new Error(status);
   }
 });
+
+Deno.test("frame: a destination's name goes before its address: run's, else the reader's", () => {
+  const m = new GraphModel({ path: PATH, interval: 0.5, window: 60 });
+  const named = withDestinations(traffic(0, 100)).map((c) => ({
+    ...c,
+    destinations: c.destinations!.map((d) =>
+      d.address === "198.51.100.7" ? { ...d, name: "cdn.example.com" } : d
+    ),
+  }));
+  const asked: string[] = [];
+  m.nameOf = (address) => {
+    asked.push(address);
+    return address === "2001:db8::7" ? "v6.example.org" : undefined;
+  };
+  const now = feed(m, named);
+  const lines = renderFrame(m.frame(UNIX0 + now + 0.2, now + 0.2), {
+    columns: 100,
+    rows: 30,
+    color: false,
+  });
+  const at = lines.findIndex((l) => l.startsWith("top destinations"));
+  const rows = lines.slice(at + 1);
+  if (!rows[0]?.startsWith("↓ cdn.example.com 198.51.100.7:443 tcp · server")) {
+    throw new Error(rows.join("\n"));
+  }
+  if (!rows[1]?.startsWith("↑ v6.example.org [2001:db8::7]:443 tcp · server")) {
+    throw new Error(rows.join("\n"));
+  }
+  if (asked.includes("198.51.100.7")) throw new Error("run's name was looked up again");
+});

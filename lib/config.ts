@@ -56,6 +56,8 @@ export interface Config {
   gso_correction: boolean;
   /** ebpf only: connect/first-datagram events of the services (events/collector.ts). */
   events: EventsConfig;
+  /** ebpf only: name destinations and events by the DNS answers StB received (names/). */
+  names: NamesConfig;
   /** Traffic history for `report` (history/): on or off, and how long each resolution stays. */
   history: HistoryConfig;
   /** Where the config came from, for messages ("built-in defaults" when no file). */
@@ -80,6 +82,7 @@ const KNOWN_KEYS = [
   "prometheus",
   "gso_correction",
   "events",
+  "names",
   "history",
 ] as const;
 
@@ -189,6 +192,7 @@ export function validateConfig(raw: unknown, source: string): Config {
     prometheus: parsePrometheus(o.prometheus),
     gso_correction: parseFlag("gso_correction", o.gso_correction, true),
     events: parseEvents(o.events),
+    names: parseNames(o.names),
     history: parseHistory(o.history),
     source,
   };
@@ -409,6 +413,25 @@ function parseEvents(v: unknown): EventsConfig {
     );
   }
   return { enabled, required };
+}
+
+export interface NamesConfig {
+  /** Capture StB's DNS answers to name its destinations (ebpf backend only). Default true. */
+  enabled: boolean;
+}
+
+function parseNames(v: unknown): NamesConfig {
+  if (v === undefined) return { enabled: true };
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(`"names" is ${show(v)}: it must be an object like {"enabled": true}`);
+  }
+  const o = v as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (key !== "enabled") {
+      throw new ConfigError(`Unknown key "names.${key}": the one known key is enabled`);
+    }
+  }
+  return { enabled: parseFlag("names.enabled", o.enabled, true) };
 }
 
 export interface HistoryConfig {

@@ -190,3 +190,19 @@ Deno.test("exclude_interfaces refuses what cannot name an interface, quoting it"
     '"internal_onlink" is "yes": use true or false',
   );
 });
+
+Deno.test("names: on by default, off with enabled false; anything else is refused", () => {
+  assertEquals(validateConfig({}, SRC).names, { enabled: true });
+  assertEquals(validateConfig({ names: { enabled: false } }, SRC).names, { enabled: false });
+  assertThrows(() => validateConfig({ names: true }, SRC), ConfigError, '"names" is true');
+  assertThrows(
+    () => validateConfig({ names: { enable: false } }, SRC),
+    ConfigError,
+    'Unknown key "names.enable"',
+  );
+  assertThrows(
+    () => validateConfig({ names: { enabled: "no" } }, SRC),
+    ConfigError,
+    '"names.enabled"',
+  );
+});

@@ -85,6 +85,11 @@ export interface DestinationV1 {
   protocol: string;
   bytes: bigint;
   packets: bigint;
+  /**
+   * The DNS name StB's own processes resolved for `address`, when `run` saw the answer
+   * (ebpf backend, names on). Absent when none is known.
+   */
+  name?: string;
 }
 
 /** At most this many destinations are published, and read. */
@@ -122,6 +127,20 @@ export interface CountersV1 {
   ebpf_attach_failures_total?: number;
   /** Optional (history on): whether history is being written, and its faults so far. */
   history?: HistoryStatusV1;
+  /** Optional (ebpf with names on): what the DNS capture saw since the run started. */
+  names?: NamesStatusV1;
+}
+
+/** What counters.json says about the DNS capture that names destinations (names/). */
+export interface NamesStatusV1 {
+  queries_total: number;
+  answers_total: number;
+  answers_used_total: number;
+  answers_ignored_total: number;
+  malformed_total: number;
+  entries: number;
+  max_entries: number;
+  dropped_total: number;
 }
 
 /** What counters.json says about the history database (history/). */
@@ -278,6 +297,11 @@ function parseHistoryStatus(v: unknown): { history: HistoryStatusV1 } | null {
   };
 }
 
+/** A DNS name fit to show (anything else in the field is dropped, not printed). */
+function isShownName(v: unknown): v is string {
+  return typeof v === "string" && v.length <= 253 && /^[a-z0-9_*][a-z0-9_.*-]*$/.test(v);
+}
+
 /** Tolerant: a malformed entry is skipped, not fatal; a non-list means none. */
 function parseDestinations(v: unknown): DestinationV1[] | null {
   if (!Array.isArray(v)) return null;
@@ -297,6 +321,7 @@ function parseDestinations(v: unknown): DestinationV1[] | null {
       protocol: typeof d.protocol === "string" ? d.protocol.slice(0, 16) : "",
       bytes: countOr(d.bytes),
       packets: countOr(d.packets),
+      ...(isShownName(d.name) ? { name: d.name } : {}),
     });
   }
   return out;

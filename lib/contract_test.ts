@@ -101,6 +101,7 @@ Deno.test("schema file lists exactly the fields the serialiser writes", () => {
       "ebpf_attach_failures_total",
       "events_dropped_total",
       "history",
+      "names",
     ].sort(),
   );
   assertEquals(

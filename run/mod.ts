@@ -38,6 +38,7 @@ import { parseIntervalFlag } from "../lib/interval_flag.ts";
 import { DEFAULT_COUNTERS_PATH } from "../lib/contract.ts";
 import { startEvents } from "../events/run.ts";
 import { attachFailures } from "../events/lifecycle.ts";
+import { startNames } from "../names/run.ts";
 import { CgroupWatch } from "../lib/cgroup_watch.ts";
 import { Sleeper } from "../lib/sleeper.ts";
 import { sdNotify } from "../lib/sd_notify.ts";
@@ -288,6 +289,8 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
   const ebpfSkipped = started.skipped?.find((s) => s.backend === "ebpf")?.reason ?? null;
+  const names = startNames({ config, backend, targets, mount, log });
+  if (names) teardown.addLogged(() => names.stop(), log);
   const events = startEvents({
     config,
     backend,
@@ -297,6 +300,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     owner,
     log,
     ebpfSkipped,
+    names,
   });
   if (events) teardown.addLogged(() => events.stop(), log);
   const sinks = await createSinks({ config, log });
@@ -323,6 +327,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     output: files,
     sinks,
     events,
+    names,
     history,
     notify: (state) => tellSystemd(state, log),
     log,

@@ -6,7 +6,7 @@
  */
 
 import { DirError, HeldDir } from "../lib/held_dir.ts";
-import type { CountersV1, ServiceCountersV1 } from "../lib/contract.ts";
+import type { CountersV1, DestinationV1, ServiceCountersV1 } from "../lib/contract.ts";
 import {
   DEFAULT_COUNTERS_PATH,
   MAX_COUNTERS_BYTES,
@@ -68,6 +68,8 @@ export interface SampleFacts {
   startedAt: number;
   /** From Backend.readDestinations, where the backend offers it (ebpf). */
   destinations?: DestinationCounters[];
+  /** The DNS name StB resolved for an address, where known (names/). */
+  nameOf?: (address: string) => string | undefined;
 }
 
 export function buildCounters(sample: SampleFacts): CountersV1 {
@@ -102,15 +104,21 @@ export function buildCounters(sample: SampleFacts): CountersV1 {
   };
   if (sample.fallbackReason) counters.backend_fallback_reason = sample.fallbackReason;
   if (destinations) {
-    counters.destinations = destinations.map((d) => ({
-      service: d.service,
-      direction: d.direction,
-      address: d.address,
-      port: d.port,
-      protocol: d.protocol,
-      bytes: d.bytes,
-      packets: d.packets,
-    }));
+    const nameOf = sample.nameOf;
+    counters.destinations = destinations.map((d) => {
+      const out: DestinationV1 = {
+        service: d.service,
+        direction: d.direction,
+        address: d.address,
+        port: d.port,
+        protocol: d.protocol,
+        bytes: d.bytes,
+        packets: d.packets,
+      };
+      const name = nameOf?.(d.address);
+      if (name !== undefined) out.name = name;
+      return out;
+    });
   }
   return counters;
 }

@@ -20,6 +20,7 @@ import {
 import { type CountersV1, MAX_DESTINATIONS } from "../lib/contract.ts";
 import type { WakeReason } from "../lib/sleeper.ts";
 import type { EventsRuntime } from "../events/run.ts";
+import type { NamesRuntime } from "../names/run.ts";
 import { buildCounters, type ServiceState } from "./output.ts";
 import { HEALTHY, type HistorySink, type RunHealth, type Sink } from "./sinks.ts";
 import { type SavedRun, STATE_SAVE_MS } from "./state.ts";
@@ -90,6 +91,8 @@ export interface SamplerParts {
   output: CountersOutput;
   sinks: Sink[];
   events: EventsRuntime | null;
+  /** DNS names of destinations (names/); absent or null when off or unavailable. */
+  names?: NamesRuntime | null;
   /** Traffic history (history/); absent or null when it is off. */
   history?: HistorySink | null;
   /** sd_notify: "READY=1" once counting, "STOPPING=1" on the way out. */
@@ -224,6 +227,7 @@ export class Sampler {
       for (const c of changes) this.#parts.log(c);
       await this.#parts.backend.retarget(fresh);
       this.#parts.events?.retarget(fresh);
+      this.#parts.names?.retarget(fresh);
       this.#destinations.stale = true; // services may have new names
     }
     this.#targets = fresh;
@@ -276,6 +280,8 @@ export class Sampler {
     const sum = this.#totals.sum();
     // Totals only grow, or are reset to zero, so their sum tells whether they moved.
     const totalsKey = sum.rxBytes + sum.txBytes + sum.rxPackets + sum.txPackets;
+    const names = this.#parts.names ?? null;
+    names?.refresh();
     const counters = buildCounters({
       backend: backend.name,
       fallbackReason: this.#settings.fallbackReason,
@@ -287,7 +293,9 @@ export class Sampler {
       bootId: this.#settings.bootId,
       startedAt: this.#settings.startedAt,
       destinations: await this.#destinationsFor(totalsKey),
+      nameOf: names ? (address) => names.nameOf(address) : undefined,
     });
+    if (names) counters.names = names.status();
     if (this.#parts.events) counters.events_dropped_total = this.#parts.events.tick();
     counters.ebpf_attach_failures_total = this.#settings.ebpfAttachFailures ?? 0;
     this.#toHistory((h) => {

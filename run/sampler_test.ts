@@ -12,6 +12,7 @@ import type { WakeReason } from "../lib/sleeper.ts";
 import { RESET_POLL_MS, Sampler, TARGETS_POLL_MS } from "./sampler.ts";
 import { STATE_SAVE_MS } from "./state.ts";
 import type { HistorySink, RunHealth, Sink } from "./sinks.ts";
+import type { NamesRuntime, NamesStatus } from "../names/run.ts";
 
 const SERVER = "/user.slice/app.slice/server.service";
 const SHELL = "/user.slice/app.slice/shell.service";
@@ -69,7 +70,12 @@ interface Published {
 
 /** Everything a test drives and inspects, around one Sampler. */
 function setup(
-  options: { intervalS?: number; watchFails?: boolean; history?: HistorySink } = {},
+  options: {
+    intervalS?: number;
+    watchFails?: boolean;
+    history?: HistorySink;
+    names?: NamesRuntime;
+  } = {},
 ) {
   const time = new FakeTime();
   const backend = new StubBackend();
@@ -155,6 +161,7 @@ function setup(
     output,
     sinks: [sink],
     events: null,
+    names: options.names ?? null,
     history: options.history ?? null,
     notify: (s) => void notes.push(s.split("\n")[0] ?? ""),
     log: (m) => void logs.push(m),
@@ -571,4 +578,29 @@ Deno.test("sampler: a reset tells history before the request is cleared", async 
   t.time.at(1200, () => t.sampler.stop());
   await t.sampler.run();
   assertEquals(cleared, [1], "history was told first");
+});
+
+Deno.test("sampler: names are taken in before each sample; destinations get theirs", async () => {
+  const calls: string[] = [];
+  const status = { entries: 1, max_entries: 4096 } as NamesStatus;
+  const names: NamesRuntime = {
+    refresh: () => void calls.push("refresh"),
+    nameOf: (a) => a === "198.51.100.2" ? "api.example.com" : undefined,
+    retarget: () => void calls.push("retarget"),
+    status: () => status,
+    stop() {},
+  };
+  const t = await started(setup({ names }));
+  const d = { service: "server", direction: "tx" as const, port: 443, protocol: "tcp" };
+  t.backend.setDestinations([
+    { ...d, address: "198.51.100.2", bytes: 10n, packets: 1n },
+    { ...d, address: "198.51.100.3", bytes: 5n, packets: 1n },
+  ]);
+  t.backend.count("server", { txBytes: 15n });
+  t.time.at(1200, () => t.sampler.stop());
+  await t.sampler.run();
+  const last = t.published.at(-1)!.counters;
+  assertEquals(last.destinations?.map((x) => x.name), ["api.example.com", undefined]);
+  assertEquals(last.names, status);
+  assertEquals(calls.filter((c) => c === "refresh").length, t.published.length, "one a sample");
 });

@@ -61,6 +61,9 @@ step "graph CPU with three services on a terminal, a pipe and with --host; its m
 "$DENO" run -A bench/graph_cpu.ts --seconds "$graph_s" $graph_mem --json "$tmp/graph_cpu.json" || true
 step "history: run's CPU for it, a year's size, report --days over a year (bench/history.ts)"
 "$DENO" run -A bench/history.ts "$tmp/history.json" ${quick:+--quick}
+step "names: DNS parsing cost per answer (bench/dns_parse.ts)"
+"$DENO" run -A bench/dns_parse.ts "$tmp/dns_parse.json" ${quick:+--answers 20000}
+"$DENO" run -A bench/dns_capture_cost.ts "$tmp/dns_capture_cost.json" ${quick:+--repeat 500000 --rounds 3}
 step "CPU and memory of run and graph over ${footprint_s} s after ${warmup_s} s warm-up"
 "$DENO" run -A bench/footprint.ts "$tmp/footprint.json" --seconds "$footprint_s" --warmup "$warmup_s"
 

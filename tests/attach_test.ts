@@ -50,10 +50,12 @@ const TEST_OPTIONS = { sanitizeOps: false, sanitizeResources: false };
 const MB = SLOW_FACTOR === 1 ? 1_000_000 : 100_000;
 const OUTSIDER = { tcpUp: 40 * MB, tcpDown: 40 * MB, udpCount: 500, udpSize: 1200 };
 const SMALL = { tcpUp: 200_000, tcpDown: 200_000, udpCount: 20, udpSize: 1000 };
-/** The programs `run --backend ebpf` links, counting and connect events. */
+/** The programs `run --backend ebpf` links: counting, connect events, DNS capture (names). */
 const PROGRAMS = [
   "netacct_ingress",
   "netacct_egress",
+  "dns_ingress",
+  "dns_egress",
   "events_connect4",
   "events_connect6",
   "events_sendmsg4",

@@ -126,7 +126,7 @@ Deno.test({
       assertEquals([(st.mode! & 0o777).toString(8), st.uid, st.gid], ["640", NOBODY_UID, 0]);
 
       // The owner reads it without root; --external-only and --json do what they say.
-      const shown = await asUser(NOBODY_UID, ["events", "--input", path]);
+      const shown = await asUser(NOBODY_UID, ["events", "--input", path, "-n"]);
       assertEquals(shown.code, 0, shown.stderr);
       const lines = shown.stdout.trim().split("\n");
       const ourLines = lines.filter((l) => [...ours].some((a) => l.includes(a)));
@@ -137,7 +137,13 @@ Deno.test({
         ourLines[0],
       );
       assert(ourLines[2]!.includes(`[${v6}]:${TCP_PORT}`), ourLines[2]);
-      const external = await asUser(NOBODY_UID, ["events", "--input", path, "--external-only"]);
+      const external = await asUser(NOBODY_UID, [
+        "events",
+        "--input",
+        path,
+        "--external-only",
+        "-n",
+      ]);
       const externalLines = external.stdout.trim().split("\n");
       assertEquals(externalLines.length, 5, external.stdout);
       assert(externalLines.every((l) => l.includes(" external pid ")), external.stdout);
@@ -148,7 +154,7 @@ Deno.test({
         events.map((e) => e.address),
       );
       // Anyone else is refused, with the reason and the fix.
-      const other = await asUser(NOBODY_UID - 1, ["events", "--input", path]);
+      const other = await asUser(NOBODY_UID - 1, ["events", "--input", path, "-n"]);
       assertEquals(other.code, 1, other.stdout);
       assert(other.stderr.includes("permission denied"), other.stderr);
       assert(other.stderr.includes('"owner"'), other.stderr);

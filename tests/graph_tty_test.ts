@@ -173,7 +173,7 @@ async function runScenario(sc: Scenario): Promise<void> {
     for (const [columns, rows] of SIZES) {
       for (const color of [true, false]) {
         // A relative --input keeps the temporary directory out of the title.
-        const argv = cliArgv(["graph", "--input", "counters.json", "--window", "15"]);
+        const argv = cliArgv(["graph", "--input", "counters.json", "--window", "15", "-n"]);
         if (!color) argv.push("--no-color");
         const tty = await Tty.start({ columns, rows, argv, cwd: dir });
         panes.push({ tty, name: `${sc.name}_${columns}x${rows}`, color });
@@ -244,7 +244,7 @@ async function graphThenStty(dir: string): Promise<Tty> {
     columns: 100,
     rows: 34,
     cwd: dir,
-    argv: ["sh", "-c", script, "sh", ...cliArgv(["graph", "--input", "counters.json"])],
+    argv: ["sh", "-c", script, "sh", ...cliArgv(["graph", "--input", "counters.json", "-n"])],
   });
 }
 
@@ -287,7 +287,7 @@ Deno.test("graph in a terminal: p pauses, b switches to bits, s hides the servic
     columns: 100,
     rows: 34,
     cwd: dir,
-    argv: cliArgv(["graph", "--input", "counters.json"]),
+    argv: cliArgv(["graph", "--input", "counters.json", "-n"]),
   });
   const all = (s: string[]) => s.find((l) => l.startsWith("─ all")) ?? "";
   const keysLine = (s: string[]) => s.at(-1) ?? "";

@@ -63,7 +63,7 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 }
 
 const graphOnce = (path: string, asNobody = false) =>
-  run([...(asNobody ? NOBODY : []), ...cliArgv(["graph", "--once", "--input", path])], {
+  run([...(asNobody ? NOBODY : []), ...cliArgv(["graph", "--once", "-n", "--input", path])], {
     allowFail: true,
   });
 const status = (path: string, asNobody = false, extra: string[] = []) =>
@@ -237,7 +237,7 @@ Deno.test("file text cannot reach the terminal: graph, status and events show it
       columns: 120,
       rows: 40,
       cwd: dir,
-      argv: cliArgv(["graph", "--input", "counters.json"]),
+      argv: cliArgv(["graph", "--input", "counters.json", "-n"]),
     });
     try {
       const screen = await tty.waitFor("the frame", (l) => l.some((x) => x.startsWith("─ all")));
@@ -272,7 +272,7 @@ Deno.test("events: local time with its offset, --utc, bad lines counted and neve
         "",
       ].join("\n"),
     );
-    const local = await run(cliArgv(["events", "--input", path]), {
+    const local = await run(cliArgv(["events", "--input", path, "-n"]), {
       env: { TZ: "Asia/Kolkata" },
     });
     const lines = local.stdout.trim().split("\n");
@@ -290,7 +290,7 @@ Deno.test("events: local time with its offset, --utc, bad lines counted and neve
         '"tgid" is missing, not a process id); the file may be damaged or not written by ' +
         "`stb-netacct run`",
     );
-    const utc = await run(cliArgv(["events", "--input", path, "--utc"]), {
+    const utc = await run(cliArgv(["events", "--input", path, "--utc", "-n"]), {
       env: { TZ: "America/New_York" },
     });
     assert(utc.stdout.startsWith("2026-11-18T11:06:40.250Z server"), utc.stdout);

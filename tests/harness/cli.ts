@@ -194,7 +194,7 @@ export async function startRun(
 
 /** `graph --input PATH --once`, as an unprivileged reader would run it. */
 export function graphOnce(input: string, extra: string[] = []): Promise<RunResult> {
-  return run(cliArgv(["graph", "--input", input, "--once", ...extra]), {
+  return run(cliArgv(["graph", "--input", input, "--once", "-n", ...extra]), {
     allowFail: true,
     env: { NO_COLOR: "1", COLUMNS: "100", LINES: "30" },
   });

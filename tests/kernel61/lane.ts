@@ -101,6 +101,10 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   // cgroup; public, RFC 1918, ULA, on-link and VPN-named checks pass, CGNAT (not excluded by
   // that sampler's config) fails by name; nothing left.
   { file: "tests/verify_test.ts", tests: ["verify boundary ebpf / v2: a sampler counting CGNAT"] },
+  // Names: DNS answers captured on a service's sockets (also from a stub on loopback) name
+  // its destinations and connect events; bad answers change nothing; reverse DNS and -n.
+  { file: "tests/names_test.ts", tests: ["names / v2: "] },
+  { file: "bpf/dns_capture_test.ts", tests: ["dns capture: "] },
   // The installed service's write access to node-exporter's directory: one POSIX ACL entry,
   // set through a descriptor reached without following symlinks.
   {
