@@ -421,7 +421,7 @@ export function installCommand() {
       "--owner <user>",
       "owner of counters.json in a new config (default: $SUDO_USER, else root)",
     )
-    .option("-n, --dry-run", "print every file and command, change nothing", false)
+    .option("--dry-run", "print every file and command, change nothing", false)
     .option("--force", `reset ${DEFAULT_CONFIG_PATH} to the defaults`, false)
     .addOption(
       new Option("--timeout <seconds>", "how long to wait for fresh counters")

@@ -237,7 +237,7 @@ export function uninstallCommand() {
       `also remove ${CONFIG_DIR}/, the state directory and the history (${HISTORY_DIR}/)`,
       false,
     )
-    .option("-n, --dry-run", "print what would be removed, change nothing", false)
+    .option("--dry-run", "print what would be removed, change nothing", false)
     .addHelpText(
       "after",
       "\nExamples:\n" +

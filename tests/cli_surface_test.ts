@@ -106,18 +106,9 @@ Deno.test("one meaning per short option across every subcommand", async () => {
   }
   assert(meanings.size > 8, `too few short options found: ${[...meanings.keys()]}`);
   for (const [short, longs] of meanings) {
-    const known = TWO_MEANINGS[short];
-    if (known && [...longs].every((l) => known.includes(l))) continue;
     assertEquals(longs.size, 1, `${short} means ${[...longs].join(" and ")}`);
   }
 });
-
-/**
- * The one short option with two meanings, each the convention of its kind of command: -n
- * is "don't do it" in the installers (make -n) and "no name lookups" in the readers (ss -n,
- * netstat -n, tcpdump -n), which the issue asked for by that letter.
- */
-const TWO_MEANINGS: Record<string, string[]> = { "-n": ["--dry-run", "--no-resolve"] };
 
 /** Object keys of `value`, with their paths, except inside maps keyed by names. */
 function keys(value: unknown, path: string, out: string[]): string[] {
