@@ -176,9 +176,12 @@ Deno.test("one sampler per output; SIGTERM writes a final sample and cleans up; 
     }
     const { code, stderr } = await first.output();
     assertEquals(code, 0, new TextDecoder().decode(stderr));
-    // Only the published file, the saved state and the history remain: no temp files, no locks.
+    // Only the published file, the saved state, the history and the events (its attach lines)
+    // remain: no temp files, no locks.
     const names = () => [...Deno.readDirSync(`${dir}/run`)].map((e) => e.name).sort();
-    assertEquals(names(), ["counters.json", "counters.json.history.sqlite", "counters.json.state"]);
+    const kept = ["counters.json", "counters.json.history.sqlite", "counters.json.state"];
+    assertEquals(names(), [...kept, "events.jsonl"]);
+    Deno.removeSync(`${dir}/run/events.jsonl`);
     // Offline reset removes the saved totals, and says it keeps the history.
     const reset = await cli(["reset", "--output", out]);
     assertEquals(reset.code, 0, reset.all);
