@@ -316,7 +316,17 @@ async function scenario(backend: string, layout: LayoutName): Promise<void> {
       await interruptedVerify(env, common);
 
       // Without ip and unshare the boundary checks cannot be set up: they fail, saying why.
-      const noTools = await verify(env, common, ["env", "PATH=/var/empty"]);
+      // The PATH keeps only what the fallback launcher itself runs (dirname, readlink).
+      const bare = await Deno.makeTempDir({ prefix: "stb-verify-path-" });
+      let noTools: RunResult;
+      try {
+        for (const tool of ["dirname", "readlink"]) {
+          Deno.symlinkSync(`/usr/bin/${tool}`, `${bare}/${tool}`);
+        }
+        noTools = await verify(env, common, ["env", `PATH=${bare}`]);
+      } finally {
+        Deno.removeSync(bare, { recursive: true });
+      }
       assertEquals(noTools.code, 1, "verify exit code without ip/unshare");
       assert(
         /^FAIL\s+public4-counted\s+the boundary probe could not be set up: .*"ip".*iproute2/m
