@@ -280,8 +280,15 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     ctMask: config.ct_mask,
     log,
     gsoCorrection: config.gso_correction,
+    stateKey: opts.statePath,
   });
-  teardown.add(() => started.backend.stop());
+  teardown.add(() => {
+    const keep = keepKernelState(signals.stoppedBy);
+    if (keep && started.backend.kernelState) {
+      log("kernel state kept counting for the next run (stopped under systemd)");
+    }
+    return started.backend.stop({ keep });
+  });
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
   const events = startEvents({
@@ -328,10 +335,24 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     startedAt,
     bootId: bootId(),
     startTotals: start.chosen?.state.services,
+    startKernel: start.chosen?.state.kernel,
     stateCopiesRejected: start.rejected.length,
   });
   signals.attach(sampler);
   return sampler;
+}
+
+/**
+ * Whether the kernel state stays when `run` ends: under systemd (INVOCATION_ID) a stop is a
+ * restart or an upgrade as often as not, and the kernel goes on counting meanwhile; a
+ * person's Ctrl-C (SIGINT), or any stop outside systemd, removes everything. `uninstall`
+ * removes what a service left.
+ */
+export function keepKernelState(
+  stoppedBy: Deno.Signal | null,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): boolean {
+  return (env("INVOCATION_ID") ?? "") !== "" && stoppedBy !== "SIGINT";
 }
 
 function logCounting(o: {

@@ -1,0 +1,159 @@
+/**
+ * Where the ebpf backend keeps its kernel state between runs, so counting survives the
+ * sampler (a SIGKILL, a crash, `systemctl restart`, an upgrade): the counting maps and the
+ * cgroup links pinned in a bpffs, in a directory per state file (runs with separate totals
+ * never touch each other's):
+ *
+ *   /sys/fs/bpf/stb-netacct/<key>/links/<cgroup id>-<program>     the links (CgroupLinks)
+ *   /sys/fs/bpf/stb-netacct/<key>/<map id>-<digest>/{counters,dests,pending}
+ *   /sys/fs/bpf/stb-netacct/<key>/<map id>-<digest>/services/<index>-<name>
+ *
+ * A set of maps is one instance of kernel state: `<map id>` is its counters map's id (unique
+ * until reboot, which empties the bpffs anyway); `<digest>` covers what makes it usable by
+ * this program: the object's bytes and the service names in index order. `services/` names
+ * the counter slots, so a set of another digest can still be read and taken over.
+ */
+
+import { BackendError } from "../lib/errors.ts";
+
+export const PIN_ROOT = "/sys/fs/bpf/stb-netacct";
+const BPFFS = "/sys/fs/bpf";
+
+/** The directory of one state file's kernel state. */
+export async function stateDir(stateKey: string): Promise<string> {
+  return `${PIN_ROOT}/${await sha256(new TextEncoder().encode(stateKey))}`;
+}
+
+/** The compatibility digest of a set of maps (see the header). */
+export async function setDigest(object: Uint8Array, names: readonly string[]): Promise<string> {
+  const tail = new TextEncoder().encode("\n" + names.map(encodeURIComponent).join("\n"));
+  const all = new Uint8Array(object.length + tail.length);
+  all.set(object);
+  all.set(tail, object.length);
+  return await sha256(all);
+}
+
+/** The first 64 bits of a SHA-256, as hex. */
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...hash.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** One pinned set as found: its directory, digest, counters map id and service names. */
+export interface PinnedSet {
+  dir: string;
+  mapId: number;
+  digest: string;
+  /** By index; a slot without a name is skipped. */
+  names: string[];
+}
+
+/** The pinned sets under a state directory, oldest (lowest map id) first. */
+export function pinnedSets(dir: string): PinnedSet[] {
+  const out: PinnedSet[] = [];
+  for (const name of list(dir)) {
+    const m = /^(\d+)-([0-9a-f]+)$/.exec(name);
+    if (!m) continue;
+    const names: string[] = [];
+    for (const entry of list(`${dir}/${name}/services`)) {
+      const s = /^(\d+)-(.*)$/.exec(entry);
+      if (s) names[Number(s[1])] = decodeURIComponent(s[2]!);
+    }
+    out.push({ dir: `${dir}/${name}`, mapId: Number(m[1]), digest: m[2]!, names });
+  }
+  return out.sort((a, b) => a.mapId - b.mapId);
+}
+
+/** Makes a set's directory and names its slots (before its maps are pinned in it). */
+export function makeSetDir(
+  o: { dir: string; mapId: number; digest: string; names: readonly string[] },
+): string {
+  const path = `${o.dir}/${o.mapId}-${o.digest}`;
+  Deno.mkdirSync(`${path}/services`, { recursive: true, mode: 0o700 });
+  o.names.forEach((n, i) => Deno.mkdirSync(`${path}/services/${i}-${encodeURIComponent(n)}`));
+  return path;
+}
+
+/** Removes a directory of pins (unpinning; an object lives on while an fd holds it). */
+export function removeTree(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** Removes `path` and its parents up to PIN_ROOT (included) while they are empty. */
+export function pruneEmpty(path: string): void {
+  for (let p = path; p.startsWith(PIN_ROOT); p = p.slice(0, p.lastIndexOf("/"))) {
+    try {
+      Deno.removeSync(p);
+    } catch {
+      return;
+    }
+  }
+}
+
+function list(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+/** Whether a bpffs is mounted at /sys/fs/bpf (in this mount namespace). */
+export function bpffsMounted(mountinfo = readMountinfo()): boolean {
+  return mountinfo.split("\n").some((l) => {
+    const f = l.split(" ");
+    const sep = f.indexOf("-");
+    return f[4] === BPFFS && sep > 0 && f[sep + 1] === "bpf";
+  });
+}
+
+function readMountinfo(): string {
+  try {
+    return Deno.readTextFileSync("/proc/self/mountinfo");
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Mounts a bpffs at /sys/fs/bpf when the host has none (systemd mounts one at boot; a
+ * minimal host or container may not), so pins have a place. Throws with the fix.
+ */
+export async function ensureBpffs(): Promise<void> {
+  if (bpffsMounted()) return;
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "bpf", "bpf", BPFFS],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((cause) => {
+    throw new BackendError(`Cannot run mount for a bpffs at ${BPFFS}: ${cause}`, { cause });
+  });
+  if (!out.success) {
+    throw new BackendError(
+      `No bpffs at ${BPFFS}, and mounting one failed (${
+        new TextDecoder().decode(out.stderr).trim()
+      }): run \`mount -t bpf bpf ${BPFFS}\` as root`,
+    );
+  }
+}
+
+/** What is pinned of ours, for status, doctor and uninstall: the state directories. */
+export function keptStateDirs(): string[] {
+  try {
+    return list(PIN_ROOT).map((n) => `${PIN_ROOT}/${n}`);
+  } catch {
+    return [];
+  }
+}
+
+/** Removes every pin of ours: links unpinned and held by nobody are detached. */
+export function removeAllPins(): string[] {
+  const found = keptStateDirs();
+  removeTree(PIN_ROOT);
+  return found;
+}
