@@ -5,6 +5,7 @@
 
 import { command, DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
+import { removeTree, stateDir } from "../../bpf/pins.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -167,9 +168,23 @@ export class RunningCli {
     );
   }
 
-  /** SIGTERM (or another signal), wait for the exit, read the final write. */
-  async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10 * SLOW_FACTOR): Promise<StopResult> {
+  /** Where this run's totals are saved (its kernel state is kept per state file). */
+  get statePath(): string {
+    return this.options.state ?? `${this.output}.state`;
+  }
+
+  /**
+   * SIGTERM (or another signal), wait for the exit, read the final write. A SIGKILL leaves
+   * the ebpf backend's pinned counters and links counting (as it should); they are removed
+   * here unless `keepKernelState`, so a test's cleanup leaves nothing behind.
+   */
+  async stop(
+    signal: Deno.Signal = "SIGTERM",
+    timeoutS = 10 * SLOW_FACTOR,
+    opts: { keepKernelState?: boolean } = {},
+  ): Promise<StopResult> {
     const s = await endProcess(this.#child, timeoutS * 1000, this.#exited ? null : signal);
+    if (signal === "SIGKILL" && !opts.keepKernelState) removeTree(await stateDir(this.statePath));
     await this.#stderrDone;
     return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
   }
