@@ -100,10 +100,11 @@ async function killUnderTraffic(
   const first = await files.config("first");
   const options = { backend, config: first, output: `${files.dir}/counters.json` };
   let cli: RunningCli | null = await startRun(env.layout, env.clientNetns, options);
+  let measured: ReturnType<typeof measureFlows> | null = null;
   try {
     const s0 = await cli.sampleAfter();
     const flow = `tcp,${REMOTES.internet4},${TCP_PORT},${BYTES},${BYTES},${RATE}`;
-    const measured = measureFlows(env, "server", [flow]);
+    measured = measureFlows(env, "server", [flow]);
     await sleep(1500 * SLOW_FACTOR);
     const killed = await cli.stop("SIGKILL", undefined, { keepKernelState: true });
     cli = null;
@@ -152,6 +153,7 @@ async function killUnderTraffic(
       "kernel state left after SIGTERM outside systemd",
     );
   } finally {
+    await measured?.catch(() => {}); // a failure above must not leave the flow unawaited
     await cli?.stop("SIGKILL");
   }
 }
