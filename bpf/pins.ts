@@ -18,10 +18,21 @@ import { BackendError } from "../lib/errors.ts";
 
 export const PIN_ROOT = "/sys/fs/bpf/stb-netacct";
 const BPFFS = "/sys/fs/bpf";
+/**
+ * Where the installed service sees PIN_ROOT: its dynamic user may not enter /sys/fs/bpf
+ * (0700, root's), so the unit binds PIN_ROOT here (install/unit.ts) and says so in this
+ * variable. Set by root in the unit, never by a user.
+ */
+export const PIN_ROOT_ENV = "STB_NETACCT_PIN_ROOT";
+
+/** PIN_ROOT as this process reaches it. */
+export function pinRoot(): string {
+  return Deno.env.get(PIN_ROOT_ENV) || PIN_ROOT;
+}
 
 /** The directory of one state file's kernel state. */
 export async function stateDir(stateKey: string): Promise<string> {
-  return `${PIN_ROOT}/${await sha256(new TextEncoder().encode(stateKey))}`;
+  return `${pinRoot()}/${await sha256(new TextEncoder().encode(stateKey))}`;
 }
 
 /** The compatibility digest of a set of maps (see the header). */
@@ -85,7 +96,10 @@ export function removeTree(path: string): void {
 
 /** Removes `path` and its parents up to PIN_ROOT (included) while they are empty. */
 export function pruneEmpty(path: string): void {
-  for (let p = path; p.startsWith(PIN_ROOT); p = p.slice(0, p.lastIndexOf("/"))) {
+  // The root itself stays when it is the unit's bind mount (install made it, uninstall goes).
+  const root = pinRoot();
+  const last = root === PIN_ROOT ? root : root + "/";
+  for (let p = path; p.startsWith(last); p = p.slice(0, p.lastIndexOf("/"))) {
     try {
       Deno.removeSync(p);
     } catch {
@@ -125,7 +139,7 @@ function readMountinfo(): string {
  * minimal host or container may not), so pins have a place. Throws with the fix.
  */
 export async function ensureBpffs(): Promise<void> {
-  if (bpffsMounted()) return;
+  if (pinRoot() !== PIN_ROOT || bpffsMounted()) return;
   const out = await new Deno.Command("mount", {
     args: ["-t", "bpf", "bpf", BPFFS],
     stdout: "null",
@@ -156,4 +170,22 @@ export function removeAllPins(): string[] {
   const found = keptStateDirs();
   removeTree(PIN_ROOT);
   return found;
+}
+
+/**
+ * Before the installed service starts (the unit's privileged ExecStartPre): a bpffs at
+ * /sys/fs/bpf, PIN_ROOT in it, and PIN_ROOT given to the service's dynamic user, which owns
+ * the state directory `stateDirPath` by then (its uid may change between starts).
+ */
+export async function prepareForService(stateDirPath: string): Promise<void> {
+  await ensureBpffs();
+  Deno.mkdirSync(PIN_ROOT, { recursive: true, mode: 0o700 });
+  const { uid, gid } = Deno.statSync(stateDirPath);
+  if (uid === null || gid === null) throw new BackendError(`Cannot stat "${stateDirPath}"`);
+  const walk = (path: string) => {
+    Deno.chownSync(path, uid, gid);
+    if (!Deno.lstatSync(path).isDirectory) return;
+    for (const e of Deno.readDirSync(path)) walk(`${path}/${e.name}`);
+  };
+  walk(PIN_ROOT);
 }

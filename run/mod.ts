@@ -48,6 +48,7 @@ import { Sampler } from "./sampler.ts";
 import { EpollSleep, RunSignals } from "./sleep.ts";
 import { bootId, DEFAULT_STATE_PATH, type StartingState, StateFiles } from "./state.ts";
 import { Teardown } from "./teardown.ts";
+import { prepareForService } from "../bpf/pins.ts";
 import { defaultHistoryPath, startHistory } from "../history/mod.ts";
 
 export interface RunOptions {
@@ -118,6 +119,10 @@ export function runCommand() {
         "for the default output, else OUTPUT.history.sqlite)",
     )
     .option("--no-history", 'record no history (as the config\'s "history.enabled": false)')
+    .addOption(
+      // The unit's privileged ExecStartPre (install/unit.ts): not for people.
+      new Option("--prepare-kernel-state", "make the pin directory the service's").hideHelp(),
+    )
     .addHelpText(
       "after",
       "\nBackends:\n" +
@@ -130,6 +135,10 @@ export function runCommand() {
         "  sudo stb-netacct run --metrics-listen 127.0.0.1:9877   # also serve /metrics\n",
     )
     .action(async (opts, cmd) => {
+      if (opts.prepareKernelState) {
+        const state = opts.state ?? DEFAULT_STATE_PATH;
+        return await prepareForService(state.slice(0, state.lastIndexOf("/")) || "/");
+      }
       let config = trustedConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
       if (opts.metricsListen) {
         checkListenAllowed(opts.metricsListen, config.prometheus.allowRemote, "--metrics-listen");
