@@ -8,6 +8,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, loadBackend } from "../backends/mod.ts";
+import { removeKeptPins } from "../backends/kept_state.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { describeError } from "../lib/errors.ts";
 import { COMPLETION_PATHS, MANPAGE_PATH } from "../cli/mod.ts";
@@ -18,6 +19,7 @@ import {
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
   RUNTIME_DIR,
+  SERVICE_PIN_ROOT,
   STATE_DIR,
   TEXTFILE_GROUP,
   UNIT_NAME,
@@ -145,8 +147,17 @@ async function stopService(f: UninstallFacts, say: Say): Promise<void> {
   }
 }
 
-/** A crashed or killed sampler may have left rules behind; each backend's stop removes its own. */
+/**
+ * A crashed or killed sampler, or the service (it keeps its kernel state across restarts),
+ * leaves rules and pins behind; each backend's stop removes its own, and the ebpf pins go.
+ */
 async function removeLeftovers(say: Say): Promise<void> {
+  try {
+    for (const p of removeKeptPins()) say(`Removed the pinned counters and links in ${p}`);
+    removeEmptyDir(SERVICE_PIN_ROOT);
+  } catch (e) {
+    say(`Warning: could not remove the ebpf pins: ${(e as Error).message}`);
+  }
   for (const name of BACKEND_NAMES) {
     try {
       await (await loadBackend(name)).stop();
@@ -247,4 +258,11 @@ export function uninstallCommand() {
     .action(async (opts) => {
       await uninstall({ purge: opts.purge, dryRun: opts.dryRun });
     });
+}
+
+/** A directory that may be left empty (the unit's bind mount point); not there is fine. */
+function removeEmptyDir(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch { /* absent, or not empty: not ours to empty */ }
 }

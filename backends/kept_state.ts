@@ -1,0 +1,42 @@
+/**
+ * Kernel state that outlives `run` (docs/design.md, "Kernel state kept"): the ebpf
+ * backend's pins and the nft table in this network namespace. Found for `status` and
+ * `doctor` (which say when it counts with no sampler reading it) and removed by `uninstall`.
+ * Reading either needs root; without it nothing can be said (null).
+ */
+
+import { keptStateDirs, PIN_ROOT, removeAllPins } from "../bpf/pins.ts";
+
+/** backends/nft.ts's table, named here so status does not load the nft backend's code. */
+const NFT_FAMILY = "inet";
+const NFT_TABLE = "stb_netacct";
+
+/** What is kept, one line each; null when this process may not look (not root). */
+export async function keptKernelState(): Promise<string[] | null> {
+  if (Deno.uid() !== 0) return null;
+  const found = keptStateDirs().map((d) => `ebpf pins ${d}`);
+  if (await nftTableExists()) found.push(`nft table ${NFT_FAMILY} ${NFT_TABLE}`);
+  return found;
+}
+
+/** How to remove it, for the messages. */
+export const KEPT_STATE_FIX = "`sudo stb-netacct uninstall` removes it (or start `run` and " +
+  "stop it with Ctrl-C)";
+
+async function nftTableExists(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("nft", {
+      args: ["list", "table", NFT_FAMILY, NFT_TABLE],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  } catch {
+    return false; // no nft here: no table either
+  }
+}
+
+/** Removes the ebpf pins (links held by nobody then detach); returns what was there. */
+export function removeKeptPins(): string[] {
+  return removeAllPins().length > 0 ? [PIN_ROOT] : [];
+}
