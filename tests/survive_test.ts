@@ -192,6 +192,51 @@ for (const layout of LAYOUT_NAMES) {
 
 for (const backend of SURVIVING_BACKENDS) {
   Deno.test({
+    name: `survive ${backend} / hybrid: SIGTERM under systemd keeps the kernel state, Ctrl-C ` +
+      "removes it",
+    ...TEST_OPTIONS,
+    async fn() {
+      const env = await Lab.open("hybrid");
+      const files = await scratch(env, backend);
+      let cli: RunningCli | null = null;
+      try {
+        for (const s of SERVICE_NAMES) env.cgroups.create(s);
+        const options = {
+          backend,
+          config: await files.config("config"),
+          output: `${files.dir}/counters.json`,
+        };
+        // INVOCATION_ID is how `run` knows systemd started it: a stop is a restart or upgrade.
+        const service = { ...options, env: { INVOCATION_ID: "0123456789abcdef" } };
+        cli = await startRun(env.layout, env.clientNetns, service);
+        const stop = await cli.stop("SIGTERM", undefined, { keepKernelState: true });
+        cli = null;
+        assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
+        const kept = await keptState(backend, env, `${options.output}.state`);
+        assert(
+          kept.sets.length + kept.nft.length > 0,
+          `nothing kept after SIGTERM under systemd:\n${stop.stderr}`,
+        );
+        // A person's Ctrl-C under systemd too: everything goes.
+        cli = await startRun(env.layout, env.clientNetns, service);
+        assert(/adopted/.test(cli.stderr), `no adoption logged:\n${cli.stderr}`);
+        const int = await cli.stop("SIGINT");
+        cli = null;
+        assertEquals(int.code, 0, `exit code after SIGINT; stderr:\n${int.stderr}`);
+        assertEquals(
+          await kernelStateLeft(MOUNT, BPF_BASELINE, [env.clientNetns]),
+          [],
+          "kernel state left after Ctrl-C",
+        );
+      } finally {
+        await cli?.stop("SIGKILL");
+        await env.close();
+        await files.close();
+      }
+    },
+  });
+
+  Deno.test({
     name: `survive ${backend} / hybrid: kernel state of another config is taken over once`,
     ...TEST_OPTIONS,
     fn: () => scenario(backend, "hybrid", true),

@@ -61,6 +61,8 @@ export interface RunCliOptions {
   state?: string;
   /** More `run` flags (e.g. --history-db PATH). */
   extraArgs?: string[];
+  /** More environment, e.g. INVOCATION_ID (as systemd sets it for a service). */
+  env?: Record<string, string>;
 }
 
 /** One `run` process. Its stderr is collected so failures can quote it. */
@@ -96,6 +98,7 @@ export class RunningCli {
       stdin: "null",
       stdout: "null",
       stderr: "piped",
+      ...(options.env ? { env: options.env } : {}),
     }).spawn();
     this.#child = child;
     this.#stderrDone = (async () => {
