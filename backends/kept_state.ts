@@ -5,7 +5,7 @@
  * Reading either needs root; without it nothing can be said (null).
  */
 
-import { keptStateDirs, PIN_ROOT, removeAllPins } from "../bpf/pins.ts";
+import { keptStateDirs, removeAllPins } from "../bpf/pins.ts";
 
 /** backends/nft.ts's table, named here so status does not load the nft backend's code. */
 const NFT_FAMILY = "inet";
@@ -36,7 +36,7 @@ async function nftTableExists(): Promise<boolean> {
   }
 }
 
-/** Removes the ebpf pins (links held by nobody then detach); returns what was there. */
-export function removeKeptPins(): string[] {
-  return removeAllPins().length > 0 ? [PIN_ROOT] : [];
+/** Removes the ebpf pins (links held by nobody then detach); returns where they were. */
+export function removeKeptPins(): Promise<string[]> {
+  return removeAllPins();
 }

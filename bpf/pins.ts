@@ -19,11 +19,13 @@ import { BackendError } from "../lib/errors.ts";
 export const PIN_ROOT = "/sys/fs/bpf/stb-netacct";
 const BPFFS = "/sys/fs/bpf";
 /**
- * Where the installed service sees PIN_ROOT: its dynamic user may not enter /sys/fs/bpf
- * (0700, root's), so the unit binds PIN_ROOT here (install/unit.ts) and says so in this
- * variable. Set by root in the unit, never by a user.
+ * Where the installed service keeps its pins instead: a bpffs of its own, mounted there by the
+ * unit's privileged ExecStartPre (prepareForService) and given to its dynamic user, which may
+ * not enter /sys/fs/bpf (root's, 0700; /sys is read-only to it). The unit names it in this
+ * variable (set by root in the unit, never by a user).
  */
 export const PIN_ROOT_ENV = "STB_NETACCT_PIN_ROOT";
+export const SERVICE_PIN_ROOT = "/run/stb-netacct-kernel";
 
 /** PIN_ROOT as this process reaches it. */
 export function pinRoot(): string {
@@ -117,15 +119,6 @@ function list(dir: string): string[] {
   }
 }
 
-/** Whether a bpffs is mounted at /sys/fs/bpf (in this mount namespace). */
-export function bpffsMounted(mountinfo = readMountinfo()): boolean {
-  return mountinfo.split("\n").some((l) => {
-    const f = l.split(" ");
-    const sep = f.indexOf("-");
-    return f[4] === BPFFS && sep > 0 && f[sep + 1] === "bpf";
-  });
-}
-
 function readMountinfo(): string {
   try {
     return Deno.readTextFileSync("/proc/self/mountinfo");
@@ -139,47 +132,46 @@ function readMountinfo(): string {
  * minimal host or container may not), so pins have a place. Throws with the fix.
  */
 export async function ensureBpffs(): Promise<void> {
-  if (pinRoot() !== PIN_ROOT || bpffsMounted()) return;
-  const out = await new Deno.Command("mount", {
-    args: ["-t", "bpf", "bpf", BPFFS],
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch((cause) => {
-    throw new BackendError(`Cannot run mount for a bpffs at ${BPFFS}: ${cause}`, { cause });
-  });
-  if (!out.success) {
-    throw new BackendError(
-      `No bpffs at ${BPFFS}, and mounting one failed (${
-        new TextDecoder().decode(out.stderr).trim()
-      }): run \`mount -t bpf bpf ${BPFFS}\` as root`,
-    );
-  }
-}
-
-/** What is pinned of ours, for status, doctor and uninstall: the state directories. */
-export function keptStateDirs(): string[] {
-  try {
-    return list(PIN_ROOT).map((n) => `${PIN_ROOT}/${n}`);
-  } catch {
-    return [];
-  }
-}
-
-/** Removes every pin of ours: links unpinned and held by nobody are detached. */
-export function removeAllPins(): string[] {
-  const found = keptStateDirs();
-  removeTree(PIN_ROOT);
-  return found;
+  if (pinRoot() !== PIN_ROOT || mountedAt(BPFFS)) return;
+  await mountBpffs(BPFFS);
 }
 
 /**
- * Before the installed service starts (the unit's privileged ExecStartPre): a bpffs at
- * /sys/fs/bpf, PIN_ROOT in it, and PIN_ROOT given to the service's dynamic user, which owns
- * the state directory `stateDirPath` by then (its uid may change between starts).
+ * What is pinned of ours, for status, doctor and uninstall: the state directories, in
+ * PIN_ROOT (foreground runs) and in the service's own bpffs.
  */
-export async function prepareForService(stateDirPath: string): Promise<void> {
-  await ensureBpffs();
-  Deno.mkdirSync(PIN_ROOT, { recursive: true, mode: 0o700 });
+export function keptStateDirs(): string[] {
+  const roots = [PIN_ROOT, ...(mountedAt(SERVICE_PIN_ROOT) ? [SERVICE_PIN_ROOT] : [])];
+  return roots.flatMap((root) => {
+    try {
+      return list(root).map((n) => `${root}/${n}`);
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Removes every pin of ours (links unpinned and held by nobody detach); returns the roots. */
+export async function removeAllPins(): Promise<string[]> {
+  const removed: string[] = [];
+  if (keptStateDirs().some((d) => d.startsWith(PIN_ROOT + "/"))) removed.push(PIN_ROOT);
+  removeTree(PIN_ROOT);
+  if (await unmountServicePins(SERVICE_PIN_ROOT)) removed.push(SERVICE_PIN_ROOT);
+  try {
+    Deno.removeSync(SERVICE_PIN_ROOT); // the mount point, once empty
+  } catch { /* absent */ }
+  return removed;
+}
+
+/**
+ * Before the installed service starts (the unit's privileged ExecStartPre): a bpffs of its
+ * own mounted at `root` (kept across restarts of the service; gone with a reboot or
+ * `uninstall`), given to the service's dynamic user, which owns the state directory
+ * `stateDirPath` by then (its uid may change between starts).
+ */
+export async function prepareForService(root: string, stateDirPath: string): Promise<void> {
+  Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
+  if (!mountedAt(root)) await mountBpffs(root, ["-o", "mode=0700"]);
   const { uid, gid } = Deno.statSync(stateDirPath);
   if (uid === null || gid === null) throw new BackendError(`Cannot stat "${stateDirPath}"`);
   const walk = (path: string) => {
@@ -187,5 +179,44 @@ export async function prepareForService(stateDirPath: string): Promise<void> {
     if (!Deno.lstatSync(path).isDirectory) return;
     for (const e of Deno.readDirSync(path)) walk(`${path}/${e.name}`);
   };
-  walk(PIN_ROOT);
+  walk(root);
+}
+
+/** Whether a bpffs is mounted at `path`. */
+export function mountedAt(path: string, mountinfo = readMountinfo()): boolean {
+  return mountinfo.split("\n").some((l) => {
+    const f = l.split(" ");
+    const sep = f.indexOf("-");
+    return f[4] === path && sep > 0 && f[sep + 1] === "bpf";
+  });
+}
+
+async function mountBpffs(at: string, options: string[] = []): Promise<void> {
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "bpf", ...options, "stb-netacct", at],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((cause) => {
+    throw new BackendError(`Cannot run mount for a bpffs at ${at}: ${cause}`, { cause });
+  });
+  if (!out.success) {
+    throw new BackendError(
+      `No bpffs at ${at}, and mounting one failed (${
+        new TextDecoder().decode(out.stderr).trim()
+      }): run \`mount -t bpf bpf ${at}\` as root`,
+    );
+  }
+}
+
+/** Unmounts the service's own bpffs (its pins go with it, and links held by nobody detach). */
+export async function unmountServicePins(root: string): Promise<boolean> {
+  if (!mountedAt(root)) return false;
+  const out = await new Deno.Command("umount", { args: [root], stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    throw new BackendError(
+      `Cannot unmount ${root}: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+  return true;
 }

@@ -19,7 +19,6 @@ import {
   PRIVATE_CACHE_DIR,
   PRIVATE_STATE_DIR,
   RUNTIME_DIR,
-  SERVICE_PIN_ROOT,
   STATE_DIR,
   TEXTFILE_GROUP,
   UNIT_NAME,
@@ -153,8 +152,7 @@ async function stopService(f: UninstallFacts, say: Say): Promise<void> {
  */
 async function removeLeftovers(say: Say): Promise<void> {
   try {
-    for (const p of removeKeptPins()) say(`Removed the pinned counters and links in ${p}`);
-    removeEmptyDir(SERVICE_PIN_ROOT);
+    for (const p of await removeKeptPins()) say(`Removed the pinned counters and links in ${p}`);
   } catch (e) {
     say(`Warning: could not remove the ebpf pins: ${(e as Error).message}`);
   }
@@ -258,11 +256,4 @@ export function uninstallCommand() {
     .action(async (opts) => {
       await uninstall({ purge: opts.purge, dryRun: opts.dryRun });
     });
-}
-
-/** A directory that may be left empty (the unit's bind mount point); not there is fine. */
-function removeEmptyDir(path: string): void {
-  try {
-    Deno.removeSync(path);
-  } catch { /* absent, or not empty: not ours to empty */ }
 }

@@ -12,7 +12,7 @@ import { BACKEND_INFO, type BackendChoice, type BackendName, backendsOf } from "
 import { DEFAULT_CONFIG_PATH } from "../lib/config.ts";
 import { COUNTERS_DIR } from "../lib/contract.ts";
 import { DEFAULT_HISTORY_DIR } from "../history/paths.ts";
-import { PIN_ROOT, PIN_ROOT_ENV } from "../bpf/pins.ts";
+import { PIN_ROOT_ENV, SERVICE_PIN_ROOT } from "../bpf/pins.ts";
 
 export const UNIT_NAME = "stb-netacct.service";
 export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;
@@ -30,11 +30,7 @@ export const PRIVATE_CACHE_DIR = "/var/cache/private/stb-netacct";
  * root's; the service takes it with CAP_CHOWN and gives it back to root when it stops.
  */
 export const HISTORY_DIR = DEFAULT_HISTORY_DIR;
-/**
- * Where the service reaches the ebpf backend's pins (bpf/pins.ts): PIN_ROOT bound here, as
- * its dynamic user may not enter /sys/fs/bpf (root's, 0700) and /sys is read-only to it.
- */
-export const SERVICE_PIN_ROOT = "/run/stb-netacct-kernel";
+export { SERVICE_PIN_ROOT };
 
 /** Kernel capability names by number; lib/capabilities.ts only names the ones `run` checks. */
 const CAP_NAMES: Record<number, string> = {
@@ -137,13 +133,14 @@ export function renderUnit(
     .map(quoteExecArg).join(" ");
   const prepare = [binPath, "run", "--prepare-kernel-state", ...state].map(quoteExecArg).join(" ");
   // The ebpf backend's pinned counters and links keep counting across a restart or an
-  // upgrade: our own binary, privileged ("+", no shell), mounts a bpffs when there is none
-  // and gives PIN_ROOT to the dynamic user; the sandbox binds it where the service can reach.
+  // upgrade: our own binary, privileged ("+", no shell), mounts a bpffs of the service's own
+  // at SERVICE_PIN_ROOT (once per boot) and gives it to the dynamic user.
   const pins = backendsOf(backend).includes("ebpf")
     ? [
-      `ExecStartPre=+${prepare}`,
-      `BindPaths=-${PIN_ROOT}:${SERVICE_PIN_ROOT}`,
       `Environment=${PIN_ROOT_ENV}=${SERVICE_PIN_ROOT}`,
+      `ExecStartPre=+${prepare}`,
+      // "-": a failed mount leaves the service counting unpinned rather than not at all.
+      `ReadWritePaths=-${SERVICE_PIN_ROOT}`,
     ]
     : [];
   const lines = [

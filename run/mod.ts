@@ -48,7 +48,7 @@ import { Sampler } from "./sampler.ts";
 import { EpollSleep, RunSignals } from "./sleep.ts";
 import { bootId, DEFAULT_STATE_PATH, type StartingState, StateFiles } from "./state.ts";
 import { Teardown } from "./teardown.ts";
-import { prepareForService } from "../bpf/pins.ts";
+import { PIN_ROOT_ENV, prepareForService } from "../bpf/pins.ts";
 import { defaultHistoryPath, startHistory } from "../history/mod.ts";
 
 export interface RunOptions {
@@ -137,7 +137,9 @@ export function runCommand() {
     .action(async (opts, cmd) => {
       if (opts.prepareKernelState) {
         const state = opts.state ?? DEFAULT_STATE_PATH;
-        return await prepareForService(state.slice(0, state.lastIndexOf("/")) || "/");
+        const root = Deno.env.get(PIN_ROOT_ENV);
+        if (!root) throw new UsageError(`--prepare-kernel-state needs ${PIN_ROOT_ENV} set`);
+        return await prepareForService(root, state.slice(0, state.lastIndexOf("/")) || "/");
       }
       let config = trustedConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
       if (opts.metricsListen) {
