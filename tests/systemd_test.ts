@@ -17,7 +17,7 @@
 import { assert, assertEquals, assertStringIncludes, present } from "../lib/test_assert.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import { randomTag, run, sleep } from "./harness/exec.ts";
-import { denoTool, PEER_TS } from "./harness/processes.ts";
+import { denoTool, PEER_TS, TRAFFIC_TS } from "./harness/processes.ts";
 import { PEER_IF, Topology } from "./harness/topology.ts";
 import { Container, ensureNspawn } from "./systemd/container.ts";
 import {
@@ -64,6 +64,9 @@ const INSTALLED = [
   "/var/lib/stb-netacct-history",
 ];
 const HISTORY = "/var/lib/stb-netacct-history/history.sqlite";
+/** A steady flow across service restarts: long enough for three of them. */
+const SURVIVE_RATE = 1_000_000;
+const SURVIVE_BYTES = 20_000_000;
 
 /**
  * Counted bytes against payload: headers make it a little more (TCP/IP headers once per
@@ -286,6 +289,52 @@ Deno.test({
             ` -> ${c.rx_bytes_total}, tx ${beforeRestart.tx_bytes_total} -> ${c.tx_bytes_total}`,
         );
       });
+
+      await step(
+        "systemctl restart and two upgrades through install under traffic: nothing lost",
+        async () => {
+          const server = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/" +
+            "app.slice/app-stb\\x2dnext\\x2dserver.slice/stb-next-server@split.service";
+          const before = present((await waitSample(await now())).services.server, "server");
+          // A steady flow from inside the server's cgroup while the sampler is replaced 3 times.
+          const spec =
+            `tcp,198.51.100.2,${TCP_PORT},${SURVIVE_BYTES},${SURVIVE_BYTES},${SURVIVE_RATE}`;
+          const flow = box.exec([
+            "sh",
+            "-c",
+            'echo $$ > "$0/cgroup.procs" && exec env DENO_DIR=/tmp/stb-survive-deno "$@"',
+            server,
+            ...denoTool(TRAFFIC_TS, [spec]),
+          ], { allowFail: true });
+          await sleep(1500);
+          await box.exec(["systemctl", "restart", "stb-netacct.service"]);
+          const pins = await box.exec(["sh", "-c", "ls /run/stb-netacct-kernel/*/links"]);
+          assert(pins.stdout.trim() !== "", "the service pinned no links");
+          for (const backend of ["auto", "ebpf"]) {
+            await sleep(1000);
+            const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
+            assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
+            assertStringIncludes(r.stdout, "Restarted stb-netacct.service");
+          }
+          const done = await flow;
+          assertEquals(done.code, 0, `the flow failed: ${done.stderr}`);
+          const result = JSON.parse(done.stdout.trim().split("\n").at(-1)!) as {
+            sent: number;
+            received: number;
+          };
+          const after = present((await waitSample((await now()) + 0.6)).services.server, "s");
+          const journal = await box.exec(["journalctl", "-u", "stb-netacct", "-o", "cat"]);
+          assertStringIncludes(journal.stdout, "adopted the pinned counters");
+          const up = after.tx_bytes_total - before.tx_bytes_total;
+          const down = after.rx_bytes_total - before.rx_bytes_total;
+          console.log(
+            `across 3 restarts under ${SURVIVE_RATE} B/s each way: sent ${result.sent}, ` +
+              `counted up ${up}; received ${result.received}, counted down ${down}`,
+          );
+          assertCounted("across 3 restarts, server upload", up, result.sent, 1);
+          assertCounted("across 3 restarts, server download", down, result.received, 1);
+        },
+      );
 
       await step(
         "report as cad: the history holds what was counted; only the service writes it",
@@ -619,6 +668,13 @@ async function uninstallPurged(box: Container, states: string[]): Promise<void> 
   assertEquals(dir, "drwxr-xr-x", `${TEXTFILE_DIR} keeps an ACL entry or another mode`);
   const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], { allowFail: true });
   assert(nft.code !== 0, "nft table inet stb_netacct is left");
+  // The service keeps its pinned counters and links across stops; uninstall removes them.
+  const pins = await box.exec([
+    "sh",
+    "-c",
+    "grep stb-netacct /proc/self/mountinfo; ls -A /run/stb-netacct-kernel /sys/fs/bpf/stb-netacct",
+  ], { allowFail: true });
+  assertEquals(pins.stdout.trim(), "", "pins or the service's bpffs left after uninstall");
   const ipt = (await box.exec(["sh", "-c", "iptables-save; ip6tables-save"])).stdout;
   assert(!/stb/i.test(ipt), `iptables rules left:\n${ipt}`);
   // The installed program is gone with it: run again from the build.
