@@ -170,16 +170,45 @@ export async function removeAllPins(): Promise<string[]> {
  * `stateDirPath` by then (its uid may change between starts).
  */
 export async function prepareForService(root: string, stateDirPath: string): Promise<void> {
-  Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
-  if (!mountedAt(root)) await mountBpffs(root, ["-o", "mode=0700"]);
   const { uid, gid } = Deno.statSync(stateDirPath);
   if (uid === null || gid === null) throw new BackendError(`Cannot stat "${stateDirPath}"`);
-  const walk = (path: string) => {
-    Deno.chownSync(path, uid, gid);
-    if (!Deno.lstatSync(path).isDirectory) return;
-    for (const e of Deno.readDirSync(path)) walk(`${path}/${e.name}`);
-  };
-  walk(root);
+  // systemd may run even a "+" command in a mount namespace of its own (seen with 252), where
+  // a mount would die with it: mount and chown where systemd (PID 1) lives.
+  const init = initMountNamespace();
+  await tool([...init, "mkdir", "-p", "-m", "0700", root]);
+  if (init.length > 0 || !mountedAt(root)) {
+    const check = await tool(
+      [...init, "grep", "-q", ` ${root} .* - bpf `, "/proc/self/mountinfo"],
+      {
+        allowFail: true,
+      },
+    );
+    if (!check) await tool([...init, "mount", "-t", "bpf", "-o", "mode=0700", "stb-netacct", root]);
+  }
+  await tool([...init, "chown", "-R", `${uid}:${gid}`, root]);
+}
+
+/** `nsenter` into PID 1's mount namespace when this process is in another one, else none. */
+function initMountNamespace(): string[] {
+  try {
+    if (Deno.readLinkSync("/proc/1/ns/mnt") !== Deno.readLinkSync("/proc/self/ns/mnt")) {
+      return ["nsenter", "--mount=/proc/1/ns/mnt", "--"];
+    }
+  } catch { /* no /proc/1 to look at: stay here */ }
+  return [];
+}
+
+/** Runs a tool (no shell); throws with its stderr, or returns false with allowFail. */
+async function tool(argv: string[], o: { allowFail?: boolean } = {}): Promise<boolean> {
+  const [cmd, ...args] = argv;
+  const out = await new Deno.Command(cmd!, { args, stdout: "null", stderr: "piped" }).output();
+  if (!out.success && !o.allowFail) {
+    throw new BackendError(
+      `Preparing the service's pins: \`${argv.join(" ")}\` failed: ` +
+        new TextDecoder().decode(out.stderr).trim(),
+    );
+  }
+  return out.success;
 }
 
 /** Whether a bpffs is mounted at `path`. */

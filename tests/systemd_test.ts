@@ -291,52 +291,6 @@ Deno.test({
       });
 
       await step(
-        "systemctl restart and two upgrades through install under traffic: nothing lost",
-        async () => {
-          const server = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/" +
-            "app.slice/app-stb\\x2dnext\\x2dserver.slice/stb-next-server@split.service";
-          const before = present((await waitSample(await now())).services.server, "server");
-          // A steady flow from inside the server's cgroup while the sampler is replaced 3 times.
-          const spec =
-            `tcp,198.51.100.2,${TCP_PORT},${SURVIVE_BYTES},${SURVIVE_BYTES},${SURVIVE_RATE}`;
-          const flow = box.exec([
-            "sh",
-            "-c",
-            'echo $$ > "$0/cgroup.procs" && exec env DENO_DIR=/tmp/stb-survive-deno "$@"',
-            server,
-            ...denoTool(TRAFFIC_TS, [spec]),
-          ], { allowFail: true });
-          await sleep(1500);
-          await box.exec(["systemctl", "restart", "stb-netacct.service"]);
-          const pins = await box.exec(["sh", "-c", "ls /run/stb-netacct-kernel/*/links"]);
-          assert(pins.stdout.trim() !== "", "the service pinned no links");
-          for (const backend of ["auto", "ebpf"]) {
-            await sleep(1000);
-            const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
-            assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
-            assertStringIncludes(r.stdout, "Restarted stb-netacct.service");
-          }
-          const done = await flow;
-          assertEquals(done.code, 0, `the flow failed: ${done.stderr}`);
-          const result = JSON.parse(done.stdout.trim().split("\n").at(-1)!) as {
-            sent: number;
-            received: number;
-          };
-          const after = present((await waitSample((await now()) + 0.6)).services.server, "s");
-          const journal = await box.exec(["journalctl", "-u", "stb-netacct", "-o", "cat"]);
-          assertStringIncludes(journal.stdout, "adopted the pinned counters");
-          const up = after.tx_bytes_total - before.tx_bytes_total;
-          const down = after.rx_bytes_total - before.rx_bytes_total;
-          console.log(
-            `across 3 restarts under ${SURVIVE_RATE} B/s each way: sent ${result.sent}, ` +
-              `counted up ${up}; received ${result.received}, counted down ${down}`,
-          );
-          assertCounted("across 3 restarts, server upload", up, result.sent, 1);
-          assertCounted("across 3 restarts, server download", down, result.received, 1);
-        },
-      );
-
-      await step(
         "report as cad: the history holds what was counted; only the service writes it",
         async () => {
           // The restart above wrote the stopping run's last batch; the new run starts where
@@ -383,6 +337,67 @@ Deno.test({
         assertEquals(j.verdict, "healthy");
         for (const svc of SERVICES) assertEquals(j.cgroups[svc].exists, true);
       });
+
+      await step(
+        "systemctl restart and two upgrades through install under traffic: nothing lost",
+        async () => {
+          const server = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/" +
+            "app.slice/app-stb\\x2dnext\\x2dserver.slice/stb-next-server@split.service";
+          const before = present((await waitSample(await now())).services.server, "server");
+          // A steady flow from inside the server's cgroup while the sampler is replaced 3 times.
+          const spec =
+            `tcp,198.51.100.2,${TCP_PORT},${SURVIVE_BYTES},${SURVIVE_BYTES},${SURVIVE_RATE}`;
+          const flow = box.exec([
+            "sh",
+            "-c",
+            'echo $$ > "$0/cgroup.procs" && exec env DENO_DIR=/tmp/stb-survive-deno "$@"',
+            server,
+            ...denoTool(TRAFFIC_TS, [spec]),
+          ], { allowFail: true });
+          await sleep(1500);
+          await box.exec(["systemctl", "restart", "stb-netacct.service"]);
+          const pins = await box.exec(["sh", "-c", "ls /run/stb-netacct-kernel/*/links"], {
+            allowFail: true,
+          });
+          if (pins.stdout.trim() === "") {
+            const j = await box.exec(["sh", "-c", "journalctl -u stb-netacct -o cat | tail -25"]);
+            const m = await box.exec([
+              "sh",
+              "-c",
+              "grep bpf /proc/self/mountinfo; ls -lan /run/stb-netacct-kernel; echo ---; " +
+              "nsenter -t $(systemctl show -p MainPID --value stb-netacct) -m sh -c " +
+              "'grep bpf /proc/self/mountinfo; ls -lan /run/stb-netacct-kernel; id'; " +
+              "ls -ldn /var/lib/private/stb-netacct",
+            ], { allowFail: true });
+            throw new Error(
+              `the service pinned no links:\n${j.stdout}\n${m.stdout}\n${m.stderr}`,
+            );
+          }
+          for (const backend of ["auto", "ebpf"]) {
+            await sleep(1000);
+            const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
+            assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
+            assertStringIncludes(r.stdout, "Restarted stb-netacct.service");
+          }
+          const done = await flow;
+          assertEquals(done.code, 0, `the flow failed: ${done.stderr}`);
+          const result = JSON.parse(done.stdout.trim().split("\n").at(-1)!) as {
+            sent: number;
+            received: number;
+          };
+          const after = present((await waitSample((await now()) + 0.6)).services.server, "s");
+          const journal = await box.exec(["journalctl", "-u", "stb-netacct", "-o", "cat"]);
+          assertStringIncludes(journal.stdout, "adopted the pinned counters");
+          const up = after.tx_bytes_total - before.tx_bytes_total;
+          const down = after.rx_bytes_total - before.rx_bytes_total;
+          console.log(
+            `across 3 restarts under ${SURVIVE_RATE} B/s each way: sent ${result.sent}, ` +
+              `counted up ${up}; received ${result.received}, counted down ${down}`,
+          );
+          assertCounted("across 3 restarts, server upload", up, result.sent, 1);
+          assertCounted("across 3 restarts, server download", down, result.received, 1);
+        },
+      );
 
       await step("a second install changes nothing", async () => {
         const r = await box.exec([BIN, "install", "--backend", "ebpf"], { allowFail: true });
