@@ -43,6 +43,8 @@ export class Totals {
   #kernelId: string | null = null;
   /** Replaced kernel state, wholly included, until it is removed (releaseReplaced). */
   #replaced: KernelRecord[] = [];
+  /** The next reading of `#kernelId` is where counting starts (see `continuing`). */
+  #unrecorded = false;
 
   /**
    * Totals that continue saved ones: what the kernel state found holds beyond the readings
@@ -65,7 +67,12 @@ export class Totals {
     }
     if (c.current) {
       t.#kernelId = c.current.id;
-      for (const [name, v] of Object.entries(included(c.current.id))) t.#last.set(name, { ...v });
+      const record = c.included?.find((k) => k.id === c.current!.id);
+      for (const [name, v] of Object.entries(record?.services ?? {})) t.#last.set(name, { ...v });
+      // Adopted state the saved totals have no record of (another backend ran meanwhile, a
+      // reset removed the copies, an older release saved them): what it holds may be in the
+      // totals already, so it counts from its first reading, never twice.
+      t.#unrecorded = c.current.adopted && record === undefined;
     }
     return t;
   }
@@ -90,6 +97,12 @@ export class Totals {
     if (kernelId !== undefined && kernelId !== this.#kernelId) {
       this.#last.clear();
       this.#kernelId = kernelId;
+      this.#unrecorded = false;
+    }
+    if (this.#unrecorded) {
+      this.#unrecorded = false;
+      for (const [name, now] of Object.entries(sample)) this.#last.set(name, { ...now });
+      return;
     }
     for (const [name, now] of Object.entries(sample)) {
       const total = this.#totals.get(name);

@@ -62,12 +62,26 @@ Deno.test("totals continuing kernel state add only what the saved totals do not 
   assertEquals(replaced.kernelRecords().map((k) => k.id), ["k2", "k1"]);
   replaced.forgetReplaced();
   assertEquals(replaced.kernelRecords().map((k) => k.id), ["k2"]);
-  // State the saved totals never saw (made after the save) counts whole.
+  // State made after the save (not adopted) counts whole.
+  const fresh = Totals.continuing(["a"], {
+    saved,
+    included,
+    current: { id: "k3", adopted: false },
+  });
+  fresh.add({ a: c(70, 0) }, "k3");
+  assertEquals(fresh.service("a"), c(1070, 0));
+  // Adopted state the saved totals have no record of may be in them already (another
+  // backend ran meanwhile): counted from its first reading on, never twice.
   const unseen = Totals.continuing(["a"], {
     saved,
     included,
-    current: { id: "k3", adopted: true },
+    current: { id: "k4", adopted: true },
   });
+  unseen.add({ a: c(70, 0) }, "k4");
+  assertEquals(unseen.service("a"), c(1000, 0));
+  unseen.add({ a: c(90, 0) }, "k4");
+  assertEquals(unseen.service("a"), c(1020, 0));
+});
   unseen.add({ a: c(70, 0) }, "k3");
   assertEquals(unseen.service("a"), c(1070, 0));
 });
