@@ -82,6 +82,3 @@ Deno.test("totals continuing kernel state add only what the saved totals do not 
   unseen.add({ a: c(90, 0) }, "k4");
   assertEquals(unseen.service("a"), c(1020, 0));
 });
-  unseen.add({ a: c(70, 0) }, "k3");
-  assertEquals(unseen.service("a"), c(1070, 0));
-});
