@@ -40,3 +40,30 @@ async function nftTableExists(): Promise<boolean> {
 export function removeKeptPins(): Promise<string[]> {
   return removeAllPins();
 }
+
+/**
+ * Removes what the named backends keep (`install` switching the service to another backend:
+ * the old one's state would count on, unread, until a reboot). Best effort: says what failed.
+ */
+export async function removeKernelStateOf(
+  backends: readonly string[],
+  say: (message: string) => void,
+): Promise<void> {
+  if (backends.includes("ebpf")) {
+    for (const p of await removeAllPins().catch(() => [])) {
+      say(`Removed the ebpf backend's pinned counters and links in ${p}`);
+    }
+  }
+  if (backends.includes("nft") && await nftTableExists()) {
+    const out = await new Deno.Command("nft", {
+      args: ["delete", "table", NFT_FAMILY, NFT_TABLE],
+      stdout: "null",
+      stderr: "piped",
+    }).output().catch(() => null);
+    say(
+      out?.success
+        ? `Removed the nft table ${NFT_FAMILY} ${NFT_TABLE} the nft backend kept`
+        : `Warning: could not remove the nft table ${NFT_FAMILY} ${NFT_TABLE}`,
+    );
+  }
+}
