@@ -453,6 +453,16 @@ Deno.test({
             const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
             assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
             assertStringIncludes(r.stdout, `Restarted stb-netacct.service`);
+            // The ebpf unit's pinned counters and links would count on unread: install removes
+            // the kernel state of the backend it switches away from.
+            const mounts = (await box.exec(["cat", "/proc/self/mountinfo"])).stdout;
+            assert(!mounts.includes("/run/stb-netacct-kernel"), "the ebpf pins are left");
+            if (backend === "iptables") {
+              const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], {
+                allowFail: true,
+              });
+              assert(nft.code !== 0, "the nft table is left after switching to iptables");
+            }
             const unit =
               (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
             assertStringIncludes(unit, "AmbientCapabilities=CAP_CHOWN CAP_NET_ADMIN\n");
