@@ -1,7 +1,9 @@
 import { assertEquals } from "../lib/test_assert.ts";
 import {
+  findMarkers,
   nftCgroupPrefix,
   type NftPlan,
+  nftRebuild,
   nftRetargetBatch,
   nftRuleset,
   parseNftCounters,
@@ -96,4 +98,36 @@ Deno.test("nftRuleset: absent cgroups get no rule, every service gets counters",
     throw new Error(batch);
   }
   if (batch.includes("counter")) throw new Error("retarget must not touch counters");
+});
+
+Deno.test("nft markers: found among the counters; a rebuild keeps the counters it has", () => {
+  assertEquals(findMarkers(["tx_a", "instance_00ff", "config_abcd"]), {
+    instance: "00ff",
+    config: "abcd",
+  });
+  assertEquals(findMarkers(["tx_a"]), { instance: null, config: null });
+  const plan: NftPlan = {
+    services: [{ name: "a", path: "/a", mark: 0x10000, present: true }],
+    ctMask: 0xff0000,
+    cgroupPrefix: "",
+    excludeV4: [],
+    excludeV6: [],
+  };
+  const batch = nftRebuild(
+    plan,
+    { instance: "00ff", config: "beef" },
+    new Set([
+      "tx_a",
+      "rx_a",
+      "tx_gone",
+      "instance_00ff",
+      "config_abcd",
+    ]),
+  );
+  // Kept counters are neither declared again nor deleted; the stale ones go.
+  assertEquals(batch.includes("counter tx_a {}"), false);
+  assertEquals(batch.includes("delete counter inet stb_netacct tx_gone"), true);
+  assertEquals(batch.includes("delete counter inet stb_netacct config_abcd"), true);
+  assertEquals(batch.includes("counter config_beef {}"), true);
+  assertEquals(batch.includes("delete counter inet stb_netacct tx_a"), false);
 });
