@@ -35,7 +35,8 @@ export interface BackendOptions {
   gsoCorrection?: boolean;
   /**
    * The saved totals this run continues (run's --state): kernel state is kept per state
-   * file, so runs with separate totals never adopt each other's. Absent: "default".
+   * file, so runs with separate totals never adopt each other's. Absent: nothing outlives the
+   * process.
    */
   stateKey?: string;
 }

@@ -266,9 +266,14 @@ export class EbpfBackend implements Backend {
     }
   }
 
-  /** The state file's pin directory, made (and a bpffs mounted) when missing; null: none. */
+  /**
+   * The state file's pin directory, made (and a bpffs mounted) when missing; null: none.
+   * Without a state file (tests, benchmarks) nothing is pinned: no saved totals could say
+   * what a later start may add.
+   */
   async #pinDir(options: BackendOptions): Promise<string | null> {
-    const dir = await stateDir(options.stateKey ?? "default");
+    if (options.stateKey === undefined) return null;
+    const dir = await stateDir(options.stateKey);
     try {
       await ensureBpffs();
       Deno.mkdirSync(`${dir}/links`, { recursive: true, mode: 0o700 });

@@ -79,7 +79,9 @@ async function cgroupLinksByTarget(): Promise<string[]> {
     cgroup_id?: number;
     attach_type?: string;
   }[];
-  return links.filter((l) => l.type === "cgroup").map((l) => `${l.cgroup_id}/${l.attach_type}`);
+  // Defunct links (their cgroup gone: id 0) attach nowhere.
+  return links.filter((l) => l.type === "cgroup" && l.cgroup_id)
+    .map((l) => `${l.cgroup_id}/${l.attach_type}`);
 }
 
 interface Fault {
