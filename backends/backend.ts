@@ -6,8 +6,11 @@
  *   every tick: if ids changed -> await b.retarget(targets); sample = await b.read();
  *   finally: await b.stop();
  *
- * Counters are cumulative since `start` and per service; `run` owns persistence and
- * monotonic totals across restarts, so a backend never writes files of its own.
+ * Counters are cumulative and per service; `run` owns persistence and monotonic totals
+ * across restarts, so a backend never writes files of its own. A backend whose kernel state
+ * outlives the process (ebpf: pinned maps and links; nft: its table) says which state it
+ * reads (`kernelState`): its counters then count from that state's creation, possibly by an
+ * earlier run, and `run` adds only what its saved totals do not include yet.
  */
 
 import type { Cidr } from "../lib/cidr.ts";
@@ -42,6 +45,32 @@ export interface BackendOptions {
    * and TCP/UDP headers added). Only the ebpf backend can; others ignore it. Default on.
    */
   gsoCorrection?: boolean;
+  /**
+   * The saved totals this run continues (run's --state): kernel state is kept per state
+   * file, so runs with separate totals never adopt each other's. Absent: nothing outlives the
+   * process.
+   */
+  stateKey?: string;
+}
+
+/** The kernel state a backend counts in, which may outlive `run` (see the header). */
+export interface KernelState {
+  /**
+   * Unique per creation (a new table, a new pinned counters map), never reused: the saved
+   * totals record which readings of it they include.
+   */
+  id: string;
+  /** Found in the kernel at start (left by an earlier run) rather than made by this one. */
+  adopted: boolean;
+}
+
+/**
+ * The last counts of kernel state that `start` found incompatible (another object or
+ * config) and replaced: `run` adds what its saved totals do not include yet, once.
+ */
+export interface ReplacedState {
+  id: string;
+  services: CounterSample;
 }
 
 /** Counts since `start`: exact (the kernel's counters are unsigned 64-bit). */
@@ -72,6 +101,10 @@ export interface DestinationCounters {
   packets: bigint;
 }
 
+export interface StopOptions {
+  keep?: boolean;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -92,10 +125,27 @@ export interface Backend {
   probe(targets: ServiceTarget[], options: BackendOptions): Promise<void>;
 
   /**
-   * Cumulative counters per service name since `start`, one entry per target. Never
-   * decreases, also across retarget (a backend whose kernel counters restart keeps offsets).
+   * Cumulative counters per service name, one entry per target: since `start`, or, with
+   * `kernelState`, since that state was created. Never decreases, also across retarget;
+   * kernel state lost and made anew (a flushed ruleset) has a new id and counts from zero.
    */
   read(): Promise<CounterSample>;
+
+  /**
+   * The kernel state `read` reads now, for backends whose state outlives the process.
+   * Compatible state an earlier run left is adopted (its counters continue, nothing is
+   * attached twice); incompatible state is taken over (`replaced`) and replaced.
+   */
+  kernelState?(): KernelState;
+
+  /** What `start` took over from incompatible kernel state (empty: nothing). */
+  replaced?(): ReplacedState[];
+
+  /**
+   * Removes what is left of replaced state, once `run` saved totals that include it: a
+   * crash before that finds it again, and the saved totals say what is already counted.
+   */
+  releaseReplaced?(): Promise<void>;
 
   /**
    * Optional extra, only where the backend can tell (ebpf): the `limit` remote endpoints
@@ -110,6 +160,10 @@ export interface Backend {
    */
   retarget(targets: ServiceTarget[]): Promise<void>;
 
-  /** Removes everything `start` installed. Safe to call twice, and after a failed start. */
-  stop(): Promise<void>;
+  /**
+   * Removes everything `start` installed. Safe to call twice, and after a failed start.
+   * `keep`: kernel state that outlives the process stays counting for the next run (a
+   * service restart or upgrade); only this process's hold on it goes.
+   */
+  stop(options?: StopOptions): Promise<void>;
 }

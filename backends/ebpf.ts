@@ -14,6 +14,13 @@
  * the exclusion trie and verdict table as the static exclusions plus the on-link prefixes.
  * So a change takes effect within one sample; a failure there is logged and counting goes on.
  *
+ * Kernel state kept: the counters (and the destination maps) and the links are pinned
+ * (bpf/pins.ts), so the kernel counts on while no `run` lives. `start` adopts a pinned set
+ * of the same digest (its maps reused, its links switched to the new programs, nothing
+ * linked twice) and takes over one of another digest: the links are switched to the new
+ * programs in place (BPF_LINK_UPDATE: each packet runs the old program or the new), then the
+ * old counters are read once (`replaced`) and removed once `run` saved them.
+ *
  * Levels: targets' depths are counted from the cgroup2 mount; the program compares at the
  * kernel's absolute levels. `start` measures the difference once (bpf/levels.ts: non-zero
  * inside a cgroup namespace, i.e. a container) and adds it to every level it writes.
@@ -25,11 +32,26 @@ import {
   type BackendOptions,
   type CounterSample,
   type DestinationCounters,
+  type KernelState,
+  type ReplacedState,
   type ServiceTarget,
+  type StopOptions,
 } from "./backend.ts";
 import { type Cidr, formatAddress, protocolName } from "../lib/cidr.ts";
 import { InterfaceIndexes } from "../lib/interfaces.ts";
 import { OnlinkWatch } from "../lib/onlink.ts";
+import {
+  ensureBpffs,
+  makeSetDir,
+  type PinnedSet,
+  pinnedSets,
+  pruneEmpty,
+  removeTree,
+  setDigest,
+  stateDir,
+} from "../bpf/pins.ts";
+import { MAP_INFO, mapId, objectInfo, openPinned, pinObject } from "../bpf/libbpf.ts";
+import { bootId } from "../run/state.ts";
 import { check, closeFd, decodeEmbeddedObject, lib, openDirectory } from "../bpf/libbpf.ts";
 import { TargetedObject } from "../bpf/targeted_object.ts";
 import { attachPoints } from "../bpf/cgroup_links.ts";
@@ -65,6 +87,22 @@ import {
   triePrefixes,
 } from "../bpf/netacct_abi.ts";
 import { OBJECT_BASE64 } from "../bpf/netacct_object.ts";
+
+/** Fds of a pinned set's kept maps, by map name; the caller closes them. */
+function openSet(set: PinnedSet): Map<string, number> {
+  const fds = new Map<string, number>();
+  try {
+    for (const name of KEPT_MAPS) {
+      const fd = openPinned(`${set.dir}/${name}`);
+      if (fd === null) throw new BackendError(`The pinned set "${set.dir}" lacks map "${name}"`);
+      fds.set(name, fd);
+    }
+  } catch (e) {
+    for (const fd of fds.values()) closeFd(fd);
+    throw e;
+  }
+  return fds;
+}
 
 /** The ELF bytes of bpf/netacct.bpf.o, decoded from the embedded module. */
 export function objectBytes(): Uint8Array<ArrayBuffer> {
@@ -165,8 +203,24 @@ class CounterBuffers extends ArrayBatch {
   }
 }
 
+/** The maps that hold counts, pinned and reused across runs; the rest each run fills anew. */
+const KEPT_MAPS = [MAP_COUNTERS, MAP_DESTS, MAP_PENDING] as const;
+
+/** The kernel state of a started backend: where it is pinned, and what it took over. */
+interface Pins {
+  /** The state file's directory (links/ and the sets); null: nothing pinned (no bpffs). */
+  dir: string | null;
+  /** This run's set; null while unpinned. */
+  set: string | null;
+  state: KernelState;
+  replaced: ReplacedState[];
+  /** Sets taken over, removed by releaseReplaced. */
+  replacedDirs: string[];
+}
+
 export class EbpfBackend implements Backend {
   readonly name = "ebpf";
+  #pins: Pins | null = null;
 
   #object: TargetedObject | null = null;
   #maps: Maps | null = null;
@@ -187,18 +241,138 @@ export class EbpfBackend implements Backend {
   async start(targets: ServiceTarget[], options: BackendOptions): Promise<void> {
     if (this.#object) throw new BackendError("The ebpf backend is already started: stop it first");
     try {
-      const object = this.#load(targets, options);
-      const linked = object.linkAt([PROG_INGRESS, PROG_EGRESS], targets);
+      const dir = await this.#pinDir(options);
+      const digest = await setDigest(objectBytes(), targets.map((t) => t.name));
+      const sets = dir === null ? [] : pinnedSets(dir);
+      const same = sets.find((p) => p.digest === digest) ?? null;
+      const reuse = same ? openSet(same) : new Map<string, number>();
+      let object: TargetedObject;
+      try {
+        object = this.#load(targets, options, reuse);
+      } finally {
+        for (const fd of reuse.values()) closeFd(fd);
+      }
+      const id = mapId(object.mapFd(MAP_COUNTERS));
+      const pins: Pins = this.#pins = {
+        dir,
+        set: same?.dir ?? null,
+        state: { id: `ebpf:${bootId()}:${same?.mapId ?? id}`, adopted: same !== null },
+        replaced: [],
+        replacedDirs: [],
+      };
+      if (dir !== null && same === null) pins.set = this.#pinSet(object, dir, digest);
+      const linked = object.linkAt(
+        [PROG_INGRESS, PROG_EGRESS],
+        targets,
+        dir === null ? null : { dir: `${dir}/links`, log: options.log },
+      );
+      const others = sets.filter((p) => p !== same);
+      // A packet that entered an old program before its link switched finishes first.
+      if (others.length > 0) await new Promise((r) => setTimeout(r, 20));
+      for (const old of others) this.#takeOver(old, object.cpus);
       const kernel = object.levelOffset ? ` (kernel: ${object.kernelLevels().join(",")})` : "";
       options.log(
         `ebpf: counting ${targets.length} service(s) at cgroup levels ` +
           `${object.levels.join(",")}${kernel}; programs linked at ${linked.cgroups} service ` +
-          `cgroup(s), and at each one that appears`,
+          `cgroup(s), and at each one that appears` +
+          (same
+            ? `; adopted the pinned counters in ${same.dir} and ${linked.adopted} link(s)`
+            : "") +
+          (pins.replacedDirs.length ? `; took over ${pins.replacedDirs.join(", ")}` : ""),
       );
     } catch (e) {
       await this.stop();
       throw e;
     }
+  }
+
+  /**
+   * The state file's pin directory, made (and a bpffs mounted) when missing; null: none.
+   * Without a state file (tests, benchmarks) nothing is pinned: no saved totals could say
+   * what a later start may add.
+   */
+  async #pinDir(options: BackendOptions): Promise<string | null> {
+    if (options.stateKey === undefined) return null;
+    const dir = await stateDir(options.stateKey);
+    try {
+      await ensureBpffs();
+      Deno.mkdirSync(`${dir}/links`, { recursive: true, mode: 0o700 });
+      return dir;
+    } catch (e) {
+      options.log(
+        `WARNING: cannot keep the counters pinned in "${dir}" (${(e as Error).message}): ` +
+          "they live as long as this run, and traffic while no run lives is not counted",
+      );
+      return null;
+    }
+  }
+
+  /** Pins this object's counting maps as a new set; returns its directory. */
+  #pinSet(object: TargetedObject, dir: string, digest: string): string {
+    const path = makeSetDir({
+      dir,
+      mapId: mapId(object.mapFd(MAP_COUNTERS)),
+      digest,
+      names: object.names,
+    });
+    for (const name of KEPT_MAPS) pinObject(object.mapFd(name), `${path}/${name}`);
+    return path;
+  }
+
+  /**
+   * Reads the counters of a set of another digest once (its links were switched to this
+   * object's programs already, so it counts no more), for `run` to add what its saved
+   * totals lack; the set is removed by releaseReplaced.
+   */
+  #takeOver(old: PinnedSet, cpus: number): void {
+    const pins = this.#pins!;
+    pins.replacedDirs.push(old.dir);
+    const fd = openPinned(`${old.dir}/${MAP_COUNTERS}`);
+    if (fd === null) return;
+    try {
+      const info = objectInfo(fd, MAP_INFO.size, "a pinned counters map");
+      const slots = info.getUint32(MAP_INFO.max_entries, true);
+      const sizeOk = info.getUint32(MAP_INFO.value_size, true) === COUNTER_SIZE &&
+        info.getUint32(MAP_INFO.key_size, true) === 4;
+      const names = old.names.filter((_, i) => counterSlot(i, DIR_TX) < slots);
+      if (!sizeOk || names.length === 0) {
+        this.#log(`ebpf: the counters in ${old.dir} have another layout; not taken over`);
+        return;
+      }
+      const buf = new CounterBuffers(old.names.length * 2, cpus);
+      buf.read(fd, `the counters pinned in ${old.dir}`);
+      const services: CounterSample = {};
+      old.names.forEach((name, index) => {
+        if (name === undefined) return;
+        const rx = buf.sum(counterSlot(index, DIR_RX)), tx = buf.sum(counterSlot(index, DIR_TX));
+        services[name] = {
+          rxBytes: rx.bytes,
+          txBytes: tx.bytes,
+          rxPackets: rx.packets,
+          txPackets: tx.packets,
+        };
+      });
+      pins.replaced.push({ id: `ebpf:${bootId()}:${old.mapId}`, services });
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  kernelState(): KernelState {
+    if (!this.#pins) throw new BackendError("The ebpf backend is not started");
+    return { ...this.#pins.state };
+  }
+
+  replaced(): ReplacedState[] {
+    return this.#pins?.replaced ?? [];
+  }
+
+  async releaseReplaced(): Promise<void> {
+    const pins = this.#pins;
+    if (!pins) return;
+    for (const dir of pins.replacedDirs.splice(0)) removeTree(dir);
+    pins.replaced = [];
+    await Promise.resolve();
   }
 
   /**
@@ -219,8 +393,15 @@ export class EbpfBackend implements Backend {
     }
   }
 
-  /** Opens and loads the object and fills its maps; `stop` undoes it. */
-  #load(targets: ServiceTarget[], options: BackendOptions): TargetedObject {
+  /**
+   * Opens and loads the object (with `reuse`: pinned maps instead of new ones) and fills
+   * its maps; `stop` undoes it.
+   */
+  #load(
+    targets: ServiceTarget[],
+    options: BackendOptions,
+    reuse: ReadonlyMap<string, number> = new Map(),
+  ): TargetedObject {
     this.#log = options.log;
     this.#gsoCorrection = options.gsoCorrection ?? true;
     this.#static = options.exclude;
@@ -231,7 +412,7 @@ export class EbpfBackend implements Backend {
     this.#interfaces = names.length ? new InterfaceIndexes(names, options.log) : null;
     // Checked before loading anything: the limits hold for the config's own list.
     this.#exclusionPlan(options.exclude);
-    const object = this.#object = new TargetedObject(NETACCT, targets, options.mount);
+    const object = this.#object = new TargetedObject(NETACCT, targets, options.mount, reuse);
     this.#maps = {
       verdicts: object.mapFd(MAP_VERDICTS),
       excludeV4: object.mapFd(MAP_EXCLUDE_V4),
@@ -418,9 +599,23 @@ export class EbpfBackend implements Backend {
     await Promise.resolve();
   }
 
-  async stop(): Promise<void> {
+  async stop(options: StopOptions = {}): Promise<void> {
     // Reverse order of start: links first, then the object (programs and maps).
-    const errors = this.#object?.close() ?? [];
+    const pins = this.#pins;
+    const keep = options.keep === true && pins?.set != null;
+    const errors = this.#object?.close(keep) ?? [];
+    if (pins?.dir && !keep) {
+      // Unpinned now, the maps go with the last fd; links were detached by close.
+      try {
+        if (pins.set) removeTree(pins.set);
+        for (const dir of pins.replacedDirs) removeTree(dir);
+        removeTree(`${pins.dir}/links`);
+        pruneEmpty(pins.dir);
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    this.#pins = null;
     this.#object = null;
     this.#maps = null;
     this.#counterBuffers = null;

@@ -20,8 +20,11 @@ export type {
   BackendOptions,
   CounterSample,
   DestinationCounters,
+  KernelState,
+  ReplacedState,
   ServiceCounters,
   ServiceTarget,
+  StopOptions,
 } from "./backend.ts";
 export { BackendError } from "./backend.ts";
 

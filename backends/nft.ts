@@ -24,6 +24,14 @@
  * chain` + `add rule` in one transaction): the named counters are separate objects a chain
  * flush does not touch, so totals survive.
  *
+ * The table outlives `run` (docs/design.md, "Kernel state kept"): a SIGKILL, a crash or a
+ * service restart leaves it counting, and the next start adopts it. Two marker counters say
+ * what it is: `instance_<nonce>` (made with the table, kept for its life: the id the saved
+ * totals record readings of) and `config_<digest>` (the ruleset's shape: exclusions, marks,
+ * services). A table of another shape is rebuilt in one transaction that keeps the named
+ * counters, so its counts carry on and nothing is lost in between; a table without the
+ * markers (an older release's) is replaced.
+ *
  * Everything goes through one NftRunner (nft_libnftables.ts): libnftables via FFI when it
  * loads, else the nft binary, with the same command text either way.
  */
@@ -34,7 +42,9 @@ import {
   BackendError,
   type BackendOptions,
   type CounterSample,
+  type KernelState,
   type ServiceTarget,
+  type StopOptions,
 } from "./backend.ts";
 import { cgroupId, cgroupLevel } from "../lib/cgroup.ts";
 import { ToolError } from "./exec.ts";
@@ -133,12 +143,83 @@ function counterMap(plan: NftPlan, counter: (name: string) => string): string {
   return `counter name ct mark & ${hex32(plan.ctMask)} map { ${entries.join(", ")} }`;
 }
 
+/** The marker counters' names (see the header). */
+export interface NftMarkers {
+  instance: string;
+  config: string;
+}
+
+const INSTANCE_PREFIX = "instance_";
+const CONFIG_PREFIX = "config_";
+const NO_MARKERS: NftMarkers = { instance: "", config: "" };
+
+/** The marker counters found among a table's counters; null fields: absent. */
+export function findMarkers(
+  names: Iterable<string>,
+): { instance: string | null; config: string | null } {
+  let instance: string | null = null, config: string | null = null;
+  for (const n of names) {
+    if (n.startsWith(INSTANCE_PREFIX)) instance = n.slice(INSTANCE_PREFIX.length);
+    if (n.startsWith(CONFIG_PREFIX)) config = n.slice(CONFIG_PREFIX.length);
+  }
+  return { instance, config };
+}
+
+/** The counters the plan's table declares: per service and the markers. */
+function counterNames(plan: NftPlan, markers: NftMarkers): string[] {
+  return [
+    ...plan.services.flatMap((s) => [txCounter(s.name), rxCounter(s.name)]),
+    ...(markers.instance ? [INSTANCE_PREFIX + markers.instance] : []),
+    ...(markers.config ? [CONFIG_PREFIX + markers.config] : []),
+  ];
+}
+
+/**
+ * The digest of the table's shape: its ruleset with no service present and no markers (what
+ * the cgroups' presence changes is the `attribute` chain, which every start rewrites).
+ */
+export async function nftConfigDigest(plan: NftPlan): Promise<string> {
+  // The on-link prefixes of the moment are no part of it: `read` keeps the sets current.
+  const shape = nftRuleset({
+    ...plan,
+    services: plan.services.map((s) => ({ ...s, present: false })),
+    onlink: plan.onlink ? { v4: [], v6: [] } : plan.onlink,
+  });
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`nft-1\n${shape}`));
+  return [...new Uint8Array(hash).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * The whole table as one `nft -f` transaction. It first adds then deletes the table so a
  * stale one from a crashed run goes away in the same atomic step (and the delete cannot
  * fail on a missing table).
  */
-export function nftRuleset(plan: NftPlan): string {
+export function nftRuleset(plan: NftPlan, markers: NftMarkers = NO_MARKERS): string {
+  return `table ${TABLE} {}\ndelete table ${TABLE}\n${tableBody(plan, markers, new Set())}`;
+}
+
+/**
+ * Rebuilds an existing table's sets and chains for `plan` in one transaction, keeping the
+ * named counters it has (`existing`): their counts carry on. Counters of services no longer
+ * configured and the old config marker go.
+ */
+export function nftRebuild(plan: NftPlan, markers: NftMarkers, existing: Set<string>): string {
+  const wanted = new Set(counterNames(plan, markers));
+  return [
+    `flush table ${TABLE}`,
+    ...["output", "input", "attribute"].map((c) => `delete chain ${TABLE} ${c}`),
+    ...["excl4", "excl6"].map((set) => `delete set ${TABLE} ${set}`),
+    // An older table may lack them: added first, so the delete cannot fail.
+    ...(["onlink4", "onlink6"] as const).flatMap((name) => [
+      `add set ${TABLE} ${name} { type ipv${name === "onlink4" ? 4 : 6}_addr; flags interval; }`,
+      `delete set ${TABLE} ${name}`,
+    ]),
+    ...[...existing].filter((n) => !wanted.has(n)).map((n) => `delete counter ${TABLE} ${n}`),
+    tableBody(plan, markers, existing),
+  ].join("\n");
+}
+
+function tableBody(plan: NftPlan, markers: NftMarkers, existing: Set<string>): string {
   const mask = hex32(plan.ctMask);
   const names = plan.skipInterfaces.map((n) => `"${n}"`).join(", ");
   const skip = (key: string) => names ? `    ${key} { ${names} } return\n` : "";
@@ -147,13 +228,10 @@ export function nftRuleset(plan: NftPlan): string {
   const onlinkSets = plan.onlink
     ? set("onlink4", "ipv4_addr", plan.onlink.v4) + set("onlink6", "ipv6_addr", plan.onlink.v6)
     : "";
-  const counters = plan.services.map((s) =>
-    `  counter ${txCounter(s.name)} {}\n  counter ${rxCounter(s.name)} {}\n`
-  ).join("");
+  const counters = counterNames(plan, markers).filter((n) => !existing.has(n))
+    .map((n) => `  counter ${n} {}\n`).join("");
   const attribute = nftAttributeRules(plan).map((r) => `    ${r}\n`).join("");
-  return `table ${TABLE} {}
-delete table ${TABLE}
-table ${TABLE} {
+  return `table ${TABLE} {
 ${counters}${set("excl4", "ipv4_addr", plan.excludeV4)}${
     set("excl6", "ipv6_addr", plan.excludeV6)
   }${onlinkSets}
@@ -210,6 +288,12 @@ export function nftRetargetBatch(plan: NftPlan): string {
   ].join("\n");
 }
 
+/** 64 random bits as hex: an instance marker never made twice. */
+function newNonce(): string {
+  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
 const REMOVE_TABLE = `table ${TABLE} {}\ndelete table ${TABLE}\n`;
 
 /** Names nft accepts unquoted as an object name; config names are a subset already. */
@@ -251,6 +335,7 @@ export class NftBackend implements Backend {
   #run: FirewallRun<NftPlan> | null = null;
   #onlink: OnlinkWatch | null = null;
   #onlinkError = "";
+  #kernel: KernelState | null = null;
 
   /** `via: "binary"` uses the nft binary even where libnftables loads (benchmarks). */
   constructor(readonly preference: { via?: "library" | "binary" } = {}) {}
@@ -275,8 +360,9 @@ export class NftBackend implements Backend {
     const onlink = this.#onlink?.poll();
     if (onlink) run.plan.onlink = onlinkElements(onlink);
     this.#openRunner(options.log);
+    let how: string;
     try {
-      await this.#load((plan) => nftRuleset(plan));
+      how = await this.#install(await nftConfigDigest(run.plan));
     } catch (e) {
       await this.stop().catch(() => {});
       throw e;
@@ -284,9 +370,54 @@ export class NftBackend implements Backend {
     run.loaded(targets);
     const absent = targets.filter((t) => t.id === null).map((t) => t.name);
     options.log(
-      `nft: table ${TABLE} installed for ${targets.length} service(s) via ${this.via}` +
+      `nft: table ${TABLE} ${how} for ${targets.length} service(s) via ${this.via}` +
         (absent.length ? `; waiting for the cgroup of ${absent.join(", ")}` : ""),
     );
+  }
+
+  /**
+   * Adopts the table an earlier run left when its shape is this config's (only the cgroup
+   * rules are rewritten), rebuilds it keeping its counters when not, and makes it when there
+   * is none or it has no markers. Says which, for the log.
+   */
+  async #install(digest: string): Promise<string> {
+    const found = await this.#listCounters();
+    const markers = found === null ? { instance: null, config: null } : findMarkers(found.keys());
+    if (found === null || markers.instance === null) {
+      const instance = newNonce();
+      this.#kernel = { id: `nft:${instance}`, adopted: false };
+      await this.#load((plan) => nftRuleset(plan, { instance, config: digest }));
+      return found === null ? "installed" : "replaced (it had no instance marker)";
+    }
+    const instance = markers.instance;
+    this.#kernel = { id: `nft:${instance}`, adopted: true };
+    if (markers.config === digest) {
+      await this.#load(nftRetargetBatch);
+      // The sets hold what was on-link when the last run read the routes.
+      const onlink = this.#run?.plan.onlink;
+      if (onlink) await this.#runner!.run(nftOnlinkBatch(onlink));
+      return "adopted, its counters continued";
+    }
+    const existing = new Set(found.keys());
+    await this.#load((plan) => nftRebuild(plan, { instance, config: digest }, existing));
+    return "rebuilt for this config, its counters kept";
+  }
+
+  /** The named counters of our table; null when there is no table. */
+  async #listCounters(): Promise<Map<string, NftCounter> | null> {
+    try {
+      return parseNftCounters(
+        await this.#runner!.run(`list counters table ${TABLE}`, { json: true }),
+      );
+    } catch (e) {
+      if (!(e instanceof ToolError) || !/No such file or directory/.test(e.stderr)) throw e;
+      return null;
+    }
+  }
+
+  kernelState(): KernelState {
+    if (!this.#kernel) throw new BackendError("nft backend has no table before start");
+    return { ...this.#kernel };
   }
 
   /**
@@ -324,20 +455,15 @@ export class NftBackend implements Backend {
     if (!run) throw new BackendError("nft backend read before start");
     const plan = run.plan;
     await this.#followOnlink(run);
-    let counters: Map<string, NftCounter>;
-    try {
-      counters = parseNftCounters(
-        await this.#runner!.run(`list counters table ${TABLE}`, { json: true }),
-      );
-    } catch (e) {
-      if (!(e instanceof ToolError) || !/No such file or directory/.test(e.stderr)) throw e;
-      counters = new Map();
-    }
+    let counters = await this.#listCounters() ?? new Map<string, NftCounter>();
     if (plan.services.some((s) => !counters.has(txCounter(s.name)))) {
-      // Someone flushed the ruleset (`nft flush ruleset`, a firewall reload): put ours back;
-      // the totals carry on from what was read before.
+      // Someone flushed the ruleset (`nft flush ruleset`, a firewall reload): put ours back,
+      // as new kernel state (a new id), counting from zero; the totals carry on.
       run.options.log(`nft: table ${TABLE} vanished or lost counters; installing it again`);
-      await this.#load((p) => nftRuleset(p));
+      const instance = newNonce();
+      const digest = await nftConfigDigest(plan);
+      await this.#load((p) => nftRuleset(p, { instance, config: digest }));
+      this.#kernel = { id: `nft:${instance}`, adopted: false };
       counters = new Map();
     }
     const raw: CounterSample = {};
@@ -351,7 +477,7 @@ export class NftBackend implements Backend {
         rxPackets: rx.packets,
       };
     }
-    return run.totals.update(raw);
+    return raw;
   }
 
   /** Puts changed on-link prefixes into the sets; a failure is logged, counting goes on. */
@@ -380,12 +506,13 @@ export class NftBackend implements Backend {
     await run.retarget(targets, () => this.#load(nftRetargetBatch), "nft");
   }
 
-  async stop(): Promise<void> {
+  async stop(options: StopOptions = {}): Promise<void> {
     const runner = this.#runner ?? openNftRunner(() => {}, this.#via);
     try {
       // Adding then deleting in one batch succeeds whether or not the table exists.
-      await runner.run(REMOVE_TABLE);
+      if (!options.keep) await runner.run(REMOVE_TABLE);
     } finally {
+      this.#kernel = null;
       runner.close();
       this.#runner = null;
       this.#run = null;

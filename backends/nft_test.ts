@@ -1,8 +1,10 @@
 import { assertEquals } from "../lib/test_assert.ts";
 import {
+  findMarkers,
   nftCgroupPrefix,
   nftOnlinkBatch,
   type NftPlan,
+  nftRebuild,
   nftRetargetBatch,
   nftRuleset,
   parseNftCounters,
@@ -142,4 +144,38 @@ Deno.test("nftRuleset: excluded interfaces by name and on-link sets return befor
     "flush set inet stb_netacct onlink4\nflush set inet stb_netacct onlink6\n" +
       "add element inet stb_netacct onlink6 { 2001:db8:1::/64 }\n",
   );
+});
+
+Deno.test("nft markers: found among the counters; a rebuild keeps the counters it has", () => {
+  assertEquals(findMarkers(["tx_a", "instance_00ff", "config_abcd"]), {
+    instance: "00ff",
+    config: "abcd",
+  });
+  assertEquals(findMarkers(["tx_a"]), { instance: null, config: null });
+  const plan: NftPlan = {
+    services: [{ name: "a", path: "/a", mark: 0x10000, present: true }],
+    ctMask: 0xff0000,
+    cgroupPrefix: "",
+    excludeV4: [],
+    excludeV6: [],
+    skipInterfaces: [],
+    onlink: null,
+  };
+  const batch = nftRebuild(
+    plan,
+    { instance: "00ff", config: "beef" },
+    new Set([
+      "tx_a",
+      "rx_a",
+      "tx_gone",
+      "instance_00ff",
+      "config_abcd",
+    ]),
+  );
+  // Kept counters are neither declared again nor deleted; the stale ones go.
+  assertEquals(batch.includes("counter tx_a {}"), false);
+  assertEquals(batch.includes("delete counter inet stb_netacct tx_gone"), true);
+  assertEquals(batch.includes("delete counter inet stb_netacct config_abcd"), true);
+  assertEquals(batch.includes("counter config_beef {}"), true);
+  assertEquals(batch.includes("delete counter inet stb_netacct tx_a"), false);
 });

@@ -117,7 +117,7 @@ export class CgroupLinks {
         this.#destroy(link);
         throw new LibbpfError(
           `Switching the pinned link "${pin}" to ${this.#o.what} failed with ` +
-            `${errnoName(-rc)}: remove it (stb-netacct run --release-kernel-state)`,
+            `${errnoName(-rc)}: remove it (\`stb-netacct uninstall\`, or \`rm ${pin}\`)`,
           { errno: -rc, log: [] },
         );
       }

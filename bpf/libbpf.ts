@@ -707,12 +707,21 @@ export function openAndLoadObject(
   bytes: Uint8Array<ArrayBuffer>,
   name: string,
   what: string,
+  reuse: ReadonlyMap<string, number> = new Map(),
 ): LoadedObject {
   const b = lib();
   const object = openObject(bytes, name, what);
   let logs: ProgramLog[];
   let rc: number;
   try {
+    // Pinned maps an earlier run left: the programs use them instead of new ones.
+    for (const [mapName, fd] of reuse) {
+      const map = checkPointer(
+        `Finding map "${mapName}" in ${what}`,
+        b.bpf_object__find_map_by_name(object, cString(mapName)),
+      );
+      check(`Reusing the pinned map "${mapName}"`, b.bpf_map__reuse_fd(map, fd));
+    }
     logs = attachLogs(object, { level: BPF_LOG_STATS, bytes: STATS_LOG_BYTES });
     rc = b.bpf_object__load(object);
   } catch (e) {

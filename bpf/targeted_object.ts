@@ -88,12 +88,18 @@ export class TargetedObject {
    * Registers `targets` (throws before loading anything when they do not fit), loads the
    * object and measures the level offset. Targets are written by `applyTargets`.
    */
-  constructor(readonly spec: ObjectSpec, targets: ServiceTarget[], mount: Cgroup2Mount) {
+  constructor(
+    readonly spec: ObjectSpec,
+    targets: ServiceTarget[],
+    mount: Cgroup2Mount,
+    /** Maps (by name) the object uses instead of making its own: pinned by an earlier run. */
+    reuse: ReadonlyMap<string, number> = new Map(),
+  ) {
     this.cpus = check("Counting possible CPUs", lib().libbpf_num_possible_cpus());
     this.#mount = mount;
     this.register(targets);
     this.#bytes = decodeEmbeddedObject(spec.base64);
-    this.#pointer = openAndLoadObject(this.#bytes, spec.name, spec.programs).pointer;
+    this.#pointer = openAndLoadObject(this.#bytes, spec.name, spec.programs, reuse).pointer;
     try {
       this.#config = this.mapFd(spec.maps.config);
       this.#activeMap = this.mapFd(spec.maps.active);

@@ -4,6 +4,7 @@
  * each backend to `probe`, which loads nothing permanent and touches no live rules.
  */
 
+import { KEPT_STATE_FIX, keptKernelState } from "../backends/kept_state.ts";
 import { Command, Option } from "@commander-js/extra-typings";
 import {
   AUTO,
@@ -56,6 +57,11 @@ export interface DoctorReport {
   verifier: { object: string; program: string; insns: number | null }[];
   configured_backend: string;
   ok: boolean;
+  /**
+   * Kernel state of ours that outlives `run` (ebpf pins, the nft table): it counts on while
+   * no sampler runs, and the next run adopts it. Null: not looked at (needs root).
+   */
+  kept_state?: string[] | null;
 }
 
 async function toolVersion(bin: string): Promise<string | null> {
@@ -301,6 +307,7 @@ export async function diagnose(o: DiagnoseOptions): Promise<DoctorReport> {
     verifier: ebpf.verdict === "unchecked" ? [] : await verifierWork(),
     configured_backend: o.configured,
     ok: o.configError === null && wanted.some((b) => b.verdict === "usable"),
+    kept_state: await keptKernelState(),
   };
 }
 
@@ -328,7 +335,10 @@ export function formatReport(r: DoctorReport): string {
       : `${r.cgroup2.mount_point} (${r.cgroup2.layout})`,
   );
   row("BTF", r.btf ? "/sys/kernel/btf/vmlinux" : "absent (not needed by stb-netacct)");
-  row("bpffs", r.bpffs ?? "not mounted (not needed: programs are held by links)");
+  row(
+    "bpffs",
+    r.bpffs ?? "not mounted (run mounts one to keep its counters across restarts)",
+  );
   row("libbpf", r.libbpf.found ? `libbpf.so.1 ${r.libbpf.version}` : `missing: ${r.libbpf.error}`);
   for (const [t, v] of Object.entries(r.tools)) row(t, v ?? "not found");
   row(
@@ -370,6 +380,13 @@ export function formatReport(r: DoctorReport): string {
             VERIFIER_INSN_LIMIT.toLocaleString("en-US")
           } instructions`
       }`,
+    );
+  }
+  if (r.kept_state?.length) {
+    row(
+      "kept state",
+      `${r.kept_state.join(", ")}: counts on for the next run; if no sampler runs, ` +
+        KEPT_STATE_FIX,
     );
   }
   lines.push("");

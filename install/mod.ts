@@ -6,7 +6,8 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { AUTO, BACKEND_CHOICES, type BackendChoice } from "../backends/mod.ts";
+import { AUTO, BACKEND_CHOICES, type BackendChoice, backendsOf } from "../backends/mod.ts";
+import { removeKernelStateOf } from "../backends/kept_state.ts";
 import {
   type Config,
   ConfigError,
@@ -171,6 +172,8 @@ interface InstallPlan {
   configExists: boolean;
   /** systemctl argument lists, in order. */
   commands: string[][];
+  /** Backends whose kernel state goes: the old unit's, not the new one's. */
+  dropKernelState: string[];
   /** The unit was active before (a change restarts it). */
   active: boolean;
   access: TextfileAccess;
@@ -231,6 +234,11 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     configPath: DEFAULT_CONFIG_PATH,
     features: { ...features, textfileDir: access.dir },
   });
+  // Kernel state the old unit's backends keep and the new one's never read (design.md).
+  const oldBackend = readUnitBackend();
+  const dropKernelState = oldBackend === null
+    ? []
+    : backendsOf(oldBackend).filter((b) => !backendsOf(opts.backend).includes(b));
   const unitFile = plan({ path: UNIT_PATH, mode: 0o644, text: unitText }, true);
   files.push(unitFile);
   const changed = files.filter((f) => f.state !== "unchanged");
@@ -259,6 +267,7 @@ async function planInstall(opts: InstallOptions, booted: boolean, say: Say): Pro
     active,
     access,
     makeHistoryDir,
+    dropKernelState,
   };
 }
 
@@ -321,6 +330,11 @@ async function applyPlan(p: InstallPlan, say: Say): Promise<number> {
     // Root's until the service takes it (history/files.ts); an existing one is left alone.
     Deno.mkdirSync(HISTORY_DIR, { mode: 0o755 });
     say(`Made ${HISTORY_DIR}/ for the traffic history`);
+  }
+  if (p.dropKernelState.length > 0) {
+    // Stopped first: the old service keeps its state on the way out.
+    if (p.active) await systemctl("stop", UNIT_NAME);
+    await removeKernelStateOf(p.dropKernelState, say);
   }
   const since = Date.now() / 1000;
   for (const c of p.commands) {
@@ -457,4 +471,14 @@ export function installCommand() {
         docs: documentationFiles(cmd),
       });
     });
+}
+
+/** The backend choice of the installed unit, null when there is none (or it names none). */
+function readUnitBackend(): BackendChoice | null {
+  try {
+    const m = Deno.readTextFileSync(UNIT_PATH).match(/^ExecStart=.* --backend (\S+)/m)?.[1];
+    return (BACKEND_CHOICES as readonly string[]).includes(m ?? "") ? m as BackendChoice : null;
+  } catch {
+    return null;
+  }
 }

@@ -8,6 +8,7 @@
  * `install` or `systemctl` where systemd is not the service manager.
  */
 
+import { KEPT_STATE_FIX, keptKernelState } from "../backends/kept_state.ts";
 import { stringifyExact } from "../lib/exact_json.ts";
 import { Command } from "@commander-js/extra-typings";
 import { cgroupId, findCgroup2Mount } from "../lib/cgroup.ts";
@@ -105,6 +106,12 @@ export interface StatusReport {
   counters: CounterFacts;
   config: { path: string; source: string; error: string | null };
   cgroups: Record<string, { path: string; exists: boolean }>;
+  /**
+   * Kernel state of ours (ebpf pins, the nft table) found while no sampler reads it: it
+   * counts on for the next run; empty: none; null: not looked at (needs root), or a sampler
+   * runs.
+   */
+  kernel_state?: string[] | null;
 }
 
 type Judgement = { verdict: Verdict; fix: string | null; note: string | null };
@@ -389,10 +396,17 @@ export async function gatherStatus(
     cgroups[name] = { path, exists: mount !== null && cgroupId(mount, path) !== null };
   }
   const { verdict, fix, note } = judge(service, counters);
+  const unread = verdict === "not running" || verdict === "not installed";
+  const kept = unread ? await keptKernelState() : null;
+  const keptNote = kept?.length
+    ? `kernel state counts with no sampler reading it (${kept.join(", ")}); the next run ` +
+      `adopts it, ${KEPT_STATE_FIX}`
+    : null;
   return {
     verdict,
     fix: configError ? `${fix ? fix + "; " : ""}fix ${configPath}: ${configError}` : fix,
-    note,
+    note: [note, keptNote].filter((x) => x !== null).join("; ") || null,
+    kernel_state: kept,
     exit_code: VERDICT_EXIT[verdict],
     service,
     counters,

@@ -8,6 +8,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, loadBackend } from "../backends/mod.ts";
+import { removeKeptPins } from "../backends/kept_state.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig } from "../lib/config.ts";
 import { describeError } from "../lib/errors.ts";
 import { COMPLETION_PATHS, MANPAGE_PATH } from "../cli/mod.ts";
@@ -145,8 +146,16 @@ async function stopService(f: UninstallFacts, say: Say): Promise<void> {
   }
 }
 
-/** A crashed or killed sampler may have left rules behind; each backend's stop removes its own. */
+/**
+ * A crashed or killed sampler, or the service (it keeps its kernel state across restarts),
+ * leaves rules and pins behind; each backend's stop removes its own, and the ebpf pins go.
+ */
 async function removeLeftovers(say: Say): Promise<void> {
+  try {
+    for (const p of await removeKeptPins()) say(`Removed the pinned counters and links in ${p}`);
+  } catch (e) {
+    say(`Warning: could not remove the ebpf pins: ${(e as Error).message}`);
+  }
   for (const name of BACKEND_NAMES) {
     try {
       await (await loadBackend(name)).stop();

@@ -50,6 +50,7 @@ import { Sampler } from "./sampler.ts";
 import { EpollSleep, RunSignals } from "./sleep.ts";
 import { bootId, DEFAULT_STATE_PATH, type StartingState, StateFiles } from "./state.ts";
 import { Teardown } from "./teardown.ts";
+import { PIN_ROOT_ENV, prepareForService } from "../bpf/pins.ts";
 import { defaultHistoryPath, startHistory } from "../history/mod.ts";
 
 export interface RunOptions {
@@ -120,6 +121,10 @@ export function runCommand() {
         "for the default output, else OUTPUT.history.sqlite)",
     )
     .option("--no-history", 'record no history (as the config\'s "history.enabled": false)')
+    .addOption(
+      // The unit's privileged ExecStartPre (install/unit.ts): not for people.
+      new Option("--prepare-kernel-state", "make the pin directory the service's").hideHelp(),
+    )
     .addHelpText(
       "after",
       "\nBackends:\n" +
@@ -132,6 +137,12 @@ export function runCommand() {
         "  sudo stb-netacct run --metrics-listen 127.0.0.1:9877   # also serve /metrics\n",
     )
     .action(async (opts, cmd) => {
+      if (opts.prepareKernelState) {
+        const state = opts.state ?? DEFAULT_STATE_PATH;
+        const root = Deno.env.get(PIN_ROOT_ENV);
+        if (!root) throw new UsageError(`--prepare-kernel-state needs ${PIN_ROOT_ENV} set`);
+        return await prepareForService(root, state.slice(0, state.lastIndexOf("/")) || "/");
+      }
       let config = trustedConfig(opts.config, cmd.getOptionValueSource("config") === "cli");
       if (opts.metricsListen) {
         checkListenAllowed(opts.metricsListen, config.prometheus.allowRemote, "--metrics-listen");
@@ -284,8 +295,15 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     ctMask: config.ct_mask,
     log,
     gsoCorrection: config.gso_correction,
+    stateKey: opts.statePath,
   });
-  teardown.add(() => started.backend.stop());
+  teardown.add(() => {
+    const keep = keepKernelState(signals.stoppedBy);
+    if (keep && started.backend.kernelState) {
+      log("kernel state kept counting for the next run (stopped under systemd)");
+    }
+    return started.backend.stop({ keep });
+  });
   logCounting({ opts, mount, targets, started });
   const backend = started.backend.name;
   const ebpfSkipped = started.skipped?.find((s) => s.backend === "ebpf")?.reason ?? null;
@@ -338,6 +356,7 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
     startedAt,
     bootId: bootId(),
     startTotals: start.chosen?.state.services,
+    startKernel: start.chosen?.state.kernel,
     stateCopiesRejected: start.rejected.length,
     ebpfAttachFailures: attachFailures({
       ebpfSkipped,
@@ -348,6 +367,19 @@ async function startSampler(setup: SamplerSetup): Promise<Sampler> {
   });
   signals.attach(sampler);
   return sampler;
+}
+
+/**
+ * Whether the kernel state stays when `run` ends: under systemd (INVOCATION_ID) a stop is a
+ * restart or an upgrade as often as not, and the kernel goes on counting meanwhile; a
+ * person's Ctrl-C (SIGINT), or any stop outside systemd, removes everything. `uninstall`
+ * removes what a service left.
+ */
+export function keepKernelState(
+  stoppedBy: Deno.Signal | null,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): boolean {
+  return (env("INVOCATION_ID") ?? "") !== "" && stoppedBy !== "SIGINT";
 }
 
 function logCounting(o: {

@@ -24,7 +24,7 @@ import type { NamesRuntime } from "../names/run.ts";
 import { buildCounters, type ServiceState } from "./output.ts";
 import { HEALTHY, type HistorySink, type RunHealth, type Sink } from "./sinks.ts";
 import { type SavedRun, STATE_SAVE_MS } from "./state.ts";
-import { Totals } from "./totals.ts";
+import { type KernelRecord, Totals } from "./totals.ts";
 
 /**
  * Service cgroups are looked up when the watch reports a change, and at least this often:
@@ -111,6 +111,8 @@ export interface SamplerSettings {
   bootId: string;
   /** Totals to continue from (the newest good copy of the saved totals). */
   startTotals?: Record<string, ServiceCounters>;
+  /** What `startTotals` include of kernel state that outlives runs (saved with them). */
+  startKernel?: KernelRecord[];
   /** Copies of the saved totals found unusable at start (a metric). */
   stateCopiesRejected?: number;
   /** eBPF programs this run tried and could not attach (counters.json, a metric). */
@@ -159,6 +161,8 @@ export class Sampler {
   /** Logged once per distinct failure of a sink, not every interval. */
   readonly #sinkFailures = new Map<string, string>();
   #ready = false;
+  /** Replaced kernel state waits for totals that include it to be kept, then goes. */
+  #replacedPending: boolean;
   readonly #health: RunHealth;
 
   constructor(parts: SamplerParts, settings: SamplerSettings) {
@@ -166,7 +170,14 @@ export class Sampler {
     this.#settings = settings;
     this.#health = { ...HEALTHY, stateCopiesRejected: settings.stateCopiesRejected ?? 0 };
     this.#targets = settings.targets;
-    this.#totals = new Totals(settings.targets.map((t) => t.name), settings.startTotals ?? {});
+    const replaced = parts.backend.replaced?.() ?? [];
+    this.#replacedPending = replaced.length > 0;
+    this.#totals = Totals.continuing(settings.targets.map((t) => t.name), {
+      saved: settings.startTotals ?? {},
+      included: settings.startKernel,
+      current: parts.backend.kernelState?.() ?? null,
+      replaced,
+    });
   }
 
   /** Ends `run` after the sample in progress, with one final sample. */
@@ -275,7 +286,7 @@ export class Sampler {
   async sample(final = false): Promise<void> {
     const { backend, clock, output } = this.#parts;
     const sampleStart = clock.now();
-    this.#totals.add(await backend.read());
+    this.#totals.add(await backend.read(), backend.kernelState?.().id);
     this.#resetIfRequested(sampleStart);
     const sum = this.#totals.sum();
     // Totals only grow, or are reset to zero, so their sum tells whether they moved.
@@ -306,7 +317,25 @@ export class Sampler {
     this.#keepState(totalsKey);
     this.#saveStateIfDue({ totalsKey, sampleStart, final });
     output.publish(counters);
+    await this.#releaseReplaced();
     await this.#publishToSinks(counters, sampleDurationS);
+  }
+
+  /**
+   * Kernel state `start` replaced is removed once the runtime copy holds totals that include
+   * its last counts; until then a crash finds it again, and the copy says what is counted.
+   */
+  async #releaseReplaced(): Promise<void> {
+    if (!this.#replacedPending || this.#keptStateKey === -1n) return;
+    try {
+      await this.#parts.backend.releaseReplaced?.();
+      this.#totals.forgetReplaced();
+      this.#replacedPending = false;
+    } catch (e) {
+      this.#parts.log(
+        `cannot remove the replaced kernel state: ${(e as Error).message}; trying again`,
+      );
+    }
   }
 
   /** The reset request is looked for when signalled, and every RESET_POLL_MS anyway. */
@@ -370,6 +399,7 @@ export class Sampler {
     return {
       startedAt: this.#settings.startedAt,
       monotonicNow: this.#parts.clock.monotonicSeconds(),
+      kernel: this.#totals.kernelRecords(),
     };
   }
 

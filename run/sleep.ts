@@ -36,8 +36,12 @@ export class RunSignals {
   #target: SignalTarget | null = null;
   #stop = false;
   #reset = false;
-  readonly #onStop = () => {
+  /** The first stop signal heard, if any: SIGINT is a person at a terminal (Ctrl-C). */
+  stoppedBy: Deno.Signal | null = null;
+  readonly #listeners = STOP_SIGNALS.map((s) => [s, () => this.#onStop(s)] as const);
+  readonly #onStop = (signal: Deno.Signal) => {
     this.heard++;
+    this.stoppedBy ??= signal;
     this.#stop = true;
     this.#target?.stop();
   };
@@ -48,7 +52,7 @@ export class RunSignals {
   };
 
   constructor() {
-    for (const s of STOP_SIGNALS) Deno.addSignalListener(s, this.#onStop);
+    for (const [s, listener] of this.#listeners) Deno.addSignalListener(s, listener);
     Deno.addSignalListener(RESET_SIGNAL, this.#onReset);
   }
 
@@ -60,7 +64,7 @@ export class RunSignals {
 
   close(): void {
     Deno.removeSignalListener(RESET_SIGNAL, this.#onReset);
-    for (const s of STOP_SIGNALS) Deno.removeSignalListener(s, this.#onStop);
+    for (const [s, listener] of this.#listeners) Deno.removeSignalListener(s, listener);
   }
 }
 

@@ -19,6 +19,7 @@
  */
 
 import type { ServiceCounters } from "../backends/backend.ts";
+import type { KernelRecord } from "./totals.ts";
 import { type HeldDir } from "../lib/held_dir.ts";
 import { asCount, parseExact, stringifyExact } from "../lib/exact_json.ts";
 
@@ -43,12 +44,19 @@ export interface SavedState {
   /** Runtime copies: the state file they stand for (a copy of another one is not used). */
   state_path?: string;
   services: Record<string, ServiceCounters>;
+  /**
+   * The readings of kernel state that outlives runs (a pinned set, an nft table) that
+   * `services` already include, per state id: a new run adds only what lies beyond them.
+   */
+  kernel?: KernelRecord[];
 }
 
 /** Which run saved the state, and when by CLOCK_MONOTONIC. */
 export interface SavedRun {
   startedAt: number;
   monotonicNow: number;
+  /** What the totals include of kernel state that outlives runs (Totals.kernelRecords). */
+  kernel?: KernelRecord[];
 }
 
 export class StateError extends Error {
@@ -72,15 +80,16 @@ export function parseState(text: string): SavedState {
   if (typeof o !== "object" || o === null || o.schema !== 1 || typeof o.services !== "object") {
     throw new StateError("it is not a stb-netacct state (schema 1)");
   }
-  const services: Record<string, ServiceCounters> = {};
-  for (const [name, v] of Object.entries(o.services as Record<string, unknown>)) {
-    const s = (typeof v === "object" && v !== null ? v : {}) as Record<string, unknown>;
-    const rxBytes = asCount(s.rxBytes), txBytes = asCount(s.txBytes);
-    const rxPackets = asCount(s.rxPackets), txPackets = asCount(s.txPackets);
-    if (rxBytes === null || txBytes === null || rxPackets === null || txPackets === null) {
-      throw new StateError(`it has bad counters for service "${name}"`);
+  const services = parseServices(o.services, "");
+  const kernel: KernelRecord[] = [];
+  if (o.kernel !== undefined) {
+    if (!Array.isArray(o.kernel)) throw new StateError(`its "kernel" is not a list`);
+    for (const k of o.kernel as Record<string, unknown>[]) {
+      if (typeof k?.id !== "string" || typeof k.services !== "object" || k.services === null) {
+        throw new StateError(`its "kernel" has an entry without id or services`);
+      }
+      kernel.push({ id: k.id, services: parseServices(k.services, ` in kernel state "${k.id}"`) });
     }
-    services[name] = { rxBytes, txBytes, rxPackets, txPackets };
   }
   const seq = o.seq === undefined ? 0 : o.seq;
   if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) {
@@ -95,7 +104,22 @@ export function parseState(text: string): SavedState {
     seq,
     ...(typeof o.state_path === "string" ? { state_path: o.state_path } : {}),
     services,
+    ...(o.kernel !== undefined ? { kernel } : {}),
   };
+}
+
+function parseServices(raw: unknown, where: string): Record<string, ServiceCounters> {
+  const services: Record<string, ServiceCounters> = {};
+  for (const [name, v] of Object.entries(raw as Record<string, unknown>)) {
+    const s = (typeof v === "object" && v !== null ? v : {}) as Record<string, unknown>;
+    const rxBytes = asCount(s.rxBytes), txBytes = asCount(s.txBytes);
+    const rxPackets = asCount(s.rxPackets), txPackets = asCount(s.txPackets);
+    if (rxBytes === null || txBytes === null || rxPackets === null || txPackets === null) {
+      throw new StateError(`it has bad counters for service "${name}"${where}`);
+    }
+    services[name] = { rxBytes, txBytes, rxPackets, txPackets };
+  }
+  return services;
 }
 
 /** One copy as found: its text, null when absent, or why it could not be read. */
@@ -239,6 +263,7 @@ export class StateFiles {
   }
 
   #render(services: Record<string, ServiceCounters>, run: SavedRun, runtime: boolean): string {
+    const kernel = run.kernel ?? [];
     const state: SavedState = {
       schema: 1,
       boot_id: bootId(),
@@ -248,6 +273,7 @@ export class StateFiles {
       seq: ++this.#seq,
       ...(runtime ? { state_path: this.path } : {}),
       services,
+      ...(kernel.length > 0 ? { kernel } : {}),
     };
     return stringifyExact(state) + "\n";
   }

@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../lib/test_assert.ts";
 import { HeldDir } from "../lib/held_dir.ts";
+import { stringifyExact } from "../lib/exact_json.ts";
 import {
   bootId,
   chooseState,
@@ -158,4 +159,17 @@ Deno.test("state files: a reset request is a regular file beside the state, neve
     files.clearResetRequest();
     assertEquals(files.resetRequested(), false);
   });
+});
+
+Deno.test("parseState: the kernel readings a copy includes round-trip; a bad record is refused", () => {
+  const kernel = [{ id: "ebpf:b:12", services: { a: { ...C, rxBytes: (1n << 64n) - 1n } } }];
+  const text = stringifyExact({ schema: 1, seq: 3, services: { a: C }, kernel });
+  assertEquals(parseState(text).kernel, kernel);
+
+  assertThrows(
+    () => parseState(JSON.stringify({ schema: 1, services: {}, kernel: [{ services: {} }] })),
+    StateError,
+    "without id",
+  );
+  assertEquals(parseState(JSON.stringify({ schema: 1, services: {} })).kernel, undefined);
 });

@@ -17,7 +17,7 @@
 import { assert, assertEquals, assertStringIncludes, present } from "../lib/test_assert.ts";
 import type { CountersV1 } from "../lib/contract.ts";
 import { randomTag, run, sleep } from "./harness/exec.ts";
-import { denoTool, PEER_TS } from "./harness/processes.ts";
+import { denoTool, PEER_TS, TRAFFIC_TS } from "./harness/processes.ts";
 import { PEER_IF, Topology } from "./harness/topology.ts";
 import { Container, ensureNspawn } from "./systemd/container.ts";
 import {
@@ -64,6 +64,9 @@ const INSTALLED = [
   "/var/lib/stb-netacct-history",
 ];
 const HISTORY = "/var/lib/stb-netacct-history/history.sqlite";
+/** A steady flow across service restarts: long enough for three of them. */
+const SURVIVE_RATE = 1_000_000;
+const SURVIVE_BYTES = 20_000_000;
 
 /**
  * Counted bytes against payload: headers make it a little more (TCP/IP headers once per
@@ -335,6 +338,67 @@ Deno.test({
         for (const svc of SERVICES) assertEquals(j.cgroups[svc].exists, true);
       });
 
+      await step(
+        "systemctl restart and two upgrades through install under traffic: nothing lost",
+        async () => {
+          const server = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/" +
+            "app.slice/app-stb\\x2dnext\\x2dserver.slice/stb-next-server@split.service";
+          const before = present((await waitSample(await now())).services.server, "server");
+          // A steady flow from inside the server's cgroup while the sampler is replaced 3 times.
+          const spec =
+            `tcp,198.51.100.2,${TCP_PORT},${SURVIVE_BYTES},${SURVIVE_BYTES},${SURVIVE_RATE}`;
+          const flow = box.exec([
+            "sh",
+            "-c",
+            'echo $$ > "$0/cgroup.procs" && exec env DENO_DIR=/tmp/stb-survive-deno "$@"',
+            server,
+            ...denoTool(TRAFFIC_TS, [spec]),
+          ], { allowFail: true });
+          await sleep(1500);
+          await box.exec(["systemctl", "restart", "stb-netacct.service"]);
+          const pins = await box.exec(["sh", "-c", "ls /run/stb-netacct-kernel/*/links"], {
+            allowFail: true,
+          });
+          if (pins.stdout.trim() === "") {
+            const j = await box.exec(["sh", "-c", "journalctl -u stb-netacct -o cat | tail -25"]);
+            const m = await box.exec([
+              "sh",
+              "-c",
+              "grep bpf /proc/self/mountinfo; ls -lan /run/stb-netacct-kernel; echo ---; " +
+              "nsenter -t $(systemctl show -p MainPID --value stb-netacct) -m sh -c " +
+              "'grep bpf /proc/self/mountinfo; ls -lan /run/stb-netacct-kernel; id'; " +
+              "ls -ldn /var/lib/private/stb-netacct",
+            ], { allowFail: true });
+            throw new Error(
+              `the service pinned no links:\n${j.stdout}\n${m.stdout}\n${m.stderr}`,
+            );
+          }
+          for (const backend of ["auto", "ebpf"]) {
+            await sleep(1000);
+            const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
+            assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
+            assertStringIncludes(r.stdout, "Restarted stb-netacct.service");
+          }
+          const done = await flow;
+          assertEquals(done.code, 0, `the flow failed: ${done.stderr}`);
+          const result = JSON.parse(done.stdout.trim().split("\n").at(-1)!) as {
+            sent: number;
+            received: number;
+          };
+          const after = present((await waitSample((await now()) + 0.6)).services.server, "s");
+          const journal = await box.exec(["journalctl", "-u", "stb-netacct", "-o", "cat"]);
+          assertStringIncludes(journal.stdout, "adopted the pinned counters");
+          const up = after.tx_bytes_total - before.tx_bytes_total;
+          const down = after.rx_bytes_total - before.rx_bytes_total;
+          console.log(
+            `across 3 restarts under ${SURVIVE_RATE} B/s each way: sent ${result.sent}, ` +
+              `counted up ${up}; received ${result.received}, counted down ${down}`,
+          );
+          assertCounted("across 3 restarts, server upload", up, result.sent, 1);
+          assertCounted("across 3 restarts, server download", down, result.received, 1);
+        },
+      );
+
       await step("a second install changes nothing", async () => {
         const r = await box.exec([BIN, "install", "--backend", "ebpf"], { allowFail: true });
         assertEquals(r.code, 0, r.stderr);
@@ -389,6 +453,16 @@ Deno.test({
             const r = await box.exec([BIN, "install", "--backend", backend], { allowFail: true });
             assertEquals(r.code, 0, `install --backend ${backend}: ${r.stderr}\n${r.stdout}`);
             assertStringIncludes(r.stdout, `Restarted stb-netacct.service`);
+            // The ebpf unit's pinned counters and links would count on unread: install removes
+            // the kernel state of the backend it switches away from.
+            const mounts = (await box.exec(["cat", "/proc/self/mountinfo"])).stdout;
+            assert(!mounts.includes("/run/stb-netacct-kernel"), "the ebpf pins are left");
+            if (backend === "iptables") {
+              const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], {
+                allowFail: true,
+              });
+              assert(nft.code !== 0, "the nft table is left after switching to iptables");
+            }
             const unit =
               (await box.exec(["cat", "/etc/systemd/system/stb-netacct.service"])).stdout;
             assertStringIncludes(unit, "AmbientCapabilities=CAP_CHOWN CAP_NET_ADMIN\n");
@@ -619,6 +693,13 @@ async function uninstallPurged(box: Container, states: string[]): Promise<void> 
   assertEquals(dir, "drwxr-xr-x", `${TEXTFILE_DIR} keeps an ACL entry or another mode`);
   const nft = await box.exec(["nft", "list", "table", "inet", "stb_netacct"], { allowFail: true });
   assert(nft.code !== 0, "nft table inet stb_netacct is left");
+  // The service keeps its pinned counters and links across stops; uninstall removes them.
+  const pins = await box.exec([
+    "sh",
+    "-c",
+    "grep stb-netacct /proc/self/mountinfo; ls -A /run/stb-netacct-kernel /sys/fs/bpf/stb-netacct",
+  ], { allowFail: true });
+  assertEquals(pins.stdout.trim(), "", "pins or the service's bpffs left after uninstall");
   const ipt = (await box.exec(["sh", "-c", "iptables-save; ip6tables-save"])).stdout;
   assert(!/stb/i.test(ipt), `iptables rules left:\n${ipt}`);
   // The installed program is gone with it: run again from the build.

@@ -5,6 +5,7 @@
 
 import { command, DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
+import { removeTree, stateDir } from "../../bpf/pins.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -60,6 +61,8 @@ export interface RunCliOptions {
   state?: string;
   /** More `run` flags (e.g. --history-db PATH). */
   extraArgs?: string[];
+  /** More environment, e.g. INVOCATION_ID (as systemd sets it for a service). */
+  env?: Record<string, string>;
 }
 
 /** One `run` process. Its stderr is collected so failures can quote it. */
@@ -95,6 +98,7 @@ export class RunningCli {
       stdin: "null",
       stdout: "null",
       stderr: "piped",
+      ...(options.env ? { env: options.env } : {}),
     }).spawn();
     this.#child = child;
     this.#stderrDone = (async () => {
@@ -167,9 +171,23 @@ export class RunningCli {
     );
   }
 
-  /** SIGTERM (or another signal), wait for the exit, read the final write. */
-  async stop(signal: Deno.Signal = "SIGTERM", timeoutS = 10 * SLOW_FACTOR): Promise<StopResult> {
+  /** Where this run's totals are saved (its kernel state is kept per state file). */
+  get statePath(): string {
+    return this.options.state ?? `${this.output}.state`;
+  }
+
+  /**
+   * SIGTERM (or another signal), wait for the exit, read the final write. A SIGKILL leaves
+   * the ebpf backend's pinned counters and links counting (as it should); they are removed
+   * here unless `keepKernelState`, so a test's cleanup leaves nothing behind.
+   */
+  async stop(
+    signal: Deno.Signal = "SIGTERM",
+    timeoutS = 10 * SLOW_FACTOR,
+    opts: { keepKernelState?: boolean } = {},
+  ): Promise<StopResult> {
     const s = await endProcess(this.#child, timeoutS * 1000, this.#exited ? null : signal);
+    if (signal === "SIGKILL" && !opts.keepKernelState) removeTree(await stateDir(this.statePath));
     await this.#stderrDone;
     return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
   }

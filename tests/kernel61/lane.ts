@@ -76,6 +76,9 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
     file: "tests/attach_test.ts",
     tests: ["attach ebpf / v2: an outsider", "attach ebpf / v2: a late"],
   },
+  // Counting survives the sampler: pinned maps and links adopted after a SIGKILL under
+  // traffic (BPF_LINK_UPDATE, bpf_map__reuse_fd on this kernel), totals equal the wire.
+  { file: "tests/survive_test.ts", tests: ["survive ebpf / v2: "] },
   // Bytes as the wire carries them (ebpf's default GSO correction), on this kernel too.
   { file: "tests/wire_bytes_test.ts", tests: ["wire bytes: "] },
   // Connect events: through the CLI, and the ring buffer's overflow accounting.
