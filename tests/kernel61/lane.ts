@@ -118,7 +118,7 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
 
 const LABEL = "kernel-6.1";
 const FAILURE_TAIL = 40;
-const DEFAULT_TIMEOUT_S = 720;
+const DEFAULT_TIMEOUT_S = 1200;
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 function escapeRegExp(s: string): string {
