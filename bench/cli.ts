@@ -16,8 +16,8 @@ export interface RunProcess {
   child: Deno.ChildProcess;
   output: string;
   log: string;
-  /** Exit status after SIGTERM; throws when it was not a clean exit 0. */
-  stop(): Promise<void>;
+  /** Exit status after SIGTERM (or `signal`); throws when it was not a clean exit 0. */
+  stop(signal?: Deno.Signal): Promise<void>;
 }
 
 export interface RunRequest {
@@ -38,6 +38,12 @@ export interface RunRequest {
   keepState?: boolean;
   /** argv of the CLI instead of cliCommand() (an upgrade: another copy of the program). */
   cli?: string[];
+  /**
+   * Run as the systemd service does (INVOCATION_ID set): a SIGTERM then keeps the kernel
+   * state for the next run, as `systemctl restart` does. Stop such a run with `stop("SIGINT")`
+   * (Ctrl-C), which removes it, or the kernel state outlives the benchmark.
+   */
+  asService?: boolean;
 }
 
 /**
@@ -76,7 +82,10 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
+    env: {
+      DENO_NO_UPDATE_CHECK: "1",
+      ...(req.asService ? { INVOCATION_ID: crypto.randomUUID().replaceAll("-", "") } : {}),
+    },
   }).spawn();
   // The child's stderr goes to the log when it stops (and into errors).
   const logText: string[] = [];
@@ -87,8 +96,8 @@ export async function startRun(req: RunRequest): Promise<RunProcess> {
   })();
   let exited = false;
   child.status.then(() => exited = true);
-  const stop = async () => {
-    const status = await endProcess(child, 10_000);
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    const status = await endProcess(child, 10_000, signal);
     await pump.catch(() => {});
     await Deno.writeTextFile(log, logText.join(""));
     if (status.code !== 0) {

@@ -140,6 +140,9 @@ async function backendWindows(
     dir: lab.tmp,
     netns: lab.clientNetns,
     intervalS: INTERVAL_S,
+    // As the installed service: a SIGTERM (systemctl restart, an upgrade) keeps the kernel
+    // state, which the next run adopts.
+    asService: true,
   };
   let run: RunProcess | null = await startRun(req);
   const upgrade = await upgradeCopy(lab.tmp);
@@ -193,7 +196,8 @@ async function backendWindows(
       );
     }
   } finally {
-    await run?.stop().catch((e) => console.error(`fault_loss: ${e.message}`));
+    // Ctrl-C: a service's run would leave its kernel state behind on SIGTERM.
+    await run?.stop("SIGINT").catch((e) => console.error(`fault_loss: ${e.message}`));
   }
   const control = raw.find((w) => w.fault === "control")!.missing_bytes;
   const bytesPerS = opts.rateMbit * 1e6 / 8;
