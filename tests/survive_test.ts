@@ -79,9 +79,10 @@ async function cgroupLinksByTarget(): Promise<string[]> {
     cgroup_id?: number;
     attach_type?: string;
   }[];
-  // Defunct links (their cgroup gone: id 0) attach nowhere.
+  // Defunct links (their cgroup gone: id 0) attach nowhere. Several programs share an attach
+  // type (counting and DNS capture both at ingress): twice is one program twice at one hook.
   return links.filter((l) => l.type === "cgroup" && l.cgroup_id)
-    .map((l) => `${l.cgroup_id}/${l.attach_type}`);
+    .map((l) => `${l.cgroup_id}/${l.attach_type}/${l.prog_id}`);
 }
 
 interface Fault {

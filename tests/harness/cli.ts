@@ -5,7 +5,7 @@
 
 import { command, DENO, endProcess, run, type RunResult, sleep, SLOW_FACTOR } from "./exec.ts";
 import type { Layout } from "./layouts.ts";
-import { removeTree, stateDir } from "../../bpf/pins.ts";
+import { pruneEmpty, removeTree, stateDir } from "../../bpf/pins.ts";
 
 const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -187,7 +187,11 @@ export class RunningCli {
     opts: { keepKernelState?: boolean } = {},
   ): Promise<StopResult> {
     const s = await endProcess(this.#child, timeoutS * 1000, this.#exited ? null : signal);
-    if (signal === "SIGKILL" && !opts.keepKernelState) removeTree(await stateDir(this.statePath));
+    if (signal === "SIGKILL" && !opts.keepKernelState) {
+      const dir = await stateDir(this.statePath);
+      removeTree(dir);
+      pruneEmpty(dir.slice(0, dir.lastIndexOf("/"))); // the pin root too, when it was the last
+    }
     await this.#stderrDone;
     return { code: s.code, signal: s.signal, stderr: this.#stderr, final: await this.read() };
   }
