@@ -25,6 +25,18 @@
  * their counters, stay. Every change is one `iptables-restore --noflush` per family that
  * names only our chains and jumps.
  *
+ * The chains outlive `run` (docs/design.md, "Kernel state kept"): a SIGKILL, a crash or a
+ * service restart leaves them counting, and the next start adopts them. A fourth chain,
+ * STB_NETACCT_META, which nothing jumps to, holds two no-op marker rules per family:
+ * `-m comment --comment "stb-netacct instance <nonce>"` (made with the chains, kept for their
+ * life: the id the saved totals record readings of) and `"stb-netacct config <digest>"` (the
+ * rules' shape: exclusions, marks, services, interfaces, on-link or not). Chains of the same
+ * shape, one jump each from OUTPUT and PREROUTING and every counting rule there, are adopted
+ * (only STB_NETACCT_MARK and STB_NETACCT_LINK are rewritten); others are rebuilt in one
+ * `iptables-restore -c --noflush` per family that writes each service's counting rule with
+ * the counts it had (`[packets:bytes]`), so they carry on; chains without markers (an older
+ * release's) are replaced.
+ *
  * Reading: iptables-nft rules live in nftables, so where libnftables loads a read is four
  * `list chain` calls through it (~0.5 ms) instead of two iptables-save processes (3-15 ms);
  * see parseNftChainCounters for how rules are told apart there. Where that listing does
@@ -38,7 +50,9 @@ import {
   BackendError,
   type BackendOptions,
   type CounterSample,
+  type KernelState,
   type ServiceTarget,
+  type StopOptions,
 } from "./backend.ts";
 import { cgroupId } from "../lib/cgroup.ts";
 import { runTool, ToolError } from "./exec.ts";
@@ -58,6 +72,8 @@ export const CHAIN_OUT = "STB_NETACCT_OUT";
 export const CHAIN_MARK = "STB_NETACCT_MARK";
 export const CHAIN_IN = "STB_NETACCT_IN";
 export const CHAIN_LINK = "STB_NETACCT_LINK";
+/** Holds the marker rules only; nothing jumps to it. */
+export const CHAIN_META = "STB_NETACCT_META";
 const OUR_CHAINS = [CHAIN_OUT, CHAIN_MARK, CHAIN_IN];
 const CHAIN_PREFIX = "STB_NETACCT_";
 const JUMP_COMMENT = "stb-netacct";
@@ -69,6 +85,8 @@ const TOOLS: Record<IpFamily, { save: string; restore: string }> = {
   4: { save: "iptables-save", restore: "iptables-restore" },
   6: { save: "ip6tables-save", restore: "ip6tables-restore" },
 };
+
+const FAMILIES: IpFamily[] = [4, 6];
 
 export interface IptablesCounter {
   direction: "tx" | "rx";
@@ -228,19 +246,64 @@ function linkRules(plan: IptablesPlan, family: IpFamily): string[] {
   ];
 }
 
-/** Our chains and jumps, as one atomic `iptables-restore --noflush` script. */
-export function iptablesInstallScript(plan: IptablesPlan, family: IpFamily): string {
-  const chains = plan.onlink ? [...OUR_CHAINS, CHAIN_LINK] : OUR_CHAINS;
+/** The marker rules' values (see the header); "" leaves a marker out. */
+export interface IptablesMarkers {
+  instance: string;
+  config: string;
+}
+
+/** Counts a rebuilt counting rule starts from, by "tx <service>" / "rx <service>". */
+export type CarriedCounts = Map<string, { packets: bigint; bytes: bigint }>;
+
+export interface InstallExtras {
+  markers?: IptablesMarkers;
+  /**
+   * What is there now (parseIptablesState): its jumps are deleted and its chains flushed
+   * (deleted when the plan has no use for them) in the same transaction.
+   */
+  existing?: IptablesFound;
+  /** Counts for the counting rules (`iptables-restore -c`). */
+  carried?: CarriedCounts;
+}
+
+const markerComment = (kind: "instance" | "config", value: string) =>
+  `"${JUMP_COMMENT} ${kind} ${value}"`;
+
+/**
+ * Our chains and jumps, as one atomic `iptables-restore --noflush` script (with `-c` when
+ * `carried` counts are given).
+ */
+export function iptablesInstallScript(
+  plan: IptablesPlan,
+  family: IpFamily,
+  extras: InstallExtras = {},
+): string {
+  const { markers, existing, carried } = extras;
+  const chains = [...(plan.onlink ? [...OUR_CHAINS, CHAIN_LINK] : OUR_CHAINS), CHAIN_META];
+  const had = new Set(existing?.chains ?? []);
   const skip = (flag: string, chain: string) =>
     plan.skipInterfaces.map((n) => `-A ${chain} ${flag} ${n} -j RETURN`);
   const count = (chain: string, dir: string) =>
-    plan.services.map((s) =>
-      `-A ${chain} -m connmark --mark ${markSpec(s.mark, plan.ctMask)} ` +
-      `-m comment --comment "stb-netacct ${dir} ${s.name}"`
-    );
+    plan.services.map((s) => {
+      const c = carried?.get(`${dir} ${s.name}`);
+      return (c ? `[${c.packets}:${c.bytes}] ` : "") +
+        `-A ${chain} -m connmark --mark ${markSpec(s.mark, plan.ctMask)} ` +
+        `-m comment --comment "stb-netacct ${dir} ${s.name}"`;
+    });
+  const gone = [...had].filter((c) => !chains.includes(c));
   return [
     "*mangle",
-    ...chains.map((c) => `:${c} - [0:0]`),
+    ...chains.filter((c) => !had.has(c)).map((c) => `:${c} - [0:0]`),
+    ...(existing?.jumps ?? []).map((j) => `-D ${j}`),
+    // Flushed first, all of them, so no rule of ours still refers to a chain deleted here.
+    ...[...had].map((c) => `-F ${c}`),
+    ...gone.map((c) => `-X ${c}`),
+    ...(markers?.instance
+      ? [`-A ${CHAIN_META} -m comment --comment ${markerComment("instance", markers.instance)}`]
+      : []),
+    ...(markers?.config
+      ? [`-A ${CHAIN_META} -m comment --comment ${markerComment("config", markers.config)}`]
+      : []),
     `-A ${CHAIN_OUT} -o lo -j RETURN`,
     ...skip("-o", CHAIN_OUT),
     `-A ${CHAIN_OUT} -m connmark --mark ${markSpec(0, plan.ctMask)} -j ${
@@ -259,6 +322,105 @@ export function iptablesInstallScript(plan: IptablesPlan, family: IpFamily): str
   ].join("\n");
 }
 
+/** What one family's mangle table holds of ours, from `iptables-save -c -t mangle`. */
+export interface IptablesFound {
+  /** Our chains (STB_NETACCT_*). */
+  chains: string[];
+  /** Rules of other chains that jump to ours, as saved without counters ("OUTPUT -m ..."). */
+  jumps: string[];
+  instance: string | null;
+  config: string | null;
+  counters: IptablesCounter[];
+}
+
+/** Reads what is ours out of an `iptables-save [-c] -t mangle` listing (see IptablesFound). */
+export function parseIptablesState(saveText: string): IptablesFound {
+  const found: IptablesFound = {
+    chains: [],
+    jumps: [],
+    instance: null,
+    config: null,
+    counters: parseIptablesCounters(saveText),
+  };
+  let inMangle = false;
+  for (const line of saveText.split("\n")) {
+    if (line.startsWith("*")) inMangle = line === "*mangle";
+    if (!inMangle) continue;
+    const chain = /^:(\S+) /.exec(line)?.[1];
+    if (chain?.startsWith(CHAIN_PREFIX)) found.chains.push(chain);
+    const rule = /^(?:\[\d+:\d+\] )?-A (\S+) (.*)$/.exec(line);
+    if (!rule) continue;
+    const [, from = "", spec = ""] = rule;
+    if (!from.startsWith(CHAIN_PREFIX) && /-[jg] STB_NETACCT_\S+$/.test(spec)) {
+      found.jumps.push(`${from} ${spec}`);
+    }
+    if (from !== CHAIN_META) continue;
+    const marker = /--comment "?stb-netacct (instance|config) ([0-9a-f]+)"?/.exec(spec);
+    if (marker?.[1] === "instance") found.instance = marker[2] ?? null;
+    if (marker?.[1] === "config") found.config = marker[2] ?? null;
+  }
+  return found;
+}
+
+/**
+ * The digest of the rules' shape: both families' install scripts with no service present
+ * and no markers (the cgroup rules and the on-link prefixes of the moment are rewritten by
+ * every start and `read`).
+ */
+export async function iptablesConfigDigest(plan: IptablesPlan): Promise<string> {
+  const shape: IptablesPlan = {
+    ...plan,
+    services: plan.services.map((s) => ({ ...s, present: false })),
+    onlink: plan.onlink ? { 4: [], 6: [] } : null,
+  };
+  const text = `iptables-1\n${FAMILIES.map((f) => iptablesInstallScript(shape, f)).join("")}`;
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(hash).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** What `start` does with what it found (see the header). */
+export type IptablesAction =
+  | { kind: "install" }
+  | { kind: "replace" }
+  | { kind: "adopt"; instance: string }
+  | { kind: "rebuild"; instance: string; carried: Record<IpFamily, CarriedCounts> };
+
+/**
+ * Adopt, rebuild keeping the counts, replace, or install, from both families' findings.
+ * Adopting needs the same instance and config in both, one jump each from OUTPUT and
+ * PREROUTING, and every service's counting rules in place: anything less is rebuilt.
+ */
+export function decideIptables(
+  found: Record<IpFamily, IptablesFound>,
+  digest: string,
+  services: string[],
+): IptablesAction {
+  const all = FAMILIES.map((f) => found[f]);
+  if (all.every((x) => x.chains.length === 0 && x.jumps.length === 0)) return { kind: "install" };
+  const instance = all[0]!.instance;
+  if (instance === null || all.some((x) => x.instance !== instance)) return { kind: "replace" };
+  const intact = (x: IptablesFound) => {
+    const jumps = x.jumps.map((j) => `${j.split(" ")[0]}>${/\S+$/.exec(j)?.[0]}`).sort();
+    const keys = x.counters.map((c) => `${c.direction} ${c.service}`);
+    return x.config === digest &&
+      jumps.join() === [`OUTPUT>${CHAIN_OUT}`, `PREROUTING>${CHAIN_IN}`].join() &&
+      keys.length === new Set(keys).size &&
+      services.every((s) => keys.includes(`tx ${s}`) && keys.includes(`rx ${s}`));
+  };
+  if (all.every(intact)) return { kind: "adopt", instance };
+  const carried = (x: IptablesFound): CarriedCounts => {
+    const out: CarriedCounts = new Map();
+    for (const c of x.counters) {
+      const key = `${c.direction} ${c.service}`;
+      // A rule found twice counted the same packets twice: its larger count is the real one.
+      const had = out.get(key);
+      if (!had || c.bytes > had.bytes) out.set(key, { packets: c.packets, bytes: c.bytes });
+    }
+    return out;
+  };
+  return { kind: "rebuild", instance, carried: { 4: carried(found[4]), 6: carried(found[6]) } };
+}
+
 /** Rebuilds only the attribution chain; counting rules and their counters stay. */
 export function iptablesRetargetScript(plan: IptablesPlan, family: IpFamily): string {
   return ["*mangle", `-F ${CHAIN_MARK}`, ...markRules(plan, family), "COMMIT", ""].join("\n");
@@ -268,8 +430,6 @@ export function iptablesRetargetScript(plan: IptablesPlan, family: IpFamily): st
 export function iptablesOnlinkScript(plan: IptablesPlan, family: IpFamily): string {
   return ["*mangle", `-F ${CHAIN_LINK}`, ...linkRules(plan, family), "COMMIT", ""].join("\n");
 }
-
-const FAMILIES: IpFamily[] = [4, 6];
 
 /**
  * Checks targets and options the way `start` needs them and builds the plan; throws a
@@ -306,6 +466,12 @@ function onlinkByFamily(prefixes: Parameters<typeof exclusionsByFamily>[0]) {
 
 const NFT_FAMILY_OF: Record<IpFamily, string> = { 4: "ip", 6: "ip6" };
 
+/** 64 random bits as hex: an instance marker never made twice. */
+function newNonce(): string {
+  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
 export class IptablesBackend implements Backend {
   readonly name = "iptables";
   /** Set while reads go through libnftables; null: iptables-save. */
@@ -313,6 +479,7 @@ export class IptablesBackend implements Backend {
   #run: FirewallRun<IptablesPlan> | null = null;
   #onlink: OnlinkWatch | null = null;
   #onlinkError = "";
+  #kernel: KernelState | null = null;
 
   /** `read: "save"` reads through iptables-save even where libnftables loads (benchmarks). */
   constructor(readonly preference: { read?: "auto" | "save" } = {}) {}
@@ -328,24 +495,68 @@ export class IptablesBackend implements Backend {
     this.#onlink = options.internalOnlink ? new OnlinkWatch(options.exclude, options.log) : null;
     const onlink = this.#onlink?.poll();
     if (onlink) run.plan.onlink = onlinkByFamily(onlink);
+    let how: string;
     try {
-      await this.#removeOurs();
-      await this.#apply(iptablesInstallScript);
+      how = await this.#install(await iptablesConfigDigest(run.plan));
     } catch (e) {
       await this.#removeOurs().catch(() => {});
+      this.#kernel = null;
       throw e;
     }
     run.loaded(targets);
     const why = await this.#chooseReader();
     const absent = targets.filter((t) => t.id === null).map((t) => t.name);
     options.log(
-      `iptables: chains ${OUR_CHAINS.join(", ")} installed (IPv4 and IPv6) for ` +
+      `iptables: chains ${OUR_CHAINS.join(", ")} ${how} (IPv4 and IPv6) for ` +
         `${targets.length} service(s), mark base ${hex32(options.ctMark)} mask ${
           hex32(options.ctMask)
         }` +
         (absent.length ? `; waiting for the cgroup of ${absent.join(", ")}` : "") +
         `; counters read via ${this.readVia}${why ? ` (${why})` : ""}`,
     );
+  }
+
+  /**
+   * Adopts the chains an earlier run left when their shape is this config's (only the cgroup
+   * and on-link rules are rewritten), rebuilds them keeping their counts when not, and
+   * makes them when there are none or they have no markers. Says which, for the log.
+   */
+  async #install(digest: string): Promise<string> {
+    const plan = this.#run!.plan;
+    const found = { 4: await this.#found(4), 6: await this.#found(6) };
+    const action = decideIptables(found, digest, plan.services.map((s) => s.name));
+    if (action.kind === "install" || action.kind === "replace") {
+      const instance = newNonce();
+      this.#kernel = { id: `iptables:${instance}`, adopted: false };
+      if (action.kind === "replace") await this.#removeOurs();
+      await this.#apply((p, f) =>
+        iptablesInstallScript(p, f, { markers: { instance, config: digest } })
+      );
+      return action.kind === "install" ? "installed" : "replaced (they had no instance marker)";
+    }
+    this.#kernel = { id: `iptables:${action.instance}`, adopted: true };
+    if (action.kind === "adopt") {
+      await this.#apply(iptablesRetargetScript);
+      if (plan.onlink) await this.#apply(iptablesOnlinkScript);
+      return "adopted, their counters continued";
+    }
+    const markers = { instance: action.instance, config: digest };
+    await this.#apply(
+      (p, f) =>
+        iptablesInstallScript(p, f, { markers, existing: found[f], carried: action.carried[f] }),
+      ["-c"],
+    );
+    return "rebuilt for this config, their counters kept";
+  }
+
+  /** What one family's mangle table holds of ours, with counters. */
+  async #found(family: IpFamily): Promise<IptablesFound> {
+    return parseIptablesState(await runTool(TOOLS[family].save, ["-c", "-t", "mangle"]));
+  }
+
+  kernelState(): KernelState {
+    if (!this.#kernel) throw new BackendError("iptables backend has no chains before start");
+    return { ...this.#kernel };
   }
 
   /**
@@ -449,7 +660,7 @@ export class IptablesBackend implements Backend {
     await this.#followOnlink(run);
     if (this.#nft) {
       const raw = await this.#readNft();
-      if (raw) return run.totals.update(raw);
+      if (raw) return raw;
       // Not as installed (chains flushed by a firewall reload?): iptables-save below tells
       // which counting rules are left and reinstalls.
     }
@@ -467,15 +678,19 @@ export class IptablesBackend implements Backend {
       }
     }
     if (found < plan.services.length * 2 * FAMILIES.length) {
-      // A firewall reload flushed our chains: put them back; the totals carry on.
+      // A firewall reload flushed our chains: put them back, as new kernel state (a new id)
+      // counting from zero; the totals carry on.
       run.options.log(
         "iptables: counting rules vanished (firewall reload?); installing them again",
       );
       await this.#removeOurs();
-      await this.#apply(iptablesInstallScript);
+      const instance = newNonce();
+      const config = await iptablesConfigDigest(plan);
+      await this.#apply((p, f) => iptablesInstallScript(p, f, { markers: { instance, config } }));
+      this.#kernel = { id: `iptables:${instance}`, adopted: false };
       raw = zeroSample(plan.services);
     }
-    return run.totals.update(raw);
+    return raw;
   }
 
   /** Rebuilds the on-link chain when the routes changed; a failure is logged, counting goes on. */
@@ -508,12 +723,16 @@ export class IptablesBackend implements Backend {
     await run.retarget(targets, () => this.#apply(iptablesRetargetScript), "iptables");
   }
 
-  async stop(): Promise<void> {
+  async stop(options: StopOptions = {}): Promise<void> {
     this.#nft?.close();
     this.#nft = null;
-    await this.#removeOurs();
-    this.#run = null;
-    this.#onlink = null;
+    try {
+      if (!options.keep) await this.#removeOurs();
+    } finally {
+      this.#kernel = null;
+      this.#run = null;
+      this.#onlink = null;
+    }
   }
 
   /** Deletes every chain of ours and every jump to one, in both families. */
@@ -529,12 +748,15 @@ export class IptablesBackend implements Backend {
    * gone ("Invalid argument"), which happens when one vanishes between the id check and
    * the load: re-check which exist and try again.
    */
-  async #apply(build: (plan: IptablesPlan, family: IpFamily) => string): Promise<void> {
+  async #apply(
+    build: (plan: IptablesPlan, family: IpFamily) => string,
+    flags: string[] = [],
+  ): Promise<void> {
     const { plan, options: { mount } } = this.#run!;
     for (const f of FAMILIES) {
       for (let attempt = 1;; attempt++) {
         try {
-          await runTool(TOOLS[f].restore, ["--noflush"], { stdin: build(plan, f) });
+          await runTool(TOOLS[f].restore, ["--noflush", ...flags], { stdin: build(plan, f) });
           break;
         } catch (e) {
           const raced = e instanceof ToolError && /Invalid argument/.test(e.stderr) &&

@@ -1,11 +1,15 @@
 import { assertEquals } from "../lib/test_assert.ts";
 import {
+  decideIptables,
   iptablesCleanupScript,
+  iptablesConfigDigest,
+  type IptablesFound,
   iptablesInstallScript,
   iptablesOnlinkScript,
   type IptablesPlan,
   iptablesRetargetScript,
   parseIptablesCounters,
+  parseIptablesState,
   parseNftChainCounters,
   restoreQuote,
 } from "./iptables.ts";
@@ -205,5 +209,162 @@ Deno.test("iptables scripts: excluded interfaces RETURN by name, on-link flows s
     "-A STB_NETACCT_LINK -g STB_NETACCT_MARK",
     "COMMIT",
     "",
+  ]);
+});
+
+const KEPT_PLAN: IptablesPlan = {
+  services: [
+    { name: "web", path: "/web.service", mark: 0x510000, present: true },
+    { name: "late", path: "/late.service", mark: 0x520000, present: false },
+  ],
+  ctMask: 0x00ff0000,
+  exclude: { 4: ["10.0.0.0/8"], 6: ["fc00::/7"] },
+  skipInterfaces: [],
+  onlink: null,
+};
+
+/** Captured: `iptables-save -c -t mangle` / ip6tables-save of chains a SIGKILLed run kept. */
+const kept = (f: 4 | 6) => Deno.readTextFileSync(`${TESTDATA}iptables_save_kept_v${f}.txt`);
+
+Deno.test("parseIptablesState reads markers, jumps and counters of kept chains", () => {
+  for (const f of [4, 6] as const) {
+    const s = parseIptablesState(kept(f));
+    assertEquals(s.chains.sort(), [
+      "STB_NETACCT_IN",
+      "STB_NETACCT_MARK",
+      "STB_NETACCT_META",
+      "STB_NETACCT_OUT",
+    ]);
+    if (!/^[0-9a-f]{16}$/.test(s.instance ?? "")) throw new Error(`instance: ${s.instance}`);
+    if (!/^[0-9a-f]{16}$/.test(s.config ?? "")) throw new Error(`config: ${s.config}`);
+    assertEquals(s.jumps.map((j) => j.split(" ")[0]).sort(), ["OUTPUT", "PREROUTING"]);
+    assertEquals(s.counters.map((c) => `${c.direction} ${c.service}`).sort(), [
+      "rx late",
+      "rx web",
+      "tx late",
+      "tx web",
+    ]);
+  }
+  // Both families were made by one start.
+  assertEquals(parseIptablesState(kept(4)).instance, parseIptablesState(kept(6)).instance);
+  // An older release's chains: no markers.
+  const old = parseIptablesState(Deno.readTextFileSync(`${TESTDATA}iptables_save_v4.txt`));
+  assertEquals([old.instance, old.config, old.jumps.length], [null, null, 2]);
+});
+
+Deno.test("iptablesConfigDigest: the shape counts, cgroups present and on-link prefixes do not", async () => {
+  const base = await iptablesConfigDigest(KEPT_PLAN);
+  const same = await iptablesConfigDigest({
+    ...KEPT_PLAN,
+    services: KEPT_PLAN.services.map((s) => ({ ...s, present: !s.present })),
+  });
+  assertEquals(same, base);
+  const linked = { ...KEPT_PLAN, onlink: { 4: ["192.0.2.0/24"], 6: [] } };
+  const linked2 = { ...KEPT_PLAN, onlink: { 4: [], 6: ["2001:db8::/64"] } };
+  assertEquals(await iptablesConfigDigest(linked), await iptablesConfigDigest(linked2));
+  for (
+    const other of [
+      linked,
+      { ...KEPT_PLAN, exclude: { 4: ["10.0.0.0/8", "192.0.2.0/24"], 6: ["fc00::/7"] } },
+      { ...KEPT_PLAN, skipInterfaces: ["wg0"] },
+      { ...KEPT_PLAN, services: KEPT_PLAN.services.slice(0, 1) },
+    ]
+  ) {
+    if (await iptablesConfigDigest(other) === base) throw new Error(JSON.stringify(other));
+  }
+});
+
+function found(over: Partial<IptablesFound> = {}): IptablesFound {
+  return {
+    chains: ["STB_NETACCT_OUT", "STB_NETACCT_MARK", "STB_NETACCT_IN", "STB_NETACCT_META"],
+    jumps: [
+      "OUTPUT -m comment --comment stb-netacct -j STB_NETACCT_OUT",
+      "PREROUTING -m comment --comment stb-netacct -j STB_NETACCT_IN",
+    ],
+    instance: "00112233aabbccdd",
+    config: "cafe",
+    counters: [
+      { direction: "tx", service: "web", packets: 3n, bytes: 300n },
+      { direction: "rx", service: "web", packets: 4n, bytes: 400n },
+    ],
+    ...over,
+  };
+}
+
+Deno.test("decideIptables: adopt, rebuild keeping counts, replace, install", () => {
+  const none: IptablesFound = { chains: [], jumps: [], instance: null, config: null, counters: [] };
+  assertEquals(decideIptables({ 4: none, 6: none }, "cafe", ["web"]), { kind: "install" });
+  assertEquals(decideIptables({ 4: found(), 6: found() }, "cafe", ["web"]), {
+    kind: "adopt",
+    instance: "00112233aabbccdd",
+  });
+  // Another config (a service more): rebuilt, the same instance, the counts carried.
+  const rebuilt = decideIptables({ 4: found(), 6: found() }, "beef", ["web"]);
+  assertEquals(rebuilt.kind, "rebuild");
+  if (rebuilt.kind !== "rebuild") return;
+  assertEquals(rebuilt.instance, "00112233aabbccdd");
+  assertEquals(rebuilt.carried[4].get("tx web"), { packets: 3n, bytes: 300n });
+  assertEquals(decideIptables({ 4: found(), 6: found() }, "cafe", ["web", "new"]).kind, "rebuild");
+  // Attached twice, or not at all: rebuilt (one jump each afterwards).
+  const twice = found({ jumps: [...found().jumps, found().jumps[0]!] });
+  assertEquals(decideIptables({ 4: twice, 6: found() }, "cafe", ["web"]).kind, "rebuild");
+  assertEquals(
+    decideIptables({ 4: found(), 6: found({ jumps: [] }) }, "cafe", ["web"]).kind,
+    "rebuild",
+  );
+  // A counting rule found twice counted the same packets twice: the larger count is carried.
+  const dup = found({
+    counters: [...found().counters, { direction: "tx", service: "web", packets: 1n, bytes: 100n }],
+  });
+  const d = decideIptables({ 4: dup, 6: found() }, "cafe", ["web"]);
+  if (d.kind !== "rebuild") throw new Error(d.kind);
+  assertEquals(d.carried[4].get("tx web"), { packets: 3n, bytes: 300n });
+  // No markers (an older release), half of them, or two different starts: replaced.
+  assertEquals(
+    decideIptables({ 4: found({ instance: null }), 6: found() }, "cafe", []).kind,
+    "replace",
+  );
+  assertEquals(
+    decideIptables({ 4: found(), 6: found({ instance: "ff" }) }, "cafe", []).kind,
+    "replace",
+  );
+  assertEquals(decideIptables({ 4: none, 6: found() }, "cafe", []).kind, "replace");
+});
+
+Deno.test("iptablesInstallScript rebuilding: old jumps out, chains flushed, counts carried", () => {
+  const existing = found({ chains: [...found().chains, "STB_NETACCT_LINK"] });
+  const script = iptablesInstallScript(KEPT_PLAN, 4, {
+    markers: { instance: "00112233aabbccdd", config: "beef" },
+    existing,
+    carried: new Map([["tx web", { packets: 3n, bytes: 300n }]]),
+  }).split("\n");
+  const at = (line: string) => {
+    const i = script.indexOf(line);
+    if (i < 0) throw new Error(`rebuild script lacks ${line}:\n${script.join("\n")}`);
+    return i;
+  };
+  // Existing chains are not declared again (that would fail or flush twice).
+  assertEquals(script.filter((l) => l.startsWith(":")), []);
+  const del = at("-D OUTPUT -m comment --comment stb-netacct -j STB_NETACCT_OUT");
+  at("-D PREROUTING -m comment --comment stb-netacct -j STB_NETACCT_IN");
+  const flush = at("-F STB_NETACCT_OUT");
+  // The on-link chain is no longer wanted: flushed after what refers to it, then deleted.
+  if (at("-X STB_NETACCT_LINK") < flush || del > flush) throw new Error(script.join("\n"));
+  at('-A STB_NETACCT_META -m comment --comment "stb-netacct instance 00112233aabbccdd"');
+  at('-A STB_NETACCT_META -m comment --comment "stb-netacct config beef"');
+  at(
+    '[3:300] -A STB_NETACCT_OUT -m connmark --mark 0x510000/0xff0000 -m comment --comment "stb-netacct tx web"',
+  );
+  at(
+    '-A STB_NETACCT_IN -m connmark --mark 0x510000/0xff0000 -m comment --comment "stb-netacct rx web"',
+  );
+  assertEquals(script.filter((l) => l.startsWith("-I ")).length, 2);
+  // A fresh install declares every chain, the marker chain too.
+  const fresh = iptablesInstallScript(KEPT_PLAN, 6).split("\n");
+  assertEquals(fresh.filter((l) => l.startsWith(":")).sort(), [
+    ":STB_NETACCT_IN - [0:0]",
+    ":STB_NETACCT_MARK - [0:0]",
+    ":STB_NETACCT_META - [0:0]",
+    ":STB_NETACCT_OUT - [0:0]",
   ]);
 });

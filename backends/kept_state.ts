@@ -1,6 +1,6 @@
 /**
  * Kernel state that outlives `run` (docs/design.md, "Kernel state kept"): the ebpf
- * backend's pins and the nft table in this network namespace. Found for `status` and
+ * backend's pins, the nft table and the iptables chains in this network namespace. Found for `status` and
  * `doctor` (which say when it counts with no sampler reading it) and removed by `uninstall`.
  * Reading either needs root; without it nothing can be said (null).
  */
@@ -16,7 +16,35 @@ export async function keptKernelState(): Promise<string[] | null> {
   if (Deno.uid() !== 0) return null;
   const found = keptStateDirs().map((d) => `ebpf pins ${d}`);
   if (await nftTableExists()) found.push(`nft table ${NFT_FAMILY} ${NFT_TABLE}`);
+  for (const [tool, family] of IPTABLES_SAVE) {
+    const chains = ourIptablesChains(await iptablesSave(tool));
+    if (chains.length) found.push(`iptables chains ${chains.join(", ")} (${family})`);
+  }
   return found;
+}
+
+/** backends/iptables.ts's chains all start with this (named here for the same reason). */
+const IPTABLES_CHAIN_PREFIX = "STB_NETACCT_";
+const IPTABLES_SAVE = [["iptables-save", "IPv4"], ["ip6tables-save", "IPv6"]] as const;
+
+/** Our chains in an `iptables-save -t mangle` listing, sorted. */
+export function ourIptablesChains(saveText: string): string[] {
+  return saveText.split("\n").map((l) => /^:(\S+) /.exec(l)?.[1] ?? "")
+    .filter((c) => c.startsWith(IPTABLES_CHAIN_PREFIX)).sort();
+}
+
+/** The mangle table's listing; "" when the tool is missing or fails (nothing to say then). */
+async function iptablesSave(tool: string): Promise<string> {
+  try {
+    const out = await new Deno.Command(tool, {
+      args: ["-t", "mangle"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return out.success ? new TextDecoder().decode(out.stdout) : "";
+  } catch {
+    return "";
+  }
 }
 
 /** How to remove it, for the messages. */
@@ -65,5 +93,17 @@ export async function removeKernelStateOf(
         ? `Removed the nft table ${NFT_FAMILY} ${NFT_TABLE} the nft backend kept`
         : `Warning: could not remove the nft table ${NFT_FAMILY} ${NFT_TABLE}`,
     );
+  }
+  if (backends.includes("iptables")) {
+    const had = (await Promise.all(IPTABLES_SAVE.map(([t]) => iptablesSave(t))))
+      .some((t) => ourIptablesChains(t).length > 0);
+    if (!had) return;
+    try {
+      // Its stop without `keep` removes every chain and jump of ours, both families.
+      await new (await import("./iptables.ts")).IptablesBackend().stop();
+      say("Removed the iptables chains the iptables backend kept");
+    } catch (e) {
+      say(`Warning: could not remove the iptables chains: ${(e as Error).message}`);
+    }
   }
 }

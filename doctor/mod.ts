@@ -58,7 +58,7 @@ export interface DoctorReport {
   configured_backend: string;
   ok: boolean;
   /**
-   * Kernel state of ours that outlives `run` (ebpf pins, the nft table): it counts on while
+   * Kernel state of ours that outlives `run` (ebpf pins, the nft table, iptables chains): it counts on while
    * no sampler runs, and the next run adopts it. Null: not looked at (needs root).
    */
   kept_state?: string[] | null;

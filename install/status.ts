@@ -107,7 +107,7 @@ export interface StatusReport {
   config: { path: string; source: string; error: string | null };
   cgroups: Record<string, { path: string; exists: boolean }>;
   /**
-   * Kernel state of ours (ebpf pins, the nft table) found while no sampler reads it: it
+   * Kernel state of ours (ebpf pins, the nft table, iptables chains) found while no sampler reads it: it
    * counts on for the next run; empty: none; null: not looked at (needs root), or a sampler
    * runs.
    */
