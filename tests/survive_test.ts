@@ -1,13 +1,12 @@
 /**
  * Counting survives the sampler: under steady traffic from a service, `run` is SIGKILLed,
  * traffic flows on with no sampler, and a new `run` adopts what the kernel kept counting
- * (ebpf: pinned maps and links; nft: its table). The totals then equal the bytes on the
+ * (ebpf: pinned maps and links; nft: its table; iptables: its chains in both families). The
+ * totals then equal the bytes on the
  * wire (the client veth's counters) within header overhead, per backend and both layouts.
  * Kernel state of another shape (a config with one more service) is taken over once and
- * replaced; a stop outside systemd (SIGTERM, Ctrl-C) leaves no pins, links or tables.
- *
- * iptables does not keep its chains across a SIGKILL (its next start rebuilds them from
- * zero): it is not tested here.
+ * replaced (iptables and nft: rebuilt keeping their counts); a stop outside systemd (SIGTERM,
+ * Ctrl-C) leaves no pins, links, tables or chains.
  *
  * Bytes lost per SIGKILL + restart are printed ("lost per fault") for the benchmarks page.
  */
@@ -21,6 +20,7 @@ import {
   type BpfAttachment,
   bpfAttachments,
   countedDelta,
+  iptablesLines,
   kernelStateLeft,
   Lab,
   LAYOUT_NAMES,
@@ -46,7 +46,7 @@ const TOLERANCE = 0.02;
 /** A steady paced TCP flow each way, long enough for a kill, a gap and a restart. */
 const RATE = 1_000_000;
 const BYTES = Math.round(RATE * 8 * SLOW_FACTOR);
-const SURVIVING_BACKENDS = ["ebpf", "nft"] as const;
+const SURVIVING_BACKENDS = ["ebpf", "nft", "iptables"] as const;
 
 async function scratch(env: Lab, backend: string) {
   const dir = await Deno.makeTempDir({ prefix: "stb-survive-" });
@@ -55,7 +55,7 @@ async function scratch(env: Lab, backend: string) {
   return { dir, config, close: () => Deno.remove(dir, { recursive: true }) };
 }
 
-/** The ebpf run's pinned sets and link pins; nft's tables in the client netns. */
+/** The ebpf run's pinned sets and link pins; nft's tables and our iptables lines in the client netns. */
 async function keptState(backend: string, env: Lab, statePath: string) {
   if (backend === "ebpf") {
     const dir = await stateDir(statePath);
@@ -66,10 +66,31 @@ async function keptState(backend: string, env: Lab, statePath: string) {
         return [];
       }
     })();
-    return { sets: pinnedSets(dir).map((s) => s.dir), links, nft: [] as string[] };
+    return { sets: pinnedSets(dir).map((s) => s.dir), links, nft: [] as string[], ipt: [] };
   }
-  return { sets: [], links: [], nft: await nftTables(env.clientNetns) };
+  if (backend === "iptables") {
+    return { sets: [], links: [], nft: [], ipt: await iptablesLines(env.clientNetns) };
+  }
+  return { sets: [], links: [], nft: await nftTables(env.clientNetns), ipt: [] as string[] };
 }
+
+/** Per tool, our chains declared and the jumps into them (never attached twice: one each). */
+function iptablesShape(lines: string[]) {
+  const out: Record<string, { chains: number; jumps: string[] }> = {};
+  for (const tool of ["iptables-save", "ip6tables-save"]) {
+    const mine = lines.filter((l) => l.startsWith(`${tool}: `)).map((l) =>
+      l.slice(tool.length + 2)
+    );
+    out[tool] = {
+      chains: mine.filter((l) => l.startsWith(":STB_NETACCT_")).length,
+      jumps: mine.filter((l) => /-A (OUTPUT|PREROUTING|INPUT) .*-j STB_NETACCT_/.test(l))
+        .map((l) => l.replace(/^\[\d+:\d+\] /, "").split(" ").slice(0, 2).join(" ")).sort(),
+    };
+  }
+  return out;
+}
+
+const ONE_JUMP_EACH = { chains: 4, jumps: ["-A OUTPUT", "-A PREROUTING"] };
 
 /** The kernel's own list of BPF links (never attached twice: one per cgroup and program). */
 async function cgroupLinksByTarget(): Promise<string[]> {
@@ -116,6 +137,11 @@ async function killUnderTraffic(
     if (backend === "ebpf") {
       assertEquals(kept.sets.length, 1, `one pinned set after SIGKILL: ${kept.sets}`);
       assert(kept.links.length >= 2, `links pinned after SIGKILL: ${kept.links}`);
+    } else if (backend === "iptables") {
+      const shape = iptablesShape(kept.ipt);
+      for (const tool of Object.keys(shape)) {
+        assertEquals(shape[tool], ONE_JUMP_EACH, `${tool}: our chains after SIGKILL`);
+      }
     } else {
       assertEquals(kept.nft, ["inet stb_netacct"], "the nft table after SIGKILL");
     }
@@ -126,6 +152,12 @@ async function killUnderTraffic(
     if (backend === "ebpf") {
       const targets = await cgroupLinksByTarget();
       assertEquals(targets.length, new Set(targets).size, `a link attached twice: ${targets}`);
+    }
+    if (backend === "iptables") {
+      const shape = iptablesShape((await keptState(backend, env, "")).ipt);
+      for (const tool of Object.keys(shape)) {
+        assertEquals(shape[tool], ONE_JUMP_EACH, `${tool}: chains and jumps after the restart`);
+      }
     }
     const { wire } = await measured;
     const end = await settle(cli);
@@ -217,7 +249,7 @@ for (const backend of SURVIVING_BACKENDS) {
         assertEquals(stop.code, 0, `exit code after SIGTERM; stderr:\n${stop.stderr}`);
         const kept = await keptState(backend, env, `${options.output}.state`);
         assert(
-          kept.sets.length + kept.nft.length > 0,
+          kept.sets.length + kept.nft.length + kept.ipt.length > 0,
           `nothing kept after SIGTERM under systemd:\n${stop.stderr}`,
         );
         // A person's Ctrl-C under systemd too: everything goes.
