@@ -223,7 +223,10 @@ const KEPT_PLAN: IptablesPlan = {
   onlink: null,
 };
 
-/** Captured: `iptables-save -c -t mangle` / ip6tables-save of chains a SIGKILLed run kept. */
+/**
+ * Captured (tests/backends/iptables_test.ts, STB_CAPTURE_TESTDATA=1): `iptables-save -c -t
+ * mangle` / ip6tables-save of chains a run stopped with `keep` left, with internal_onlink.
+ */
 const kept = (f: 4 | 6) => Deno.readTextFileSync(`${TESTDATA}iptables_save_kept_v${f}.txt`);
 
 Deno.test("parseIptablesState reads markers, jumps and counters of kept chains", () => {
@@ -231,6 +234,7 @@ Deno.test("parseIptablesState reads markers, jumps and counters of kept chains",
     const s = parseIptablesState(kept(f));
     assertEquals(s.chains.sort(), [
       "STB_NETACCT_IN",
+      "STB_NETACCT_LINK",
       "STB_NETACCT_MARK",
       "STB_NETACCT_META",
       "STB_NETACCT_OUT",

@@ -7,7 +7,13 @@ Deno.test("ourIptablesChains finds the chains a stopped service kept, and only o
   for (const f of [4, 6]) {
     assertEquals(
       ourIptablesChains(Deno.readTextFileSync(`${TESTDATA}iptables_save_kept_v${f}.txt`)),
-      ["STB_NETACCT_IN", "STB_NETACCT_MARK", "STB_NETACCT_META", "STB_NETACCT_OUT"],
+      [
+        "STB_NETACCT_IN",
+        "STB_NETACCT_LINK",
+        "STB_NETACCT_MARK",
+        "STB_NETACCT_META",
+        "STB_NETACCT_OUT",
+      ],
     );
   }
   assertEquals(

@@ -11,7 +11,9 @@
  *   {"op":"read"}       -> {"ok":true,"result":{"name":{"rxBytes":..}}}
  *   {"op":"probe", ...same fields as start}   Backend.probe
  *   {"op":"bench","n":N} -> {"ok":true,"result":{"msPerRead":..}}
- *   {"op":"stop"}
+ *   {"op":"kernel"}     -> Backend.kernelState, or null
+ *   {"op":"stop","keep":true}   Backend.stop; `keep` leaves kernel state that outlives runs
+ * start and probe also take "excludeInterfaces":["name"] and "internalOnlink":true.
  * Errors come back as {"ok":false,"error":"..."}; log lines go to stderr.
  */
 
@@ -43,6 +45,8 @@ const options = (req: Record<string, unknown>) => ({
   exclude: (req.exclude as string[]).map(parseCidr),
   ctMark: req.ctMark as number,
   ctMask: req.ctMask as number,
+  excludeInterfaces: (req.excludeInterfaces as string[] | undefined) ?? [],
+  internalOnlink: req.internalOnlink === true,
   log: (m: string) => console.error(`[${which}] ${m}`),
 });
 
@@ -67,8 +71,10 @@ async function handle(req: Record<string, unknown>): Promise<unknown> {
       for (let i = 0; i < n; i++) await backend.read();
       return { msPerRead: (performance.now() - t0) / n };
     }
+    case "kernel":
+      return backend.kernelState?.() ?? null;
     case "stop":
-      await backend.stop();
+      await backend.stop({ keep: req.keep === true });
       return null;
     default:
       throw new Error(`unknown op ${JSON.stringify(req.op)}`);
