@@ -19,6 +19,7 @@ import {
   assertEquals,
   type BpfAttachment,
   bpfAttachments,
+  cliArgv,
   countedDelta,
   iptablesLines,
   kernelStateLeft,
@@ -29,6 +30,7 @@ import {
   nftTables,
   output,
   REMOTES,
+  run,
   type RunningCli,
   type Sample,
   SERVICE_NAMES,
@@ -252,6 +254,24 @@ for (const backend of SURVIVING_BACKENDS) {
           kept.sets.length + kept.nft.length + kept.ipt.length > 0,
           `nothing kept after SIGTERM under systemd:\n${stop.stderr}`,
         );
+        if (backend !== "ebpf") {
+          // `status` (root, no sampler) names what counts unread, in the netns it looks at;
+          // ebpf's pins are found by their root, which this test's runs do not share.
+          const status = await run(
+            [
+              ...env.layout.wrap(env.clientNetns),
+              // A file no sampler writes: counters.json itself is fresh, so "healthy".
+              ...cliArgv(["status", "--input", `${files.dir}/unread.json`, "--json"]),
+            ],
+            { allowFail: true },
+          );
+          const kernel = (JSON.parse(status.stdout) as { kernel_state?: string[] }).kernel_state;
+          const named = backend === "nft" ? "nft table" : "iptables chains";
+          assert(
+            (kernel ?? []).some((k) => k.startsWith(named)),
+            `status does not name the kept ${named}: ${status.stdout}`,
+          );
+        }
         // A person's Ctrl-C under systemd too: everything goes.
         cli = await startRun(env.layout, env.clientNetns, service);
         assert(/adopted/.test(cli.stderr), `no adoption logged:\n${cli.stderr}`);

@@ -78,7 +78,8 @@ export const GUEST_TESTS: { file: string; tests: string[] }[] = [
   },
   // Counting survives the sampler: pinned maps and links adopted after a SIGKILL under
   // traffic (BPF_LINK_UPDATE, bpf_map__reuse_fd on this kernel), totals equal the wire.
-  { file: "tests/survive_test.ts", tests: ["survive ebpf / v2: "] },
+  // iptables: chains kept and adopted, `iptables-restore -c` with this kernel's nf_tables.
+  { file: "tests/survive_test.ts", tests: ["survive ebpf / v2: ", "survive iptables / v2: "] },
   // Bytes as the wire carries them (ebpf's default GSO correction), on this kernel too.
   { file: "tests/wire_bytes_test.ts", tests: ["wire bytes: "] },
   // Connect events: through the CLI, and the ring buffer's overflow accounting.
