@@ -291,7 +291,8 @@ if (fl) {
       `first publication, ${fl.steady_s} s more. *sigkill*: SIGKILL and a new \`run\` on ` +
       `the same config, output and saved state; *restart*: SIGTERM and a new \`run\`, as ` +
       `\`systemctl restart\`; *upgrade*: SIGTERM and a new \`run\` from another copy of ` +
-      `the program, as \`install\` of a new version. Lost = (the veth's L3 bytes both ` +
+      `the program, as \`install\` of a new version. Every run has INVOCATION_ID set, as under ` +
+      `systemd, so a SIGTERM keeps the kernel state for the next run. Lost = (the veth's L3 bytes both ` +
       `ways − counted bytes both ways) − the same in a window with no fault; *downtime* is ` +
       `from the fault to the new run's first publication. One window per fault: where in ` +
       `the sampling interval the fault strikes moves the figure by up to one interval. ` +
