@@ -67,6 +67,7 @@ import {
 } from "./firewall.ts";
 import { LibnftablesRunner, type NftRunner } from "./nft_libnftables.ts";
 import { OnlinkWatch } from "../lib/onlink.ts";
+import { newNonce, shortDigest } from "../lib/digest.ts";
 
 export const CHAIN_OUT = "STB_NETACCT_OUT";
 export const CHAIN_MARK = "STB_NETACCT_MARK";
@@ -374,8 +375,7 @@ export async function iptablesConfigDigest(plan: IptablesPlan): Promise<string> 
     onlink: plan.onlink ? { 4: [], 6: [] } : null,
   };
   const text = `iptables-1\n${FAMILIES.map((f) => iptablesInstallScript(shape, f)).join("")}`;
-  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(hash).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return await shortDigest(text);
 }
 
 /** What `start` does with what it found (see the header). */
@@ -465,12 +465,6 @@ function onlinkByFamily(prefixes: Parameters<typeof exclusionsByFamily>[0]) {
 }
 
 const NFT_FAMILY_OF: Record<IpFamily, string> = { 4: "ip", 6: "ip6" };
-
-/** 64 random bits as hex: an instance marker never made twice. */
-function newNonce(): string {
-  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
-}
 
 export class IptablesBackend implements Backend {
   readonly name = "iptables";

@@ -58,6 +58,7 @@ import {
 import { type NftRunner, openNftRunner } from "./nft_libnftables.ts";
 import type { Cidr } from "../lib/cidr.ts";
 import { OnlinkWatch } from "../lib/onlink.ts";
+import { newNonce, shortDigest } from "../lib/digest.ts";
 
 export const NFT_FAMILY = "inet";
 export const NFT_TABLE = "stb_netacct";
@@ -185,8 +186,7 @@ export async function nftConfigDigest(plan: NftPlan): Promise<string> {
     services: plan.services.map((s) => ({ ...s, present: false })),
     onlink: plan.onlink ? { v4: [], v6: [] } : plan.onlink,
   });
-  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`nft-1\n${shape}`));
-  return [...new Uint8Array(hash).slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return await shortDigest(`nft-1\n${shape}`);
 }
 
 /**
@@ -286,12 +286,6 @@ export function nftRetargetBatch(plan: NftPlan): string {
     ...nftAttributeRules(plan).map((r) => `add rule ${TABLE} attribute ${r}`),
     "",
   ].join("\n");
-}
-
-/** 64 random bits as hex: an instance marker never made twice. */
-function newNonce(): string {
-  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
 }
 
 const REMOVE_TABLE = `table ${TABLE} {}\ndelete table ${TABLE}\n`;

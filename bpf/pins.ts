@@ -15,6 +15,7 @@
  */
 
 import { BackendError } from "../lib/errors.ts";
+import { shortDigest } from "../lib/digest.ts";
 
 export const PIN_ROOT = "/sys/fs/bpf/stb-netacct";
 const BPFFS = "/sys/fs/bpf";
@@ -34,7 +35,7 @@ export function pinRoot(): string {
 
 /** The directory of one state file's kernel state. */
 export async function stateDir(stateKey: string): Promise<string> {
-  return `${pinRoot()}/${await sha256(new TextEncoder().encode(stateKey))}`;
+  return `${pinRoot()}/${await shortDigest(stateKey)}`;
 }
 
 /** The compatibility digest of a set of maps (see the header). */
@@ -43,13 +44,7 @@ export async function setDigest(object: Uint8Array, names: readonly string[]): P
   const all = new Uint8Array(object.length + tail.length);
   all.set(object);
   all.set(tail, object.length);
-  return await sha256(all);
-}
-
-/** The first 64 bits of a SHA-256, as hex. */
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...hash.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return await shortDigest(all);
 }
 
 /** One pinned set as found: its directory, digest, counters map id and service names. */
