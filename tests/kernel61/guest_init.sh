@@ -58,6 +58,10 @@ $bb mkdir -p /dev/pts /dev/shm
 $bb mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts
 $bb mount -t tmpfs -o mode=1777 shm /dev/shm
 $bb mount -t tmpfs -o mode=0755 run /run || die "mount /run"
+# The guest's own /tmp hides the host's: a checkout there (a fresh clone in /tmp) is bound
+# back once job.sh names it.
+$bb mkdir -p /.k61/host-tmp
+$bb mount --bind /tmp /.k61/host-tmp || die "keep the host's /tmp"
 $bb mount -t tmpfs -o mode=1777 tmp /tmp || die "mount /tmp"
 $bb mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || die "mount cgroup2"
 $bb mount -t bpf -o mode=0700 bpf /sys/fs/bpf || die "mount bpffs"
@@ -75,6 +79,13 @@ $bb ip link set lo up
 # A host has an interface besides lo; tests that hand the programs a crafted packet need
 # one's ifindex (a packet "on lo" is never counted). A dummy one, since nothing is wired.
 ip link add k61-dummy0 type dummy && ip link set k61-dummy0 up || say "no dummy interface"
+
+case "$K61_CWD" in
+/tmp/*)
+  $bb mkdir -p "$K61_CWD"
+  $bb mount --bind "/.k61/host-tmp/${K61_CWD#/tmp/}" "$K61_CWD" || die "bind $K61_CWD"
+  ;;
+esac
 
 say "running the job on $($bb uname -r)"
 cd "$K61_CWD" || die "cd $K61_CWD"
